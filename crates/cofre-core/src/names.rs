@@ -1,0 +1,172 @@
+//! Validation of the names users type: user, group, target, account, policy and tag names, and hosts.
+//!
+//! Names end up in SSH usernames (`alice:root@db01`), URLs and audit entries, so they are kept to a
+//! small alphabet: `:` and `@` never appear in a user, account or target name, which keeps the gateway's
+//! username grammar unambiguous.
+
+use crate::FieldError;
+
+pub const MAX_NAME_LEN: usize = 64;
+pub const MAX_HOST_LEN: usize = 253;
+
+/// Lowercase identifiers: users, groups, targets, policies, tags. `[a-z0-9][a-z0-9._-]*`, at most 64.
+pub fn check_identifier(field: &str, value: &str) -> Result<(), FieldError> {
+    check_len(field, value, MAX_NAME_LEN)?;
+    let mut chars = value.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !first_ok {
+        return Err(FieldError::new(
+            field,
+            "must start with a lowercase letter or a digit",
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(FieldError::new(
+            field,
+            format!("may contain only a-z, 0-9, '.', '_' and '-' (found {bad:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Accounts on a target (`root`, `Administrator`, `svc$backup`): case is kept, `:`/`@`/space are not allowed.
+pub fn check_account(field: &str, value: &str) -> Result<(), FieldError> {
+    check_len(field, value, MAX_NAME_LEN)?;
+    if value.starts_with('-') {
+        return Err(FieldError::new(field, "must not start with '-'"));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '$')))
+    {
+        return Err(FieldError::new(
+            field,
+            format!("may contain only letters, digits, '.', '_', '-' and '$' (found {bad:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// A DNS name or an IPv4/IPv6 address literal.
+pub fn check_host(field: &str, value: &str) -> Result<(), FieldError> {
+    check_len(field, value, MAX_HOST_LEN)?;
+    if value.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    for label in value.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(FieldError::new(
+                field,
+                "must be an IP address or a DNS name (labels of 1 to 63 characters)",
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(FieldError::new(
+                field,
+                "DNS labels must not start or end with '-'",
+            ));
+        }
+        if let Some(bad) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return Err(FieldError::new(
+                field,
+                format!("must be an IP address or a DNS name (found {bad:?})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Free text that is stored and shown (reasons, comments): bounded, printable, one paragraph.
+pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
+    if value.chars().count() > max {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
+    if value.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers() {
+        for ok in ["alice", "db01", "ops-team", "a.b_c", "0x"] {
+            check_identifier("name", ok).unwrap();
+        }
+        for bad in ["", "Alice", "-x", "a b", "a:b", "a@b", "é", &"a".repeat(65)] {
+            let err = check_identifier("name", bad).unwrap_err();
+            assert_eq!(err.field, "name");
+        }
+    }
+
+    #[test]
+    fn accounts() {
+        for ok in ["root", "Administrator", "svc$backup", "oracle.db"] {
+            check_account("account", ok).unwrap();
+        }
+        for bad in ["", "-root", "ro ot", "root:x", "a@b"] {
+            assert!(check_account("account", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in ["10.0.0.5", "::1", "db01.corp.example", "localhost"] {
+            check_host("host", ok).unwrap();
+        }
+        for bad in ["", "a..b", "-a.b", "a_b.c", "a b", &"a".repeat(254)] {
+            assert!(check_host("host", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn text() {
+        check_text("reason", "INC-42 disk full", 500).unwrap();
+        assert!(check_text("reason", "a\u{7}", 500).is_err());
+        assert!(check_text("reason", &"x".repeat(501), 500).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn validators_never_panic(s in ".*") {
+            let _ = check_identifier("f", &s);
+            let _ = check_account("f", &s);
+            let _ = check_host("f", &s);
+            let _ = check_text("f", &s, 100);
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! One session channel, from the first request to the end: collect pty and environment, start the
+//! session (policy, credential, recording), connect upstream, then relay and record until either
+//! side ends, an admin kills the session, or the recording cannot be written (then the session
+//! ends: it never runs unrecorded).
+
+use crate::sftp::SftpObserver;
+use crate::upstream;
+use cofre_server::recording::RecordingWriter;
+use cofre_server::services::sessions::GatewayLogin;
+use cofre_server::services::{App, Principal};
+use russh::server::Msg;
+use russh::{Channel, ChannelMsg, Pty};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Flush the recording at least this often, and whenever this much is buffered.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const FLUSH_BYTES: usize = 4 * 1024 * 1024;
+
+pub struct ChannelSetup {
+    pub app: Arc<App>,
+    pub handle: russh::server::Handle,
+    pub source: String,
+    pub login: Option<GatewayLogin>,
+    pub principal: Option<Principal>,
+    pub refusal: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Environment variables a client may pass to the target; the rest could change how the target's
+/// shell behaves in ways the recording would not show.
+pub fn env_allowed(name: &str) -> bool {
+    matches!(name, "LANG" | "TZ" | "TERM" | "COLORTERM") || name.starts_with("LC_")
+}
+
+struct PtyRequest {
+    term: String,
+    cols: u32,
+    rows: u32,
+    pix_width: u32,
+    pix_height: u32,
+    modes: Vec<(Pty, u32)>,
+}
+
+enum Start {
+    Shell,
+    Exec(Vec<u8>),
+    Sftp,
+}
+
+type ToClient = russh::ChannelWriteHalf<Msg>;
+
+async fn tell(to_client: &ToClient, text: &str) {
+    let mut line = text.replace('\n', "\r\n");
+    line.push_str("\r\n");
+    let _ = to_client.extended_data_bytes(1, line.into_bytes()).await;
+}
+
+async fn finish(to_client: &ToClient, status: u32) {
+    let _ = to_client.exit_status(status).await;
+    let _ = to_client.eof().await;
+    let _ = to_client.close().await;
+}
+
+/// Flushes the recording off the async workers (it ends in an fsync).
+fn flush(rec: &mut RecordingWriter) -> Result<(), String> {
+    tokio::task::block_in_place(|| rec.flush()).map_err(|e| e.to_string())
+}
+
+pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
+    let id = channel.id();
+    let (mut from_client, to_client) = channel.split();
+    let mut pty: Option<PtyRequest> = None;
+    let mut env: Vec<(String, String)> = Vec::new();
+    let start = loop {
+        match from_client.wait().await {
+            Some(ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+                ..
+            }) => {
+                pty = Some(PtyRequest {
+                    term,
+                    cols: col_width,
+                    rows: row_height,
+                    pix_width,
+                    pix_height,
+                    modes: terminal_modes,
+                })
+            }
+            Some(ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            }) if env_allowed(&variable_name) => env.push((variable_name, variable_value)),
+            Some(ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                ..
+            }) => {
+                if let Some(p) = pty.as_mut() {
+                    p.cols = col_width;
+                    p.rows = row_height;
+                }
+            }
+            Some(ChannelMsg::RequestShell { .. }) => break Start::Shell,
+            Some(ChannelMsg::Exec { command, .. }) => break Start::Exec(command),
+            Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => break Start::Sftp,
+            Some(ChannelMsg::Eof | ChannelMsg::Close) | None => return,
+            Some(_) => {}
+        }
+    };
+    if let Some(message) = &setup.refusal {
+        tell(&to_client, &format!("cofre: {message}")).await;
+        finish(&to_client, 255).await;
+        return;
+    }
+    let (Some(principal), Some(login)) = (&setup.principal, &setup.login) else {
+        tell(&to_client, "cofre: not authenticated").await;
+        finish(&to_client, 255).await;
+        return;
+    };
+    let app = &setup.app;
+    let kind = match start {
+        Start::Shell => "shell",
+        Start::Exec(_) => "exec",
+        Start::Sftp => "sftp",
+    };
+    // RFC 4254 6.2: zero dimensions (what a client without a terminal sends) are ignored.
+    let nonzero = |n: u32, default: u32| if n == 0 { default } else { n };
+    let (cols, rows) = pty
+        .as_ref()
+        .map_or((80, 24), |p| (nonzero(p.cols, 80), nonzero(p.rows, 24)));
+    let header = serde_json::json!({
+        "version": 2,
+        "width": cols,
+        "height": rows,
+        "timestamp": app.now().unix_timestamp(),
+        "title": format!("{}:{}@{}", login.user, login.account, login.target),
+        "env": { "TERM": pty.as_ref().map(|p| p.term.clone()), "SHELL": null },
+    });
+    let mut session = match app
+        .start_session(
+            principal,
+            login,
+            kind,
+            &setup.source,
+            setup.reason.as_deref(),
+            header,
+        )
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tell(&to_client, &format!("cofre: {}", e.message)).await;
+            finish(&to_client, 1).await;
+            return;
+        }
+    };
+    let session_id = session.id.clone();
+    let end = |reason: String, bytes: u64| {
+        let app = app.clone();
+        let session_id = session_id.clone();
+        let user = principal.username.clone();
+        async move {
+            if let Err(e) = app.end_session(&session_id, &user, &reason, bytes).await {
+                tracing::error!(session = %session_id, error = %e, "cannot record the end of a session");
+            }
+        }
+    };
+    let upstream = match upstream::connect(app, &session, &login.target).await {
+        Ok(h) => h,
+        Err(message) => {
+            session.recording.marker(&format!("refused: {message}"));
+            let _ = flush(&mut session.recording);
+            tell(&to_client, &format!("cofre: {message}")).await;
+            finish(&to_client, 1).await;
+            end(message, 0).await;
+            return;
+        }
+    };
+    let up = match upstream.channel_open_session().await {
+        Ok(c) => c,
+        Err(e) => {
+            let message = format!("cannot open a session on {}: {e}", login.target);
+            tell(&to_client, &format!("cofre: {message}")).await;
+            finish(&to_client, 1).await;
+            end(message, 0).await;
+            return;
+        }
+    };
+    if let Some(p) = &pty {
+        let _ = up
+            .request_pty(
+                false,
+                &p.term,
+                p.cols,
+                p.rows,
+                p.pix_width,
+                p.pix_height,
+                &p.modes,
+            )
+            .await;
+    }
+    for (name, value) in &env {
+        let _ = up.set_env(false, name.clone(), value.clone()).await;
+    }
+    let started = match &start {
+        Start::Shell => up.request_shell(true).await,
+        Start::Exec(command) => {
+            session
+                .recording
+                .marker(&format!("exec {}", String::from_utf8_lossy(command)));
+            up.exec(true, command.clone()).await
+        }
+        Start::Sftp => up.request_subsystem(true, "sftp").await,
+    };
+    if let Err(e) = started {
+        let message = format!("the target refused the {kind} request: {e}");
+        tell(&to_client, &format!("cofre: {message}")).await;
+        finish(&to_client, 1).await;
+        end(message, 0).await;
+        return;
+    }
+    let (from_up, to_up) = up.split();
+    let relay = Relay {
+        rec: Arc::new(Mutex::new(session.recording)),
+        sftp: Arc::new(Mutex::new(
+            matches!(start, Start::Sftp).then(SftpObserver::default),
+        )),
+        to_client: Arc::new(to_client),
+        to_up: Arc::new(to_up),
+        record_input: app.config.record_input,
+        exit_sent: Arc::new(AtomicBool::new(false)),
+    };
+    let (done_tx, mut done_rx) = mpsc::channel::<String>(4);
+    // One task per direction: a send that waits for the peer's window must never keep the other
+    // direction from being read (that deadlocks as soon as both sides are busy).
+    let upward = tokio::spawn(relay.clone().client_to_target(from_client, done_tx.clone()));
+    let downward = tokio::spawn(relay.clone().target_to_client(
+        from_up,
+        setup.handle.clone(),
+        id,
+        kind,
+        login.target.clone(),
+        done_tx,
+    ));
+    let kill = &mut session.kill;
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reason = loop {
+        tokio::select! {
+            why = done_rx.recv() => break why.unwrap_or_else(|| "ended".to_owned()),
+            changed = kill.changed() => {
+                let why = match changed {
+                    Ok(()) => kill.borrow().clone().unwrap_or_else(|| "terminated".into()),
+                    Err(_) => "terminated".into(),
+                };
+                tell(&relay.to_client, &format!("\n*** cofre: session {why} ***")).await;
+                break why;
+            }
+            _ = tick.tick() => {
+                if let Err(why) = relay.flush() {
+                    tell(&relay.to_client, RECORDING_FAILED).await;
+                    break why;
+                }
+            }
+        }
+    };
+    upward.abort();
+    // Whatever ended the session, the target's side stops here too: a killed session, or one that
+    // can no longer be recorded, must not go on streaming output (nor hang on an idle target).
+    downward.abort();
+    let _ = downward.await;
+    let to_client = relay.to_client.clone();
+    let bytes = {
+        let mut rec = relay.lock_rec();
+        rec.marker(&format!("end: {reason}"));
+        let _ = flush(&mut rec);
+        rec.bytes()
+    };
+    let _ = relay.to_up.close().await;
+    let _ = upstream
+        .disconnect(russh::Disconnect::ByApplication, "session ended", "en")
+        .await;
+    if !relay.exit_sent.load(Ordering::Relaxed) {
+        let _ = to_client
+            .exit_status(if reason == "ended" { 0 } else { 1 })
+            .await;
+    }
+    let _ = to_client.eof().await;
+    let _ = to_client.close().await;
+    end(reason, bytes).await;
+}
+
+const RECORDING_FAILED: &str =
+    "\n*** cofre: the session recording can no longer be written, so the session is ended ***";
+
+/// What both directions of a running session share.
+#[derive(Clone)]
+struct Relay {
+    rec: Arc<Mutex<RecordingWriter>>,
+    sftp: Arc<Mutex<Option<SftpObserver>>>,
+    to_client: Arc<ToClient>,
+    to_up: Arc<russh::ChannelWriteHalf<russh::client::Msg>>,
+    record_input: bool,
+    /// The target's exit status or exit signal has been passed to the client (then no made-up
+    /// status may follow: a command killed by a signal must not look successful).
+    exit_sent: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn lock_rec(&self) -> std::sync::MutexGuard<'_, RecordingWriter> {
+        self.rec
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_sftp(&self) -> std::sync::MutexGuard<'_, Option<SftpObserver>> {
+        self.sftp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn flush(&self) -> Result<(), String> {
+        flush(&mut self.lock_rec()).map_err(|e| {
+            tracing::error!(error = %e, "recording failed; ending the session");
+            format!("recording failed: {e}")
+        })
+    }
+
+    /// Writes a frame early when much is buffered (bulk output), so memory stays bounded; the
+    /// fsync stays on the once-a-second tick.
+    fn flush_if_full(&self) -> Result<(), String> {
+        let mut rec = self.lock_rec();
+        if rec.pending() < FLUSH_BYTES {
+            return Ok(());
+        }
+        rec.write_frame().map_err(|e| {
+            tracing::error!(error = %e, "recording failed; ending the session");
+            format!("recording failed: {e}")
+        })
+    }
+
+    async fn client_to_target(
+        self,
+        mut from_client: russh::ChannelReadHalf,
+        done: mpsc::Sender<String>,
+    ) {
+        let why = loop {
+            match from_client.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    let events = self.lock_sftp().as_mut().map(|s| s.client_data(&data));
+                    match events {
+                        Some(events) => events.iter().for_each(|e| self.lock_rec().marker(e)),
+                        None if self.record_input => self.lock_rec().input(&data),
+                        None => {}
+                    }
+                    if let Err(why) = self.flush_if_full() {
+                        tell(&self.to_client, RECORDING_FAILED).await;
+                        break why;
+                    }
+                    if self.to_up.data_bytes(data).await.is_err() {
+                        break "the target closed the session".to_owned();
+                    }
+                }
+                Some(ChannelMsg::Eof) => {
+                    let _ = self.to_up.eof().await;
+                }
+                Some(ChannelMsg::WindowChange {
+                    col_width,
+                    row_height,
+                    pix_width,
+                    pix_height,
+                }) => {
+                    self.lock_rec().resize(col_width, row_height);
+                    let _ = self
+                        .to_up
+                        .window_change(col_width, row_height, pix_width, pix_height)
+                        .await;
+                }
+                Some(ChannelMsg::Signal { signal }) => {
+                    let _ = self.to_up.signal(signal).await;
+                }
+                Some(ChannelMsg::Close) | None => break "the client disconnected".to_owned(),
+                Some(_) => {}
+            }
+        };
+        let _ = done.send(why).await;
+    }
+
+    async fn target_to_client(
+        self,
+        mut from_up: russh::ChannelReadHalf,
+        handle: russh::server::Handle,
+        id: russh::ChannelId,
+        kind: &'static str,
+        target: String,
+        done: mpsc::Sender<String>,
+    ) {
+        let why = loop {
+            match from_up.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    let sftp = self
+                        .lock_sftp()
+                        .as_mut()
+                        .map(|s| s.server_data(&data))
+                        .is_some();
+                    if !sftp {
+                        self.lock_rec().output(&data);
+                    }
+                    if let Err(why) = self.flush_if_full() {
+                        tell(&self.to_client, RECORDING_FAILED).await;
+                        break why;
+                    }
+                    if self.to_client.data_bytes(data).await.is_err() {
+                        break "the client disconnected".to_owned();
+                    }
+                }
+                Some(ChannelMsg::ExtendedData { data, ext }) => {
+                    if self.lock_sftp().is_none() {
+                        self.lock_rec().output(&data);
+                    }
+                    let _ = self.to_client.extended_data_bytes(ext, data).await;
+                }
+                Some(ChannelMsg::ExitStatus {
+                    exit_status: status,
+                }) => {
+                    self.lock_rec().marker(&format!("exit status {status}"));
+                    let _ = self.to_client.exit_status(status).await;
+                    self.exit_sent.store(true, Ordering::Relaxed);
+                }
+                Some(ChannelMsg::ExitSignal {
+                    signal_name,
+                    core_dumped,
+                    error_message,
+                    lang_tag,
+                }) => {
+                    self.lock_rec()
+                        .marker(&format!("exit signal {signal_name:?}"));
+                    let _ = handle
+                        .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+                        .await;
+                    self.exit_sent.store(true, Ordering::Relaxed);
+                }
+                Some(ChannelMsg::Eof) => {
+                    let _ = self.to_client.eof().await;
+                }
+                Some(ChannelMsg::Failure) => {
+                    tell(
+                        &self.to_client,
+                        &format!("cofre: {target} refused the {kind} request"),
+                    )
+                    .await;
+                    break format!("the target refused the {kind} request");
+                }
+                Some(ChannelMsg::Close) | None => break "ended".to_owned(),
+                Some(_) => {}
+            }
+        };
+        let _ = done.send(why).await;
+    }
+}

@@ -1,0 +1,449 @@
+//! One SSH connection: authentication, and the channel requests it may make. Session channels are
+//! handed to [`crate::channel`], one task each; everything that could go around the recording
+//! (port forwarding, X11, agent forwarding) is refused and audited.
+
+use crate::channel::{self, ChannelSetup};
+use cofre_core::policy::Outcome;
+use cofre_server::services::sessions::{parse_gateway_login, GatewayLogin};
+use cofre_server::services::{App, Principal};
+use russh::keys::HashAlg;
+use russh::server::{
+    Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
+};
+use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+enum Prompting {
+    Nothing,
+    /// Asked for the password (and TOTP code).
+    Password,
+    /// Authenticated; asked why (the policy's outcome is `justify`).
+    Reason,
+}
+
+pub struct Connection {
+    app: Arc<App>,
+    source: String,
+    login: Option<GatewayLogin>,
+    /// A login name that is not `user:account@target`: the connection gets in, but only to be told.
+    refusal: Option<String>,
+    principal: Option<Principal>,
+    reason: Option<String>,
+    prompting: Prompting,
+    /// Reasons refused as too short or too long; after `REASON_ATTEMPTS` the login is refused.
+    bad_reasons: u32,
+}
+
+const REASON_ATTEMPTS: u32 = 3;
+
+fn methods(kinds: &[MethodKind]) -> Option<MethodSet> {
+    Some(MethodSet::from(kinds))
+}
+
+impl Connection {
+    pub fn new(app: Arc<App>, peer: SocketAddr) -> Connection {
+        Connection {
+            app,
+            source: peer.ip().to_string(),
+            login: None,
+            refusal: None,
+            principal: None,
+            reason: None,
+            prompting: Prompting::Nothing,
+            bad_reasons: 0,
+        }
+    }
+
+    fn reject() -> Auth {
+        Auth::Reject {
+            proceed_with_methods: methods(&[
+                MethodKind::PublicKey,
+                MethodKind::KeyboardInteractive,
+            ]),
+            partial_success: false,
+        }
+    }
+
+    fn ask_reason(&self, retry: bool) -> Auth {
+        let what = self
+            .login
+            .as_ref()
+            .map(|l| format!("{}@{}", l.account, l.target))
+            .unwrap_or_default();
+        Auth::Partial {
+            name: Cow::Borrowed("Cofre"),
+            instructions: Cow::Owned(if retry {
+                format!("A reason of at least 3 characters is required for {what}.")
+            } else {
+                format!(
+                    "Access to {what} requires a reason (e.g. a ticket number); it is recorded."
+                )
+            }),
+            prompts: Cow::Owned(vec![(Cow::Borrowed("Reason: "), true)]),
+        }
+    }
+
+    /// After the user is known: accept, or first ask for a reason where policy wants one.
+    async fn after_authentication(&mut self, principal: Principal) -> Auth {
+        let outcome = match &self.login {
+            Some(l) => self
+                .app
+                .session_outcome(&principal, &l.target)
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        self.principal = Some(principal);
+        if outcome == Some(Outcome::Justify) {
+            self.prompting = Prompting::Reason;
+            Auth::Reject {
+                proceed_with_methods: methods(&[MethodKind::KeyboardInteractive]),
+                partial_success: true,
+            }
+        } else {
+            Auth::Accept
+        }
+    }
+
+    async fn refuse_channel(&self, kind: &str, reply: ChannelOpenHandle) {
+        let actor = self
+            .principal
+            .as_ref()
+            .map_or("anonymous", |p| p.username.as_str());
+        let _ = self
+            .app
+            .gateway_refusal(
+                actor,
+                kind,
+                &format!("{kind} is not allowed through the gateway"),
+                &self.source,
+            )
+            .await;
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        match parse_gateway_login(user) {
+            Ok(login) => {
+                self.login = Some(login);
+                Ok(Self::reject())
+            }
+            Err(e) => {
+                // No SSH message can carry an explanation before authentication, so a malformed
+                // name is let in to a session that can do nothing but print why.
+                let _ = self
+                    .app
+                    .gateway_refusal("anonymous", "gateway", "malformed login name", &self.source)
+                    .await;
+                self.refusal = Some(e.message);
+                Ok(Auth::Accept)
+            }
+        }
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.bad_reasons >= REASON_ATTEMPTS {
+            return Ok(Self::reject());
+        }
+        // Clients need not try `none` first, so the name is parsed here too.
+        let Ok(login) = parse_gateway_login(user) else {
+            return Ok(Self::reject());
+        };
+        let fp = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+        Ok(match self.app.gateway_key_known(&login.user, &fp).await {
+            Ok(true) => Auth::Accept,
+            _ => Self::reject(),
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.bad_reasons >= REASON_ATTEMPTS {
+            return Ok(Self::reject());
+        }
+        let Ok(login) = parse_gateway_login(user) else {
+            return Ok(Self::reject());
+        };
+        let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+        let principal = match self
+            .app
+            .gateway_key_login(&login.user, &fp, &self.source)
+            .await
+        {
+            Ok(p) => p,
+            Err(_) => return Ok(Self::reject()),
+        };
+        self.login = Some(login);
+        Ok(self.after_authentication(principal).await)
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        if self.bad_reasons >= REASON_ATTEMPTS {
+            return Ok(Self::reject());
+        }
+        let Ok(login) = parse_gateway_login(user) else {
+            return Ok(Self::reject());
+        };
+        match (&self.prompting, response) {
+            (Prompting::Reason, None) => Ok(self.ask_reason(false)),
+            (Prompting::Reason, Some(mut answers)) => {
+                let reason = answers
+                    .next()
+                    .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+                    .unwrap_or_default();
+                if reason.chars().count() < 3 || reason.chars().count() > 500 {
+                    self.bad_reasons += 1;
+                    if self.bad_reasons < REASON_ATTEMPTS {
+                        return Ok(self.ask_reason(true));
+                    }
+                    // Asking forever would keep a client that cannot answer (a script) hanging.
+                    let _ = self
+                        .app
+                        .gateway_refusal(
+                            &login.user,
+                            &format!("credential:{}/{}", login.target, login.account),
+                            "no valid reason given",
+                            &self.source,
+                        )
+                        .await;
+                    self.principal = None;
+                    self.prompting = Prompting::Nothing;
+                    return Ok(Self::reject());
+                }
+                self.reason = Some(reason);
+                self.prompting = Prompting::Nothing;
+                Ok(Auth::Accept)
+            }
+            (_, None) | (Prompting::Nothing, Some(_)) => {
+                let totp = self.app.user_has_totp(&login.user).await.unwrap_or(false);
+                let mut prompts = vec![(Cow::Borrowed("Password: "), false)];
+                if totp {
+                    prompts.push((Cow::Borrowed("TOTP code: "), true));
+                }
+                self.login = Some(login);
+                self.prompting = Prompting::Password;
+                Ok(Auth::Partial {
+                    name: Cow::Borrowed("Cofre"),
+                    instructions: Cow::Borrowed(""),
+                    prompts: Cow::Owned(prompts),
+                })
+            }
+            (Prompting::Password, Some(mut answers)) => {
+                self.prompting = Prompting::Nothing;
+                let password = zeroize::Zeroizing::new(
+                    answers
+                        .next()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default(),
+                );
+                let code = answers
+                    .next()
+                    .map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+                match self
+                    .app
+                    .gateway_password_login(&login.user, &password, code.as_deref(), &self.source)
+                    .await
+                {
+                    Ok(principal) => {
+                        self.login = Some(login);
+                        Ok(self.after_authentication(principal).await)
+                    }
+                    Err(_) => Ok(Self::reject()),
+                }
+            }
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        let setup = ChannelSetup {
+            app: self.app.clone(),
+            handle: session.handle(),
+            source: self.source.clone(),
+            login: self.login.clone(),
+            principal: self.principal.clone(),
+            refusal: self.refusal.clone(),
+            reason: self.reason.clone(),
+        };
+        tokio::spawn(channel::run(setup, channel));
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel(&format!("port forwarding to {host}:{port}"), reply)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel("unix socket forwarding", reply).await;
+        Ok(())
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel("X11 forwarding", reply).await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let actor = self
+            .principal
+            .as_ref()
+            .map_or("anonymous", |p| p.username.as_str())
+            .to_owned();
+        let _ = self
+            .app
+            .gateway_refusal(
+                &actor,
+                &format!("remote forwarding {address}:{port}"),
+                "remote port forwarding is not allowed",
+                &self.source,
+            )
+            .await;
+        Ok(false)
+    }
+
+    // Replies to channel requests; the channel task acts on the same requests in order.
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if channel::env_allowed(name) {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if name == "sftp" {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+}

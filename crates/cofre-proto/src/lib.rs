@@ -1,0 +1,387 @@
+//! Wire types of Cofre's HTTP API (`/api/v1`), shared by the server and the CLI.
+//!
+//! Requests reject unknown fields, so a typo in a client is an error rather than a silently ignored
+//! setting. Secret values travel in [`SecretString`], which zeroizes on drop and never prints itself.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub mod breakglass;
+pub use breakglass::*;
+
+pub const API_PREFIX: &str = "/api/v1";
+/// Largest accepted request body. Secrets and keys fit easily; anything bigger is refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const DEFAULT_PAGE_LIMIT: u32 = 100;
+pub const MAX_PAGE_LIMIT: u32 = 1000;
+
+/// A secret on the wire: serialized as a plain string, never shown by `Debug`, wiped on drop.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, format = Password)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretString {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(***)")
+    }
+}
+
+impl Drop for SecretString {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// Every error response: a stable machine `code`, a human `message`, and the offending `field` if any.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// One page of a list. Pass `next_cursor` back as `cursor` to get the next page; `None` means the end.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub sealed: bool,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SealStatus {
+    pub sealed: bool,
+    /// `key_file` (unseals itself at start) or `shamir` (needs `threshold` of `shares`).
+    pub seal_kind: String,
+    pub keyring_id: String,
+    pub threshold: Option<u8>,
+    pub shares: Option<u8>,
+    /// Distinct valid shares given so far in this unseal attempt.
+    pub progress: u8,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnsealRequest {
+    pub share: SecretString,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: SecretString,
+    /// Six digits from the authenticator app, when TOTP is enrolled.
+    #[serde(default)]
+    pub totp_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginResponse {
+    pub token: SecretString,
+    pub expires_at: String,
+    /// The password was a one-time password: this token may only change it (`POST /auth/password`).
+    pub password_change_required: bool,
+    pub user: UserInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    pub current_password: SecretString,
+    pub new_password: SecretString,
+}
+
+/// After a password change every older token of the user is void. A caller that logged in with a
+/// one-time password gets a fresh session token here, so it need not log in (and pass TOTP) again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChangePasswordResponse {
+    pub ok: bool,
+    pub token: Option<SecretString>,
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TotpEnrollResponse {
+    /// Base32 secret for manual entry in an authenticator app.
+    pub secret_base32: SecretString,
+    pub otpauth_uri: SecretString,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpConfirmRequest {
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserInfo {
+    pub username: String,
+    /// admin, approver, user, auditor, operator or support.
+    pub role: String,
+    pub groups: Vec<String>,
+    pub totp_enabled: bool,
+    pub locked: bool,
+    pub must_change_password: bool,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub username: String,
+    pub role: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateUserResponse {
+    pub user: UserInfo,
+    /// Shown once; the user must change it at first login.
+    pub one_time_password: SecretString,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GroupInfo {
+    pub name: String,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroupRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMemberRequest {
+    pub username: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TargetInfo {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub protocol: String,
+    pub tags: Vec<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTargetRequest {
+    pub name: String,
+    pub host: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Only `ssh` for now.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CredentialInfo {
+    pub target: String,
+    pub account: String,
+    /// `password` or `private_key`.
+    pub kind: String,
+    pub version: i64,
+    pub updated_at: String,
+    pub updated_by: String,
+}
+
+/// Exactly one of `password` and `private_key`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCredentialRequest {
+    pub account: String,
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    #[serde(default)]
+    pub private_key: Option<SecretString>,
+}
+
+/// A new version of a credential: exactly one of `password` and `private_key`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCredentialRequest {
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    #[serde(default)]
+    pub private_key: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CredentialVersionInfo {
+    pub version: i64,
+    pub kind: String,
+    pub created_at: String,
+    pub created_by: String,
+    pub current: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevealRequest {
+    /// Required when the deciding policy's outcome is `justify`; always recorded in the audit trail.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// An older version, for recovery; the current one when absent.
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevealResponse {
+    pub target: String,
+    pub account: String,
+    pub kind: String,
+    pub version: i64,
+    pub secret: SecretString,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PolicyInfo {
+    pub name: String,
+    pub group: String,
+    pub targets: Vec<String>,
+    pub allow: Vec<String>,
+    pub outcome: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePolicyRequest {
+    pub name: String,
+    pub group: String,
+    /// `*`, `tag:TAG` or target names.
+    pub targets: Vec<String>,
+    /// `session` and/or `reveal`.
+    pub allow: Vec<String>,
+    /// `allow`, `justify` or `approve`.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntryInfo {
+    pub seq: i64,
+    pub ts: String,
+    pub actor: String,
+    pub action: String,
+    pub object: String,
+    pub outcome: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditBreak {
+    pub seq: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerifyResponse {
+    pub intact: bool,
+    pub entries_checked: u64,
+    pub first_broken: Option<AuditBreak>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OkResponse {
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddSshKeyRequest {
+    /// One line of an OpenSSH public key file, e.g. `ssh-ed25519 AAAA... alice@laptop`.
+    pub public_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SshKeyInfo {
+    /// `SHA256:...`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    pub public_key: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    pub id: String,
+    pub username: String,
+    pub target: String,
+    pub account: String,
+    /// `shell`, `exec` or `sftp`.
+    pub kind: String,
+    /// The client's address.
+    pub source: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub end_reason: Option<String>,
+    /// Output bytes recorded.
+    pub bytes: i64,
+    pub live: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SessionQuery {
+    /// Only sessions that are still running.
+    #[serde(default)]
+    pub live: Option<bool>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KillSessionRequest {
+    /// Shown to the user whose session ends, and recorded.
+    #[serde(default)]
+    pub reason: Option<String>,
+}

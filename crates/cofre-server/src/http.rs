@@ -1,0 +1,640 @@
+//! The HTTP API under `/api/v1`, plus `/healthz` and `/metrics`. Handlers only translate: every
+//! rule lives in [`crate::services`]. The OpenAPI document is generated from these handlers.
+
+use crate::error::{Error, ErrorKind};
+use crate::extract::{Auth, JsonBody, QueryParams, Source};
+use crate::AppState;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use cofre_proto::*;
+use utoipa::OpenApi;
+
+mod breakglass;
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = match self.kind {
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::Locked => StatusCode::LOCKED,
+            ErrorKind::Sealed => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        metrics::counter!("cofre_http_errors_total", "code" => self.code).increment(1);
+        let body = ErrorBody {
+            code: self.code.to_owned(),
+            message: self.message,
+            field: self.field,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, Error>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Cofre API", description = "Privileged access management: vault, policies, audit trail."),
+    paths(
+        healthz, seal_status, unseal, login, logout, whoami, change_password, totp_enroll, totp_confirm,
+        list_users, create_user, get_user, unlock_user, reset_password, list_groups, create_group,
+        add_group_member, list_targets, create_target, get_target, list_credentials, create_credential,
+        update_credential, credential_history, reveal, list_policies, create_policy, delete_policy,
+        list_audit, verify_audit,
+        breakglass::status, breakglass::ceremony, breakglass::share, breakglass::export,
+        add_ssh_key, list_ssh_keys, list_sessions, kill_session, session_recording,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .route("/sys/seal-status", get(seal_status))
+        .route("/sys/unseal", post(unseal))
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+        .route("/auth/whoami", get(whoami))
+        .route("/auth/password", post(change_password))
+        .route("/auth/totp/enroll", post(totp_enroll))
+        .route("/auth/totp/confirm", post(totp_confirm))
+        .route("/users", get(list_users).post(create_user))
+        .route("/users/{username}", get(get_user))
+        .route("/users/{username}/unlock", post(unlock_user))
+        .route("/users/{username}/reset-password", post(reset_password))
+        .route("/groups", get(list_groups).post(create_group))
+        .route("/groups/{name}/members", post(add_group_member))
+        .route("/targets", get(list_targets).post(create_target))
+        .route("/targets/{name}", get(get_target))
+        .route(
+            "/targets/{name}/credentials",
+            get(list_credentials).post(create_credential),
+        )
+        .route(
+            "/targets/{name}/credentials/{account}",
+            put(update_credential),
+        )
+        .route(
+            "/targets/{name}/credentials/{account}/history",
+            get(credential_history),
+        )
+        .route("/targets/{name}/credentials/{account}/reveal", post(reveal))
+        .route("/policies", get(list_policies).post(create_policy))
+        .route("/policies/{name}", axum::routing::delete(delete_policy))
+        .route("/audit", get(list_audit))
+        .route("/audit/verify", get(verify_audit))
+        .route("/breakglass", get(breakglass::status))
+        .route("/breakglass/ceremony", post(breakglass::ceremony))
+        .route("/breakglass/share", post(breakglass::share))
+        .route("/breakglass/export", post(breakglass::export))
+        .route(
+            "/users/{username}/keys",
+            get(list_ssh_keys).post(add_ssh_key),
+        )
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/{id}/kill", post(kill_session))
+        .route("/sessions/{id}/recording", get(session_recording))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            sealed_gate,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .nest(API_PREFIX, api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(no_store))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// While sealed, only the seal endpoints and the API description answer.
+async fn sealed_gate(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    let open = path.ends_with("/sys/seal-status")
+        || path.ends_with("/sys/unseal")
+        || path.ends_with("/openapi.json");
+    if state.app.is_sealed() && !open {
+        return Error::sealed().into_response();
+    }
+    next.run(req).await
+}
+
+/// Responses may carry secrets: no cache may keep them.
+async fn no_store(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut res = next.run(req).await;
+    res.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    metrics::counter!("cofre_http_requests_total", "status" => res.status().as_u16().to_string())
+        .increment(1);
+    res
+}
+
+async fn not_found() -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        "not_found",
+        "no such endpoint; see /api/v1/openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r = Error::new(
+        ErrorKind::BadRequest,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+    .into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health), (status = 503, body = Health)))]
+async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let db_ok = state.app.store.ping().await.is_ok();
+    let sealed = state.app.is_sealed();
+    let status = if !db_ok {
+        "database_unavailable"
+    } else if sealed {
+        "sealed"
+    } else {
+        "ok"
+    };
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(Health {
+            status: status.to_owned(),
+            sealed,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }),
+    )
+}
+
+#[utoipa::path(get, path = "/api/v1/sys/seal-status", responses((status = 200, body = SealStatus)))]
+async fn seal_status(State(state): State<AppState>) -> Json<SealStatus> {
+    Json(state.app.seal_status())
+}
+
+#[utoipa::path(post, path = "/api/v1/sys/unseal", request_body = UnsealRequest,
+    responses((status = 200, body = SealStatus), (status = 400, body = ErrorBody)))]
+async fn unseal(
+    State(state): State<AppState>,
+    Source(src): Source,
+    JsonBody(req): JsonBody<UnsealRequest>,
+) -> ApiResult<SealStatus> {
+    Ok(Json(state.app.unseal(req.share.expose(), &src).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 423, body = ErrorBody)))]
+async fn login(
+    State(state): State<AppState>,
+    Source(src): Source,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> ApiResult<LoginResponse> {
+    cofre_core::names::check_text("username", &req.username, 64)?;
+    Ok(Json(
+        state
+            .app
+            .login(crate::services::accounts::LoginInput {
+                username: &req.username,
+                password: req.password.expose(),
+                totp_code: req.totp_code.as_deref(),
+                source: &src,
+            })
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/logout", security(("bearer" = [])), responses((status = 200, body = OkResponse)))]
+async fn logout(State(state): State<AppState>, Auth(who): Auth) -> ApiResult<OkResponse> {
+    state.app.logout(&who).await?;
+    Ok(Json(OkResponse { ok: true }))
+}
+
+#[utoipa::path(get, path = "/api/v1/auth/whoami", security(("bearer" = [])), responses((status = 200, body = UserInfo)))]
+async fn whoami(State(state): State<AppState>, Auth(who): Auth) -> ApiResult<UserInfo> {
+    Ok(Json(state.app.whoami(&who).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/password", security(("bearer" = [])), request_body = ChangePasswordRequest,
+    responses((status = 200, body = ChangePasswordResponse), (status = 400, body = ErrorBody)))]
+async fn change_password(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    JsonBody(req): JsonBody<ChangePasswordRequest>,
+) -> ApiResult<ChangePasswordResponse> {
+    Ok(Json(
+        state
+            .app
+            .change_password(
+                &who,
+                req.current_password.expose(),
+                req.new_password.expose(),
+            )
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/totp/enroll", security(("bearer" = [])), responses((status = 200, body = TotpEnrollResponse)))]
+async fn totp_enroll(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+) -> ApiResult<TotpEnrollResponse> {
+    Ok(Json(state.app.totp_enroll(&who).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/totp/confirm", security(("bearer" = [])), request_body = TotpConfirmRequest,
+    responses((status = 200, body = OkResponse)))]
+async fn totp_confirm(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    JsonBody(req): JsonBody<TotpConfirmRequest>,
+) -> ApiResult<OkResponse> {
+    state.app.totp_confirm(&who, &req.code).await?;
+    Ok(Json(OkResponse { ok: true }))
+}
+
+#[utoipa::path(get, path = "/api/v1/users", security(("bearer" = [])), params(PageQuery), responses((status = 200, body = Page<UserInfo>)))]
+async fn list_users(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> ApiResult<Page<UserInfo>> {
+    Ok(Json(
+        state
+            .app
+            .list_users(&who, q.limit, q.cursor.as_deref())
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/users", security(("bearer" = [])), request_body = CreateUserRequest,
+    responses((status = 200, body = CreateUserResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_user(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    JsonBody(req): JsonBody<CreateUserRequest>,
+) -> ApiResult<CreateUserResponse> {
+    Ok(Json(
+        state
+            .app
+            .create_user(&who, &req.username, &req.role, &req.groups)
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/{username}", security(("bearer" = [])), params(("username" = String, Path)), responses((status = 200, body = UserInfo)))]
+async fn get_user(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(username): Path<String>,
+) -> ApiResult<UserInfo> {
+    Ok(Json(state.app.get_user(&who, &username).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{username}/unlock", security(("bearer" = [])), params(("username" = String, Path)), responses((status = 200, body = OkResponse)))]
+async fn unlock_user(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(username): Path<String>,
+) -> ApiResult<OkResponse> {
+    state.app.unlock_user(&who, &username).await?;
+    Ok(Json(OkResponse { ok: true }))
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ResetPasswordResponse {
+    one_time_password: SecretString,
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{username}/reset-password", security(("bearer" = [])), params(("username" = String, Path)), responses((status = 200, body = ResetPasswordResponse)))]
+async fn reset_password(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(username): Path<String>,
+) -> ApiResult<ResetPasswordResponse> {
+    Ok(Json(ResetPasswordResponse {
+        one_time_password: state.app.reset_password(&who, &username).await?,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/groups", security(("bearer" = [])), params(PageQuery), responses((status = 200, body = Page<GroupInfo>)))]
+async fn list_groups(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> ApiResult<Page<GroupInfo>> {
+    Ok(Json(
+        state
+            .app
+            .list_groups(&who, q.limit, q.cursor.as_deref())
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/groups", security(("bearer" = [])), request_body = CreateGroupRequest, responses((status = 200, body = GroupInfo)))]
+async fn create_group(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    JsonBody(req): JsonBody<CreateGroupRequest>,
+) -> ApiResult<GroupInfo> {
+    Ok(Json(state.app.create_group(&who, &req.name).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/groups/{name}/members", security(("bearer" = [])), params(("name" = String, Path)), request_body = GroupMemberRequest, responses((status = 200, body = OkResponse)))]
+async fn add_group_member(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<GroupMemberRequest>,
+) -> ApiResult<OkResponse> {
+    state
+        .app
+        .add_group_member(&who, &name, &req.username)
+        .await?;
+    Ok(Json(OkResponse { ok: true }))
+}
+
+#[utoipa::path(get, path = "/api/v1/targets", security(("bearer" = [])), params(PageQuery), responses((status = 200, body = Page<TargetInfo>)))]
+async fn list_targets(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> ApiResult<Page<TargetInfo>> {
+    Ok(Json(
+        state
+            .app
+            .list_targets(&who, q.limit, q.cursor.as_deref())
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/targets", security(("bearer" = [])), request_body = CreateTargetRequest, responses((status = 200, body = TargetInfo)))]
+async fn create_target(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    JsonBody(req): JsonBody<CreateTargetRequest>,
+) -> ApiResult<TargetInfo> {
+    Ok(Json(state.app.create_target(&who, &req).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/targets/{name}", security(("bearer" = [])), params(("name" = String, Path)), responses((status = 200, body = TargetInfo)))]
+async fn get_target(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(name): Path<String>,
+) -> ApiResult<TargetInfo> {
+    Ok(Json(state.app.get_target(&who, &name).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/targets/{name}/credentials", security(("bearer" = [])), params(("name" = String, Path), PageQuery), responses((status = 200, body = Page<CredentialInfo>)))]
+async fn list_credentials(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(name): Path<String>,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> ApiResult<Page<CredentialInfo>> {
+    Ok(Json(
+        state
+            .app
+            .list_credentials(&who, &name, q.limit, q.cursor.as_deref())
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/targets/{name}/credentials", security(("bearer" = [])), params(("name" = String, Path)), request_body = CreateCredentialRequest, responses((status = 200, body = CredentialInfo)))]
+async fn create_credential(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<CreateCredentialRequest>,
+) -> ApiResult<CredentialInfo> {
+    Ok(Json(
+        state
+            .app
+            .put_credential(
+                &who,
+                &name,
+                &req.account,
+                req.password.as_ref(),
+                req.private_key.as_ref(),
+                false,
+            )
+            .await?,
+    ))
+}
+
+#[utoipa::path(put, path = "/api/v1/targets/{name}/credentials/{account}", security(("bearer" = [])), params(("name" = String, Path), ("account" = String, Path)), request_body = UpdateCredentialRequest, responses((status = 200, body = CredentialInfo)))]
+async fn update_credential(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((name, account)): Path<(String, String)>,
+    JsonBody(req): JsonBody<UpdateCredentialRequest>,
+) -> ApiResult<CredentialInfo> {
+    Ok(Json(
+        state
+            .app
+            .put_credential(
+                &who,
+                &name,
+                &account,
+                req.password.as_ref(),
+                req.private_key.as_ref(),
+                true,
+            )
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/targets/{name}/credentials/{account}/history", security(("bearer" = [])), params(("name" = String, Path), ("account" = String, Path), PageQuery), responses((status = 200, body = Page<CredentialVersionInfo>)))]
+async fn credential_history(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((name, account)): Path<(String, String)>,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> ApiResult<Page<CredentialVersionInfo>> {
+    Ok(Json(
+        state
+            .app
+            .credential_history(&who, &name, &account, q.limit, q.cursor.as_deref())
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/targets/{name}/credentials/{account}/reveal", security(("bearer" = [])), params(("name" = String, Path), ("account" = String, Path)), request_body = RevealRequest,
+    responses((status = 200, body = RevealResponse), (status = 403, body = ErrorBody)))]
+async fn reveal(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((name, account)): Path<(String, String)>,
+    JsonBody(req): JsonBody<RevealRequest>,
+) -> ApiResult<RevealResponse> {
+    Ok(Json(state.app.reveal(&who, &name, &account, &req).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/policies", security(("bearer" = [])), params(PageQuery), responses((status = 200, body = Page<PolicyInfo>)))]
+async fn list_policies(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> ApiResult<Page<PolicyInfo>> {
+    Ok(Json(
+        state
+            .app
+            .list_policies(&who, q.limit, q.cursor.as_deref())
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/policies", security(("bearer" = [])), request_body = CreatePolicyRequest, responses((status = 200, body = PolicyInfo)))]
+async fn create_policy(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    JsonBody(req): JsonBody<CreatePolicyRequest>,
+) -> ApiResult<PolicyInfo> {
+    Ok(Json(state.app.create_policy(&who, &req).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/policies/{name}", security(("bearer" = [])), params(("name" = String, Path)), responses((status = 200, body = OkResponse)))]
+async fn delete_policy(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(name): Path<String>,
+) -> ApiResult<OkResponse> {
+    state.app.delete_policy(&who, &name).await?;
+    Ok(Json(OkResponse { ok: true }))
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", security(("bearer" = [])), params(PageQuery), responses((status = 200, body = Page<AuditEntryInfo>)))]
+async fn list_audit(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> ApiResult<Page<AuditEntryInfo>> {
+    Ok(Json(
+        state
+            .app
+            .list_audit(&who, q.limit, q.cursor.as_deref())
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/audit/verify", security(("bearer" = [])), responses((status = 200, body = AuditVerifyResponse)))]
+async fn verify_audit(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+) -> ApiResult<AuditVerifyResponse> {
+    Ok(Json(state.app.verify_audit(&who).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{username}/keys", security(("bearer" = [])), params(("username" = String, Path)), request_body = AddSshKeyRequest, responses((status = 200, body = SshKeyInfo)))]
+async fn add_ssh_key(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(username): Path<String>,
+    JsonBody(req): JsonBody<AddSshKeyRequest>,
+) -> ApiResult<SshKeyInfo> {
+    Ok(Json(
+        state
+            .app
+            .add_ssh_key(&who, &username, &req.public_key)
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/{username}/keys", security(("bearer" = [])), params(("username" = String, Path)), responses((status = 200, body = Page<SshKeyInfo>)))]
+async fn list_ssh_keys(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(username): Path<String>,
+) -> ApiResult<Page<SshKeyInfo>> {
+    // A user has a handful of keys: one page always holds them all.
+    Ok(Json(Page {
+        items: state.app.list_ssh_keys(&who, &username).await?,
+        next_cursor: None,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/sessions", security(("bearer" = [])), params(SessionQuery), responses((status = 200, body = Page<SessionInfo>)))]
+async fn list_sessions(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    QueryParams(q): QueryParams<SessionQuery>,
+) -> ApiResult<Page<SessionInfo>> {
+    Ok(Json(
+        state
+            .app
+            .list_sessions(&who, q.live.unwrap_or(false), q.limit, q.cursor.as_deref())
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/kill", security(("bearer" = [])), params(("id" = String, Path)), request_body = KillSessionRequest, responses((status = 200, body = OkResponse), (status = 409, body = ErrorBody)))]
+async fn kill_session(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<KillSessionRequest>,
+) -> ApiResult<OkResponse> {
+    state
+        .app
+        .kill_session(&who, &id, req.reason.as_deref())
+        .await?;
+    Ok(Json(OkResponse { ok: true }))
+}
+
+/// The recording as asciicast v2 (`asciinema play` reads it).
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/recording", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, content_type = "application/x-asciicast", body = String)))]
+async fn session_recording(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    let cast = state.app.recording_cast(&who, &id).await?;
+    Ok(([("content-type", "application/x-asciicast")], cast).into_response())
+}

@@ -1,0 +1,197 @@
+//! Cofre's server: the use cases ([`services`]), the HTTP API ([`http`]), the TLS listener, and the
+//! start-up sequence that turns an empty directory into a running instance.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod http;
+pub mod listener;
+pub mod recording;
+pub mod services;
+pub mod tls;
+
+use cofre_crypto::{Keyring, SealKind};
+use cofre_store::Store;
+use config::ServerConfig;
+use metrics_exporter_prometheus::PrometheusHandle;
+use services::App;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+pub use services::Clock;
+
+/// What every handler sees.
+#[derive(Clone)]
+pub struct AppState {
+    pub app: Arc<App>,
+    pub metrics: PrometheusHandle,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("data dir {path}: {message}")]
+    DataDir { path: String, message: String },
+    #[error("keyring: {0}")]
+    Keyring(#[from] cofre_crypto::CryptoError),
+    #[error("database: {0}")]
+    Store(#[from] cofre_store::StoreError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {message}")]
+    Listen { addr: String, message: String },
+    #[error("{0}")]
+    Service(#[from] error::Error),
+}
+
+/// How `cofre init` seals a new instance.
+#[derive(Debug, Clone, Copy)]
+pub enum SealChoice {
+    KeyFile,
+    Shamir { shares: u8, threshold: u8 },
+}
+
+/// What initialisation produced, for the operator's eyes only (printed once, never logged).
+pub struct InitReport {
+    pub keyring_created: bool,
+    pub unseal_shares: Vec<cofre_crypto::UnsealShare>,
+    pub admin_password_file: Option<std::path::PathBuf>,
+}
+
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (tests run several apps in one process);
+            // then this handle renders an empty page, which is harmless.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
+    let err = |e: std::io::Error| StartError::DataDir {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    Ok(())
+}
+
+pub fn system_clock() -> Clock {
+    Arc::new(time::OffsetDateTime::now_utc)
+}
+
+/// Creates what is missing: keyring (as `seal` says, if none exists), database schema, first admin.
+/// Safe to run on an initialised instance: it changes nothing there.
+pub async fn initialise(
+    config: &ServerConfig,
+    seal: SealChoice,
+) -> Result<(App, InitReport), StartError> {
+    prepare_data_dir(&config.data_dir)?;
+    let mut report = InitReport {
+        keyring_created: false,
+        unseal_shares: Vec::new(),
+        admin_password_file: None,
+    };
+    let keyring = match Keyring::load(&config.data_dir)? {
+        Some(k) => k,
+        None => {
+            report.keyring_created = true;
+            match seal {
+                SealChoice::KeyFile => Keyring::init_key_file(&config.data_dir)?.0,
+                SealChoice::Shamir { shares, threshold } => {
+                    let (k, shares) = Keyring::init_shamir(&config.data_dir, shares, threshold)?;
+                    report.unseal_shares = shares;
+                    k
+                }
+            }
+        }
+    };
+    let store = Store::open(&config.database_url()).await?;
+    let app = App::new(store, config.clone(), keyring, system_clock());
+    if let Some(otp) = app.bootstrap_admin().await? {
+        let path = config.data_dir.join("initial-admin-password");
+        cofre_crypto::files::write_private_file(&path, format!("{}\n", otp.as_str()).as_bytes())?;
+        report.admin_password_file = Some(path);
+    }
+    Ok((app, report))
+}
+
+/// A server that has opened its keyring (if it can), database and HTTPS socket, but serves nothing
+/// yet: the binary starts the SSH gateway beside it on the same [`App`].
+pub struct Prepared {
+    pub app: Arc<App>,
+    pub ready: ServerReady,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+}
+
+pub async fn prepare(config: ServerConfig) -> Result<Prepared, StartError> {
+    let (app, report) = initialise(&config, SealChoice::KeyFile).await?;
+    if app.keyring.seal == SealKind::KeyFile {
+        app.unseal_from_key_file()?;
+    }
+    let tls = tls::load_or_generate(&config.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError::Listen {
+            addr: config.listen.to_string(),
+            message: e.to_string(),
+        })?;
+    let addr = listener.local_addr().map_err(|e| StartError::Listen {
+        addr: config.listen.to_string(),
+        message: e.to_string(),
+    })?;
+    let app = Arc::new(app);
+    // Break-glass files: after credential changes and on a schedule (services::breakglass).
+    services::breakglass::spawn_writer(&app);
+    let ready = ServerReady {
+        addr,
+        fingerprint: tls.fingerprint.clone(),
+        sealed: app.is_sealed(),
+        admin_password_file: report.admin_password_file,
+        data_dir: config.data_dir.clone(),
+    };
+    Ok(Prepared {
+        app,
+        ready,
+        listener,
+        tls: tls.config,
+    })
+}
+
+impl Prepared {
+    /// Serves the HTTPS API until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        tracing::info!(addr = %self.ready.addr, sealed = self.ready.sealed, "cofre server listening");
+        let state = AppState {
+            app: self.app.clone(),
+            metrics: metrics_handle(),
+        };
+        listener::serve(self.listener, self.tls, http::router(state), shutdown).await;
+    }
+}
+
+pub struct ServerReady {
+    pub addr: std::net::SocketAddr,
+    pub fingerprint: String,
+    pub sealed: bool,
+    pub admin_password_file: Option<std::path::PathBuf>,
+    pub data_dir: std::path::PathBuf,
+}
+
+/// An app and router on an explicit store, for in-process tests of the HTTP layer.
+pub fn test_router(app: Arc<App>) -> axum::Router {
+    http::router(AppState {
+        app,
+        metrics: metrics_handle(),
+    })
+}

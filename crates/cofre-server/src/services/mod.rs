@@ -1,0 +1,252 @@
+//! The use cases: every action a user can take, independent of HTTP, so the SSH gateway and the CLI's
+//! offline tools reuse the same rules. Each state change commits together with its audit entry.
+
+pub mod accounts;
+pub mod audit;
+pub mod breakglass;
+pub mod seal;
+pub mod sessions;
+pub mod vault;
+
+use crate::config::ServerConfig;
+use crate::error::{Error, ErrorKind, Result};
+use cofre_core::audit::NewAuditEntry;
+use cofre_core::role::{role_may, Action, Role};
+use cofre_crypto::{Keyring, MasterKey, UnsealProgress};
+use cofre_store::{Store, WriteTx};
+use std::sync::{Arc, Mutex, RwLock};
+use time::OffsetDateTime;
+
+/// What the clock says; replaceable so tests (and later the approval engine) can move time.
+pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
+
+pub struct App {
+    pub store: Store,
+    pub config: ServerConfig,
+    pub keyring: Keyring,
+    master: RwLock<Option<MasterKey>>,
+    unseal: Mutex<UnsealProgress>,
+    clock: Clock,
+    audit_queue: tokio::sync::mpsc::Sender<PendingAudit>,
+    /// The break-glass file writer's state (see [`breakglass`]).
+    pub(crate) breakglass: Arc<breakglass::WriterState>,
+    /// Gateway sessions running on this node.
+    pub live: sessions::LiveSessions,
+}
+
+/// An event waiting for the audit writer; `done` hears back once it is committed (or not).
+struct PendingAudit {
+    entry: NewAuditEntry,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+/// Largest number of events committed in one transaction.
+const AUDIT_BATCH: usize = 256;
+
+/// Group commit for events that change nothing but the audit trail (reveals, refusals): while one
+/// batch commits, the next queues up, so many concurrent reveals share one transaction and one
+/// fsync. Callers still wait for their own entry's commit before acting: nothing is acknowledged
+/// that is not on disk.
+async fn audit_writer(
+    store: Store,
+    clock: Clock,
+    mut queue: tokio::sync::mpsc::Receiver<PendingAudit>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < AUDIT_BATCH {
+            match queue.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut waiters = Vec::with_capacity(batch.len());
+        let mut entries = Vec::with_capacity(batch.len());
+        for p in batch {
+            waiters.push(p.done);
+            entries.push(p.entry);
+        }
+        let result: std::result::Result<(), cofre_store::StoreError> = async {
+            let mut tx = store.write().await?;
+            for entry in entries {
+                tx.append_audit(timestamp(clock()), entry).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        let n = waiters.len() as u64;
+        match result {
+            Ok(()) => {
+                metrics::counter!("cofre_audit_entries_total").increment(n);
+                for w in waiters {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let err = Error::internal("writing the audit entry", e);
+                for w in waiters {
+                    let _ = w.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// How a request was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScope {
+    Session,
+    /// Issued for a one-time password: the holder may only set a new password.
+    PasswordChange,
+}
+
+impl TokenScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Session => "session",
+            TokenScope::PasswordChange => "password_change",
+        }
+    }
+}
+
+/// The authenticated caller of a use case.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: i64,
+    pub username: String,
+    pub role: Role,
+    pub groups: Vec<String>,
+    pub scope: TokenScope,
+    pub token_hash: String,
+}
+
+impl Principal {
+    /// Checks the role table (and that a password-change token is not used for anything else).
+    pub fn require(&self, action: Action) -> Result<()> {
+        if self.scope == TokenScope::PasswordChange && action != Action::ChangeOwnPassword {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "password_change_required",
+                "you logged in with a one-time password: set a new password first (`cofre passwd`)",
+            ));
+        }
+        if role_may(self.role, action) {
+            Ok(())
+        } else {
+            Err(Error::forbidden(format!(
+                "the {} role may not do this",
+                self.role
+            )))
+        }
+    }
+}
+
+impl App {
+    pub fn new(store: Store, config: ServerConfig, keyring: Keyring, clock: Clock) -> App {
+        let unseal = keyring.unseal_progress();
+        let (audit_queue, queue_rx) = tokio::sync::mpsc::channel(4 * AUDIT_BATCH);
+        tokio::spawn(audit_writer(store.clone(), clock.clone(), queue_rx));
+        App {
+            store,
+            config,
+            keyring,
+            master: RwLock::new(None),
+            unseal: Mutex::new(unseal),
+            clock,
+            audit_queue,
+            breakglass: Arc::default(),
+            live: sessions::LiveSessions::default(),
+        }
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        (self.clock)()
+    }
+
+    pub fn now_text(&self) -> String {
+        timestamp(self.now())
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.master.read().map(|m| m.is_none()).unwrap_or(true)
+    }
+
+    pub(crate) fn set_master(&self, key: MasterKey) {
+        if let Ok(mut guard) = self.master.write() {
+            *guard = Some(key);
+        }
+    }
+
+    /// Runs `f` with the master key, or fails with `sealed`.
+    pub(crate) fn with_master<T>(&self, f: impl FnOnce(&MasterKey) -> T) -> Result<T> {
+        let guard = self
+            .master
+            .read()
+            .map_err(|_| Error::internal("reading the keyring", "lock poisoned"))?;
+        guard.as_ref().map(f).ok_or_else(Error::sealed)
+    }
+
+    /// Appends the audit entry and commits: the action and its record land together or not at all.
+    pub(crate) async fn commit(&self, mut tx: WriteTx, entry: NewAuditEntry) -> Result<()> {
+        tx.append_audit(self.now_text(), entry)
+            .await
+            .map_err(|e| Error::internal("writing the audit entry", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| Error::internal("committing", e))?;
+        metrics::counter!("cofre_audit_entries_total").increment(1);
+        Ok(())
+    }
+
+    /// Records an event that changes nothing else (a refusal, a failed login, a reveal) and returns
+    /// once it is committed.
+    pub(crate) async fn record(&self, entry: NewAuditEntry) -> Result<()> {
+        let (done, committed) = tokio::sync::oneshot::channel();
+        let writer_gone = || Error::internal("writing the audit entry", "the audit writer stopped");
+        self.audit_queue
+            .send(PendingAudit { entry, done })
+            .await
+            .map_err(|_| writer_gone())?;
+        committed.await.map_err(|_| writer_gone())?
+    }
+}
+
+pub fn timestamp(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// Page size from a client's `limit`.
+pub fn page_limit(limit: Option<u32>) -> Result<i64> {
+    match limit {
+        None => Ok(i64::from(cofre_proto::DEFAULT_PAGE_LIMIT)),
+        Some(n) if (1..=cofre_proto::MAX_PAGE_LIMIT).contains(&n) => Ok(i64::from(n)),
+        Some(_) => Err(Error::invalid(
+            "limit",
+            format!(
+                "limit: must be between 1 and {}",
+                cofre_proto::MAX_PAGE_LIMIT
+            ),
+        )),
+    }
+}
+
+/// Builds a page from `limit + 1` fetched rows: the extra row only says that there is more.
+pub fn paginate<R, T>(
+    mut rows: Vec<R>,
+    limit: i64,
+    cursor_of: impl Fn(&R) -> String,
+    map: impl FnMut(R) -> T,
+) -> cofre_proto::Page<T> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = if more {
+        rows.last().map(&cursor_of)
+    } else {
+        None
+    };
+    cofre_proto::Page {
+        items: rows.into_iter().map(map).collect(),
+        next_cursor,
+    }
+}

@@ -1,0 +1,805 @@
+//! Gateway sessions: who may open one to which account, the live-session registry (list, kill),
+//! pinned target host keys, users' SSH keys, and reading recordings back.
+
+use super::accounts::LoginInput;
+use super::{page_limit, App, Principal, TokenScope};
+use crate::error::{Error, ErrorKind, Result};
+use crate::recording::{read_cast, RecordingWriter};
+use base64::Engine;
+use cofre_core::audit::NewAuditEntry;
+use cofre_core::names::{check_account, check_identifier, check_text};
+use cofre_core::policy::{check_reason, decide, Access, Decision, Outcome, TargetRef};
+use cofre_core::role::{Action, Role};
+use cofre_crypto::datakey::DataKey;
+use cofre_crypto::{envelope, SealedSecret};
+use cofre_proto::{Page, SessionInfo, SshKeyInfo};
+use cofre_store::gateway::{NewSession, SessionRow};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+/// Sessions running on this node, so that an admin can see and end them.
+#[derive(Default)]
+pub struct LiveSessions {
+    sessions: Mutex<HashMap<String, watch::Sender<Option<String>>>>,
+}
+
+impl LiveSessions {
+    fn insert(&self, id: &str) -> watch::Receiver<Option<String>> {
+        let (tx, rx) = watch::channel(None);
+        if let Ok(mut map) = self.sessions.lock() {
+            map.insert(id.to_owned(), tx);
+        }
+        rx
+    }
+
+    fn remove(&self, id: &str) {
+        if let Ok(mut map) = self.sessions.lock() {
+            map.remove(id);
+        }
+    }
+
+    fn is_live(&self, id: &str) -> bool {
+        self.sessions
+            .lock()
+            .map(|m| m.contains_key(id))
+            .unwrap_or(false)
+    }
+
+    /// Asks a live session to end; false if it is not running here.
+    fn kill(&self, id: &str, reason: &str) -> bool {
+        match self.sessions.lock() {
+            Ok(map) => map
+                .get(id)
+                .map(|tx| tx.send(Some(reason.to_owned())).is_ok())
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+}
+
+/// What the gateway needs to open and record one session. The secret never leaves the gateway.
+pub struct SessionStart {
+    pub id: String,
+    pub host: String,
+    pub port: u16,
+    pub account: String,
+    /// `password` or `private_key`.
+    pub secret_kind: String,
+    pub secret: Zeroizing<String>,
+    pub recording: RecordingWriter,
+    /// Receives the reason when the session must end (killed by an admin).
+    pub kill: watch::Receiver<Option<String>>,
+}
+
+/// The user, account and target named by an SSH login `user:account@target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayLogin {
+    pub user: String,
+    pub account: String,
+    pub target: String,
+}
+
+/// Parses `alice:root@db01`. The error says what a valid login looks like.
+pub fn parse_gateway_login(s: &str) -> Result<GatewayLogin> {
+    let usage = |why: &str| {
+        Error::invalid(
+            "username",
+            format!("{why}: log in as COFRE_USER:ACCOUNT@TARGET, e.g. ssh -p 2222 alice:root@db01@gateway"),
+        )
+    };
+    if s.len() > 200 {
+        return Err(usage("the login name is too long"));
+    }
+    let (user, rest) = s
+        .split_once(':')
+        .ok_or_else(|| usage("no ':' after the Cofre user name"))?;
+    let (account, target) = rest
+        .rsplit_once('@')
+        .ok_or_else(|| usage("no '@TARGET' after the account"))?;
+    check_identifier("user", user).map_err(|e| usage(&e.to_string()))?;
+    check_account("account", account).map_err(|e| usage(&e.to_string()))?;
+    check_identifier("target", target).map_err(|e| usage(&e.to_string()))?;
+    Ok(GatewayLogin {
+        user: user.to_owned(),
+        account: account.to_owned(),
+        target: target.to_owned(),
+    })
+}
+
+/// OpenSSH's fingerprint of a public key line (`SHA256:` + unpadded base64 of the key blob's
+/// SHA-256), after checking that the line is a public key.
+pub fn ssh_key_fingerprint(line: &str) -> Result<(String, String)> {
+    let bad = |why: &str| Error::invalid("public_key", format!("public_key: {why}"));
+    let mut parts = line.split_whitespace();
+    let (Some(kind), Some(blob_b64)) = (parts.next(), parts.next()) else {
+        return Err(bad("expected one line like `ssh-ed25519 AAAA... comment`"));
+    };
+    const KINDS: [&str; 7] = [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    ];
+    if !KINDS.contains(&kind) {
+        return Err(bad(&format!("unsupported key type {kind:?}")));
+    }
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(blob_b64)
+        .map_err(|_| bad("the key is not valid base64"))?;
+    // The blob starts with its own type name, as an SSH string.
+    let named = blob
+        .get(..4)
+        .and_then(|l| <[u8; 4]>::try_from(l).ok())
+        .map(u32::from_be_bytes)
+        .and_then(|n| blob.get(4..4 + n as usize));
+    if named != Some(kind.as_bytes()) {
+        return Err(bad("the key data does not match its type"));
+    }
+    let fp = format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(&blob))
+    );
+    Ok((fp, format!("{kind} {blob_b64}")))
+}
+
+fn session_info(s: SessionRow, live: bool) -> SessionInfo {
+    SessionInfo {
+        live: live && s.ended_at.is_none(),
+        id: s.id,
+        username: s.username,
+        target: s.target,
+        account: s.account,
+        kind: s.kind,
+        source: s.source,
+        started_at: s.started_at,
+        ended_at: s.ended_at,
+        end_reason: s.end_reason,
+        bytes: s.bytes,
+    }
+}
+
+impl App {
+    async fn principal_for(&self, user: &cofre_store::users::UserRow) -> Result<Principal> {
+        let role = Role::parse(&user.role)
+            .ok_or_else(|| Error::internal("reading a user", "unknown role in the database"))?;
+        Ok(Principal {
+            user_id: user.id,
+            username: user.username.clone(),
+            role,
+            groups: self.store.user_groups(user.id).await?,
+            scope: TokenScope::Session,
+            token_hash: String::new(),
+        })
+    }
+
+    /// Whether `username` has registered this key (for the SSH `publickey` offer, before any
+    /// signature is checked: nothing is audited here).
+    pub async fn gateway_key_known(&self, username: &str, fingerprint: &str) -> Result<bool> {
+        Ok(self
+            .store
+            .ssh_keys_of(username)
+            .await?
+            .iter()
+            .any(|k| k.fingerprint == fingerprint))
+    }
+
+    /// A verified public-key login at the gateway.
+    pub async fn gateway_key_login(
+        &self,
+        username: &str,
+        fingerprint: &str,
+        source: &str,
+    ) -> Result<Principal> {
+        let refused = || {
+            Error::new(
+                ErrorKind::Unauthorized,
+                "invalid_credentials",
+                "key not registered",
+            )
+        };
+        let user = self
+            .store
+            .user_by_name(username)
+            .await?
+            .ok_or_else(refused)?;
+        if !self.gateway_key_known(username, fingerprint).await? {
+            return Err(refused());
+        }
+        if user
+            .locked_until
+            .is_some_and(|t| t > self.now().unix_timestamp())
+        {
+            self.record(
+                NewAuditEntry::new(
+                    username,
+                    "gateway.login_refused",
+                    format!("user:{username}"),
+                )
+                .outcome("denied")
+                .detail("why", "account locked")
+                .detail("source", source),
+            )
+            .await?;
+            return Err(Error::new(
+                ErrorKind::Locked,
+                "account_locked",
+                "account locked",
+            ));
+        }
+        self.record(
+            NewAuditEntry::new(username, "gateway.login", format!("user:{username}"))
+                .detail("method", "publickey")
+                .detail("key", fingerprint)
+                .detail("source", source),
+        )
+        .await?;
+        self.principal_for(&user).await
+    }
+
+    /// A password (+ TOTP) login at the gateway, with the same lockout and audit as the API's.
+    pub async fn gateway_password_login(
+        &self,
+        username: &str,
+        password: &str,
+        totp_code: Option<&str>,
+        source: &str,
+    ) -> Result<Principal> {
+        let input = LoginInput {
+            username,
+            password,
+            totp_code,
+            source,
+        };
+        let (user, totp_step, mut tx) = self.verify_login(&input).await?;
+        if user.must_change_password {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "password_change_required",
+                "set your own password first with `cofre login`",
+            ));
+        }
+        tx.record_login_success(user.id, totp_step).await?;
+        self.commit(
+            tx,
+            NewAuditEntry::new(username, "gateway.login", format!("user:{username}"))
+                .detail("method", "keyboard-interactive")
+                .detail("totp", user.totp_enabled)
+                .detail("source", source),
+        )
+        .await?;
+        self.principal_for(&user).await
+    }
+
+    /// Whether a TOTP code will be asked of this user (for the gateway's prompt).
+    pub async fn user_has_totp(&self, username: &str) -> Result<bool> {
+        Ok(self
+            .store
+            .user_by_name(username)
+            .await?
+            .is_some_and(|u| u.totp_enabled))
+    }
+
+    /// The policy outcome for a session, without side effects (to know whether to ask a reason).
+    pub async fn session_outcome(&self, who: &Principal, target: &str) -> Result<Option<Outcome>> {
+        let Some(t) = self.store.target_by_name(target).await? else {
+            return Ok(None);
+        };
+        let policies = self.policies_of_groups(&who.groups).await?;
+        Ok(
+            match decide(
+                &policies,
+                &who.groups,
+                &TargetRef {
+                    name: &t.name,
+                    tags: &t.tags,
+                },
+                Access::Session,
+            ) {
+                Decision::Deny => None,
+                Decision::Granted { outcome, .. } => Some(outcome),
+            },
+        )
+    }
+
+    /// Checks policy, opens the credential, starts the recording and records the session start, in
+    /// that order: if any step fails, nothing reaches the target.
+    pub async fn start_session(
+        &self,
+        who: &Principal,
+        login: &GatewayLogin,
+        kind: &str,
+        source: &str,
+        reason: Option<&str>,
+        header: serde_json::Value,
+    ) -> Result<SessionStart> {
+        who.require(Action::UseCredentials)?;
+        if let Some(r) = reason {
+            check_text("reason", r, 500)?;
+        }
+        let (target, account) = (login.target.as_str(), login.account.as_str());
+        let object = format!("credential:{target}/{account}");
+        let refused_unknown = |why: &'static str| {
+            NewAuditEntry::new(&who.username, "session.refused", &*object)
+                .outcome("denied")
+                .detail("why", why)
+                .detail("source", source)
+        };
+        let Some(target_row) = self.store.target_by_name(target).await? else {
+            self.record(refused_unknown("unknown target")).await?;
+            return Err(Error::not_found(format!("target {target}")));
+        };
+        let policies = self.policies_of_groups(&who.groups).await?;
+        let decision = decide(
+            &policies,
+            &who.groups,
+            &TargetRef {
+                name: target,
+                tags: &target_row.tags,
+            },
+            Access::Session,
+        );
+        let refuse = |code: &'static str, why: String| Error::new(ErrorKind::Forbidden, code, why);
+        let policy = match decision {
+            Decision::Deny => {
+                self.record(
+                    NewAuditEntry::new(&who.username, "session.refused", &*object)
+                        .outcome("denied")
+                        .detail("why", "no policy grants session")
+                        .detail("source", source),
+                )
+                .await?;
+                return Err(refuse(
+                    "policy_denied",
+                    format!("no policy grants you sessions on {target}"),
+                ));
+            }
+            Decision::Granted {
+                outcome: Outcome::Approve,
+                policy,
+            } => {
+                self.record(
+                    NewAuditEntry::new(&who.username, "session.refused", &*object)
+                        .outcome("denied")
+                        .detail("why", "approval required")
+                        .detail("policy", policy.as_str())
+                        .detail("source", source),
+                )
+                .await?;
+                return Err(refuse(
+                    "approval_required",
+                    format!("policy {policy} requires an approved access request for {target}"),
+                ));
+            }
+            Decision::Granted { outcome, policy } => {
+                check_reason(outcome, reason)?;
+                policy
+            }
+        };
+        let Some((cred, _, version)) = self.store.credential_secret(target, account, None).await?
+        else {
+            self.record(refused_unknown("no credential for this account"))
+                .await?;
+            return Err(Error::not_found(format!("credential {target}/{account}")));
+        };
+        let sealed = SealedSecret {
+            wrapped_key: version.wrapped_key,
+            ciphertext: version.ciphertext,
+        };
+        let aad = format!("cofre:credential:{}:v{}", cred.id, version.version);
+        let plain = self
+            .with_master(|mk| envelope::open(mk, &sealed, aad.as_bytes()))?
+            .map_err(|e| Error::internal("opening the secret", e))?;
+        let secret = Zeroizing::new(
+            String::from_utf8(plain.to_vec())
+                .map_err(|_| Error::internal("opening the secret", "not UTF-8"))?,
+        );
+        let id = uuid::Uuid::new_v4().to_string();
+        let key = DataKey::generate();
+        let sealed_key = self
+            .with_master(|mk| key.seal(mk, format!("cofre:recording-key:{id}").as_bytes()))?
+            .map_err(|e| Error::internal("sealing the recording key", e))?;
+        let day = self.now().date();
+        let path = self
+            .config
+            .data_dir
+            .join("recordings")
+            .join(format!(
+                "{}-{:02}-{:02}",
+                day.year(),
+                u8::from(day.month()),
+                day.day()
+            ))
+            .join(format!("{id}.rec"));
+        let recording = RecordingWriter::create(&path, key, &id, &header).map_err(|e| {
+            tracing::error!(error = %e, "cannot start a recording");
+            Error::new(
+                ErrorKind::Internal,
+                "recording_unavailable",
+                "the session cannot be recorded right now, so it is not opened",
+            )
+        })?;
+        let now = self.now_text();
+        let path_text = path.display().to_string();
+        let mut tx = self.store.write().await?;
+        tx.insert_session(NewSession {
+            id: &id,
+            username: &who.username,
+            target,
+            account,
+            kind,
+            source,
+            started_at: &now,
+            recording_path: &path_text,
+            recording_wrapped_key: &sealed_key.wrapped_key,
+            recording_key_ciphertext: &sealed_key.ciphertext,
+        })
+        .await?;
+        let mut entry = NewAuditEntry::new(&who.username, "session.start", object)
+            .detail("session", id.as_str())
+            .detail("kind", kind)
+            .detail("policy", policy)
+            .detail("source", source);
+        if let Some(r) = reason {
+            entry = entry.detail("reason", r);
+        }
+        self.commit(tx, entry).await?;
+        let kill = self.live.insert(&id);
+        metrics::gauge!("cofre_gateway_live_sessions").increment(1.0);
+        Ok(SessionStart {
+            id,
+            host: target_row.host,
+            port: u16::try_from(target_row.port).unwrap_or(22),
+            account: account.to_owned(),
+            secret_kind: cred.kind,
+            secret,
+            recording,
+            kill,
+        })
+    }
+
+    /// Pins the target's host key on first use; afterwards refuses any other key (audited).
+    pub async fn check_host_key(
+        &self,
+        session_id: &str,
+        target: &str,
+        fingerprint: &str,
+    ) -> Result<()> {
+        if let Some(pinned) = self.store.host_key_pin(target).await? {
+            if pinned == fingerprint {
+                return Ok(());
+            }
+            self.record(
+                NewAuditEntry::new(
+                    "system",
+                    "session.host_key_mismatch",
+                    format!("target:{target}"),
+                )
+                .outcome("denied")
+                .detail("session", session_id)
+                .detail("pinned", pinned.as_str())
+                .detail("presented", fingerprint),
+            )
+            .await?;
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "host_key_mismatch",
+                format!("the host key of {target} changed (pinned {pinned}, presented {fingerprint}); refusing to connect"),
+            ));
+        }
+        let mut tx = self.store.write().await?;
+        let pinned = tx
+            .pin_host_key(target, fingerprint, &self.now_text())
+            .await?;
+        self.commit(
+            tx,
+            NewAuditEntry::new(
+                "system",
+                "target.host_key_pinned",
+                format!("target:{target}"),
+            )
+            .detail("session", session_id)
+            .detail("fingerprint", pinned.as_str()),
+        )
+        .await?;
+        if pinned != fingerprint {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "host_key_mismatch",
+                "host key changed while pinning",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records the end of a session (idempotent) and drops it from the live registry.
+    pub async fn end_session(
+        &self,
+        id: &str,
+        username: &str,
+        reason: &str,
+        bytes: u64,
+    ) -> Result<()> {
+        self.live.remove(id);
+        let mut tx = self.store.write().await?;
+        let ended = tx
+            .end_session(
+                id,
+                &self.now_text(),
+                reason,
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+            )
+            .await?;
+        if !ended {
+            return Ok(());
+        }
+        self.commit(
+            tx,
+            NewAuditEntry::new(username, "session.end", format!("session:{id}"))
+                .detail("reason", reason)
+                .detail("bytes", bytes),
+        )
+        .await?;
+        metrics::gauge!("cofre_gateway_live_sessions").decrement(1.0);
+        Ok(())
+    }
+
+    /// Records a refusal that happened before a session existed (bad login name, port forwarding).
+    pub async fn gateway_refusal(
+        &self,
+        actor: &str,
+        object: &str,
+        why: &str,
+        source: &str,
+    ) -> Result<()> {
+        self.record(
+            NewAuditEntry::new(actor, "session.refused", object)
+                .outcome("denied")
+                .detail("why", why)
+                .detail("source", source),
+        )
+        .await
+    }
+
+    /// Marks sessions left open by a previous run as ended.
+    pub async fn end_orphaned_sessions(&self) -> Result<()> {
+        let mut tx = self.store.write().await?;
+        let ids = tx
+            .end_open_sessions(&self.now_text(), "gateway restarted")
+            .await?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.commit(
+            tx,
+            NewAuditEntry::new("system", "session.end", "sessions")
+                .detail("reason", "gateway restarted")
+                .detail("sessions", ids),
+        )
+        .await
+    }
+
+    pub async fn list_sessions(
+        &self,
+        who: &Principal,
+        live_only: bool,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Page<SessionInfo>> {
+        who.require(Action::ListSessions)?;
+        let limit = page_limit(limit)?;
+        let before =
+            match cursor {
+                None => None,
+                Some(c) => Some(c.split_once('|').ok_or_else(|| {
+                    Error::invalid("cursor", "cursor: not a cursor from this list")
+                })?),
+            };
+        let mut rows = self
+            .store
+            .sessions_page(before, live_only, limit + 1)
+            .await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_cursor = if more {
+            rows.last().map(|r| format!("{}|{}", r.started_at, r.id))
+        } else {
+            None
+        };
+        Ok(Page {
+            items: rows
+                .into_iter()
+                .map(|r| {
+                    let live = self.live.is_live(&r.id);
+                    session_info(r, live)
+                })
+                .collect(),
+            next_cursor,
+        })
+    }
+
+    pub async fn kill_session(
+        &self,
+        who: &Principal,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        who.require(Action::KillSessions)?;
+        if let Some(r) = reason {
+            check_text("reason", r, 500)?;
+        }
+        let reason = reason.map_or_else(
+            || format!("terminated by {}", who.username),
+            |r| format!("terminated by {}: {r}", who.username),
+        );
+        if self.store.session(id).await?.is_none() {
+            return Err(Error::not_found(format!("session {id}")));
+        }
+        let not_live = || {
+            Error::new(
+                ErrorKind::Conflict,
+                "not_live",
+                format!("session {id} is not running"),
+            )
+        };
+        // A session that has ended is not killed, so no `session.kill` entry says it was.
+        if !self.live.is_live(id) {
+            return Err(not_live());
+        }
+        // Audit first: if the entry cannot be written, the kill does not happen either.
+        self.record(
+            NewAuditEntry::new(&who.username, "session.kill", format!("session:{id}"))
+                .detail("reason", reason.as_str()),
+        )
+        .await?;
+        if !self.live.kill(id, &reason) {
+            return Err(not_live());
+        }
+        Ok(())
+    }
+
+    /// The recording as asciicast v2 text. Viewing is itself audited.
+    pub async fn recording_cast(&self, who: &Principal, id: &str) -> Result<String> {
+        who.require(Action::ReadRecordings)?;
+        let s = self
+            .store
+            .session(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("session {id}")))?;
+        let sealed = SealedSecret {
+            wrapped_key: s.recording_wrapped_key,
+            ciphertext: s.recording_key_ciphertext,
+        };
+        let key = self
+            .with_master(|mk| {
+                DataKey::open(mk, &sealed, format!("cofre:recording-key:{id}").as_bytes())
+            })?
+            .map_err(|e| Error::internal("opening the recording key", e))?;
+        self.record(NewAuditEntry::new(
+            &who.username,
+            "recording.view",
+            format!("session:{id}"),
+        ))
+        .await?;
+        read_cast(std::path::Path::new(&s.recording_path), &key, id).map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                "recording_unreadable",
+                format!("recording of session {id}: {e}"),
+            )
+        })
+    }
+
+    pub async fn add_ssh_key(
+        &self,
+        who: &Principal,
+        username: &str,
+        public_key: &str,
+    ) -> Result<SshKeyInfo> {
+        if who.username == username {
+            who.require(Action::OwnAccount)?;
+        } else {
+            who.require(Action::ManageUsers)?;
+        }
+        let (fingerprint, key) = ssh_key_fingerprint(public_key)?;
+        let now = self.now_text();
+        let mut tx = self.store.write().await?;
+        let user = tx
+            .user_by_name(username)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("user {username}")))?;
+        tx.insert_ssh_key(user.id, &fingerprint, &key, &now).await?;
+        self.commit(
+            tx,
+            NewAuditEntry::new(
+                &who.username,
+                "user.ssh_key_add",
+                format!("user:{username}"),
+            )
+            .detail("fingerprint", fingerprint.as_str()),
+        )
+        .await?;
+        Ok(SshKeyInfo {
+            fingerprint,
+            public_key: key,
+            created_at: now,
+        })
+    }
+
+    pub async fn list_ssh_keys(&self, who: &Principal, username: &str) -> Result<Vec<SshKeyInfo>> {
+        if who.username == username {
+            who.require(Action::OwnAccount)?;
+        } else {
+            who.require(Action::ManageUsers)?;
+        }
+        Ok(self
+            .store
+            .ssh_keys_of(username)
+            .await?
+            .into_iter()
+            .map(|k| SshKeyInfo {
+                fingerprint: k.fingerprint,
+                public_key: k.public_key,
+                created_at: k.created_at,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_logins() {
+        assert_eq!(
+            parse_gateway_login("alice:root@db01").unwrap(),
+            GatewayLogin {
+                user: "alice".into(),
+                account: "root".into(),
+                target: "db01".into()
+            }
+        );
+        for bad in [
+            "alice",
+            "alice:",
+            ":root@db01",
+            "alice:root",
+            "alice:root@",
+            "Alice:root@db01",
+            &format!("alice:{}@db01", "r".repeat(300)),
+        ] {
+            let e = parse_gateway_login(bad).unwrap_err();
+            assert!(
+                e.message.contains("COFRE_USER:ACCOUNT@TARGET"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn fingerprints_match_openssh() {
+        // `ssh-keygen -lf` prints SHA256:ZIFUG+rj5JZ9X0CQ0GcQtN8QT5IJNGA4YIODRw2A3uU for this key.
+        let line =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKP/TY4zYuLWcNieFNPnyxvrVuIYqjgJoE+esWTppF4V test";
+        let (fp, key) = ssh_key_fingerprint(line).unwrap();
+        assert_eq!(fp, "SHA256:ZIFUG+rj5JZ9X0CQ0GcQtN8QT5IJNGA4YIODRw2A3uU");
+        assert_eq!(
+            key,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKP/TY4zYuLWcNieFNPnyxvrVuIYqjgJoE+esWTppF4V"
+        );
+        assert!(ssh_key_fingerprint(
+            "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIKP/TY4zYuLWcNieFNPnyxvrVuIYqjgJoE+esWTppF4V"
+        )
+        .is_err());
+        assert!(ssh_key_fingerprint("ssh-ed25519 !!!").is_err());
+        assert!(ssh_key_fingerprint("").is_err());
+    }
+}

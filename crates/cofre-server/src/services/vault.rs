@@ -1,0 +1,608 @@
+//! Targets, credentials and policies, and the one place where a secret leaves the vault: reveal.
+
+use super::{page_limit, paginate, App, Principal};
+use crate::error::{Error, ErrorKind, Result};
+use cofre_core::audit::NewAuditEntry;
+use cofre_core::names::{check_account, check_host, check_identifier, check_text};
+use cofre_core::policy::{
+    check_reason, decide, Access, Decision, Outcome, Policy, TargetRef, TargetSelector,
+};
+use cofre_core::role::Action;
+use cofre_crypto::{envelope, SealedSecret};
+use cofre_proto::{
+    CreatePolicyRequest, CreateTargetRequest, CredentialInfo, CredentialVersionInfo, Page,
+    PolicyInfo, RevealRequest, RevealResponse, SecretString, TargetInfo,
+};
+use cofre_store::credentials::{CredentialRow, NewVersion};
+use cofre_store::policies::PolicyRow;
+use cofre_store::targets::{NewTarget, TargetRow};
+
+const MAX_SECRET_BYTES: usize = 16 * 1024;
+const MAX_REASON_CHARS: usize = 500;
+
+fn target_info(t: TargetRow) -> TargetInfo {
+    TargetInfo {
+        name: t.name,
+        host: t.host,
+        port: u16::try_from(t.port).unwrap_or(0),
+        protocol: t.protocol,
+        tags: t.tags,
+        created_at: t.created_at,
+    }
+}
+
+fn credential_info(c: CredentialRow) -> CredentialInfo {
+    CredentialInfo {
+        target: c.target,
+        account: c.account,
+        kind: c.kind,
+        version: c.current_version,
+        updated_at: c.updated_at,
+        updated_by: c.updated_by,
+    }
+}
+
+fn policy_info(p: PolicyRow) -> PolicyInfo {
+    PolicyInfo {
+        name: p.name,
+        group: p.group,
+        targets: p.targets,
+        allow: p.access,
+        outcome: p.outcome,
+        created_at: p.created_at,
+    }
+}
+
+/// The stored form back into the core's policy; a row that no longer parses is skipped (and logged)
+/// rather than widening anything.
+fn policy_from_row(p: &PolicyRow) -> Option<Policy> {
+    let targets: Result<Vec<_>, _> = p
+        .targets
+        .iter()
+        .map(|t| TargetSelector::parse("targets", t))
+        .collect();
+    let access: Option<Vec<_>> = p.access.iter().map(|a| Access::parse(a)).collect();
+    match (targets, access, Outcome::parse(&p.outcome)) {
+        (Ok(targets), Some(access), Some(outcome)) => Some(Policy {
+            name: p.name.clone(),
+            group: p.group.clone(),
+            targets,
+            access,
+            outcome,
+        }),
+        _ => {
+            tracing::warn!(policy = %p.name, "stored policy does not parse; ignored");
+            None
+        }
+    }
+}
+
+/// Exactly one of password / private key, bounded, as (kind, bytes).
+fn secret_input<'a>(
+    password: Option<&'a SecretString>,
+    private_key: Option<&'a SecretString>,
+) -> Result<(&'static str, &'a str)> {
+    let (kind, field, value) = match (password, private_key) {
+        (Some(p), None) => ("password", "password", p.expose()),
+        (None, Some(k)) => ("private_key", "private_key", k.expose()),
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "password",
+                "give either password or private_key, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(Error::invalid(
+                "password",
+                "password or private_key is required",
+            ))
+        }
+    };
+    if value.is_empty() {
+        return Err(Error::invalid(field, format!("{field}: must not be empty")));
+    }
+    if value.len() > MAX_SECRET_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!("{field}: must be at most {MAX_SECRET_BYTES} bytes"),
+        ));
+    }
+    if kind == "private_key" && !value.trim_start().starts_with("-----BEGIN") {
+        return Err(Error::invalid(
+            field,
+            "private_key: must be a PEM/OpenSSH private key (-----BEGIN ...)",
+        ));
+    }
+    Ok((kind, value))
+}
+
+pub(crate) fn secret_aad(credential_id: i64, version: i64) -> String {
+    format!("cofre:credential:{credential_id}:v{version}")
+}
+
+impl App {
+    pub async fn create_target(
+        &self,
+        who: &Principal,
+        req: &CreateTargetRequest,
+    ) -> Result<TargetInfo> {
+        who.require(Action::ManageTargets)?;
+        check_identifier("name", &req.name)?;
+        check_host("host", &req.host)?;
+        let port = req.port.unwrap_or(22);
+        if port == 0 {
+            return Err(Error::invalid("port", "port: must be between 1 and 65535"));
+        }
+        let protocol = req.protocol.as_deref().unwrap_or("ssh");
+        if protocol != "ssh" {
+            return Err(Error::invalid(
+                "protocol",
+                "protocol: only `ssh` is supported",
+            ));
+        }
+        let mut tags = req.tags.clone();
+        for t in &tags {
+            check_identifier("tags", t)?;
+        }
+        tags.sort();
+        tags.dedup();
+        let now = self.now_text();
+        let mut tx = self.store.write().await?;
+        tx.insert_target(NewTarget {
+            name: &req.name,
+            host: &req.host,
+            port: i64::from(port),
+            protocol,
+            tags: &tags,
+            created_at: &now,
+        })
+        .await?;
+        self.commit(
+            tx,
+            NewAuditEntry::new(
+                &who.username,
+                "target.create",
+                format!("target:{}", req.name),
+            )
+            .detail("host", req.host.as_str())
+            .detail("port", port)
+            .detail("tags", tags.clone()),
+        )
+        .await?;
+        self.breakglass_changed();
+        Ok(TargetInfo {
+            name: req.name.clone(),
+            host: req.host.clone(),
+            port,
+            protocol: protocol.to_owned(),
+            tags,
+            created_at: now,
+        })
+    }
+
+    /// Policies of the principal's groups, parsed.
+    async fn policies_of(&self, who: &Principal) -> Result<Vec<Policy>> {
+        self.policies_of_groups(&who.groups).await
+    }
+
+    pub(crate) async fn policies_of_groups(&self, groups: &[String]) -> Result<Vec<Policy>> {
+        let rows = self.store.policies_for_groups(groups).await?;
+        Ok(rows.iter().filter_map(policy_from_row).collect())
+    }
+
+    /// Whether `who` may see a target: admins see all, others what some policy of theirs covers.
+    fn may_see(who: &Principal, policies: &[Policy], t: &TargetRow) -> bool {
+        who.role == cofre_core::role::Role::Admin
+            || policies.iter().any(|p| {
+                p.covers(
+                    &who.groups,
+                    &TargetRef {
+                        name: &t.name,
+                        tags: &t.tags,
+                    },
+                )
+            })
+    }
+
+    pub async fn list_targets(
+        &self,
+        who: &Principal,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Page<TargetInfo>> {
+        who.require(Action::ListTargets)?;
+        let limit = page_limit(limit)?;
+        let policies = self.policies_of(who).await?;
+        let rows = self.store.targets_page(cursor, limit + 1).await?;
+        let mut page = paginate(rows, limit, |t| t.name.clone(), |t| t);
+        let items = std::mem::take(&mut page.items);
+        Ok(Page {
+            items: items
+                .into_iter()
+                .filter(|t| Self::may_see(who, &policies, t))
+                .map(target_info)
+                .collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    async fn visible_target(&self, who: &Principal, name: &str) -> Result<TargetRow> {
+        let not_found = || Error::not_found(format!("target {name}"));
+        let target = self
+            .store
+            .target_by_name(name)
+            .await?
+            .ok_or_else(not_found)?;
+        let policies = self.policies_of(who).await?;
+        if Self::may_see(who, &policies, &target) {
+            Ok(target)
+        } else {
+            Err(not_found())
+        }
+    }
+
+    pub async fn get_target(&self, who: &Principal, name: &str) -> Result<TargetInfo> {
+        who.require(Action::ListTargets)?;
+        Ok(target_info(self.visible_target(who, name).await?))
+    }
+
+    pub async fn list_credentials(
+        &self,
+        who: &Principal,
+        target: &str,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Page<CredentialInfo>> {
+        who.require(Action::ListTargets)?;
+        self.visible_target(who, target).await?;
+        let limit = page_limit(limit)?;
+        let rows = self
+            .store
+            .credentials_page(target, cursor, limit + 1)
+            .await?;
+        Ok(paginate(
+            rows,
+            limit,
+            |c| c.account.clone(),
+            credential_info,
+        ))
+    }
+
+    /// Adds a credential (version 1) or, with `must_exist`, a new version of an existing one.
+    pub async fn put_credential(
+        &self,
+        who: &Principal,
+        target: &str,
+        account: &str,
+        password: Option<&SecretString>,
+        private_key: Option<&SecretString>,
+        must_exist: bool,
+    ) -> Result<CredentialInfo> {
+        who.require(Action::ManageTargets)?;
+        check_account("account", account)?;
+        let (kind, secret) = secret_input(password, private_key)?;
+        if self.is_sealed() {
+            return Err(Error::sealed());
+        }
+        let now = self.now_text();
+        let mut tx = self.store.write().await?;
+        let (credential_id, version) = match tx.credential_for_update(target, account).await? {
+            Some(_) if !must_exist => {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    "conflict",
+                    format!("credential {target}/{account} already exists; use `cofre credential update` for a new version"),
+                ))
+            }
+            Some((id, current)) => (id, current + 1),
+            None if must_exist => {
+                return Err(Error::not_found(format!("credential {target}/{account}")))
+            }
+            None => {
+                let target_id = tx
+                    .target_id(target)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("target {target}")))?;
+                let id = tx
+                    .insert_credential(target_id, target, account, kind, &now, &who.username)
+                    .await?;
+                (id, 1)
+            }
+        };
+        let sealed = self
+            .with_master(|mk| {
+                envelope::seal(
+                    mk,
+                    secret.as_bytes(),
+                    secret_aad(credential_id, version).as_bytes(),
+                )
+            })?
+            .map_err(|e| Error::internal("sealing the secret", e))?;
+        tx.add_credential_version(
+            credential_id,
+            version,
+            NewVersion {
+                kind,
+                wrapped_key: &sealed.wrapped_key,
+                ciphertext: &sealed.ciphertext,
+                created_at: &now,
+                created_by: &who.username,
+            },
+        )
+        .await?;
+        let action = if version == 1 {
+            "credential.create"
+        } else {
+            "credential.update"
+        };
+        self.commit(
+            tx,
+            NewAuditEntry::new(
+                &who.username,
+                action,
+                format!("credential:{target}/{account}"),
+            )
+            .detail("version", version)
+            .detail("kind", kind),
+        )
+        .await?;
+        self.breakglass_changed();
+        Ok(CredentialInfo {
+            target: target.to_owned(),
+            account: account.to_owned(),
+            kind: kind.to_owned(),
+            version,
+            updated_at: now,
+            updated_by: who.username.clone(),
+        })
+    }
+
+    pub async fn credential_history(
+        &self,
+        who: &Principal,
+        target: &str,
+        account: &str,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Page<CredentialVersionInfo>> {
+        who.require(Action::ViewCredentialHistory)?;
+        let limit = page_limit(limit)?;
+        let before = match cursor {
+            None => i64::MAX,
+            Some(c) => c
+                .parse()
+                .map_err(|_| Error::invalid("cursor", "cursor: not a cursor from this list"))?,
+        };
+        let cred = self
+            .store
+            .credential(target, account)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("credential {target}/{account}")))?;
+        let rows = self
+            .store
+            .credential_versions(cred.id, before, limit + 1)
+            .await?;
+        Ok(paginate(
+            rows,
+            limit,
+            |v| v.version.to_string(),
+            |v| CredentialVersionInfo {
+                current: v.version == cred.current_version,
+                version: v.version,
+                kind: v.kind,
+                created_at: v.created_at,
+                created_by: v.created_by,
+            },
+        ))
+    }
+
+    /// Returns a secret if policy allows, after its audit entry is committed.
+    pub async fn reveal(
+        &self,
+        who: &Principal,
+        target: &str,
+        account: &str,
+        req: &RevealRequest,
+    ) -> Result<RevealResponse> {
+        who.require(Action::UseCredentials)?;
+        if let Some(reason) = &req.reason {
+            check_text("reason", reason, MAX_REASON_CHARS)?;
+        }
+        let object = format!("credential:{target}/{account}");
+        // The secret's row comes first (one query on the hot path) but is opened only after the
+        // policy said yes. Without it, look the target up: a user without a policy gets a refusal
+        // that says so (and is audited), not a puzzling "not found".
+        let found = self
+            .store
+            .credential_secret(target, account, req.version)
+            .await?;
+        let tags = match &found {
+            Some((_, tags, _)) => tags.clone(),
+            None => {
+                self.store
+                    .target_by_name(target)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("target {target}")))?
+                    .tags
+            }
+        };
+        let policies = self.policies_of(who).await?;
+        let decision = decide(
+            &policies,
+            &who.groups,
+            &TargetRef {
+                name: target,
+                tags: &tags,
+            },
+            Access::Reveal,
+        );
+        let refuse = |code: &'static str, why: String| Error::new(ErrorKind::Forbidden, code, why);
+        let policy = match decision {
+            Decision::Deny => {
+                self.record(
+                    NewAuditEntry::new(&who.username, "credential.reveal", &*object)
+                        .outcome("denied")
+                        .detail("why", "no policy grants reveal"),
+                )
+                .await?;
+                return Err(refuse(
+                    "policy_denied",
+                    format!("no policy grants you reveal on {target}"),
+                ));
+            }
+            Decision::Granted {
+                outcome: Outcome::Approve,
+                policy,
+            } => {
+                self.record(
+                    NewAuditEntry::new(&who.username, "credential.reveal", &*object)
+                        .outcome("denied")
+                        .detail("why", "approval required")
+                        .detail("policy", policy.as_str()),
+                )
+                .await?;
+                return Err(refuse(
+                    "approval_required",
+                    format!("policy {policy} requires an approved access request for {target}"),
+                ));
+            }
+            Decision::Granted { outcome, policy } => {
+                check_reason(outcome, req.reason.as_deref())?;
+                policy
+            }
+        };
+        let (cred, row) = match found {
+            Some((cred, _, row)) => (cred, row),
+            None => {
+                return Err(match req.version {
+                    Some(v) if self.store.credential(target, account).await?.is_some() => {
+                        Error::not_found(format!("version {v} of {target}/{account}"))
+                            .with_field("version")
+                    }
+                    _ => Error::not_found(format!("credential {target}/{account}")),
+                })
+            }
+        };
+        let version = row.version;
+        let sealed = SealedSecret {
+            wrapped_key: row.wrapped_key,
+            ciphertext: row.ciphertext,
+        };
+        let plain = self
+            .with_master(|mk| envelope::open(mk, &sealed, secret_aad(cred.id, version).as_bytes()))?
+            .map_err(|e| Error::internal("opening the secret", e))?;
+        let secret = String::from_utf8(plain.to_vec())
+            .map_err(|_| Error::internal("opening the secret", "not UTF-8"))?;
+        let mut entry = NewAuditEntry::new(&who.username, "credential.reveal", object)
+            .detail("version", version)
+            .detail("policy", policy);
+        if let Some(reason) = &req.reason {
+            entry = entry.detail("reason", reason.as_str());
+        }
+        self.record(entry).await?;
+        metrics::counter!("cofre_reveals_total").increment(1);
+        Ok(RevealResponse {
+            target: target.to_owned(),
+            account: account.to_owned(),
+            kind: row.kind,
+            version,
+            secret: SecretString::new(secret),
+        })
+    }
+
+    pub async fn create_policy(
+        &self,
+        who: &Principal,
+        req: &CreatePolicyRequest,
+    ) -> Result<PolicyInfo> {
+        who.require(Action::ManagePolicies)?;
+        check_identifier("name", &req.name)?;
+        check_identifier("group", &req.group)?;
+        if req.targets.is_empty() {
+            return Err(Error::invalid(
+                "targets",
+                "targets: at least one selector ('*', 'tag:TAG' or a target name)",
+            ));
+        }
+        let mut targets = Vec::new();
+        for t in &req.targets {
+            targets.push(TargetSelector::parse("targets", t)?.to_string());
+        }
+        if req.allow.is_empty() {
+            return Err(Error::invalid(
+                "allow",
+                "allow: at least one of session, reveal",
+            ));
+        }
+        let mut access = Vec::new();
+        for a in &req.allow {
+            let a = Access::parse(a).ok_or_else(|| {
+                Error::invalid(
+                    "allow",
+                    format!("allow: {a:?} is not one of session, reveal"),
+                )
+            })?;
+            access.push(a.as_str().to_owned());
+        }
+        access.sort();
+        access.dedup();
+        let outcome = Outcome::parse(&req.outcome).ok_or_else(|| {
+            Error::invalid("outcome", "outcome: must be one of allow, justify, approve")
+        })?;
+        if !self.store.group_exists(&req.group).await? {
+            return Err(Error::invalid(
+                "group",
+                format!("group: {} does not exist (create it with `cofre group add` or `cofre user add --group`)", req.group),
+            ));
+        }
+        let row = PolicyRow {
+            name: req.name.clone(),
+            group: req.group.clone(),
+            targets,
+            access,
+            outcome: outcome.as_str().to_owned(),
+            created_at: self.now_text(),
+        };
+        let mut tx = self.store.write().await?;
+        tx.insert_policy(&row, &who.username).await?;
+        self.commit(
+            tx,
+            NewAuditEntry::new(
+                &who.username,
+                "policy.create",
+                format!("policy:{}", row.name),
+            )
+            .detail("group", row.group.as_str())
+            .detail("targets", row.targets.clone())
+            .detail("allow", row.access.clone())
+            .detail("outcome", row.outcome.as_str()),
+        )
+        .await?;
+        Ok(policy_info(row))
+    }
+
+    pub async fn list_policies(
+        &self,
+        who: &Principal,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Page<PolicyInfo>> {
+        who.require(Action::ViewPolicies)?;
+        let limit = page_limit(limit)?;
+        let rows = self.store.policies_page(cursor, limit + 1).await?;
+        Ok(paginate(rows, limit, |p| p.name.clone(), policy_info))
+    }
+
+    pub async fn delete_policy(&self, who: &Principal, name: &str) -> Result<()> {
+        who.require(Action::ManagePolicies)?;
+        let mut tx = self.store.write().await?;
+        if !tx.delete_policy(name).await? {
+            return Err(Error::not_found(format!("policy {name}")));
+        }
+        self.commit(
+            tx,
+            NewAuditEntry::new(&who.username, "policy.delete", format!("policy:{name}")),
+        )
+        .await
+    }
+}

@@ -1,0 +1,224 @@
+//! Cofre's persistence: one [`Store`] over SQLite (the embedded default) or PostgreSQL, through
+//! sqlx's `Any` driver so that every query is written once.
+//!
+//! The store never sees a plaintext secret: credentials and TOTP seeds arrive sealed by
+//! `cofre-crypto`. Every state change goes through a [`WriteTx`], which takes the audit chain's head
+//! first; the service appends its audit entry in the same transaction, so an action and its audit entry
+//! commit together or not at all.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
+
+pub mod audit;
+pub mod breakglass;
+pub mod credentials;
+pub mod gateway;
+pub mod policies;
+pub mod targets;
+pub mod users;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use sqlx::AnyConnection as Conn;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} already exists")]
+    Conflict { what: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL (use sqlite://PATH or postgres://...)")]
+    UnsupportedUrl,
+}
+
+impl StoreError {
+    /// Maps a unique-constraint violation to `Conflict` naming `what`.
+    pub(crate) fn conflict_or(err: sqlx::Error, what: impl Into<String>) -> StoreError {
+        if let sqlx::Error::Database(db) = &err {
+            if db.is_unique_violation() {
+                return StoreError::Conflict { what: what.into() };
+            }
+        }
+        StoreError::Database(err)
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    kind: DbKind,
+    /// SQLite has one writer at a time; queueing writers here is much cheaper than letting them
+    /// spin in SQLite's busy handler. PostgreSQL serialises on the audit head row instead.
+    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Store {
+    /// Connects, creating the SQLite file if needed, and runs the migrations.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let kind = if url.starts_with("sqlite:") {
+            DbKind::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            DbKind::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = match kind {
+            DbKind::Sqlite => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // FULL: a commit is on disk before we acknowledge it. secure_delete:
+                            // deleted rows (a delivered break-glass share) are overwritten, not
+                            // left behind in free pages.
+                            conn.execute(
+                                "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await?
+            }
+            DbKind::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await?
+            }
+        };
+        if kind == DbKind::Sqlite {
+            // WAL lets readers go on while a writer commits; the mode is stored in the file.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        let store = Store {
+            pool,
+            kind,
+            write_gate: (kind == DbKind::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(()))),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        match self.kind {
+            DbKind::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            DbKind::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    /// A connection for reads.
+    pub async fn read(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Starts a write transaction holding the audit chain head.
+    pub async fn write(&self) -> Result<WriteTx> {
+        let gate = match &self.write_gate {
+            Some(g) => Some(g.clone().lock_owned().await),
+            None => None,
+        };
+        let mut tx = self.pool.begin().await?;
+        // The first statement is a write, so SQLite takes its write lock now (no deadlock-prone
+        // upgrade later) and PostgreSQL locks the head row until commit.
+        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        Ok(WriteTx {
+            tx,
+            _gate: gate,
+            appended: false,
+        })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Checks that the database answers (for /healthz).
+    pub async fn ping(&self) -> Result<()> {
+        let mut c = self.pool.acquire().await?;
+        c.ping().await?;
+        Ok(())
+    }
+
+    pub async fn meta_get(&self, key: &str) -> Result<Option<String>> {
+        let mut c = self.read().await?;
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *c)
+            .await?)
+    }
+}
+
+/// A write transaction. Dropping it without [`WriteTx::commit`] rolls everything back.
+pub struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+    appended: bool,
+}
+
+impl WriteTx {
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Commits. A transaction that changed state must have appended its audit entry first: this is
+    /// where "no audit, no action" is enforced.
+    pub async fn commit(self) -> Result<()> {
+        if !self.appended {
+            return Err(StoreError::Corrupt(
+                "refusing to commit a change without its audit entry".into(),
+            ));
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn meta_set(&mut self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+}
+
+pub(crate) fn bool_int(b: bool) -> i64 {
+    i64::from(b)
+}

@@ -1,0 +1,335 @@
+//! `cofre bench reveal`: starts its own server on a scratch data dir and measures audited reveals
+//! against the same server's /healthz in the same run, so the ratio is comparable across machines.
+//! `cofre bench breakglass`: see [`breakglass`]. `cofre bench gateway`: see [`gateway`].
+
+mod breakglass;
+mod gateway;
+
+use crate::client::{Client, Target};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Subcommand;
+use cofre_proto::*;
+use std::io::BufRead;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Audited credential reveals per second and latency, next to /healthz, at several concurrencies.
+    Reveal {
+        /// Concurrent clients, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        clients: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Database for the benchmark server (default: SQLite in a scratch dir).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Builds a break-glass file of CREDENTIALS x VERSIONS with the real writer, then times
+    /// `cofre breakglass open` until the first search result, next to a plain `age -d` of the file.
+    Breakglass {
+        #[arg(long, default_value_t = 100_000)]
+        credentials: usize,
+        #[arg(long, default_value_t = 5)]
+        versions: usize,
+        /// Where to build the file (default: a scratch dir, removed afterwards).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Gateway vs direct OpenSSH to the same sshd (started by the benchmark; needs root and
+    /// /usr/sbin/sshd): bulk throughput, 1-byte echo round trip, and server memory per idle session.
+    Gateway {
+        /// Size of the bulk transfer (a random file `cat` over ssh).
+        #[arg(long, default_value_t = 512)]
+        megabytes: u64,
+        /// Echo round trips to time.
+        #[arg(long, default_value_t = 2000)]
+        echoes: usize,
+        /// Idle recorded sessions to hold open for the memory figure.
+        #[arg(long, default_value_t = 200)]
+        idle: usize,
+    },
+}
+
+/// The scratch dir lives as long as the server that uses it.
+struct ServerProcess(std::process::Child, #[allow(dead_code)] tempfile::TempDir);
+
+impl ServerProcess {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_server(database_url: Option<&str>) -> Result<(ServerProcess, Target, String, u16)> {
+    let dir = tempfile::tempdir()?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--ssh-listen")
+        .arg("127.0.0.1:0")
+        .env("COFRE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(url) = database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    let mut child = cmd.spawn().context("starting the benchmark server")?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let proc = ServerProcess(child, dir);
+    let (mut url, mut fp, mut pw_file, mut ssh_port) = (None, None, None, None);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Some(u) = line.strip_prefix("cofre listening on ") {
+            url = Some(u.to_owned());
+        } else if let Some(f) = line.strip_prefix("tls fingerprint (sha256): ") {
+            fp = Some(f.to_owned());
+        } else if let Some(a) = line.strip_prefix("ssh gateway listening on ") {
+            ssh_port = a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+        } else if let Some(p) = line.strip_prefix("initial admin password written to ") {
+            pw_file = Some(p.to_owned());
+        } else if line == "ready" {
+            break;
+        }
+    }
+    let (Some(url), Some(fp), Some(pw_file), Some(ssh_port)) = (url, fp, pw_file, ssh_port) else {
+        bail!("the benchmark server did not start");
+    };
+    let otp = std::fs::read_to_string(pw_file)?.trim().to_owned();
+    Ok((
+        proc,
+        Target {
+            server: url,
+            fingerprint: Some(fp),
+            ca_cert: None,
+        },
+        otp,
+        ssh_port,
+    ))
+}
+
+async fn login(client: &Client, user: &str, password: &str, new_password: &str) -> Result<Client> {
+    let r: LoginResponse = client
+        .post(
+            "/api/v1/auth/login",
+            &LoginRequest {
+                username: user.into(),
+                password: SecretString::new(password.into()),
+                totp_code: None,
+            },
+        )
+        .await?;
+    let authed = client.with_token(Some(r.token.expose().to_owned()));
+    let changed: ChangePasswordResponse = authed
+        .post(
+            "/api/v1/auth/password",
+            &ChangePasswordRequest {
+                current_password: SecretString::new(password.into()),
+                new_password: SecretString::new(new_password.into()),
+            },
+        )
+        .await?;
+    let token = changed
+        .token
+        .ok_or_else(|| anyhow!("no token after password change"))?;
+    Ok(client.with_token(Some(token.expose().to_owned())))
+}
+
+/// What every benchmark needs: user `bench` in group `bench`, target `db01` (127.0.0.1:`port`,
+/// tagged `bench`), the given credential on it, and a policy granting the group `access`.
+async fn provision(
+    admin: &Client,
+    port: u16,
+    credential: CreateCredentialRequest,
+    access: &str,
+    outcome: &str,
+) -> Result<CreateUserResponse> {
+    let user: CreateUserResponse = admin
+        .post(
+            "/api/v1/users",
+            &CreateUserRequest {
+                username: "bench".into(),
+                role: "user".into(),
+                groups: vec!["bench".into()],
+            },
+        )
+        .await?;
+    let _: TargetInfo = admin
+        .post(
+            "/api/v1/targets",
+            &CreateTargetRequest {
+                name: "db01".into(),
+                host: "127.0.0.1".into(),
+                port: Some(port),
+                protocol: None,
+                tags: vec!["bench".into()],
+            },
+        )
+        .await?;
+    let _: CredentialInfo = admin
+        .post("/api/v1/targets/db01/credentials", &credential)
+        .await?;
+    let _: PolicyInfo = admin
+        .post(
+            "/api/v1/policies",
+            &CreatePolicyRequest {
+                name: "bench".into(),
+                group: "bench".into(),
+                targets: vec!["tag:bench".into()],
+                allow: vec![access.into()],
+                outcome: outcome.into(),
+            },
+        )
+        .await?;
+    Ok(user)
+}
+
+struct Measurement {
+    ops_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn measure<F, Fut>(clients: usize, seconds: u64, op: F) -> Result<Measurement>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                op().await?;
+                lat.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(Measurement {
+        ops_per_sec: all.len() as f64 / elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    })
+}
+
+pub async fn run(cmd: BenchCmd) -> Result<ExitCode> {
+    let (clients, seconds, database_url) = match cmd {
+        BenchCmd::Reveal {
+            clients,
+            seconds,
+            database_url,
+        } => (clients, seconds, database_url),
+        BenchCmd::Breakglass {
+            credentials,
+            versions,
+            dir,
+        } => return breakglass::run(credentials, versions, dir),
+        BenchCmd::Gateway {
+            megabytes,
+            echoes,
+            idle,
+        } => return gateway::run(megabytes, echoes, idle).await,
+    };
+    let (_server, target, otp, _) = start_server(database_url.as_deref()).await?;
+    let anon = Client::new(&target, None)?;
+    let admin = login(&anon, "admin", &otp, "bench-admin-password").await?;
+    let user = provision(
+        &admin,
+        22,
+        CreateCredentialRequest {
+            account: "root".into(),
+            password: Some(SecretString::new("bench-secret".into())),
+            private_key: None,
+        },
+        "reveal",
+        "justify",
+    )
+    .await?;
+    let bench = login(
+        &anon,
+        "bench",
+        user.one_time_password.expose(),
+        "bench-user-password",
+    )
+    .await?;
+    let bench = std::sync::Arc::new(bench);
+    let anon = std::sync::Arc::new(anon);
+    println!(
+        "database: {}; {} s per point; the server runs on this machine too",
+        if database_url.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
+        seconds
+    );
+    println!("clients\treveals/s\tp50 ms\tp99 ms\thealthz/s\thealthz p50 ms\treveal/healthz");
+    for n in clients {
+        let b = bench.clone();
+        let reveal = measure(n, seconds, move || {
+            let b = b.clone();
+            async move {
+                let r: RevealResponse = b
+                    .post(
+                        "/api/v1/targets/db01/credentials/root/reveal",
+                        &RevealRequest {
+                            reason: Some("benchmark".into()),
+                            version: None,
+                        },
+                    )
+                    .await?;
+                if r.secret.expose() != "bench-secret" {
+                    bail!("wrong secret revealed");
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        let a = anon.clone();
+        let health = measure(n, seconds, move || {
+            let a = a.clone();
+            async move {
+                let _: Health = a.get("/healthz").await?;
+                Ok(())
+            }
+        })
+        .await?;
+        println!(
+            "{n}\t{:.0}\t{:.2}\t{:.2}\t{:.0}\t{:.2}\t{:.3}",
+            reveal.ops_per_sec,
+            reveal.p50.as_secs_f64() * 1e3,
+            reveal.p99.as_secs_f64() * 1e3,
+            health.ops_per_sec,
+            health.p50.as_secs_f64() * 1e3,
+            reveal.ops_per_sec / health.ops_per_sec
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,940 @@
+//! The client commands: each builds one or a few API calls and prints the result.
+
+use crate::client::{missing_server, path_segment, ApiFailure, Client, ClientConfig, Target};
+use crate::{Command, GlobalArgs, Output};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use cofre_proto::*;
+use serde::Serialize;
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use zeroize::Zeroizing;
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// Your Cofre user name.
+    #[arg(long)]
+    user: String,
+    /// Read the password from the first line of stdin (and, if it was a one-time password, the new
+    /// password from the second line) instead of prompting.
+    #[arg(long)]
+    password_stdin: bool,
+    /// The 6-digit code from your authenticator, if you enrolled TOTP.
+    #[arg(long)]
+    totp: Option<String>,
+}
+
+#[derive(Args)]
+pub struct PasswdArgs {
+    /// Read the current and the new password from the first two lines of stdin.
+    #[arg(long)]
+    stdin: bool,
+}
+
+#[derive(Subcommand)]
+pub enum TotpCmd {
+    /// Start enrolment: prints the secret and an otpauth:// URI for your authenticator app.
+    Enroll,
+    /// Finish enrolment with a code from the app; from then on login needs --totp.
+    Confirm { code: String },
+}
+
+#[derive(Subcommand)]
+pub enum UserCmd {
+    /// Create a user; prints a one-time password that must be changed at first login.
+    Add {
+        name: String,
+        /// admin, approver, user, auditor, operator or support.
+        #[arg(long)]
+        role: String,
+        /// Group to join (repeatable); created if missing.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    /// Lift a lockout after repeated failed logins.
+    Unlock {
+        name: String,
+    },
+    /// Issue a new one-time password (ends the user's sessions).
+    ResetPassword {
+        name: String,
+    },
+    /// SSH public keys for gateway logins.
+    #[command(subcommand)]
+    Key(crate::sessions_cmd::KeyCmd),
+}
+
+#[derive(Subcommand)]
+pub enum GroupCmd {
+    Add { name: String },
+    List,
+    AddMember { group: String, user: String },
+}
+
+#[derive(Subcommand)]
+pub enum TargetCmd {
+    Add {
+        name: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        port: Option<u16>,
+        /// Tag (repeatable), e.g. prod; policies select targets by tag.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    List,
+    Show {
+        name: String,
+    },
+}
+
+#[derive(Args)]
+pub struct SecretSource {
+    /// Read the password from the first line of stdin.
+    #[arg(long, conflicts_with = "key_file")]
+    password_stdin: bool,
+    /// A private key file (PEM or OpenSSH format).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum CredentialCmd {
+    /// Vault an account's password or key (version 1).
+    Add {
+        target: String,
+        account: String,
+        #[command(flatten)]
+        secret: SecretSource,
+    },
+    /// Store a new version; the old one is kept.
+    Update {
+        target: String,
+        account: String,
+        #[command(flatten)]
+        secret: SecretSource,
+    },
+    List {
+        target: String,
+    },
+    /// Print the secret, if a policy allows; always audited with the reason.
+    Reveal {
+        target: String,
+        account: String,
+        /// Why (required where policy says `justify`), e.g. a ticket number.
+        #[arg(long)]
+        reason: Option<String>,
+        /// An older version, for recovery.
+        #[arg(long)]
+        version: Option<i64>,
+    },
+    /// Versions: when each was made and by whom (never the secrets).
+    History {
+        target: String,
+        account: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    Add {
+        name: String,
+        #[arg(long)]
+        group: String,
+        /// Comma-separated selectors: `*`, `tag:TAG` or target names.
+        #[arg(long, value_delimiter = ',')]
+        targets: Vec<String>,
+        /// Comma-separated: session, reveal.
+        #[arg(long, value_delimiter = ',')]
+        allow: Vec<String>,
+        /// allow, justify (a reason is required) or approve (an approved request is required).
+        #[arg(long)]
+        outcome: String,
+    },
+    List,
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Check the hash chain; exit 1 and name the first broken entry if it was tampered with.
+    Verify,
+    /// Print every entry.
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+    },
+    /// The latest entries.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+}
+
+#[derive(Subcommand)]
+pub enum OperatorCmd {
+    /// Sealed or not, and unseal progress.
+    SealStatus,
+    /// Give one unseal share (each custodian runs this once with their own share).
+    Unseal {
+        /// Read the share from the first line of stdin instead of prompting.
+        #[arg(long)]
+        share_stdin: bool,
+        /// Read the share from a file.
+        #[arg(long, conflicts_with = "share_stdin")]
+        share_file: Option<PathBuf>,
+    },
+}
+
+pub struct Ctx {
+    pub client: Client,
+    pub output: Output,
+}
+
+impl Ctx {
+    pub fn print<T: Serialize>(&self, value: &T, text: impl FnOnce(&T)) -> Result<()> {
+        match self.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+            Output::Text => text(value),
+        }
+        Ok(())
+    }
+
+    /// Walks every page of a list.
+    pub async fn all<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let url = match &cursor {
+                Some(c) => format!("{path}{sep}limit=500&cursor={}", path_segment(c)),
+                None => format!("{path}{sep}limit=500"),
+            };
+            let page: Page<T> = self.client.get(&url).await?;
+            items.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(items),
+            }
+        }
+    }
+}
+
+fn stdin_lines(n: usize) -> Result<Vec<Zeroizing<String>>> {
+    let stdin = std::io::stdin();
+    let mut out = Vec::new();
+    for line in stdin.lock().lines().take(n) {
+        let line = Zeroizing::new(line.context("reading stdin")?);
+        out.push(Zeroizing::new(line.trim_end_matches('\r').to_owned()));
+    }
+    Ok(out)
+}
+
+fn prompt_secret(prompt: &str) -> Result<Zeroizing<String>> {
+    if !std::io::stdin().is_terminal() {
+        bail!("{prompt}: no terminal to ask on; use the --*-stdin option");
+    }
+    Ok(Zeroizing::new(rpassword::prompt_password(format!(
+        "{prompt}: "
+    ))?))
+}
+
+fn client_config_path(g: &GlobalArgs) -> PathBuf {
+    g.client_config
+        .clone()
+        .unwrap_or_else(ClientConfig::default_path)
+}
+
+fn target_of(g: &GlobalArgs, saved: &ClientConfig) -> Result<Target> {
+    let server = g
+        .server
+        .clone()
+        .or_else(|| saved.server.clone())
+        .ok_or_else(missing_server)?;
+    // A fingerprint saved for another server must not be applied to this one.
+    let same_server = saved.server.as_deref() == Some(server.as_str());
+    Ok(Target {
+        server,
+        fingerprint: g
+            .fingerprint
+            .clone()
+            .or_else(|| same_server.then(|| saved.fingerprint.clone()).flatten()),
+        ca_cert: g
+            .ca_cert
+            .clone()
+            .or_else(|| same_server.then(|| saved.ca_cert.clone()).flatten()),
+    })
+}
+
+pub async fn run(g: &GlobalArgs, command: Command) -> Result<ExitCode> {
+    let config_path = client_config_path(g);
+    let saved = ClientConfig::load(&config_path)?;
+    let target = target_of(g, &saved)?;
+    let token = std::env::var("COFRE_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or_else(|| {
+            (saved.server.as_deref() == Some(target.server.as_str()))
+                .then(|| saved.token.clone())
+                .flatten()
+        });
+    // A token saved for another URL is not sent (it could be a different server); say so if the
+    // server then asks for one.
+    let stale_token_hint = (token.is_none() && saved.token.is_some()).then(|| {
+        format!(
+            "the saved login is for {}, not {}: run `cofre login` for this server or set COFRE_TOKEN",
+            saved.server.as_deref().unwrap_or("another server"),
+            target.server
+        )
+    });
+    let ctx = Ctx {
+        client: Client::new(&target, token)?,
+        output: g.output,
+    };
+    let result = dispatch(&ctx, command, &target, &config_path, saved).await;
+    match (result, stale_token_hint) {
+        (Err(e), Some(hint))
+            if e.downcast_ref::<ApiFailure>().and_then(ApiFailure::code)
+                == Some("unauthenticated") =>
+        {
+            Err(e.context(hint))
+        }
+        (result, _) => result,
+    }
+}
+
+async fn dispatch(
+    ctx: &Ctx,
+    command: Command,
+    target: &Target,
+    config_path: &std::path::Path,
+    saved: ClientConfig,
+) -> Result<ExitCode> {
+    let config_path = config_path.to_path_buf();
+    match command {
+        Command::Login(args) => login(ctx, args, target, &config_path).await,
+        Command::Logout => {
+            let _: OkResponse = ctx.client.post("/api/v1/auth/logout", &()).await?;
+            let mut saved = saved;
+            saved.token = None;
+            saved.save(&config_path)?;
+            println!("logged out");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Whoami => {
+            let me: UserInfo = ctx.client.get("/api/v1/auth/whoami").await?;
+            ctx.print(&me, |u| {
+                println!(
+                    "{} ({}), groups: {}",
+                    u.username,
+                    u.role,
+                    u.groups.join(", ")
+                );
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Passwd(args) => {
+            let (current, new) = if args.stdin {
+                let mut lines = stdin_lines(2)?.into_iter();
+                match (lines.next(), lines.next()) {
+                    (Some(c), Some(n)) => (c, n),
+                    _ => bail!("--stdin: expected two lines, the current and the new password"),
+                }
+            } else {
+                (prompt_secret("current password")?, new_password_prompt()?)
+            };
+            let resp: ChangePasswordResponse = ctx
+                .client
+                .post(
+                    "/api/v1/auth/password",
+                    &ChangePasswordRequest {
+                        current_password: SecretString::new(current.to_string()),
+                        new_password: SecretString::new(new.to_string()),
+                    },
+                )
+                .await?;
+            let mut saved = saved;
+            saved.token = resp.token.map(|t| t.expose().to_owned());
+            saved.save(&config_path)?;
+            println!("password changed; other sessions of yours were ended");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Totp(TotpCmd::Enroll) => {
+            let r: TotpEnrollResponse = ctx.client.post("/api/v1/auth/totp/enroll", &()).await?;
+            println!("secret: {}", r.secret_base32.expose());
+            println!("uri: {}", r.otpauth_uri.expose());
+            println!("add it to your authenticator app, then run `cofre totp confirm CODE`");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Totp(TotpCmd::Confirm { code }) => {
+            let _: OkResponse = ctx
+                .client
+                .post("/api/v1/auth/totp/confirm", &TotpConfirmRequest { code })
+                .await?;
+            println!("TOTP enabled: log in with --totp CODE from now on");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User(cmd) => user(ctx, cmd).await,
+        Command::Group(cmd) => group(ctx, cmd).await,
+        Command::Target(cmd) => target_cmd(ctx, cmd).await,
+        Command::Credential(cmd) => credential(ctx, cmd).await,
+        Command::Policy(cmd) => policy(ctx, cmd).await,
+        Command::Audit(cmd) => audit(ctx, cmd).await,
+        Command::Operator(cmd) => operator(ctx, cmd).await,
+        Command::Session(cmd) => crate::sessions_cmd::session(ctx, cmd).await,
+        Command::Recording(cmd) => crate::sessions_cmd::recording(ctx, cmd).await,
+        Command::Breakglass(cmd) => crate::breakglass_cmd::online(ctx, cmd).await,
+        Command::Server(_) | Command::Init(_) | Command::Bench(_) => {
+            Err(anyhow!("internal: not a client command"))
+        }
+    }
+}
+
+fn new_password_prompt() -> Result<Zeroizing<String>> {
+    let a = prompt_secret("new password (12 characters or more)")?;
+    let b = prompt_secret("repeat the new password")?;
+    if *a != *b {
+        bail!("the two new passwords differ");
+    }
+    Ok(a)
+}
+
+async fn login(
+    ctx: &Ctx,
+    args: LoginArgs,
+    target: &Target,
+    config_path: &std::path::Path,
+) -> Result<ExitCode> {
+    let mut lines = if args.password_stdin {
+        stdin_lines(2)?
+    } else {
+        Vec::new()
+    }
+    .into_iter();
+    let password = match lines.next() {
+        Some(p) => p,
+        None if args.password_stdin => bail!("--password-stdin: stdin is empty"),
+        None => prompt_secret(&format!("password for {}", args.user))?,
+    };
+    let request = LoginRequest {
+        username: args.user.clone(),
+        password: SecretString::new(password.to_string()),
+        totp_code: args.totp.clone(),
+    };
+    let resp: LoginResponse = match ctx.client.post("/api/v1/auth/login", &request).await {
+        Err(e) if e.code() == Some("totp_required") && std::io::stdin().is_terminal() => {
+            let code = prompt_secret("TOTP code")?;
+            let request = LoginRequest {
+                totp_code: Some(code.to_string()),
+                ..request
+            };
+            ctx.client.post("/api/v1/auth/login", &request).await?
+        }
+        other => other?,
+    };
+    let mut token = resp.token.expose().to_owned();
+    if resp.password_change_required {
+        eprintln!("this was a one-time password: choose your own now");
+        let new = match lines.next() {
+            Some(n) => n,
+            None if args.password_stdin => bail!(
+                "--password-stdin: the password was a one-time password; give the new password on the second line"
+            ),
+            None => new_password_prompt()?,
+        };
+        let authed = ctx.client.with_token(Some(token.clone()));
+        let changed: ChangePasswordResponse = authed
+            .post(
+                "/api/v1/auth/password",
+                &ChangePasswordRequest {
+                    current_password: SecretString::new(password.to_string()),
+                    new_password: SecretString::new(new.to_string()),
+                },
+            )
+            .await?;
+        token = changed
+            .token
+            .map(|t| t.expose().to_owned())
+            .ok_or_else(|| {
+                anyhow!("the server did not issue a session after the password change")
+            })?;
+    }
+    let config = ClientConfig {
+        server: Some(target.server.clone()),
+        fingerprint: target.fingerprint.clone(),
+        ca_cert: target.ca_cert.clone(),
+        token: Some(token),
+    };
+    config.save(config_path)?;
+    println!("logged in as {} ({})", resp.user.username, resp.user.role);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_user(u: &UserInfo) {
+    let mut flags = Vec::new();
+    if u.locked {
+        flags.push("locked");
+    }
+    if u.totp_enabled {
+        flags.push("totp");
+    }
+    if u.must_change_password {
+        flags.push("must-change-password");
+    }
+    println!(
+        "{}\t{}\tgroups={}\t{}",
+        u.username,
+        u.role,
+        u.groups.join(","),
+        flags.join(",")
+    );
+}
+
+async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<ExitCode> {
+    match cmd {
+        UserCmd::Add { name, role, groups } => {
+            let r: CreateUserResponse = ctx
+                .client
+                .post(
+                    "/api/v1/users",
+                    &CreateUserRequest {
+                        username: name,
+                        role,
+                        groups,
+                    },
+                )
+                .await?;
+            ctx.print(&r, |r| {
+                println!("created user {} ({})", r.user.username, r.user.role);
+                println!("one-time password: {}", r.one_time_password.expose());
+            })?;
+        }
+        UserCmd::List => {
+            let users: Vec<UserInfo> = ctx.all("/api/v1/users").await?;
+            ctx.print(&users, |us| us.iter().for_each(print_user))?;
+        }
+        UserCmd::Show { name } => {
+            let u: UserInfo = ctx
+                .client
+                .get(&format!("/api/v1/users/{}", path_segment(&name)))
+                .await?;
+            ctx.print(&u, print_user)?;
+        }
+        UserCmd::Unlock { name } => {
+            let _: OkResponse = ctx
+                .client
+                .post(
+                    &format!("/api/v1/users/{}/unlock", path_segment(&name)),
+                    &(),
+                )
+                .await?;
+            println!("unlocked {name}");
+        }
+        UserCmd::Key(cmd) => return crate::sessions_cmd::key(ctx, cmd).await,
+        UserCmd::ResetPassword { name } => {
+            let r: serde_json::Value = ctx
+                .client
+                .post(
+                    &format!("/api/v1/users/{}/reset-password", path_segment(&name)),
+                    &(),
+                )
+                .await?;
+            ctx.print(&r, |r| {
+                println!(
+                    "one-time password: {}",
+                    r.get("one_time_password")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                );
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<ExitCode> {
+    match cmd {
+        GroupCmd::Add { name } => {
+            let g: GroupInfo = ctx
+                .client
+                .post("/api/v1/groups", &CreateGroupRequest { name })
+                .await?;
+            ctx.print(&g, |g| println!("created group {}", g.name))?;
+        }
+        GroupCmd::List => {
+            let groups: Vec<GroupInfo> = ctx.all("/api/v1/groups").await?;
+            ctx.print(&groups, |gs| {
+                for g in gs {
+                    println!("{}\t{}", g.name, g.members.join(","));
+                }
+            })?;
+        }
+        GroupCmd::AddMember { group, user } => {
+            let _: OkResponse = ctx
+                .client
+                .post(
+                    &format!("/api/v1/groups/{}/members", path_segment(&group)),
+                    &GroupMemberRequest {
+                        username: user.clone(),
+                    },
+                )
+                .await?;
+            println!("added {user} to {group}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_target(t: &TargetInfo) {
+    println!(
+        "{}\t{}:{}\t{}\ttags={}",
+        t.name,
+        t.host,
+        t.port,
+        t.protocol,
+        t.tags.join(",")
+    );
+}
+
+async fn target_cmd(ctx: &Ctx, cmd: TargetCmd) -> Result<ExitCode> {
+    match cmd {
+        TargetCmd::Add {
+            name,
+            host,
+            port,
+            tags,
+        } => {
+            let t: TargetInfo = ctx
+                .client
+                .post(
+                    "/api/v1/targets",
+                    &CreateTargetRequest {
+                        name,
+                        host,
+                        port,
+                        protocol: None,
+                        tags,
+                    },
+                )
+                .await?;
+            ctx.print(&t, |t| println!("created target {}", t.name))?;
+        }
+        TargetCmd::List => {
+            let ts: Vec<TargetInfo> = ctx.all("/api/v1/targets").await?;
+            ctx.print(&ts, |ts| ts.iter().for_each(print_target))?;
+        }
+        TargetCmd::Show { name } => {
+            let t: TargetInfo = ctx
+                .client
+                .get(&format!("/api/v1/targets/{}", path_segment(&name)))
+                .await?;
+            ctx.print(&t, print_target)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_secret(src: &SecretSource) -> Result<(Option<SecretString>, Option<SecretString>)> {
+    if src.password_stdin {
+        let line = stdin_lines(1)?
+            .into_iter()
+            .next()
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| anyhow!("--password-stdin: stdin is empty"))?;
+        return Ok((Some(SecretString::new(line.to_string())), None));
+    }
+    if let Some(path) = &src.key_file {
+        let key = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--key-file {}", path.display()))?,
+        );
+        return Ok((None, Some(SecretString::new(key.to_string()))));
+    }
+    let pw = prompt_secret("password")?;
+    Ok((Some(SecretString::new(pw.to_string())), None))
+}
+
+async fn credential(ctx: &Ctx, cmd: CredentialCmd) -> Result<ExitCode> {
+    let cred_path = |t: &str, a: &str| {
+        format!(
+            "/api/v1/targets/{}/credentials/{}",
+            path_segment(t),
+            path_segment(a)
+        )
+    };
+    match cmd {
+        CredentialCmd::Add {
+            target,
+            account,
+            secret,
+        } => {
+            let (password, private_key) = read_secret(&secret)?;
+            let c: CredentialInfo = ctx
+                .client
+                .post(
+                    &format!("/api/v1/targets/{}/credentials", path_segment(&target)),
+                    &CreateCredentialRequest {
+                        account,
+                        password,
+                        private_key,
+                    },
+                )
+                .await?;
+            ctx.print(&c, |c| {
+                println!("stored {}/{} version {}", c.target, c.account, c.version)
+            })?;
+        }
+        CredentialCmd::Update {
+            target,
+            account,
+            secret,
+        } => {
+            let (password, private_key) = read_secret(&secret)?;
+            let c: CredentialInfo = ctx
+                .client
+                .call(
+                    reqwest::Method::PUT,
+                    &cred_path(&target, &account),
+                    Some(&UpdateCredentialRequest {
+                        password,
+                        private_key,
+                    }),
+                )
+                .await?;
+            ctx.print(&c, |c| {
+                println!("stored {}/{} version {}", c.target, c.account, c.version)
+            })?;
+        }
+        CredentialCmd::List { target } => {
+            let cs: Vec<CredentialInfo> = ctx
+                .all(&format!(
+                    "/api/v1/targets/{}/credentials",
+                    path_segment(&target)
+                ))
+                .await?;
+            ctx.print(&cs, |cs| {
+                for c in cs {
+                    println!(
+                        "{}/{}\t{}\tv{}\t{} by {}",
+                        c.target, c.account, c.kind, c.version, c.updated_at, c.updated_by
+                    );
+                }
+            })?;
+        }
+        CredentialCmd::Reveal {
+            target,
+            account,
+            reason,
+            version,
+        } => {
+            let r: RevealResponse = ctx
+                .client
+                .post(
+                    &format!("{}/reveal", cred_path(&target, &account)),
+                    &RevealRequest { reason, version },
+                )
+                .await?;
+            // Only the secret on stdout, so `$(cofre credential reveal ...)` works.
+            ctx.print(&r, |r| println!("{}", r.secret.expose()))?;
+        }
+        CredentialCmd::History { target, account } => {
+            let vs: Vec<CredentialVersionInfo> = ctx
+                .all(&format!("{}/history", cred_path(&target, &account)))
+                .await?;
+            ctx.print(&vs, |vs| {
+                for v in vs {
+                    println!(
+                        "v{}\t{}\t{}\t{}{}",
+                        v.version,
+                        v.kind,
+                        v.created_at,
+                        v.created_by,
+                        if v.current { "\tcurrent" } else { "" }
+                    );
+                }
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
+    match cmd {
+        PolicyCmd::Add {
+            name,
+            group,
+            targets,
+            allow,
+            outcome,
+        } => {
+            let p: PolicyInfo = ctx
+                .client
+                .post(
+                    "/api/v1/policies",
+                    &CreatePolicyRequest {
+                        name,
+                        group,
+                        targets,
+                        allow,
+                        outcome,
+                    },
+                )
+                .await?;
+            ctx.print(&p, |p| println!("created policy {}", p.name))?;
+        }
+        PolicyCmd::List => {
+            let ps: Vec<PolicyInfo> = ctx.all("/api/v1/policies").await?;
+            ctx.print(&ps, |ps| {
+                for p in ps {
+                    println!(
+                        "{}\tgroup={}\ttargets={}\tallow={}\toutcome={}",
+                        p.name,
+                        p.group,
+                        p.targets.join(","),
+                        p.allow.join(","),
+                        p.outcome
+                    );
+                }
+            })?;
+        }
+        PolicyCmd::Remove { name } => {
+            let _: OkResponse = ctx
+                .client
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/policies/{}", path_segment(&name)),
+                    None::<&()>,
+                )
+                .await?;
+            println!("removed policy {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<ExitCode> {
+    match cmd {
+        AuditCmd::Verify => {
+            let r: AuditVerifyResponse = ctx.client.get("/api/v1/audit/verify").await?;
+            ctx.print(&r, |r| match &r.first_broken {
+                None => println!("audit chain intact: {} entries", r.entries_checked),
+                Some(b) => println!("audit chain broken at entry {}: {}", b.seq, b.reason),
+            })?;
+            Ok(if r.intact {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        AuditCmd::Export {
+            format: ExportFormat::Jsonl,
+        } => {
+            // Page by page, printing as it goes, so a long trail streams in constant memory.
+            let mut cursor: Option<String> = None;
+            loop {
+                let url = match &cursor {
+                    Some(c) => format!("/api/v1/audit?limit=1000&cursor={c}"),
+                    None => "/api/v1/audit?limit=1000".to_owned(),
+                };
+                let page: Page<AuditEntryInfo> = ctx.client.get(&url).await?;
+                for e in &page.items {
+                    println!("{}", serde_json::to_string(e)?);
+                }
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => return Ok(ExitCode::SUCCESS),
+                }
+            }
+        }
+        AuditCmd::List { limit } => {
+            let entries: Vec<AuditEntryInfo> = ctx.all("/api/v1/audit").await?;
+            let skip = entries.len().saturating_sub(limit as usize);
+            let tail = &entries[skip..];
+            ctx.print(&tail, |es| {
+                for e in *es {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        e.seq, e.ts, e.actor, e.action, e.object, e.outcome, e.details
+                    );
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn operator(ctx: &Ctx, cmd: OperatorCmd) -> Result<ExitCode> {
+    let print_status = |s: &SealStatus| {
+        if s.sealed {
+            println!(
+                "sealed ({}): unseal progress: {}/{}",
+                s.seal_kind,
+                s.progress,
+                s.threshold.unwrap_or(0)
+            );
+        } else {
+            println!("unsealed ({}, keyring {})", s.seal_kind, s.keyring_id);
+        }
+    };
+    match cmd {
+        OperatorCmd::SealStatus => {
+            let s: SealStatus = ctx.client.get("/api/v1/sys/seal-status").await?;
+            ctx.print(&s, print_status)?;
+        }
+        OperatorCmd::Unseal {
+            share_stdin,
+            share_file,
+        } => {
+            let share = if share_stdin {
+                stdin_lines(1)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| anyhow!("--share-stdin: stdin is empty"))?
+            } else if let Some(f) = share_file {
+                Zeroizing::new(
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("--share-file {}", f.display()))?
+                        .trim()
+                        .to_owned(),
+                )
+            } else {
+                prompt_secret("unseal share")?
+            };
+            let s: SealStatus = ctx
+                .client
+                .post(
+                    "/api/v1/sys/unseal",
+                    &UnsealRequest {
+                        share: SecretString::new(share.to_string()),
+                    },
+                )
+                .await
+                .map_err(|e: ApiFailure| anyhow!("{e}"))?;
+            ctx.print(&s, |s| {
+                if s.sealed {
+                    println!(
+                        "unseal progress: {}/{}",
+                        s.progress,
+                        s.threshold.unwrap_or(0)
+                    );
+                } else {
+                    println!("unsealed");
+                }
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

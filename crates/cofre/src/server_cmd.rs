@@ -1,0 +1,165 @@
+//! `cofre server` and `cofre init`.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use cofre_server::config::{Overrides, ServerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Clone)]
+pub struct ServerOptions {
+    /// Where the instance keeps its state (created on first start).
+    #[arg(long, env = "COFRE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB (default: SQLite in the data dir).
+    #[arg(long, env = "COFRE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// TOML config file; flags and COFRE_* variables win over it.
+    #[arg(long, env = "COFRE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub opts: ServerOptions,
+    /// Address of the HTTPS API (default 127.0.0.1:8443; port 0 picks a free one).
+    #[arg(long, env = "COFRE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the SSH gateway (default 127.0.0.1:2222; port 0 picks a free one).
+    #[arg(long, env = "COFRE_SSH_LISTEN")]
+    pub ssh_listen: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub opts: ServerOptions,
+    /// Split the unseal key into this many Shamir shares (give one to each custodian).
+    #[arg(long, requires = "unseal_threshold")]
+    pub unseal_shares: Option<u8>,
+    /// How many shares it takes to unseal.
+    #[arg(long, requires = "unseal_shares")]
+    pub unseal_threshold: Option<u8>,
+}
+
+fn load_config(
+    opts: &ServerOptions,
+    listen: Option<SocketAddr>,
+    ssh_listen: Option<SocketAddr>,
+) -> Result<ServerConfig> {
+    Ok(ServerConfig::load(
+        opts.config.as_deref(),
+        Overrides {
+            data_dir: opts.data_dir.clone(),
+            listen,
+            database_url: opts.database_url.clone(),
+            ssh_listen,
+        },
+    )?)
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("COFRE_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn server(args: ServerArgs) -> Result<ExitCode> {
+    init_logging();
+    let config = load_config(&args.opts, args.listen, args.ssh_listen)?;
+    let prepared = cofre_server::prepare(config.clone())
+        .await
+        .context("server")?;
+    let gateway = cofre_gateway::Gateway::bind(prepared.app.clone(), config.ssh_listen)
+        .await
+        .context("ssh gateway")?;
+    // stdout is for the operator (and scripts waiting for `ready`); logs go to stderr.
+    let ready = &prepared.ready;
+    println!("cofre listening on https://{}", ready.addr);
+    println!("tls fingerprint (sha256): {}", ready.fingerprint);
+    println!("ssh gateway listening on {}", gateway.addr);
+    println!("ssh host key: {}", gateway.host_key_fingerprint);
+    if let Some(path) = &ready.admin_password_file {
+        println!("initial admin password written to {}", path.display());
+    }
+    if ready.sealed {
+        println!("sealed: unseal with `cofre operator unseal`");
+    }
+    println!("ready");
+    let app = prepared.app.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api = tokio::spawn(prepared.serve(until_stopped(stopped.clone())));
+    let ssh = tokio::spawn(gateway.serve(until_stopped(stopped)));
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    let _ = tokio::join!(api, ssh);
+    app.store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn init(args: InitArgs) -> Result<ExitCode> {
+    init_logging();
+    let config = load_config(&args.opts, None, None)?;
+    let seal = match (args.unseal_shares, args.unseal_threshold) {
+        (Some(shares), Some(threshold)) => cofre_server::SealChoice::Shamir { shares, threshold },
+        _ => cofre_server::SealChoice::KeyFile,
+    };
+    let (app, report) = cofre_server::initialise(&config, seal).await?;
+    app.store.close().await;
+    if !report.keyring_created {
+        println!(
+            "data dir {} was already initialised; nothing changed",
+            config.data_dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("initialised {}", config.data_dir.display());
+    if !report.unseal_shares.is_empty() {
+        println!(
+            "unseal shares: give each to a different custodian; the server starts sealed and needs {} of them",
+            match seal {
+                cofre_server::SealChoice::Shamir { threshold, .. } => threshold,
+                cofre_server::SealChoice::KeyFile => 0,
+            }
+        );
+        for (i, share) in report.unseal_shares.iter().enumerate() {
+            println!("unseal share {}: {}", i + 1, share.as_str());
+        }
+    }
+    if let Some(path) = &report.admin_password_file {
+        println!("initial admin password written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,649 @@
+//! The authorization matrix: every endpoint × every role (and anonymous, a bogus token, and a token
+//! from a one-time-password login), allowed or refused as PRODUCT.md's role table says. The matrix
+//! must cover every operation in /api/v1/openapi.json, so a new endpoint without a row fails here.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Who {
+    Admin,
+    Approver,
+    User,
+    Auditor,
+    Operator,
+    Support,
+    Anonymous,
+    BogusToken,
+    /// Logged in with a one-time password and has not changed it yet.
+    PasswordChange,
+}
+
+const ROLES: [Who; 6] = [
+    Who::Admin,
+    Who::Approver,
+    Who::User,
+    Who::Auditor,
+    Who::Operator,
+    Who::Support,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// 2xx.
+    Ok,
+    /// Not refused: neither 401 nor 403 (nor 5xx); used where the body is deliberately not accepted.
+    Allowed,
+    /// 403 for a role the table refuses (with an error code; not a policy refusal).
+    Forbidden,
+    /// 403 with this code (e.g. policy_denied: the role may reveal, but no policy grants it).
+    Refused(&'static str),
+    /// 401 (no or bad token).
+    Unauthenticated,
+}
+
+/// Who may call an endpoint, as the role table says.
+#[derive(Clone, Copy)]
+enum Rule {
+    /// healthz, metrics, openapi, seal-status, unseal, login.
+    Public,
+    /// Any logged-in user: own account only.
+    OwnAccount,
+    Roles(&'static [Who]),
+    /// reveal: approver and user through policy (this matrix grants them one); admin only through
+    /// policy like anyone (it has none here); the rest may not reveal at all.
+    Reveal,
+}
+
+struct Row {
+    method: &'static str,
+    /// As in the OpenAPI document.
+    template: &'static str,
+    path: String,
+    body: Option<Value>,
+    rule: Rule,
+    /// The call succeeds (2xx) when allowed; false where the body is deliberately refused (4xx).
+    succeeds: bool,
+}
+
+fn row(
+    method: &'static str,
+    template: &'static str,
+    path: &str,
+    body: Option<Value>,
+    rule: Rule,
+) -> Row {
+    Row {
+        method,
+        template,
+        path: path.to_owned(),
+        body,
+        rule,
+        succeeds: true,
+    }
+}
+
+const ADMIN: &[Who] = &[Who::Admin];
+/// A valid OpenSSH public key for the key rows.
+const TEST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKP/TY4zYuLWcNieFNPnyxvrVuIYqjgJoE+esWTppF4V";
+const LISTERS: &[Who] = &[Who::Admin, Who::Approver, Who::User];
+const HISTORY: &[Who] = &[Who::Admin, Who::Auditor];
+const AUDIT: &[Who] = &[Who::Admin, Who::Auditor];
+const POLICY_READERS: &[Who] = &[Who::Admin, Who::Auditor];
+
+fn expectation(rule: Rule, who: Who, succeeds: bool, template: &str) -> Expect {
+    let allowed = if succeeds {
+        Expect::Ok
+    } else {
+        Expect::Allowed
+    };
+    match (rule, who) {
+        (Rule::Public, _) => allowed,
+        (_, Who::Anonymous | Who::BogusToken) => Expect::Unauthenticated,
+        (_, Who::PasswordChange) => {
+            if template == "/api/v1/auth/password" {
+                allowed
+            } else {
+                Expect::Refused("password_change_required")
+            }
+        }
+        (Rule::OwnAccount, _) => allowed,
+        (Rule::Roles(roles), w) => {
+            if roles.contains(&w) {
+                allowed
+            } else {
+                Expect::Forbidden
+            }
+        }
+        (Rule::Reveal, Who::Approver | Who::User) => allowed,
+        (Rule::Reveal, Who::Admin) => Expect::Refused("policy_denied"),
+        (Rule::Reveal, _) => Expect::Forbidden,
+    }
+}
+
+fn check(resp: &Resp, expect: Expect, who: Who) -> Result<(), String> {
+    let ok = match expect {
+        Expect::Ok => (200..300).contains(&resp.status),
+        Expect::Allowed => ![401, 403].contains(&resp.status) && resp.status < 500,
+        Expect::Forbidden => {
+            resp.status == 403 && !resp.code().is_empty() && resp.code() != "policy_denied"
+        }
+        Expect::Refused(code) => resp.status == 403 && resp.code() == code,
+        Expect::Unauthenticated => resp.status == 401 && !resp.code().is_empty(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{who:?} {}: expected {expect:?}, got {} {}",
+            resp.what, resp.status, resp.text
+        ))
+    }
+}
+
+#[test]
+fn authorization_matrix() {
+    let inst = Instance::new(Backend::Sqlite);
+    let server = inst.start();
+    let api = server.api();
+    let (admin, _) = admin_token(&server);
+
+    // Fixtures: db01 (prod, covered by the ops policy) with a credential; db02 covered by nothing.
+    api.post(
+        "/api/v1/targets",
+        Some(&admin),
+        json!({"name": "db01", "host": "10.0.0.5", "tags": ["prod"]}),
+    )
+    .assert_ok();
+    api.post(
+        "/api/v1/targets",
+        Some(&admin),
+        json!({"name": "db02", "host": "10.0.0.6", "tags": ["dev"]}),
+    )
+    .assert_ok();
+    api.post(
+        "/api/v1/targets/db01/credentials",
+        Some(&admin),
+        json!({"account": "root", "password": "pw-root-1"}),
+    )
+    .assert_ok();
+    api.post("/api/v1/groups", Some(&admin), json!({"name": "ops"}))
+        .assert_ok();
+    api.post("/api/v1/groups", Some(&admin), json!({"name": "spare"}))
+        .assert_ok();
+    api.post(
+        "/api/v1/policies",
+        Some(&admin),
+        json!({"name": "ops-prod", "group": "ops", "targets": ["tag:prod"], "allow": ["session", "reveal"], "outcome": "allow"}),
+    )
+    .assert_ok();
+    api.post(
+        "/api/v1/policies",
+        Some(&admin),
+        json!({"name": "doomed", "group": "spare", "targets": ["db02"], "allow": ["session"], "outcome": "allow"}),
+    )
+    .assert_ok();
+    api.create_user(&admin, "victim", "user", &[]);
+    // `prober` is who everyone logs in as in the login row.
+    let prober_otp = api.create_user(&admin, "prober", "support", &[]);
+    let prober_pw = new_password("prober");
+    api.first_login("prober", &prober_otp, &prober_pw);
+
+    let mut tokens: BTreeMap<Who, Option<String>> = BTreeMap::new();
+    let mut passwords: BTreeMap<Who, String> = BTreeMap::new();
+    tokens.insert(Who::Admin, Some(admin.clone()));
+    for (who, name, role, groups) in [
+        (Who::Approver, "approver1", "approver", vec!["ops"]),
+        (Who::User, "user1", "user", vec!["ops"]),
+        (Who::Auditor, "auditor1", "auditor", vec![]),
+        (Who::Operator, "operator1", "operator", vec![]),
+        (Who::Support, "support1", "support", vec![]),
+    ] {
+        let (t, pw) = api.make_user(&admin, name, role, &groups);
+        tokens.insert(who, Some(t));
+        passwords.insert(who, pw);
+    }
+    tokens.insert(Who::Anonymous, None);
+    tokens.insert(Who::BogusToken, Some(format!("cofre_{}", random_hex(40))));
+    let fresh_otp = api.create_user(&admin, "fresh", "user", &["ops"]);
+    let r = api.login("fresh", &fresh_otp);
+    r.assert_ok();
+    assert_eq!(r.body["password_change_required"], true);
+    tokens.insert(
+        Who::PasswordChange,
+        Some(r.body["token"].as_str().unwrap().to_owned()),
+    );
+    // A completed break-glass ceremony (approver1 and user1 fetched their shares), so that export
+    // has a key epoch to write under.
+    api.post(
+        "/api/v1/breakglass/ceremony",
+        Some(&admin),
+        json!({"custodians": ["approver1", "user1"], "threshold": 2}),
+    )
+    .assert_ok();
+    for who in [Who::Approver, Who::User] {
+        api.post(
+            "/api/v1/breakglass/share",
+            tokens[&who].as_deref(),
+            json!({}),
+        )
+        .assert_ok();
+    }
+
+    // Non-admins list only the targets their policies cover.
+    let names = |who: Who| -> Vec<String> {
+        let r = api.get("/api/v1/targets", tokens[&who].as_deref());
+        r.assert_ok();
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(Who::Admin), vec!["db01", "db02"]);
+    assert_eq!(
+        names(Who::User),
+        vec!["db01"],
+        "a user sees only the targets its policies cover"
+    );
+    assert_eq!(names(Who::Approver), vec!["db01"]);
+
+    let who_list: Vec<Who> = tokens.keys().copied().collect();
+    let mut failures = Vec::new();
+    let mut covered = BTreeSet::new();
+    // Per caller, so that names created by one caller do not collide with another's.
+    for &who in &who_list {
+        let tag = format!("{who:?}").to_lowercase();
+        let token = tokens[&who].clone();
+        let own_pw = passwords
+            .get(&who)
+            .cloned()
+            .unwrap_or_else(|| new_password("x"));
+        let rows = vec![
+            row("GET", "/healthz", "/healthz", None, Rule::Public),
+            row("GET", "/metrics", "/metrics", None, Rule::Public),
+            row(
+                "GET",
+                "/api/v1/openapi.json",
+                "/api/v1/openapi.json",
+                None,
+                Rule::Public,
+            ),
+            row(
+                "GET",
+                "/api/v1/sys/seal-status",
+                "/api/v1/sys/seal-status",
+                None,
+                Rule::Public,
+            ),
+            // Unsealing needs no login (holding a share is the credential); unsealed, it just reports.
+            row(
+                "POST",
+                "/api/v1/sys/unseal",
+                "/api/v1/sys/unseal",
+                Some(json!({"share": "cofre-unseal-x"})),
+                Rule::Public,
+            ),
+            row(
+                "POST",
+                "/api/v1/auth/login",
+                "/api/v1/auth/login",
+                Some(json!({"username": "prober", "password": prober_pw})),
+                Rule::Public,
+            ),
+            row(
+                "GET",
+                "/api/v1/auth/whoami",
+                "/api/v1/auth/whoami",
+                None,
+                Rule::OwnAccount,
+            ),
+            // Same current and new password: refused as a bad value (400), not as a permission.
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/auth/password",
+                    "/api/v1/auth/password",
+                    Some(json!({"current_password": own_pw, "new_password": own_pw})),
+                    Rule::OwnAccount,
+                )
+            },
+            row(
+                "POST",
+                "/api/v1/auth/totp/enroll",
+                "/api/v1/auth/totp/enroll",
+                None,
+                Rule::OwnAccount,
+            ),
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/auth/totp/confirm",
+                    "/api/v1/auth/totp/confirm",
+                    Some(json!({"code": "000000x"})),
+                    Rule::OwnAccount,
+                )
+            },
+            row(
+                "GET",
+                "/api/v1/users",
+                "/api/v1/users",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/users",
+                "/api/v1/users",
+                Some(json!({"username": format!("new-{tag}"), "role": "user", "groups": []})),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "GET",
+                "/api/v1/users/{username}",
+                "/api/v1/users/user1",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/users/{username}/unlock",
+                "/api/v1/users/user1/unlock",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/users/{username}/reset-password",
+                "/api/v1/users/victim/reset-password",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "GET",
+                "/api/v1/groups",
+                "/api/v1/groups",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/groups",
+                "/api/v1/groups",
+                Some(json!({"name": format!("g-{tag}")})),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/groups/{name}/members",
+                "/api/v1/groups/ops/members",
+                Some(json!({"username": "victim"})),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "GET",
+                "/api/v1/targets",
+                "/api/v1/targets",
+                None,
+                Rule::Roles(LISTERS),
+            ),
+            row(
+                "POST",
+                "/api/v1/targets",
+                "/api/v1/targets",
+                Some(
+                    json!({"name": format!("t-{tag}"), "host": "10.1.1.1", "port": 22, "tags": ["lab"]}),
+                ),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "GET",
+                "/api/v1/targets/{name}",
+                "/api/v1/targets/db01",
+                None,
+                Rule::Roles(LISTERS),
+            ),
+            row(
+                "GET",
+                "/api/v1/targets/{name}/credentials",
+                "/api/v1/targets/db01/credentials",
+                None,
+                Rule::Roles(LISTERS),
+            ),
+            row(
+                "POST",
+                "/api/v1/targets/{name}/credentials",
+                "/api/v1/targets/db01/credentials",
+                Some(json!({"account": format!("acct-{tag}"), "password": "pw-new-account"})),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "PUT",
+                "/api/v1/targets/{name}/credentials/{account}",
+                "/api/v1/targets/db01/credentials/root",
+                Some(json!({"password": format!("pw-root-by-{tag}")})),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "GET",
+                "/api/v1/targets/{name}/credentials/{account}/history",
+                "/api/v1/targets/db01/credentials/root/history",
+                None,
+                Rule::Roles(HISTORY),
+            ),
+            row(
+                "POST",
+                "/api/v1/targets/{name}/credentials/{account}/reveal",
+                "/api/v1/targets/db01/credentials/root/reveal",
+                Some(json!({"reason": "matrix"})),
+                Rule::Reveal,
+            ),
+            row(
+                "GET",
+                "/api/v1/policies",
+                "/api/v1/policies",
+                None,
+                Rule::Roles(POLICY_READERS),
+            ),
+            row(
+                "POST",
+                "/api/v1/policies",
+                "/api/v1/policies",
+                Some(
+                    json!({"name": format!("p-{tag}"), "group": "ops", "targets": ["db02"], "allow": ["reveal"], "outcome": "justify"}),
+                ),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "DELETE",
+                "/api/v1/policies/{name}",
+                "/api/v1/policies/doomed",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "GET",
+                "/api/v1/audit",
+                "/api/v1/audit",
+                None,
+                Rule::Roles(AUDIT),
+            ),
+            row(
+                "GET",
+                "/api/v1/audit/verify",
+                "/api/v1/audit/verify",
+                None,
+                Rule::Roles(AUDIT),
+            ),
+            row(
+                "GET",
+                "/api/v1/breakglass",
+                "/api/v1/breakglass",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/breakglass/export",
+                "/api/v1/breakglass/export",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/breakglass/ceremony",
+                "/api/v1/breakglass/ceremony",
+                Some(json!({"custodians": ["approver1", "user1"], "threshold": 2})),
+                Rule::Roles(ADMIN),
+            ),
+            // Any logged-in user may ask; a custodian with a waiting share gets it (once), anyone
+            // else a 404 or 409, never 401/403.
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/breakglass/share",
+                    "/api/v1/breakglass/share",
+                    None,
+                    Rule::OwnAccount,
+                )
+            },
+            // Another user's SSH keys: admin only (one's own keys are `OwnAccount`, covered in
+            // the gateway tests).
+            row(
+                "GET",
+                "/api/v1/users/{username}/keys",
+                "/api/v1/users/victim/keys",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/users/{username}/keys",
+                "/api/v1/users/victim/keys",
+                Some(json!({"public_key": format!("{TEST_KEY} {tag}")})),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "GET",
+                "/api/v1/sessions",
+                "/api/v1/sessions",
+                None,
+                Rule::Roles(AUDIT),
+            ),
+            // No such session: the roles allowed get 404, the others 403 before any lookup.
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/sessions/{id}/kill",
+                    "/api/v1/sessions/no-such-session/kill",
+                    Some(json!({})),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "GET",
+                    "/api/v1/sessions/{id}/recording",
+                    "/api/v1/sessions/no-such-session/recording",
+                    None,
+                    Rule::Roles(AUDIT),
+                )
+            },
+            // Last: it ends the token.
+            row(
+                "POST",
+                "/api/v1/auth/logout",
+                "/api/v1/auth/logout",
+                None,
+                Rule::OwnAccount,
+            ),
+        ];
+        for r in &rows {
+            covered.insert((r.method.to_owned(), r.template.to_owned()));
+            let mut expect = expectation(r.rule, who, r.succeeds, r.template);
+            if who == Who::PasswordChange && r.template == "/api/v1/auth/logout" {
+                // Ending one's own token is harmless; accept either answer, but never a 401/5xx.
+                expect = Expect::Allowed;
+                let resp = api.call(r.method, &r.path, token.as_deref(), body_of(r));
+                if !(resp.status == 403 && resp.code() == "password_change_required") {
+                    if let Err(e) = check(&resp, expect, who) {
+                        failures.push(e);
+                    }
+                }
+                continue;
+            }
+            let resp = api.call(r.method, &r.path, token.as_deref(), body_of(r));
+            if let Err(e) = check(&resp, expect, who) {
+                failures.push(e);
+            }
+            if resp.status >= 400 && !resp.body.is_object() {
+                failures.push(format!(
+                    "{who:?} {}: error without a JSON body: {}",
+                    resp.what, resp.text
+                ));
+            }
+        }
+        // After logout the token is dead.
+        if ROLES.contains(&who) {
+            let r = api.get("/api/v1/auth/whoami", token.as_deref());
+            if r.status != 401 {
+                failures.push(format!(
+                    "{who:?}: the token still works after logout: {} {}",
+                    r.status, r.text
+                ));
+            }
+        }
+    }
+
+    // The matrix covers every operation the OpenAPI document lists, and vice versa.
+    let doc = api.get("/api/v1/openapi.json", None);
+    doc.assert_ok();
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc.body["paths"]
+        .as_object()
+        .expect("paths in the OpenAPI document")
+    {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if item.get(method).is_some() {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    assert!(
+        documented.len() >= 25,
+        "the OpenAPI document lists too few operations: {documented:?}"
+    );
+    for (method, path) in documented.difference(&covered) {
+        failures.push(format!(
+            "{method} {path} is in the OpenAPI document but has no authorization matrix row"
+        ));
+    }
+    for (method, path) in covered.difference(&documented) {
+        if path != "/metrics" && path != "/api/v1/openapi.json" {
+            failures.push(format!(
+                "{method} {path} is missing from the OpenAPI document"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} authorization failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+fn body_of(r: &Row) -> Body<'static> {
+    match &r.body {
+        Some(v) => Body::Json(v.clone()),
+        None => Body::None,
+    }
+}

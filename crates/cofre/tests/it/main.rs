@@ -1,0 +1,14 @@
+//! Cofre's integration suite: real `cofre server` processes over HTTPS, the real CLI, real SQLite
+//! and PostgreSQL databases (PostgreSQL at 127.0.0.1:5432 or COFRE_TEST_PG_URL).
+
+mod accounts;
+mod authz;
+mod bad_input;
+mod breakglass;
+mod crash;
+mod flow;
+mod gateway;
+mod harness;
+mod sealed;
+mod secret_logs;
+mod tamper;
