@@ -47,6 +47,28 @@ impl Role {
     }
 }
 
+/// How the instance is run (PRODUCT.md, "deployment modes"); it decides who reaches Orbit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The customer runs it; tenant admins have Orbit.
+    OnPrem,
+    /// A dedicated instance the vendor runs; tenant admins and vendor operators have Orbit.
+    PrivateSaas,
+    /// The vendor operates the instance; only vendor operators reach Orbit.
+    Saas,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::OnPrem => "on-prem",
+            Mode::PrivateSaas => "private-saas",
+            Mode::Saas => "saas",
+        }
+    }
+}
+
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -83,10 +105,18 @@ pub enum Action {
     /// break-glass key ceremonies, status and on-demand export of the (encrypted) backup file.
     /// Fetching one's own share as a custodian is `OwnAccount`.
     ManageBreakGlass,
+    /// decide (approve or deny) access requests waiting on one of one's groups.
+    DecideRequests,
+    /// list every access request and grant, not only one's own; revoke anyone's grant.
+    ManageGrants,
+    /// mark an emergency access as reviewed after the fact.
+    ReviewEmergency,
+    /// the operations plane: snapshots, backup targets and jobs (who depends on the mode).
+    Orbit,
 }
 
 impl Action {
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 18] = [
         Action::OwnAccount,
         Action::ChangeOwnPassword,
         Action::ManageUsers,
@@ -101,15 +131,27 @@ impl Action {
         Action::KillSessions,
         Action::ReadRecordings,
         Action::ManageBreakGlass,
+        Action::DecideRequests,
+        Action::ManageGrants,
+        Action::ReviewEmergency,
+        Action::Orbit,
     ];
 }
 
 /// The role table. Deny by default: a pair not listed is refused.
-pub fn role_may(role: Role, action: Action) -> bool {
+pub fn role_may(mode: Mode, role: Role, action: Action) -> bool {
     use Action::*;
     use Role::*;
     match action {
         OwnAccount | ChangeOwnPassword => true,
+        Orbit => match mode {
+            Mode::OnPrem => role == Admin,
+            Mode::PrivateSaas => matches!(role, Admin | Operator),
+            Mode::Saas => role == Operator,
+        },
+        DecideRequests => matches!(role, Admin | Approver),
+        ManageGrants => role == Admin,
+        ReviewEmergency => matches!(role, Admin | Auditor),
         ManageUsers | ManageTargets | ManagePolicies | KillSessions | ManageBreakGlass => {
             role == Admin
         }
@@ -135,10 +177,10 @@ mod tests {
     #[test]
     fn vendor_roles_never_use_credentials_or_read_audit() {
         for r in [Role::Operator, Role::Support] {
-            assert!(!role_may(r, Action::UseCredentials));
-            assert!(!role_may(r, Action::ReadAudit));
-            assert!(!role_may(r, Action::ListTargets));
-            assert!(!role_may(r, Action::ReadRecordings));
+            assert!(!role_may(Mode::OnPrem, r, Action::UseCredentials));
+            assert!(!role_may(Mode::OnPrem, r, Action::ReadAudit));
+            assert!(!role_may(Mode::OnPrem, r, Action::ListTargets));
+            assert!(!role_may(Mode::OnPrem, r, Action::ReadRecordings));
         }
     }
 
@@ -146,14 +188,48 @@ mod tests {
     fn support_has_nothing_but_its_own_account() {
         for a in Action::ALL {
             let own = matches!(a, Action::OwnAccount | Action::ChangeOwnPassword);
-            assert_eq!(role_may(Role::Support, a), own, "{a:?}");
+            assert_eq!(role_may(Mode::OnPrem, Role::Support, a), own, "{a:?}");
+        }
+    }
+
+    #[test]
+    fn orbit_follows_the_mode() {
+        let who = |mode| {
+            Role::ALL
+                .into_iter()
+                .filter(|r| role_may(mode, *r, Action::Orbit))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(who(Mode::OnPrem), vec![Role::Admin]);
+        assert_eq!(who(Mode::PrivateSaas), vec![Role::Admin, Role::Operator]);
+        assert_eq!(who(Mode::Saas), vec![Role::Operator]);
+    }
+
+    #[test]
+    fn operators_never_decide_or_use() {
+        for mode in [Mode::OnPrem, Mode::PrivateSaas, Mode::Saas] {
+            for a in [
+                Action::DecideRequests,
+                Action::UseCredentials,
+                Action::ReadRecordings,
+            ] {
+                assert!(!role_may(mode, Role::Operator, a), "{mode:?} {a:?}");
+            }
         }
     }
 
     #[test]
     fn auditor_reads_only() {
-        assert!(role_may(Role::Auditor, Action::ReadAudit));
-        assert!(!role_may(Role::Auditor, Action::UseCredentials));
-        assert!(!role_may(Role::Auditor, Action::ManageTargets));
+        assert!(role_may(Mode::OnPrem, Role::Auditor, Action::ReadAudit));
+        assert!(!role_may(
+            Mode::OnPrem,
+            Role::Auditor,
+            Action::UseCredentials
+        ));
+        assert!(!role_may(
+            Mode::OnPrem,
+            Role::Auditor,
+            Action::ManageTargets
+        ));
     }
 }

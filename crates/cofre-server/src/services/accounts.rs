@@ -136,6 +136,7 @@ impl App {
             groups: row.groups,
             scope,
             token_hash: hash,
+            mode: self.config.mode,
         })
     }
 

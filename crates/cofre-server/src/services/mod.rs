@@ -11,7 +11,7 @@ pub mod vault;
 use crate::config::ServerConfig;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
-use cofre_core::role::{role_may, Action, Role};
+use cofre_core::role::{role_may, Action, Mode, Role};
 use cofre_crypto::{Keyring, MasterKey, UnsealProgress};
 use cofre_store::{Store, WriteTx};
 use std::sync::{Arc, Mutex, RwLock};
@@ -118,6 +118,8 @@ pub struct Principal {
     pub groups: Vec<String>,
     pub scope: TokenScope,
     pub token_hash: String,
+    /// The instance's mode, which decides who reaches Orbit.
+    pub mode: Mode,
 }
 
 impl Principal {
@@ -130,7 +132,7 @@ impl Principal {
                 "you logged in with a one-time password: set a new password first (`cofre passwd`)",
             ));
         }
-        if role_may(self.role, action) {
+        if role_may(self.mode, self.role, action) {
             Ok(())
         } else {
             Err(Error::forbidden(format!(

@@ -175,6 +175,7 @@ impl App {
             groups: self.store.user_groups(user.id).await?,
             scope: TokenScope::Session,
             token_hash: String::new(),
+            mode: self.config.mode,
         })
     }
 
