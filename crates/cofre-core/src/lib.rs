@@ -3,6 +3,7 @@
 //! every rule can be tested on its own and reused by every front end (HTTP, SSH gateway, CLI).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 
+pub mod approval;
 pub mod audit;
 pub mod names;
 pub mod policy;

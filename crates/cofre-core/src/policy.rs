@@ -109,6 +109,19 @@ pub struct Policy {
     pub targets: Vec<TargetSelector>,
     pub access: Vec<Access>,
     pub outcome: Outcome,
+    pub limits: Limits,
+}
+
+/// When and how long a policy grants, and (for `approve`) who must agree.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Limits {
+    pub window: Window,
+    /// The longest grant an approved request (or emergency access) gets.
+    pub max_duration_minutes: Option<u32>,
+    /// Approval levels, for the `approve` outcome.
+    pub levels: Vec<crate::approval::Level>,
+    /// Whether emergency access (no approval, reviewed afterwards) is allowed.
+    pub emergency: bool,
 }
 
 impl Policy {
@@ -131,6 +144,87 @@ pub enum Decision {
     Granted { outcome: Outcome, policy: String },
 }
 
+/// What a policy set says about one access at one moment (see [`rule`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ruling {
+    /// No policy grants this access.
+    Deny,
+    /// A matching policy does not apply at this moment (its days, hours or dates).
+    Outside {
+        policy: String,
+        why: String,
+    },
+    Granted(Terms),
+}
+
+/// The combined terms of every matching policy: the most restrictive of each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terms {
+    pub outcome: Outcome,
+    /// The policy whose outcome decided.
+    pub policy: String,
+    /// For `approve`: the levels of the matching `approve` policy that asks the most approvals.
+    pub levels: Vec<crate::approval::Level>,
+    /// The smallest limit of any matching policy.
+    pub max_duration_minutes: Option<u32>,
+    /// Only when every matching `approve` policy allows it.
+    pub emergency: bool,
+}
+
+/// Decides one access at one local moment: like [`decide`], and every matching policy's window
+/// must contain `at` (so a limit on one policy is never widened by another).
+pub fn rule(
+    policies: &[Policy],
+    groups: &[String],
+    target: &TargetRef<'_>,
+    access: Access,
+    at: time::PrimitiveDateTime,
+) -> Ruling {
+    let matching: Vec<&Policy> = policies
+        .iter()
+        .filter(|p| p.access.contains(&access) && p.covers(groups, target))
+        .collect();
+    for p in &matching {
+        if let Err(why) = p.limits.window.check(at) {
+            return Ruling::Outside {
+                policy: p.name.clone(),
+                why,
+            };
+        }
+    }
+    let Some(decider) = matching
+        .iter()
+        .max_by(|a, b| a.outcome.cmp(&b.outcome).then_with(|| b.name.cmp(&a.name)))
+    else {
+        return Ruling::Deny;
+    };
+    let approvers = |p: &Policy| p.limits.levels.iter().map(|l| l.required).sum::<u32>();
+    let approve: Vec<&&Policy> = matching
+        .iter()
+        .filter(|p| p.outcome == Outcome::Approve)
+        .collect();
+    let levels = approve
+        .iter()
+        .max_by(|a, b| {
+            approvers(a)
+                .cmp(&approvers(b))
+                .then_with(|| a.limits.levels.len().cmp(&b.limits.levels.len()))
+                .then_with(|| b.name.cmp(&a.name))
+        })
+        .map(|p| p.limits.levels.clone())
+        .unwrap_or_default();
+    Ruling::Granted(Terms {
+        outcome: decider.outcome,
+        policy: decider.name.clone(),
+        levels,
+        max_duration_minutes: matching
+            .iter()
+            .filter_map(|p| p.limits.max_duration_minutes)
+            .min(),
+        emergency: !approve.is_empty() && approve.iter().all(|p| p.limits.emergency),
+    })
+}
+
 /// Decides one access by one user (through its groups) to one target.
 pub fn decide(
     policies: &[Policy],
@@ -147,6 +241,157 @@ pub fn decide(
             outcome: p.outcome,
             policy: p.name.clone(),
         })
+}
+
+/// Days of the week, hours of the day and a date range in which a policy applies, all in the
+/// instance's time zone. Each part left out means "any".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Window {
+    /// Bit 0 = Monday ... bit 6 = Sunday.
+    pub days: Option<u8>,
+    /// Minutes after midnight, `[from, to)`; `from > to` runs past midnight (22:00-06:00).
+    pub hours: Option<(u16, u16)>,
+    pub from: Option<time::Date>,
+    /// Inclusive.
+    pub until: Option<time::Date>,
+}
+
+const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl Window {
+    /// `mon-fri`, `sat,sun`, `mon-wed,fri`.
+    pub fn parse_days(field: &str, s: &str) -> Result<u8, FieldError> {
+        let day = |d: &str| {
+            DAY_NAMES
+                .iter()
+                .position(|n| *n == d.trim().to_ascii_lowercase())
+                .ok_or_else(|| {
+                    FieldError::new(
+                        field,
+                        format!(
+                            "{d:?} is not a day (mon, tue, wed, thu, fri, sat, sun), e.g. mon-fri"
+                        ),
+                    )
+                })
+        };
+        let mut mask = 0u8;
+        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (day(a)?, day(b)?);
+                    if a > b {
+                        return Err(FieldError::new(
+                            field,
+                            format!("{part:?}: a range runs forward from Monday, e.g. mon-fri or sat-sun"),
+                        ));
+                    }
+                    (a..=b).for_each(|d| mask |= 1 << d);
+                }
+                None => mask |= 1 << day(part)?,
+            }
+        }
+        if mask == 0 {
+            return Err(FieldError::new(field, "at least one day, e.g. mon-fri"));
+        }
+        Ok(mask)
+    }
+
+    pub fn days_text(mask: u8) -> String {
+        DAY_NAMES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `08:00-20:00` (or `22:00-06:00` across midnight).
+    pub fn parse_hours(field: &str, s: &str) -> Result<(u16, u16), FieldError> {
+        let bad = || {
+            FieldError::new(
+                field,
+                format!("{s:?}: expected HH:MM-HH:MM, e.g. 08:00-20:00"),
+            )
+        };
+        let minutes = |t: &str| -> Result<u16, FieldError> {
+            let (h, m) = t.trim().split_once(':').ok_or_else(bad)?;
+            let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+            if h > 24 || m > 59 || (h == 24 && m != 0) {
+                return Err(bad());
+            }
+            Ok(h * 60 + m)
+        };
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (a, b) = (minutes(a)?, minutes(b)?);
+        if a == b {
+            return Err(FieldError::new(
+                field,
+                format!("{s:?}: an empty range of hours"),
+            ));
+        }
+        Ok((a, b))
+    }
+
+    pub fn hours_text((a, b): (u16, u16)) -> String {
+        format!("{:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60)
+    }
+
+    /// `YYYY-MM-DD`.
+    pub fn parse_date(field: &str, s: &str) -> Result<time::Date, FieldError> {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        time::Date::parse(s.trim(), &format)
+            .map_err(|_| FieldError::new(field, format!("{s:?}: expected a date YYYY-MM-DD")))
+    }
+
+    /// Ok, or why `at` is outside.
+    pub fn check(&self, at: time::PrimitiveDateTime) -> Result<(), String> {
+        if let Some(from) = self.from {
+            if at.date() < from {
+                return Err(format!("it applies from {from}"));
+            }
+        }
+        if let Some(until) = self.until {
+            if at.date() > until {
+                return Err(format!("it applied until {until}"));
+            }
+        }
+        if let Some((a, b)) = self.hours {
+            let m = u16::from(at.hour()) * 60 + u16::from(at.minute());
+            let inside = if a < b {
+                a <= m && m < b
+            } else {
+                m >= a || m < b
+            };
+            if !inside {
+                return Err(format!("it applies {} only", Window::hours_text((a, b))));
+            }
+            // Past midnight, the early hours belong to the day the range started on.
+            if let Some(days) = self.days {
+                let day = if a > b && m < b {
+                    at.date().previous_day()
+                } else {
+                    Some(at.date())
+                };
+                if let Some(day) = day {
+                    if days & (1 << day.weekday().number_days_from_monday()) == 0 {
+                        return Err(format!("it applies on {} only", Window::days_text(days)));
+                    }
+                }
+                return Ok(());
+            }
+        }
+        if let Some(days) = self.days {
+            if days & (1 << at.weekday().number_days_from_monday()) == 0 {
+                return Err(format!("it applies on {} only", Window::days_text(days)));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_unlimited(&self) -> bool {
+        self == &Window::default()
+    }
 }
 
 /// What a justified access needs from the user: a reason that says something.
@@ -173,6 +418,7 @@ mod tests {
             targets: vec![TargetSelector::parse("targets", sel).unwrap()],
             access: access.to_vec(),
             outcome,
+            limits: Limits::default(),
         }
     }
 
@@ -284,6 +530,133 @@ mod tests {
                 outcome: Outcome::Justify,
                 policy: "mid".into()
             }
+        );
+    }
+
+    fn at(s: &str) -> time::PrimitiveDateTime {
+        let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+        time::PrimitiveDateTime::parse(s, &f).unwrap()
+    }
+
+    #[test]
+    fn windows_days_hours_dates() {
+        let w = Window {
+            days: Some(Window::parse_days("days", "mon-fri").unwrap()),
+            hours: Some(Window::parse_hours("hours", "08:00-20:00").unwrap()),
+            ..Window::default()
+        };
+        // 2026-11-23 is a Monday.
+        assert!(w.check(at("2026-11-23 08:00")).is_ok());
+        assert!(w.check(at("2026-11-23 19:59")).is_ok());
+        assert!(w
+            .check(at("2026-11-23 20:00"))
+            .unwrap_err()
+            .contains("08:00-20:00"));
+        assert!(w.check(at("2026-11-23 07:59")).is_err());
+        assert!(w
+            .check(at("2026-11-28 10:00"))
+            .unwrap_err()
+            .contains("mon,tue,wed,thu,fri"));
+        let night = Window {
+            days: Some(Window::parse_days("days", "fri").unwrap()),
+            hours: Some(Window::parse_hours("hours", "22:00-06:00").unwrap()),
+            ..Window::default()
+        };
+        assert!(night.check(at("2026-11-27 23:00")).is_ok(), "friday night");
+        assert!(
+            night.check(at("2026-11-28 05:00")).is_ok(),
+            "friday's night, into saturday"
+        );
+        assert!(
+            night.check(at("2026-11-28 23:00")).is_err(),
+            "saturday night"
+        );
+        assert!(night.check(at("2026-11-27 12:00")).is_err());
+        let dates = Window {
+            from: Some(Window::parse_date("from", "2026-12-01").unwrap()),
+            until: Some(Window::parse_date("until", "2026-12-31").unwrap()),
+            ..Window::default()
+        };
+        assert!(dates.check(at("2026-11-30 23:59")).is_err());
+        assert!(dates.check(at("2026-12-31 23:59")).is_ok());
+        assert!(dates.check(at("2027-01-01 00:00")).is_err());
+        for bad in ["", "funday", "fri-mon", "mon-"] {
+            assert_eq!(
+                Window::parse_days("days", bad).unwrap_err().field,
+                "days",
+                "{bad}"
+            );
+        }
+        for bad in ["8-20", "08:00", "25:00-26:00", "08:00-08:00", "08:60-09:00"] {
+            assert_eq!(
+                Window::parse_hours("hours", bad).unwrap_err().field,
+                "hours",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Window::days_text(Window::parse_days("d", "sat-sun,mon").unwrap()),
+            "mon,sat,sun"
+        );
+        assert_eq!(Window::hours_text((480, 1200)), "08:00-20:00");
+    }
+
+    #[test]
+    fn rule_takes_the_most_restrictive_of_everything() {
+        let tags = vec!["prod".to_string()];
+        let t = TargetRef {
+            name: "db01",
+            tags: &tags,
+        };
+        let mut loose = p("loose", "ops", "*", &[Access::Session], Outcome::Allow);
+        loose.limits.max_duration_minutes = Some(240);
+        let mut strict = p(
+            "strict",
+            "ops",
+            "tag:prod",
+            &[Access::Session],
+            Outcome::Approve,
+        );
+        strict.limits.levels = crate::approval::parse_levels("l", "leads:1,security:1").unwrap();
+        strict.limits.max_duration_minutes = Some(60);
+        strict.limits.emergency = true;
+        strict.limits.window.hours = Some((480, 1200));
+        let mut other = p("other", "ops", "db01", &[Access::Session], Outcome::Approve);
+        other.limits.levels = crate::approval::parse_levels("l", "leads:1").unwrap();
+        let g = vec!["ops".to_string()];
+        let pols = vec![loose.clone(), strict.clone(), other.clone()];
+        let Ruling::Granted(terms) = rule(&pols, &g, &t, Access::Session, at("2026-11-23 10:00"))
+        else {
+            panic!("granted")
+        };
+        assert_eq!(terms.outcome, Outcome::Approve);
+        assert_eq!(
+            terms.levels.len(),
+            2,
+            "the policy asking the most approvals"
+        );
+        assert_eq!(terms.max_duration_minutes, Some(60));
+        assert!(!terms.emergency, "`other` does not allow emergency access");
+        // Out of `strict`'s hours, `loose` does not widen it.
+        assert!(matches!(
+            rule(&pols, &g, &t, Access::Session, at("2026-11-23 21:00")),
+            Ruling::Outside { policy, .. } if policy == "strict"
+        ));
+        let Ruling::Granted(terms) =
+            rule(&[strict], &g, &t, Access::Session, at("2026-11-23 10:00"))
+        else {
+            panic!("granted")
+        };
+        assert!(terms.emergency);
+        assert_eq!(
+            rule(
+                &pols,
+                &["dev".into()],
+                &t,
+                Access::Session,
+                at("2026-11-23 10:00")
+            ),
+            Ruling::Deny
         );
     }
 

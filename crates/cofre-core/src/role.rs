@@ -151,7 +151,7 @@ pub fn role_may(mode: Mode, role: Role, action: Action) -> bool {
         },
         DecideRequests => matches!(role, Admin | Approver),
         ManageGrants => role == Admin,
-        ReviewEmergency => matches!(role, Admin | Auditor),
+        ReviewEmergency => matches!(role, Admin | Approver),
         ManageUsers | ManageTargets | ManagePolicies | KillSessions | ManageBreakGlass => {
             role == Admin
         }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub mod breakglass;
+pub mod requests;
 pub use breakglass::*;
 
 pub const API_PREFIX: &str = "/api/v1";
@@ -158,15 +159,28 @@ pub struct UserInfo {
     pub locked: bool,
     pub must_change_password: bool,
     pub created_at: String,
+    /// Where notifications about access requests go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     pub username: String,
     pub role: String,
     #[serde(default)]
     pub groups: Vec<String>,
+    /// For notifications about access requests.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetEmailRequest {
+    /// The new address; null removes it.
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -287,9 +301,37 @@ pub struct PolicyInfo {
     pub allow: Vec<String>,
     pub outcome: String,
     pub created_at: String,
+    #[serde(flatten)]
+    pub limits: PolicyLimits,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// A policy's limits and approval terms; every part is optional. Stored as this JSON too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyLimits {
+    /// Approval levels for `approve`, in order: `leads:1,security:1` (group:approvers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub levels: Option<String>,
+    /// Longest grant, e.g. `4h`, `90m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<String>,
+    /// Hours of the day in the instance's time zone, e.g. `08:00-20:00`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<String>,
+    /// Days of the week, e.g. `mon-fri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<String>,
+    /// First day it applies, `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Last day it applies, `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Allows emergency access (no approval; every approver notified; reviewed afterwards).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub emergency: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePolicyRequest {
     pub name: String,
@@ -300,6 +342,27 @@ pub struct CreatePolicyRequest {
     pub allow: Vec<String>,
     /// `allow`, `justify` or `approve`.
     pub outcome: String,
+    /// Approval levels for `approve`, in order: `leads:1,security:1` (group:approvers).
+    #[serde(default)]
+    pub levels: Option<String>,
+    /// Longest grant, e.g. `4h`, `90m`.
+    #[serde(default)]
+    pub max_duration: Option<String>,
+    /// Hours of the day in the instance's time zone, e.g. `08:00-20:00`.
+    #[serde(default)]
+    pub hours: Option<String>,
+    /// Days of the week, e.g. `mon-fri`.
+    #[serde(default)]
+    pub days: Option<String>,
+    /// First day it applies, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Last day it applies, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub until: Option<String>,
+    /// Allows emergency access (no approval; every approver notified; reviewed afterwards).
+    #[serde(default)]
+    pub emergency: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -28,6 +28,10 @@ pub struct ServerConfig {
     pub ssh_listen: SocketAddr,
     /// Record what users type in gateway sessions, not only what they see.
     pub record_input: bool,
+    /// Access requests (`[approvals]`).
+    pub approvals: ApprovalsConfig,
+    /// Webhook and email notifications (`[notify]`).
+    pub notify: NotifyConfig,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +47,8 @@ impl Default for ServerConfig {
             breakglass: BreakGlassConfig::default(),
             ssh_listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
             record_input: true,
+            approvals: ApprovalsConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -102,6 +108,8 @@ impl ServerConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.breakglass.validate()?;
+        self.approvals.validate()?;
+        self.notify.validate()?;
         if self.lockout_threshold == 0 {
             return Err(ConfigError::Invalid {
                 field: "lockout_threshold",
@@ -135,6 +143,114 @@ impl ServerConfig {
                 self.data_dir.join("cofre.db").display()
             )
         })
+    }
+}
+
+/// How access requests behave.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// A request not decided within this many seconds expires (default 3600).
+    pub request_timeout_seconds: u64,
+    /// The time zone in which policies' hours and days are read, as an offset (`+01:00`).
+    pub utc_offset: String,
+    /// The grant length when a request names none (default 60 minutes).
+    pub default_duration_minutes: u32,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout_seconds: 3600,
+            utc_offset: "+00:00".into(),
+            default_duration_minutes: 60,
+        }
+    }
+}
+
+impl ApprovalsConfig {
+    pub fn offset(&self) -> Result<time::UtcOffset, ConfigError> {
+        let format =
+            time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
+        time::UtcOffset::parse(&self.utc_offset, &format).map_err(|_| ConfigError::Invalid {
+            field: "approvals.utc_offset",
+            reason: format!(
+                "{:?}: expected an offset like +01:00 or -05:00",
+                self.utc_offset
+            ),
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.offset()?;
+        if self.request_timeout_seconds == 0 || self.request_timeout_seconds > 30 * 24 * 3600 {
+            return Err(ConfigError::Invalid {
+                field: "approvals.request_timeout_seconds",
+                reason: "must be between 1 and 2592000 (30 days)".into(),
+            });
+        }
+        if self.default_duration_minutes == 0 || self.default_duration_minutes > 7 * 24 * 60 {
+            return Err(ConfigError::Invalid {
+                field: "approvals.default_duration_minutes",
+                reason: "must be between 1 and 10080 (a week)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Where notifications about access requests go. Each channel is off until configured.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Every state change is POSTed here as JSON.
+    pub webhook_url: Option<String>,
+    /// A file holding the key that signs webhook bodies (`X-Cofre-Signature`); kept out of the
+    /// config file so the config can be shared.
+    pub webhook_secret_file: Option<PathBuf>,
+    /// SMTP server for email to requesters and approvers (their user `email`).
+    pub smtp_host: Option<String>,
+    pub smtp_port: Option<u16>,
+    /// `none` (plain, for a relay on the same host), `starttls` (default) or `tls`.
+    pub smtp_tls: Option<String>,
+    pub smtp_from: Option<String>,
+    pub smtp_username: Option<String>,
+    pub smtp_password_file: Option<PathBuf>,
+    /// The address users reach the server at, for links (default `https://LISTEN`).
+    pub public_url: Option<String>,
+}
+
+impl NotifyConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid {
+                    field: "notify.webhook_url",
+                    reason: "must be an http:// or https:// URL".into(),
+                });
+            }
+            if self.webhook_secret_file.is_none() {
+                return Err(ConfigError::Invalid {
+                    field: "notify.webhook_secret_file",
+                    reason: "a webhook needs a signing key file (receivers must be able to trust what they get)".into(),
+                });
+            }
+        }
+        if let Some(tls) = &self.smtp_tls {
+            if !matches!(tls.as_str(), "none" | "starttls" | "tls") {
+                return Err(ConfigError::Invalid {
+                    field: "notify.smtp_tls",
+                    reason: "must be none, starttls or tls".into(),
+                });
+            }
+        }
+        if self.smtp_host.is_some() && self.smtp_from.is_none() {
+            return Err(ConfigError::Invalid {
+                field: "notify.smtp_from",
+                reason: "email needs a sender address".into(),
+            });
+        }
+        Ok(())
     }
 }
 

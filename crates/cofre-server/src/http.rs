@@ -13,6 +13,7 @@ use cofre_proto::*;
 use utoipa::OpenApi;
 
 mod breakglass;
+mod requests;
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
@@ -51,6 +52,9 @@ type ApiResult<T> = Result<Json<T>, Error>;
         list_audit, verify_audit,
         breakglass::status, breakglass::ceremony, breakglass::share, breakglass::export,
         add_ssh_key, list_ssh_keys, list_sessions, kill_session, session_recording,
+        requests::create, requests::emergency, requests::list, requests::show, requests::approve,
+        requests::deny, requests::cancel, requests::review, requests::grants, requests::revoke,
+        requests::set_email,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
@@ -116,6 +120,16 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}/kill", post(kill_session))
         .route("/sessions/{id}/recording", get(session_recording))
+        .route("/requests", get(requests::list).post(requests::create))
+        .route("/requests/emergency", post(requests::emergency))
+        .route("/requests/{id}", get(requests::show))
+        .route("/requests/{id}/approve", post(requests::approve))
+        .route("/requests/{id}/deny", post(requests::deny))
+        .route("/requests/{id}/cancel", post(requests::cancel))
+        .route("/requests/{id}/review", post(requests::review))
+        .route("/grants", get(requests::grants))
+        .route("/grants/{id}/revoke", post(requests::revoke))
+        .route("/users/{username}/email", put(requests::set_email))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             sealed_gate,
@@ -323,7 +337,13 @@ async fn create_user(
     Ok(Json(
         state
             .app
-            .create_user(&who, &req.username, &req.role, &req.groups)
+            .create_user(
+                &who,
+                &req.username,
+                &req.role,
+                &req.groups,
+                req.email.as_deref(),
+            )
             .await?,
     ))
 }

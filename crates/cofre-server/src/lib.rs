@@ -153,6 +153,8 @@ pub async fn prepare(config: ServerConfig) -> Result<Prepared, StartError> {
     let app = Arc::new(app);
     // Break-glass files: after credential changes and on a schedule (services::breakglass).
     services::breakglass::spawn_writer(&app);
+    services::requests::spawn_expiry_sweeper(&app);
+    services::notify::spawn_notifier(&app)?;
     let ready = ServerReady {
         addr,
         fingerprint: tls.fingerprint.clone(),

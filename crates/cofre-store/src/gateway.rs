@@ -132,6 +132,8 @@ pub struct NewSession<'a> {
     pub recording_path: &'a str,
     pub recording_wrapped_key: &'a [u8],
     pub recording_key_ciphertext: &'a [u8],
+    /// The access request (grant) the session was opened under, if any.
+    pub request_id: Option<&'a str>,
 }
 
 impl WriteTx {
@@ -185,8 +187,8 @@ impl WriteTx {
     pub async fn insert_session(&mut self, s: NewSession<'_>) -> Result<()> {
         sqlx::query(
             "INSERT INTO gateway_sessions (id, username, target, account, kind, source, started_at, \
-             recording_path, recording_wrapped_key, recording_key_ciphertext) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             recording_path, recording_wrapped_key, recording_key_ciphertext, request_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(s.id)
         .bind(s.username)
@@ -198,6 +200,7 @@ impl WriteTx {
         .bind(s.recording_path)
         .bind(s.recording_wrapped_key)
         .bind(s.recording_key_ciphertext)
+        .bind(s.request_id)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

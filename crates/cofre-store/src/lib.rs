@@ -12,6 +12,7 @@ pub mod breakglass;
 pub mod credentials;
 pub mod gateway;
 pub mod policies;
+pub mod requests;
 pub mod targets;
 pub mod users;
 

@@ -11,6 +11,8 @@ pub struct PolicyRow {
     pub access: Vec<String>,
     pub outcome: String,
     pub created_at: String,
+    /// Time limits, approval levels, emergency access: JSON the server reads (`{}`: none).
+    pub limits: String,
 }
 
 fn policy_from_row(row: &sqlx::any::AnyRow) -> Result<PolicyRow> {
@@ -24,10 +26,11 @@ fn policy_from_row(row: &sqlx::any::AnyRow) -> Result<PolicyRow> {
         access: serde_json::from_str(&access).map_err(corrupt)?,
         outcome: row.try_get("outcome")?,
         created_at: row.try_get("created_at")?,
+        limits: row.try_get("limits")?,
     })
 }
 
-const COLUMNS: &str = "name, group_name, targets, access, outcome, created_at";
+const COLUMNS: &str = "name, group_name, targets, access, outcome, created_at, limits";
 
 impl Store {
     /// Every policy of the given groups (what a decision for one user needs).
@@ -68,8 +71,8 @@ impl WriteTx {
             serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("policy: {e}")))
         };
         sqlx::query(
-            "INSERT INTO policies (name, group_name, targets, access, outcome, created_at, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO policies (name, group_name, targets, access, outcome, created_at, created_by, limits) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&p.name)
         .bind(&p.group)
@@ -78,6 +81,7 @@ impl WriteTx {
         .bind(&p.outcome)
         .bind(&p.created_at)
         .bind(created_by)
+        .bind(&p.limits)
         .execute(&mut *self.tx)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("policy {}", p.name)))?;

@@ -18,6 +18,8 @@ pub struct UserRow {
     /// Unix seconds.
     pub locked_until: Option<i64>,
     pub created_at: String,
+    /// Where notifications about access requests go.
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -30,7 +32,7 @@ pub struct TokenRow {
 
 const USER_COLUMNS: &str = "u.id, u.username, u.role, u.password_hash, u.must_change_password, \
     u.totp_wrapped_key, u.totp_ciphertext, u.totp_enabled, u.totp_last_step, u.failed_logins, \
-    u.locked_until, u.created_at";
+    u.locked_until, u.created_at, u.email";
 
 fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRow> {
     let wrapped: Option<Vec<u8>> = row.try_get("totp_wrapped_key")?;
@@ -47,6 +49,7 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRow> {
         failed_logins: row.try_get("failed_logins")?,
         locked_until: row.try_get("locked_until")?,
         created_at: row.try_get("created_at")?,
+        email: row.try_get("email")?,
     })
 }
 
@@ -190,9 +193,55 @@ pub struct NewUser<'a> {
     pub created_at: &'a str,
 }
 
+/// A member of a group, as notifications need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub username: String,
+    pub role: String,
+    pub email: Option<String>,
+}
+
 impl WriteTx {
     pub async fn user_by_name(&mut self, username: &str) -> Result<Option<UserRow>> {
         find_user(&mut self.tx, username).await
+    }
+
+    pub async fn set_email(&mut self, user_id: i64, email: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE users SET email = $1 WHERE id = $2")
+            .bind(email)
+            .bind(user_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Members of any of `groups`, each once, by name.
+    pub async fn members_of(&mut self, groups: &[String]) -> Result<Vec<Member>> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=groups.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT DISTINCT u.username, u.role, u.email FROM users u \
+             JOIN access_group_members m ON m.user_id = u.id \
+             JOIN access_groups g ON g.id = m.group_id \
+             WHERE g.name IN ({}) ORDER BY u.username",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for g in groups {
+            q = q.bind(g);
+        }
+        let rows = q.fetch_all(&mut *self.tx).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Member {
+                    username: r.try_get("username")?,
+                    role: r.try_get("role")?,
+                    email: r.try_get("email")?,
+                })
+            })
+            .collect()
     }
 
     pub async fn insert_user(&mut self, user: NewUser<'_>) -> Result<i64> {

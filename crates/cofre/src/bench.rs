@@ -162,6 +162,7 @@ async fn provision(
                 username: "bench".into(),
                 role: "user".into(),
                 groups: vec!["bench".into()],
+                ..Default::default()
             },
         )
         .await?;
@@ -189,6 +190,7 @@ async fn provision(
                 targets: vec!["tag:bench".into()],
                 allow: vec![access.into()],
                 outcome: outcome.into(),
+                ..Default::default()
             },
         )
         .await?;

@@ -51,6 +51,17 @@ pub enum UserCmd {
         /// Group to join (repeatable); created if missing.
         #[arg(long = "group")]
         groups: Vec<String>,
+        /// Where notifications about access requests go.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Set (or with --clear remove) a user's email address for request notifications.
+    SetEmail {
+        name: String,
+        #[arg(required_unless_present = "clear")]
+        email: Option<String>,
+        #[arg(long, conflicts_with = "email")]
+        clear: bool,
     },
     List,
     Show {
@@ -156,6 +167,29 @@ pub enum PolicyCmd {
         /// allow, justify (a reason is required) or approve (an approved request is required).
         #[arg(long)]
         outcome: String,
+        /// For approve: levels in order, GROUP:N each (N distinct approvers from GROUP), e.g.
+        /// "leads:1,security:1". At most three.
+        #[arg(long)]
+        levels: Option<String>,
+        /// Longest grant (and emergency access), e.g. 4h, 90m.
+        #[arg(long)]
+        max_duration: Option<String>,
+        /// Hours of the day it applies, in the server's `approvals.utc_offset`, e.g. 08:00-20:00.
+        #[arg(long)]
+        hours: Option<String>,
+        /// Days of the week it applies, e.g. mon-fri or sat,sun.
+        #[arg(long)]
+        days: Option<String>,
+        /// First day it applies (YYYY-MM-DD).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day it applies (YYYY-MM-DD).
+        #[arg(long)]
+        until: Option<String>,
+        /// For approve: allow `cofre request emergency` (no approval; every approver notified;
+        /// reviewed afterwards).
+        #[arg(long)]
+        emergency: bool,
     },
     List,
     Remove {
@@ -395,6 +429,8 @@ async fn dispatch(
         Command::Audit(cmd) => audit(ctx, cmd).await,
         Command::Operator(cmd) => operator(ctx, cmd).await,
         Command::Session(cmd) => crate::sessions_cmd::session(ctx, cmd).await,
+        Command::Request(cmd) => crate::requests_cmd::request(ctx, cmd).await,
+        Command::Grant(cmd) => crate::requests_cmd::grant(ctx, cmd).await,
         Command::Recording(cmd) => crate::sessions_cmd::recording(ctx, cmd).await,
         Command::Breakglass(cmd) => crate::breakglass_cmd::online(ctx, cmd).await,
         Command::Server(_) | Command::Init(_) | Command::Bench(_) => {
@@ -505,7 +541,12 @@ fn print_user(u: &UserInfo) {
 
 async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<ExitCode> {
     match cmd {
-        UserCmd::Add { name, role, groups } => {
+        UserCmd::Add {
+            name,
+            role,
+            groups,
+            email,
+        } => {
             let r: CreateUserResponse = ctx
                 .client
                 .post(
@@ -514,12 +555,29 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<ExitCode> {
                         username: name,
                         role,
                         groups,
+                        email,
                     },
                 )
                 .await?;
             ctx.print(&r, |r| {
                 println!("created user {} ({})", r.user.username, r.user.role);
                 println!("one-time password: {}", r.one_time_password.expose());
+            })?;
+        }
+        UserCmd::SetEmail { name, email, clear } => {
+            let u: UserInfo = ctx
+                .client
+                .call(
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/users/{}/email", path_segment(&name)),
+                    Some(&SetEmailRequest {
+                        email: if clear { None } else { email },
+                    }),
+                )
+                .await?;
+            ctx.print(&u, |u| match &u.email {
+                Some(e) => println!("{}: email {e}", u.username),
+                None => println!("{}: no email", u.username),
             })?;
         }
         UserCmd::List => {
@@ -779,6 +837,13 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
             targets,
             allow,
             outcome,
+            levels,
+            max_duration,
+            hours,
+            days,
+            from,
+            until,
+            emergency,
         } => {
             let p: PolicyInfo = ctx
                 .client
@@ -790,6 +855,13 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
                         targets,
                         allow,
                         outcome,
+                        levels,
+                        max_duration,
+                        hours,
+                        days,
+                        from,
+                        until,
+                        emergency,
                     },
                 )
                 .await?;
@@ -799,8 +871,25 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
             let ps: Vec<PolicyInfo> = ctx.all("/api/v1/policies").await?;
             ctx.print(&ps, |ps| {
                 for p in ps {
+                    let l = &p.limits;
+                    let mut extra = String::new();
+                    for (k, v) in [
+                        ("levels", &l.levels),
+                        ("max_duration", &l.max_duration),
+                        ("days", &l.days),
+                        ("hours", &l.hours),
+                        ("from", &l.from),
+                        ("until", &l.until),
+                    ] {
+                        if let Some(v) = v {
+                            extra.push_str(&format!("\t{k}={v}"));
+                        }
+                    }
+                    if l.emergency {
+                        extra.push_str("\temergency");
+                    }
                     println!(
-                        "{}\tgroup={}\ttargets={}\tallow={}\toutcome={}",
+                        "{}\tgroup={}\ttargets={}\tallow={}\toutcome={}{extra}",
                         p.name,
                         p.group,
                         p.targets.join(","),

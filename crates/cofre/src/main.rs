@@ -4,6 +4,7 @@ mod bench;
 mod breakglass_cmd;
 mod client;
 mod commands;
+mod requests_cmd;
 mod server_cmd;
 mod sessions_cmd;
 
@@ -87,6 +88,12 @@ enum Command {
     /// Policies: which group may reveal or open sessions on which targets, and how.
     #[command(subcommand)]
     Policy(commands::PolicyCmd),
+    /// Access requests: ask for approval, decide (approvers), emergency access, review.
+    #[command(subcommand)]
+    Request(requests_cmd::RequestCmd),
+    /// Grants (approved requests in force): list, revoke.
+    #[command(subcommand)]
+    Grant(requests_cmd::GrantCmd),
     /// The tamper-evident audit trail.
     #[command(subcommand)]
     Audit(commands::AuditCmd),

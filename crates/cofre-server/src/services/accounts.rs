@@ -69,7 +69,19 @@ pub(crate) fn user_info(u: &UserRow, groups: Vec<String>, now: i64) -> UserInfo 
         locked: u.locked_until.is_some_and(|t| t > now),
         must_change_password: u.must_change_password,
         created_at: u.created_at.clone(),
+        email: u.email.clone(),
     }
+}
+
+/// An email address as SMTP will take it, or the field named.
+fn check_email(email: &str) -> Result<()> {
+    if email.len() > 254 || email.parse::<lettre::Address>().is_err() {
+        return Err(Error::invalid(
+            "email",
+            format!("email: {email:?} is not an email address"),
+        ));
+    }
+    Ok(())
 }
 
 pub struct LoginInput<'a> {
@@ -474,12 +486,16 @@ impl App {
         username: &str,
         role: &str,
         groups: &[String],
+        email: Option<&str>,
     ) -> Result<CreateUserResponse> {
         who.require(Action::ManageUsers)?;
         check_identifier("username", username)?;
         let role = parse_role(role)?;
         for g in groups {
             check_identifier("groups", g)?;
+        }
+        if let Some(e) = email {
+            check_email(e)?;
         }
         let otp = password::generate_password();
         let hash = hash_password(otp.to_string()).await?;
@@ -498,11 +514,15 @@ impl App {
             let gid = tx.ensure_group(g, &now).await?;
             tx.add_member(gid, user_id).await?;
         }
+        if let Some(e) = email {
+            tx.set_email(user_id, Some(e)).await?;
+        }
         self.commit(
             tx,
             NewAuditEntry::new(&who.username, "user.create", format!("user:{username}"))
                 .detail("role", role.as_str())
-                .detail("groups", groups.to_vec()),
+                .detail("groups", groups.to_vec())
+                .detail("email", email.unwrap_or("")),
         )
         .await?;
         let user = self
@@ -517,6 +537,38 @@ impl App {
             user: user_info(&user, groups, self.now().unix_timestamp()),
             one_time_password: SecretString::new(otp.to_string()),
         })
+    }
+
+    /// Sets or clears a user's email address (where request notifications go).
+    pub async fn set_email(
+        &self,
+        who: &Principal,
+        username: &str,
+        email: Option<&str>,
+    ) -> Result<UserInfo> {
+        who.require(Action::ManageUsers)?;
+        if let Some(e) = email {
+            check_email(e)?;
+        }
+        let mut tx = self.store.write().await?;
+        let user = tx
+            .user_by_name(username)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("user {username}")))?;
+        tx.set_email(user.id, email).await?;
+        self.commit(
+            tx,
+            NewAuditEntry::new(&who.username, "user.set_email", format!("user:{username}"))
+                .detail("email", email.unwrap_or("")),
+        )
+        .await?;
+        let user = self
+            .store
+            .user_by_name(username)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("user {username}")))?;
+        let groups = self.store.user_groups(user.id).await?;
+        Ok(user_info(&user, groups, self.now().unix_timestamp()))
     }
 
     pub async fn list_users(

@@ -4,6 +4,8 @@
 pub mod accounts;
 pub mod audit;
 pub mod breakglass;
+pub mod notify;
+pub mod requests;
 pub mod seal;
 pub mod sessions;
 pub mod vault;
@@ -28,10 +30,12 @@ pub struct App {
     unseal: Mutex<UnsealProgress>,
     clock: Clock,
     audit_queue: tokio::sync::mpsc::Sender<PendingAudit>,
+    /// Wakes the notification delivery task when a change queued one.
+    pub(crate) notify_wake: Arc<tokio::sync::Notify>,
     /// The break-glass file writer's state (see [`breakglass`]).
     pub(crate) breakglass: Arc<breakglass::WriterState>,
     /// Gateway sessions running on this node.
-    pub live: sessions::LiveSessions,
+    pub live: Arc<sessions::LiveSessions>,
 }
 
 /// An event waiting for the audit writer; `done` hears back once it is committed (or not).
@@ -157,7 +161,8 @@ impl App {
             clock,
             audit_queue,
             breakglass: Arc::default(),
-            live: sessions::LiveSessions::default(),
+            live: Arc::default(),
+            notify_wake: Arc::default(),
         }
     }
 

@@ -20,17 +20,30 @@ use std::sync::Mutex;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
-/// Sessions running on this node, so that an admin can see and end them.
+/// Sessions running on this node, so that an admin can see and end them, and a grant that ends
+/// closes the sessions opened under it.
 #[derive(Default)]
 pub struct LiveSessions {
-    sessions: Mutex<HashMap<String, watch::Sender<Option<String>>>>,
+    sessions: Mutex<HashMap<String, LiveSession>>,
+}
+
+struct LiveSession {
+    kill: watch::Sender<Option<String>>,
+    /// The access request (grant) it was opened under.
+    request: Option<String>,
 }
 
 impl LiveSessions {
-    fn insert(&self, id: &str) -> watch::Receiver<Option<String>> {
+    fn insert(&self, id: &str, request: Option<&str>) -> watch::Receiver<Option<String>> {
         let (tx, rx) = watch::channel(None);
         if let Ok(mut map) = self.sessions.lock() {
-            map.insert(id.to_owned(), tx);
+            map.insert(
+                id.to_owned(),
+                LiveSession {
+                    kill: tx,
+                    request: request.map(str::to_owned),
+                },
+            );
         }
         rx
     }
@@ -53,9 +66,21 @@ impl LiveSessions {
         match self.sessions.lock() {
             Ok(map) => map
                 .get(id)
-                .map(|tx| tx.send(Some(reason.to_owned())).is_ok())
+                .map(|s| s.kill.send(Some(reason.to_owned())).is_ok())
                 .unwrap_or(false),
             Err(_) => false,
+        }
+    }
+
+    /// Ends every live session opened under this grant; returns how many.
+    pub(crate) fn kill_by_request(&self, request: &str, reason: &str) -> usize {
+        match self.sessions.lock() {
+            Ok(map) => map
+                .values()
+                .filter(|s| s.request.as_deref() == Some(request))
+                .filter(|s| s.kill.send(Some(reason.to_owned())).is_ok())
+                .count(),
+            Err(_) => 0,
         }
     }
 }
@@ -335,53 +360,28 @@ impl App {
             self.record(refused_unknown("unknown target")).await?;
             return Err(Error::not_found(format!("target {target}")));
         };
-        let policies = self.policies_of_groups(&who.groups).await?;
-        let decision = decide(
-            &policies,
-            &who.groups,
-            &TargetRef {
-                name: target,
-                tags: &target_row.tags,
-            },
-            Access::Session,
-        );
-        let refuse = |code: &'static str, why: String| Error::new(ErrorKind::Forbidden, code, why);
-        let policy = match decision {
-            Decision::Deny => {
-                self.record(
-                    NewAuditEntry::new(&who.username, "session.refused", &*object)
-                        .outcome("denied")
-                        .detail("why", "no policy grants session")
-                        .detail("source", source),
-                )
-                .await?;
-                return Err(refuse(
-                    "policy_denied",
-                    format!("no policy grants you sessions on {target}"),
-                ));
-            }
-            Decision::Granted {
-                outcome: Outcome::Approve,
-                policy,
-            } => {
-                self.record(
-                    NewAuditEntry::new(&who.username, "session.refused", &*object)
-                        .outcome("denied")
-                        .detail("why", "approval required")
-                        .detail("policy", policy.as_str())
-                        .detail("source", source),
-                )
-                .await?;
-                return Err(refuse(
-                    "approval_required",
-                    format!("policy {policy} requires an approved access request for {target}"),
-                ));
-            }
-            Decision::Granted { outcome, policy } => {
-                check_reason(outcome, reason)?;
-                policy
+        let allowed = match self
+            .authorise_use(who, target, &target_row.tags, account, Access::Session)
+            .await?
+        {
+            Ok(a) => a,
+            Err(refused) => {
+                let mut entry = NewAuditEntry::new(&who.username, "session.refused", &*object)
+                    .outcome("denied")
+                    .detail("why", refused.audit_why(Access::Session))
+                    .detail("source", source);
+                if let Some(p) = refused.policy() {
+                    entry = entry.detail("policy", p);
+                }
+                self.record(entry).await?;
+                return Err(refused.error(target, account, Access::Session));
             }
         };
+        if allowed.grant.is_none() {
+            check_reason(allowed.outcome, reason)?;
+        }
+        let policy = allowed.policy;
+        let grant = allowed.grant;
         let Some((cred, _, version)) = self.store.credential_secret(target, account, None).await?
         else {
             self.record(refused_unknown("no credential for this account"))
@@ -439,6 +439,7 @@ impl App {
             recording_path: &path_text,
             recording_wrapped_key: &sealed_key.wrapped_key,
             recording_key_ciphertext: &sealed_key.ciphertext,
+            request_id: grant.as_ref().map(|g| g.id.as_str()),
         })
         .await?;
         let mut entry = NewAuditEntry::new(&who.username, "session.start", object)
@@ -449,8 +450,26 @@ impl App {
         if let Some(r) = reason {
             entry = entry.detail("reason", r);
         }
+        if let Some(g) = &grant {
+            entry = entry
+                .detail("request", g.id.as_str())
+                .detail("request_reason", g.reason.as_str());
+        }
         self.commit(tx, entry).await?;
-        let kill = self.live.insert(&id);
+        let kill = self.live.insert(&id, grant.as_ref().map(|g| g.id.as_str()));
+        if let Some(g) = &grant {
+            // The session ends with its grant, to the second.
+            let left = g.ends_at - self.now().unix_timestamp();
+            let ends = u64::try_from(left.max(0)).unwrap_or(0);
+            let grant_id = g.id.clone();
+            let (session, live) = (id.clone(), std::sync::Arc::downgrade(&self.live));
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(ends)).await;
+                if let Some(live) = live.upgrade() {
+                    live.kill(&session, &format!("your access grant {grant_id} has ended"));
+                }
+            });
+        }
         metrics::gauge!("cofre_gateway_live_sessions").increment(1.0);
         Ok(SessionStart {
             id,

@@ -5,13 +5,13 @@ use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::names::{check_account, check_host, check_identifier, check_text};
 use cofre_core::policy::{
-    check_reason, decide, Access, Decision, Outcome, Policy, TargetRef, TargetSelector,
+    check_reason, Access, Limits, Outcome, Policy, TargetRef, TargetSelector, Window,
 };
 use cofre_core::role::Action;
 use cofre_crypto::{envelope, SealedSecret};
 use cofre_proto::{
     CreatePolicyRequest, CreateTargetRequest, CredentialInfo, CredentialVersionInfo, Page,
-    PolicyInfo, RevealRequest, RevealResponse, SecretString, TargetInfo,
+    PolicyInfo, PolicyLimits, RevealRequest, RevealResponse, SecretString, TargetInfo,
 };
 use cofre_store::credentials::{CredentialRow, NewVersion};
 use cofre_store::policies::PolicyRow;
@@ -44,6 +44,7 @@ fn credential_info(c: CredentialRow) -> CredentialInfo {
 
 fn policy_info(p: PolicyRow) -> PolicyInfo {
     PolicyInfo {
+        limits: serde_json::from_str(&p.limits).unwrap_or_default(),
         name: p.name,
         group: p.group,
         targets: p.targets,
@@ -51,6 +52,34 @@ fn policy_info(p: PolicyRow) -> PolicyInfo {
         outcome: p.outcome,
         created_at: p.created_at,
     }
+}
+
+/// The stored limits (the API's form, already validated when stored) as the core's.
+fn limits_from(l: &PolicyLimits) -> std::result::Result<Limits, cofre_core::FieldError> {
+    let mut out = Limits::default();
+    if let Some(d) = &l.days {
+        out.window.days = Some(Window::parse_days("days", d)?);
+    }
+    if let Some(h) = &l.hours {
+        out.window.hours = Some(Window::parse_hours("hours", h)?);
+    }
+    if let Some(d) = &l.from {
+        out.window.from = Some(Window::parse_date("from", d)?);
+    }
+    if let Some(d) = &l.until {
+        out.window.until = Some(Window::parse_date("until", d)?);
+    }
+    if let Some(levels) = &l.levels {
+        out.levels = cofre_core::approval::parse_levels("levels", levels)?;
+    }
+    if let Some(m) = &l.max_duration {
+        out.max_duration_minutes = Some(
+            super::requests::duration_minutes("max_duration", m)
+                .map_err(|e| cofre_core::FieldError::new("max_duration", e.message))?,
+        );
+    }
+    out.emergency = l.emergency;
+    Ok(out)
 }
 
 /// The stored form back into the core's policy; a row that no longer parses is skipped (and logged)
@@ -62,13 +91,17 @@ fn policy_from_row(p: &PolicyRow) -> Option<Policy> {
         .map(|t| TargetSelector::parse("targets", t))
         .collect();
     let access: Option<Vec<_>> = p.access.iter().map(|a| Access::parse(a)).collect();
-    match (targets, access, Outcome::parse(&p.outcome)) {
-        (Ok(targets), Some(access), Some(outcome)) => Some(Policy {
+    let limits = serde_json::from_str::<PolicyLimits>(&p.limits)
+        .ok()
+        .and_then(|l| limits_from(&l).ok());
+    match (targets, access, Outcome::parse(&p.outcome), limits) {
+        (Ok(targets), Some(access), Some(outcome), Some(limits)) => Some(Policy {
             name: p.name.clone(),
             group: p.group.clone(),
             targets,
             access,
             outcome,
+            limits,
         }),
         _ => {
             tracing::warn!(policy = %p.name, "stored policy does not parse; ignored");
@@ -426,51 +459,26 @@ impl App {
                     .tags
             }
         };
-        let policies = self.policies_of(who).await?;
-        let decision = decide(
-            &policies,
-            &who.groups,
-            &TargetRef {
-                name: target,
-                tags: &tags,
-            },
-            Access::Reveal,
-        );
-        let refuse = |code: &'static str, why: String| Error::new(ErrorKind::Forbidden, code, why);
-        let policy = match decision {
-            Decision::Deny => {
-                self.record(
-                    NewAuditEntry::new(&who.username, "credential.reveal", &*object)
-                        .outcome("denied")
-                        .detail("why", "no policy grants reveal"),
-                )
-                .await?;
-                return Err(refuse(
-                    "policy_denied",
-                    format!("no policy grants you reveal on {target}"),
-                ));
-            }
-            Decision::Granted {
-                outcome: Outcome::Approve,
-                policy,
-            } => {
-                self.record(
-                    NewAuditEntry::new(&who.username, "credential.reveal", &*object)
-                        .outcome("denied")
-                        .detail("why", "approval required")
-                        .detail("policy", policy.as_str()),
-                )
-                .await?;
-                return Err(refuse(
-                    "approval_required",
-                    format!("policy {policy} requires an approved access request for {target}"),
-                ));
-            }
-            Decision::Granted { outcome, policy } => {
-                check_reason(outcome, req.reason.as_deref())?;
-                policy
+        let allowed = match self
+            .authorise_use(who, target, &tags, account, Access::Reveal)
+            .await?
+        {
+            Ok(a) => a,
+            Err(refused) => {
+                let mut entry = NewAuditEntry::new(&who.username, "credential.reveal", &*object)
+                    .outcome("denied")
+                    .detail("why", refused.audit_why(Access::Reveal));
+                if let Some(p) = refused.policy() {
+                    entry = entry.detail("policy", p);
+                }
+                self.record(entry).await?;
+                return Err(refused.error(target, account, Access::Reveal));
             }
         };
+        if allowed.grant.is_none() {
+            check_reason(allowed.outcome, req.reason.as_deref())?;
+        }
+        let policy = allowed.policy;
         let (cred, row) = match found {
             Some((cred, _, row)) => (cred, row),
             None => {
@@ -498,6 +506,11 @@ impl App {
             .detail("policy", policy);
         if let Some(reason) = &req.reason {
             entry = entry.detail("reason", reason.as_str());
+        }
+        if let Some(g) = &allowed.grant {
+            entry = entry
+                .detail("request", g.id.as_str())
+                .detail("request_reason", g.reason.as_str());
         }
         self.record(entry).await?;
         metrics::counter!("cofre_reveals_total").increment(1);
@@ -555,6 +568,59 @@ impl App {
                 format!("group: {} does not exist (create it with `cofre group add` or `cofre user add --group`)", req.group),
             ));
         }
+        let limits = PolicyLimits {
+            levels: req.levels.clone().filter(|s| !s.trim().is_empty()),
+            max_duration: req.max_duration.clone().filter(|s| !s.trim().is_empty()),
+            hours: req.hours.clone().filter(|s| !s.trim().is_empty()),
+            days: req.days.clone().filter(|s| !s.trim().is_empty()),
+            from: req.from.clone().filter(|s| !s.trim().is_empty()),
+            until: req.until.clone().filter(|s| !s.trim().is_empty()),
+            emergency: req.emergency,
+        };
+        let parsed = limits_from(&limits)?;
+        // Stored in canonical form, so what `policy list` shows is what is enforced.
+        let limits = PolicyLimits {
+            levels: (!parsed.levels.is_empty())
+                .then(|| cofre_core::approval::levels_text(&parsed.levels)),
+            max_duration: limits.max_duration.map(|m| m.trim().to_owned()),
+            hours: parsed.window.hours.map(Window::hours_text),
+            days: parsed.window.days.map(Window::days_text),
+            from: parsed.window.from.map(|d| d.to_string()),
+            until: parsed.window.until.map(|d| d.to_string()),
+            emergency: parsed.emergency,
+        };
+        if let (Some(from), Some(until)) = (parsed.window.from, parsed.window.until) {
+            if from > until {
+                return Err(Error::invalid("until", "until: comes before from"));
+            }
+        }
+        match outcome {
+            Outcome::Approve if parsed.levels.is_empty() => return Err(Error::invalid(
+                "levels",
+                "levels: an approve policy names who approves, e.g. --levels leads:1,security:1",
+            )),
+            Outcome::Allow | Outcome::Justify if !parsed.levels.is_empty() || parsed.emergency => {
+                return Err(Error::invalid(
+                    if parsed.emergency {
+                        "emergency"
+                    } else {
+                        "levels"
+                    },
+                    "levels and emergency access belong to approve policies only",
+                ))
+            }
+            _ => {}
+        }
+        for level in &parsed.levels {
+            if !self.store.group_exists(&level.group).await? {
+                return Err(Error::invalid(
+                    "levels",
+                    format!("levels: group {} does not exist", level.group),
+                ));
+            }
+        }
+        let limits_json =
+            serde_json::to_string(&limits).map_err(|e| Error::internal("storing the policy", e))?;
         let row = PolicyRow {
             name: req.name.clone(),
             group: req.group.clone(),
@@ -562,6 +628,7 @@ impl App {
             access,
             outcome: outcome.as_str().to_owned(),
             created_at: self.now_text(),
+            limits: limits_json,
         };
         let mut tx = self.store.write().await?;
         tx.insert_policy(&row, &who.username).await?;
@@ -575,7 +642,8 @@ impl App {
             .detail("group", row.group.as_str())
             .detail("targets", row.targets.clone())
             .detail("allow", row.access.clone())
-            .detail("outcome", row.outcome.as_str()),
+            .detail("outcome", row.outcome.as_str())
+            .detail("limits", serde_json::to_value(&limits).unwrap_or_default()),
         )
         .await?;
         Ok(policy_info(row))

@@ -1,0 +1,1182 @@
+//! Access requests and grants: the core's approval machine (`cofre_core::approval`) driven by the
+//! store, the clock and the users' groups; policy checks that consult grants (reveal and gateway
+//! sessions both come through [`App::authorise_use`]); notifications queued with each change.
+//!
+//! Every change reads the request inside its write transaction, after the audit head's lock is
+//! taken, so concurrent decisions (and a decision racing the expiry sweep) are serialised on SQLite
+//! and PostgreSQL alike: the second one sees the first one's result.
+
+use super::{page_limit, timestamp, App, Principal};
+use crate::error::{Error, ErrorKind, Result};
+use cofre_core::approval::{self, Effect, Event, Refusal, Request, State, Verdict, Vote};
+use cofre_core::audit::NewAuditEntry;
+use cofre_core::names::{check_account, check_identifier, check_text};
+use cofre_core::policy::{rule, Access, Outcome, Ruling, TargetRef, Terms};
+use cofre_core::role::{role_may, Action, Role};
+use cofre_proto::requests::{
+    CreateAccessRequest, DecisionInfo, LevelInfo, RequestInfo, RequestListQuery, ReviewInfo,
+};
+use cofre_proto::Page;
+use cofre_store::requests::{DecisionRow, RequestFilter, RequestRow};
+use cofre_store::WriteTx;
+use time::OffsetDateTime;
+
+/// A grant never lasts longer than this, whatever a policy says.
+const MAX_GRANT_SECONDS: i64 = 7 * 24 * 3600;
+/// How far ahead a request may start.
+const MAX_START_AHEAD_SECONDS: i64 = 30 * 24 * 3600;
+/// The window is checked against policies' hours and days at this step (and at its last second).
+const WINDOW_CHECK_STEP: i64 = 15 * 60;
+
+/// Why a use of a credential was refused (the caller audits it in its own words).
+#[derive(Debug)]
+pub(crate) enum UseRefused {
+    NoPolicy,
+    Outside { policy: String, why: String },
+    ApprovalRequired { policy: String },
+}
+
+impl UseRefused {
+    pub(crate) fn audit_why(&self, access: Access) -> String {
+        match self {
+            UseRefused::NoPolicy => format!("no policy grants {}", access.as_str()),
+            UseRefused::Outside { policy, why } => format!("outside policy {policy}: {why}"),
+            UseRefused::ApprovalRequired { .. } => "approval required".into(),
+        }
+    }
+
+    pub(crate) fn policy(&self) -> Option<&str> {
+        match self {
+            UseRefused::NoPolicy => None,
+            UseRefused::Outside { policy, .. } | UseRefused::ApprovalRequired { policy } => {
+                Some(policy)
+            }
+        }
+    }
+
+    pub(crate) fn error(&self, target: &str, account: &str, access: Access) -> Error {
+        let what = match access {
+            Access::Session => "sessions",
+            Access::Reveal => "reveal",
+        };
+        match self {
+            UseRefused::NoPolicy => Error::new(
+                ErrorKind::Forbidden,
+                "policy_denied",
+                format!("no policy grants you {what} on {target}"),
+            ),
+            UseRefused::Outside { policy, why } => Error::new(
+                ErrorKind::Forbidden,
+                "outside_policy_hours",
+                format!("policy {policy} does not grant {what} on {target} now: {why}"),
+            ),
+            UseRefused::ApprovalRequired { policy } => Error::new(
+                ErrorKind::Forbidden,
+                "approval_required",
+                format!(
+                    "policy {policy} requires an approved access request for {target}: \
+                     cofre request create --target {target} --account {account} --reason \"...\""
+                ),
+            ),
+        }
+    }
+}
+
+/// A use of a credential that policy (and, for `approve`, a grant) allows.
+#[derive(Debug)]
+pub(crate) struct UseAllowed {
+    pub policy: String,
+    pub outcome: Outcome,
+    /// The grant it comes through, for `approve`.
+    pub grant: Option<RequestRow>,
+}
+
+fn parse_duration(field: &str, s: &str) -> Result<i64> {
+    let bad = || {
+        Error::invalid(
+            field,
+            format!("{field}: {s:?} is not a duration (e.g. 30m, 2h, 1h30m, 1d)"),
+        )
+    };
+    let mut total: i64 = 0;
+    let mut number = String::new();
+    let text = s.trim();
+    if text.is_empty() {
+        return Err(bad());
+    }
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        let n: i64 = number.parse().map_err(|_| bad())?;
+        number.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if !number.is_empty() || total <= 0 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+pub(crate) fn duration_minutes(field: &str, s: &str) -> Result<u32> {
+    let secs = parse_duration(field, s)?;
+    if secs % 60 != 0 || secs > MAX_GRANT_SECONDS {
+        return Err(Error::invalid(
+            field,
+            format!("{field}: whole minutes, at most 7d"),
+        ));
+    }
+    u32::try_from(secs / 60).map_err(|_| Error::invalid(field, format!("{field}: too long")))
+}
+
+fn human_duration(secs: i64) -> String {
+    let (h, m) = (secs / 3600, (secs % 3600) / 60);
+    match (h, m) {
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h{m}m"),
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .map(timestamp)
+        .unwrap_or_else(|_| unix.to_string())
+}
+
+fn refusal_error(r: &Refusal) -> Error {
+    let (kind, code) = match r {
+        Refusal::NotPending(_) | Refusal::Expired => (ErrorKind::Conflict, "request_closed"),
+        Refusal::OwnRequest => (ErrorKind::Forbidden, "own_request"),
+        Refusal::AlreadyDecided => (ErrorKind::Conflict, "already_decided"),
+        Refusal::NotInGroup { .. } => (ErrorKind::Forbidden, "not_an_approver_here"),
+        Refusal::NotRequester => (ErrorKind::Forbidden, "not_requester"),
+        Refusal::NotApproved(_) => (ErrorKind::Conflict, "not_a_grant"),
+    };
+    Error::new(kind, code, r.to_string())
+}
+
+/// The stored row as the core's machine.
+fn machine(row: &RequestRow) -> Result<Request> {
+    let levels = approval::parse_levels("levels", &row.levels)
+        .map_err(|e| Error::internal("reading a request", e))?;
+    let state = State::parse(&row.state)
+        .ok_or_else(|| Error::internal("reading a request", "unknown state"))?;
+    let votes = row
+        .decisions
+        .iter()
+        .map(|d| Vote {
+            approver: d.approver.clone(),
+            level: usize::try_from(d.level).unwrap_or(usize::MAX),
+            verdict: Verdict::parse(&d.verdict).unwrap_or(Verdict::Deny),
+            at: d.decided_at,
+            comment: d.comment.clone(),
+        })
+        .collect();
+    Ok(Request {
+        requester: row.requester.clone(),
+        levels,
+        state,
+        level: usize::try_from(row.level).unwrap_or(0),
+        votes,
+        decide_by: row.decide_by,
+        window: (row.starts_at, row.ends_at),
+        emergency: row.emergency,
+        revoked_by: row.revoked_by.clone(),
+    })
+}
+
+impl App {
+    fn local_time(&self, unix: i64) -> time::PrimitiveDateTime {
+        let offset = self
+            .config
+            .approvals
+            .offset()
+            .unwrap_or(time::UtcOffset::UTC);
+        let t = OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let local = t.to_offset(offset);
+        time::PrimitiveDateTime::new(local.date(), local.time())
+    }
+
+    fn request_link(&self, id: &str) -> String {
+        let base = self
+            .config
+            .notify
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{}", self.config.listen));
+        format!("{}/api/v1/requests/{id}", base.trim_end_matches('/'))
+    }
+
+    pub(crate) fn request_info(&self, row: &RequestRow) -> RequestInfo {
+        let now = self.now().unix_timestamp();
+        let m = machine(row).ok();
+        let levels = approval::parse_levels("levels", &row.levels)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| LevelInfo {
+                approvals: m.as_ref().map_or(0, |m| m.approvals_at(i)),
+                group: l.group,
+                required: l.required,
+            })
+            .collect();
+        RequestInfo {
+            id: row.id.clone(),
+            requester: row.requester.clone(),
+            target: row.target.clone(),
+            account: row.account.clone(),
+            access: row.access.clone(),
+            reason: row.reason.clone(),
+            policy: row.policy.clone(),
+            state: row.state.clone(),
+            waiting_on_level: (row.state == "pending")
+                .then(|| u32::try_from(row.level + 1).unwrap_or(0)),
+            levels,
+            decisions: row
+                .decisions
+                .iter()
+                .map(|d| DecisionInfo {
+                    approver: d.approver.clone(),
+                    level: u32::try_from(d.level + 1).unwrap_or(0),
+                    verdict: d.verdict.clone(),
+                    comment: d.comment.clone(),
+                    at: rfc3339(d.decided_at),
+                })
+                .collect(),
+            emergency: row.emergency,
+            review_pending: row.emergency && row.reviewed_by.is_none(),
+            review: row.reviewed_by.as_ref().map(|by| ReviewInfo {
+                by: by.clone(),
+                at: rfc3339(row.reviewed_at.unwrap_or(0)),
+                comment: row.review_comment.clone().unwrap_or_default(),
+            }),
+            created_at: rfc3339(row.created_at),
+            decide_by: rfc3339(row.decide_by),
+            starts_at: rfc3339(row.starts_at),
+            ends_at: rfc3339(row.ends_at),
+            grant_active: m.as_ref().is_some_and(|m| m.grant_active(now)),
+            closed_at: row.closed_at.map(rfc3339),
+            revoked_by: row.revoked_by.clone(),
+            revoke_reason: row.revoke_reason.clone(),
+            link: self.request_link(&row.id),
+        }
+    }
+
+    /// What the caller's policies say about one access to one target at one moment.
+    async fn terms_at(
+        &self,
+        who: &Principal,
+        target: &str,
+        tags: &[String],
+        access: Access,
+        at: i64,
+    ) -> Result<Ruling> {
+        let policies = self.policies_of_groups(&who.groups).await?;
+        Ok(rule(
+            &policies,
+            &who.groups,
+            &TargetRef { name: target, tags },
+            access,
+            self.local_time(at),
+        ))
+    }
+
+    /// The one check before a secret is revealed or a session opened: policy at this moment, and
+    /// for `approve` an approved request whose window is open now.
+    pub(crate) async fn authorise_use(
+        &self,
+        who: &Principal,
+        target: &str,
+        tags: &[String],
+        account: &str,
+        access: Access,
+    ) -> Result<std::result::Result<UseAllowed, UseRefused>> {
+        let now = self.now().unix_timestamp();
+        let terms = match self.terms_at(who, target, tags, access, now).await? {
+            Ruling::Deny => return Ok(Err(UseRefused::NoPolicy)),
+            Ruling::Outside { policy, why } => return Ok(Err(UseRefused::Outside { policy, why })),
+            Ruling::Granted(t) => t,
+        };
+        if terms.outcome != Outcome::Approve {
+            return Ok(Ok(UseAllowed {
+                policy: terms.policy,
+                outcome: terms.outcome,
+                grant: None,
+            }));
+        }
+        let grant = self
+            .store
+            .grants_in_force(&who.username, target, account, now)
+            .await?
+            .into_iter()
+            .find(|g| g.access.iter().any(|a| a == access.as_str()));
+        Ok(match grant {
+            Some(g) => Ok(UseAllowed {
+                policy: terms.policy,
+                outcome: terms.outcome,
+                grant: Some(g),
+            }),
+            None => Err(UseRefused::ApprovalRequired {
+                policy: terms.policy,
+            }),
+        })
+    }
+
+    /// The combined terms for every requested access, or why a request cannot be made.
+    async fn request_terms(
+        &self,
+        who: &Principal,
+        target: &str,
+        tags: &[String],
+        access: &[Access],
+        window: (i64, i64),
+    ) -> Result<Terms> {
+        let mut combined: Option<Terms> = None;
+        for &a in access {
+            // Every point of the window must be inside every matching policy's days and hours.
+            let mut at = window.0;
+            let mut terms: Terms;
+            loop {
+                match self.terms_at(who, target, tags, a, at).await? {
+                    Ruling::Deny => {
+                        return Err(Error::new(
+                            ErrorKind::Forbidden,
+                            "policy_denied",
+                            format!("no policy grants you {} on {target}", a.as_str()),
+                        ))
+                    }
+                    Ruling::Outside { policy, why } => {
+                        return Err(Error::invalid(
+                            "start",
+                            format!(
+                                "the window {} to {} is not inside policy {policy}'s limits: {why}",
+                                rfc3339(window.0),
+                                rfc3339(window.1),
+                            ),
+                        ))
+                    }
+                    Ruling::Granted(t) => terms = t,
+                }
+                if at >= window.1 - 1 {
+                    break;
+                }
+                at = (at + WINDOW_CHECK_STEP).min(window.1 - 1);
+            }
+            let t = terms;
+            if t.outcome != Outcome::Approve {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    "no_approval_needed",
+                    format!(
+                        "policy {} grants {} on {target} without approval ({}): no request needed",
+                        t.policy,
+                        a.as_str(),
+                        t.outcome.as_str()
+                    ),
+                ));
+            }
+            combined = Some(match combined {
+                None => t,
+                Some(c) => {
+                    let asks = |t: &Terms| t.levels.iter().map(|l| l.required).sum::<u32>();
+                    let levels = if asks(&t) > asks(&c) {
+                        t.levels
+                    } else {
+                        c.levels
+                    };
+                    Terms {
+                        outcome: Outcome::Approve,
+                        policy: c.policy,
+                        levels,
+                        max_duration_minutes: match (c.max_duration_minutes, t.max_duration_minutes)
+                        {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        },
+                        emergency: c.emergency && t.emergency,
+                    }
+                }
+            });
+        }
+        let terms = combined
+            .ok_or_else(|| Error::invalid("access", "access: at least one of session, reveal"))?;
+        if terms.levels.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "policy_without_levels",
+                format!(
+                    "policy {} asks for approval but names no approval levels; an admin must recreate it with --levels",
+                    terms.policy
+                ),
+            ));
+        }
+        Ok(terms)
+    }
+
+    fn requested_access(&self, access: Option<&Vec<String>>) -> Result<Vec<Access>> {
+        let names: Vec<String> = match access {
+            Some(a) if !a.is_empty() => a.clone(),
+            Some(_) => {
+                return Err(Error::invalid(
+                    "access",
+                    "access: at least one of session, reveal",
+                ))
+            }
+            None => vec!["session".into(), "reveal".into()],
+        };
+        let mut out = Vec::new();
+        for n in names {
+            let a = Access::parse(&n).ok_or_else(|| {
+                Error::invalid(
+                    "access",
+                    format!("access: {n:?} is not one of session, reveal"),
+                )
+            })?;
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which of `access` the caller's policies put under approval (for the default `access`).
+    async fn approval_access(
+        &self,
+        who: &Principal,
+        target: &str,
+        tags: &[String],
+        at: i64,
+    ) -> Result<Vec<Access>> {
+        let mut out = Vec::new();
+        for a in [Access::Session, Access::Reveal] {
+            if let Ruling::Granted(t) = self.terms_at(who, target, tags, a, at).await? {
+                if t.outcome == Outcome::Approve {
+                    out.push(a);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Validates the common fields of a request and returns the target's tags.
+    async fn request_subject(
+        &self,
+        target: &str,
+        account: &str,
+        reason: &str,
+    ) -> Result<Vec<String>> {
+        check_identifier("target", target)?;
+        check_account("account", account)?;
+        check_text("reason", reason, 500)?;
+        if reason.trim().chars().count() < 3 {
+            return Err(Error::invalid(
+                "reason",
+                "reason: at least 3 characters, e.g. a ticket number",
+            ));
+        }
+        let t = self
+            .store
+            .target_by_name(target)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("target {target}")).with_field("target"))?;
+        if self.store.credential(target, account).await?.is_none() {
+            return Err(
+                Error::not_found(format!("credential {target}/{account}")).with_field("account")
+            );
+        }
+        Ok(t.tags)
+    }
+
+    pub async fn create_request(
+        &self,
+        who: &Principal,
+        req: &CreateAccessRequest,
+    ) -> Result<RequestInfo> {
+        who.require(Action::UseCredentials)?;
+        let tags = self
+            .request_subject(&req.target, &req.account, &req.reason)
+            .await?;
+        let now = self.now().unix_timestamp();
+        let start = match req.start.as_deref().map(str::trim) {
+            None | Some("") | Some("now") => now,
+            Some(s) => {
+                let t = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| {
+                        Error::invalid(
+                            "start",
+                            format!("start: {s:?} is neither `now` nor an RFC 3339 time"),
+                        )
+                    })?
+                    .unix_timestamp();
+                if t < now - 60 {
+                    return Err(Error::invalid("start", "start: lies in the past"));
+                }
+                if t > now + MAX_START_AHEAD_SECONDS {
+                    return Err(Error::invalid("start", "start: at most 30 days ahead"));
+                }
+                t.max(now)
+            }
+        };
+        let duration = match &req.duration {
+            Some(d) => parse_duration("duration", d)?,
+            None => i64::from(self.config.approvals.default_duration_minutes) * 60,
+        };
+        if duration > MAX_GRANT_SECONDS {
+            return Err(Error::invalid("duration", "duration: at most 7d"));
+        }
+        let access = match &req.access {
+            Some(_) => self.requested_access(req.access.as_ref())?,
+            None => {
+                let a = self.approval_access(who, &req.target, &tags, start).await?;
+                if a.is_empty() {
+                    // Let request_terms say why (no policy, or no approval needed).
+                    vec![Access::Session]
+                } else {
+                    a
+                }
+            }
+        };
+        let window = (start, start + duration);
+        let terms = self
+            .request_terms(who, &req.target, &tags, &access, window)
+            .await?;
+        if let Some(max) = terms.max_duration_minutes {
+            if duration > i64::from(max) * 60 {
+                return Err(Error::invalid(
+                    "duration",
+                    format!(
+                        "duration: policy {} allows at most {}",
+                        terms.policy,
+                        human_duration(i64::from(max) * 60)
+                    ),
+                ));
+            }
+        }
+        let timeout = i64::try_from(self.config.approvals.request_timeout_seconds).unwrap_or(3600);
+        let machine = Request::pending(&who.username, terms.levels.clone(), now + timeout, window);
+        let row = self.new_request_row(who, req, &access, &terms, &machine, now);
+        let mut tx = self.store.write().await?;
+        tx.insert_request(&row).await?;
+        self.queue_notices(&mut tx, &row, "request.created", &who.username)
+            .await?;
+        self.commit(
+            tx,
+            NewAuditEntry::new(
+                &who.username,
+                "request.create",
+                format!("request:{}", row.id),
+            )
+            .detail("target", row.target.as_str())
+            .detail("account", row.account.as_str())
+            .detail("access", row.access.clone())
+            .detail("reason", row.reason.as_str())
+            .detail("policy", row.policy.as_str())
+            .detail("levels", row.levels.as_str())
+            .detail("starts_at", rfc3339(row.starts_at))
+            .detail("ends_at", rfc3339(row.ends_at)),
+        )
+        .await?;
+        self.notifier_wake();
+        Ok(self.request_info(&row))
+    }
+
+    fn new_request_row(
+        &self,
+        who: &Principal,
+        req: &CreateAccessRequest,
+        access: &[Access],
+        terms: &Terms,
+        m: &Request,
+        now: i64,
+    ) -> RequestRow {
+        let mut id = uuid::Uuid::new_v4().simple().to_string();
+        id.truncate(12);
+        RequestRow {
+            id,
+            requester: who.username.clone(),
+            target: req.target.clone(),
+            account: req.account.clone(),
+            access: access.iter().map(|a| a.as_str().to_owned()).collect(),
+            reason: req.reason.trim().to_owned(),
+            policy: terms.policy.clone(),
+            levels: approval::levels_text(&m.levels),
+            state: m.state.as_str().to_owned(),
+            level: 0,
+            emergency: m.emergency,
+            created_at: now,
+            decide_by: m.decide_by,
+            starts_at: m.window.0,
+            ends_at: m.window.1,
+            closed_at: (m.state != State::Pending).then_some(now),
+            revoked_by: None,
+            revoke_reason: None,
+            reviewed_by: None,
+            reviewed_at: None,
+            review_comment: None,
+            decisions: Vec::new(),
+        }
+    }
+
+    /// Emergency access: only where every matching policy allows it; no approval, every approver
+    /// told at once, flagged for review afterwards.
+    pub async fn emergency_request(
+        &self,
+        who: &Principal,
+        req: &CreateAccessRequest,
+    ) -> Result<RequestInfo> {
+        who.require(Action::UseCredentials)?;
+        if req.start.as_deref().is_some_and(|s| s.trim() != "now") {
+            return Err(Error::invalid(
+                "start",
+                "start: emergency access starts now",
+            ));
+        }
+        let tags = self
+            .request_subject(&req.target, &req.account, &req.reason)
+            .await?;
+        let now = self.now().unix_timestamp();
+        let access = match &req.access {
+            Some(_) => self.requested_access(req.access.as_ref())?,
+            None => {
+                let a = self.approval_access(who, &req.target, &tags, now).await?;
+                if a.is_empty() {
+                    vec![Access::Session]
+                } else {
+                    a
+                }
+            }
+        };
+        let duration = match &req.duration {
+            Some(d) => parse_duration("duration", d)?,
+            None => i64::from(self.config.approvals.default_duration_minutes) * 60,
+        };
+        let window = (now, now + duration.min(MAX_GRANT_SECONDS));
+        let terms = self
+            .request_terms(who, &req.target, &tags, &access, window)
+            .await?;
+        let object = format!("credential:{}/{}", req.target, req.account);
+        if !terms.emergency {
+            self.record(
+                NewAuditEntry::new(&who.username, "request.emergency", &*object)
+                    .outcome("denied")
+                    .detail("why", "policy does not allow emergency access")
+                    .detail("policy", terms.policy.as_str()),
+            )
+            .await?;
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "emergency_not_allowed",
+                format!(
+                    "policy {} does not allow emergency access to {}: ask for approval with `cofre request create`",
+                    terms.policy, req.target
+                ),
+            ));
+        }
+        if let Some(max) = terms.max_duration_minutes {
+            if duration > i64::from(max) * 60 {
+                return Err(Error::invalid(
+                    "duration",
+                    format!(
+                        "duration: policy {} allows at most {}",
+                        terms.policy,
+                        human_duration(i64::from(max) * 60)
+                    ),
+                ));
+            }
+        }
+        let machine = Request::emergency(&who.username, terms.levels.clone(), now, window);
+        let row = self.new_request_row(who, req, &access, &terms, &machine, now);
+        let mut tx = self.store.write().await?;
+        tx.insert_request(&row).await?;
+        self.queue_notices(&mut tx, &row, "request.emergency", &who.username)
+            .await?;
+        self.commit(
+            tx,
+            NewAuditEntry::new(
+                &who.username,
+                "request.emergency",
+                format!("request:{}", row.id),
+            )
+            .detail("target", row.target.as_str())
+            .detail("account", row.account.as_str())
+            .detail("access", row.access.clone())
+            .detail("reason", row.reason.as_str())
+            .detail("policy", row.policy.as_str())
+            .detail("ends_at", rfc3339(row.ends_at))
+            .detail("review", "pending"),
+        )
+        .await?;
+        metrics::counter!("cofre_emergency_access_total").increment(1);
+        self.notifier_wake();
+        Ok(self.request_info(&row))
+    }
+
+    /// Whether the caller may see this request: its requester, an admin or auditor, or a member
+    /// of one of its approval groups who may decide requests.
+    fn may_see_request(&self, who: &Principal, row: &RequestRow) -> bool {
+        if row.requester == who.username
+            || role_may(who.mode, who.role, Action::ManageGrants)
+            || who.role == Role::Auditor
+        {
+            return true;
+        }
+        role_may(who.mode, who.role, Action::DecideRequests)
+            && approval::parse_levels("levels", &row.levels)
+                .unwrap_or_default()
+                .iter()
+                .any(|l| who.groups.contains(&l.group))
+    }
+
+    async fn visible_request(&self, who: &Principal, id: &str) -> Result<RequestRow> {
+        check_text("id", id, 64)?;
+        match self.store.request(id).await? {
+            Some(r) if self.may_see_request(who, &r) => Ok(r),
+            // Someone else's request is "not found", so ids cannot be probed.
+            _ => Err(Error::not_found(format!("request {id}"))),
+        }
+    }
+
+    pub async fn get_request(&self, who: &Principal, id: &str) -> Result<RequestInfo> {
+        who.require(Action::OwnAccount)?;
+        let row = self.visible_request(who, id).await?;
+        Ok(self.request_info(&row))
+    }
+
+    pub async fn list_requests(
+        &self,
+        who: &Principal,
+        q: &RequestListQuery,
+        grants_only: bool,
+    ) -> Result<Page<RequestInfo>> {
+        who.require(Action::OwnAccount)?;
+        let limit = page_limit(q.limit)?;
+        let all = q.all.unwrap_or(false);
+        if all && !(role_may(who.mode, who.role, Action::ManageGrants) || who.role == Role::Auditor)
+        {
+            return Err(Error::forbidden(format!(
+                "the {} role may not list everyone's requests",
+                who.role
+            ))
+            .with_field("all"));
+        }
+        let pending = q.pending.unwrap_or(false);
+        let now = self.now().unix_timestamp();
+        let filter = RequestFilter {
+            requester: (!all && !pending).then(|| who.username.clone()),
+            states: if pending {
+                vec!["pending".into()]
+            } else {
+                Vec::new()
+            },
+            grants_at: grants_only.then_some(now),
+        };
+        let before = match q.cursor.as_deref() {
+            None => None,
+            Some(c) => {
+                let (at, id) = c
+                    .split_once('|')
+                    .and_then(|(a, id)| Some((a.parse::<i64>().ok()?, id)))
+                    .ok_or_else(|| {
+                        Error::invalid("cursor", "cursor: not a cursor from this list")
+                    })?;
+                Some((at, id))
+            }
+        };
+        let rows = self.store.requests_page(&filter, before, limit + 1).await?;
+        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
+        let mut rows = rows;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_cursor = if more {
+            rows.last().map(|r| format!("{}|{}", r.created_at, r.id))
+        } else {
+            None
+        };
+        let items = rows
+            .iter()
+            .filter(|r| {
+                if pending {
+                    // Waiting on the caller: its level's group, not its own, not yet decided.
+                    machine(r).is_ok_and(|m| {
+                        m.decide_by > now
+                            && m.waiting_on()
+                                .is_some_and(|l| who.groups.contains(&l.group))
+                            && m.requester != who.username
+                            && !m.votes.iter().any(|v| v.approver == who.username)
+                            && (all || role_may(who.mode, who.role, Action::DecideRequests))
+                    })
+                } else {
+                    self.may_see_request(who, r)
+                }
+            })
+            .map(|r| self.request_info(r))
+            .collect();
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Applies one event to a request inside a write transaction and persists what changed.
+    async fn apply_event(
+        &self,
+        tx: &mut WriteTx,
+        row: &RequestRow,
+        event: &Event<'_>,
+        now: i64,
+    ) -> Result<std::result::Result<(Effect, RequestRow), Refusal>> {
+        let mut m = machine(row)?;
+        let votes_before = m.votes.len();
+        let effect = match m.apply(event) {
+            Ok(e) => e,
+            Err(r) => return Ok(Err(r)),
+        };
+        let mut next = row.clone();
+        for v in &m.votes[votes_before..] {
+            let d = DecisionRow {
+                approver: v.approver.clone(),
+                level: i64::try_from(v.level).unwrap_or(0),
+                verdict: v.verdict.as_str().to_owned(),
+                comment: v.comment.clone(),
+                decided_at: v.at,
+            };
+            tx.insert_decision(&row.id, &d).await?;
+            next.decisions.push(d);
+        }
+        next.state = m.state.as_str().to_owned();
+        next.level = i64::try_from(m.level).unwrap_or(0);
+        if next.state != row.state || next.level != row.level {
+            if next.state != row.state {
+                next.closed_at = Some(now);
+            }
+            let revoke_reason = match event {
+                Event::Revoke { .. } => next.revoke_reason.clone(),
+                _ => None,
+            };
+            next.revoked_by = m.revoked_by.clone();
+            tx.update_request_state(
+                &row.id,
+                &row.state,
+                &next.state,
+                next.level,
+                next.closed_at,
+                m.revoked_by.as_deref(),
+                revoke_reason.as_deref(),
+            )
+            .await?;
+        }
+        Ok(Ok((effect, next)))
+    }
+
+    /// Expires the request if its deadline passed; returns whether it did (and committed that).
+    async fn expire_if_due(&self, id: &str) -> Result<bool> {
+        let now = self.now().unix_timestamp();
+        let mut tx = self.store.write().await?;
+        let Some(row) = tx.request(id).await? else {
+            return Ok(false);
+        };
+        match self
+            .apply_event(&mut tx, &row, &Event::Tick { at: now }, now)
+            .await?
+        {
+            Ok((Effect::Expired, next)) => {
+                self.queue_notices(&mut tx, &next, "request.expired", "system")
+                    .await?;
+                self.commit(
+                    tx,
+                    NewAuditEntry::new("system", "request.expire", format!("request:{id}"))
+                        .detail("requester", next.requester.as_str()),
+                )
+                .await?;
+                self.notifier_wake();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Expires every pending request past its deadline (the sweeper calls this every second).
+    pub async fn expire_due_requests(&self) -> Result<usize> {
+        let now = self.now().unix_timestamp();
+        let mut n = 0;
+        for id in self.store.requests_due_to_expire(now).await? {
+            if self.expire_if_due(&id).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    pub async fn decide_request(
+        &self,
+        who: &Principal,
+        id: &str,
+        verdict: Verdict,
+        comment: Option<&str>,
+    ) -> Result<RequestInfo> {
+        who.require(Action::DecideRequests)?;
+        let comment = comment.unwrap_or("").trim();
+        check_text("comment", comment, 500)?;
+        if verdict == Verdict::Deny && comment.chars().count() < 3 {
+            return Err(Error::invalid(
+                "comment",
+                "comment: say why the request is denied (at least 3 characters)",
+            ));
+        }
+        // Not visible is not found; visible but closed or not one's level is a clear refusal.
+        self.visible_request(who, id).await?;
+        self.expire_if_due(id).await?;
+        let now = self.now().unix_timestamp();
+        let mut tx = self.store.write().await?;
+        let row = tx
+            .request(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("request {id}")))?;
+        let event = Event::Decide {
+            who: &who.username,
+            groups: &who.groups,
+            verdict,
+            comment,
+            at: now,
+        };
+        let (effect, next) = match self.apply_event(&mut tx, &row, &event, now).await? {
+            Ok(done) => done,
+            Err(refusal) => {
+                drop(tx);
+                if refusal == Refusal::Expired {
+                    // The deadline passed between the check above and this transaction: record
+                    // the expiry now rather than leave it to the next sweep.
+                    self.expire_if_due(id).await?;
+                }
+                self.record(
+                    NewAuditEntry::new(&who.username, "request.decide", format!("request:{id}"))
+                        .outcome("denied")
+                        .detail("verdict", verdict.as_str())
+                        .detail("why", refusal.to_string()),
+                )
+                .await?;
+                return Err(refusal_error(&refusal));
+            }
+        };
+        let event_name = match effect {
+            Effect::Approved => "request.approved",
+            Effect::Denied => "request.denied",
+            Effect::Advanced { .. } => "request.advanced",
+            _ => "request.decided",
+        };
+        self.queue_notices(&mut tx, &next, event_name, &who.username)
+            .await?;
+        let mut entry =
+            NewAuditEntry::new(&who.username, "request.decide", format!("request:{id}"))
+                .detail("verdict", verdict.as_str())
+                .detail("level", row.level + 1)
+                .detail("state", next.state.as_str())
+                .detail("requester", next.requester.as_str());
+        if !comment.is_empty() {
+            entry = entry.detail("comment", comment);
+        }
+        self.commit(tx, entry).await?;
+        if effect == Effect::Approved {
+            metrics::counter!("cofre_grants_total").increment(1);
+        }
+        self.notifier_wake();
+        Ok(self.request_info(&next))
+    }
+
+    pub async fn cancel_request(&self, who: &Principal, id: &str) -> Result<RequestInfo> {
+        who.require(Action::OwnAccount)?;
+        self.visible_request(who, id).await?;
+        let now = self.now().unix_timestamp();
+        let mut tx = self.store.write().await?;
+        let row = tx
+            .request(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("request {id}")))?;
+        let next = match self
+            .apply_event(&mut tx, &row, &Event::Cancel { who: &who.username }, now)
+            .await?
+        {
+            Ok((_, next)) => next,
+            Err(r) => return Err(refusal_error(&r)),
+        };
+        self.queue_notices(&mut tx, &next, "request.cancelled", &who.username)
+            .await?;
+        self.commit(
+            tx,
+            NewAuditEntry::new(&who.username, "request.cancel", format!("request:{id}")),
+        )
+        .await?;
+        self.notifier_wake();
+        Ok(self.request_info(&next))
+    }
+
+    /// Ends a grant now: an admin for anyone's, a holder for its own. Its live sessions on this
+    /// node are closed with a message, and reveals through it stop.
+    pub async fn revoke_grant(
+        &self,
+        who: &Principal,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<RequestInfo> {
+        who.require(Action::OwnAccount)?;
+        let reason = reason.unwrap_or("").trim();
+        check_text("reason", reason, 500)?;
+        let row = self.visible_request(who, id).await?;
+        if row.requester != who.username && !role_may(who.mode, who.role, Action::ManageGrants) {
+            return Err(Error::forbidden(format!(
+                "the {} role may not revoke someone else's grant",
+                who.role
+            )));
+        }
+        let now = self.now().unix_timestamp();
+        let mut tx = self.store.write().await?;
+        let mut row = tx
+            .request(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("request {id}")))?;
+        if !reason.is_empty() {
+            row.revoke_reason = Some(reason.to_owned());
+        }
+        let next = match self
+            .apply_event(&mut tx, &row, &Event::Revoke { who: &who.username }, now)
+            .await?
+        {
+            Ok((_, next)) => next,
+            Err(r) => return Err(refusal_error(&r)),
+        };
+        self.queue_notices(&mut tx, &next, "grant.revoked", &who.username)
+            .await?;
+        let mut entry = NewAuditEntry::new(&who.username, "grant.revoke", format!("request:{id}"))
+            .detail("requester", next.requester.as_str());
+        if !reason.is_empty() {
+            entry = entry.detail("reason", reason);
+        }
+        self.commit(tx, entry).await?;
+        let closed = self.live.kill_by_request(
+            id,
+            &format!("access grant {id} was revoked by {}", who.username),
+        );
+        if closed > 0 {
+            tracing::info!(
+                request = id,
+                sessions = closed,
+                "closed sessions of a revoked grant"
+            );
+        }
+        self.notifier_wake();
+        Ok(self.request_info(&next))
+    }
+
+    /// Marks an emergency access as reviewed (not by the one who used it).
+    pub async fn review_request(
+        &self,
+        who: &Principal,
+        id: &str,
+        comment: Option<&str>,
+    ) -> Result<RequestInfo> {
+        who.require(Action::ReviewEmergency)?;
+        let comment = comment.unwrap_or("").trim();
+        check_text("comment", comment, 500)?;
+        if comment.chars().count() < 3 {
+            return Err(Error::invalid(
+                "comment",
+                "comment: say what the review found (at least 3 characters)",
+            ));
+        }
+        let row = self.visible_request(who, id).await?;
+        if !row.emergency {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "not_emergency",
+                format!("request {id} was not an emergency access; only those are reviewed"),
+            ));
+        }
+        if row.requester == who.username {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "own_request",
+                "nobody reviews their own emergency access",
+            ));
+        }
+        let now = self.now().unix_timestamp();
+        let mut tx = self.store.write().await?;
+        if !tx.set_review(id, &who.username, now, comment).await? {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "already_reviewed",
+                format!("request {id} was already reviewed"),
+            ));
+        }
+        let next = tx
+            .request(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("request {id}")))?;
+        self.queue_notices(&mut tx, &next, "request.reviewed", &who.username)
+            .await?;
+        self.commit(
+            tx,
+            NewAuditEntry::new(&who.username, "request.review", format!("request:{id}"))
+                .detail("comment", comment)
+                .detail("requester", next.requester.as_str()),
+        )
+        .await?;
+        self.notifier_wake();
+        Ok(self.request_info(&next))
+    }
+}
+
+/// Runs the expiry sweep every second for as long as the app lives.
+pub fn spawn_expiry_sweeper(app: &std::sync::Arc<App>) {
+    let weak = std::sync::Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(app) = weak.upgrade() else { return };
+            if app.is_sealed() {
+                continue;
+            }
+            if let Err(e) = app.expire_due_requests().await {
+                tracing::warn!(error = %e, "expiring access requests failed; retrying");
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("d", "2h").unwrap(), 7200);
+        assert_eq!(parse_duration("d", "1h30m").unwrap(), 5400);
+        assert_eq!(parse_duration("d", "90m").unwrap(), 5400);
+        assert_eq!(parse_duration("d", "1d").unwrap(), 86400);
+        for bad in ["", "2", "h", "-1h", "2x", "0m", "99999999999999999999h"] {
+            assert_eq!(
+                parse_duration("duration", bad)
+                    .unwrap_err()
+                    .field
+                    .as_deref(),
+                Some("duration"),
+                "{bad}"
+            );
+        }
+        assert_eq!(duration_minutes("max_duration", "4h").unwrap(), 240);
+        assert!(duration_minutes("max_duration", "30s").is_err());
+        assert!(duration_minutes("max_duration", "8d").is_err());
+        assert_eq!(human_duration(5400), "1h30m");
+        assert_eq!(human_duration(7200), "2h");
+    }
+}
