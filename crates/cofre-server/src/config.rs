@@ -28,6 +28,11 @@ pub struct ServerConfig {
     pub ssh_listen: SocketAddr,
     /// Record what users type in gateway sessions, not only what they see.
     pub record_input: bool,
+    /// Where failures are announced besides the log, the audit trail and /metrics (`[alerts]`).
+    pub alerts: AlertsConfig,
+    /// The file this configuration was read from (backed up by `system` backups).
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +48,8 @@ impl Default for ServerConfig {
             breakglass: BreakGlassConfig::default(),
             ssh_listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
             record_input: true,
+            alerts: AlertsConfig::default(),
+            config_file: None,
         }
     }
 }
@@ -84,6 +91,7 @@ impl ServerConfig {
             }
             None => ServerConfig::default(),
         };
+        config.config_file = file.map(Path::to_path_buf);
         if let Some(v) = overrides.data_dir {
             config.data_dir = v;
         }
@@ -102,6 +110,7 @@ impl ServerConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.breakglass.validate()?;
+        self.alerts.validate()?;
         if self.lockout_threshold == 0 {
             return Err(ConfigError::Invalid {
                 field: "lockout_threshold",
@@ -185,6 +194,28 @@ impl BreakGlassConfig {
                 return Err(ConfigError::Invalid {
                     field: "breakglass.directory",
                     reason: "must be an absolute path".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Alerts (`[alerts]` in the TOML file).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// An http(s) URL that receives a JSON POST for every alert (e.g. a failed backup run).
+    pub webhook_url: Option<String>,
+}
+
+impl AlertsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid {
+                    field: "alerts.webhook_url",
+                    reason: "must be an http:// or https:// URL".into(),
                 });
             }
         }

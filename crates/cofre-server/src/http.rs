@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use cofre_proto::*;
 use utoipa::OpenApi;
 
+mod backup;
 mod breakglass;
 
 impl IntoResponse for Error {
@@ -51,6 +52,8 @@ type ApiResult<T> = Result<Json<T>, Error>;
         list_audit, verify_audit,
         breakglass::status, breakglass::ceremony, breakglass::share, breakglass::export,
         add_ssh_key, list_ssh_keys, list_sessions, kill_session, session_recording,
+        backup::status, backup::list_targets, backup::add_target, backup::test_target,
+        backup::add_job, backup::run_job, backup::get_run,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
@@ -116,6 +119,15 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}/kill", post(kill_session))
         .route("/sessions/{id}/recording", get(session_recording))
+        .route("/backup/status", get(backup::status))
+        .route(
+            "/backup/targets",
+            get(backup::list_targets).post(backup::add_target),
+        )
+        .route("/backup/targets/{name}/test", post(backup::test_target))
+        .route("/backup/jobs", post(backup::add_job))
+        .route("/backup/jobs/{name}/run", post(backup::run_job))
+        .route("/backup/runs/{id}", get(backup::get_run))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             sealed_gate,

@@ -2,6 +2,7 @@
 //! start-up sequence that turns an empty directory into a running instance.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 
+pub mod backup;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -153,6 +154,8 @@ pub async fn prepare(config: ServerConfig) -> Result<Prepared, StartError> {
     let app = Arc::new(app);
     // Break-glass files: after credential changes and on a schedule (services::breakglass).
     services::breakglass::spawn_writer(&app);
+    // Backups: interrupted runs marked failed, then the scheduler (services::backups).
+    services::backups::start(&app).await;
     let ready = ServerReady {
         addr,
         fingerprint: tls.fingerprint.clone(),

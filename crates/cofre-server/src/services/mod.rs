@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod backups;
 pub mod breakglass;
 pub mod seal;
 pub mod sessions;
@@ -32,6 +33,8 @@ pub struct App {
     pub(crate) breakglass: Arc<breakglass::WriterState>,
     /// Gateway sessions running on this node.
     pub live: sessions::LiveSessions,
+    /// Backup runs in progress and the scheduler's wake-ups (see [`backups`]).
+    pub(crate) backups: Arc<backups::BackupState>,
 }
 
 /// An event waiting for the audit writer; `done` hears back once it is committed (or not).
@@ -158,6 +161,7 @@ impl App {
             audit_queue,
             breakglass: Arc::default(),
             live: sessions::LiveSessions::default(),
+            backups: Arc::default(),
         }
     }
 
