@@ -340,13 +340,10 @@ async fn run_job(ctx: &Ctx, job: &str, no_wait: bool) -> Result<ExitCode> {
                 human_bytes(p.bytes_done),
                 human_bytes(p.bytes_total)
             );
-            if line != last_line {
+            // On a terminal only: elsewhere stderr carries nothing but the error, if any.
+            if terminal && line != last_line {
                 let mut err = std::io::stderr();
-                if terminal {
-                    let _ = write!(err, "\r\x1b[2K{line}");
-                } else {
-                    let _ = writeln!(err, "{line}");
-                }
+                let _ = write!(err, "\r\x1b[2K{line}");
                 let _ = err.flush();
                 last_line = line;
             }

@@ -69,7 +69,21 @@ fn probe_dir(root: &Path) -> Result<(), TargetError> {
     Ok(())
 }
 
+/// What temporary files are called: hidden, and marked as ours.
+const PARTIAL_MARK: &str = ".cofre-partial-";
+
 fn sync_dir(root: &Path, source: &Source, progress: &Progress) -> Result<SyncStats, TargetError> {
+    // A run that was killed left its temporary file behind: never used, removed now.
+    let mut dirs: Vec<PathBuf> = source
+        .files
+        .iter()
+        .filter_map(|f| root.join(&f.rel).parent().map(Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in &dirs {
+        remove_partials(dir);
+    }
     let mut stats = SyncStats::default();
     for file in &source.files {
         let dest = root.join(&file.rel);
@@ -102,7 +116,10 @@ fn copy_atomically(
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let tmp = parent.join(format!(
+        ".{name}{PARTIAL_MARK}{}.tmp",
+        uuid::Uuid::new_v4().simple()
+    ));
     let result = (|| -> Result<(), TargetError> {
         let input = std::fs::File::open(from).map_err(|e| io_err("cannot read", from, e))?;
         let mut input = input.take(size);
@@ -132,4 +149,16 @@ fn copy_atomically(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+fn remove_partials(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(PARTIAL_MARK) && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
