@@ -564,8 +564,7 @@ fn webhook() -> Webhook {
             let mut data = Vec::new();
             let mut buf = [0u8; 4096];
             // Headers, then Content-Length bytes of body.
-            loop {
-                let Ok(n) = stream.read(&mut buf) else { break };
+            while let Ok(n) = stream.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
