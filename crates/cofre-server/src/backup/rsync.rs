@@ -27,6 +27,9 @@ pub struct SshTarget {
     pub path: String,
     pub private_key: Zeroizing<String>,
     pub known_hosts: String,
+    /// A private (0700) directory for the key file of each operation: inside the data dir, so
+    /// that one left behind by a killed process is removed at the next start.
+    pub scratch: PathBuf,
 }
 
 /// `user@host:/path`, split and checked.
@@ -161,10 +164,12 @@ fn sh_quote(s: &str) -> String {
 impl SshTarget {
     fn material(&self) -> Result<Material, TargetError> {
         let err = |e: std::io::Error| TargetError::new(format!("cannot prepare the SSH key: {e}"));
+        cofre_crypto::files::ensure_private_dir(&self.scratch)
+            .map_err(|e| TargetError::new(format!("cannot prepare the SSH key: {e}")))?;
         // tempfile makes the directory 0700.
         let dir = tempfile::Builder::new()
-            .prefix("cofre-backup-ssh-")
-            .tempdir()
+            .prefix("ssh-")
+            .tempdir_in(&self.scratch)
             .map_err(err)?;
         let m = Material { dir };
         let mut key = Zeroizing::new(self.private_key.as_bytes().to_vec());

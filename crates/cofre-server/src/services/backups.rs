@@ -397,6 +397,7 @@ impl App {
                     private_key: secret
                         .ok_or_else(|| TargetError::new("the SSH target has no key"))?,
                     known_hosts,
+                    scratch: self.staging_root(),
                 }))
             }
             "s3" => {
@@ -739,8 +740,8 @@ impl App {
         progress.phase("preparing");
         // Staging for what must be made before it is sent (the `system` copy): inside the data dir,
         // which is private (0700), and removed when the run ends.
-        let staging_root = self.config.data_dir.join(".backup-staging");
-        std::fs::create_dir_all(&staging_root).map_err(|e| {
+        let staging_root = self.staging_root();
+        cofre_crypto::files::ensure_private_dir(&staging_root).map_err(|e| {
             TargetError::new(format!("cannot create {}: {e}", staging_root.display()))
         })?;
         let staging = tempfile::Builder::new()
@@ -751,6 +752,12 @@ impl App {
         let stats = target.sync(&source, progress).await?;
         drop(staging);
         Ok(stats)
+    }
+
+    /// Where runs keep what exists only while they run (SSH key files, the `system` copy before
+    /// it is sealed). Emptied at every start: a killed run's leftovers go then.
+    fn staging_root(&self) -> std::path::PathBuf {
+        self.config.data_dir.join(".backup-staging")
     }
 
     /// The files a kind backs up.
@@ -976,6 +983,12 @@ async fn send_webhook(url: String, body: serde_json::Value) {
 /// the app is gone.
 pub async fn start(app: &Arc<App>) {
     let _ = app.backups.app.set(Arc::downgrade(app));
+    let staging = app.staging_root();
+    if staging.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&staging) {
+            tracing::error!(path = %staging.display(), error = %e, "cannot remove a killed backup run's staging directory");
+        }
+    }
     if let Err(e) = app.fail_interrupted_backup_runs().await {
         tracing::error!(error = %e, "could not mark interrupted backup runs as failed");
     }

@@ -905,7 +905,7 @@ fn kill_during_a_run_loses_nothing() {
         .json();
     let id = started["id"].as_i64().unwrap();
     let api = server.api();
-    let (token, _) = (admin.token(), ());
+    let token = admin.token();
     wait_until("the run sending", Duration::from_secs(60), || {
         let r = api.get(&format!("/api/v1/backup/runs/{id}"), Some(&token));
         r.body["progress"]["bytes_done"].as_u64().unwrap_or(0) > 0 || r.body["status"] != "running"
@@ -1108,4 +1108,187 @@ fn postgres_system_backup_says_why() {
         "manual",
     ]);
     assert_eq!(run_json(&admin, "snapshots-d")["files_sent"], 1);
+}
+
+/// A session still running when a backup runs: its recording is sent as far as it got, and sent
+/// again once it has grown; in the end the copy is the whole recording.
+#[test]
+fn a_recording_being_written_is_sent_again_when_grown() {
+    let Some(s) = setup(&[]) else { return };
+    let remote = s.inst.path().join("nas");
+    s.add_ssh_target("nas", &remote, "backup_key").assert_ok();
+    s.admin.ok(&[
+        "backup",
+        "job",
+        "add",
+        "--kind",
+        "recordings",
+        "--target",
+        "nas",
+        "--schedule",
+        "manual",
+        "--name",
+        "rec",
+    ]);
+    let home = s.inst.path().join("ssh-home");
+    std::fs::create_dir_all(&home).unwrap();
+    // Output now, more output in 4 s.
+    let mut live = Command::new("ssh")
+        .env_remove("SSH_AUTH_SOCK")
+        .env("HOME", &home)
+        .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
+        .args(["-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-i"])
+        .arg(s.keys.join("alice_key"))
+        .args([
+            "-p",
+            &s.server.ssh_port.to_string(),
+            "alice:root@db01@127.0.0.1",
+        ])
+        .arg("head -c 150000 /dev/urandom | base64; sleep 4; head -c 150000 /dev/urandom | base64")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "a live recording with its first output",
+        Duration::from_secs(30),
+        || {
+            tree(&s.recordings_dir())
+                .values()
+                .any(|v| v.len() > 100_000)
+        },
+    );
+    let first = run_json(&s.admin, "rec");
+    assert_eq!(first["files_sent"], 1, "{first}");
+    let partial = tree(&remote.join("recordings"));
+    assert!(
+        live.try_wait().unwrap().is_none(),
+        "the session was still running during the backup"
+    );
+    assert!(live.wait().unwrap().success());
+    s.wait_sessions_ended();
+    let whole = tree(&s.recordings_dir());
+    assert_ne!(partial, whole, "the recording grew after the first backup");
+    let second = run_json(&s.admin, "rec");
+    assert_eq!(second["files_sent"], 1, "{second}");
+    assert_eq!(
+        tree(&remote.join("recordings")),
+        whole,
+        "the copy is the whole recording"
+    );
+}
+
+/// Processes whose command line contains `needle` (the killed server's rsync, until it is gone).
+fn processes_with(needle: &str) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(needle) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// kill -9 of the server while rsync sends: files under their final names on the host are whole
+/// (rsync's --delay-updates), the last good copy is intact, and the next run succeeds.
+#[test]
+fn kill_during_an_rsync_run_loses_nothing() {
+    let Some(mut s) = setup(&[]) else { return };
+    write_snapshot(&s.inst.data_dir, "snap-1.cofre-snapshot", 1 << 20, 1);
+    let remote = s.inst.path().join(format!("nas-{}", random_hex(6)));
+    s.add_ssh_target("nas", &remote, "backup_key").assert_ok();
+    s.admin.ok(&[
+        "backup",
+        "job",
+        "add",
+        "--kind",
+        "snapshots",
+        "--target",
+        "nas",
+        "--schedule",
+        "manual",
+    ]);
+    run_json(&s.admin, "snapshots-nas");
+    let good = tree(&remote.join("snapshots"));
+    assert_eq!(good.len(), 1);
+    for i in 2..6 {
+        write_snapshot(
+            &s.inst.data_dir,
+            &format!("snap-{i}.cofre-snapshot"),
+            128 << 20,
+            i,
+        );
+    }
+    let started = s
+        .admin
+        .ok(&[
+            "--output",
+            "json",
+            "backup",
+            "run",
+            "snapshots-nas",
+            "--no-wait",
+        ])
+        .json();
+    let id = started["id"].as_i64().unwrap();
+    let api = s.server.api();
+    let token = s.admin.token();
+    wait_until("rsync sending", Duration::from_secs(60), || {
+        let r = api.get(&format!("/api/v1/backup/runs/{id}"), Some(&token));
+        r.body["status"] != "running" || r.body["progress"]["phase"] == "sending"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let r = api.get(&format!("/api/v1/backup/runs/{id}"), Some(&token));
+    assert_eq!(
+        r.body["status"], "running",
+        "the run ended before it could be killed: {}",
+        r.text
+    );
+    s.server.kill9();
+    let needle = remote.display().to_string();
+    wait_until("the orphaned rsync gone", Duration::from_secs(120), || {
+        processes_with(&needle) == 0
+    });
+
+    let source = tree(&s.inst.data_dir.join("snapshots"));
+    let after = tree(&remote.join("snapshots"));
+    for (name, bytes) in &after {
+        if name.starts_with('.') {
+            continue; // rsync's partial dir, never a final name
+        }
+        assert!(
+            source.get(name) == Some(bytes),
+            "{name} under its final name differs from its source"
+        );
+    }
+    assert_eq!(
+        after.get("snap-1.cofre-snapshot"),
+        good.get("snap-1.cofre-snapshot")
+    );
+
+    let server = s.inst.start();
+    let admin = s.admin.at_with_token(&server);
+    let status = admin.ok(&["--output", "json", "backup", "status"]).json();
+    assert_eq!(status["jobs"][0]["last_failure"]["id"], id, "{status}");
+    assert_eq!(run_json(&admin, "snapshots-nas")["status"], "ok");
+    let copy: std::collections::BTreeMap<_, _> = tree(&remote.join("snapshots"))
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with('.'))
+        .collect();
+    assert!(
+        copy == source,
+        "after the next run the host holds every snapshot"
+    );
+    assert!(
+        !s.inst
+            .data_dir
+            .join(".backup-staging")
+            .read_dir()
+            .map(|mut d| d.any(|e| e.unwrap().file_name().to_string_lossy().starts_with("ssh-")))
+            .unwrap_or(false),
+        "no SSH key file is left in the staging directory"
+    );
 }
