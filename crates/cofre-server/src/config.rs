@@ -91,7 +91,9 @@ impl ServerConfig {
             }
             None => ServerConfig::default(),
         };
-        config.config_file = file.map(Path::to_path_buf);
+        // Absolute, so that a later read does not depend on the working directory.
+        config.config_file =
+            file.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
         if let Some(v) = overrides.data_dir {
             config.data_dir = v;
         }

@@ -83,12 +83,8 @@ pub struct TargetAddArgs {
     /// The S3 region (default us-east-1).
     #[arg(long, requires = "s3")]
     region: Option<String>,
-    #[arg(
-        long,
-        env = "AWS_ACCESS_KEY_ID",
-        requires = "s3",
-        hide_env_values = true
-    )]
+    /// The S3 access key id (used with --s3 only).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
     access_key_id: Option<String>,
     /// Read the S3 secret access key from the first line of stdin (else AWS_SECRET_ACCESS_KEY).
     #[arg(long, requires = "s3")]

@@ -162,3 +162,38 @@ fn remove_partials(dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::backup::{list_files, Source};
+
+    #[test]
+    fn sends_what_is_missing_or_grown_and_clears_a_killed_runs_leftovers() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("day")).unwrap();
+        std::fs::write(src.path().join("day/a.rec"), b"aaaa").unwrap();
+        std::fs::write(src.path().join("day/b.rec"), b"bb").unwrap();
+        std::fs::write(src.path().join("day/.c.rec.tmp"), b"being written").unwrap();
+        let source = |dir: &Path| Source {
+            kind: "recordings".into(),
+            base: dir.to_owned(),
+            files: list_files(dir).unwrap(),
+        };
+        let progress = Progress::default();
+        let root = dst.path().join("recordings");
+        let first = sync_dir(&root, &source(src.path()), &progress).unwrap();
+        assert_eq!((first.files_sent, first.bytes_sent), (2, 6));
+        assert!(!root.join("day/.c.rec.tmp").exists());
+
+        std::fs::write(src.path().join("day/a.rec"), b"aaaaAAAA").unwrap();
+        let leftover = root.join(format!("day/.b.rec{PARTIAL_MARK}dead.tmp"));
+        std::fs::write(&leftover, b"half").unwrap();
+        let second = sync_dir(&root, &source(src.path()), &progress).unwrap();
+        assert_eq!((second.files_sent, second.bytes_sent), (1, 8));
+        assert_eq!(std::fs::read(root.join("day/a.rec")).unwrap(), b"aaaaAAAA");
+        assert!(!leftover.exists());
+    }
+}

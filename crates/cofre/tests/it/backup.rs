@@ -784,6 +784,24 @@ fn bad_targets_fail_clearly_and_alert() {
     ]);
     let m = metric(&s.server, "cofre_backup_failures_total");
     check_failure("to-readonly", "Read-only file system", m);
+    // The same over ssh: root on the host may not write there either.
+    s.add_ssh_target("ro-nas", &ro.join("cofre"), "backup_key")
+        .assert_ok();
+    s.admin.ok(&[
+        "backup",
+        "job",
+        "add",
+        "--kind",
+        "snapshots",
+        "--target",
+        "ro-nas",
+        "--schedule",
+        "manual",
+        "--name",
+        "to-ro-nas",
+    ]);
+    let m = metric(&s.server, "cofre_backup_failures_total");
+    check_failure("to-ro-nas", "no write permission on the target", m);
 
     let small = s.inst.path().join("small");
     let _small = Tmpfs::mount(&small, "size=2m").expect("tmpfs");
