@@ -183,16 +183,14 @@ pub async fn run(ctx: &Ctx, cmd: BackupCmd) -> Result<ExitCode> {
                         "pinned host key (first contact; check it with the host's admin): {k}"
                     );
                 }
-                match &r.error {
-                    None => println!("{}: write test passed ({} ms)", r.target, r.duration_ms),
-                    Some(e) => println!("{}: write test FAILED: {e}", r.target),
+                if r.ok {
+                    println!("{}: write test passed ({} ms)", r.target, r.duration_ms);
                 }
             })?;
-            Ok(if r.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            match r.error {
+                None => Ok(ExitCode::SUCCESS),
+                Some(e) => Err(anyhow!("{name}: write test failed: {e}")),
+            }
         }
         BackupCmd::Job(JobCmd::Add {
             kind,

@@ -276,6 +276,22 @@ fn rsync_over_ssh_sends_only_new_recordings() {
     s.admin
         .ok(&["audit", "verify"])
         .assert_stdout_contains("audit chain intact");
+    // The private key went nowhere but the vault (and a 0600 file during each run).
+    let key = std::fs::read_to_string(s.keys.join("backup_key")).unwrap();
+    let key_line = key.lines().nth(1).unwrap();
+    assert!(!s.server.stderr_text().contains(key_line));
+    assert!(
+        !String::from_utf8_lossy(&std::fs::read(s.inst.data_dir.join("cofre.db")).unwrap())
+            .contains(key_line)
+    );
+    let staged = s.inst.data_dir.join(".backup-staging");
+    assert!(
+        staged
+            .read_dir()
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true),
+        "nothing is left in the staging directory after the runs"
+    );
 }
 
 /// A local directory target, `system` and `credentials` kinds: the database copy and the config
@@ -454,7 +470,7 @@ fn write_snapshot(data_dir: &Path, name: &str, bytes: usize, seed: u64) {
 fn s3_target_snapshots_and_system() {
     let inst = Instance::new(Backend::Sqlite);
     let s3 = S3Server::start(&inst.path().join("s3"), "cofre-ak", "cofre-secret-key-1");
-    let server = inst.start();
+    let server = inst.start_with_env(&[("COFRE_LOG", "debug")]);
     let (mut admin, _) = admin_cli(&inst, &server);
     write_snapshot(&inst.data_dir, "snap-1.cofre-snapshot", 3 << 20, 1);
     write_snapshot(&inst.data_dir, "snap-2.cofre-snapshot", 12 << 20, 2);
@@ -544,6 +560,11 @@ fn s3_target_snapshots_and_system() {
     assert!(!String::from_utf8_lossy(&db).contains("cofre-secret-key-1"));
     // No probe object left behind.
     assert!(!tree(&s3.root).keys().any(|k| k.contains(".cofre-probe")));
+    // The secret is in no log line, even at debug level, and in no API answer.
+    assert!(!server.stderr_text().contains("cofre-secret-key-1"));
+    assert!(!server.stdout_text().contains("cofre-secret-key-1"));
+    let listed = admin.ok(&["--output", "json", "backup", "target", "list"]);
+    assert!(!listed.stdout.contains("cofre-secret-key-1"));
 }
 
 /// A webhook receiver: every request body it gets.
@@ -668,9 +689,10 @@ fn bad_targets_fail_clearly_and_alert() {
         "--key-file",
         s.keys.join("backup_key").to_str().unwrap(),
     ]);
-    let t = s.admin.run(&["backup", "target", "test", "gone"], None);
-    assert_eq!(t.code, Some(1), "{}", t.all());
-    assert!(t.stdout.contains("unreachable host"), "{}", t.all());
+    s.admin
+        .fail(&["backup", "target", "test", "gone"])
+        .assert_stderr_contains("gone: write test failed: cannot reach 127.0.0.1")
+        .assert_stderr_contains("unreachable host");
     s.admin.ok(&[
         "backup",
         "job",
@@ -746,12 +768,10 @@ fn bad_targets_fail_clearly_and_alert() {
         "--known-hosts",
         bad_known.to_str().unwrap(),
     ]);
-    let t = s.admin.run(&["backup", "target", "test", "spoofed"], None);
-    assert!(
-        t.stdout.contains("Host key verification failed"),
-        "{}",
-        t.all()
-    );
+    s.admin
+        .fail(&["backup", "target", "test", "spoofed"])
+        .assert_stderr_contains("Host key verification failed")
+        .assert_stderr_contains("is not the pinned one");
     assert!(!remote.exists());
 
     // No write permission / full disk: directories on small tmpfs mounts (root only).
@@ -1309,4 +1329,78 @@ fn kill_during_an_rsync_run_loses_nothing() {
             .unwrap_or(false),
         "no SSH key file is left in the staging directory"
     );
+}
+
+/// Random and mangled bodies to the backup endpoints: refused with a JSON error naming what is
+/// wrong, never a server error.
+#[test]
+fn garbage_never_breaks_the_backup_endpoints() {
+    let inst = Instance::new(Backend::Sqlite);
+    let server = inst.start();
+    let api = server.api();
+    let (admin, _) = admin_token(&server);
+    let dir = inst.path().join("d");
+    api.post(
+        "/api/v1/backup/targets",
+        Some(&admin),
+        serde_json::json!({"name": "d", "dir": dir.to_str().unwrap()}),
+    )
+    .assert_ok();
+    let samples: Vec<(&str, String)> = vec![
+        ("/api/v1/backup/targets", format!(r#"{{"name":"x1","dir":"{}"}}"#, dir.display())),
+        (
+            "/api/v1/backup/targets",
+            r#"{"name":"x2","ssh":"b@nas.corp:/srv","port":22,"ssh_private_key":"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----"}"#.into(),
+        ),
+        (
+            "/api/v1/backup/targets",
+            r#"{"name":"x3","s3":"s3://bucket-1/p","endpoint":"http://127.0.0.1:1","access_key_id":"a","secret_access_key":"s"}"#.into(),
+        ),
+        ("/api/v1/backup/jobs", r#"{"kind":"system","target":"d","schedule":"daily 03:00"}"#.into()),
+    ];
+    let mut rng = Prng::new(0x0BAC_2026);
+    let mut problems = Vec::new();
+    for i in 0..300 {
+        let (path, sample) = rng.pick(&samples);
+        let mut bytes = sample.clone().into_bytes();
+        for _ in 0..=rng.below(4) {
+            let at = rng.below(bytes.len());
+            match rng.below(3) {
+                0 => bytes[at] = rng.next_u64() as u8,
+                1 => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(at, *rng.pick(b"\"{}[],:0a/\\.\x00\xff@-")),
+            }
+        }
+        let shown = String::from_utf8_lossy(&bytes).into_owned();
+        let r = api.call(
+            "POST",
+            path,
+            Some(&admin),
+            Body::Raw {
+                content_type: "application/json",
+                bytes,
+            },
+        );
+        if r.status >= 500
+            || (r.status >= 400 && (r.code().is_empty() || !r.body["message"].is_string()))
+        {
+            problems.push(format!(
+                "#{i} POST {path} {shown:?} -> {} {}",
+                r.status, r.text
+            ));
+        }
+    }
+    for path in [
+        "/api/v1/backup/runs/abc",
+        "/api/v1/backup/runs/-1",
+        "/api/v1/backup/runs/99999999999999999999",
+    ] {
+        let r = api.get(path, Some(&admin));
+        if !(r.status == 400 || r.status == 404) {
+            problems.push(format!("GET {path} -> {} {}", r.status, r.text));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
