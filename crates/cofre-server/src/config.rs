@@ -289,3 +289,29 @@ mod breakglass_config_tests {
         assert!(err.to_string().contains("breakglass.directory"), "{err}");
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod alerts_config_tests {
+    use super::*;
+
+    #[test]
+    fn webhook_url_must_be_http() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[alerts]\nwebhook_url = \"https://hooks.example/cofre\"\n",
+        )
+        .unwrap();
+        let c = ServerConfig::load(Some(&path), Overrides::default()).unwrap();
+        assert_eq!(
+            c.alerts.webhook_url.as_deref(),
+            Some("https://hooks.example/cofre")
+        );
+        assert!(c.config_file.as_deref().is_some_and(Path::is_absolute));
+        std::fs::write(&path, "[alerts]\nwebhook_url = \"ftp://x\"\n").unwrap();
+        let err = ServerConfig::load(Some(&path), Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("alerts.webhook_url"), "{err}");
+    }
+}
