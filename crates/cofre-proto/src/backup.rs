@@ -52,6 +52,11 @@ pub struct BackupTargetInfo {
     pub host_keys: Vec<String>,
     pub created_at: String,
     pub created_by: String,
+    /// When a run or write test last succeeded on it.
+    pub last_ok_at: Option<String>,
+    /// When and why one last failed.
+    pub last_error_at: Option<String>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -22,6 +22,9 @@ pub struct BackupTargetRow {
     pub secret: Option<(Vec<u8>, Vec<u8>)>,
     pub created_at: String,
     pub created_by: String,
+    pub last_ok_at: Option<String>,
+    pub last_error_at: Option<String>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,7 +56,8 @@ pub struct BackupRunRow {
 }
 
 const TARGET_COLUMNS: &str = "id, name, kind, location, port, endpoint, region, access_key_id, \
-    known_hosts, secret_wrapped_key, secret_ciphertext, created_at, created_by";
+    known_hosts, secret_wrapped_key, secret_ciphertext, created_at, created_by, last_ok_at, \
+    last_error_at, last_error";
 const JOB_COLUMNS: &str = "j.id, j.name, j.kind, j.target_id, t.name AS target, j.schedule, \
     j.created_at, j.created_by";
 const RUN_COLUMNS: &str = "r.id, r.job_id, j.name AS job, r.reason, r.status, r.started_at, \
@@ -75,6 +79,9 @@ fn target_from_row(row: &sqlx::any::AnyRow) -> Result<BackupTargetRow> {
         secret: wrapped.zip(ciphertext),
         created_at: row.try_get("created_at")?,
         created_by: row.try_get("created_by")?,
+        last_ok_at: row.try_get("last_ok_at")?,
+        last_error_at: row.try_get("last_error_at")?,
+        last_error: row.try_get("last_error")?,
     })
 }
 
@@ -254,6 +261,35 @@ impl WriteTx {
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Records how the last contact with a target went (`error` `None`: it worked).
+    pub async fn backup_target_state(
+        &mut self,
+        target_id: i64,
+        at: &str,
+        error: Option<&str>,
+    ) -> Result<()> {
+        match error {
+            None => {
+                sqlx::query("UPDATE backup_targets SET last_ok_at = $1 WHERE id = $2")
+                    .bind(at)
+                    .bind(target_id)
+                    .execute(&mut *self.tx)
+                    .await?
+            }
+            Some(e) => {
+                sqlx::query(
+                    "UPDATE backup_targets SET last_error_at = $1, last_error = $2 WHERE id = $3",
+                )
+                .bind(at)
+                .bind(e)
+                .bind(target_id)
+                .execute(&mut *self.tx)
+                .await?
+            }
+        };
+        Ok(())
     }
 
     pub async fn backup_insert_job(&mut self, j: NewBackupJob<'_>) -> Result<i64> {

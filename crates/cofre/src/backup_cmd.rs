@@ -155,6 +155,12 @@ fn print_target(t: &BackupTargetInfo) {
     for k in &t.host_keys {
         println!("  pinned host key: {k}");
     }
+    if let Some(at) = &t.last_ok_at {
+        println!("  last worked: {at}");
+    }
+    if let (Some(at), Some(e)) = (&t.last_error_at, &t.last_error) {
+        println!("  last failed: {at}: {e}");
+    }
 }
 
 pub async fn run(ctx: &Ctx, cmd: BackupCmd) -> Result<ExitCode> {

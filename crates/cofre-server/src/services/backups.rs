@@ -79,6 +79,9 @@ fn target_info(t: &BackupTargetRow) -> BackupTargetInfo {
             .unwrap_or_default(),
         created_at: t.created_at.clone(),
         created_by: t.created_by.clone(),
+        last_ok_at: t.last_ok_at.clone(),
+        last_error_at: t.last_error_at.clone(),
+        last_error: t.last_error.clone(),
     }
 }
 
@@ -336,7 +339,10 @@ impl App {
         if let Some(e) = &error {
             entry = entry.outcome("failed").detail("error", e.as_str());
         }
-        self.record(entry).await?;
+        let mut tx = self.store.write().await?;
+        tx.backup_target_state(row.id, &self.now_text(), error.as_deref())
+            .await?;
+        self.commit(tx, entry).await?;
         Ok(BackupTestResult {
             target: name.to_owned(),
             ok: error.is_none(),
@@ -677,6 +683,8 @@ impl App {
         };
         let saved: Result<()> = async {
             let mut tx = self.store.write().await?;
+            tx.backup_target_state(job.target_id, &now, end.error)
+                .await?;
             tx.backup_finish_run(run_id, end).await?;
             self.commit(tx, entry).await
         }

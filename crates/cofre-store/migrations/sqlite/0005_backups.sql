@@ -16,7 +16,11 @@ CREATE TABLE backup_targets (
     secret_wrapped_key BLOB,
     secret_ciphertext BLOB,
     created_at TEXT NOT NULL,
-    created_by TEXT NOT NULL
+    created_by TEXT NOT NULL,
+    -- The outcome of the last run or write test that used the target.
+    last_ok_at TEXT,
+    last_error_at TEXT,
+    last_error TEXT
 );
 
 -- What is backed up where, and when.

@@ -208,7 +208,9 @@ fn rsync_over_ssh_sends_only_new_recordings() {
     test.assert_stdout_contains(&s.sshd.host_key_fingerprint())
         .assert_stdout_contains("write test passed");
     let listed = s.admin.ok(&["backup", "target", "list"]);
-    listed.assert_stdout_contains(&s.sshd.host_key_fingerprint());
+    listed
+        .assert_stdout_contains(&s.sshd.host_key_fingerprint())
+        .assert_stdout_contains("last worked: ");
     s.admin.ok(&[
         "backup",
         "job",
@@ -707,6 +709,10 @@ fn bad_targets_fail_clearly_and_alert() {
         "to-gone",
     ]);
     check_failure("to-gone", "unreachable host", 0.0);
+    s.admin
+        .ok(&["backup", "target", "list"])
+        .assert_stdout_contains("last failed: ")
+        .assert_stdout_contains("unreachable host");
 
     // Wrong key: the host's key is given (no first-contact pinning), the client key is not authorized.
     let remote = s.inst.path().join("nas");
