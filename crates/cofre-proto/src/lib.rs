@@ -10,6 +10,8 @@ use utoipa::ToSchema;
 pub mod breakglass;
 pub mod requests;
 pub use breakglass::*;
+pub mod backup;
+pub use backup::*;
 
 pub const API_PREFIX: &str = "/api/v1";
 /// Largest accepted request body. Secrets and keys fit easily; anything bigger is refused with 413.

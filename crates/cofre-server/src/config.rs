@@ -32,6 +32,11 @@ pub struct ServerConfig {
     pub approvals: ApprovalsConfig,
     /// Webhook and email notifications (`[notify]`).
     pub notify: NotifyConfig,
+    /// Where failures are announced besides the log, the audit trail and /metrics (`[alerts]`).
+    pub alerts: AlertsConfig,
+    /// The file this configuration was read from (backed up by `system` backups).
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +54,8 @@ impl Default for ServerConfig {
             record_input: true,
             approvals: ApprovalsConfig::default(),
             notify: NotifyConfig::default(),
+            alerts: AlertsConfig::default(),
+            config_file: None,
         }
     }
 }
@@ -90,6 +97,9 @@ impl ServerConfig {
             }
             None => ServerConfig::default(),
         };
+        // Absolute, so that a later read does not depend on the working directory.
+        config.config_file =
+            file.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
         if let Some(v) = overrides.data_dir {
             config.data_dir = v;
         }
@@ -110,6 +120,7 @@ impl ServerConfig {
         self.breakglass.validate()?;
         self.approvals.validate()?;
         self.notify.validate()?;
+        self.alerts.validate()?;
         if self.lockout_threshold == 0 {
             return Err(ConfigError::Invalid {
                 field: "lockout_threshold",
@@ -308,6 +319,28 @@ impl BreakGlassConfig {
     }
 }
 
+/// Alerts (`[alerts]` in the TOML file).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// An http(s) URL that receives a JSON POST for every alert (e.g. a failed backup run).
+    pub webhook_url: Option<String>,
+}
+
+impl AlertsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid {
+                    field: "alerts.webhook_url",
+                    reason: "must be an http:// or https:// URL".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
@@ -370,5 +403,31 @@ mod breakglass_config_tests {
         std::fs::write(&path, "[breakglass]\ndirectory = \"relative\"\n").unwrap();
         let err = ServerConfig::load(Some(&path), Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("breakglass.directory"), "{err}");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod alerts_config_tests {
+    use super::*;
+
+    #[test]
+    fn webhook_url_must_be_http() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[alerts]\nwebhook_url = \"https://hooks.example/cofre\"\n",
+        )
+        .unwrap();
+        let c = ServerConfig::load(Some(&path), Overrides::default()).unwrap();
+        assert_eq!(
+            c.alerts.webhook_url.as_deref(),
+            Some("https://hooks.example/cofre")
+        );
+        assert!(c.config_file.as_deref().is_some_and(Path::is_absolute));
+        std::fs::write(&path, "[alerts]\nwebhook_url = \"ftp://x\"\n").unwrap();
+        let err = ServerConfig::load(Some(&path), Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("alerts.webhook_url"), "{err}");
     }
 }

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use cofre_proto::*;
 use utoipa::OpenApi;
 
+mod backup;
 mod breakglass;
 mod requests;
 
@@ -55,6 +56,8 @@ type ApiResult<T> = Result<Json<T>, Error>;
         requests::create, requests::emergency, requests::list, requests::show, requests::approve,
         requests::deny, requests::cancel, requests::review, requests::grants, requests::revoke,
         requests::set_email,
+        backup::status, backup::list_targets, backup::add_target, backup::test_target,
+        backup::add_job, backup::run_job, backup::get_run,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
@@ -130,6 +133,15 @@ pub fn router(state: AppState) -> Router {
         .route("/grants", get(requests::grants))
         .route("/grants/{id}/revoke", post(requests::revoke))
         .route("/users/{username}/email", put(requests::set_email))
+        .route("/backup/status", get(backup::status))
+        .route(
+            "/backup/targets",
+            get(backup::list_targets).post(backup::add_target),
+        )
+        .route("/backup/targets/{name}/test", post(backup::test_target))
+        .route("/backup/jobs", post(backup::add_job))
+        .route("/backup/jobs/{name}/run", post(backup::run_job))
+        .route("/backup/runs/{id}", get(backup::get_run))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             sealed_gate,

@@ -2,6 +2,7 @@
 //! start-up sequence that turns an empty directory into a running instance.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 
+pub mod backup;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -155,6 +156,8 @@ pub async fn prepare(config: ServerConfig) -> Result<Prepared, StartError> {
     services::breakglass::spawn_writer(&app);
     services::requests::spawn_expiry_sweeper(&app);
     services::notify::spawn_notifier(&app)?;
+    // Backups: interrupted runs marked failed, then the scheduler (services::backups).
+    services::backups::start(&app).await;
     let ready = ServerReady {
         addr,
         fingerprint: tls.fingerprint.clone(),

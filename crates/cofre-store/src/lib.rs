@@ -8,6 +8,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 
 pub mod audit;
+pub mod backups;
 pub mod breakglass;
 pub mod credentials;
 pub mod gateway;

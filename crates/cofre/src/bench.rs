@@ -1,7 +1,9 @@
 //! `cofre bench reveal`: starts its own server on a scratch data dir and measures audited reveals
 //! against the same server's /healthz in the same run, so the ratio is comparable across machines.
 //! `cofre bench breakglass`: see [`breakglass`]. `cofre bench gateway`: see [`gateway`].
+//! `cofre bench backup`: see [`backup`].
 
+mod backup;
 mod breakglass;
 mod gateway;
 
@@ -50,6 +52,17 @@ pub enum BenchCmd {
         /// Idle recorded sessions to hold open for the memory figure.
         #[arg(long, default_value_t = 200)]
         idle: usize,
+    },
+    /// Bytes an incremental backup sends after 1% new recordings, against the new bytes: the
+    /// recordings are made by gateway sessions to an sshd the benchmark starts (needs root and
+    /// /usr/sbin/sshd) and sent with rsync over ssh to the same sshd, and to a directory.
+    Backup {
+        /// Size of all recordings together.
+        #[arg(long, default_value_t = 1024)]
+        megabytes: u64,
+        /// How many recordings (at least 100: one more is the 1%).
+        #[arg(long, default_value_t = 100)]
+        recordings: usize,
     },
 }
 
@@ -258,6 +271,10 @@ pub async fn run(cmd: BenchCmd) -> Result<ExitCode> {
             echoes,
             idle,
         } => return gateway::run(megabytes, echoes, idle).await,
+        BenchCmd::Backup {
+            megabytes,
+            recordings,
+        } => return backup::run(megabytes, recordings).await,
     };
     let (_server, target, otp, _) = start_server(database_url.as_deref()).await?;
     let anon = Client::new(&target, None)?;

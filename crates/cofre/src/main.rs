@@ -1,5 +1,6 @@
 //! `cofre`: the server, its command-line client, and the benchmarks, in one binary.
 
+mod backup_cmd;
 mod bench;
 mod breakglass_cmd;
 mod client;
@@ -110,6 +111,9 @@ enum Command {
     /// offline opener (`open`, `combine`: no server, network or data dir needed).
     #[command(subcommand)]
     Breakglass(breakglass_cmd::BreakglassCmd),
+    /// Backups to your own storage: targets (directory, rsync over SSH, S3), jobs, runs, status.
+    #[command(subcommand)]
+    Backup(backup_cmd::BackupCmd),
     /// Benchmarks: each starts its own server (and, for `gateway`, its own sshd).
     #[command(subcommand)]
     Bench(bench::BenchCmd),

@@ -519,6 +519,8 @@ impl App {
             if let Ok(mut s) = self.breakglass.status.lock() {
                 s.last_error = None;
             }
+            // Backup jobs of kind `credentials` copy the new file off the instance.
+            self.backups_breakglass_written();
             WriteOutcome::Written
         } else {
             WriteOutcome::Failed

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod backups;
 pub mod breakglass;
 pub mod notify;
 pub mod requests;
@@ -36,6 +37,8 @@ pub struct App {
     pub(crate) breakglass: Arc<breakglass::WriterState>,
     /// Gateway sessions running on this node.
     pub live: Arc<sessions::LiveSessions>,
+    /// Backup runs in progress and the scheduler's wake-ups (see [`backups`]).
+    pub(crate) backups: Arc<backups::BackupState>,
 }
 
 /// An event waiting for the audit writer; `done` hears back once it is committed (or not).
@@ -163,6 +166,7 @@ impl App {
             breakglass: Arc::default(),
             live: Arc::default(),
             notify_wake: Arc::default(),
+            backups: Arc::default(),
         }
     }
 

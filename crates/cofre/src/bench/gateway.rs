@@ -13,7 +13,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Sshd(std::process::Child);
+pub(super) struct Sshd(std::process::Child);
 
 impl Drop for Sshd {
     fn drop(&mut self) {
@@ -22,13 +22,13 @@ impl Drop for Sshd {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn keygen(path: &Path) -> Result<()> {
+pub(super) fn keygen(path: &Path) -> Result<()> {
     let ok = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
         .arg(path)
@@ -41,7 +41,7 @@ fn keygen(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn start_sshd(dir: &Path, port: u16) -> Result<Sshd> {
+pub(super) fn start_sshd(dir: &Path, port: u16) -> Result<Sshd> {
     keygen(&dir.join("host_key"))?;
     std::fs::copy(dir.join("root_key.pub"), dir.join("authorized_keys"))?;
     let config = format!(

@@ -232,6 +232,21 @@ fn authorization_matrix() {
         .assert_ok();
     }
 
+    // A backup target (a directory) and a manual job, for the backup rows.
+    let backup_dir = inst.path().join("authz-backups");
+    api.post(
+        "/api/v1/backup/targets",
+        Some(&admin),
+        json!({"name": "authz-dir", "dir": backup_dir.to_str().unwrap()}),
+    )
+    .assert_ok();
+    api.post(
+        "/api/v1/backup/jobs",
+        Some(&admin),
+        json!({"name": "authz-job", "kind": "recordings", "target": "authz-dir", "schedule": "manual"}),
+    )
+    .assert_ok();
+
     // Non-admins list only the targets their policies cover.
     let names = |who: Who| -> Vec<String> {
         let r = api.get("/api/v1/targets", tokens[&who].as_deref());
@@ -555,6 +570,64 @@ fn authorization_matrix() {
                     "/api/v1/sessions/no-such-session/recording",
                     None,
                     Rule::Roles(AUDIT),
+                )
+            },
+            // Backups (Orbit: admin on-prem).
+            row(
+                "GET",
+                "/api/v1/backup/status",
+                "/api/v1/backup/status",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "GET",
+                "/api/v1/backup/targets",
+                "/api/v1/backup/targets",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/backup/targets",
+                "/api/v1/backup/targets",
+                Some(
+                    json!({"name": format!("t-{tag}"), "dir": backup_dir.join(&tag).to_str().unwrap()}),
+                ),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/backup/targets/{name}/test",
+                "/api/v1/backup/targets/authz-dir/test",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/backup/jobs",
+                "/api/v1/backup/jobs",
+                Some(
+                    json!({"name": format!("j-{tag}"), "kind": "system", "target": "authz-dir", "schedule": "daily 03:00"}),
+                ),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/backup/jobs/{name}/run",
+                "/api/v1/backup/jobs/authz-job/run",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            // No such run: admin gets 404, the others 403 before any lookup.
+            Row {
+                succeeds: false,
+                ..row(
+                    "GET",
+                    "/api/v1/backup/runs/{id}",
+                    "/api/v1/backup/runs/999999",
+                    None,
+                    Rule::Roles(ADMIN),
                 )
             },
             // Last: it ends the token.

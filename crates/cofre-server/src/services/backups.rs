@@ -1,0 +1,1020 @@
+//! Backups to the customer's own storage: targets, jobs, runs, the scheduler and the alerts.
+//!
+//! * A target's secret (SSH private key, S3 secret access key) is sealed under the master key,
+//!   bound to the target's name, and opened only for the length of one operation.
+//! * An SSH target's host keys are pinned at first contact (or given with `known_hosts`); from
+//!   then on ssh checks them strictly. Pinning is audited, and the fingerprints are shown.
+//! * A run: a row `running` (audited `backup.run_start`), then in a task: the write test, the
+//!   source files, the transfer; then the row `ok` or `failed` in the transaction that audits
+//!   `backup.run` (bytes, duration) or `backup.failed`. A failure is an alert: the audit entry, an
+//!   error log line, `cofre_backup_failures_total` on /metrics, and the `[alerts]` webhook.
+//! * A run still `running` when the server starts was interrupted: it is marked failed (and
+//!   alerted) before anything else runs.
+//! * Only already-encrypted material leaves the instance: recordings (sealed per frame), break-glass
+//!   files (age), snapshots (encrypted by their writer), and for `system` a database copy and the
+//!   config file sealed under the master key, with the keyring (wrapped by its key-encryption key).
+
+use super::{timestamp, App, Principal};
+use crate::backup::rsync::{self, SshTarget};
+use crate::backup::s3::{self, S3Settings, S3Target};
+use crate::backup::schedule::Schedule;
+use crate::backup::{
+    list_files, local::DirTarget, Progress, Source, SourceFile, Target, TargetError,
+};
+use crate::error::{Error, ErrorKind, Result};
+use cofre_core::audit::NewAuditEntry;
+use cofre_core::names::check_identifier;
+use cofre_core::role::Action;
+use cofre_crypto::{envelope, SealedSecret};
+use cofre_proto::{
+    BackupJobInfo, BackupRunInfo, BackupStatus, BackupTargetInfo, BackupTestResult,
+    NewBackupJobRequest, NewBackupTargetRequest,
+};
+use cofre_store::backups::{
+    BackupJobRow, BackupRunRow, BackupTargetRow, NewBackupJob, NewBackupTarget, RunEnd,
+};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// What a job backs up.
+pub const KINDS: [&str; 4] = ["recordings", "credentials", "snapshots", "system"];
+
+/// Where the snapshot feature keeps its files.
+pub const SNAPSHOTS_SUBDIR: &str = "snapshots";
+
+/// How often the scheduler looks at the jobs when nothing wakes it.
+const SCHEDULER_TICK: Duration = Duration::from_secs(15);
+
+/// Shared by the services, the scheduler and the running runs.
+#[derive(Default)]
+pub struct BackupState {
+    notify: tokio::sync::Notify,
+    /// A break-glass file was written: the `credentials` jobs run.
+    credentials_due: AtomicBool,
+    /// Runs in progress on this node: run id → (job id, progress).
+    running: Mutex<HashMap<i64, (i64, Progress)>>,
+    /// The app, for spawning runs (set when the scheduler starts).
+    app: OnceLock<Weak<App>>,
+}
+
+fn target_aad(name: &str) -> String {
+    format!("cofre:backup-target:{name}")
+}
+
+fn target_info(t: &BackupTargetRow) -> BackupTargetInfo {
+    BackupTargetInfo {
+        name: t.name.clone(),
+        kind: t.kind.clone(),
+        location: t.location.clone(),
+        port: t.port.and_then(|p| u16::try_from(p).ok()),
+        endpoint: t.endpoint.clone(),
+        host_keys: t
+            .known_hosts
+            .as_deref()
+            .map(rsync::fingerprints)
+            .unwrap_or_default(),
+        created_at: t.created_at.clone(),
+        created_by: t.created_by.clone(),
+        last_ok_at: t.last_ok_at.clone(),
+        last_error_at: t.last_error_at.clone(),
+        last_error: t.last_error.clone(),
+    }
+}
+
+fn run_info(r: &BackupRunRow, progress: Option<cofre_proto::BackupProgress>) -> BackupRunInfo {
+    BackupRunInfo {
+        id: r.id,
+        job: r.job.clone(),
+        reason: r.reason.clone(),
+        status: r.status.clone(),
+        started_at: r.started_at.clone(),
+        ended_at: r.ended_at.clone(),
+        files_sent: u64::try_from(r.files_sent).unwrap_or(0),
+        bytes_sent: u64::try_from(r.bytes_sent).unwrap_or(0),
+        duration_ms: r.duration_ms.and_then(|d| u64::try_from(d).ok()),
+        error: r.error.clone(),
+        progress: if r.status == "running" {
+            progress
+        } else {
+            None
+        },
+    }
+}
+
+fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+fn one_of(req: &NewBackupTargetRequest) -> Result<&'static str> {
+    let given: Vec<&str> = [
+        ("dir", req.dir.is_some()),
+        ("ssh", req.ssh.is_some()),
+        ("s3", req.s3.is_some()),
+    ]
+    .iter()
+    .filter(|(_, set)| *set)
+    .map(|(k, _)| *k)
+    .collect();
+    match given.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Error::invalid(
+            "dir",
+            "dir: give one of dir (a directory), ssh (user@host:/path) or s3 (s3://bucket/prefix)",
+        )),
+        _ => Err(Error::invalid(
+            given[1],
+            format!("{}: give only one of dir, ssh or s3", given[1]),
+        )),
+    }
+}
+
+fn forbid(field: &str, set: bool, kind: &str) -> Result<()> {
+    if set {
+        Err(Error::invalid(
+            field,
+            format!("{field}: does not apply to a {kind} target"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+impl App {
+    /// A break-glass file was written: the `credentials` jobs should copy it soon.
+    pub(crate) fn backups_breakglass_written(&self) {
+        self.backups.credentials_due.store(true, Ordering::SeqCst);
+        self.backups.notify.notify_one();
+    }
+
+    pub async fn backup_target_add(
+        &self,
+        who: &Principal,
+        req: &NewBackupTargetRequest,
+    ) -> Result<BackupTargetInfo> {
+        who.require(Action::Orbit)?;
+        check_identifier("name", &req.name)?;
+        let kind = one_of(req)?;
+        let mut port = None;
+        let mut known_hosts = None;
+        let mut secret_plain: Option<Zeroizing<String>> = None;
+        let location;
+        match kind {
+            "dir" => {
+                let dir = req.dir.as_deref().unwrap_or_default();
+                if !dir.starts_with('/') || dir.chars().any(char::is_control) {
+                    return Err(Error::invalid("dir", "dir: must be an absolute path"));
+                }
+                for (f, set) in [
+                    ("port", req.port.is_some()),
+                    ("ssh_private_key", req.ssh_private_key.is_some()),
+                    ("known_hosts", req.known_hosts.is_some()),
+                    ("endpoint", req.endpoint.is_some()),
+                    ("region", req.region.is_some()),
+                    ("access_key_id", req.access_key_id.is_some()),
+                    ("secret_access_key", req.secret_access_key.is_some()),
+                ] {
+                    forbid(f, set, "dir")?;
+                }
+                location = dir.to_owned();
+            }
+            "ssh" => {
+                let text = req.ssh.as_deref().unwrap_or_default();
+                rsync::parse_location(text)
+                    .map_err(|e| Error::invalid("ssh", format!("ssh: {e}")))?;
+                let key = req.ssh_private_key.as_ref().ok_or_else(|| {
+                    Error::invalid(
+                        "ssh_private_key",
+                        "ssh_private_key: an SSH target needs the private key it logs in with (--key-file)",
+                    )
+                })?;
+                rsync::check_private_key(key.expose()).map_err(|e| {
+                    Error::invalid("ssh_private_key", format!("ssh_private_key: {e}"))
+                })?;
+                if let Some(kh) = &req.known_hosts {
+                    rsync::check_known_hosts(kh)
+                        .map_err(|e| Error::invalid("known_hosts", format!("known_hosts: {e}")))?;
+                    known_hosts = Some(kh.clone());
+                }
+                if req.port == Some(0) {
+                    return Err(Error::invalid("port", "port: must be between 1 and 65535"));
+                }
+                for (f, set) in [
+                    ("endpoint", req.endpoint.is_some()),
+                    ("region", req.region.is_some()),
+                    ("access_key_id", req.access_key_id.is_some()),
+                    ("secret_access_key", req.secret_access_key.is_some()),
+                ] {
+                    forbid(f, set, "ssh")?;
+                }
+                port = Some(i64::from(req.port.unwrap_or(22)));
+                secret_plain = Some(Zeroizing::new(key.expose().to_owned()));
+                location = text.to_owned();
+            }
+            _ => {
+                let text = req.s3.as_deref().unwrap_or_default();
+                s3::parse_location(text).map_err(|e| Error::invalid("s3", format!("s3: {e}")))?;
+                if let Some(ep) = &req.endpoint {
+                    if !(ep.starts_with("http://") || ep.starts_with("https://"))
+                        || ep.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
+                        return Err(Error::invalid(
+                            "endpoint",
+                            "endpoint: must be an http:// or https:// URL",
+                        ));
+                    }
+                }
+                let key_id = req.access_key_id.as_deref().unwrap_or_default();
+                if key_id.is_empty()
+                    || key_id.len() > 128
+                    || key_id.chars().any(|c| !c.is_ascii_graphic())
+                {
+                    return Err(Error::invalid(
+                        "access_key_id",
+                        "access_key_id: an S3 target needs an access key id (--access-key-id or AWS_ACCESS_KEY_ID)",
+                    ));
+                }
+                let secret = req.secret_access_key.as_ref().filter(|s| !s.expose().is_empty()).ok_or_else(|| {
+                    Error::invalid(
+                        "secret_access_key",
+                        "secret_access_key: an S3 target needs a secret access key (--secret-access-key-stdin or AWS_SECRET_ACCESS_KEY)",
+                    )
+                })?;
+                for (f, set) in [
+                    ("port", req.port.is_some()),
+                    ("ssh_private_key", req.ssh_private_key.is_some()),
+                    ("known_hosts", req.known_hosts.is_some()),
+                ] {
+                    forbid(f, set, "s3")?;
+                }
+                secret_plain = Some(Zeroizing::new(secret.expose().to_owned()));
+                location = text.to_owned();
+            }
+        }
+        let sealed = match &secret_plain {
+            Some(s) => Some(
+                self.with_master(|mk| {
+                    envelope::seal(mk, s.as_bytes(), target_aad(&req.name).as_bytes())
+                })?
+                .map_err(|e| Error::internal("sealing the target's secret", e))?,
+            ),
+            None => None,
+        };
+        drop(secret_plain);
+        let now = self.now_text();
+        let mut tx = self.store.write().await?;
+        tx.backup_insert_target(NewBackupTarget {
+            name: &req.name,
+            kind,
+            location: &location,
+            port,
+            endpoint: req.endpoint.as_deref(),
+            region: req.region.as_deref(),
+            access_key_id: req.access_key_id.as_deref(),
+            known_hosts: known_hosts.as_deref(),
+            secret: sealed
+                .as_ref()
+                .map(|s| (s.wrapped_key.as_slice(), s.ciphertext.as_slice())),
+            created_at: &now,
+            created_by: &who.username,
+        })
+        .await?;
+        let mut entry = NewAuditEntry::new(
+            &who.username,
+            "backup.target_add",
+            format!("backup-target:{}", req.name),
+        )
+        .detail("kind", kind)
+        .detail("location", location.as_str());
+        if let Some(kh) = &known_hosts {
+            entry = entry.detail("host_keys", rsync::fingerprints(kh));
+        }
+        self.commit(tx, entry).await?;
+        let row = self
+            .store
+            .backup_target(&req.name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("backup target {}", req.name)))?;
+        Ok(target_info(&row))
+    }
+
+    pub async fn backup_targets(&self, who: &Principal) -> Result<Vec<BackupTargetInfo>> {
+        who.require(Action::Orbit)?;
+        Ok(self
+            .store
+            .backup_targets()
+            .await?
+            .iter()
+            .map(target_info)
+            .collect())
+    }
+
+    /// The write test, on demand (pins an SSH host's keys if this is the first contact).
+    pub async fn backup_target_test(
+        &self,
+        who: &Principal,
+        name: &str,
+    ) -> Result<BackupTestResult> {
+        who.require(Action::Orbit)?;
+        let row = self
+            .store
+            .backup_target(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("backup target {name}")))?;
+        let started = Instant::now();
+        let mut pinned = Vec::new();
+        let outcome = match self.open_target(&row, &who.username, &mut pinned).await {
+            Ok(target) => target.probe().await,
+            Err(e) => Err(e),
+        };
+        let error = outcome.err().map(|e| e.0);
+        let mut entry = NewAuditEntry::new(
+            &who.username,
+            "backup.target_test",
+            format!("backup-target:{name}"),
+        );
+        if let Some(e) = &error {
+            entry = entry.outcome("failed").detail("error", e.as_str());
+        }
+        let mut tx = self.store.write().await?;
+        tx.backup_target_state(row.id, &self.now_text(), error.as_deref())
+            .await?;
+        self.commit(tx, entry).await?;
+        Ok(BackupTestResult {
+            target: name.to_owned(),
+            ok: error.is_none(),
+            error,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            pinned_host_keys: pinned,
+        })
+    }
+
+    /// Opens a target for one operation. An SSH target seen for the first time has its host keys
+    /// pinned (audited) first; they are reported in `pinned`.
+    async fn open_target(
+        &self,
+        row: &BackupTargetRow,
+        actor: &str,
+        pinned: &mut Vec<String>,
+    ) -> std::result::Result<Target, TargetError> {
+        let secret = match &row.secret {
+            Some((wrapped_key, ciphertext)) => {
+                let sealed = SealedSecret {
+                    wrapped_key: wrapped_key.clone(),
+                    ciphertext: ciphertext.clone(),
+                };
+                let plain = self
+                    .with_master(|mk| envelope::open(mk, &sealed, target_aad(&row.name).as_bytes()))
+                    .map_err(|e| TargetError::new(e.message))?
+                    .map_err(|_| TargetError::new("the target's sealed secret does not open"))?;
+                let text = String::from_utf8(plain.to_vec())
+                    .map_err(|_| TargetError::new("the target's secret is not UTF-8"))?;
+                Some(Zeroizing::new(text))
+            }
+            None => None,
+        };
+        match row.kind.as_str() {
+            "dir" => Ok(Target::Dir(DirTarget {
+                root: row.location.clone().into(),
+            })),
+            "ssh" => {
+                let (user, host, path) =
+                    rsync::parse_location(&row.location).map_err(TargetError::new)?;
+                let port = row.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(22);
+                let known_hosts = match &row.known_hosts {
+                    Some(k) => k.clone(),
+                    None => {
+                        let scanned = rsync::keyscan(&host, port).await?;
+                        self.pin_host_keys(row, actor, &scanned)
+                            .await
+                            .map_err(|e| TargetError::new(format!("pinning the host keys: {e}")))?;
+                        pinned.extend(rsync::fingerprints(&scanned));
+                        scanned
+                    }
+                };
+                Ok(Target::Ssh(SshTarget {
+                    user,
+                    host,
+                    port,
+                    path,
+                    private_key: secret
+                        .ok_or_else(|| TargetError::new("the SSH target has no key"))?,
+                    known_hosts,
+                    scratch: self.staging_root(),
+                }))
+            }
+            "s3" => {
+                let (bucket, prefix) =
+                    s3::parse_location(&row.location).map_err(TargetError::new)?;
+                Ok(Target::S3(S3Target::new(S3Settings {
+                    bucket: &bucket,
+                    prefix: &prefix,
+                    endpoint: row.endpoint.as_deref(),
+                    region: row.region.as_deref(),
+                    access_key_id: row.access_key_id.as_deref().unwrap_or_default(),
+                    secret_access_key: secret
+                        .ok_or_else(|| TargetError::new("the S3 target has no secret"))?,
+                })?))
+            }
+            other => Err(TargetError::new(format!("unknown target kind {other}"))),
+        }
+    }
+
+    async fn pin_host_keys(
+        &self,
+        row: &BackupTargetRow,
+        actor: &str,
+        known_hosts: &str,
+    ) -> Result<()> {
+        let mut tx = self.store.write().await?;
+        if !tx.backup_pin_host_keys(row.id, known_hosts).await? {
+            return Ok(());
+        }
+        self.commit(
+            tx,
+            NewAuditEntry::new(
+                actor,
+                "backup.host_key_pinned",
+                format!("backup-target:{}", row.name),
+            )
+            .detail("host_keys", rsync::fingerprints(known_hosts)),
+        )
+        .await
+    }
+
+    pub async fn backup_job_add(
+        &self,
+        who: &Principal,
+        req: &NewBackupJobRequest,
+    ) -> Result<BackupJobInfo> {
+        who.require(Action::Orbit)?;
+        if !KINDS.contains(&req.kind.as_str()) {
+            return Err(Error::invalid(
+                "kind",
+                format!("kind: must be one of {}", KINDS.join(", ")),
+            ));
+        }
+        check_identifier("target", &req.target)?;
+        Schedule::parse(&req.schedule)
+            .map_err(|e| Error::invalid("schedule", format!("schedule: {e}")))?;
+        let name = req
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", req.kind, req.target));
+        check_identifier("name", &name)?;
+        let target = self
+            .store
+            .backup_target(&req.target)
+            .await?
+            .ok_or_else(|| {
+                Error::invalid(
+                    "target",
+                    format!(
+                        "target: there is no backup target {} (`cofre backup target list`)",
+                        req.target
+                    ),
+                )
+            })?;
+        let now = self.now_text();
+        let mut tx = self.store.write().await?;
+        tx.backup_insert_job(NewBackupJob {
+            name: &name,
+            kind: &req.kind,
+            target_id: target.id,
+            schedule: req.schedule.trim(),
+            created_at: &now,
+            created_by: &who.username,
+        })
+        .await?;
+        self.commit(
+            tx,
+            NewAuditEntry::new(
+                &who.username,
+                "backup.job_add",
+                format!("backup-job:{name}"),
+            )
+            .detail("kind", req.kind.as_str())
+            .detail("target", req.target.as_str())
+            .detail("schedule", req.schedule.trim()),
+        )
+        .await?;
+        let job = self
+            .store
+            .backup_job(&name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("backup job {name}")))?;
+        self.job_info(&job).await
+    }
+
+    async fn job_info(&self, job: &BackupJobRow) -> Result<BackupJobInfo> {
+        let last_success = self.store.backup_last_run(job.id, Some("ok")).await?;
+        let last_failure = self.store.backup_last_run(job.id, Some("failed")).await?;
+        let running = self.store.backup_last_run(job.id, Some("running")).await?;
+        let last_any = self.store.backup_last_run(job.id, None).await?;
+        let since = last_any
+            .as_ref()
+            .map(|r| r.started_at.clone())
+            .unwrap_or_else(|| job.created_at.clone());
+        let next_run = Schedule::parse(&job.schedule)
+            .ok()
+            .and_then(|s| s.next_after(parse_time(&since)?))
+            .map(timestamp);
+        Ok(BackupJobInfo {
+            name: job.name.clone(),
+            kind: job.kind.clone(),
+            target: job.target.clone(),
+            schedule: job.schedule.clone(),
+            created_at: job.created_at.clone(),
+            last_success: last_success.as_ref().map(|r| run_info(r, None)),
+            last_failure: last_failure.as_ref().map(|r| run_info(r, None)),
+            running: running
+                .as_ref()
+                .map(|r| run_info(r, self.progress_of(r.id))),
+            next_run,
+        })
+    }
+
+    fn progress_of(&self, run_id: i64) -> Option<cofre_proto::BackupProgress> {
+        self.backups
+            .running
+            .lock()
+            .ok()?
+            .get(&run_id)
+            .map(|(_, p)| p.snapshot())
+    }
+
+    pub async fn backup_status(&self, who: &Principal) -> Result<BackupStatus> {
+        who.require(Action::Orbit)?;
+        let targets = self
+            .store
+            .backup_targets()
+            .await?
+            .iter()
+            .map(target_info)
+            .collect();
+        let mut jobs = Vec::new();
+        for job in self.store.backup_jobs().await? {
+            jobs.push(self.job_info(&job).await?);
+        }
+        Ok(BackupStatus { targets, jobs })
+    }
+
+    pub async fn backup_run_info(&self, who: &Principal, id: i64) -> Result<BackupRunInfo> {
+        who.require(Action::Orbit)?;
+        let run = self
+            .store
+            .backup_run(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("backup run {id}")))?;
+        Ok(run_info(&run, self.progress_of(id)))
+    }
+
+    /// Starts a run of a job now; it goes on in the background (follow it with
+    /// [`App::backup_run_info`]).
+    pub async fn backup_run_now(&self, who: &Principal, job: &str) -> Result<BackupRunInfo> {
+        who.require(Action::Orbit)?;
+        let job = self
+            .store
+            .backup_job(job)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("backup job {job}")))?;
+        let id = self.start_run(&job, &who.username, "manual").await?;
+        self.backup_run_info(who, id).await
+    }
+
+    /// Records the run as started (audited) and hands it to a task.
+    async fn start_run(&self, job: &BackupJobRow, actor: &str, reason: &str) -> Result<i64> {
+        let app = self
+            .backups
+            .app
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| {
+                Error::internal("starting a backup run", "the backup runner is not started")
+            })?;
+        let now = self.now_text();
+        let mut tx = self.store.write().await?;
+        let id = tx
+            .backup_start_run(job.id, reason, &now)
+            .await
+            .map_err(|e| match e {
+                cofre_store::StoreError::Conflict { .. } => Error::new(
+                    ErrorKind::Conflict,
+                    "backup_running",
+                    format!(
+                        "job {} is already running; `cofre backup status` shows its progress",
+                        job.name
+                    ),
+                ),
+                other => other.into(),
+            })?;
+        self.commit(
+            tx,
+            NewAuditEntry::new(
+                actor,
+                "backup.run_start",
+                format!("backup-job:{}", job.name),
+            )
+            .detail("run", id)
+            .detail("reason", reason)
+            .detail("kind", job.kind.as_str())
+            .detail("target", job.target.as_str()),
+        )
+        .await?;
+        let progress = Progress::default();
+        progress.phase("starting");
+        if let Ok(mut r) = self.backups.running.lock() {
+            r.insert(id, (job.id, progress.clone()));
+        }
+        let job = job.clone();
+        tokio::spawn(async move {
+            app.execute_run(id, &job, &progress).await;
+            if let Ok(mut r) = app.backups.running.lock() {
+                r.remove(&id);
+            }
+        });
+        Ok(id)
+    }
+
+    async fn execute_run(&self, run_id: i64, job: &BackupJobRow, progress: &Progress) {
+        let started = Instant::now();
+        let result = self.transfer(job, progress).await;
+        let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let now = self.now_text();
+        let object = format!("backup-job:{}", job.name);
+        let (end, entry) = match &result {
+            Ok(stats) => (
+                RunEnd {
+                    status: "ok",
+                    ended_at: &now,
+                    files_sent: i64::try_from(stats.files_sent).unwrap_or(i64::MAX),
+                    bytes_sent: i64::try_from(stats.bytes_sent).unwrap_or(i64::MAX),
+                    duration_ms,
+                    error: None,
+                },
+                NewAuditEntry::new("system", "backup.run", object)
+                    .detail("run", run_id)
+                    .detail("kind", job.kind.as_str())
+                    .detail("target", job.target.as_str())
+                    .detail("files", stats.files_sent)
+                    .detail("bytes", stats.bytes_sent)
+                    .detail("duration_ms", duration_ms),
+            ),
+            Err(e) => (
+                RunEnd {
+                    status: "failed",
+                    ended_at: &now,
+                    files_sent: 0,
+                    bytes_sent: 0,
+                    duration_ms,
+                    error: Some(e.0.as_str()),
+                },
+                NewAuditEntry::new("system", "backup.failed", object)
+                    .outcome("failed")
+                    .detail("run", run_id)
+                    .detail("kind", job.kind.as_str())
+                    .detail("target", job.target.as_str())
+                    .detail("error", e.0.as_str())
+                    .detail("duration_ms", duration_ms),
+            ),
+        };
+        let saved: Result<()> = async {
+            let mut tx = self.store.write().await?;
+            tx.backup_target_state(job.target_id, &now, end.error)
+                .await?;
+            tx.backup_finish_run(run_id, end).await?;
+            self.commit(tx, entry).await
+        }
+        .await;
+        if let Err(e) = saved {
+            tracing::error!(run = run_id, error = %e, "ALERT: could not record the end of a backup run");
+        }
+        let job_label = job.name.clone();
+        match result {
+            Ok(stats) => {
+                metrics::counter!("cofre_backup_runs_total", "job" => job_label.clone(), "status" => "ok").increment(1);
+                metrics::counter!("cofre_backup_bytes_sent_total", "job" => job_label.clone())
+                    .increment(stats.bytes_sent);
+                metrics::gauge!("cofre_backup_last_success_timestamp_seconds", "job" => job_label)
+                    .set(self.now().unix_timestamp() as f64);
+                tracing::info!(job = %job.name, run = run_id, files = stats.files_sent, bytes = stats.bytes_sent, duration_ms, "backup run done");
+            }
+            Err(e) => {
+                metrics::counter!("cofre_backup_runs_total", "job" => job_label, "status" => "failed").increment(1);
+                self.backup_alert(&job.name, &job.target, run_id, &e.0);
+            }
+        }
+    }
+
+    /// A failed run: an error log line, the failure metric, and the webhook (the audit entry is
+    /// written with the run's end).
+    fn backup_alert(&self, job: &str, target: &str, run_id: i64, error: &str) {
+        tracing::error!(job, target, run = run_id, error, "ALERT: backup run failed");
+        metrics::counter!("cofre_backup_failures_total", "job" => job.to_owned()).increment(1);
+        metrics::gauge!("cofre_backup_last_failure_timestamp_seconds", "job" => job.to_owned())
+            .set(self.now().unix_timestamp() as f64);
+        if let Some(url) = self.config.alerts.webhook_url.clone() {
+            let body = serde_json::json!({
+                "event": "backup.failed",
+                "instance": self.instance_id(),
+                "job": job,
+                "target": target,
+                "run": run_id,
+                "error": error,
+                "at": self.now_text(),
+            });
+            tokio::spawn(send_webhook(url, body));
+        }
+    }
+
+    /// Probe, gather, send.
+    async fn transfer(
+        &self,
+        job: &BackupJobRow,
+        progress: &Progress,
+    ) -> std::result::Result<crate::backup::SyncStats, TargetError> {
+        let row = self
+            .store
+            .backup_target(&job.target)
+            .await
+            .map_err(|e| TargetError::new(format!("reading the target: {e}")))?
+            .ok_or_else(|| TargetError::new(format!("backup target {} is gone", job.target)))?;
+        progress.phase("probing");
+        let target = self.open_target(&row, "system", &mut Vec::new()).await?;
+        target.probe().await?;
+        progress.phase("preparing");
+        // Staging for what must be made before it is sent (the `system` copy): inside the data dir,
+        // which is private (0700), and removed when the run ends.
+        let staging_root = self.staging_root();
+        cofre_crypto::files::ensure_private_dir(&staging_root).map_err(|e| {
+            TargetError::new(format!("cannot create {}: {e}", staging_root.display()))
+        })?;
+        let staging = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(&staging_root)
+            .map_err(|e| TargetError::new(format!("cannot create a staging directory: {e}")))?;
+        let source = self.backup_source(&job.kind, staging.path()).await?;
+        let stats = target.sync(&source, progress).await?;
+        drop(staging);
+        Ok(stats)
+    }
+
+    /// Where runs keep what exists only while they run (SSH key files, the `system` copy before
+    /// it is sealed). Emptied at every start: a killed run's leftovers go then.
+    fn staging_root(&self) -> std::path::PathBuf {
+        self.config.data_dir.join(".backup-staging")
+    }
+
+    /// The files a kind backs up.
+    async fn backup_source(
+        &self,
+        kind: &str,
+        staging: &Path,
+    ) -> std::result::Result<Source, TargetError> {
+        let data = &self.config.data_dir;
+        let listed = |dir: std::path::PathBuf| -> std::result::Result<Source, TargetError> {
+            let files = list_files(&dir)
+                .map_err(|e| TargetError::new(format!("cannot list {}: {e}", dir.display())))?;
+            Ok(Source {
+                kind: kind.to_owned(),
+                base: dir,
+                files,
+            })
+        };
+        match kind {
+            // Sealed frame by frame already; a recording still being written is sent as far as
+            // it got, and again when it has grown.
+            "recordings" => listed(data.join("recordings")),
+            // age files, encrypted to the break-glass key.
+            "credentials" => listed(data.join(super::breakglass::DATA_SUBDIR)),
+            "snapshots" => listed(data.join(SNAPSHOTS_SUBDIR)),
+            "system" => {
+                let files = self.system_source(staging).await?;
+                Ok(Source {
+                    kind: kind.to_owned(),
+                    base: staging.to_owned(),
+                    files,
+                })
+            }
+            other => Err(TargetError::new(format!("unknown backup kind {other}"))),
+        }
+    }
+
+    /// The `system` kind: a consistent database copy and the config file, each sealed under the
+    /// master key, and the keyring (the master key wrapped by its key-encryption key), in a folder
+    /// named after the time. The only place that knows how `system` is made.
+    async fn system_source(
+        &self,
+        staging: &Path,
+    ) -> std::result::Result<Vec<SourceFile>, TargetError> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| TargetError::new(format!("{what}: {e}"));
+        if self.store.kind() != cofre_store::DbKind::Sqlite {
+            return Err(TargetError::new(
+                "system backups of PostgreSQL need the snapshot feature",
+            ));
+        }
+        let stamp = self
+            .now()
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .map_err(|e| fail("naming the copy", &e))?;
+        let dir = staging.join(&stamp);
+        std::fs::create_dir_all(&dir).map_err(|e| fail("staging", &e))?;
+        let plain_db = dir.join(".cofre.db.plain");
+        self.store
+            .sqlite_copy_into(&plain_db)
+            .await
+            .map_err(|e| fail("copying the database", &e))?;
+        let mut files = Vec::new();
+        let db = std::fs::read(&plain_db).map_err(|e| fail("reading the database copy", &e));
+        let _ = std::fs::remove_file(&plain_db);
+        let db = Zeroizing::new(db?);
+        files.push(self.seal_into(&dir, &stamp, "cofre.db", &db)?);
+        drop(db);
+        if let Some(cfg) = &self.config.config_file {
+            let text = Zeroizing::new(
+                std::fs::read(cfg).map_err(|e| fail(&format!("reading {}", cfg.display()), &e))?,
+            );
+            files.push(self.seal_into(&dir, &stamp, "config.toml", &text)?);
+        }
+        let keyring = self.config.data_dir.join("keyring.json");
+        if keyring.exists() {
+            let to = dir.join("keyring.json");
+            std::fs::copy(&keyring, &to).map_err(|e| fail("copying the keyring", &e))?;
+            files.push(SourceFile {
+                rel: format!("{stamp}/keyring.json"),
+                size: std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0),
+                path: to,
+            });
+        }
+        Ok(files)
+    }
+
+    /// Seals `plain` under the master key (AAD `cofre:backup:system:STAMP/NAME`) into
+    /// `dir/NAME.sealed`: `COFRE-SEALED-V1\n`, the wrapped key's length (u32, big endian), the
+    /// wrapped key, then the ciphertext.
+    fn seal_into(
+        &self,
+        dir: &Path,
+        stamp: &str,
+        name: &str,
+        plain: &[u8],
+    ) -> std::result::Result<SourceFile, TargetError> {
+        let aad = format!("cofre:backup:system:{stamp}/{name}");
+        let sealed = self
+            .with_master(|mk| envelope::seal(mk, plain, aad.as_bytes()))
+            .map_err(|e| TargetError::new(e.message))?
+            .map_err(|e| TargetError::new(format!("sealing {name}: {e}")))?;
+        let mut out = Vec::with_capacity(sealed.ciphertext.len() + sealed.wrapped_key.len() + 32);
+        out.extend_from_slice(b"COFRE-SEALED-V1\n");
+        out.extend_from_slice(
+            &u32::try_from(sealed.wrapped_key.len())
+                .unwrap_or(0)
+                .to_be_bytes(),
+        );
+        out.extend_from_slice(&sealed.wrapped_key);
+        out.extend_from_slice(&sealed.ciphertext);
+        let path = dir.join(format!("{name}.sealed"));
+        std::fs::write(&path, &out)
+            .map_err(|e| TargetError::new(format!("writing {}: {e}", path.display())))?;
+        Ok(SourceFile {
+            rel: format!("{stamp}/{name}.sealed"),
+            path,
+            size: out.len() as u64,
+        })
+    }
+
+    /// Marks runs a previous process left `running` as failed, with an alert each.
+    pub async fn fail_interrupted_backup_runs(&self) -> Result<()> {
+        let why = "interrupted: the server stopped during the run";
+        let mut tx = self.store.write().await?;
+        let ids = tx.backup_fail_interrupted(&self.now_text(), why).await?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.commit(
+            tx,
+            NewAuditEntry::new("system", "backup.failed", "backup-runs")
+                .outcome("failed")
+                .detail("runs", ids.clone())
+                .detail("error", why),
+        )
+        .await?;
+        for id in ids {
+            let (job, target) = match self.store.backup_run(id).await {
+                Ok(Some(r)) => {
+                    let target = match self.store.backup_jobs().await {
+                        Ok(jobs) => jobs
+                            .into_iter()
+                            .find(|j| j.id == r.job_id)
+                            .map(|j| j.target)
+                            .unwrap_or_default(),
+                        Err(_) => String::new(),
+                    };
+                    (r.job, target)
+                }
+                _ => (String::new(), String::new()),
+            };
+            self.backup_alert(&job, &target, id, why);
+        }
+        Ok(())
+    }
+
+    /// One look at the jobs: starts those that are due (and the `credentials` jobs after a new
+    /// break-glass file).
+    async fn run_due_jobs(&self) -> Result<()> {
+        let credentials_due = self.backups.credentials_due.swap(false, Ordering::SeqCst);
+        let now = self.now();
+        let busy: Vec<i64> = self
+            .backups
+            .running
+            .lock()
+            .map(|r| r.values().map(|(job, _)| *job).collect())
+            .unwrap_or_default();
+        for job in self.store.backup_jobs().await? {
+            let wanted_by_breakglass = credentials_due && job.kind == "credentials";
+            if busy.contains(&job.id) {
+                if wanted_by_breakglass {
+                    // It copies the new file when it is done.
+                    self.backups.credentials_due.store(true, Ordering::SeqCst);
+                }
+                continue;
+            }
+            let reason = if wanted_by_breakglass {
+                "breakglass"
+            } else {
+                let last = self.store.backup_last_run(job.id, None).await?;
+                let since = last
+                    .map(|r| r.started_at)
+                    .unwrap_or_else(|| job.created_at.clone());
+                let due = Schedule::parse(&job.schedule)
+                    .ok()
+                    .and_then(|s| s.next_after(parse_time(&since)?))
+                    .is_some_and(|next| next <= now);
+                if !due {
+                    continue;
+                }
+                "schedule"
+            };
+            if let Err(e) = self.start_run(&job, "system", reason).await {
+                tracing::warn!(job = %job.name, error = %e, "could not start a scheduled backup run");
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn send_webhook(url: String, body: serde_json::Value) {
+    static CLIENT: OnceLock<Option<reqwest::Client>> = OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .ok()
+    });
+    let Some(client) = client else {
+        tracing::error!("ALERT webhook: cannot build an HTTP client");
+        return;
+    };
+    match client.post(&url).json(&body).send().await {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => tracing::error!(status = %r.status(), "ALERT webhook: refused"),
+        Err(e) => tracing::error!(error = %e, "ALERT webhook: not delivered"),
+    }
+}
+
+/// Marks interrupted runs failed, then starts the scheduler. It holds the app weakly and ends when
+/// the app is gone.
+pub async fn start(app: &Arc<App>) {
+    let _ = app.backups.app.set(Arc::downgrade(app));
+    let staging = app.staging_root();
+    if staging.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&staging) {
+            tracing::error!(path = %staging.display(), error = %e, "cannot remove a killed backup run's staging directory");
+        }
+    }
+    if let Err(e) = app.fail_interrupted_backup_runs().await {
+        tracing::error!(error = %e, "could not mark interrupted backup runs as failed");
+    }
+    let weak = Arc::downgrade(app);
+    let state = app.backups.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(SCHEDULER_TICK) => {}
+                () = state.notify.notified() => {}
+            }
+            let Some(app) = weak.upgrade() else { return };
+            if app.is_sealed() {
+                continue;
+            }
+            if let Err(e) = app.run_due_jobs().await {
+                tracing::warn!(error = %e, "backup scheduler");
+            }
+        }
+    });
+}
