@@ -9,6 +9,8 @@ use utoipa::ToSchema;
 
 pub mod breakglass;
 pub use breakglass::*;
+pub mod snapshot;
+pub use snapshot::*;
 
 pub const API_PREFIX: &str = "/api/v1";
 /// Largest accepted request body. Secrets and keys fit easily; anything bigger is refused with 413.

@@ -28,6 +28,11 @@ pub struct ServerConfig {
     pub ssh_listen: SocketAddr,
     /// Record what users type in gateway sessions, not only what they see.
     pub record_input: bool,
+    /// Daily snapshots and their retention (`[snapshots]` in the TOML file).
+    pub snapshots: crate::snapshot::SnapshotConfig,
+    /// The config file this came from (set by [`ServerConfig::load`]); snapshots include it.
+    #[serde(skip)]
+    pub source_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +48,8 @@ impl Default for ServerConfig {
             breakglass: BreakGlassConfig::default(),
             ssh_listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
             record_input: true,
+            snapshots: crate::snapshot::SnapshotConfig::default(),
+            source_file: None,
         }
     }
 }
@@ -84,6 +91,7 @@ impl ServerConfig {
             }
             None => ServerConfig::default(),
         };
+        config.source_file = file.map(Path::to_path_buf);
         if let Some(v) = overrides.data_dir {
             config.data_dir = v;
         }
@@ -102,6 +110,7 @@ impl ServerConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.breakglass.validate()?;
+        self.snapshots.validate()?;
         if self.lockout_threshold == 0 {
             return Err(ConfigError::Invalid {
                 field: "lockout_threshold",

@@ -13,6 +13,7 @@ use cofre_proto::*;
 use utoipa::OpenApi;
 
 mod breakglass;
+mod snapshots;
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
@@ -51,6 +52,7 @@ type ApiResult<T> = Result<Json<T>, Error>;
         list_audit, verify_audit,
         breakglass::status, breakglass::ceremony, breakglass::share, breakglass::export,
         add_ssh_key, list_ssh_keys, list_sessions, kill_session, session_recording,
+        snapshots::create, snapshots::list, snapshots::job, snapshots::verify, snapshots::prune,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
@@ -116,6 +118,10 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}/kill", post(kill_session))
         .route("/sessions/{id}/recording", get(session_recording))
+        .route("/snapshots", get(snapshots::list).post(snapshots::create))
+        .route("/snapshots/jobs/{id}", get(snapshots::job))
+        .route("/snapshots/prune", post(snapshots::prune))
+        .route("/snapshots/{id}/verify", post(snapshots::verify))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             sealed_gate,

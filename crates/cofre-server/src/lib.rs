@@ -9,6 +9,7 @@ pub mod http;
 pub mod listener;
 pub mod recording;
 pub mod services;
+pub mod snapshot;
 pub mod tls;
 
 use cofre_crypto::{Keyring, SealKind};
@@ -153,6 +154,8 @@ pub async fn prepare(config: ServerConfig) -> Result<Prepared, StartError> {
     let app = Arc::new(app);
     // Break-glass files: after credential changes and on a schedule (services::breakglass).
     services::breakglass::spawn_writer(&app);
+    // Daily snapshots (services::snapshots).
+    services::snapshots::spawn_scheduler(&app);
     let ready = ServerReady {
         addr,
         fingerprint: tls.fingerprint.clone(),

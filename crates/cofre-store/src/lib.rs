@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod breakglass;
 pub mod credentials;
+pub mod export;
 pub mod gateway;
 pub mod policies;
 pub mod targets;
@@ -37,6 +38,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL (use sqlite://PATH or postgres://...)")]
     UnsupportedUrl,
+    /// A file the store reads or writes (a database copy), with its path.
+    #[error("{0}")]
+    Io(String),
 }
 
 impl StoreError {

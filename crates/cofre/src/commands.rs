@@ -397,6 +397,7 @@ async fn dispatch(
         Command::Session(cmd) => crate::sessions_cmd::session(ctx, cmd).await,
         Command::Recording(cmd) => crate::sessions_cmd::recording(ctx, cmd).await,
         Command::Breakglass(cmd) => crate::breakglass_cmd::online(ctx, cmd).await,
+        Command::Snapshot(cmd) => crate::snapshot_cmd::online(ctx, cmd).await,
         Command::Server(_) | Command::Init(_) | Command::Bench(_) => {
             Err(anyhow!("internal: not a client command"))
         }

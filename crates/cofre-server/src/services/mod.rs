@@ -6,6 +6,7 @@ pub mod audit;
 pub mod breakglass;
 pub mod seal;
 pub mod sessions;
+pub mod snapshots;
 pub mod vault;
 
 use crate::config::ServerConfig;
@@ -32,6 +33,8 @@ pub struct App {
     pub(crate) breakglass: Arc<breakglass::WriterState>,
     /// Gateway sessions running on this node.
     pub live: sessions::LiveSessions,
+    /// Snapshot jobs of this node (see [`snapshots`]).
+    pub(crate) snapshots: Arc<snapshots::SnapshotState>,
 }
 
 /// An event waiting for the audit writer; `done` hears back once it is committed (or not).
@@ -158,6 +161,7 @@ impl App {
             audit_queue,
             breakglass: Arc::default(),
             live: sessions::LiveSessions::default(),
+            snapshots: Arc::default(),
         }
     }
 
