@@ -130,19 +130,15 @@ pub async fn online(ctx: &Ctx, cmd: SnapshotCmd) -> Result<ExitCode> {
                     );
                 }
             })?;
-            if resp.ok {
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!(
-                    "snapshot {} is damaged: {}",
+            if !resp.ok {
+                bail!(
+                    "snapshot {} is damaged; damaged member: {} ({})",
                     resp.id,
-                    resp.error.as_deref().unwrap_or("unknown error")
+                    resp.damaged_member.as_deref().unwrap_or("unknown"),
+                    resp.error.as_deref().unwrap_or("no reason given")
                 );
-                if let Some(m) = &resp.damaged_member {
-                    eprintln!("damaged member: {m}");
-                }
-                Ok(ExitCode::from(1))
             }
+            Ok(ExitCode::SUCCESS)
         }
         SnapshotCmd::Prune { dry_run } => {
             let resp: PruneSnapshotsResponse = ctx
