@@ -4,6 +4,7 @@
 
 mod breakglass;
 mod gateway;
+mod snapshot;
 
 use crate::client::{Client, Target};
 use anyhow::{anyhow, bail, Context, Result};
@@ -50,6 +51,13 @@ pub enum BenchCmd {
         /// Idle recorded sessions to hold open for the memory figure.
         #[arg(long, default_value_t = 200)]
         idle: usize,
+    },
+    /// Snapshot create and offline restore of a data dir with MEGABYTES of recordings, next to
+    /// `tar -I 'zstd -1'` of the same data dir in the same run (needs tar and zstd).
+    Snapshot {
+        /// MiB of recordings in the data dir (default 1 GiB).
+        #[arg(long, default_value_t = 1024)]
+        megabytes: u64,
     },
 }
 
@@ -256,6 +264,7 @@ pub async fn run(cmd: BenchCmd) -> Result<ExitCode> {
             echoes,
             idle,
         } => return gateway::run(megabytes, echoes, idle).await,
+        BenchCmd::Snapshot { megabytes } => return snapshot::run(megabytes).await,
     };
     let (_server, target, otp, _) = start_server(database_url.as_deref()).await?;
     let anon = Client::new(&target, None)?;
