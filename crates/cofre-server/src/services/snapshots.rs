@@ -703,10 +703,18 @@ fn remove_leftovers(dir: &Path) {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let path = entry.path();
+        // A verification may be running beside this create: only an old scratch dir is a leftover.
+        let stale_verify = name.ends_with(".verify")
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(24 * 3600));
         if name.starts_with('.')
             && (name.ends_with(".partial")
                 || name.ends_with(".work")
-                || name.ends_with(".verify")
+                || stale_verify
                 || name.ends_with(".json.tmp"))
         {
             tracing::info!(file = %path.display(), "removing a leftover of an interrupted snapshot");

@@ -174,7 +174,17 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<SnapshotMeta>> {
             }
         }
     }
-    out.sort_by(|a, b| b.id.cmp(&a.id));
+    // Newest first by creation time (ids have whole seconds only), then id.
+    out.sort_by(|a, b| {
+        let t = |m: &SnapshotMeta| {
+            time::OffsetDateTime::parse(
+                &m.created_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()
+        };
+        t(b).cmp(&t(a)).then(b.id.cmp(&a.id))
+    });
     Ok(out)
 }
 

@@ -650,3 +650,63 @@ fn snapshot_of_shamir_instance_restores_sealed() {
         .ok(&["audit", "verify"])
         .assert_stdout_contains("audit chain intact");
 }
+
+#[test]
+fn snapshot_retention_keeps_the_newest_verified() {
+    let inst = Instance::new(Backend::Sqlite);
+    let config = inst.path().join("cofre.toml");
+    std::fs::write(
+        &config,
+        "[snapshots]\ntime = \"off\"\nkeep_daily = 1\nkeep_weekly = 1\n",
+    )
+    .unwrap();
+    let server = inst.start_with_env(&[
+        ("COFRE_LOG", "info"),
+        ("COFRE_CONFIG", config.to_str().unwrap()),
+    ]);
+    let (admin, _) = admin_cli(&inst, &server);
+    let a = snapshot_id(&admin.ok(&["snapshot", "create", "--no-recordings"]));
+    let verified = admin
+        .ok(&["--output", "json", "snapshot", "verify", &a])
+        .json();
+    let names: Vec<&str> = verified["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"config/cofre.toml"),
+        "the config file is in the snapshot: {names:?}"
+    );
+    let b = snapshot_id(&admin.ok(&["snapshot", "create", "--no-recordings"]));
+    let ids = |admin: &Cli| -> Vec<String> {
+        let list = admin.ok(&["--output", "json", "snapshot", "list"]).json();
+        list["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // B is the day's newest, A the newest verified: both stay.
+    assert_eq!(ids(&admin), vec![b.clone(), a.clone()]);
+    let c = snapshot_id(&admin.ok(&["snapshot", "create", "--no-recordings"]));
+    // C is the day's newest now; B goes; A stays as the newest verified.
+    assert_eq!(ids(&admin), vec![c.clone(), a.clone()]);
+    assert!(!inst
+        .data_dir
+        .join("snapshots")
+        .join(format!("{b}.cofresnap"))
+        .exists());
+    let entries = parse_export(&admin.ok(&["audit", "export", "--format", "jsonl"]).stdout);
+    let prune = entries
+        .iter()
+        .find(|e| e["action"] == "snapshot.prune")
+        .expect("the prune is audited");
+    assert_eq!(prune["details"]["removed"], json!([b]));
+    admin
+        .ok(&["snapshot", "prune", "--dry-run"])
+        .assert_stdout_contains("nothing to remove");
+    drop(server);
+}
