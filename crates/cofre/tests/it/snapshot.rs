@@ -710,3 +710,126 @@ fn snapshot_retention_keeps_the_newest_verified() {
         .assert_stdout_contains("nothing to remove");
     drop(server);
 }
+
+/// A real gateway session's recording (real sshd and ssh) exports identically from the restored
+/// instance, which reads its own copy (the original's recordings are gone by then).
+#[test]
+fn snapshot_recording_exports_identical_after_restore() {
+    if let Some(why) = sshd_unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let inst = Instance::new(Backend::Sqlite);
+    let server = inst.start();
+    let (admin, admin_pw) = admin_cli(&inst, &server);
+    let keys = inst.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    ssh_keygen(&keys.join("alice_key"));
+    ssh_keygen(&keys.join("root_key"));
+    let sshd = Sshd::start(&inst.path().join("sshd"));
+    sshd.authorize(&keys.join("root_key.pub"));
+    admin.ok(&["group", "add", "ops"]);
+    add_user_cli(&inst, &server, &admin, "alice", "user", &["ops"]);
+    admin.ok(&[
+        "user",
+        "key",
+        "add",
+        "alice",
+        keys.join("alice_key.pub").to_str().unwrap(),
+    ]);
+    let port = sshd.port.to_string();
+    admin.ok(&[
+        "target",
+        "add",
+        "db01",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tag",
+        "prod",
+    ]);
+    admin.ok(&[
+        "credential",
+        "add",
+        "db01",
+        "root",
+        "--key-file",
+        keys.join("root_key").to_str().unwrap(),
+    ]);
+    admin.ok(&[
+        "policy",
+        "add",
+        "p",
+        "--group",
+        "ops",
+        "--targets",
+        "tag:prod",
+        "--allow",
+        "session",
+        "--outcome",
+        "allow",
+    ]);
+    let home = inst.path().join("ssh-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut ssh = std::process::Command::new("ssh");
+    ssh.env_remove("SSH_AUTH_SOCK")
+        .env("HOME", &home)
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+        ])
+        .arg(keys.join("alice_key"))
+        .args([
+            "-p",
+            &server.ssh_port.to_string(),
+            "alice:root@db01@127.0.0.1",
+        ])
+        .arg("for i in 1 2 3; do echo recorded-line-$i-$((6*7)); done");
+    let out = run_command(ssh, None, "ssh through the gateway");
+    out.assert_ok();
+    assert!(out.stdout.contains("recorded-line-3-42"), "{out:?}");
+    let sessions = json_items(&admin.ok(&["--output", "json", "session", "list"]).json());
+    let id = sessions[0]["id"].as_str().unwrap().to_owned();
+    let before = inst.path().join("before.cast");
+    admin.ok(&["recording", "export", &id, "-o", before.to_str().unwrap()]);
+    let before = std::fs::read(&before).unwrap();
+    assert!(String::from_utf8_lossy(&before).contains("recorded-line-3-42"));
+
+    let snap = snapshot_id(&admin.ok(&["snapshot", "create"]));
+    drop(server);
+    let restored = inst.empty_like();
+    let args = restore_args(
+        &snap,
+        &inst.data_dir.join("snapshots"),
+        &restored.data_dir,
+        &inst.data_dir.join("master.key"),
+        &None,
+    );
+    Cli::new(&inst, "operator").ok(&strs(&args));
+    // The restored server must read its own copy, not the original's.
+    std::fs::remove_dir_all(inst.data_dir.join("recordings")).unwrap();
+    let server2 = restored.start();
+    let admin2 = Cli::new(&restored, "admin").at(&server2);
+    admin2.login("admin", &admin_pw);
+    let after = restored.path().join("after.cast");
+    admin2.ok(&["recording", "export", &id, "-o", after.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&after).unwrap() == before,
+        "the recording differs after the restore"
+    );
+    drop(sshd);
+}
