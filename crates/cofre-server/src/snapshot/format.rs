@@ -144,8 +144,59 @@ impl<W: Write> Write for CountingWriter<W> {
     }
 }
 
+/// Hashes and writes on its own thread, so that the next frame is compressed and sealed while
+/// the last one goes to disk.
+struct Sink<W> {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<CountingWriter<W>>>>,
+    /// Bytes handed to the thread so far: the file offset of the next byte.
+    position: u64,
+}
+
+impl<W: Write + Send + 'static> Sink<W> {
+    fn new(mut out: CountingWriter<W>) -> Sink<W> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let thread = std::thread::spawn(move || {
+            for buf in rx {
+                out.write_all(&buf)?;
+            }
+            out.flush()?;
+            Ok(out)
+        });
+        Sink {
+            tx: Some(tx),
+            thread: Some(thread),
+            position: 0,
+        }
+    }
+
+    fn send(&mut self, buf: Vec<u8>) -> std::io::Result<()> {
+        let len = buf.len() as u64;
+        let sent = self.tx.as_ref().map(|tx| tx.send(buf).is_ok());
+        if sent == Some(true) {
+            self.position += len;
+            return Ok(());
+        }
+        // The thread stopped: its error says why.
+        match self.join() {
+            Err(e) => Err(e),
+            Ok(_) => Err(std::io::Error::other("the snapshot writer stopped")),
+        }
+    }
+
+    fn join(&mut self) -> std::io::Result<CountingWriter<W>> {
+        self.tx = None;
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| std::io::Error::other("the snapshot writer panicked"))?,
+            None => Err(std::io::Error::other("the snapshot writer stopped")),
+        }
+    }
+}
+
 pub struct Writer<W: Write> {
-    out: CountingWriter<W>,
+    out: Sink<W>,
     key: DataKey,
     header_hash: [u8; 32],
     frames: u64,
@@ -163,24 +214,23 @@ pub struct Written<W> {
     pub manifest: Manifest,
 }
 
-impl<W: Write> Writer<W> {
+impl<W: Write + Send + 'static> Writer<W> {
     pub fn new(out: W, header: &Header, key: DataKey) -> Result<Self, FormatError> {
         let header_bytes =
             serde_json::to_vec(header).map_err(|e| FormatError::Header(e.to_string()))?;
-        let mut out = CountingWriter {
+        let mut out = Sink::new(CountingWriter {
             inner: out,
             written: 0,
             hash: Sha256::new(),
-        };
+        });
         let len = u32::try_from(header_bytes.len())
             .map_err(|_| FormatError::Header("header too large".into()))?;
-        let io = FormatError::io("writing the snapshot");
-        (|| {
-            out.write_all(MAGIC)?;
-            out.write_all(&len.to_be_bytes())?;
-            out.write_all(&header_bytes)
-        })()
-        .map_err(io)?;
+        let mut start = Vec::with_capacity(12 + header_bytes.len());
+        start.extend_from_slice(MAGIC);
+        start.extend_from_slice(&len.to_be_bytes());
+        start.extend_from_slice(&header_bytes);
+        out.send(start)
+            .map_err(FormatError::io("writing the snapshot"))?;
         let compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| FormatError::Io {
             context: "starting zstd".into(),
             source: e,
@@ -197,19 +247,35 @@ impl<W: Write> Writer<W> {
         })
     }
 
-    fn write_frame(&mut self, kind: u8, payload: &[u8]) -> Result<(), FormatError> {
-        let compressed = self
-            .compressor
-            .compress(payload)
-            .map_err(FormatError::io("compressing"))?;
-        let mut plain = Vec::with_capacity(1 + payload.len().min(compressed.len()));
-        if compressed.len() < payload.len() {
-            plain.push(ZSTD);
-            plain.extend_from_slice(&compressed);
+    /// Seals one frame; returns whether compressing it paid off (`try_compress` false skips zstd).
+    fn write_frame(
+        &mut self,
+        kind: u8,
+        payload: &[u8],
+        try_compress: bool,
+    ) -> Result<bool, FormatError> {
+        let compressed = if try_compress {
+            Some(
+                self.compressor
+                    .compress(payload)
+                    .map_err(FormatError::io("compressing"))?,
+            )
         } else {
-            plain.push(RAW);
-            plain.extend_from_slice(payload);
-        }
+            None
+        };
+        let mut plain = Vec::with_capacity(1 + payload.len());
+        let paid_off = match compressed {
+            Some(c) if c.len() < payload.len() => {
+                plain.push(ZSTD);
+                plain.extend_from_slice(&c);
+                true
+            }
+            _ => {
+                plain.push(RAW);
+                plain.extend_from_slice(payload);
+                false
+            }
+        };
         let sealed = self
             .key
             .encrypt(&plain, &frame_aad(&self.header_hash, self.frames, kind))
@@ -220,11 +286,11 @@ impl<W: Write> Writer<W> {
         })?;
         let io = FormatError::io("writing the snapshot");
         self.out
-            .write_all(&len.to_be_bytes())
-            .and_then(|()| self.out.write_all(&sealed))
+            .send(len.to_be_bytes().to_vec())
+            .and_then(|()| self.out.send(sealed))
             .map_err(io)?;
         self.frames += 1;
-        Ok(())
+        Ok(paid_off)
     }
 
     /// Adds a member from `source`, reading at most `limit` bytes (a recording still being
@@ -238,10 +304,11 @@ impl<W: Write> Writer<W> {
         limit: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<&MemberEntry, FormatError> {
-        let offset = self.out.written;
+        let offset = self.out.position;
         let first_frame = self.frames;
         let mut hash = Sha256::new();
         let mut size = 0u64;
+        let mut misses = 0u32;
         let mut source = source.take(limit);
         let mut buf = std::mem::take(&mut self.buf);
         let result = loop {
@@ -259,8 +326,14 @@ impl<W: Write> Writer<W> {
             }
             hash.update(&buf[..n]);
             size += n as u64;
-            if let Err(e) = self.write_frame(KIND_DATA, &buf[..n]) {
-                break Err(e);
+            // Recordings are sealed already and never compress: after two frames that did not,
+            // try only every 16th frame, which saves most of zstd's time on them.
+            let frame_in_member = self.frames - first_frame;
+            let try_compress = misses < 2 || frame_in_member % 16 == 0;
+            match self.write_frame(KIND_DATA, &buf[..n], try_compress) {
+                Ok(true) => misses = 0,
+                Ok(false) => misses += u32::from(try_compress),
+                Err(e) => break Err(e),
             }
             progress(n as u64);
             if n < buf.len() {
@@ -274,7 +347,7 @@ impl<W: Write> Writer<W> {
             size,
             sha256: hex::encode(hash.finalize()),
             offset,
-            end: self.out.written,
+            end: self.out.position,
             frames: self.frames - first_frame,
             mode,
         });
@@ -291,21 +364,22 @@ impl<W: Write> Writer<W> {
         };
         let bytes =
             serde_json::to_vec(&manifest).map_err(|e| FormatError::Manifest(e.to_string()))?;
-        let manifest_offset = self.out.written;
-        self.write_frame(KIND_MANIFEST, &bytes)?;
-        let frames = self.frames;
+        let manifest_offset = self.out.position;
+        self.write_frame(KIND_MANIFEST, &bytes, true)?;
+        let mut trailer = Vec::with_capacity(TRAILER_LEN as usize);
+        trailer.extend_from_slice(&manifest_offset.to_be_bytes());
+        trailer.extend_from_slice(&self.frames.to_be_bytes());
+        trailer.extend_from_slice(END_MAGIC);
         let io = FormatError::io("writing the snapshot");
-        (|| {
-            self.out.write_all(&manifest_offset.to_be_bytes())?;
-            self.out.write_all(&frames.to_be_bytes())?;
-            self.out.write_all(END_MAGIC)?;
-            self.out.flush()
-        })()
-        .map_err(io)?;
+        self.out.send(trailer).map_err(io)?;
+        let out = self
+            .out
+            .join()
+            .map_err(FormatError::io("writing the snapshot"))?;
         Ok(Written {
-            size: self.out.written,
-            sha256: hex::encode(self.out.hash.finalize()),
-            inner: self.out.inner,
+            size: out.written,
+            sha256: hex::encode(out.hash.finalize()),
+            inner: out.inner,
             manifest,
         })
     }
@@ -602,10 +676,21 @@ mod tests {
         let big: Vec<u8> = (0..(FRAME_PLAIN * 2 + 17))
             .map(|i| (i * 31 % 251) as u8)
             .collect();
+        // Incompressible and 20 frames long: exercises skipping zstd and trying it again.
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let random: Vec<u8> = (0..FRAME_PLAIN * 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
         let members = vec![
             ("empty", Vec::new()),
             ("small", b"hello".to_vec()),
             ("big", big),
+            ("random", random),
         ];
         let (bytes, key, manifest) = build(&members);
         assert_eq!(manifest.members[2].frames, 3);
