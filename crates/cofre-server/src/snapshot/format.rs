@@ -329,7 +329,7 @@ impl<W: Write + Send + 'static> Writer<W> {
             // Recordings are sealed already and never compress: after two frames that did not,
             // try only every 16th frame, which saves most of zstd's time on them.
             let frame_in_member = self.frames - first_frame;
-            let try_compress = misses < 2 || frame_in_member % 16 == 0;
+            let try_compress = misses < 2 || frame_in_member.is_multiple_of(16);
             match self.write_frame(KIND_DATA, &buf[..n], try_compress) {
                 Ok(true) => misses = 0,
                 Ok(false) => misses += u32::from(try_compress),
