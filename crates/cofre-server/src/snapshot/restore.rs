@@ -226,31 +226,32 @@ pub async fn restore(
     let files = scratch.join("files");
     let mut done = 0u64;
     let mut written: Vec<PathBuf> = Vec::new();
-    reader.for_each_member(
+    // Files are written on their own thread while the next frames are decrypted and hashed.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<ToDisk>(8);
+    let disk = std::thread::spawn(move || write_members(rx));
+    let read = reader.for_each_member(
         |m| {
             let path = member_path(&files, &m.name)?;
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(FormatError::io(format!("creating {}", parent.display())))?;
-            }
-            use std::os::unix::fs::OpenOptionsExt;
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(m.mode & 0o700)
-                .open(&path)
-                .map_err(FormatError::io(format!("creating {}", path.display())))?;
-            written.push(path);
-            Ok(Some(Box::new(std::io::BufWriter::with_capacity(
-                1 << 20,
-                f,
-            ))))
+            written.push(path.clone());
+            tx.send(ToDisk::Open(path, m.mode & 0o700))
+                .map_err(|_| FormatError::Member {
+                    name: m.name.clone(),
+                    reason: "cannot write it: the writer stopped".into(),
+                })?;
+            Ok(Some(Box::new(ChannelWriter(tx.clone()))))
         },
         &mut |n| {
             done += n;
             progress(done, total);
         },
-    )?;
+    );
+    drop(tx);
+    let wrote = disk
+        .join()
+        .map_err(|_| RestoreError::Refused("the restore's writer thread panicked".into()))?;
+    // A write error explains a read-side "writer stopped", so it goes first.
+    wrote?;
+    read?;
 
     // Every member on disk before any is moved into place. One pass at the end rather than one
     // fsync per member: the kernel writes back while later members are still being decrypted.
@@ -306,4 +307,56 @@ pub async fn restore(
         database: header.database.clone(),
         sealed,
     })
+}
+
+/// What the reading side hands the writing thread.
+enum ToDisk {
+    /// Create this file (it must not exist) with these permission bits; data follows.
+    Open(PathBuf, u32),
+    Data(Vec<u8>),
+}
+
+struct ChannelWriter(std::sync::mpsc::SyncSender<ToDisk>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(ToDisk::Data(buf.to_vec()))
+            .map_err(|_| std::io::Error::other("the writer stopped"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write_members(rx: std::sync::mpsc::Receiver<ToDisk>) -> Result<(), RestoreError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut current: Option<(PathBuf, std::fs::File)> = None;
+    for job in rx {
+        match job {
+            ToDisk::Open(path, mode) => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(io(format!("creating {}", parent.display())))?;
+                }
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode)
+                    .open(&path)
+                    .map_err(io(format!("creating {}", path.display())))?;
+                current = Some((path, file));
+            }
+            ToDisk::Data(data) => {
+                let Some((path, file)) = current.as_mut() else {
+                    return Err(RestoreError::Refused("data before its member".into()));
+                };
+                file.write_all(&data)
+                    .map_err(io(format!("writing {}", path.display())))?;
+            }
+        }
+    }
+    Ok(())
 }
