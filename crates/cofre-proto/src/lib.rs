@@ -12,6 +12,8 @@ pub mod requests;
 pub use breakglass::*;
 pub mod backup;
 pub use backup::*;
+pub mod snapshot;
+pub use snapshot::*;
 
 pub const API_PREFIX: &str = "/api/v1";
 /// Largest accepted request body. Secrets and keys fit easily; anything bigger is refused with 413.

@@ -37,6 +37,8 @@ pub struct ServerConfig {
     /// The file this configuration was read from (backed up by `system` backups).
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
+    /// Daily snapshots and their retention (`[snapshots]` in the TOML file).
+    pub snapshots: crate::snapshot::SnapshotConfig,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             notify: NotifyConfig::default(),
             alerts: AlertsConfig::default(),
             config_file: None,
+            snapshots: crate::snapshot::SnapshotConfig::default(),
         }
     }
 }
@@ -121,6 +124,7 @@ impl ServerConfig {
         self.approvals.validate()?;
         self.notify.validate()?;
         self.alerts.validate()?;
+        self.snapshots.validate()?;
         if self.lockout_threshold == 0 {
             return Err(ConfigError::Invalid {
                 field: "lockout_threshold",

@@ -15,6 +15,7 @@ use utoipa::OpenApi;
 mod backup;
 mod breakglass;
 mod requests;
+mod snapshots;
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
@@ -58,6 +59,7 @@ type ApiResult<T> = Result<Json<T>, Error>;
         requests::set_email,
         backup::status, backup::list_targets, backup::add_target, backup::test_target,
         backup::add_job, backup::run_job, backup::get_run,
+        snapshots::create, snapshots::list, snapshots::job, snapshots::verify, snapshots::prune,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
@@ -142,6 +144,10 @@ pub fn router(state: AppState) -> Router {
         .route("/backup/jobs", post(backup::add_job))
         .route("/backup/jobs/{name}/run", post(backup::run_job))
         .route("/backup/runs/{id}", get(backup::get_run))
+        .route("/snapshots", get(snapshots::list).post(snapshots::create))
+        .route("/snapshots/jobs/{id}", get(snapshots::job))
+        .route("/snapshots/prune", post(snapshots::prune))
+        .route("/snapshots/{id}/verify", post(snapshots::verify))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             sealed_gate,

@@ -10,6 +10,7 @@ pub mod http;
 pub mod listener;
 pub mod recording;
 pub mod services;
+pub mod snapshot;
 pub mod tls;
 
 use cofre_crypto::{Keyring, SealKind};
@@ -158,6 +159,8 @@ pub async fn prepare(config: ServerConfig) -> Result<Prepared, StartError> {
     services::notify::spawn_notifier(&app)?;
     // Backups: interrupted runs marked failed, then the scheduler (services::backups).
     services::backups::start(&app).await;
+    // Daily snapshots (services::snapshots).
+    services::snapshots::spawn_scheduler(&app);
     let ready = ServerReady {
         addr,
         fingerprint: tls.fingerprint.clone(),

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod backups;
 pub mod breakglass;
 pub mod credentials;
+pub mod export;
 pub mod gateway;
 pub mod policies;
 pub mod requests;
@@ -39,6 +40,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL (use sqlite://PATH or postgres://...)")]
     UnsupportedUrl,
+    /// A file the store reads or writes (a database copy), with its path.
+    #[error("{0}")]
+    Io(String),
 }
 
 impl StoreError {

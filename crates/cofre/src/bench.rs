@@ -6,6 +6,7 @@
 mod backup;
 mod breakglass;
 mod gateway;
+mod snapshot;
 
 use crate::client::{Client, Target};
 use anyhow::{anyhow, bail, Context, Result};
@@ -63,6 +64,13 @@ pub enum BenchCmd {
         /// How many recordings (at least 100: one more is the 1%).
         #[arg(long, default_value_t = 100)]
         recordings: usize,
+    },
+    /// Snapshot create and offline restore of a data dir with MEGABYTES of recordings, next to
+    /// `tar -I 'zstd -1'` of the same data dir in the same run (needs tar and zstd).
+    Snapshot {
+        /// MiB of recordings in the data dir (default 1 GiB).
+        #[arg(long, default_value_t = 1024)]
+        megabytes: u64,
     },
 }
 
@@ -275,6 +283,7 @@ pub async fn run(cmd: BenchCmd) -> Result<ExitCode> {
             megabytes,
             recordings,
         } => return backup::run(megabytes, recordings).await,
+        BenchCmd::Snapshot { megabytes } => return snapshot::run(megabytes).await,
     };
     let (_server, target, otp, _) = start_server(database_url.as_deref()).await?;
     let anon = Client::new(&target, None)?;

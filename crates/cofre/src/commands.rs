@@ -434,6 +434,7 @@ async fn dispatch(
         Command::Recording(cmd) => crate::sessions_cmd::recording(ctx, cmd).await,
         Command::Breakglass(cmd) => crate::breakglass_cmd::online(ctx, cmd).await,
         Command::Backup(cmd) => crate::backup_cmd::run(ctx, cmd).await,
+        Command::Snapshot(cmd) => crate::snapshot_cmd::online(ctx, cmd).await,
         Command::Server(_) | Command::Init(_) | Command::Bench(_) => {
             Err(anyhow!("internal: not a client command"))
         }

@@ -8,6 +8,7 @@ mod commands;
 mod requests_cmd;
 mod server_cmd;
 mod sessions_cmd;
+mod snapshot_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -117,6 +118,10 @@ enum Command {
     /// Benchmarks: each starts its own server (and, for `gateway`, its own sshd).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Snapshots of the whole instance (Orbit): create, list, verify, prune, and the offline
+    /// restore into a new data dir.
+    #[command(subcommand)]
+    Snapshot(snapshot_cmd::SnapshotCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -146,6 +151,10 @@ fn main() -> std::process::ExitCode {
             Command::Server(args) => server_cmd::server(args).await,
             Command::Init(args) => server_cmd::init(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            // Offline: no server, client config or login.
+            Command::Snapshot(cmd) if cmd.is_offline() => {
+                snapshot_cmd::offline(cmd, cli.global.output).await
+            }
             other => commands::run(&cli.global, other).await,
         }
     });

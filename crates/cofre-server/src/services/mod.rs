@@ -9,6 +9,7 @@ pub mod notify;
 pub mod requests;
 pub mod seal;
 pub mod sessions;
+pub mod snapshots;
 pub mod vault;
 
 use crate::config::ServerConfig;
@@ -39,6 +40,8 @@ pub struct App {
     pub live: Arc<sessions::LiveSessions>,
     /// Backup runs in progress and the scheduler's wake-ups (see [`backups`]).
     pub(crate) backups: Arc<backups::BackupState>,
+    /// Snapshot jobs of this node (see [`snapshots`]).
+    pub(crate) snapshots: Arc<snapshots::SnapshotState>,
 }
 
 /// An event waiting for the audit writer; `done` hears back once it is committed (or not).
@@ -167,6 +170,7 @@ impl App {
             live: Arc::default(),
             notify_wake: Arc::default(),
             backups: Arc::default(),
+            snapshots: Arc::default(),
         }
     }
 

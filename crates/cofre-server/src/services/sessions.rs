@@ -706,7 +706,12 @@ impl App {
             format!("session:{id}"),
         ))
         .await?;
-        read_cast(std::path::Path::new(&s.recording_path), &key, id).map_err(|e| {
+        read_cast(
+            &crate::snapshot::recording_path(&self.config.data_dir, &s.recording_path),
+            &key,
+            id,
+        )
+        .map_err(|e| {
             Error::new(
                 ErrorKind::Internal,
                 "recording_unreadable",

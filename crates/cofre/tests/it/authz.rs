@@ -630,6 +630,48 @@ fn authorization_matrix() {
                     Rule::Roles(ADMIN),
                 )
             },
+            // Snapshots (Orbit: admin in on-prem mode, which the matrix runs in).
+            row(
+                "GET",
+                "/api/v1/snapshots",
+                "/api/v1/snapshots",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/snapshots",
+                "/api/v1/snapshots",
+                Some(json!({"include_recordings": false})),
+                Rule::Roles(ADMIN),
+            ),
+            Row {
+                succeeds: false,
+                ..row(
+                    "GET",
+                    "/api/v1/snapshots/jobs/{id}",
+                    "/api/v1/snapshots/jobs/no-such-job",
+                    None,
+                    Rule::Roles(ADMIN),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/snapshots/{id}/verify",
+                    "/api/v1/snapshots/no-such-snapshot/verify",
+                    None,
+                    Rule::Roles(ADMIN),
+                )
+            },
+            row(
+                "POST",
+                "/api/v1/snapshots/prune",
+                "/api/v1/snapshots/prune",
+                Some(json!({"dry_run": true})),
+                Rule::Roles(ADMIN),
+            ),
             // Last: it ends the token.
             row(
                 "POST",

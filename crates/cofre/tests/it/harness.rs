@@ -1534,3 +1534,26 @@ impl Drop for Sshd {
         self.stop();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots: a place to restore an instance into.
+
+impl Instance {
+    /// A new instance of the same backend whose data dir does not exist yet and, for PostgreSQL,
+    /// whose database is empty: what `cofre snapshot restore` fills.
+    pub fn empty_like(&self) -> Instance {
+        let root = tempfile::Builder::new()
+            .prefix("cofre-it-restored-")
+            .tempdir()
+            .expect("temp dir");
+        let data_dir = root.path().join("data");
+        let pg = (self.backend == Backend::Postgres).then(PgDb::create);
+        Instance {
+            root,
+            data_dir,
+            backend: self.backend,
+            pg,
+            starts: AtomicU64::new(0),
+        }
+    }
+}

@@ -12,4 +12,5 @@ mod gateway;
 mod harness;
 mod sealed;
 mod secret_logs;
+mod snapshot;
 mod tamper;

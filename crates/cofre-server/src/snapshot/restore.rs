@@ -1,0 +1,362 @@
+//! The offline restore: a snapshot file into an empty data dir, with no server running.
+//!
+//! Everything is first written under `NEW_DIR/.cofre-restore` and checked (every frame's tag,
+//! every member's size and SHA-256, the database copy opens); only then are the members moved
+//! into place. A restore cut short leaves only that scratch dir, which no server reads and the
+//! next restore removes.
+
+use super::format::{self, FormatError, Header, Reader};
+use cofre_crypto::datakey::DataKey;
+use cofre_crypto::{MasterKey, SealKind, SealedSecret, UnsealOutcome};
+use std::path::{Path, PathBuf};
+
+const SCRATCH: &str = ".cofre-restore";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("database: {0}")]
+    Database(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RestoreError {
+    let context = context.into();
+    move |source| RestoreError::Io { context, source }
+}
+
+/// What opens a snapshot's key when the server is not there to do it.
+pub enum Unlock {
+    /// The instance's `master.key` (the KEK of a key-file keyring).
+    KeyFile(PathBuf),
+    /// Unseal shares of a Shamir keyring, one per entry; k of them are needed.
+    Shares(Vec<zeroize::Zeroizing<String>>),
+}
+
+/// The snapshot key from its header, with the master key the server holds.
+pub fn open_key(header: &Header, master: &MasterKey) -> Result<DataKey, FormatError> {
+    let sealed = sealed_key(header)?;
+    DataKey::open(master, &sealed, &Header::key_aad(&header.id)).map_err(|_| {
+        FormatError::Key(
+            "this instance's master key does not open the snapshot (it was taken by another instance, or its header was altered)".into(),
+        )
+    })
+}
+
+fn sealed_key(header: &Header) -> Result<SealedSecret, FormatError> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let decode = |s: &str| {
+        b64.decode(s)
+            .map_err(|_| FormatError::Header("the sealed snapshot key is not base64".into()))
+    };
+    Ok(SealedSecret {
+        wrapped_key: decode(&header.key_wrapped)?,
+        ciphertext: decode(&header.key_ciphertext)?,
+    })
+}
+
+/// The master key from the snapshot's own keyring and what the operator brought.
+fn unlock_master(
+    header: &Header,
+    unlock: &Unlock,
+    scratch: &Path,
+) -> Result<MasterKey, RestoreError> {
+    let keyring = &header.keyring;
+    match (&keyring.seal, unlock) {
+        (SealKind::KeyFile, Unlock::KeyFile(path)) => {
+            let bytes = zeroize::Zeroizing::new(
+                std::fs::read(path).map_err(io(format!("--key-file {}", path.display())))?,
+            );
+            cofre_crypto::files::write_private_file(
+                &cofre_crypto::Keyring::key_file_path(scratch),
+                &bytes,
+            )
+            .map_err(|e| RestoreError::Refused(e.to_string()))?;
+            keyring.unseal_with_key_file(scratch).map_err(|_| {
+                RestoreError::Refused(format!(
+                    "--key-file {}: this key file does not open the snapshot's keyring {} (use the master.key of the instance the snapshot was taken from)",
+                    path.display(),
+                    keyring.keyring_id
+                ))
+            })
+        }
+        (SealKind::KeyFile, Unlock::Shares(_)) => Err(RestoreError::Refused(
+            "this snapshot is of a key-file instance: give its master.key with --key-file".into(),
+        )),
+        (SealKind::Shamir { threshold, .. }, Unlock::KeyFile(_)) => {
+            Err(RestoreError::Refused(format!(
+                "this snapshot is of a Shamir-sealed instance: give {threshold} of its unseal shares (--shares-file, or one per line on stdin), not a key file"
+            )))
+        }
+        (SealKind::Shamir { threshold, .. }, Unlock::Shares(shares)) => {
+            let mut progress = keyring.unseal_progress();
+            for (i, share) in shares.iter().enumerate() {
+                match progress.submit(keyring, share.trim()) {
+                    Ok(UnsealOutcome::Unsealed(master)) => return Ok(master),
+                    Ok(UnsealOutcome::NeedMore { .. }) => {}
+                    Err(e) => {
+                        return Err(RestoreError::Refused(format!("unseal share {}: {e}", i + 1)))
+                    }
+                }
+            }
+            Err(RestoreError::Refused(format!(
+                "{} unseal share(s) given, {threshold} needed",
+                progress.have()
+            )))
+        }
+    }
+}
+
+pub struct RestoreOptions {
+    pub snapshot: PathBuf,
+    pub data_dir: PathBuf,
+    pub unlock: Unlock,
+    /// Where a PostgreSQL snapshot's database goes (an empty database); must be absent for a
+    /// SQLite snapshot, whose database goes to `DATA_DIR/cofre.db`.
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct RestoreReport {
+    pub id: String,
+    pub created_at: String,
+    pub members: usize,
+    pub bytes: u64,
+    pub database: String,
+    /// A Shamir instance comes back sealed: its server opens only with the shares.
+    pub sealed: bool,
+}
+
+/// A non-empty directory is refused; a scratch dir left by an interrupted restore is not content.
+fn check_empty(dir: &Path) -> Result<(), RestoreError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(format!("--data-dir {}", dir.display()))(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io(format!("--data-dir {}", dir.display())))?;
+        if entry.file_name() != SCRATCH {
+            return Err(RestoreError::Refused(format!(
+                "--data-dir {}: the directory is not empty ({} is in it); a restore goes into an empty or new directory and never overwrites an instance",
+                dir.display(),
+                entry.file_name().to_string_lossy()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A member name becomes a path under `root` only if it stays there.
+fn member_path(root: &Path, name: &str) -> Result<PathBuf, FormatError> {
+    let bad = || FormatError::Member {
+        name: name.to_owned(),
+        reason: "its name is not a relative path inside the data dir".into(),
+    };
+    let rel = Path::new(name);
+    if name.is_empty()
+        || rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(bad());
+    }
+    Ok(root.join(rel))
+}
+
+pub async fn restore(
+    opts: RestoreOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RestoreReport, RestoreError> {
+    check_empty(&opts.data_dir)?;
+    let mut file = std::fs::File::open(&opts.snapshot)
+        .map_err(io(format!("snapshot {}", opts.snapshot.display())))?;
+    let (header, _) = format::read_header(&mut file)?;
+    match (header.database.as_str(), &opts.database_url) {
+        ("postgres", None) => {
+            return Err(RestoreError::Refused(
+                "--database-url: this snapshot is of a PostgreSQL instance; give the URL of an empty PostgreSQL database to restore into".into(),
+            ))
+        }
+        ("postgres", Some(url)) if !url.starts_with("postgres") => {
+            return Err(RestoreError::Refused(
+                "--database-url: a PostgreSQL snapshot restores into PostgreSQL (postgres://...)".into(),
+            ))
+        }
+        ("sqlite", Some(_)) => {
+            return Err(RestoreError::Refused(
+                "--database-url: this snapshot is of a SQLite instance; its database goes into the data dir, leave --database-url out".into(),
+            ))
+        }
+        ("sqlite" | "postgres", _) => {}
+        (other, _) => {
+            return Err(RestoreError::Refused(format!(
+                "the snapshot's database kind {other:?} is unknown to this cofre"
+            )))
+        }
+    }
+
+    let scratch = opts.data_dir.join(SCRATCH);
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch).map_err(io(format!("removing {}", scratch.display())))?;
+    }
+    cofre_crypto::files::ensure_private_dir(&opts.data_dir)
+        .map_err(|e| RestoreError::Refused(e.to_string()))?;
+    cofre_crypto::files::ensure_private_dir(&scratch)
+        .map_err(|e| RestoreError::Refused(e.to_string()))?;
+    let key_dir = scratch.join("key");
+    cofre_crypto::files::ensure_private_dir(&key_dir)
+        .map_err(|e| RestoreError::Refused(e.to_string()))?;
+    let master = unlock_master(&header, &opts.unlock, &key_dir)?;
+    let key = open_key(&header, &master)?;
+    drop(master);
+
+    let mut reader = Reader::open(file, key)?;
+    let total: u64 = reader.manifest.members.iter().map(|m| m.size).sum();
+    let files = scratch.join("files");
+    let mut done = 0u64;
+    let mut written: Vec<PathBuf> = Vec::new();
+    // Files are written on their own thread while the next frames are decrypted and hashed.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<ToDisk>(8);
+    let disk = std::thread::spawn(move || write_members(rx));
+    let read = reader.for_each_member(
+        |m| {
+            let path = member_path(&files, &m.name)?;
+            written.push(path.clone());
+            tx.send(ToDisk::Open(path, m.mode & 0o700))
+                .map_err(|_| FormatError::Member {
+                    name: m.name.clone(),
+                    reason: "cannot write it: the writer stopped".into(),
+                })?;
+            Ok(Some(Box::new(ChannelWriter(tx.clone()))))
+        },
+        &mut |n| {
+            done += n;
+            progress(done, total);
+        },
+    );
+    drop(tx);
+    let wrote = disk
+        .join()
+        .map_err(|_| RestoreError::Refused("the restore's writer thread panicked".into()))?;
+    // A write error explains a read-side "writer stopped", so it goes first.
+    wrote?;
+    read?;
+
+    // Every member on disk before any is moved into place. One pass at the end rather than one
+    // fsync per member: the kernel writes back while later members are still being decrypted.
+    for path in &written {
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(io(format!("syncing {}", path.display())))?;
+    }
+    // Everything verified; now the database, then the files move into place.
+    let db_member = super::database_member(&header.database);
+    let db_file = files.join(db_member);
+    let sealed = matches!(header.keyring.seal, SealKind::Shamir { .. });
+    match opts.database_url.as_deref() {
+        Some(url) => {
+            cofre_store::export::restore_postgres_dump(url, &db_file)
+                .await
+                .map_err(|e| RestoreError::Database(e.to_string()))?;
+        }
+        None => {
+            cofre_store::export::check_sqlite_copy(&db_file)
+                .await
+                .map_err(|e| RestoreError::Database(format!("{db_member}: {e}")))?;
+            std::fs::rename(&db_file, opts.data_dir.join("cofre.db"))
+                .map_err(io("moving the database into place"))?;
+        }
+    }
+    for m in &reader.manifest.members {
+        if m.name.starts_with("database/") {
+            continue;
+        }
+        let from = member_path(&files, &m.name)?;
+        let to = member_path(&opts.data_dir, &m.name)?;
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(io(format!("creating {}", parent.display())))?;
+        }
+        std::fs::rename(&from, &to).map_err(io(format!("moving {} into place", m.name)))?;
+    }
+    if !sealed {
+        std::fs::rename(
+            cofre_crypto::Keyring::key_file_path(&key_dir),
+            cofre_crypto::Keyring::key_file_path(&opts.data_dir),
+        )
+        .map_err(io("placing master.key"))?;
+    }
+    std::fs::remove_dir_all(&scratch).map_err(io(format!("removing {}", scratch.display())))?;
+    super::sync_dir(&opts.data_dir).map_err(io("syncing the data dir"))?;
+    Ok(RestoreReport {
+        id: header.id.clone(),
+        created_at: header.created_at.clone(),
+        members: reader.manifest.members.len(),
+        bytes: total,
+        database: header.database.clone(),
+        sealed,
+    })
+}
+
+/// What the reading side hands the writing thread.
+enum ToDisk {
+    /// Create this file (it must not exist) with these permission bits; data follows.
+    Open(PathBuf, u32),
+    Data(Vec<u8>),
+}
+
+struct ChannelWriter(std::sync::mpsc::SyncSender<ToDisk>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(ToDisk::Data(buf.to_vec()))
+            .map_err(|_| std::io::Error::other("the writer stopped"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write_members(rx: std::sync::mpsc::Receiver<ToDisk>) -> Result<(), RestoreError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut current: Option<(PathBuf, std::fs::File)> = None;
+    for job in rx {
+        match job {
+            ToDisk::Open(path, mode) => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(io(format!("creating {}", parent.display())))?;
+                }
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode)
+                    .open(&path)
+                    .map_err(io(format!("creating {}", path.display())))?;
+                current = Some((path, file));
+            }
+            ToDisk::Data(data) => {
+                let Some((path, file)) = current.as_mut() else {
+                    return Err(RestoreError::Refused("data before its member".into()));
+                };
+                file.write_all(&data)
+                    .map_err(io(format!("writing {}", path.display())))?;
+            }
+        }
+    }
+    Ok(())
+}
