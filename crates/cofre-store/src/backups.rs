@@ -369,24 +369,3 @@ impl WriteTx {
         Ok(ids)
     }
 }
-
-impl Store {
-    /// A transaction-consistent copy of a SQLite database in a new file (`VACUUM INTO`), taken
-    /// while writers go on. Only for SQLite.
-    pub async fn sqlite_copy_into(&self, path: &std::path::Path) -> Result<()> {
-        if self.kind() != crate::DbKind::Sqlite {
-            return Err(StoreError::Corrupt(
-                "a file copy of the database exists only for SQLite".into(),
-            ));
-        }
-        let text = path
-            .to_str()
-            .ok_or_else(|| StoreError::Corrupt("the copy's path is not UTF-8".into()))?;
-        let mut c = self.read().await?;
-        // VACUUM takes no bound parameters for its file name: quote it as an SQL string.
-        sqlx::query(&format!("VACUUM INTO '{}'", text.replace('\'', "''")))
-            .execute(&mut *c)
-            .await?;
-        Ok(())
-    }
-}

@@ -811,11 +811,6 @@ impl App {
         staging: &Path,
     ) -> std::result::Result<Vec<SourceFile>, TargetError> {
         let fail = |what: &str, e: &dyn std::fmt::Display| TargetError::new(format!("{what}: {e}"));
-        if self.store.kind() != cofre_store::DbKind::Sqlite {
-            return Err(TargetError::new(
-                "system backups of PostgreSQL need the snapshot feature",
-            ));
-        }
         let stamp = self
             .now()
             .format(time::macros::format_description!(
@@ -825,15 +820,22 @@ impl App {
         let dir = staging.join(&stamp);
         std::fs::create_dir_all(&dir).map_err(|e| fail("staging", &e))?;
         let plain_db = dir.join(".cofre.db.plain");
-        self.store
-            .sqlite_copy_into(&plain_db)
+        // The snapshot's consistent copy: a SQLite file, or a PostgreSQL JSON-lines dump that
+        // `cofre_store::export::restore_postgres_dump` loads into an empty database.
+        let copy = self
+            .store
+            .copy_consistent(&plain_db)
             .await
             .map_err(|e| fail("copying the database", &e))?;
+        let db_name = match copy.kind {
+            cofre_store::DbKind::Sqlite => "cofre.db",
+            cofre_store::DbKind::Postgres => "cofre.pgdump.jsonl",
+        };
         let mut files = Vec::new();
         let db = std::fs::read(&plain_db).map_err(|e| fail("reading the database copy", &e));
         let _ = std::fs::remove_file(&plain_db);
         let db = Zeroizing::new(db?);
-        files.push(self.seal_into(&dir, &stamp, "cofre.db", &db)?);
+        files.push(self.seal_into(&dir, &stamp, db_name, &db)?);
         drop(db);
         if let Some(cfg) = &self.config.config_file {
             let text = Zeroizing::new(

@@ -252,7 +252,8 @@ fn creation_date(s: &SnapshotMeta) -> Option<time::Date> {
 /// Files of the data dir that go into a snapshot besides the database copy: keyring, TLS
 /// certificate, gateway host key, recordings, break-glass files, anything else kept there.
 /// Left out: the database files (copied consistently instead), `master.key` (the snapshot must
-/// be useless without it), the one-time admin password, and the snapshot directory itself.
+/// be useless without it), the one-time admin password, backups' staging directory, and the
+/// snapshot directory itself.
 pub fn data_dir_members(data_dir: &Path, snapshot_dir: &Path) -> std::io::Result<Vec<DirMember>> {
     const SKIP: &[&str] = &[
         "master.key",
@@ -261,6 +262,8 @@ pub fn data_dir_members(data_dir: &Path, snapshot_dir: &Path) -> std::io::Result
         "cofre.db-shm",
         "cofre.db-journal",
         "initial-admin-password",
+        // Backups' scratch space: key files and unsealed database copies while a run needs them.
+        ".backup-staging",
     ];
     let mut out = Vec::new();
     let mut stack = vec![data_dir.to_path_buf()];

@@ -1110,9 +1110,10 @@ fn bad_backup_input_names_the_field() {
         .assert_stderr_contains("backup job nope not found");
 }
 
-/// PostgreSQL: the `system` kind says plainly that it needs the snapshot feature; the others work.
+/// PostgreSQL: the `system` kind ships the snapshot code's consistent dump, sealed; a real
+/// snapshot is copied by a `snapshots` job.
 #[test]
-fn postgres_system_backup_says_why() {
+fn postgres_system_and_snapshot_backups() {
     let inst = Instance::new(Backend::Postgres);
     let server = inst.start();
     let (admin, _) = admin_cli(&inst, &server);
@@ -1136,10 +1137,32 @@ fn postgres_system_backup_says_why() {
         "--schedule",
         "manual",
     ]);
-    admin
-        .fail(&["backup", "run", "system-d"])
-        .assert_stderr_contains("system backups of PostgreSQL need the snapshot feature");
-    write_snapshot(&inst.data_dir, "s.cofre-snapshot", 1000, 1);
+    let run = run_json(&admin, "system-d");
+    assert!(run["files_sent"].as_u64().unwrap() >= 2, "{run}");
+    let mut sent = Vec::new();
+    let mut stack = vec![dest.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                sent.push(p);
+            }
+        }
+    }
+    let dump = sent
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("cofre.pgdump.jsonl.sealed"))
+        .unwrap_or_else(|| panic!("a sealed PostgreSQL dump among {sent:?}"));
+    let bytes = std::fs::read(dump).unwrap();
+    assert!(bytes.starts_with(b"COFRE-SEALED-V1\n"));
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        !text.contains("audit_log") && !text.contains("password_hash"),
+        "the dump leaves sealed"
+    );
+    admin.ok(&["snapshot", "create"]);
     admin.ok(&[
         "backup",
         "job",
@@ -1151,7 +1174,25 @@ fn postgres_system_backup_says_why() {
         "--schedule",
         "manual",
     ]);
-    assert_eq!(run_json(&admin, "snapshots-d")["files_sent"], 1);
+    assert_eq!(run_json(&admin, "snapshots-d")["files_sent"], 2, "the snapshot and its listing");
+    let snaps = inst.data_dir.join("snapshots");
+    for e in std::fs::read_dir(&snaps).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_owned();
+        let copy = std::fs::read_dir(&dest)
+            .unwrap()
+            .map(|d| d.unwrap().path())
+            .flat_map(|d| {
+                if d.is_dir() {
+                    std::fs::read_dir(&d).unwrap().map(|x| x.unwrap().path()).collect()
+                } else {
+                    vec![d]
+                }
+            })
+            .find(|c| c.file_name() == Some(name.as_os_str()))
+            .unwrap_or_else(|| panic!("{name:?} copied"));
+        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(copy).unwrap());
+    }
 }
 
 /// A session still running when a backup runs: its recording is sent as far as it got, and sent
