@@ -152,6 +152,8 @@ pub enum CredentialCmd {
     },
 }
 
+// Parsed once per process: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum PolicyCmd {
     Add {

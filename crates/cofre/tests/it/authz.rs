@@ -92,6 +92,8 @@ const LISTERS: &[Who] = &[Who::Admin, Who::Approver, Who::User];
 const HISTORY: &[Who] = &[Who::Admin, Who::Auditor];
 const AUDIT: &[Who] = &[Who::Admin, Who::Auditor];
 const POLICY_READERS: &[Who] = &[Who::Admin, Who::Auditor];
+/// Who may decide requests and review emergency access (with the group check in the service).
+const DECIDERS: &[Who] = &[Who::Admin, Who::Approver];
 
 fn expectation(rule: Rule, who: Who, succeeds: bool, template: &str) -> Expect {
     let allowed = if succeeds {
@@ -670,6 +672,110 @@ fn authorization_matrix() {
                 "/api/v1/snapshots/prune",
                 "/api/v1/snapshots/prune",
                 Some(json!({"dry_run": true})),
+                Rule::Roles(ADMIN),
+            ),
+            // Access requests. The matrix's policy for ops is not `approve`, so a request by an
+            // approver or user is refused as unneeded (409), the admin's as policy_denied (no
+            // policy), and the other roles' by the role table; the ids below do not exist (404).
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/requests",
+                    "/api/v1/requests",
+                    Some(json!({"target": "db01", "account": "root", "reason": "matrix"})),
+                    Rule::Reveal,
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/requests/emergency",
+                    "/api/v1/requests/emergency",
+                    Some(json!({"target": "db01", "account": "root", "reason": "matrix"})),
+                    Rule::Reveal,
+                )
+            },
+            row(
+                "GET",
+                "/api/v1/requests",
+                "/api/v1/requests",
+                None,
+                Rule::OwnAccount,
+            ),
+            Row {
+                succeeds: false,
+                ..row(
+                    "GET",
+                    "/api/v1/requests/{id}",
+                    "/api/v1/requests/no-such-request",
+                    None,
+                    Rule::OwnAccount,
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/requests/{id}/approve",
+                    "/api/v1/requests/no-such-request/approve",
+                    Some(json!({})),
+                    Rule::Roles(DECIDERS),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/requests/{id}/deny",
+                    "/api/v1/requests/no-such-request/deny",
+                    Some(json!({"comment": "matrix says no"})),
+                    Rule::Roles(DECIDERS),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/requests/{id}/cancel",
+                    "/api/v1/requests/no-such-request/cancel",
+                    None,
+                    Rule::OwnAccount,
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/requests/{id}/review",
+                    "/api/v1/requests/no-such-request/review",
+                    Some(json!({"comment": "matrix review"})),
+                    Rule::Roles(DECIDERS),
+                )
+            },
+            row(
+                "GET",
+                "/api/v1/grants",
+                "/api/v1/grants",
+                None,
+                Rule::OwnAccount,
+            ),
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/grants/{id}/revoke",
+                    "/api/v1/grants/no-such-request/revoke",
+                    Some(json!({})),
+                    Rule::OwnAccount,
+                )
+            },
+            row(
+                "PUT",
+                "/api/v1/users/{username}/email",
+                "/api/v1/users/user1/email",
+                Some(json!({"email": "user1@example.test"})),
                 Rule::Roles(ADMIN),
             ),
             // Last: it ends the token.

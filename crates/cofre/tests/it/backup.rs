@@ -1174,7 +1174,11 @@ fn postgres_system_and_snapshot_backups() {
         "--schedule",
         "manual",
     ]);
-    assert_eq!(run_json(&admin, "snapshots-d")["files_sent"], 2, "the snapshot and its listing");
+    assert_eq!(
+        run_json(&admin, "snapshots-d")["files_sent"],
+        2,
+        "the snapshot and its listing"
+    );
     let snaps = inst.data_dir.join("snapshots");
     for e in std::fs::read_dir(&snaps).unwrap() {
         let p = e.unwrap().path();
@@ -1184,7 +1188,10 @@ fn postgres_system_and_snapshot_backups() {
             .map(|d| d.unwrap().path())
             .flat_map(|d| {
                 if d.is_dir() {
-                    std::fs::read_dir(&d).unwrap().map(|x| x.unwrap().path()).collect()
+                    std::fs::read_dir(&d)
+                        .unwrap()
+                        .map(|x| x.unwrap().path())
+                        .collect()
                 } else {
                     vec![d]
                 }

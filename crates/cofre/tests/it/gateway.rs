@@ -1528,3 +1528,129 @@ fn password_and_totp_login() {
         "the password is never in the audit trail"
     );
 }
+
+/// Four eyes at the gateway: under an `approve` policy the session is refused until two people
+/// (one per level) have approved alice's request; then it opens, and revoking the grant closes it
+/// within a second, with a message.
+#[test]
+fn an_approved_request_opens_the_gateway_and_revoking_closes_it() {
+    let Some(gw) = setup(Backend::Sqlite, None) else {
+        return;
+    };
+    for g in ["leads", "security"] {
+        gw.admin.ok(&["group", "add", g]);
+    }
+    let (lea, _, _) = add_user_cli(
+        &gw.inst,
+        &gw.server,
+        &gw.admin,
+        "lea",
+        "approver",
+        &["leads"],
+    );
+    let (sam, _, _) = add_user_cli(
+        &gw.inst,
+        &gw.server,
+        &gw.admin,
+        "sam",
+        "approver",
+        &["security"],
+    );
+    gw.admin.ok(&[
+        "policy",
+        "add",
+        "prod-root",
+        "--group",
+        "ops",
+        "--targets",
+        "tag:prod",
+        "--allow",
+        "session,reveal",
+        "--outcome",
+        "approve",
+        "--levels",
+        "leads:1,security:1",
+        "--max-duration",
+        "4h",
+    ]);
+    let before = gw.sshd.log().len();
+    let out = gw.run_ssh("alice:root@db01", &[], Some("echo should-not-run"), None);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("requires an approved access request"),
+        "{out:?}"
+    );
+    assert_nothing_reached_sshd(&gw.sshd, before, "refused until approved");
+
+    let created = gw.alice.ok(&[
+        "--output",
+        "json",
+        "request",
+        "create",
+        "--target",
+        "db01",
+        "--account",
+        "root",
+        "--reason",
+        "CHG-1234 patching",
+        "--duration",
+        "2h",
+    ]);
+    let id = created.json()["id"].as_str().expect("id").to_owned();
+    lea.ok(&["request", "approve", &id, "--comment", "ok"])
+        .assert_stdout_contains("now waits on level 2");
+    let out = gw.run_ssh("alice:root@db01", &[], Some("echo still-not"), None);
+    assert_ne!(out.code, Some(0), "one level is not enough: {out:?}");
+    sam.ok(&["request", "approve", &id])
+        .assert_stdout_contains("approved");
+    let shown = gw.alice.ok(&["request", "show", &id]).stdout;
+    for needle in [
+        "state:     approved (grant in force)",
+        "by lea: ok",
+        "by sam",
+    ] {
+        assert!(shown.contains(needle), "{needle:?} in:\n{shown}");
+    }
+
+    let mut ssh = Running::spawn(gw.ssh("alice:root@db01", &["-tt"], None), "ssh -tt (shell)");
+    ssh.send("echo ready-$((40+2))\n");
+    ssh.wait_for_stdout("ready-42", Duration::from_secs(30));
+    gw.admin
+        .ok(&["grant", "revoke", &id, "--reason", "change done"])
+        .assert_stdout_contains("revoked");
+    let revoked = Instant::now();
+    let status = ssh.wait(Duration::from_secs(10));
+    let took = revoked.elapsed();
+    assert!(
+        status.is_some(),
+        "the session outlived its grant: {}",
+        ssh.describe()
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "the session should end within a second of the revocation, took {took:?}"
+    );
+    assert!(
+        format!("{}{}", ssh.stdout(), ssh.stderr()).contains(&format!("grant {id} was revoked")),
+        "the user sees why: {}",
+        ssh.describe()
+    );
+    let out = gw.run_ssh("alice:root@db01", &[], Some("echo after"), None);
+    assert_ne!(
+        out.code,
+        Some(0),
+        "no new session after the revocation: {out:?}"
+    );
+    let audit = gw.audit();
+    let start = find_entry(&audit, "session.start", |e| e["actor"] == "alice");
+    assert_eq!(start["details"]["request"], id.as_str());
+    let revoke = find_entry(&audit, "grant.revoke", |e| e["actor"] == "admin");
+    assert_eq!(revoke["details"]["reason"], "change done");
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e["action"] == "request.decide" && e["outcome"] == "ok")
+            .count(),
+        2
+    );
+}
