@@ -9,8 +9,10 @@ use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct RequestArgs {
+    /// The target (host) name, e.g. db01.
     #[arg(long)]
     target: String,
+    /// The account on the target whose credential the grant covers, e.g. root.
     #[arg(long)]
     account: String,
     /// Why (a ticket number); the approvers see it and the audit trail keeps it.

@@ -149,6 +149,20 @@ fn human_duration(secs: i64) -> String {
     }
 }
 
+fn check_max_duration(terms: &Terms, duration: i64) -> Result<()> {
+    match terms.max_duration_minutes {
+        Some(max) if duration > i64::from(max) * 60 => Err(Error::invalid(
+            "duration",
+            format!(
+                "duration: policy {} allows at most {}",
+                terms.policy,
+                human_duration(i64::from(max) * 60)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn rfc3339(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
         .map(timestamp)
@@ -451,6 +465,26 @@ impl App {
         Ok(out)
     }
 
+    /// The accesses a request asks for: as named, or by default whatever policy puts under
+    /// approval at `at` (none: `session`, and `request_terms` then says why no request is needed).
+    async fn access_of(
+        &self,
+        who: &Principal,
+        req: &CreateAccessRequest,
+        tags: &[String],
+        at: i64,
+    ) -> Result<Vec<Access>> {
+        if req.access.is_some() {
+            return self.requested_access(req.access.as_ref());
+        }
+        let a = self.approval_access(who, &req.target, tags, at).await?;
+        Ok(if a.is_empty() {
+            vec![Access::Session]
+        } else {
+            a
+        })
+    }
+
     /// Which of `access` the caller's policies put under approval (for the default `access`).
     async fn approval_access(
         &self,
@@ -536,34 +570,12 @@ impl App {
         if duration > MAX_GRANT_SECONDS {
             return Err(Error::invalid("duration", "duration: at most 7d"));
         }
-        let access = match &req.access {
-            Some(_) => self.requested_access(req.access.as_ref())?,
-            None => {
-                let a = self.approval_access(who, &req.target, &tags, start).await?;
-                if a.is_empty() {
-                    // Let request_terms say why (no policy, or no approval needed).
-                    vec![Access::Session]
-                } else {
-                    a
-                }
-            }
-        };
+        let access = self.access_of(who, req, &tags, start).await?;
         let window = (start, start + duration);
         let terms = self
             .request_terms(who, &req.target, &tags, &access, window)
             .await?;
-        if let Some(max) = terms.max_duration_minutes {
-            if duration > i64::from(max) * 60 {
-                return Err(Error::invalid(
-                    "duration",
-                    format!(
-                        "duration: policy {} allows at most {}",
-                        terms.policy,
-                        human_duration(i64::from(max) * 60)
-                    ),
-                ));
-            }
-        }
+        check_max_duration(&terms, duration)?;
         let timeout = i64::try_from(self.config.approvals.request_timeout_seconds).unwrap_or(3600);
         let machine = Request::pending(&who.username, terms.levels.clone(), now + timeout, window);
         let row = self.new_request_row(who, req, &access, &terms, &machine, now);
@@ -647,17 +659,7 @@ impl App {
             .request_subject(&req.target, &req.account, &req.reason)
             .await?;
         let now = self.now().unix_timestamp();
-        let access = match &req.access {
-            Some(_) => self.requested_access(req.access.as_ref())?,
-            None => {
-                let a = self.approval_access(who, &req.target, &tags, now).await?;
-                if a.is_empty() {
-                    vec![Access::Session]
-                } else {
-                    a
-                }
-            }
-        };
+        let access = self.access_of(who, req, &tags, now).await?;
         let duration = match &req.duration {
             Some(d) => parse_duration("duration", d)?,
             None => i64::from(self.config.approvals.default_duration_minutes) * 60,
@@ -684,18 +686,7 @@ impl App {
                 ),
             ));
         }
-        if let Some(max) = terms.max_duration_minutes {
-            if duration > i64::from(max) * 60 {
-                return Err(Error::invalid(
-                    "duration",
-                    format!(
-                        "duration: policy {} allows at most {}",
-                        terms.policy,
-                        human_duration(i64::from(max) * 60)
-                    ),
-                ));
-            }
-        }
+        check_max_duration(&terms, duration)?;
         let machine = Request::emergency(&who.username, terms.levels.clone(), now, window);
         let row = self.new_request_row(who, req, &access, &terms, &machine, now);
         let mut tx = self.store.write().await?;

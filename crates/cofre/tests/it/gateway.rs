@@ -1106,32 +1106,6 @@ fn server_crash_keeps_the_recording() {
         .assert_stdout_contains("audit chain intact");
 }
 
-/// A tmpfs mounted over DATA_DIR/recordings; lazily unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(Tmpfs(dir.to_owned()))
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazy: the server may still hold the recording open.
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// The recording storage fills up mid-session: the session ends with a message instead of running
 /// unrecorded, and the end is audited with the reason.
 #[test]
@@ -1140,7 +1114,7 @@ fn full_recording_storage_ends_the_session() {
         return;
     };
     let recordings = gw.inst.data_dir.join("recordings");
-    let _tmpfs = match Tmpfs::mount(&recordings, "2m") {
+    let _tmpfs = match Tmpfs::mount(&recordings, "size=2m") {
         Ok(t) => t,
         Err(why) => {
             eprintln!(
