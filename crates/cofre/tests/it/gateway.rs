@@ -1503,14 +1503,9 @@ fn password_and_totp_login() {
     );
 }
 
-/// Four eyes at the gateway: under an `approve` policy the session is refused until two people
-/// (one per level) have approved alice's request; then it opens, and revoking the grant closes it
-/// within a second, with a message.
-#[test]
-fn an_approved_request_opens_the_gateway_and_revoking_closes_it() {
-    let Some(gw) = setup(Backend::Sqlite, None) else {
-        return;
-    };
+/// An `approve` policy on db01 for ops with two levels (leads, then security), and one approver
+/// in each.
+fn two_level_policy(gw: &Gw) -> (Cli, Cli) {
     for g in ["leads", "security"] {
         gw.admin.ok(&["group", "add", g]);
     }
@@ -1547,15 +1542,11 @@ fn an_approved_request_opens_the_gateway_and_revoking_closes_it() {
         "--max-duration",
         "4h",
     ]);
-    let before = gw.sshd.log().len();
-    let out = gw.run_ssh("alice:root@db01", &[], Some("echo should-not-run"), None);
-    assert_ne!(out.code, Some(0), "{out:?}");
-    assert!(
-        out.stderr.contains("requires an approved access request"),
-        "{out:?}"
-    );
-    assert_nothing_reached_sshd(&gw.sshd, before, "refused until approved");
+    (lea, sam)
+}
 
+/// alice asks for root@db01 for `duration`; returns the request id.
+fn request_access(gw: &Gw, duration: &str) -> String {
     let created = gw.alice.ok(&[
         "--output",
         "json",
@@ -1568,9 +1559,73 @@ fn an_approved_request_opens_the_gateway_and_revoking_closes_it() {
         "--reason",
         "CHG-1234 patching",
         "--duration",
-        "2h",
+        duration,
     ]);
-    let id = created.json()["id"].as_str().expect("id").to_owned();
+    created.json()["id"].as_str().expect("id").to_owned()
+}
+
+/// A session opened under a grant ends when the grant's window does, with a message.
+#[test]
+fn a_session_ends_with_its_grant() {
+    let Some(gw) = setup(Backend::Sqlite, None) else {
+        return;
+    };
+    let (lea, sam) = two_level_policy(&gw);
+    let id = request_access(&gw, "6s");
+    lea.ok(&["request", "approve", &id]);
+    sam.ok(&["request", "approve", &id]);
+    let shown = gw
+        .alice
+        .ok(&["--output", "json", "request", "show", &id])
+        .json();
+    let ends = time::OffsetDateTime::parse(
+        shown["ends_at"].as_str().expect("ends_at"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339");
+    let mut ssh = Running::spawn(gw.ssh("alice:root@db01", &["-tt"], None), "ssh -tt (shell)");
+    ssh.send("echo ready-$((40+2))\n");
+    ssh.wait_for_stdout("ready-42", Duration::from_secs(30));
+    let status = ssh.wait(Duration::from_secs(40));
+    let ended = time::OffsetDateTime::now_utc();
+    assert!(
+        status.is_some(),
+        "the session outlived its grant: {}",
+        ssh.describe()
+    );
+    assert!(
+        ended >= ends,
+        "the session ended at {ended}, before its grant did ({ends}): {}",
+        ssh.describe()
+    );
+    assert!(
+        format!("{}{}", ssh.stdout(), ssh.stderr()).contains(&format!("grant {id} has ended")),
+        "the user sees why: {}",
+        ssh.describe()
+    );
+    let out = gw.run_ssh("alice:root@db01", &[], Some("echo after"), None);
+    assert_ne!(out.code, Some(0), "no new session after the grant: {out:?}");
+}
+
+/// Four eyes at the gateway: under an `approve` policy the session is refused until two people
+/// (one per level) have approved alice's request; then it opens, and revoking the grant closes it
+/// within a second, with a message.
+#[test]
+fn an_approved_request_opens_the_gateway_and_revoking_closes_it() {
+    let Some(gw) = setup(Backend::Sqlite, None) else {
+        return;
+    };
+    let (lea, sam) = two_level_policy(&gw);
+    let before = gw.sshd.log().len();
+    let out = gw.run_ssh("alice:root@db01", &[], Some("echo should-not-run"), None);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("requires an approved access request"),
+        "{out:?}"
+    );
+    assert_nothing_reached_sshd(&gw.sshd, before, "refused until approved");
+
+    let id = request_access(&gw, "2h");
     lea.ok(&["request", "approve", &id, "--comment", "ok"])
         .assert_stdout_contains("now waits on level 2");
     let out = gw.run_ssh("alice:root@db01", &[], Some("echo still-not"), None);
