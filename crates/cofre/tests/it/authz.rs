@@ -868,3 +868,37 @@ fn body_of(r: &Row) -> Body<'static> {
         None => Body::None,
     }
 }
+
+/// Orbit (snapshots, backups) follows the deployment mode: the tenant admin on-prem (the matrix
+/// above), admin and the vendor's operator in private-saas, only the operator in saas.
+#[test]
+fn orbit_follows_the_mode() {
+    for (mode, admin_may, operator_may) in [("private-saas", true, true), ("saas", false, true)] {
+        let inst = Instance::new(Backend::Sqlite);
+        let config = inst.path().join("cofre.toml");
+        std::fs::write(&config, format!("mode = \"{mode}\"\n")).unwrap();
+        let server = inst.start_with_env(&[("COFRE_CONFIG", config.to_str().unwrap())]);
+        let (admin, _) = admin_cli(&inst, &server);
+        let (operator, _, _) = add_user_cli(&inst, &server, &admin, "op1", "operator", &[]);
+        for (who, cli, may) in [
+            ("admin", &admin, admin_may),
+            ("operator", &operator, operator_may),
+        ] {
+            for args in [&["snapshot", "list"][..], &["backup", "status"][..]] {
+                let out = cli.run(args, None);
+                assert_eq!(
+                    out.code == Some(0),
+                    may,
+                    "{mode}: {who} {args:?}: {}",
+                    out.all()
+                );
+                if !may {
+                    assert!(out.all().contains("may not"), "{}", out.all());
+                }
+            }
+        }
+        // Whatever the mode, the operator never reads credentials or the audit trail.
+        operator.fail(&["audit", "verify"]);
+        operator.fail(&["target", "list"]);
+    }
+}
