@@ -803,91 +803,33 @@ impl App {
         }
     }
 
-    /// The `system` kind: a consistent database copy and the config file, each sealed under the
-    /// master key, and the keyring (the master key wrapped by its key-encryption key), in a folder
-    /// named after the time. The only place that knows how `system` is made.
+    /// The `system` kind: a snapshot of everything but the recordings (database copy, config,
+    /// keyring, TLS and host keys, break-glass files), in the snapshot format: encrypted under a
+    /// key the master key seals, and restored with `cofre snapshot restore FILE`. The only place
+    /// that knows how `system` is made.
     async fn system_source(
         &self,
         staging: &Path,
     ) -> std::result::Result<Vec<SourceFile>, TargetError> {
-        let fail = |what: &str, e: &dyn std::fmt::Display| TargetError::new(format!("{what}: {e}"));
-        let stamp = self
-            .now()
-            .format(time::macros::format_description!(
-                "[year][month][day]T[hour][minute][second]Z"
-            ))
-            .map_err(|e| fail("naming the copy", &e))?;
-        let dir = staging.join(&stamp);
-        std::fs::create_dir_all(&dir).map_err(|e| fail("staging", &e))?;
-        let plain_db = dir.join(".cofre.db.plain");
-        // The snapshot's consistent copy: a SQLite file, or a PostgreSQL JSON-lines dump that
-        // `cofre_store::export::restore_postgres_dump` loads into an empty database.
-        let copy = self
-            .store
-            .copy_consistent(&plain_db)
+        let meta = self
+            .write_system_snapshot(staging)
             .await
-            .map_err(|e| fail("copying the database", &e))?;
-        let db_name = match copy.kind {
-            cofre_store::DbKind::Sqlite => "cofre.db",
-            cofre_store::DbKind::Postgres => "cofre.pgdump.jsonl",
-        };
+            .map_err(|e| TargetError::new(format!("taking the system snapshot: {}", e.message)))?;
         let mut files = Vec::new();
-        let db = std::fs::read(&plain_db).map_err(|e| fail("reading the database copy", &e));
-        let _ = std::fs::remove_file(&plain_db);
-        let db = Zeroizing::new(db?);
-        files.push(self.seal_into(&dir, &stamp, db_name, &db)?);
-        drop(db);
-        if let Some(cfg) = &self.config.config_file {
-            let text = Zeroizing::new(
-                std::fs::read(cfg).map_err(|e| fail(&format!("reading {}", cfg.display()), &e))?,
-            );
-            files.push(self.seal_into(&dir, &stamp, "config.toml", &text)?);
-        }
-        let keyring = self.config.data_dir.join("keyring.json");
-        if keyring.exists() {
-            let to = dir.join("keyring.json");
-            std::fs::copy(&keyring, &to).map_err(|e| fail("copying the keyring", &e))?;
-            files.push(SourceFile {
-                rel: format!("{stamp}/keyring.json"),
-                size: std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0),
-                path: to,
-            });
+        for path in [
+            crate::snapshot::snapshot_path(staging, &meta.id),
+            crate::snapshot::meta_path(staging, &meta.id),
+        ] {
+            let size = std::fs::metadata(&path)
+                .map_err(|e| TargetError::new(format!("{}: {e}", path.display())))?
+                .len();
+            let rel = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            files.push(SourceFile { rel, path, size });
         }
         Ok(files)
-    }
-
-    /// Seals `plain` under the master key (AAD `cofre:backup:system:STAMP/NAME`) into
-    /// `dir/NAME.sealed`: `COFRE-SEALED-V1\n`, the wrapped key's length (u32, big endian), the
-    /// wrapped key, then the ciphertext.
-    fn seal_into(
-        &self,
-        dir: &Path,
-        stamp: &str,
-        name: &str,
-        plain: &[u8],
-    ) -> std::result::Result<SourceFile, TargetError> {
-        let aad = format!("cofre:backup:system:{stamp}/{name}");
-        let sealed = self
-            .with_master(|mk| envelope::seal(mk, plain, aad.as_bytes()))
-            .map_err(|e| TargetError::new(e.message))?
-            .map_err(|e| TargetError::new(format!("sealing {name}: {e}")))?;
-        let mut out = Vec::with_capacity(sealed.ciphertext.len() + sealed.wrapped_key.len() + 32);
-        out.extend_from_slice(b"COFRE-SEALED-V1\n");
-        out.extend_from_slice(
-            &u32::try_from(sealed.wrapped_key.len())
-                .unwrap_or(0)
-                .to_be_bytes(),
-        );
-        out.extend_from_slice(&sealed.wrapped_key);
-        out.extend_from_slice(&sealed.ciphertext);
-        let path = dir.join(format!("{name}.sealed"));
-        std::fs::write(&path, &out)
-            .map_err(|e| TargetError::new(format!("writing {}: {e}", path.display())))?;
-        Ok(SourceFile {
-            rel: format!("{stamp}/{name}.sealed"),
-            path,
-            size: out.len() as u64,
-        })
     }
 
     /// Marks runs a previous process left `running` as failed, with an alert each.

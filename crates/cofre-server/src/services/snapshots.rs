@@ -31,6 +31,8 @@ pub enum SnapshotReason {
     Daily,
     PreMaintenance,
     Manual,
+    /// Written for a `system` backup: no recordings, not kept among the instance's snapshots.
+    SystemBackup,
 }
 
 impl SnapshotReason {
@@ -39,6 +41,7 @@ impl SnapshotReason {
             SnapshotReason::Daily => "daily",
             SnapshotReason::PreMaintenance => "pre-maintenance",
             SnapshotReason::Manual => "manual",
+            SnapshotReason::SystemBackup => "system-backup",
         }
     }
 }
@@ -253,33 +256,9 @@ impl App {
         opts: SnapshotOptions,
         job: &Arc<Job>,
     ) -> Result<SnapshotMeta> {
-        let started = Instant::now();
-        let created_at = self.now();
-        let id = snap::new_id(created_at);
-        let key = DataKey::generate();
-        let sealed = self
-            .with_master(|mk| key.seal(mk, &Header::key_aad(&id)))?
-            .map_err(|e| Error::internal("sealing the snapshot key", e))?;
         let dir = self.snapshot_dir();
-        cofre_crypto::files::ensure_private_dir(&dir)
-            .map_err(|e| Error::internal("creating the snapshot directory", e))?;
-        remove_leftovers(&dir);
-        let partial = dir.join(format!(".{id}.{}.partial", snap::EXTENSION));
-        let work = dir.join(format!(".{id}.work"));
-        let result = self
-            .write_snapshot_files(
-                &id, created_at, opts, key, sealed, &dir, &partial, &work, job, started,
-            )
-            .await;
-        let _ = std::fs::remove_dir_all(&work);
-        let meta = match result {
-            Ok(meta) => meta,
-            Err(e) => {
-                let _ = std::fs::remove_file(&partial);
-                let _ = std::fs::remove_file(snap::meta_path(&dir, &id));
-                return Err(e);
-            }
-        };
+        let meta = self.write_snapshot_into(&dir, opts, job).await?;
+        let id = meta.id.clone();
         let mut entry = NewAuditEntry::new(actor, "snapshot.create", format!("snapshot:{id}"));
         entry.details = serde_json::json!({
             "reason": meta.reason,
@@ -298,6 +277,54 @@ impl App {
         metrics::counter!("cofre_snapshots_total", "reason" => opts.reason.as_str()).increment(1);
         tracing::info!(id = %meta.id, size = meta.size, "snapshot written");
         Ok(meta)
+    }
+
+    /// Writes a snapshot file (and its `ID.json`) into `dir`, atomically; not audited here.
+    async fn write_snapshot_into(
+        &self,
+        dir: &Path,
+        opts: SnapshotOptions,
+        job: &Arc<Job>,
+    ) -> Result<SnapshotMeta> {
+        let started = Instant::now();
+        let created_at = self.now();
+        let id = snap::new_id(created_at);
+        let key = DataKey::generate();
+        let sealed = self
+            .with_master(|mk| key.seal(mk, &Header::key_aad(&id)))?
+            .map_err(|e| Error::internal("sealing the snapshot key", e))?;
+        cofre_crypto::files::ensure_private_dir(dir)
+            .map_err(|e| Error::internal("creating the snapshot directory", e))?;
+        remove_leftovers(dir);
+        let partial = dir.join(format!(".{id}.{}.partial", snap::EXTENSION));
+        let work = dir.join(format!(".{id}.work"));
+        let result = self
+            .write_snapshot_files(
+                &id, created_at, opts, key, sealed, dir, &partial, &work, job, started,
+            )
+            .await;
+        let _ = std::fs::remove_dir_all(&work);
+        match result {
+            Ok(meta) => Ok(meta),
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                let _ = std::fs::remove_file(snap::meta_path(dir, &id));
+                Err(e)
+            }
+        }
+    }
+
+    /// What a `system` backup ships: a snapshot of everything but the recordings, written into
+    /// `dir` (a backup's staging dir: never listed or pruned here). `cofre snapshot restore FILE`
+    /// restores it like any snapshot. The backup run audits it.
+    pub(crate) async fn write_system_snapshot(&self, dir: &Path) -> Result<SnapshotMeta> {
+        let _one_at_a_time = self.snapshots.running.lock().await;
+        let job = Arc::new(Job::new(self.now_text()));
+        let opts = SnapshotOptions {
+            reason: SnapshotReason::SystemBackup,
+            include_recordings: false,
+        };
+        self.write_snapshot_into(dir, opts, &job).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -329,7 +356,8 @@ impl App {
             .map_err(|e| Error::internal("copying the database", e))?;
 
         job.set_phase("files");
-        let mut members = snap::data_dir_members(&self.config.data_dir, dir)
+        // The snapshot directory is never inside a snapshot, wherever this one is written.
+        let mut members = snap::data_dir_members(&self.config.data_dir, &self.snapshot_dir())
             .map_err(io_error("listing the data dir"))?;
         members.retain(|m| {
             m.name != CONFIG_MEMBER

@@ -296,8 +296,9 @@ fn rsync_over_ssh_sends_only_new_recordings() {
     );
 }
 
-/// A local directory target, `system` and `credentials` kinds: the database copy and the config
-/// leave only sealed; the break-glass file is copied as it is (age, already encrypted).
+/// A local directory target, `system` and `credentials` kinds: `system` is an encrypted snapshot
+/// without recordings that restores into a working instance; the break-glass file is copied as it
+/// is (age, already encrypted).
 #[test]
 fn directory_target_system_and_credentials() {
     let inst = Instance::new(Backend::Sqlite);
@@ -338,28 +339,56 @@ fn directory_target_system_and_credentials() {
     assert_eq!(run["status"], "ok", "{run}");
     let copied = tree(&dest.join("system"));
     let names: Vec<&String> = copied.keys().collect();
-    assert_eq!(copied.len(), 3, "database, config, keyring: {names:?}");
-    for (name, bytes) in &copied {
-        if name.ends_with(".sealed") {
-            assert!(bytes.starts_with(b"COFRE-SEALED-V1\n"), "{name}");
-            let text = String::from_utf8_lossy(bytes);
-            assert!(
-                !text.contains("SQLite format"),
-                "{name} is a plain database"
-            );
-            assert!(
-                !text.contains("min_interval_seconds"),
-                "{name} is a plain config"
-            );
-            assert!(!text.contains("admin"), "{name} shows a user name");
-        } else {
-            assert!(name.ends_with("keyring.json"), "{name}");
-        }
+    assert_eq!(
+        copied.len(),
+        2,
+        "a snapshot file and its listing: {names:?}"
+    );
+    let (snap_name, snap) = copied
+        .iter()
+        .find(|(k, _)| k.ends_with(".cofresnap"))
+        .unwrap_or_else(|| panic!("a .cofresnap among {names:?}"));
+    let text = String::from_utf8_lossy(snap);
+    for plain in [
+        "SQLite format",
+        "min_interval_seconds",
+        "very-secret-password-9",
+        "db9",
+    ] {
+        assert!(!text.contains(plain), "{snap_name} shows {plain:?}");
     }
     assert!(
         !copied.keys().any(|k| k.contains("/.")),
         "no temporary files: {names:?}"
     );
+
+    // The system backup alone (with the instance's key file) gives the instance back.
+    let file = dest.join("system").join(snap_name);
+    let restored = inst.empty_like();
+    Cli::new(&inst, "restorer").ok(&[
+        "snapshot",
+        "restore",
+        file.to_str().unwrap(),
+        "--data-dir",
+        restored.data_dir.to_str().unwrap(),
+        "--key-file",
+        inst.data_dir.join("master.key").to_str().unwrap(),
+    ]);
+    assert!(
+        !restored.data_dir.join("recordings").exists()
+            || std::fs::read_dir(restored.data_dir.join("recordings"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "a system backup holds no recordings"
+    );
+    let server2 = restored.start();
+    let admin2 = admin.at_with_token(&server2);
+    admin2.ok(&["target", "list"]).assert_stdout_contains("db9");
+    admin2
+        .ok(&["audit", "verify"])
+        .assert_stdout_contains("audit chain intact");
+    drop(server2);
 
     // credentials: after a break-glass file is written, the job runs by itself.
     admin.ok(&[
@@ -547,7 +576,7 @@ fn s3_target_snapshots_and_system() {
     assert_eq!(sys["status"], "ok", "{sys}");
     let system = tree(&s3.root.join("cofre-backups/prod/system"));
     assert!(
-        system.keys().any(|k| k.ends_with("/cofre.db.sealed")),
+        system.keys().any(|k| k.ends_with(".cofresnap")),
         "{:?}",
         system.keys()
     );
@@ -1085,8 +1114,8 @@ fn bad_backup_input_names_the_field() {
         .assert_stderr_contains("backup job nope not found");
 }
 
-/// PostgreSQL: the `system` kind ships the snapshot code's consistent dump, sealed; a real
-/// snapshot is copied by a `snapshots` job.
+/// PostgreSQL: the `system` kind ships an encrypted snapshot (the one-transaction dump) that
+/// restores into an empty database; a real snapshot is copied by a `snapshots` job.
 #[test]
 fn postgres_system_and_snapshot_backups() {
     let inst = Instance::new(Backend::Postgres);
@@ -1113,30 +1142,46 @@ fn postgres_system_and_snapshot_backups() {
         "manual",
     ]);
     let run = run_json(&admin, "system-d");
-    assert!(run["files_sent"].as_u64().unwrap() >= 2, "{run}");
-    let mut sent = Vec::new();
-    let mut stack = vec![dest.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                sent.push(p);
-            }
-        }
-    }
-    let dump = sent
+    assert_eq!(
+        run["files_sent"], 2,
+        "a snapshot file and its listing: {run}"
+    );
+    let sent: Vec<PathBuf> = std::fs::read_dir(dest.join("system"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let snap = sent
         .iter()
-        .find(|p| p.to_string_lossy().ends_with("cofre.pgdump.jsonl.sealed"))
-        .unwrap_or_else(|| panic!("a sealed PostgreSQL dump among {sent:?}"));
-    let bytes = std::fs::read(dump).unwrap();
-    assert!(bytes.starts_with(b"COFRE-SEALED-V1\n"));
-    let text = String::from_utf8_lossy(&bytes);
+        .find(|p| p.to_string_lossy().ends_with(".cofresnap"))
+        .unwrap_or_else(|| panic!("a system snapshot among {sent:?}"));
+    let text = String::from_utf8_lossy(&std::fs::read(snap).unwrap()).into_owned();
     assert!(
         !text.contains("audit_log") && !text.contains("password_hash"),
-        "the dump leaves sealed"
+        "the dump leaves encrypted"
     );
+    // It restores into an empty PostgreSQL database.
+    let restored = inst.empty_like();
+    let mut args = vec![
+        "snapshot".to_owned(),
+        "restore".into(),
+        snap.display().to_string(),
+        "--data-dir".into(),
+        restored.data_dir.display().to_string(),
+        "--key-file".into(),
+        inst.data_dir.join("master.key").display().to_string(),
+    ];
+    if let Some(url) = restored.database_url() {
+        args.push("--database-url".into());
+        args.push(url);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Cli::new(&inst, "restorer").ok(&args);
+    let server2 = restored.start();
+    admin
+        .at_with_token(&server2)
+        .ok(&["audit", "verify"])
+        .assert_stdout_contains("audit chain intact");
+    drop(server2);
     admin.ok(&["snapshot", "create"]);
     admin.ok(&[
         "backup",
