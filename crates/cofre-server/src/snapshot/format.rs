@@ -18,11 +18,13 @@
 //! manifest, last and covered by the same AAD, stops truncation. Because the manifest says which
 //! frames belong to which member, a damaged byte is reported with the member's name.
 
+use super::ordered::{worker_count, Ordered, Stopped, DEPTH};
 use cofre_crypto::datakey::DataKey;
 use cofre_crypto::Keyring;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek, SeekFrom, Write};
+use zeroize::Zeroizing;
 
 const MAGIC: &[u8; 8] = b"COFRESN1";
 const END_MAGIC: &[u8; 8] = b"COFREEND";
@@ -195,14 +197,102 @@ impl<W: Write + Send + 'static> Sink<W> {
     }
 }
 
-pub struct Writer<W: Write> {
-    out: Sink<W>,
+/// A frame for a sealing worker. `plain[0]` is left free for the compression byte, so a frame
+/// that stays raw is encrypted where it was read, without a copy.
+struct SealJob {
+    index: u64,
+    kind: u8,
+    plain: Vec<u8>,
+}
+
+/// A sealed frame, and the job's buffer back for the next read.
+struct Sealed {
+    len: [u8; 4],
+    sealed: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+/// How much of a frame is compressed first to judge it: recordings are sealed already and never
+/// compress, and zstd on a whole incompressible frame costs more than sealing it.
+const SAMPLE: usize = 64 << 10;
+
+/// zstd's output when it pays off; `None` when the sample (or the whole payload) did not shrink
+/// by at least 1/16, or the whole payload did not shrink at all.
+fn compress_if_worth(
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    payload: &[u8],
+) -> Result<Option<Vec<u8>>, FormatError> {
+    if payload.len() > SAMPLE {
+        let sample = compressor
+            .compress(&payload[..SAMPLE])
+            .map_err(FormatError::io("compressing"))?;
+        if sample.len() * 16 > SAMPLE * 15 {
+            return Ok(None);
+        }
+    }
+    let full = compressor
+        .compress(payload)
+        .map_err(FormatError::io("compressing"))?;
+    Ok((full.len() < payload.len()).then_some(full))
+}
+
+/// One sealing worker: its own compressor and copy of the snapshot key.
+fn sealer(
     key: DataKey,
     header_hash: [u8; 32],
-    frames: u64,
+    mut compressor: zstd::bulk::Compressor<'static>,
+) -> impl FnMut(SealJob) -> Result<Sealed, FormatError> {
+    move |mut job| {
+        let aad = frame_aad(&header_hash, job.index, job.kind);
+        let payload = job.plain.get(1..).unwrap_or_default();
+        let sealed = match compress_if_worth(&mut compressor, payload)? {
+            Some(c) => {
+                let mut plain = Vec::with_capacity(1 + c.len());
+                plain.push(ZSTD);
+                plain.extend_from_slice(&c);
+                key.encrypt(&plain, &aad)
+            }
+            None => {
+                if let Some(flag) = job.plain.first_mut() {
+                    *flag = RAW;
+                }
+                key.encrypt(&job.plain, &aad)
+            }
+        }
+        .map_err(|e| FormatError::Key(e.to_string()))?;
+        let len = u32::try_from(sealed.len()).map_err(|_| FormatError::Io {
+            context: "writing the snapshot".into(),
+            source: std::io::Error::other("frame too large"),
+        })?;
+        Ok(Sealed {
+            len: len.to_be_bytes(),
+            sealed,
+            buf: job.plain,
+        })
+    }
+}
+
+/// A member whose frames are read but not all written yet: its byte range is known only when
+/// its frames come back from the workers.
+struct PendingMember {
+    entry: MemberEntry,
+    first_frame: u64,
+    /// Set when the member's last frame has been read.
+    end_frame: Option<u64>,
+    started: bool,
+}
+
+pub struct Writer<W: Write> {
+    out: Sink<W>,
+    pool: Ordered<SealJob, Result<Sealed, FormatError>>,
+    /// Frames handed to the workers.
+    submitted: u64,
+    /// Frames written, in order.
+    written: u64,
+    pending: std::collections::VecDeque<PendingMember>,
     members: Vec<MemberEntry>,
-    compressor: zstd::bulk::Compressor<'static>,
-    buf: Vec<u8>,
+    /// Read buffers back from the workers, so frames do not each cost a fresh megabyte.
+    spare: Vec<Vec<u8>>,
     id: String,
 }
 
@@ -214,10 +304,30 @@ pub struct Written<W> {
     pub manifest: Manifest,
 }
 
+fn pool_stopped(_: Stopped) -> FormatError {
+    FormatError::Io {
+        context: "sealing the snapshot".into(),
+        source: std::io::Error::other("a worker thread stopped"),
+    }
+}
+
 impl<W: Write + Send + 'static> Writer<W> {
     pub fn new(out: W, header: &Header, key: DataKey) -> Result<Self, FormatError> {
         let header_bytes =
             serde_json::to_vec(header).map_err(|e| FormatError::Header(e.to_string()))?;
+        let header_hash: [u8; 32] = Sha256::digest(&header_bytes).into();
+        let mut workers = Vec::new();
+        for _ in 0..worker_count() {
+            let compressor =
+                zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| FormatError::Io {
+                    context: "starting zstd".into(),
+                    source: e,
+                })?;
+            workers.push(sealer(key.clone(), header_hash, compressor));
+        }
+        drop(key);
+        let pool = Ordered::new("snapshot-seal", workers, DEPTH)
+            .map_err(FormatError::io("starting the snapshot's threads"))?;
         let mut out = Sink::new(CountingWriter {
             inner: out,
             written: 0,
@@ -231,66 +341,77 @@ impl<W: Write + Send + 'static> Writer<W> {
         start.extend_from_slice(&header_bytes);
         out.send(start)
             .map_err(FormatError::io("writing the snapshot"))?;
-        let compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| FormatError::Io {
-            context: "starting zstd".into(),
-            source: e,
-        })?;
         Ok(Writer {
             out,
-            key,
-            header_hash: Sha256::digest(&header_bytes).into(),
-            frames: 0,
+            pool,
+            submitted: 0,
+            written: 0,
+            pending: std::collections::VecDeque::new(),
             members: Vec::new(),
-            compressor,
-            buf: vec![0; FRAME_PLAIN],
+            spare: Vec::new(),
             id: header.id.clone(),
         })
     }
 
-    /// Seals one frame; returns whether compressing it paid off (`try_compress` false skips zstd).
-    fn write_frame(
-        &mut self,
-        kind: u8,
-        payload: &[u8],
-        try_compress: bool,
-    ) -> Result<bool, FormatError> {
-        let compressed = if try_compress {
-            Some(
-                self.compressor
-                    .compress(payload)
-                    .map_err(FormatError::io("compressing"))?,
-            )
-        } else {
-            None
+    /// Hands a frame to the workers, writing finished ones first if as many are in flight as
+    /// memory allows.
+    fn submit(&mut self, kind: u8, plain: Vec<u8>) -> Result<(), FormatError> {
+        while self.pool.is_full() {
+            self.write_next()?;
+        }
+        self.pool
+            .submit(SealJob {
+                index: self.submitted,
+                kind,
+                plain,
+            })
+            .map_err(pool_stopped)?;
+        self.submitted += 1;
+        Ok(())
+    }
+
+    /// Writes the oldest frame in flight; false when none is.
+    fn write_next(&mut self) -> Result<bool, FormatError> {
+        let Some(result) = self.pool.take() else {
+            return Ok(false);
         };
-        let mut plain = Vec::with_capacity(1 + payload.len());
-        let paid_off = match compressed {
-            Some(c) if c.len() < payload.len() => {
-                plain.push(ZSTD);
-                plain.extend_from_slice(&c);
-                true
-            }
-            _ => {
-                plain.push(RAW);
-                plain.extend_from_slice(payload);
-                false
-            }
-        };
-        let sealed = self
-            .key
-            .encrypt(&plain, &frame_aad(&self.header_hash, self.frames, kind))
-            .map_err(|e| FormatError::Key(e.to_string()))?;
-        let len = u32::try_from(sealed.len()).map_err(|_| FormatError::Io {
-            context: "writing the snapshot".into(),
-            source: std::io::Error::other("frame too large"),
-        })?;
-        let io = FormatError::io("writing the snapshot");
+        let sealed = result.map_err(pool_stopped)??;
+        self.mark_starts();
         self.out
-            .send(len.to_be_bytes().to_vec())
-            .and_then(|()| self.out.send(sealed))
-            .map_err(io)?;
-        self.frames += 1;
-        Ok(paid_off)
+            .send(sealed.len.to_vec())
+            .and_then(|()| self.out.send(sealed.sealed))
+            .map_err(FormatError::io("writing the snapshot"))?;
+        self.written += 1;
+        if self.spare.len() < 2 {
+            self.spare.push(sealed.buf);
+        }
+        self.settle();
+        Ok(true)
+    }
+
+    /// Members whose first frame is the next to be written start at the current position.
+    fn mark_starts(&mut self) {
+        for p in self.pending.iter_mut() {
+            if !p.started && p.first_frame == self.written {
+                p.entry.offset = self.out.position;
+                p.started = true;
+            }
+        }
+    }
+
+    /// Members whose frames are all written get their end and go into the manifest.
+    fn settle(&mut self) {
+        self.mark_starts();
+        while let Some(front) = self.pending.front() {
+            let done = front.started && front.end_frame.is_some_and(|end| end <= self.written);
+            if !done {
+                break;
+            }
+            if let Some(mut p) = self.pending.pop_front() {
+                p.entry.end = self.out.position;
+                self.members.push(p.entry);
+            }
+        }
     }
 
     /// Adds a member from `source`, reading at most `limit` bytes (a recording still being
@@ -303,61 +424,64 @@ impl<W: Write + Send + 'static> Writer<W> {
         source: impl Read,
         limit: u64,
         progress: &mut dyn FnMut(u64),
-    ) -> Result<&MemberEntry, FormatError> {
-        let offset = self.out.position;
-        let first_frame = self.frames;
+    ) -> Result<(), FormatError> {
+        let first_frame = self.submitted;
+        self.pending.push_back(PendingMember {
+            entry: MemberEntry {
+                name: name.to_owned(),
+                size: 0,
+                sha256: String::new(),
+                offset: 0,
+                end: 0,
+                frames: 0,
+                mode,
+            },
+            first_frame,
+            end_frame: None,
+            started: false,
+        });
         let mut hash = Sha256::new();
         let mut size = 0u64;
-        let mut misses = 0u32;
         let mut source = source.take(limit);
-        let mut buf = std::mem::take(&mut self.buf);
-        let result = loop {
-            let n = match read_full(&mut source, &mut buf) {
-                Ok(n) => n,
-                Err(e) => {
-                    break Err(FormatError::Io {
-                        context: format!("reading {name}"),
-                        source: e,
-                    })
-                }
-            };
+        loop {
+            let mut buf = self.spare.pop().unwrap_or_default();
+            buf.resize(1 + FRAME_PLAIN, 0);
+            let n = read_full(&mut source, &mut buf[1..]).map_err(|e| FormatError::Io {
+                context: format!("reading {name}"),
+                source: e,
+            })?;
             if n == 0 {
-                break Ok(());
+                break;
             }
-            hash.update(&buf[..n]);
+            buf.truncate(1 + n);
+            hash.update(&buf[1..]);
             size += n as u64;
-            // Recordings are sealed already and never compress: after two frames that did not,
-            // try only every 16th frame, which saves most of zstd's time on them.
-            let frame_in_member = self.frames - first_frame;
-            let try_compress = misses < 2 || frame_in_member.is_multiple_of(16);
-            match self.write_frame(KIND_DATA, &buf[..n], try_compress) {
-                Ok(true) => misses = 0,
-                Ok(false) => misses += u32::from(try_compress),
-                Err(e) => break Err(e),
-            }
+            self.submit(KIND_DATA, buf)?;
             progress(n as u64);
-            if n < buf.len() {
-                break Ok(());
+            if n < FRAME_PLAIN {
+                break;
             }
-        };
-        self.buf = buf;
-        result?;
-        self.members.push(MemberEntry {
-            name: name.to_owned(),
-            size,
-            sha256: hex::encode(hash.finalize()),
-            offset,
-            end: self.out.position,
-            frames: self.frames - first_frame,
-            mode,
-        });
-        self.members
-            .last()
-            .ok_or_else(|| FormatError::Manifest("no member".into()))
+        }
+        let frames = self.submitted - first_frame;
+        if let Some(p) = self.pending.back_mut() {
+            p.entry.size = size;
+            p.entry.sha256 = hex::encode(hash.finalize());
+            p.entry.frames = frames;
+            p.end_frame = Some(self.submitted);
+        }
+        self.settle();
+        Ok(())
     }
 
     /// Writes the manifest and the trailer and flushes. The caller fsyncs and renames.
     pub fn finish(mut self) -> Result<Written<W>, FormatError> {
+        while self.write_next()? {}
+        self.settle();
+        if !self.pending.is_empty() {
+            return Err(FormatError::Manifest(
+                "a member's frames were not all written".into(),
+            ));
+        }
         let manifest = Manifest {
             id: self.id.clone(),
             members: std::mem::take(&mut self.members),
@@ -365,10 +489,14 @@ impl<W: Write + Send + 'static> Writer<W> {
         let bytes =
             serde_json::to_vec(&manifest).map_err(|e| FormatError::Manifest(e.to_string()))?;
         let manifest_offset = self.out.position;
-        self.write_frame(KIND_MANIFEST, &bytes, true)?;
+        let mut plain = Vec::with_capacity(1 + bytes.len());
+        plain.push(RAW);
+        plain.extend_from_slice(&bytes);
+        self.submit(KIND_MANIFEST, plain)?;
+        while self.write_next()? {}
         let mut trailer = Vec::with_capacity(TRAILER_LEN as usize);
         trailer.extend_from_slice(&manifest_offset.to_be_bytes());
-        trailer.extend_from_slice(&self.frames.to_be_bytes());
+        trailer.extend_from_slice(&self.written.to_be_bytes());
         trailer.extend_from_slice(END_MAGIC);
         let io = FormatError::io("writing the snapshot");
         self.out.send(trailer).map_err(io)?;
@@ -508,7 +636,8 @@ impl<R: Read + Seek> Reader<R> {
 
     /// Streams every member, in order, into the writer `sink` returns for it (or only checks it
     /// when `sink` returns `None`). Checks every frame's tag, each member's size and SHA-256, and
-    /// names the member on the first mismatch.
+    /// names the member on the first mismatch. Frames are read ahead and opened on worker
+    /// threads; hashing, checks and writes stay here, in file order.
     pub fn for_each_member(
         &mut self,
         mut sink: impl FnMut(&MemberEntry) -> Result<Option<Box<dyn Write + '_>>, FormatError>,
@@ -517,9 +646,21 @@ impl<R: Read + Seek> Reader<R> {
         self.file
             .seek(SeekFrom::Start(self.data_start))
             .map_err(FormatError::io("reading the snapshot"))?;
-        let mut reader = std::io::BufReader::with_capacity(FRAME_PLAIN + 64, &mut self.file);
+        let workers: Vec<_> = (0..worker_count())
+            .map(|_| opener(self.key.clone(), self.header_hash))
+            .collect();
+        let mut pool = Ordered::new("snapshot-open", workers, DEPTH)
+            .map_err(FormatError::io("starting the snapshot's threads"))?;
+        let total_frames: u64 = self.manifest.members.iter().map(|m| m.frames).sum();
+        let mut ahead = ReadAhead {
+            // Unbuffered: frames are large, and a buffer would only copy each one once more.
+            reader: &mut self.file,
+            next: 0,
+            total: total_frames,
+            failed: false,
+            spare: Vec::new(),
+        };
         let mut position = self.data_start;
-        let mut index = 0u64;
         let members = self.manifest.members.clone();
         for member in &members {
             let bad = |reason: String| FormatError::Member {
@@ -533,18 +674,24 @@ impl<R: Read + Seek> Reader<R> {
             let mut hash = Sha256::new();
             let mut size = 0u64;
             for _ in 0..member.frames {
-                let (plain, used) =
-                    read_frame_counted(&mut reader, &self.key, &self.header_hash, index, KIND_DATA)
-                        .map_err(&bad)?;
-                index += 1;
-                position += used;
-                hash.update(&plain);
+                ahead.fill(&mut pool)?;
+                let opened = match pool.take() {
+                    Some(r) => r.map_err(pool_stopped)?,
+                    None => Err("the frame was not read".to_owned()),
+                };
+                let opened = opened.map_err(&bad)?;
+                let plain = opened.plain.data();
+                position += opened.used;
+                hash.update(plain);
                 size += plain.len() as u64;
                 if let Some(w) = out.as_mut() {
-                    w.write_all(&plain)
+                    w.write_all(plain)
                         .map_err(|e| bad(format!("cannot write it: {e}")))?;
                 }
                 progress(plain.len() as u64);
+                if ahead.spare.len() < 2 {
+                    ahead.spare.push(opened.sealed);
+                }
             }
             if let Some(mut w) = out {
                 w.flush()
@@ -567,6 +714,80 @@ impl<R: Read + Seek> Reader<R> {
     }
 }
 
+/// Reads sealed frames in file order for the opening workers, as far ahead as the pool allows.
+struct ReadAhead<R> {
+    reader: R,
+    next: u64,
+    total: u64,
+    /// A read failed: that failure is the last job, later frames are not read.
+    failed: bool,
+    /// Ciphertext buffers back from the workers.
+    spare: Vec<Vec<u8>>,
+}
+
+impl<R: Read> ReadAhead<R> {
+    fn fill(&mut self, pool: &mut Ordered<OpenJob, OpenResult>) -> Result<(), FormatError> {
+        while !self.failed && self.next < self.total && !pool.is_full() {
+            let buf = self.spare.pop().unwrap_or_default();
+            let sealed = read_sealed(&mut self.reader, self.next, buf);
+            self.failed = sealed.is_err();
+            pool.submit(OpenJob {
+                index: self.next,
+                kind: KIND_DATA,
+                sealed,
+            })
+            .map_err(pool_stopped)?;
+            self.next += 1;
+        }
+        Ok(())
+    }
+}
+
+struct OpenJob {
+    index: u64,
+    kind: u8,
+    /// The sealed bytes, or why they could not be read (reported in order, with the member).
+    sealed: Result<Vec<u8>, String>,
+}
+
+/// A frame's plaintext: the decrypted bytes after the compression byte, or zstd's output.
+enum Plain {
+    Raw(Zeroizing<Vec<u8>>),
+    Decompressed(Vec<u8>),
+}
+
+impl Plain {
+    fn data(&self) -> &[u8] {
+        match self {
+            Plain::Raw(p) => p.get(1..).unwrap_or_default(),
+            Plain::Decompressed(p) => p,
+        }
+    }
+}
+
+struct Opened {
+    plain: Plain,
+    /// Bytes the frame took in the file.
+    used: u64,
+    /// The ciphertext buffer, for the next read.
+    sealed: Vec<u8>,
+}
+
+type OpenResult = Result<Opened, String>;
+
+/// One opening worker: its own copy of the snapshot key.
+fn opener(key: DataKey, header_hash: [u8; 32]) -> impl FnMut(OpenJob) -> OpenResult {
+    move |job| {
+        let sealed = job.sealed?;
+        let plain = open_sealed(&key, &header_hash, job.index, job.kind, &sealed)?;
+        Ok(Opened {
+            plain,
+            used: 4 + sealed.len() as u64,
+            sealed,
+        })
+    }
+}
+
 fn read_frame(
     r: &mut impl Read,
     key: &DataKey,
@@ -574,17 +795,12 @@ fn read_frame(
     index: u64,
     kind: u8,
 ) -> Result<Vec<u8>, String> {
-    read_frame_counted(r, key, header_hash, index, kind).map(|(p, _)| p)
+    let sealed = read_sealed(r, index, Vec::new())?;
+    open_sealed(key, header_hash, index, kind, &sealed).map(|p| p.data().to_vec())
 }
 
-/// One frame's plaintext and the bytes it took in the file.
-fn read_frame_counted(
-    r: &mut impl Read,
-    key: &DataKey,
-    header_hash: &[u8; 32],
-    index: u64,
-    kind: u8,
-) -> Result<(Vec<u8>, u64), String> {
+/// One frame's sealed bytes (without its length), read into `buf`.
+fn read_sealed(r: &mut impl Read, index: u64, mut buf: Vec<u8>) -> Result<Vec<u8>, String> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)
         .map_err(|e| format!("frame {index}: cannot read its length: {e}"))?;
@@ -592,22 +808,33 @@ fn read_frame_counted(
     if len > MAX_FRAME {
         return Err(format!("frame {index}: length {len} is damaged"));
     }
-    let mut sealed = vec![0u8; len as usize];
-    r.read_exact(&mut sealed)
+    buf.resize(len as usize, 0);
+    r.read_exact(&mut buf)
         .map_err(|e| format!("frame {index}: cannot read it: {e}"))?;
+    Ok(buf)
+}
+
+fn open_sealed(
+    key: &DataKey,
+    header_hash: &[u8; 32],
+    index: u64,
+    kind: u8,
+    sealed: &[u8],
+) -> Result<Plain, String> {
     let plain = key
-        .decrypt(&sealed, &frame_aad(header_hash, index, kind))
+        .decrypt(sealed, &frame_aad(header_hash, index, kind))
         .map_err(|_| format!("frame {index} does not decrypt: the data was altered or damaged"))?;
-    let (flag, payload) = plain
-        .split_first()
-        .ok_or_else(|| format!("frame {index} is empty"))?;
-    let data = match *flag {
-        RAW => payload.to_vec(),
-        ZSTD => zstd::bulk::decompress(payload, FRAME_PLAIN.max(64 << 10))
-            .map_err(|e| format!("frame {index} does not decompress: {e}"))?,
-        other => return Err(format!("frame {index}: unknown compression {other}")),
-    };
-    Ok((data, 4 + u64::from(len)))
+    match plain.first().copied() {
+        None => Err(format!("frame {index} is empty")),
+        Some(RAW) => Ok(Plain::Raw(plain)),
+        Some(ZSTD) => zstd::bulk::decompress(
+            plain.get(1..).unwrap_or_default(),
+            FRAME_PLAIN.max(64 << 10),
+        )
+        .map(Plain::Decompressed)
+        .map_err(|e| format!("frame {index} does not decompress: {e}")),
+        Some(other) => Err(format!("frame {index}: unknown compression {other}")),
+    }
 }
 
 #[cfg(test)]
@@ -676,7 +903,8 @@ mod tests {
         let big: Vec<u8> = (0..(FRAME_PLAIN * 2 + 17))
             .map(|i| (i * 31 % 251) as u8)
             .collect();
-        // Incompressible and 20 frames long: exercises skipping zstd and trying it again.
+        // Incompressible and 20 frames long: more frames than the sealing workers hold in
+        // flight, each judged by its sample and stored raw.
         let mut x = 0x1234_5678_9abc_def0u64;
         let random: Vec<u8> = (0..FRAME_PLAIN * 20)
             .map(|_| {
@@ -686,14 +914,30 @@ mod tests {
                 x as u8
             })
             .collect();
+        // Empty members between and after multi-frame ones: their byte ranges are settled
+        // only when the frames before them come back from the workers.
         let members = vec![
             ("empty", Vec::new()),
             ("small", b"hello".to_vec()),
-            ("big", big),
-            ("random", random),
+            ("big", big.clone()),
+            ("empty-2", Vec::new()),
+            ("random", random.clone()),
+            ("big-2", big),
+            ("empty-3", Vec::new()),
         ];
         let (bytes, key, manifest) = build(&members);
         assert_eq!(manifest.members[2].frames, 3);
+        for pair in manifest.members.windows(2) {
+            assert_eq!(
+                pair[0].end, pair[1].offset,
+                "{} then {}",
+                pair[0].name, pair[1].name
+            );
+        }
+        // What compresses is compressed; what does not is stored raw, not grown.
+        let span = |m: &MemberEntry| m.end - m.offset;
+        assert!(span(&manifest.members[2]) < manifest.members[2].size / 4);
+        assert!(span(&manifest.members[4]) < random.len() as u64 + 20 * 64);
         let got = read_all(bytes, key).unwrap();
         let want: Vec<(String, Vec<u8>)> = members
             .into_iter()

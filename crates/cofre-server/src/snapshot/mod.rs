@@ -13,6 +13,7 @@
 //! from a crash and removed by the next create.
 
 pub mod format;
+mod ordered;
 pub mod restore;
 
 use serde::{Deserialize, Serialize};

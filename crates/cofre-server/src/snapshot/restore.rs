@@ -228,7 +228,9 @@ pub async fn restore(
     let mut written: Vec<PathBuf> = Vec::new();
     // Files are written on their own thread while the next frames are decrypted and hashed.
     let (tx, rx) = std::sync::mpsc::sync_channel::<ToDisk>(8);
-    let disk = std::thread::spawn(move || write_members(rx));
+    let (recycle_tx, recycle_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    let disk = std::thread::spawn(move || write_members(rx, recycle_tx));
+    let recycled = std::sync::Arc::new(std::sync::Mutex::new(recycle_rx));
     let read = reader.for_each_member(
         |m| {
             let path = member_path(&files, &m.name)?;
@@ -238,7 +240,10 @@ pub async fn restore(
                     name: m.name.clone(),
                     reason: "cannot write it: the writer stopped".into(),
                 })?;
-            Ok(Some(Box::new(ChannelWriter(tx.clone()))))
+            Ok(Some(Box::new(ChannelWriter {
+                to_disk: tx.clone(),
+                recycled: recycled.clone(),
+            })))
         },
         &mut |n| {
             done += n;
@@ -316,12 +321,23 @@ enum ToDisk {
     Data(Vec<u8>),
 }
 
-struct ChannelWriter(std::sync::mpsc::SyncSender<ToDisk>);
+struct ChannelWriter {
+    to_disk: std::sync::mpsc::SyncSender<ToDisk>,
+    /// Buffers the writing thread is done with: reused, so each frame does not cost a fresh
+    /// megabyte of page faults.
+    recycled: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Vec<u8>>>>,
+}
 
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .send(ToDisk::Data(buf.to_vec()))
+        let mut data = match self.recycled.lock() {
+            Ok(rx) => rx.try_recv().unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        data.clear();
+        data.extend_from_slice(buf);
+        self.to_disk
+            .send(ToDisk::Data(data))
             .map_err(|_| std::io::Error::other("the writer stopped"))?;
         Ok(buf.len())
     }
@@ -330,7 +346,10 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
-fn write_members(rx: std::sync::mpsc::Receiver<ToDisk>) -> Result<(), RestoreError> {
+fn write_members(
+    rx: std::sync::mpsc::Receiver<ToDisk>,
+    recycle: std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> Result<(), RestoreError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut current: Option<(PathBuf, std::fs::File)> = None;
@@ -355,6 +374,8 @@ fn write_members(rx: std::sync::mpsc::Receiver<ToDisk>) -> Result<(), RestoreErr
                 };
                 file.write_all(&data)
                     .map_err(io(format!("writing {}", path.display())))?;
+                // Full (the reader has enough) or gone: the buffer is simply freed.
+                let _ = recycle.try_send(data);
             }
         }
     }
