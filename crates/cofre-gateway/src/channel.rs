@@ -3,6 +3,7 @@
 //! side ends, an admin kills the session, or the recording cannot be written (then the session
 //! ends: it never runs unrecorded).
 
+use crate::recorder::Recorder;
 use crate::sftp::SftpObserver;
 use crate::upstream;
 use cofre_server::recording::RecordingWriter;
@@ -10,14 +11,13 @@ use cofre_server::services::sessions::GatewayLogin;
 use cofre_server::services::{App, Principal};
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg, Pty};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Flush the recording at least this often, and whenever this much is buffered.
+/// Flush the recording at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
-const FLUSH_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct ChannelSetup {
     pub app: Arc<App>,
@@ -228,9 +228,20 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
         end(message, 0).await;
         return;
     }
+    let rec = match Recorder::start(session.recording) {
+        Ok(r) => r,
+        Err(e) => {
+            let message = format!("cannot start the session recorder: {e}");
+            tell(&to_client, &format!("cofre: {message}")).await;
+            finish(&to_client, 1).await;
+            end(message, 0).await;
+            return;
+        }
+    };
     let (from_up, to_up) = up.split();
     let relay = Relay {
-        rec: Arc::new(Mutex::new(session.recording)),
+        rec,
+        bytes: Arc::new(AtomicU64::new(0)),
         sftp: Arc::new(Mutex::new(
             matches!(start, Start::Sftp).then(SftpObserver::default),
         )),
@@ -266,7 +277,7 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
                 break why;
             }
             _ = tick.tick() => {
-                if let Err(why) = relay.flush() {
+                if let Err(why) = relay.rec.flush().await {
                     tell(&relay.to_client, RECORDING_FAILED).await;
                     break why;
                 }
@@ -279,12 +290,10 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
     downward.abort();
     let _ = downward.await;
     let to_client = relay.to_client.clone();
-    let bytes = {
-        let mut rec = relay.lock_rec();
-        rec.marker(&format!("end: {reason}"));
-        let _ = flush(&mut rec);
-        rec.bytes()
-    };
+    if relay.rec.marker(format!("end: {reason}")).await.is_ok() {
+        let _ = relay.rec.flush().await;
+    }
+    let bytes = relay.bytes.load(Ordering::Relaxed);
     let _ = relay.to_up.close().await;
     let _ = upstream
         .disconnect(russh::Disconnect::ByApplication, "session ended", "en")
@@ -305,7 +314,9 @@ const RECORDING_FAILED: &str =
 /// What both directions of a running session share.
 #[derive(Clone)]
 struct Relay {
-    rec: Arc<Mutex<RecordingWriter>>,
+    rec: Recorder,
+    /// Output bytes handed to the recorder.
+    bytes: Arc<AtomicU64>,
     sftp: Arc<Mutex<Option<SftpObserver>>>,
     to_client: Arc<ToClient>,
     to_up: Arc<russh::ChannelWriteHalf<russh::client::Msg>>,
@@ -316,36 +327,15 @@ struct Relay {
 }
 
 impl Relay {
-    fn lock_rec(&self) -> std::sync::MutexGuard<'_, RecordingWriter> {
-        self.rec
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn lock_sftp(&self) -> std::sync::MutexGuard<'_, Option<SftpObserver>> {
         self.sftp
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn flush(&self) -> Result<(), String> {
-        flush(&mut self.lock_rec()).map_err(|e| {
-            tracing::error!(error = %e, "recording failed; ending the session");
-            format!("recording failed: {e}")
-        })
-    }
-
-    /// Writes a frame early when much is buffered (bulk output), so memory stays bounded; the
-    /// fsync stays on the once-a-second tick.
-    fn flush_if_full(&self) -> Result<(), String> {
-        let mut rec = self.lock_rec();
-        if rec.pending() < FLUSH_BYTES {
-            return Ok(());
-        }
-        rec.write_frame().map_err(|e| {
-            tracing::error!(error = %e, "recording failed; ending the session");
-            format!("recording failed: {e}")
-        })
+    async fn output(&self, data: &[u8]) -> Result<(), String> {
+        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.rec.output(data).await
     }
 
     async fn client_to_target(
@@ -357,12 +347,21 @@ impl Relay {
             match from_client.wait().await {
                 Some(ChannelMsg::Data { data }) => {
                     let events = self.lock_sftp().as_mut().map(|s| s.client_data(&data));
-                    match events {
-                        Some(events) => events.iter().for_each(|e| self.lock_rec().marker(e)),
-                        None if self.record_input => self.lock_rec().input(&data),
-                        None => {}
-                    }
-                    if let Err(why) = self.flush_if_full() {
+                    let recorded = match events {
+                        Some(events) => {
+                            let mut recorded = Ok(());
+                            for event in events {
+                                recorded = self.rec.marker(event).await;
+                                if recorded.is_err() {
+                                    break;
+                                }
+                            }
+                            recorded
+                        }
+                        None if self.record_input => self.rec.input(&data).await,
+                        None => Ok(()),
+                    };
+                    if let Err(why) = recorded {
                         tell(&self.to_client, RECORDING_FAILED).await;
                         break why;
                     }
@@ -379,7 +378,10 @@ impl Relay {
                     pix_width,
                     pix_height,
                 }) => {
-                    self.lock_rec().resize(col_width, row_height);
+                    if let Err(why) = self.rec.resize(col_width, row_height).await {
+                        tell(&self.to_client, RECORDING_FAILED).await;
+                        break why;
+                    }
                     let _ = self
                         .to_up
                         .window_change(col_width, row_height, pix_width, pix_height)
@@ -412,10 +414,12 @@ impl Relay {
                         .as_mut()
                         .map(|s| s.server_data(&data))
                         .is_some();
-                    if !sftp {
-                        self.lock_rec().output(&data);
-                    }
-                    if let Err(why) = self.flush_if_full() {
+                    let recorded = if sftp {
+                        Ok(())
+                    } else {
+                        self.output(&data).await
+                    };
+                    if let Err(why) = recorded {
                         tell(&self.to_client, RECORDING_FAILED).await;
                         break why;
                     }
@@ -424,15 +428,19 @@ impl Relay {
                     }
                 }
                 Some(ChannelMsg::ExtendedData { data, ext }) => {
-                    if self.lock_sftp().is_none() {
-                        self.lock_rec().output(&data);
+                    let sftp = self.lock_sftp().is_some();
+                    if !sftp {
+                        if let Err(why) = self.output(&data).await {
+                            tell(&self.to_client, RECORDING_FAILED).await;
+                            break why;
+                        }
                     }
                     let _ = self.to_client.extended_data_bytes(ext, data).await;
                 }
                 Some(ChannelMsg::ExitStatus {
                     exit_status: status,
                 }) => {
-                    self.lock_rec().marker(&format!("exit status {status}"));
+                    let _ = self.rec.marker(format!("exit status {status}")).await;
                     let _ = self.to_client.exit_status(status).await;
                     self.exit_sent.store(true, Ordering::Relaxed);
                 }
@@ -442,8 +450,10 @@ impl Relay {
                     error_message,
                     lang_tag,
                 }) => {
-                    self.lock_rec()
-                        .marker(&format!("exit signal {signal_name:?}"));
+                    let _ = self
+                        .rec
+                        .marker(format!("exit signal {signal_name:?}"))
+                        .await;
                     let _ = handle
                         .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
                         .await;

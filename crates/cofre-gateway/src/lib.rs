@@ -10,6 +10,7 @@
 
 mod channel;
 mod conn;
+mod recorder;
 pub mod sftp;
 mod upstream;
 

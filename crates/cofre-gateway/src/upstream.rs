@@ -50,6 +50,14 @@ impl russh::client::Handler for Upstream {
 }
 
 /// Connects and authenticates as the session's account. The error is a message for the user.
+const UPSTREAM_CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_256_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_192_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
 pub async fn connect(
     app: &Arc<App>,
     start: &SessionStart,
@@ -66,6 +74,12 @@ pub async fn connect(
         inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_secs(30)),
         nodelay: true,
+        // AES-GCM first: with AES-NI it costs the gateway less per relayed byte than ChaCha20,
+        // and every OpenSSH target offers it; the rest of the default list stays as fallback.
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(UPSTREAM_CIPHERS),
+            ..Default::default()
+        },
         ..Default::default()
     });
     let addr = (start.host.clone(), start.port);

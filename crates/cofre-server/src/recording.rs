@@ -29,14 +29,17 @@ fn frame_aad(session_id: &str, index: u64) -> Vec<u8> {
     format!("cofre:recording:{session_id}:{index}").into_bytes()
 }
 
-/// Turns byte chunks into UTF-8 text without splitting a character across events.
+/// Turns byte chunks into the escaped contents of a JSON string, without splitting a character
+/// across events. It writes straight into the recording's buffer: this runs for every byte of
+/// output, so it makes no intermediate copy.
 #[derive(Default)]
 struct Utf8Stream {
     pending: Vec<u8>,
 }
 
 impl Utf8Stream {
-    fn push(&mut self, data: &[u8]) -> String {
+    /// Appends `data` as escaped JSON string contents (invalid bytes become U+FFFD) to `out`.
+    fn push_escaped(&mut self, data: &[u8], out: &mut Vec<u8>) {
         let joined;
         let bytes: &[u8] = if self.pending.is_empty() {
             data
@@ -45,10 +48,14 @@ impl Utf8Stream {
             joined = std::mem::take(&mut self.pending);
             &joined
         };
-        let mut out = String::with_capacity(bytes.len());
+        // Terminal output is nearly always valid UTF-8: one validation pass, then bulk escaping.
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            escape_json_into(text, out);
+            return;
+        }
         let mut chunks = bytes.utf8_chunks().peekable();
         while let Some(chunk) = chunks.next() {
-            out.push_str(chunk.valid());
+            escape_json_into(chunk.valid(), out);
             let invalid = chunk.invalid();
             if invalid.is_empty() {
                 continue;
@@ -58,11 +65,41 @@ impl Utf8Stream {
             if at_end && std::str::from_utf8(invalid).is_err_and(|e| e.error_len().is_none()) {
                 self.pending = invalid.to_vec();
             } else {
-                out.push('\u{fffd}');
+                out.extend_from_slice("\u{fffd}".as_bytes());
             }
         }
-        out
     }
+}
+
+/// Appends `text` escaped for the inside of a JSON string. Runs of bytes that need no escaping
+/// (everything but `"`, `\` and control characters) are copied whole.
+fn escape_json_into(text: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
 }
 
 pub struct RecordingWriter {
@@ -119,31 +156,44 @@ impl RecordingWriter {
         Ok(w)
     }
 
-    /// Appends `[time, code, data]` straight into the buffer: this runs for every chunk of output,
-    /// so it builds no intermediate JSON value.
-    fn event(&mut self, code: &str, data: &str) {
+    fn event_prefix(&mut self, code: &str) {
         use std::io::Write as _;
         let t = self.started.elapsed().as_secs_f64();
-        let _ = write!(self.buf, "[{t:.6},\"{code}\",");
-        if serde_json::to_writer(&mut self.buf, data).is_err() {
-            self.buf.extend_from_slice(b"\"\"");
+        let _ = write!(self.buf, "[{t:.6},\"{code}\",\"");
+    }
+
+    /// Appends `[time, code, data]` straight into the buffer, building no intermediate JSON value.
+    fn event(&mut self, code: &str, data: &str) {
+        self.event_prefix(code);
+        escape_json_into(data, &mut self.buf);
+        self.buf.extend_from_slice(b"\"]\n");
+    }
+
+    /// An event of raw terminal bytes; none when they are only the start of a character.
+    fn bytes_event(&mut self, code: &str, data: &[u8], input: bool) {
+        let before = self.buf.len();
+        self.event_prefix(code);
+        let text_start = self.buf.len();
+        let stream = if input {
+            &mut self.input
+        } else {
+            &mut self.output
+        };
+        stream.push_escaped(data, &mut self.buf);
+        if self.buf.len() == text_start {
+            self.buf.truncate(before);
+        } else {
+            self.buf.extend_from_slice(b"\"]\n");
         }
-        self.buf.extend_from_slice(b"]\n");
     }
 
     pub fn output(&mut self, data: &[u8]) {
         self.bytes += data.len() as u64;
-        let text = self.output.push(data);
-        if !text.is_empty() {
-            self.event("o", &text);
-        }
+        self.bytes_event("o", data, false);
     }
 
     pub fn input(&mut self, data: &[u8]) {
-        let text = self.input.push(data);
-        if !text.is_empty() {
-            self.event("i", &text);
-        }
+        self.bytes_event("i", data, true);
     }
 
     pub fn resize(&mut self, cols: u32, rows: u32) {
@@ -252,12 +302,48 @@ mod tests {
     #[test]
     fn utf8_split_across_chunks() {
         let mut s = Utf8Stream::default();
+        let mut push = |data: &[u8]| {
+            let mut out = Vec::new();
+            s.push_escaped(data, &mut out);
+            String::from_utf8(out).unwrap()
+        };
         let bytes = "é€".as_bytes();
-        let a = s.push(&bytes[..1]);
-        let b = s.push(&bytes[1..4]);
-        let c = s.push(&bytes[4..]);
+        let a = push(&bytes[..1]);
+        let b = push(&bytes[1..4]);
+        let c = push(&bytes[4..]);
         assert_eq!(format!("{a}{b}{c}"), "é€");
-        assert_eq!(s.push(&[0xff, b'a']), "\u{fffd}a");
+        assert_eq!(push(&[0xff, b'a']), "\u{fffd}a");
+    }
+
+    #[test]
+    fn escaping_matches_serde_json() {
+        let samples = [
+            "plain",
+            "quote \" back \\ slash",
+            "\n\r\t\u{8}\u{c}\u{1b}[0m\u{0}\u{1f}\u{7f}",
+            "é€ \u{fffd} 😀",
+            "",
+        ];
+        for text in samples {
+            let mut ours = b"\"".to_vec();
+            escape_json_into(text, &mut ours);
+            ours.push(b'"');
+            let back: String = serde_json::from_slice(&ours).unwrap();
+            assert_eq!(back, text);
+        }
+        // Random bytes, cut anywhere, read back as the same lossy text.
+        let data: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .chain(*b"end")
+            .collect();
+        let mut s = Utf8Stream::default();
+        let mut json = b"\"".to_vec();
+        for piece in data.chunks(7) {
+            s.push_escaped(piece, &mut json);
+        }
+        json.push(b'"');
+        let back: String = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, String::from_utf8_lossy(&data));
     }
 
     #[test]
