@@ -394,6 +394,57 @@ impl Window {
     }
 }
 
+/// A grant never lasts longer than this, whatever a policy says.
+pub const MAX_GRANT_SECONDS: i64 = 7 * 24 * 3600;
+
+/// A duration such as `30m`, `2h`, `1h30m` or `1d`, in seconds (more than zero).
+pub fn parse_duration(field: &str, s: &str) -> Result<i64, FieldError> {
+    let bad = || {
+        FieldError::new(
+            field,
+            format!("{s:?} is not a duration (e.g. 30m, 2h, 1h30m, 1d)"),
+        )
+    };
+    let mut total: i64 = 0;
+    let mut number = String::new();
+    let text = s.trim();
+    if text.is_empty() {
+        return Err(bad());
+    }
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        let n: i64 = number.parse().map_err(|_| bad())?;
+        number.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if !number.is_empty() || total <= 0 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// A policy's maximum duration: whole minutes, at most [`MAX_GRANT_SECONDS`].
+pub fn parse_duration_minutes(field: &str, s: &str) -> Result<u32, FieldError> {
+    let secs = parse_duration(field, s)?;
+    if secs % 60 != 0 || secs > MAX_GRANT_SECONDS {
+        return Err(FieldError::new(field, "whole minutes, at most 7d"));
+    }
+    u32::try_from(secs / 60).map_err(|_| FieldError::new(field, "too long"))
+}
+
 /// What a justified access needs from the user: a reason that says something.
 pub fn check_reason(outcome: Outcome, reason: Option<&str>) -> Result<(), FieldError> {
     let reason = reason.map(str::trim).unwrap_or("");
@@ -658,6 +709,25 @@ mod tests {
             ),
             Ruling::Deny
         );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("d", "2h").unwrap(), 7200);
+        assert_eq!(parse_duration("d", "1h30m").unwrap(), 5400);
+        assert_eq!(parse_duration("d", "90m").unwrap(), 5400);
+        assert_eq!(parse_duration("d", "1d").unwrap(), 86400);
+        for bad in ["", "2", "h", "-1h", "2x", "0m", "99999999999999999999h"] {
+            assert_eq!(
+                parse_duration("duration", bad).unwrap_err().field,
+                "duration",
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_duration_minutes("max_duration", "4h").unwrap(), 240);
+        let e = parse_duration_minutes("max_duration", "30s").unwrap_err();
+        assert_eq!(e.to_string(), "max_duration: whole minutes, at most 7d");
+        assert!(parse_duration_minutes("max_duration", "8d").is_err());
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! taken, so concurrent decisions (and a decision racing the expiry sweep) are serialised on SQLite
 //! and PostgreSQL alike: the second one sees the first one's result.
 
-use super::{page_limit, timestamp, App, Principal};
+use super::{page_limit, paginate, timestamp, App, Principal};
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::approval::{self, Effect, Event, Refusal, Request, State, Verdict, Vote};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::names::{check_account, check_identifier, check_text};
-use cofre_core::policy::{rule, Access, Outcome, Ruling, TargetRef, Terms};
+use cofre_core::policy::{
+    parse_duration, rule, Access, Outcome, Ruling, TargetRef, Terms, MAX_GRANT_SECONDS,
+};
 use cofre_core::role::{role_may, Action, Role};
 use cofre_proto::requests::{
     CreateAccessRequest, DecisionInfo, LevelInfo, RequestInfo, RequestListQuery, ReviewInfo,
@@ -21,8 +23,6 @@ use cofre_store::requests::{DecisionRow, RequestFilter, RequestRow};
 use cofre_store::WriteTx;
 use time::OffsetDateTime;
 
-/// A grant never lasts longer than this, whatever a policy says.
-const MAX_GRANT_SECONDS: i64 = 7 * 24 * 3600;
 /// How far ahead a request may start.
 const MAX_START_AHEAD_SECONDS: i64 = 30 * 24 * 3600;
 /// The window is checked against policies' hours and days at this step (and at its last second).
@@ -89,55 +89,6 @@ pub(crate) struct UseAllowed {
     pub outcome: Outcome,
     /// The grant it comes through, for `approve`.
     pub grant: Option<RequestRow>,
-}
-
-fn parse_duration(field: &str, s: &str) -> Result<i64> {
-    let bad = || {
-        Error::invalid(
-            field,
-            format!("{field}: {s:?} is not a duration (e.g. 30m, 2h, 1h30m, 1d)"),
-        )
-    };
-    let mut total: i64 = 0;
-    let mut number = String::new();
-    let text = s.trim();
-    if text.is_empty() {
-        return Err(bad());
-    }
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => return Err(bad()),
-        };
-        let n: i64 = number.parse().map_err(|_| bad())?;
-        number.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-    }
-    if !number.is_empty() || total <= 0 {
-        return Err(bad());
-    }
-    Ok(total)
-}
-
-pub(crate) fn duration_minutes(field: &str, s: &str) -> Result<u32> {
-    let secs = parse_duration(field, s)?;
-    if secs % 60 != 0 || secs > MAX_GRANT_SECONDS {
-        return Err(Error::invalid(
-            field,
-            format!("{field}: whole minutes, at most 7d"),
-        ));
-    }
-    u32::try_from(secs / 60).map_err(|_| Error::invalid(field, format!("{field}: too long")))
 }
 
 fn human_duration(secs: i64) -> String {
@@ -563,10 +514,7 @@ impl App {
                 t.max(now)
             }
         };
-        let duration = match &req.duration {
-            Some(d) => parse_duration("duration", d)?,
-            None => i64::from(self.config.approvals.default_duration_minutes) * 60,
-        };
+        let duration = self.requested_duration(req)?;
         if duration > MAX_GRANT_SECONDS {
             return Err(Error::invalid("duration", "duration: at most 7d"));
         }
@@ -579,29 +527,46 @@ impl App {
         let timeout = i64::try_from(self.config.approvals.request_timeout_seconds).unwrap_or(3600);
         let machine = Request::pending(&who.username, terms.levels.clone(), now + timeout, window);
         let row = self.new_request_row(who, req, &access, &terms, &machine, now);
-        let mut tx = self.store.write().await?;
-        tx.insert_request(&row).await?;
-        self.queue_notices(&mut tx, &row, "request.created", &who.username)
-            .await?;
-        self.commit(
-            tx,
-            NewAuditEntry::new(
-                &who.username,
-                "request.create",
-                format!("request:{}", row.id),
-            )
-            .detail("target", row.target.as_str())
-            .detail("account", row.account.as_str())
-            .detail("access", row.access.clone())
-            .detail("reason", row.reason.as_str())
-            .detail("policy", row.policy.as_str())
-            .detail("levels", row.levels.as_str())
-            .detail("starts_at", rfc3339(row.starts_at))
-            .detail("ends_at", rfc3339(row.ends_at)),
+        let entry = NewAuditEntry::new(
+            &who.username,
+            "request.create",
+            format!("request:{}", row.id),
         )
-        .await?;
+        .detail("target", row.target.as_str())
+        .detail("account", row.account.as_str())
+        .detail("access", row.access.clone())
+        .detail("reason", row.reason.as_str())
+        .detail("policy", row.policy.as_str())
+        .detail("levels", row.levels.as_str())
+        .detail("starts_at", rfc3339(row.starts_at))
+        .detail("ends_at", rfc3339(row.ends_at));
+        self.insert_request(who, &row, "request.created", entry)
+            .await?;
         self.notifier_wake();
         Ok(self.request_info(&row))
+    }
+
+    /// The requested grant length, or the configured default.
+    fn requested_duration(&self, req: &CreateAccessRequest) -> Result<i64> {
+        Ok(match &req.duration {
+            Some(d) => parse_duration("duration", d)?,
+            None => i64::from(self.config.approvals.default_duration_minutes) * 60,
+        })
+    }
+
+    /// Stores a new request with its notices and audit entry, in one transaction.
+    async fn insert_request(
+        &self,
+        who: &Principal,
+        row: &RequestRow,
+        event: &str,
+        entry: NewAuditEntry,
+    ) -> Result<()> {
+        let mut tx = self.store.write().await?;
+        tx.insert_request(row).await?;
+        self.queue_notices(&mut tx, row, event, &who.username)
+            .await?;
+        self.commit(tx, entry).await
     }
 
     fn new_request_row(
@@ -660,10 +625,7 @@ impl App {
             .await?;
         let now = self.now().unix_timestamp();
         let access = self.access_of(who, req, &tags, now).await?;
-        let duration = match &req.duration {
-            Some(d) => parse_duration("duration", d)?,
-            None => i64::from(self.config.approvals.default_duration_minutes) * 60,
-        };
+        let duration = self.requested_duration(req)?;
         let window = (now, now + duration.min(MAX_GRANT_SECONDS));
         let terms = self
             .request_terms(who, &req.target, &tags, &access, window)
@@ -689,26 +651,20 @@ impl App {
         check_max_duration(&terms, duration)?;
         let machine = Request::emergency(&who.username, terms.levels.clone(), now, window);
         let row = self.new_request_row(who, req, &access, &terms, &machine, now);
-        let mut tx = self.store.write().await?;
-        tx.insert_request(&row).await?;
-        self.queue_notices(&mut tx, &row, "request.emergency", &who.username)
-            .await?;
-        self.commit(
-            tx,
-            NewAuditEntry::new(
-                &who.username,
-                "request.emergency",
-                format!("request:{}", row.id),
-            )
-            .detail("target", row.target.as_str())
-            .detail("account", row.account.as_str())
-            .detail("access", row.access.clone())
-            .detail("reason", row.reason.as_str())
-            .detail("policy", row.policy.as_str())
-            .detail("ends_at", rfc3339(row.ends_at))
-            .detail("review", "pending"),
+        let entry = NewAuditEntry::new(
+            &who.username,
+            "request.emergency",
+            format!("request:{}", row.id),
         )
-        .await?;
+        .detail("target", row.target.as_str())
+        .detail("account", row.account.as_str())
+        .detail("access", row.access.clone())
+        .detail("reason", row.reason.as_str())
+        .detail("policy", row.policy.as_str())
+        .detail("ends_at", rfc3339(row.ends_at))
+        .detail("review", "pending");
+        self.insert_request(who, &row, "request.emergency", entry)
+            .await?;
         metrics::counter!("cofre_emergency_access_total").increment(1);
         self.notifier_wake();
         Ok(self.request_info(&row))
@@ -786,15 +742,10 @@ impl App {
             }
         };
         let rows = self.store.requests_page(&filter, before, limit + 1).await?;
-        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
-        let mut rows = rows;
-        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_cursor = if more {
-            rows.last().map(|r| format!("{}|{}", r.created_at, r.id))
-        } else {
-            None
-        };
-        let items = rows
+        // The cursor follows the rows read, so a page may hold fewer items than the limit.
+        let page = paginate(rows, limit, |r| format!("{}|{}", r.created_at, r.id), |r| r);
+        let items = page
+            .items
             .iter()
             .filter(|r| {
                 if pending {
@@ -813,7 +764,10 @@ impl App {
             })
             .map(|r| self.request_info(r))
             .collect();
-        Ok(Page { items, next_cursor })
+        Ok(Page {
+            items,
+            next_cursor: page.next_cursor,
+        })
     }
 
     /// Applies one event to a request inside a write transaction and persists what changed.
@@ -1149,24 +1103,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("d", "2h").unwrap(), 7200);
-        assert_eq!(parse_duration("d", "1h30m").unwrap(), 5400);
-        assert_eq!(parse_duration("d", "90m").unwrap(), 5400);
-        assert_eq!(parse_duration("d", "1d").unwrap(), 86400);
-        for bad in ["", "2", "h", "-1h", "2x", "0m", "99999999999999999999h"] {
-            assert_eq!(
-                parse_duration("duration", bad)
-                    .unwrap_err()
-                    .field
-                    .as_deref(),
-                Some("duration"),
-                "{bad}"
-            );
-        }
-        assert_eq!(duration_minutes("max_duration", "4h").unwrap(), 240);
-        assert!(duration_minutes("max_duration", "30s").is_err());
-        assert!(duration_minutes("max_duration", "8d").is_err());
+    fn durations_read_back() {
         assert_eq!(human_duration(5400), "1h30m");
         assert_eq!(human_duration(7200), "2h");
     }

@@ -5,7 +5,8 @@ use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::names::{check_account, check_host, check_identifier, check_text};
 use cofre_core::policy::{
-    check_reason, Access, Limits, Outcome, Policy, TargetRef, TargetSelector, Window,
+    check_reason, parse_duration_minutes, Access, Limits, Outcome, Policy, TargetRef,
+    TargetSelector, Window,
 };
 use cofre_core::role::Action;
 use cofre_crypto::{envelope, SealedSecret};
@@ -73,10 +74,7 @@ fn limits_from(l: &PolicyLimits) -> std::result::Result<Limits, cofre_core::Fiel
         out.levels = cofre_core::approval::parse_levels("levels", levels)?;
     }
     if let Some(m) = &l.max_duration {
-        out.max_duration_minutes = Some(
-            super::requests::duration_minutes("max_duration", m)
-                .map_err(|e| cofre_core::FieldError::new("max_duration", e.message))?,
-        );
+        out.max_duration_minutes = Some(parse_duration_minutes("max_duration", m)?);
     }
     out.emergency = l.emergency;
     Ok(out)

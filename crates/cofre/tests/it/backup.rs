@@ -48,47 +48,8 @@ fn setup(env: &[(&str, &str)]) -> Option<Setup> {
     let sshd = Sshd::start(&inst.path().join("sshd"));
     sshd.authorize(&keys.join("root_key.pub"));
     sshd.authorize(&keys.join("backup_key.pub"));
-    admin.ok(&["group", "add", "ops"]);
-    add_user_cli(&inst, &server, &admin, "alice", "user", &["ops"]);
-    admin.ok(&[
-        "user",
-        "key",
-        "add",
-        "alice",
-        keys.join("alice_key.pub").to_str().unwrap(),
-    ]);
-    admin.ok(&[
-        "target",
-        "add",
-        "db01",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &sshd.port.to_string(),
-        "--tag",
-        "prod",
-    ]);
-    admin.ok(&[
-        "credential",
-        "add",
-        "db01",
-        "root",
-        "--key-file",
-        keys.join("root_key").to_str().unwrap(),
-    ]);
-    admin.ok(&[
-        "policy",
-        "add",
-        "p",
-        "--group",
-        "ops",
-        "--targets",
-        "tag:prod",
-        "--allow",
-        "session",
-        "--outcome",
-        "allow",
-    ]);
+    gateway_world(&inst, &server, &admin, &keys, sshd.port);
+    allow_sessions(&admin, "allow");
     Some(Setup {
         sshd,
         server,

@@ -50,37 +50,9 @@ fn setup(backend: Backend, outcome: Option<&str>) -> Option<Gw> {
     let sshd = Sshd::start(&inst.path().join("sshd"));
     sshd.authorize(&keys.join("root_key.pub"));
 
-    admin.ok(&["group", "add", "ops"]);
-    let (alice, _, alice_password) =
-        add_user_cli(&inst, &server, &admin, "alice", "user", &["ops"]);
-    admin
-        .ok(&[
-            "user",
-            "key",
-            "add",
-            "alice",
-            keys.join("alice_key.pub").to_str().expect("path"),
-        ])
-        .assert_stdout_contains(&ssh_fingerprint(&keys.join("alice_key.pub")));
-    admin.ok(&[
-        "target",
-        "add",
-        "db01",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &sshd.port.to_string(),
-        "--tag",
-        "prod",
-    ]);
-    admin.ok(&[
-        "credential",
-        "add",
-        "db01",
-        "root",
-        "--key-file",
-        keys.join("root_key").to_str().expect("path"),
-    ]);
+    let (alice, alice_password, key_added) =
+        gateway_world(&inst, &server, &admin, &keys, sshd.port);
+    key_added.assert_stdout_contains(&ssh_fingerprint(&keys.join("alice_key.pub")));
     if let Some(outcome) = outcome {
         allow_sessions(&admin, outcome);
     }
@@ -93,22 +65,6 @@ fn setup(backend: Backend, outcome: Option<&str>) -> Option<Gw> {
         keys,
         inst,
     })
-}
-
-fn allow_sessions(admin: &Cli, outcome: &str) {
-    admin.ok(&[
-        "policy",
-        "add",
-        "p",
-        "--group",
-        "ops",
-        "--targets",
-        "tag:prod",
-        "--allow",
-        "session",
-        "--outcome",
-        outcome,
-    ]);
 }
 
 /// Options every OpenSSH client here gets: no user config, no agent, no known_hosts, alice's key only.

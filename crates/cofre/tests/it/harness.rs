@@ -1583,3 +1583,61 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// What the gateway tests stand on: alice (user, group ops) with the SSH key `keys/alice_key`, and
+/// the target db01 (tag prod) at `sshd_port` with root's private key `keys/root_key` in the vault.
+/// Returns alice's CLI, her password, and what `user key add` printed.
+pub fn gateway_world(
+    inst: &Instance,
+    server: &Server,
+    admin: &Cli,
+    keys: &Path,
+    sshd_port: u16,
+) -> (Cli, String, Out) {
+    admin.ok(&["group", "add", "ops"]);
+    let (alice, _, alice_password) = add_user_cli(inst, server, admin, "alice", "user", &["ops"]);
+    let key_added = admin.ok(&[
+        "user",
+        "key",
+        "add",
+        "alice",
+        keys.join("alice_key.pub").to_str().expect("path"),
+    ]);
+    admin.ok(&[
+        "target",
+        "add",
+        "db01",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &sshd_port.to_string(),
+        "--tag",
+        "prod",
+    ]);
+    admin.ok(&[
+        "credential",
+        "add",
+        "db01",
+        "root",
+        "--key-file",
+        keys.join("root_key").to_str().expect("path"),
+    ]);
+    (alice, alice_password, key_added)
+}
+
+/// A policy `p` granting ops sessions on tag:prod with this outcome.
+pub fn allow_sessions(admin: &Cli, outcome: &str) {
+    admin.ok(&[
+        "policy",
+        "add",
+        "p",
+        "--group",
+        "ops",
+        "--targets",
+        "tag:prod",
+        "--allow",
+        "session",
+        "--outcome",
+        outcome,
+    ]);
+}

@@ -734,48 +734,8 @@ fn snapshot_recording_exports_identical_after_restore() {
     ssh_keygen(&keys.join("root_key"));
     let sshd = Sshd::start(&inst.path().join("sshd"));
     sshd.authorize(&keys.join("root_key.pub"));
-    admin.ok(&["group", "add", "ops"]);
-    add_user_cli(&inst, &server, &admin, "alice", "user", &["ops"]);
-    admin.ok(&[
-        "user",
-        "key",
-        "add",
-        "alice",
-        keys.join("alice_key.pub").to_str().unwrap(),
-    ]);
-    let port = sshd.port.to_string();
-    admin.ok(&[
-        "target",
-        "add",
-        "db01",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--tag",
-        "prod",
-    ]);
-    admin.ok(&[
-        "credential",
-        "add",
-        "db01",
-        "root",
-        "--key-file",
-        keys.join("root_key").to_str().unwrap(),
-    ]);
-    admin.ok(&[
-        "policy",
-        "add",
-        "p",
-        "--group",
-        "ops",
-        "--targets",
-        "tag:prod",
-        "--allow",
-        "session",
-        "--outcome",
-        "allow",
-    ]);
+    gateway_world(&inst, &server, &admin, &keys, sshd.port);
+    allow_sessions(&admin, "allow");
     let home = inst.path().join("ssh-home");
     std::fs::create_dir_all(&home).unwrap();
     let mut ssh = std::process::Command::new("ssh");
