@@ -1,8 +1,8 @@
 //! Validation of the names users type: user, group, target, account, policy and tag names, and hosts.
 //!
-//! Names end up in SSH usernames (`alice:root@db01`), URLs and audit entries, so they are kept to a
-//! small alphabet: `:` and `@` never appear in a user, account or target name, which keeps the gateway's
-//! username grammar unambiguous.
+//! Names end up in SSH usernames (`alice+root+db01`, `alice:root@db01`), URLs and audit entries, so
+//! they are kept to a small alphabet: `+`, `:` and `@` never appear in a user, account or target
+//! name, which keeps the gateway's login grammar unambiguous.
 
 use crate::FieldError;
 
@@ -104,6 +104,58 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), FieldError
     Ok(())
 }
 
+/// The three names of a gateway login: which Cofre user, as which account, on which target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayLogin {
+    pub user: String,
+    pub account: String,
+    pub target: String,
+}
+
+/// The longest SSH login name the gateway reads (three names and their separators, with room).
+pub const MAX_LOGIN_LEN: usize = 200;
+
+/// Parses a gateway login: `alice+root+db01`, or `alice:root@db01`.
+///
+/// `+` is the form OpenSSH's scp, sftp and rsync take as written: they split `user@host:path` at
+/// the first `:`, so `alice:root@db01@gw:/tmp` cannot reach them whole. The error's `reason` says
+/// what is wrong; the caller adds how to log in (it knows the gateway's address).
+pub fn parse_gateway_login(s: &str) -> Result<GatewayLogin, FieldError> {
+    let bad = |why: String| FieldError::new("username", why);
+    if s.len() > MAX_LOGIN_LEN {
+        return Err(bad(format!(
+            "the login name is too long (at most {MAX_LOGIN_LEN} characters)"
+        )));
+    }
+    let (user, account, target) = if let Some((user, rest)) = s.split_once(':') {
+        let (account, target) = rest
+            .rsplit_once('@')
+            .ok_or_else(|| bad("no '@TARGET' after the account".into()))?;
+        (user, account, target)
+    } else {
+        let mut parts = s.split('+');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(user), Some(account), Some(target), None) => (user, account, target),
+            _ => {
+                return Err(bad(
+                    "expected three names: the Cofre user, the account and the target".into(),
+                ))
+            }
+        }
+    };
+    let name = |field: &str, r: Result<(), FieldError>| {
+        r.map_err(|e| bad(format!("the {field} name {}", e.reason)))
+    };
+    name("user", check_identifier("user", user))?;
+    name("account", check_account("account", account))?;
+    name("target", check_identifier("target", target))?;
+    Ok(GatewayLogin {
+        user: user.to_owned(),
+        account: account.to_owned(),
+        target: target.to_owned(),
+    })
+}
+
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
     if value.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
@@ -160,7 +212,52 @@ mod tests {
         assert!(check_text("reason", &"x".repeat(501), 500).is_err());
     }
 
+    #[test]
+    fn gateway_logins() {
+        let alice = GatewayLogin {
+            user: "alice".into(),
+            account: "root".into(),
+            target: "db01".into(),
+        };
+        assert_eq!(parse_gateway_login("alice:root@db01").unwrap(), alice);
+        assert_eq!(parse_gateway_login("alice+root+db01").unwrap(), alice);
+        assert_eq!(
+            parse_gateway_login("bob+svc$backup+web-02.prod").unwrap(),
+            GatewayLogin {
+                user: "bob".into(),
+                account: "svc$backup".into(),
+                target: "web-02.prod".into()
+            }
+        );
+        for bad in [
+            "alice",
+            "alice:",
+            ":root@db01",
+            "alice:root",
+            "alice:root@",
+            "Alice:root@db01",
+            "alice+root",
+            "alice+root+db01+x",
+            "alice++db01",
+            "+root+db01",
+            "alice+ro ot+db01",
+            &format!("alice:{}@db01", "r".repeat(300)),
+        ] {
+            let e = parse_gateway_login(bad).unwrap_err();
+            assert_eq!(e.field, "username", "{bad}");
+            assert!(!e.reason.is_empty(), "{bad}");
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn gateway_login_never_panics_and_round_trips(s in ".*") {
+            if let Ok(l) = parse_gateway_login(&s) {
+                let plus = format!("{}+{}+{}", l.user, l.account, l.target);
+                proptest::prop_assert_eq!(parse_gateway_login(&plus).unwrap(), l);
+            }
+        }
+
         #[test]
         fn validators_never_panic(s in ".*") {
             let _ = check_identifier("f", &s);

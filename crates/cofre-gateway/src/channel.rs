@@ -248,9 +248,9 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
         to_client: Arc::new(to_client),
         to_up: Arc::new(to_up),
         record_input: app.config.record_input,
-        exit_sent: Arc::new(AtomicBool::new(false)),
+        flags: Arc::new(Flags::default()),
     };
-    let (done_tx, mut done_rx) = mpsc::channel::<String>(4);
+    let (done_tx, mut done_rx) = mpsc::channel::<Done>(4);
     // One task per direction: a send that waits for the peer's window must never keep the other
     // direction from being read (that deadlocks as soon as both sides are busy).
     let upward = tokio::spawn(relay.clone().client_to_target(from_client, done_tx.clone()));
@@ -265,20 +265,40 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
     let kill = &mut session.kill;
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Set once the client has closed its side: the target gets the same close, and the session
+    // waits this long for the target to end the command and report its exit status.
+    let mut closing: Option<tokio::time::Instant> = None;
     let reason = loop {
+        let grace = async {
+            match closing {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            why = done_rx.recv() => break why.unwrap_or_else(|| "ended".to_owned()),
+            done = done_rx.recv() => match done {
+                Some(Done::ClientClosed) => {
+                    relay.close_upstream().await;
+                    closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+                Some(Done::TargetClosed) | None => break relay.end_reason(closing.is_some()),
+                Some(Done::Failed(why)) => break why,
+            },
+            () = grace => {
+                break "the client closed the channel before the command ended (no exit status)"
+                    .to_owned();
+            }
             changed = kill.changed() => {
                 let why = match changed {
                     Ok(()) => kill.borrow().clone().unwrap_or_else(|| "terminated".into()),
                     Err(_) => "terminated".into(),
                 };
-                tell(&relay.to_client, &format!("\n*** cofre: session {why} ***")).await;
+                relay.tell(&format!("\n*** cofre: session {why} ***")).await;
                 break why;
             }
             _ = tick.tick() => {
                 if let Err(why) = relay.rec.flush().await {
-                    tell(&relay.to_client, RECORDING_FAILED).await;
+                    relay.tell(RECORDING_FAILED).await;
                     break why;
                 }
             }
@@ -289,23 +309,61 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
     // can no longer be recorded, must not go on streaming output (nor hang on an idle target).
     downward.abort();
     let _ = downward.await;
-    let to_client = relay.to_client.clone();
+    let unanswered = relay
+        .lock_sftp()
+        .as_mut()
+        .map(SftpObserver::finish)
+        .unwrap_or_default();
+    let _ = relay.record_all(unanswered).await;
     if relay.rec.marker(format!("end: {reason}")).await.is_ok() {
         let _ = relay.rec.flush().await;
     }
     let bytes = relay.bytes.load(Ordering::Relaxed);
-    let _ = relay.to_up.close().await;
+    relay.close_upstream().await;
     let _ = upstream
         .disconnect(russh::Disconnect::ByApplication, "session ended", "en")
         .await;
-    if !relay.exit_sent.load(Ordering::Relaxed) {
-        let _ = to_client
-            .exit_status(if reason == "ended" { 0 } else { 1 })
-            .await;
+    // A session the gateway ended (kill, grant over, recording failed) reports a failure; one the
+    // target ended without a status reports none, as a direct connection would: a made-up 0
+    // would make a failed command look like a success.
+    if !relay.flags.exit_sent.load(Ordering::Relaxed)
+        && !relay.flags.target_closed.load(Ordering::Relaxed)
+    {
+        let _ = relay.to_client.exit_status(1).await;
     }
-    let _ = to_client.eof().await;
-    let _ = to_client.close().await;
+    relay.eof_to_client().await;
+    let _ = relay.to_client.close().await;
     end(reason, bytes).await;
+}
+
+/// How long a session waits, after the client closed its channel, for the target to end the
+/// command (the target sees the same close, so a command that reads or writes ends at once).
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// Why one direction of the relay stopped.
+enum Done {
+    /// The client closed its channel (or the connection went away).
+    ClientClosed,
+    /// The target closed its channel: the normal end.
+    TargetClosed,
+    /// The session cannot go on (the recording failed, the target refused the request...).
+    Failed(String),
+}
+
+/// What the two directions tell each other, so that each message goes once and in order.
+#[derive(Default)]
+struct Flags {
+    /// The target's exit status or exit signal has reached the client.
+    exit_sent: AtomicBool,
+    /// The target sent EOF; it is passed on only after the exit status (see `target_to_client`).
+    eof_pending: AtomicBool,
+    /// EOF has been sent to the client (exactly once per channel, RFC 4254 5.3).
+    eof_to_client: AtomicBool,
+    /// EOF, and CLOSE, have been sent to the target (once each).
+    eof_to_target: AtomicBool,
+    close_to_target: AtomicBool,
+    /// The target closed its channel.
+    target_closed: AtomicBool,
 }
 
 const RECORDING_FAILED: &str =
@@ -321,9 +379,7 @@ struct Relay {
     to_client: Arc<ToClient>,
     to_up: Arc<russh::ChannelWriteHalf<russh::client::Msg>>,
     record_input: bool,
-    /// The target's exit status or exit signal has been passed to the client (then no made-up
-    /// status may follow: a command killed by a signal must not look successful).
-    exit_sent: Arc<AtomicBool>,
+    flags: Arc<Flags>,
 }
 
 impl Relay {
@@ -338,40 +394,77 @@ impl Relay {
         self.rec.output(data).await
     }
 
+    async fn record_all(&self, events: Vec<String>) -> Result<(), String> {
+        for event in events {
+            self.rec.marker(event).await?;
+        }
+        Ok(())
+    }
+
+    /// A message from the gateway on the client's stderr; nothing may follow the client's EOF.
+    async fn tell(&self, text: &str) {
+        if !self.flags.eof_to_client.load(Ordering::Relaxed) {
+            tell(&self.to_client, text).await;
+        }
+    }
+
+    async fn eof_to_client(&self) {
+        if !self.flags.eof_to_client.swap(true, Ordering::Relaxed) {
+            let _ = self.to_client.eof().await;
+        }
+    }
+
+    async fn eof_to_target(&self) {
+        if !self.flags.eof_to_target.swap(true, Ordering::Relaxed) {
+            let _ = self.to_up.eof().await;
+        }
+    }
+
+    /// The client's side is done: the target gets EOF and CLOSE, as from a direct client.
+    async fn close_upstream(&self) {
+        self.eof_to_target().await;
+        if !self.flags.close_to_target.swap(true, Ordering::Relaxed) {
+            let _ = self.to_up.close().await;
+        }
+    }
+
+    /// Why a session the target closed ended, for the audit trail and the recording's last line.
+    fn end_reason(&self, client_closed: bool) -> String {
+        let exit = self.flags.exit_sent.load(Ordering::Relaxed);
+        match (client_closed, exit) {
+            (false, true) => "ended".to_owned(),
+            (false, false) => "the target closed the channel without an exit status".to_owned(),
+            (true, true) => "the client closed the channel".to_owned(),
+            (true, false) => {
+                "the client closed the channel before the command ended (no exit status)".to_owned()
+            }
+        }
+    }
+
     async fn client_to_target(
         self,
         mut from_client: russh::ChannelReadHalf,
-        done: mpsc::Sender<String>,
+        done: mpsc::Sender<Done>,
     ) {
         let why = loop {
             match from_client.wait().await {
                 Some(ChannelMsg::Data { data }) => {
                     let events = self.lock_sftp().as_mut().map(|s| s.client_data(&data));
                     let recorded = match events {
-                        Some(events) => {
-                            let mut recorded = Ok(());
-                            for event in events {
-                                recorded = self.rec.marker(event).await;
-                                if recorded.is_err() {
-                                    break;
-                                }
-                            }
-                            recorded
-                        }
+                        Some(events) => self.record_all(events).await,
                         None if self.record_input => self.rec.input(&data).await,
                         None => Ok(()),
                     };
                     if let Err(why) = recorded {
-                        tell(&self.to_client, RECORDING_FAILED).await;
-                        break why;
+                        self.tell(RECORDING_FAILED).await;
+                        break Done::Failed(why);
                     }
                     if self.to_up.data_bytes(data).await.is_err() {
-                        break "the target closed the session".to_owned();
+                        // The target's side is gone; its task reports how it ended.
+                        std::future::pending::<()>().await;
                     }
                 }
-                Some(ChannelMsg::Eof) => {
-                    let _ = self.to_up.eof().await;
-                }
+                Some(ChannelMsg::Eof) => self.eof_to_target().await,
                 Some(ChannelMsg::WindowChange {
                     col_width,
                     row_height,
@@ -379,8 +472,8 @@ impl Relay {
                     pix_height,
                 }) => {
                     if let Err(why) = self.rec.resize(col_width, row_height).await {
-                        tell(&self.to_client, RECORDING_FAILED).await;
-                        break why;
+                        self.tell(RECORDING_FAILED).await;
+                        break Done::Failed(why);
                     }
                     let _ = self
                         .to_up
@@ -390,7 +483,7 @@ impl Relay {
                 Some(ChannelMsg::Signal { signal }) => {
                     let _ = self.to_up.signal(signal).await;
                 }
-                Some(ChannelMsg::Close) | None => break "the client disconnected".to_owned(),
+                Some(ChannelMsg::Close) | None => break Done::ClientClosed,
                 Some(_) => {}
             }
         };
@@ -404,35 +497,28 @@ impl Relay {
         id: russh::ChannelId,
         kind: &'static str,
         target: String,
-        done: mpsc::Sender<String>,
+        done: mpsc::Sender<Done>,
     ) {
         let why = loop {
             match from_up.wait().await {
                 Some(ChannelMsg::Data { data }) => {
-                    let sftp = self
-                        .lock_sftp()
-                        .as_mut()
-                        .map(|s| s.server_data(&data))
-                        .is_some();
-                    let recorded = if sftp {
-                        Ok(())
-                    } else {
-                        self.output(&data).await
+                    let sftp = self.lock_sftp().as_mut().map(|s| s.server_data(&data));
+                    let recorded = match sftp {
+                        Some(events) => self.record_all(events).await,
+                        None => self.output(&data).await,
                     };
                     if let Err(why) = recorded {
-                        tell(&self.to_client, RECORDING_FAILED).await;
-                        break why;
+                        self.tell(RECORDING_FAILED).await;
+                        break Done::Failed(why);
                     }
-                    if self.to_client.data_bytes(data).await.is_err() {
-                        break "the client disconnected".to_owned();
-                    }
+                    let _ = self.to_client.data_bytes(data).await;
                 }
                 Some(ChannelMsg::ExtendedData { data, ext }) => {
                     let sftp = self.lock_sftp().is_some();
                     if !sftp {
                         if let Err(why) = self.output(&data).await {
-                            tell(&self.to_client, RECORDING_FAILED).await;
-                            break why;
+                            self.tell(RECORDING_FAILED).await;
+                            break Done::Failed(why);
                         }
                     }
                     let _ = self.to_client.extended_data_bytes(ext, data).await;
@@ -442,7 +528,7 @@ impl Relay {
                 }) => {
                     let _ = self.rec.marker(format!("exit status {status}")).await;
                     let _ = self.to_client.exit_status(status).await;
-                    self.exit_sent.store(true, Ordering::Relaxed);
+                    self.exit_passed().await;
                 }
                 Some(ChannelMsg::ExitSignal {
                     signal_name,
@@ -457,23 +543,38 @@ impl Relay {
                     let _ = handle
                         .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
                         .await;
-                    self.exit_sent.store(true, Ordering::Relaxed);
+                    self.exit_passed().await;
                 }
+                // Held until the exit status has gone: a client that closes its channel as soon
+                // as both sides sent EOF (PuTTY, OpenSSH multiplexing) would otherwise close it
+                // before the status arrives, and report a failed command as a success.
                 Some(ChannelMsg::Eof) => {
-                    let _ = self.to_client.eof().await;
+                    if self.flags.exit_sent.load(Ordering::Relaxed) {
+                        self.eof_to_client().await;
+                    } else {
+                        self.flags.eof_pending.store(true, Ordering::Relaxed);
+                    }
                 }
                 Some(ChannelMsg::Failure) => {
-                    tell(
-                        &self.to_client,
-                        &format!("cofre: {target} refused the {kind} request"),
-                    )
-                    .await;
-                    break format!("the target refused the {kind} request");
+                    self.tell(&format!("cofre: {target} refused the {kind} request"))
+                        .await;
+                    break Done::Failed(format!("the target refused the {kind} request"));
                 }
-                Some(ChannelMsg::Close) | None => break "ended".to_owned(),
+                Some(ChannelMsg::Close) | None => {
+                    self.flags.target_closed.store(true, Ordering::Relaxed);
+                    break Done::TargetClosed;
+                }
                 Some(_) => {}
             }
         };
         let _ = done.send(why).await;
+    }
+
+    /// After the exit status or signal went to the client: the EOF held back may follow.
+    async fn exit_passed(&self) {
+        self.flags.exit_sent.store(true, Ordering::Relaxed);
+        if self.flags.eof_pending.load(Ordering::Relaxed) {
+            self.eof_to_client().await;
+        }
     }
 }

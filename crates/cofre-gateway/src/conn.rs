@@ -13,7 +13,12 @@ use russh::server::{
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// Session channels one connection may have open at once: OpenSSH's `MaxSessions` default. Each
+/// opens its own connection to the target, so without a cap one client could open hundreds.
+pub const MAX_CHANNELS: usize = 10;
 
 enum Prompting {
     Nothing,
@@ -25,6 +30,8 @@ enum Prompting {
 
 pub struct Connection {
     app: Arc<App>,
+    /// The gateway's own port, for the login hint's example.
+    port: u16,
     source: String,
     login: Option<GatewayLogin>,
     /// A login name that is not `user:account@target`: the connection gets in, but only to be told.
@@ -34,6 +41,17 @@ pub struct Connection {
     prompting: Prompting,
     /// Reasons refused as too short or too long; after `REASON_ATTEMPTS` the login is refused.
     bad_reasons: u32,
+    /// Session channels of this connection still running (their tasks hold a count each).
+    channels: Arc<AtomicUsize>,
+}
+
+/// One running channel's place in its connection's count, given back when the task ends.
+pub struct ChannelSlot(Arc<AtomicUsize>);
+
+impl Drop for ChannelSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 const REASON_ATTEMPTS: u32 = 3;
@@ -43,9 +61,10 @@ fn methods(kinds: &[MethodKind]) -> Option<MethodSet> {
 }
 
 impl Connection {
-    pub fn new(app: Arc<App>, peer: SocketAddr) -> Connection {
+    pub fn new(app: Arc<App>, peer: SocketAddr, port: u16) -> Connection {
         Connection {
             app,
+            port,
             source: peer.ip().to_string(),
             login: None,
             refusal: None,
@@ -53,7 +72,33 @@ impl Connection {
             reason: None,
             prompting: Prompting::Nothing,
             bad_reasons: 0,
+            channels: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    fn parse(&self, user: &str) -> cofre_server::error::Result<GatewayLogin> {
+        parse_gateway_login(user, self.port)
+    }
+
+    fn actor(&self) -> String {
+        self.principal
+            .as_ref()
+            .map_or("anonymous", |p| p.username.as_str())
+            .to_owned()
+    }
+
+    /// Audits a refused request on an open channel (X11, agent forwarding): they would go around
+    /// the recording.
+    async fn refuse_request(&self, what: &str) {
+        let _ = self
+            .app
+            .gateway_refusal(
+                &self.actor(),
+                what,
+                &format!("{what} is not allowed through the gateway"),
+                &self.source,
+            )
+            .await;
     }
 
     fn reject() -> Auth {
@@ -109,14 +154,10 @@ impl Connection {
     }
 
     async fn refuse_channel(&self, kind: &str, reply: ChannelOpenHandle) {
-        let actor = self
-            .principal
-            .as_ref()
-            .map_or("anonymous", |p| p.username.as_str());
         let _ = self
             .app
             .gateway_refusal(
-                actor,
+                &self.actor(),
                 kind,
                 &format!("{kind} is not allowed through the gateway"),
                 &self.source,
@@ -132,7 +173,7 @@ impl russh::server::Handler for Connection {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
-        match parse_gateway_login(user) {
+        match self.parse(user) {
             Ok(login) => {
                 self.login = Some(login);
                 Ok(Self::reject())
@@ -159,7 +200,7 @@ impl russh::server::Handler for Connection {
             return Ok(Self::reject());
         }
         // Clients need not try `none` first, so the name is parsed here too.
-        let Ok(login) = parse_gateway_login(user) else {
+        let Ok(login) = self.parse(user) else {
             return Ok(Self::reject());
         };
         let fp = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
@@ -177,7 +218,7 @@ impl russh::server::Handler for Connection {
         if self.bad_reasons >= REASON_ATTEMPTS {
             return Ok(Self::reject());
         }
-        let Ok(login) = parse_gateway_login(user) else {
+        let Ok(login) = self.parse(user) else {
             return Ok(Self::reject());
         };
         let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
@@ -202,7 +243,7 @@ impl russh::server::Handler for Connection {
         if self.bad_reasons >= REASON_ATTEMPTS {
             return Ok(Self::reject());
         }
-        let Ok(login) = parse_gateway_login(user) else {
+        let Ok(login) = self.parse(user) else {
             return Ok(Self::reject());
         };
         match (&self.prompting, response) {
@@ -281,6 +322,13 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.channels.fetch_add(1, Ordering::Relaxed) >= MAX_CHANNELS {
+            self.channels.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(source = %self.source, "refused a session channel over the per-connection cap");
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        let slot = ChannelSlot(self.channels.clone());
         reply.accept().await;
         let setup = ChannelSetup {
             app: self.app.clone(),
@@ -291,7 +339,10 @@ impl russh::server::Handler for Connection {
             refusal: self.refusal.clone(),
             reason: self.reason.clone(),
         };
-        tokio::spawn(channel::run(setup, channel));
+        tokio::spawn(async move {
+            channel::run(setup, channel).await;
+            drop(slot);
+        });
         Ok(())
     }
 
@@ -339,15 +390,10 @@ impl russh::server::Handler for Connection {
         port: &mut u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        let actor = self
-            .principal
-            .as_ref()
-            .map_or("anonymous", |p| p.username.as_str())
-            .to_owned();
         let _ = self
             .app
             .gateway_refusal(
-                &actor,
+                &self.actor(),
                 &format!("remote forwarding {address}:{port}"),
                 "remote port forwarding is not allowed",
                 &self.source,
@@ -436,6 +482,7 @@ impl russh::server::Handler for Connection {
         _x11_screen_number: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.refuse_request("X11 forwarding").await;
         session.channel_failure(channel)
     }
 
@@ -444,6 +491,7 @@ impl russh::server::Handler for Connection {
         _channel: ChannelId,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
+        self.refuse_request("agent forwarding").await;
         Ok(false)
     }
 }

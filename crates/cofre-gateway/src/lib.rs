@@ -131,7 +131,7 @@ impl Gateway {
                 },
             };
             let _ = tcp.set_nodelay(true);
-            let handler = conn::Connection::new(self.app.clone(), peer);
+            let handler = conn::Connection::new(self.app.clone(), peer, self.addr.port());
             let config = self.config.clone();
             tokio::spawn(async move {
                 match russh::server::run_stream(config, tcp, handler).await {

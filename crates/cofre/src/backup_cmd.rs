@@ -151,15 +151,15 @@ fn print_target(t: &BackupTargetInfo) {
         .as_ref()
         .map(|e| format!(" endpoint {e}"))
         .unwrap_or_default();
-    println!("{}\t{}\t{}{port}{endpoint}", t.name, t.kind, t.location);
+    outln!("{}\t{}\t{}{port}{endpoint}", t.name, t.kind, t.location);
     for k in &t.host_keys {
-        println!("  pinned host key: {k}");
+        outln!("  pinned host key: {k}");
     }
     if let Some(at) = &t.last_ok_at {
-        println!("  last worked: {at}");
+        outln!("  last worked: {at}");
     }
     if let (Some(at), Some(e)) = (&t.last_error_at, &t.last_error) {
-        println!("  last failed: {at}: {e}");
+        outln!("  last failed: {at}: {e}");
     }
 }
 
@@ -185,12 +185,10 @@ pub async fn run(ctx: &Ctx, cmd: BackupCmd) -> Result<ExitCode> {
                 .await?;
             ctx.print(&r, |r| {
                 for k in &r.pinned_host_keys {
-                    println!(
-                        "pinned host key (first contact; check it with the host's admin): {k}"
-                    );
+                    outln!("pinned host key (first contact; check it with the host's admin): {k}");
                 }
                 if r.ok {
-                    println!("{}: write test passed ({} ms)", r.target, r.duration_ms);
+                    outln!("{}: write test passed ({} ms)", r.target, r.duration_ms);
                 }
             })?;
             match r.error {
@@ -217,7 +215,7 @@ pub async fn run(ctx: &Ctx, cmd: BackupCmd) -> Result<ExitCode> {
                 )
                 .await?;
             ctx.print(&j, |j| {
-                println!(
+                outln!(
                     "job {} added: {} to {}, {}{}",
                     j.name,
                     j.kind,
@@ -236,22 +234,22 @@ pub async fn run(ctx: &Ctx, cmd: BackupCmd) -> Result<ExitCode> {
             let s: BackupStatus = ctx.client.get("/api/v1/backup/status").await?;
             ctx.print(&s, |s| {
                 if s.jobs.is_empty() {
-                    println!("no backup jobs (add one with `cofre backup job add`)");
+                    outln!("no backup jobs (add one with `cofre backup job add`)");
                 }
                 for j in &s.jobs {
-                    println!("{}\t{} to {}\t{}", j.name, j.kind, j.target, j.schedule);
+                    outln!("{}\t{} to {}\t{}", j.name, j.kind, j.target, j.schedule);
                     match &j.last_success {
-                        Some(r) => println!("  last success: {}", run_line(r)),
-                        None => println!("  last success: never"),
+                        Some(r) => outln!("  last success: {}", run_line(r)),
+                        None => outln!("  last success: never"),
                     }
                     if let Some(r) = &j.last_failure {
-                        println!("  last failure: {}", run_line(r));
+                        outln!("  last failure: {}", run_line(r));
                     }
                     if let Some(r) = &j.running {
-                        println!("  running: {}", run_line(r));
+                        outln!("  running: {}", run_line(r));
                     }
                     if let Some(n) = &j.next_run {
-                        println!("  next run: {n}");
+                        outln!("  next run: {n}");
                     }
                 }
             })?;
@@ -300,10 +298,10 @@ async fn target_add(ctx: &Ctx, a: TargetAddArgs) -> Result<ExitCode> {
     }
     let t: BackupTargetInfo = ctx.client.post("/api/v1/backup/targets", &req).await?;
     ctx.print(&t, |t| {
-        print!("target added: ");
+        out!("target added: ");
         print_target(t);
         if t.kind == "ssh" && t.host_keys.is_empty() {
-            println!("the host's keys are pinned at first contact: run `cofre backup target test {}` and check the fingerprint", t.name);
+            outln!("the host's keys are pinned at first contact: run `cofre backup target test {}` and check the fingerprint", t.name);
         }
     })?;
     Ok(ExitCode::SUCCESS)
@@ -318,7 +316,7 @@ async fn run_job(ctx: &Ctx, job: &str, no_wait: bool) -> Result<ExitCode> {
         )
         .await?;
     if no_wait {
-        ctx.print(&started, |r| println!("run {} started", r.id))?;
+        ctx.print(&started, |r| outln!("run {} started", r.id))?;
         return Ok(ExitCode::SUCCESS);
     }
     let terminal = std::io::stderr().is_terminal();
@@ -353,7 +351,7 @@ async fn run_job(ctx: &Ctx, job: &str, no_wait: bool) -> Result<ExitCode> {
     if terminal && !last_line.is_empty() {
         eprintln!();
     }
-    ctx.print(&run, |r| println!("{job}: {}", run_line(r)))?;
+    ctx.print(&run, |r| outln!("{job}: {}", run_line(r)))?;
     if run.status == "ok" {
         Ok(ExitCode::SUCCESS)
     } else {

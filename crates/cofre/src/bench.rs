@@ -309,7 +309,7 @@ pub async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     .await?;
     let bench = std::sync::Arc::new(bench);
     let anon = std::sync::Arc::new(anon);
-    println!(
+    outln!(
         "database: {}; {} s per point; the server runs on this machine too",
         if database_url.is_some() {
             "postgres"
@@ -318,7 +318,7 @@ pub async fn run(cmd: BenchCmd) -> Result<ExitCode> {
         },
         seconds
     );
-    println!("clients\treveals/s\tp50 ms\tp99 ms\thealthz/s\thealthz p50 ms\treveal/healthz");
+    outln!("clients\treveals/s\tp50 ms\tp99 ms\thealthz/s\thealthz p50 ms\treveal/healthz");
     for n in clients {
         let b = bench.clone();
         let reveal = measure(n, seconds, move || {
@@ -349,7 +349,7 @@ pub async fn run(cmd: BenchCmd) -> Result<ExitCode> {
             }
         })
         .await?;
-        println!(
+        outln!(
             "{n}\t{:.0}\t{:.2}\t{:.2}\t{:.0}\t{:.2}\t{:.3}",
             reveal.ops_per_sec,
             reveal.p50.as_secs_f64() * 1e3,

@@ -263,12 +263,18 @@ fn print_epoch(e: &EpochInfo) {
         (None, Some(at)) => format!("abandoned {at}"),
         (None, None) => "waiting for custodians".to_owned(),
     };
-    println!(
+    outln!(
         "epoch {}\t{} of {}\t{}\tcreated {} by {}\t{}",
-        e.epoch, e.threshold, e.shares, state, e.created_at, e.created_by, e.recipient
+        e.epoch,
+        e.threshold,
+        e.shares,
+        state,
+        e.created_at,
+        e.created_by,
+        e.recipient
     );
     for c in &e.custodians {
-        println!(
+        outln!(
             "  share {}\t{}\t{}",
             c.share_index,
             c.username,
@@ -297,18 +303,18 @@ pub async fn online(ctx: &Ctx, cmd: BreakglassCmd) -> Result<ExitCode> {
                 )
                 .await?;
             ctx.print(&r, |r| {
-                println!(
+                outln!(
                     "key ceremony started: epoch {} of instance {}; {} of {} shares open its files",
                     r.epoch.epoch, r.instance, r.epoch.threshold, r.epoch.shares
                 );
-                println!("each custodian now runs `cofre breakglass share` once, logged in as themselves:");
+                outln!("each custodian now runs `cofre breakglass share` once, logged in as themselves:");
                 for c in &r.epoch.custodians {
-                    println!("  share {}\t{}", c.share_index, c.username);
+                    outln!("  share {}\t{}", c.share_index, c.username);
                 }
                 for a in &r.abandoned {
-                    println!("epoch {a} had not closed and was abandoned");
+                    outln!("epoch {a} had not closed and was abandoned");
                 }
-                println!(
+                outln!(
                     "files are written under epoch {} once every custodian has fetched their share",
                     r.epoch.epoch
                 );
@@ -319,7 +325,7 @@ pub async fn online(ctx: &Ctx, cmd: BreakglassCmd) -> Result<ExitCode> {
             if let Some(path) = &out {
                 if let Err(e) = write_new_private(path, &format!("{}\n", r.share.expose())) {
                     // The server no longer has the share: never lose it to a file error.
-                    println!("{}", r.share.expose());
+                    outln!("{}", r.share.expose());
                     bail!(
                         "--out {}: {e}; your share was printed above instead (the server no longer has it)",
                         path.display()
@@ -336,27 +342,27 @@ pub async fn online(ctx: &Ctx, cmd: BreakglassCmd) -> Result<ExitCode> {
             }
             match (&out, ctx.output) {
                 (Some(p), _) => eprintln!("written to {}", p.display()),
-                (None, Output::Json) => println!("{}", serde_json::to_string_pretty(&r)?),
-                (None, Output::Text) => println!("{}", r.share.expose()),
+                (None, Output::Json) => outln!("{}", serde_json::to_string_pretty(&r)?),
+                (None, Output::Text) => outln!("{}", r.share.expose()),
             }
         }
         BreakglassCmd::Status => {
             let s: BreakGlassStatus = ctx.client.get("/api/v1/breakglass").await?;
             ctx.print(&s, |s| {
-                println!("instance {}", s.instance);
+                outln!("instance {}", s.instance);
                 match s.active_epoch {
-                    Some(e) => println!("files are written under epoch {e}"),
-                    None => println!("no complete key epoch yet: no file is written (run `cofre breakglass ceremony`)"),
+                    Some(e) => outln!("files are written under epoch {e}"),
+                    None => outln!("no complete key epoch yet: no file is written (run `cofre breakglass ceremony`)"),
                 }
-                println!("directories: {}", s.directories.join(", "));
+                outln!("directories: {}", s.directories.join(", "));
                 if let Some(f) = &s.last_file {
-                    println!(
+                    outln!(
                         "last file: {} (epoch {}, {}, {} credentials, {} versions, after a {})",
                         f.path, f.epoch, f.written_at, f.credentials, f.versions, f.reason
                     );
                 }
                 if let Some(e) = &s.last_error {
-                    println!("LAST WRITE FAILED: {e}");
+                    outln!("LAST WRITE FAILED: {e}");
                 }
                 s.epochs.iter().for_each(print_epoch);
             })?;
@@ -380,8 +386,8 @@ pub async fn online(ctx: &Ctx, cmd: BreakglassCmd) -> Result<ExitCode> {
                 .and_then(|()| f.sync_all())
                 .with_context(|| format!("-o {}", out.display()))?;
             match ctx.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&header)?),
-                Output::Text => println!("wrote {}: {}", out.display(), header.describe()),
+                Output::Json => outln!("{}", serde_json::to_string_pretty(&header)?),
+                Output::Text => outln!("wrote {}: {}", out.display(), header.describe()),
             }
         }
         BreakglassCmd::Open { .. } | BreakglassCmd::Combine { .. } => {

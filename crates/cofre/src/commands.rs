@@ -243,7 +243,7 @@ pub struct Ctx {
 impl Ctx {
     pub fn print<T: Serialize>(&self, value: &T, text: impl FnOnce(&T)) -> Result<()> {
         match self.output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+            Output::Json => outln!("{}", serde_json::to_string_pretty(value)?),
             Output::Text => text(value),
         }
         Ok(())
@@ -367,13 +367,13 @@ async fn dispatch(
             let mut saved = saved;
             saved.token = None;
             saved.save(&config_path)?;
-            println!("logged out");
+            outln!("logged out");
             Ok(ExitCode::SUCCESS)
         }
         Command::Whoami => {
             let me: UserInfo = ctx.client.get("/api/v1/auth/whoami").await?;
             ctx.print(&me, |u| {
-                println!(
+                outln!(
                     "{} ({}), groups: {}",
                     u.username,
                     u.role,
@@ -405,14 +405,14 @@ async fn dispatch(
             let mut saved = saved;
             saved.token = resp.token.map(|t| t.expose().to_owned());
             saved.save(&config_path)?;
-            println!("password changed; other sessions of yours were ended");
+            outln!("password changed; other sessions of yours were ended");
             Ok(ExitCode::SUCCESS)
         }
         Command::Totp(TotpCmd::Enroll) => {
             let r: TotpEnrollResponse = ctx.client.post("/api/v1/auth/totp/enroll", &()).await?;
-            println!("secret: {}", r.secret_base32.expose());
-            println!("uri: {}", r.otpauth_uri.expose());
-            println!("add it to your authenticator app, then run `cofre totp confirm CODE`");
+            outln!("secret: {}", r.secret_base32.expose());
+            outln!("uri: {}", r.otpauth_uri.expose());
+            outln!("add it to your authenticator app, then run `cofre totp confirm CODE`");
             Ok(ExitCode::SUCCESS)
         }
         Command::Totp(TotpCmd::Confirm { code }) => {
@@ -420,7 +420,7 @@ async fn dispatch(
                 .client
                 .post("/api/v1/auth/totp/confirm", &TotpConfirmRequest { code })
                 .await?;
-            println!("TOTP enabled: log in with --totp CODE from now on");
+            outln!("TOTP enabled: log in with --totp CODE from now on");
             Ok(ExitCode::SUCCESS)
         }
         Command::User(cmd) => user(ctx, cmd).await,
@@ -519,7 +519,7 @@ async fn login(
         token: Some(token),
     };
     config.save(config_path)?;
-    println!("logged in as {} ({})", resp.user.username, resp.user.role);
+    outln!("logged in as {} ({})", resp.user.username, resp.user.role);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -534,7 +534,7 @@ fn print_user(u: &UserInfo) {
     if u.must_change_password {
         flags.push("must-change-password");
     }
-    println!(
+    outln!(
         "{}\t{}\tgroups={}\t{}",
         u.username,
         u.role,
@@ -564,8 +564,8 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<ExitCode> {
                 )
                 .await?;
             ctx.print(&r, |r| {
-                println!("created user {} ({})", r.user.username, r.user.role);
-                println!("one-time password: {}", r.one_time_password.expose());
+                outln!("created user {} ({})", r.user.username, r.user.role);
+                outln!("one-time password: {}", r.one_time_password.expose());
             })?;
         }
         UserCmd::SetEmail { name, email, clear } => {
@@ -580,8 +580,8 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<ExitCode> {
                 )
                 .await?;
             ctx.print(&u, |u| match &u.email {
-                Some(e) => println!("{}: email {e}", u.username),
-                None => println!("{}: no email", u.username),
+                Some(e) => outln!("{}: email {e}", u.username),
+                None => outln!("{}: no email", u.username),
             })?;
         }
         UserCmd::List => {
@@ -603,7 +603,7 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<ExitCode> {
                     &(),
                 )
                 .await?;
-            println!("unlocked {name}");
+            outln!("unlocked {name}");
         }
         UserCmd::Key(cmd) => return crate::sessions_cmd::key(ctx, cmd).await,
         UserCmd::ResetPassword { name } => {
@@ -615,7 +615,7 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<ExitCode> {
                 )
                 .await?;
             ctx.print(&r, |r| {
-                println!(
+                outln!(
                     "one-time password: {}",
                     r.get("one_time_password")
                         .and_then(|v| v.as_str())
@@ -634,13 +634,13 @@ async fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<ExitCode> {
                 .client
                 .post("/api/v1/groups", &CreateGroupRequest { name })
                 .await?;
-            ctx.print(&g, |g| println!("created group {}", g.name))?;
+            ctx.print(&g, |g| outln!("created group {}", g.name))?;
         }
         GroupCmd::List => {
             let groups: Vec<GroupInfo> = ctx.all("/api/v1/groups").await?;
             ctx.print(&groups, |gs| {
                 for g in gs {
-                    println!("{}\t{}", g.name, g.members.join(","));
+                    outln!("{}\t{}", g.name, g.members.join(","));
                 }
             })?;
         }
@@ -654,14 +654,14 @@ async fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<ExitCode> {
                     },
                 )
                 .await?;
-            println!("added {user} to {group}");
+            outln!("added {user} to {group}");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_target(t: &TargetInfo) {
-    println!(
+    outln!(
         "{}\t{}:{}\t{}\ttags={}",
         t.name,
         t.host,
@@ -692,7 +692,7 @@ async fn target_cmd(ctx: &Ctx, cmd: TargetCmd) -> Result<ExitCode> {
                     },
                 )
                 .await?;
-            ctx.print(&t, |t| println!("created target {}", t.name))?;
+            ctx.print(&t, |t| outln!("created target {}", t.name))?;
         }
         TargetCmd::List => {
             let ts: Vec<TargetInfo> = ctx.all("/api/v1/targets").await?;
@@ -756,7 +756,7 @@ async fn credential(ctx: &Ctx, cmd: CredentialCmd) -> Result<ExitCode> {
                 )
                 .await?;
             ctx.print(&c, |c| {
-                println!("stored {}/{} version {}", c.target, c.account, c.version)
+                outln!("stored {}/{} version {}", c.target, c.account, c.version)
             })?;
         }
         CredentialCmd::Update {
@@ -777,7 +777,7 @@ async fn credential(ctx: &Ctx, cmd: CredentialCmd) -> Result<ExitCode> {
                 )
                 .await?;
             ctx.print(&c, |c| {
-                println!("stored {}/{} version {}", c.target, c.account, c.version)
+                outln!("stored {}/{} version {}", c.target, c.account, c.version)
             })?;
         }
         CredentialCmd::List { target } => {
@@ -789,9 +789,14 @@ async fn credential(ctx: &Ctx, cmd: CredentialCmd) -> Result<ExitCode> {
                 .await?;
             ctx.print(&cs, |cs| {
                 for c in cs {
-                    println!(
+                    outln!(
                         "{}/{}\t{}\tv{}\t{} by {}",
-                        c.target, c.account, c.kind, c.version, c.updated_at, c.updated_by
+                        c.target,
+                        c.account,
+                        c.kind,
+                        c.version,
+                        c.updated_at,
+                        c.updated_by
                     );
                 }
             })?;
@@ -810,7 +815,7 @@ async fn credential(ctx: &Ctx, cmd: CredentialCmd) -> Result<ExitCode> {
                 )
                 .await?;
             // Only the secret on stdout, so `$(cofre credential reveal ...)` works.
-            ctx.print(&r, |r| println!("{}", r.secret.expose()))?;
+            ctx.print(&r, |r| outln!("{}", r.secret.expose()))?;
         }
         CredentialCmd::History { target, account } => {
             let vs: Vec<CredentialVersionInfo> = ctx
@@ -818,7 +823,7 @@ async fn credential(ctx: &Ctx, cmd: CredentialCmd) -> Result<ExitCode> {
                 .await?;
             ctx.print(&vs, |vs| {
                 for v in vs {
-                    println!(
+                    outln!(
                         "v{}\t{}\t{}\t{}{}",
                         v.version,
                         v.kind,
@@ -869,7 +874,7 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
                     },
                 )
                 .await?;
-            ctx.print(&p, |p| println!("created policy {}", p.name))?;
+            ctx.print(&p, |p| outln!("created policy {}", p.name))?;
         }
         PolicyCmd::List => {
             let ps: Vec<PolicyInfo> = ctx.all("/api/v1/policies").await?;
@@ -892,7 +897,7 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
                     if l.emergency {
                         extra.push_str("\temergency");
                     }
-                    println!(
+                    outln!(
                         "{}\tgroup={}\ttargets={}\tallow={}\toutcome={}{extra}",
                         p.name,
                         p.group,
@@ -912,7 +917,7 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
                     None::<&()>,
                 )
                 .await?;
-            println!("removed policy {name}");
+            outln!("removed policy {name}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -923,8 +928,8 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<ExitCode> {
         AuditCmd::Verify => {
             let r: AuditVerifyResponse = ctx.client.get("/api/v1/audit/verify").await?;
             ctx.print(&r, |r| match &r.first_broken {
-                None => println!("audit chain intact: {} entries", r.entries_checked),
-                Some(b) => println!("audit chain broken at entry {}: {}", b.seq, b.reason),
+                None => outln!("audit chain intact: {} entries", r.entries_checked),
+                Some(b) => outln!("audit chain broken at entry {}: {}", b.seq, b.reason),
             })?;
             Ok(if r.intact {
                 ExitCode::SUCCESS
@@ -944,7 +949,7 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<ExitCode> {
                 };
                 let page: Page<AuditEntryInfo> = ctx.client.get(&url).await?;
                 for e in &page.items {
-                    println!("{}", serde_json::to_string(e)?);
+                    outln!("{}", serde_json::to_string(e)?);
                 }
                 match page.next_cursor {
                     Some(c) => cursor = Some(c),
@@ -958,9 +963,15 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<ExitCode> {
             let tail = &entries[skip..];
             ctx.print(&tail, |es| {
                 for e in *es {
-                    println!(
+                    outln!(
                         "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                        e.seq, e.ts, e.actor, e.action, e.object, e.outcome, e.details
+                        e.seq,
+                        e.ts,
+                        e.actor,
+                        e.action,
+                        e.object,
+                        e.outcome,
+                        e.details
                     );
                 }
             })?;
@@ -972,14 +983,14 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<ExitCode> {
 async fn operator(ctx: &Ctx, cmd: OperatorCmd) -> Result<ExitCode> {
     let print_status = |s: &SealStatus| {
         if s.sealed {
-            println!(
+            outln!(
                 "sealed ({}): unseal progress: {}/{}",
                 s.seal_kind,
                 s.progress,
                 s.threshold.unwrap_or(0)
             );
         } else {
-            println!("unsealed ({}, keyring {})", s.seal_kind, s.keyring_id);
+            outln!("unsealed ({}, keyring {})", s.seal_kind, s.keyring_id);
         }
     };
     match cmd {
@@ -1018,13 +1029,13 @@ async fn operator(ctx: &Ctx, cmd: OperatorCmd) -> Result<ExitCode> {
                 .map_err(|e: ApiFailure| anyhow!("{e}"))?;
             ctx.print(&s, |s| {
                 if s.sealed {
-                    println!(
+                    outln!(
                         "unseal progress: {}/{}",
                         s.progress,
                         s.threshold.unwrap_or(0)
                     );
                 } else {
-                    println!("unsealed");
+                    outln!("unsealed");
                 }
             })?;
         }

@@ -1,10 +1,28 @@
 //! `cofre`: the server, its command-line client, and the benchmarks, in one binary.
 
+/// `outln!` for the CLI's output (see `output`): a closed stdout ends the command quietly.
+macro_rules! outln {
+    () => {
+        $crate::output::write(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write(format_args!($($arg)*), true)
+    };
+}
+
+/// `out!` for the CLI's output (see `output`).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write(format_args!($($arg)*), false)
+    };
+}
+
 mod backup_cmd;
 mod bench;
 mod breakglass_cmd;
 mod client;
 mod commands;
+mod output;
 mod requests_cmd;
 mod server_cmd;
 mod sessions_cmd;

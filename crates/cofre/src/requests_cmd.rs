@@ -109,7 +109,7 @@ fn print_row(r: &RequestInfo) {
     if r.review_pending {
         state.push_str(", EMERGENCY: review pending");
     }
-    println!(
+    outln!(
         "{}\t{}\t{}@{}\t{}\t{}\t{}",
         r.id,
         r.requester,
@@ -122,29 +122,31 @@ fn print_row(r: &RequestInfo) {
 }
 
 fn print_full(r: &RequestInfo) {
-    println!("request {}", r.id);
-    println!("  requester: {}", r.requester);
-    println!("  target:    {} (account {})", r.target, r.account);
-    println!("  access:    {}", r.access.join(", "));
-    println!("  reason:    {}", r.reason);
-    println!("  policy:    {}", r.policy);
-    println!("  window:    {}", when(r));
-    println!("  created:   {}", r.created_at);
+    outln!("request {}", r.id);
+    outln!("  requester: {}", r.requester);
+    outln!("  target:    {} (account {})", r.target, r.account);
+    outln!("  access:    {}", r.access.join(", "));
+    outln!("  reason:    {}", r.reason);
+    outln!("  policy:    {}", r.policy);
+    outln!("  window:    {}", when(r));
+    outln!("  created:   {}", r.created_at);
     if r.state == "pending" {
-        println!("  decide by: {}", r.decide_by);
+        outln!("  decide by: {}", r.decide_by);
     }
     let mut state = r.state.clone();
     if r.grant_active {
         state.push_str(" (grant in force)");
     }
-    println!("  state:     {state}");
+    outln!("  state:     {state}");
     if r.emergency {
         match &r.review {
-            Some(rv) => println!(
+            Some(rv) => outln!(
                 "  emergency: reviewed by {} at {}: {}",
-                rv.by, rv.at, rv.comment
+                rv.by,
+                rv.at,
+                rv.comment
             ),
-            None => println!("  emergency: REVIEW PENDING"),
+            None => outln!("  emergency: REVIEW PENDING"),
         }
     }
     for (i, l) in r.levels.iter().enumerate() {
@@ -153,7 +155,7 @@ fn print_full(r: &RequestInfo) {
         } else {
             ""
         };
-        println!(
+        outln!(
             "  level {}: {} needs {}, has {}{marker}",
             i + 1,
             l.group,
@@ -167,13 +169,16 @@ fn print_full(r: &RequestInfo) {
         } else {
             format!(": {}", d.comment)
         };
-        println!(
+        outln!(
             "  {} level {} {} by {}{comment}",
-            d.at, d.level, d.verdict, d.approver
+            d.at,
+            d.level,
+            d.verdict,
+            d.approver
         );
     }
     if let Some(by) = &r.revoked_by {
-        println!(
+        outln!(
             "  revoked by {by} at {}{}",
             r.closed_at.as_deref().unwrap_or("?"),
             r.revoke_reason
@@ -204,11 +209,13 @@ pub async fn request(ctx: &Ctx, cmd: RequestCmd) -> Result<ExitCode> {
                 .post("/api/v1/requests", &body(args, Some(start)))
                 .await?;
             ctx.print(&r, |r| {
-                println!("request {} is {}", r.id, r.state);
+                outln!("request {} is {}", r.id, r.state);
                 if let Some(l) = r.levels.first() {
-                    println!(
+                    outln!(
                         "waiting for {} approver(s) from {}; it expires undecided at {}",
-                        l.required, l.group, r.decide_by
+                        l.required,
+                        l.group,
+                        r.decide_by
                     );
                 }
             })?;
@@ -219,7 +226,7 @@ pub async fn request(ctx: &Ctx, cmd: RequestCmd) -> Result<ExitCode> {
                 .post("/api/v1/requests/emergency", &body(args, None))
                 .await?;
             ctx.print(&r, |r| {
-                println!(
+                outln!(
                     "emergency access {}: granted until {}; every approver has been notified and it will be reviewed",
                     r.id, r.ends_at
                 );
@@ -254,8 +261,8 @@ pub async fn request(ctx: &Ctx, cmd: RequestCmd) -> Result<ExitCode> {
                 .post(&path(&id, "approve"), &DecideRequest { comment })
                 .await?;
             ctx.print(&r, |r| match r.waiting_on_level {
-                Some(l) => println!("approved; request {} now waits on level {l}", r.id),
-                None => println!("approved; request {} is {}", r.id, r.state),
+                Some(l) => outln!("approved; request {} now waits on level {l}", r.id),
+                None => outln!("approved; request {} is {}", r.id, r.state),
             })?;
         }
         RequestCmd::Deny { id, comment } => {
@@ -268,14 +275,14 @@ pub async fn request(ctx: &Ctx, cmd: RequestCmd) -> Result<ExitCode> {
                     },
                 )
                 .await?;
-            ctx.print(&r, |r| println!("request {} is {}", r.id, r.state))?;
+            ctx.print(&r, |r| outln!("request {} is {}", r.id, r.state))?;
         }
         RequestCmd::Cancel { id } => {
             let r: RequestInfo = ctx
                 .client
                 .call(reqwest::Method::POST, &path(&id, "cancel"), None::<&()>)
                 .await?;
-            ctx.print(&r, |r| println!("request {} is {}", r.id, r.state))?;
+            ctx.print(&r, |r| outln!("request {} is {}", r.id, r.state))?;
         }
         RequestCmd::Review { id, comment } => {
             let r: RequestInfo = ctx
@@ -287,7 +294,7 @@ pub async fn request(ctx: &Ctx, cmd: RequestCmd) -> Result<ExitCode> {
                     },
                 )
                 .await?;
-            ctx.print(&r, |r| println!("emergency access {} reviewed", r.id))?;
+            ctx.print(&r, |r| outln!("emergency access {} reviewed", r.id))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -313,7 +320,7 @@ pub async fn grant(ctx: &Ctx, cmd: GrantCmd) -> Result<ExitCode> {
                 )
                 .await?;
             ctx.print(&r, |r| {
-                println!("grant {} revoked; its sessions are being closed", r.id)
+                outln!("grant {} revoked; its sessions are being closed", r.id)
             })?;
         }
     }

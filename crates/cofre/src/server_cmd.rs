@@ -69,6 +69,8 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a log file or journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -104,17 +106,17 @@ pub async fn server(args: ServerArgs) -> Result<ExitCode> {
         .context("ssh gateway")?;
     // stdout is for the operator (and scripts waiting for `ready`); logs go to stderr.
     let ready = &prepared.ready;
-    println!("cofre listening on https://{}", ready.addr);
-    println!("tls fingerprint (sha256): {}", ready.fingerprint);
-    println!("ssh gateway listening on {}", gateway.addr);
-    println!("ssh host key: {}", gateway.host_key_fingerprint);
+    outln!("cofre listening on https://{}", ready.addr);
+    outln!("tls fingerprint (sha256): {}", ready.fingerprint);
+    outln!("ssh gateway listening on {}", gateway.addr);
+    outln!("ssh host key: {}", gateway.host_key_fingerprint);
     if let Some(path) = &ready.admin_password_file {
-        println!("initial admin password written to {}", path.display());
+        outln!("initial admin password written to {}", path.display());
     }
     if ready.sealed {
-        println!("sealed: unseal with `cofre operator unseal`");
+        outln!("sealed: unseal with `cofre operator unseal`");
     }
-    println!("ready");
+    outln!("ready");
     let app = prepared.app.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -139,15 +141,15 @@ pub async fn init(args: InitArgs) -> Result<ExitCode> {
     let (app, report) = cofre_server::initialise(&config, seal).await?;
     app.store.close().await;
     if !report.keyring_created {
-        println!(
+        outln!(
             "data dir {} was already initialised; nothing changed",
             config.data_dir.display()
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("initialised {}", config.data_dir.display());
+    outln!("initialised {}", config.data_dir.display());
     if !report.unseal_shares.is_empty() {
-        println!(
+        outln!(
             "unseal shares: give each to a different custodian; the server starts sealed and needs {} of them",
             match seal {
                 cofre_server::SealChoice::Shamir { threshold, .. } => threshold,
@@ -155,11 +157,11 @@ pub async fn init(args: InitArgs) -> Result<ExitCode> {
             }
         );
         for (i, share) in report.unseal_shares.iter().enumerate() {
-            println!("unseal share {}: {}", i + 1, share.as_str());
+            outln!("unseal share {}: {}", i + 1, share.as_str());
         }
     }
     if let Some(path) = &report.admin_password_file {
-        println!("initial admin password written to {}", path.display());
+        outln!("initial admin password written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -87,7 +87,7 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
                     },
                 )
                 .await?;
-            ctx.print(&k, |k| println!("added key {} for {user}", k.fingerprint))?;
+            ctx.print(&k, |k| outln!("added key {} for {user}", k.fingerprint))?;
         }
         KeyCmd::List { user } => {
             let keys: Vec<SshKeyInfo> = ctx
@@ -95,7 +95,7 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
                 .await?;
             ctx.print(&keys, |ks| {
                 for k in ks {
-                    println!("{}\t{}\t{}", k.fingerprint, k.created_at, k.public_key);
+                    outln!("{}\t{}\t{}", k.fingerprint, k.created_at, k.public_key);
                 }
             })?;
         }
@@ -114,7 +114,7 @@ pub async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<ExitCode> {
             let sessions: Vec<SessionInfo> = ctx.all(path).await?;
             ctx.print(&sessions, |ss| {
                 for s in ss {
-                    println!(
+                    outln!(
                         "{}\t{}:{}@{}\t{}\tfrom {}\tsince {}\t{}",
                         s.id,
                         s.username,
@@ -144,7 +144,7 @@ pub async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<ExitCode> {
                     &KillSessionRequest { reason },
                 )
                 .await?;
-            println!("session {id} terminated");
+            outln!("session {id} terminated");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -164,7 +164,7 @@ pub async fn recording(ctx: &Ctx, cmd: RecordingCmd) -> Result<ExitCode> {
                         .with_context(|| format!("-o {}", path.display()))?;
                     eprintln!("wrote {}", path.display());
                 }
-                None => print!("{cast}"),
+                None => out!("{cast}"),
             }
         }
         RecordingCmd::Play {

@@ -89,12 +89,15 @@ pub async fn online(ctx: &Ctx, cmd: SnapshotCmd) -> Result<ExitCode> {
             let list: SnapshotList = ctx.client.get("/api/v1/snapshots").await?;
             ctx.print(&list, |l| {
                 if l.snapshots.is_empty() {
-                    println!("no snapshots in {}", l.directory);
+                    outln!("no snapshots in {}", l.directory);
                     return;
                 }
-                println!(
+                outln!(
                     "{:<24} {:<20} {:<15} {:>12} VERIFIED",
-                    "ID", "TIME", "REASON", "SIZE"
+                    "ID",
+                    "TIME",
+                    "REASON",
+                    "SIZE"
                 );
                 for s in &l.snapshots {
                     let verified = match s.verified {
@@ -102,7 +105,7 @@ pub async fn online(ctx: &Ctx, cmd: SnapshotCmd) -> Result<ExitCode> {
                         Some(false) => "FAILED".to_owned(),
                         None => "not yet".to_owned(),
                     };
-                    println!(
+                    outln!(
                         "{:<24} {:<20} {:<15} {:>12} {verified}",
                         s.id,
                         s.created_at,
@@ -123,7 +126,7 @@ pub async fn online(ctx: &Ctx, cmd: SnapshotCmd) -> Result<ExitCode> {
                 .await?;
             ctx.print(&resp, |r| {
                 if r.ok {
-                    println!(
+                    outln!(
                         "snapshot {} verified: {} members, every checksum matches, the database opens",
                         r.id,
                         r.members.len()
@@ -151,10 +154,10 @@ pub async fn online(ctx: &Ctx, cmd: SnapshotCmd) -> Result<ExitCode> {
             ctx.print(&resp, |r| {
                 let verb = if r.dry_run { "would remove" } else { "removed" };
                 if r.removed.is_empty() {
-                    println!("nothing to remove; {} kept", r.kept.len());
+                    outln!("nothing to remove; {} kept", r.kept.len());
                 }
                 for s in &r.removed {
-                    println!(
+                    outln!(
                         "{verb} {} ({}, {}, {})",
                         s.id,
                         s.created_at,
@@ -163,7 +166,7 @@ pub async fn online(ctx: &Ctx, cmd: SnapshotCmd) -> Result<ExitCode> {
                     );
                 }
                 if !r.removed.is_empty() {
-                    println!("kept: {}", r.kept.join(", "));
+                    outln!("kept: {}", r.kept.join(", "));
                 }
             })?;
             Ok(ExitCode::SUCCESS)
@@ -207,10 +210,10 @@ async fn create(ctx: &Ctx, reason: String, include_recordings: bool) -> Result<E
     match (&job.snapshot, &job.error) {
         (Some(s), _) => {
             ctx.print(s, |s| {
-                println!("snapshot {}", s.id);
-                println!("size: {} ({} bytes)", human_bytes(s.size), s.size);
-                println!("duration: {:.1} s", s.duration_ms as f64 / 1000.0);
-                println!("sha256: {}", s.sha256);
+                outln!("snapshot {}", s.id);
+                outln!("size: {} ({} bytes)", human_bytes(s.size), s.size);
+                outln!("duration: {:.1} s", s.duration_ms as f64 / 1000.0);
+                outln!("sha256: {}", s.sha256);
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -285,7 +288,7 @@ pub async fn offline(cmd: SnapshotCmd, output: Output) -> Result<ExitCode> {
         eprintln!();
     }
     match output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "id": report.id,
@@ -298,7 +301,7 @@ pub async fn offline(cmd: SnapshotCmd, output: Output) -> Result<ExitCode> {
             }))?
         ),
         Output::Text => {
-            println!(
+            outln!(
                 "restored snapshot {} ({}) into {}: {} members, {}, every checksum verified",
                 report.id,
                 report.created_at,
@@ -310,12 +313,12 @@ pub async fn offline(cmd: SnapshotCmd, output: Output) -> Result<ExitCode> {
                 Some(_) => " --database-url URL",
                 None => "",
             };
-            println!(
+            outln!(
                 "start it with: cofre server --data-dir {}{db}",
                 args.data_dir.display()
             );
             if report.sealed {
-                println!("it starts sealed: unseal it with k shares (`cofre operator unseal`)");
+                outln!("it starts sealed: unseal it with k shares (`cofre operator unseal`)");
             }
         }
     }

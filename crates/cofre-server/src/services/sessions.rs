@@ -2,12 +2,13 @@
 //! pinned target host keys, users' SSH keys, and reading recordings back.
 
 use super::accounts::LoginInput;
+use super::requests::UseRefused;
 use super::{page_limit, App, Principal, TokenScope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::recording::{read_cast, RecordingWriter};
 use base64::Engine;
 use cofre_core::audit::NewAuditEntry;
-use cofre_core::names::{check_account, check_identifier, check_text};
+use cofre_core::names::check_text;
 use cofre_core::policy::{check_reason, decide, Access, Decision, Outcome, TargetRef};
 use cofre_core::role::{Action, Role};
 use cofre_crypto::datakey::DataKey;
@@ -99,38 +100,20 @@ pub struct SessionStart {
     pub kill: watch::Receiver<Option<String>>,
 }
 
-/// The user, account and target named by an SSH login `user:account@target`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayLogin {
-    pub user: String,
-    pub account: String,
-    pub target: String,
-}
+pub use cofre_core::names::GatewayLogin;
 
-/// Parses `alice:root@db01`. The error says what a valid login looks like.
-pub fn parse_gateway_login(s: &str) -> Result<GatewayLogin> {
-    let usage = |why: &str| {
+/// Parses `alice+root+db01` or `alice:root@db01`; the error says what a valid login looks like,
+/// with the gateway's port (`ssh_port`) so the example works as written.
+pub fn parse_gateway_login(s: &str, ssh_port: u16) -> Result<GatewayLogin> {
+    cofre_core::names::parse_gateway_login(s).map_err(|e| {
         Error::invalid(
             "username",
-            format!("{why}: log in as COFRE_USER:ACCOUNT@TARGET, e.g. ssh -p 2222 alice:root@db01@gateway"),
+            format!(
+                "{}: log in as COFRE_USER+ACCOUNT+TARGET (or COFRE_USER:ACCOUNT@TARGET), \
+                 e.g. ssh -p {ssh_port} alice+root+db01@GATEWAY",
+                e.reason
+            ),
         )
-    };
-    if s.len() > 200 {
-        return Err(usage("the login name is too long"));
-    }
-    let (user, rest) = s
-        .split_once(':')
-        .ok_or_else(|| usage("no ':' after the Cofre user name"))?;
-    let (account, target) = rest
-        .rsplit_once('@')
-        .ok_or_else(|| usage("no '@TARGET' after the account"))?;
-    check_identifier("user", user).map_err(|e| usage(&e.to_string()))?;
-    check_account("account", account).map_err(|e| usage(&e.to_string()))?;
-    check_identifier("target", target).map_err(|e| usage(&e.to_string()))?;
-    Ok(GatewayLogin {
-        user: user.to_owned(),
-        account: account.to_owned(),
-        target: target.to_owned(),
     })
 }
 
@@ -358,7 +341,8 @@ impl App {
         };
         let Some(target_row) = self.store.target_by_name(target).await? else {
             self.record(refused_unknown("unknown target")).await?;
-            return Err(Error::not_found(format!("target {target}")));
+            // The same answer as a target no policy grants: names cannot be probed.
+            return Err(UseRefused::NoPolicy.error(target, account, Access::Session));
         };
         let allowed = match self
             .authorise_use(who, target, &target_row.tags, account, Access::Session)
@@ -782,31 +766,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gateway_logins() {
-        assert_eq!(
-            parse_gateway_login("alice:root@db01").unwrap(),
-            GatewayLogin {
-                user: "alice".into(),
-                account: "root".into(),
-                target: "db01".into()
-            }
+    fn gateway_login_errors_teach_the_form_with_the_real_port() {
+        let e = parse_gateway_login("alice:root", 2022).unwrap_err();
+        assert!(
+            e.message.contains("COFRE_USER+ACCOUNT+TARGET"),
+            "{}",
+            e.message
         );
-        for bad in [
-            "alice",
-            "alice:",
-            ":root@db01",
-            "alice:root",
-            "alice:root@",
-            "Alice:root@db01",
-            &format!("alice:{}@db01", "r".repeat(300)),
-        ] {
-            let e = parse_gateway_login(bad).unwrap_err();
-            assert!(
-                e.message.contains("COFRE_USER:ACCOUNT@TARGET"),
-                "{bad}: {}",
-                e.message
-            );
-        }
+        assert!(
+            e.message.contains("ssh -p 2022 alice+root+db01@"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

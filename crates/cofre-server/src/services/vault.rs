@@ -1,5 +1,6 @@
 //! Targets, credentials and policies, and the one place where a secret leaves the vault: reveal.
 
+use super::requests::UseRefused;
 use super::{page_limit, paginate, App, Principal};
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
@@ -453,7 +454,8 @@ impl App {
                 self.store
                     .target_by_name(target)
                     .await?
-                    .ok_or_else(|| Error::not_found(format!("target {target}")))?
+                    // The same answer as a target no policy grants: names cannot be probed.
+                    .ok_or_else(|| UseRefused::NoPolicy.error(target, account, Access::Reveal))?
                     .tags
             }
         };

@@ -136,14 +136,14 @@ pub async fn run(megabytes: u64, recordings: usize) -> Result<ExitCode> {
     let user_key = dir.join("user_key");
     // A recording of base64 output is about 3/4 of the output's size (zstd frames).
     let kib = (megabytes * 1024 * 4 / 3 / recordings as u64).max(1);
-    println!("making {recordings} recordings of ~{kib} KiB through the gateway ...");
+    outln!("making {recordings} recordings of ~{kib} KiB through the gateway ...");
     let t = Instant::now();
     sessions(gw_port, &user_key, recordings, kib, 4)?;
     wait_sessions_ended(&admin).await?;
     let rec_dir = data_dir.join("recordings");
     let before = sizes(&rec_dir);
     let total: u64 = before.values().sum();
-    println!(
+    outln!(
         "{} recordings, {:.1} MiB, made in {:.1} s",
         before.len(),
         total as f64 / 1048576.0,
@@ -199,7 +199,7 @@ pub async fn run(megabytes: u64, recordings: usize) -> Result<ExitCode> {
         .iter()
         .map(|(p, s)| s.saturating_sub(before.get(p).copied().unwrap_or(0)))
         .sum();
-    println!(
+    outln!(
         "new recordings: {} files, {} bytes ({:.2}% of {:.1} MiB)",
         after.len() - before.len(),
         new_bytes,
@@ -213,7 +213,7 @@ pub async fn run(megabytes: u64, recordings: usize) -> Result<ExitCode> {
         } else {
             "directory (bytes copied)"
         };
-        println!(
+        outln!(
             "{how}: full {} bytes in {} ms; incremental {} files, {} bytes in {} ms; sent/new = {:.3} (aim <= 1.1)",
             first.bytes_sent,
             first.duration_ms.unwrap_or(0),

@@ -162,7 +162,7 @@ pub fn run(credentials: usize, versions: usize, dir: Option<PathBuf>) -> Result<
     let header = build_file(&file, &ceremony.recipient, credentials, versions)?;
     let write_time = t.elapsed();
     let size = std::fs::metadata(&file)?.len();
-    println!(
+    outln!(
         "file: {} credentials x {} versions on {} targets: {:.1} MB, written in {:.2} s by the real writer",
         header.credentials,
         versions,
@@ -185,7 +185,7 @@ pub fn run(credentials: usize, versions: usize, dir: Option<PathBuf>) -> Result<
         opens.push(open_until_first_result(&file, &shares, &query)?);
     }
     let open = median(opens.clone());
-    println!(
+    outln!(
         "cofre breakglass open + first search result (2 shares; median of {RUNS}): {:.3} s (runs: {})",
         open.as_secs_f64(),
         opens
@@ -211,7 +211,7 @@ pub fn run(credentials: usize, versions: usize, dir: Option<PathBuf>) -> Result<
         .matches(&query)
         .len();
     let search = t.elapsed();
-    println!(
+    outln!(
         "  in-process: read + decrypt + parse {:.3} s, search ({found} found) {:.4} s",
         decrypt_parse.as_secs_f64(),
         search.as_secs_f64()
@@ -224,7 +224,7 @@ pub fn run(credentials: usize, versions: usize, dir: Option<PathBuf>) -> Result<
         format!("{}\n", secret.identity_string()?.as_str()),
     )?;
     match plain_age(&file, &identity) {
-        None => println!("plain age -d: the `age` tool is not installed; no comparison"),
+        None => outln!("plain age -d: the `age` tool is not installed; no comparison"),
         Some(first) => {
             let mut runs = vec![first?];
             for _ in 1..RUNS {
@@ -233,7 +233,7 @@ pub fn run(credentials: usize, versions: usize, dir: Option<PathBuf>) -> Result<
                 }
             }
             let age = median(runs);
-            println!(
+            outln!(
                 "plain age -d of the same file (median of {RUNS}): {:.3} s; ratio open+search / age -d: {:.2}",
                 age.as_secs_f64(),
                 open.as_secs_f64() / age.as_secs_f64()

@@ -228,7 +228,7 @@ pub async fn run(megabytes: u64, echoes: usize, idle: usize) -> Result<ExitCode>
         .await?;
     let (root_key, user_key) = (dir.join("root_key"), dir.join("user_key"));
     let gw_login = "bench:root@db01";
-    println!("direct = OpenSSH client -> sshd; gateway = OpenSSH client -> cofre (recording) -> sshd; all on this machine");
+    outln!("direct = OpenSSH client -> sshd; gateway = OpenSSH client -> cofre (recording) -> sshd; all on this machine");
 
     // Random bytes are the recorder's worst case (every byte needs escaping or replacing);
     // base64 text is what terminal output looks like.
@@ -253,7 +253,7 @@ pub async fn run(megabytes: u64, echoes: usize, idle: usize) -> Result<ExitCode>
         bulk(gw_port, &user_key, gw_login, path)?;
         let direct = bulk(sshd_port, &root_key, "root", path)?;
         let via = bulk(gw_port, &user_key, gw_login, path)?;
-        println!(
+        outln!(
             "bulk cat of {size:.0} MiB of {what}: direct {:.0} MiB/s, gateway {:.0} MiB/s, ratio gateway/direct {:.2}",
             size / direct,
             size / via,
@@ -263,7 +263,7 @@ pub async fn run(megabytes: u64, echoes: usize, idle: usize) -> Result<ExitCode>
 
     let (d50, d99) = echo(sshd_port, "root", &root_key, echoes).await?;
     let (g50, g99) = echo(gw_port, gw_login, &user_key, echoes).await?;
-    println!(
+    outln!(
         "1-byte echo, {echoes} round trips: direct p50 {d50:.3} ms p99 {d99:.3} ms; gateway p50 {g50:.3} ms p99 {g99:.3} ms; added p50 {:.3} ms",
         g50 - d50
     );
@@ -275,7 +275,7 @@ pub async fn run(megabytes: u64, echoes: usize, idle: usize) -> Result<ExitCode>
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(server.pid())?;
-    println!(
+    outln!(
         "{idle} idle recorded sessions: server RSS {} KiB -> {} KiB, {:.0} KiB per session",
         before,
         after,

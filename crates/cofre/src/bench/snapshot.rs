@@ -104,8 +104,8 @@ pub async fn run(megabytes: u64) -> Result<ExitCode> {
     drop(server);
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
-    println!("data dir: {megabytes} MiB of recordings");
-    println!(
+    outln!("data dir: {megabytes} MiB of recordings");
+    outln!(
         "create : snapshot {:>7.2} s ({} bytes)   tar+zstd-1 + fsync {:>7.2} s ({} bytes)   ratio {:.2}   (tar without fsync {:.2} s: ratio {:.2})",
         snap_create.as_secs_f64(),
         info.size,
@@ -115,7 +115,7 @@ pub async fn run(megabytes: u64) -> Result<ExitCode> {
         tar_create_raw.as_secs_f64(),
         ratio(snap_create, tar_create_raw)
     );
-    println!(
+    outln!(
         "restore: snapshot {:>7.2} s   tar -xf + fsync {:>7.2} s   ratio {:.2}   (tar without fsync {:.2} s: ratio {:.2})",
         snap_restore.as_secs_f64(),
         tar_restore.as_secs_f64(),
@@ -123,7 +123,7 @@ pub async fn run(megabytes: u64) -> Result<ExitCode> {
         tar_restore_raw.as_secs_f64(),
         ratio(snap_restore, tar_restore_raw)
     );
-    println!("(snapshot: encrypted, per-member SHA-256, fsynced; restore verifies every member)");
+    outln!("(snapshot: encrypted, per-member SHA-256, fsynced; restore verifies every member)");
     Ok(ExitCode::SUCCESS)
 }
 

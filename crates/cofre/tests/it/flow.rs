@@ -344,3 +344,47 @@ fn flow_postgres() {
         "with --database-url postgres://... nothing goes to the SQLite file"
     );
 }
+
+/// `cofre audit list | head -1`: when the reader goes away the CLI ends quietly with status 0, as
+/// Unix tools do, never with a panic and a backtrace.
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    let inst = Instance::new(Backend::Sqlite);
+    let server = inst.start();
+    let (admin, _) = admin_cli(&inst, &server);
+    for i in 0..5 {
+        admin.ok(&["group", "add", &format!("g{i}")]);
+    }
+
+    // The reader is gone before the first line is written.
+    let (mut cmd, shown) = admin.command(&["audit", "list"]);
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cofre");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("cofre ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{shown}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{shown}: {stderr}");
+
+    // As a user types it, in a real shell pipe; pipefail reports cofre's own status.
+    let (cmd, shown) = admin.command(&["audit", "list"]);
+    let mut sh = std::process::Command::new("bash");
+    sh.args(["-c", "set -o pipefail; \"$@\" | head -1", "sh"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .current_dir(cmd.get_current_dir().expect("dir"));
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    let out = run_command(sh, None, &format!("{shown} | head -1"));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout.lines().count(), 1, "{out:?}");
+    assert!(!out.stderr.contains("panicked"), "{out:?}");
+}

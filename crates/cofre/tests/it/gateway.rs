@@ -7,6 +7,8 @@
 //!
 //! These tests need root (sshd) and skip with a printed reason without it; CI runs them as root.
 
+mod clients;
+
 use crate::harness::*;
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -1260,8 +1262,11 @@ fn bad_usernames_are_refused() {
         assert_eq!(out.code, Some(255), "{name:?}: {out:?}");
         assert!(
             out.stderr.starts_with("cofre: ")
-                && out.stderr.contains("log in as COFRE_USER:ACCOUNT@TARGET"),
-            "{name:?}: {out:?}"
+                && out.stderr.contains("log in as COFRE_USER+ACCOUNT+TARGET")
+                && out
+                    .stderr
+                    .contains(&format!("ssh -p {} alice+root+db01@", gw.server.ssh_port)),
+            "the hint shows the form and this gateway's port: {name:?}: {out:?}"
         );
         assert!(out.stdout.is_empty(), "{name:?}: {out:?}");
     }
@@ -1270,6 +1275,23 @@ fn bad_usernames_are_refused() {
     assert!(
         out.stderr.starts_with("cofre: ") && out.stderr.contains("nope"),
         "{out:?}"
+    );
+    // A target that exists but that no policy grants answers the same: names cannot be probed.
+    gw.admin.ok(&[
+        "target",
+        "add",
+        "db02",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "22",
+    ]);
+    let hidden = gw.run_ssh("alice+root+db02", &[], Some("echo should-not-run"), None);
+    assert_eq!(hidden.code, out.code, "{hidden:?} {out:?}");
+    assert_eq!(
+        hidden.stderr.replace("db02", "TARGET"),
+        out.stderr.replace("nope", "TARGET"),
+        "an unknown target and one without a grant get the same answer"
     );
     let out = gw.run_ssh(
         "alice:postgres@db01",

@@ -769,6 +769,12 @@ impl Cli {
     }
 
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Out {
+        let (cmd, shown) = self.command(args);
+        run_command(cmd, stdin, &shown)
+    }
+
+    /// The `cofre` command this client runs for `args`, and how to show it.
+    pub fn command(&self, args: &[&str]) -> (Command, String) {
         let mut cmd = Command::new(bin());
         for (k, _) in std::env::vars() {
             if k.starts_with("COFRE_") || k == "RUST_LOG" {
@@ -793,7 +799,7 @@ impl Cli {
         }
         cmd.args(args);
         shown.extend(args.iter().map(|a| (*a).to_owned()));
-        run_command(cmd, stdin, &format!("[{}] {}", self.name, shown.join(" ")))
+        (cmd, format!("[{}] {}", self.name, shown.join(" ")))
     }
 
     pub fn ok(&self, args: &[&str]) -> Out {

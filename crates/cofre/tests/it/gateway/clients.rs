@@ -1,0 +1,562 @@
+//! SSH clients other than plain OpenSSH `ssh`, through the gateway, each held to what the same
+//! client does straight to the target: PuTTY's plink, OpenSSH with connection multiplexing
+//! (ControlMaster, Ansible's default), asyncssh and paramiko (many channels on one connection),
+//! OpenSSH's sftp, scp and rsync with the `alice+root+db01` login that they take as written.
+//!
+//! Every tool here is installed by `scripts/test`; a missing one fails the test (never a skip).
+
+use super::*;
+
+/// The login form OpenSSH's scp, sftp and rsync accept without options.
+const PLUS_LOGIN: &str = "alice+root+db01";
+/// Runs of each command: the lost exit status showed in about one run in ten.
+const RUNS: usize = 50;
+/// The commands whose exit must come through: success, failure, and death by a signal.
+const COMMANDS: [&str; 3] = ["exit 0", "echo out; exit 3", "echo out; kill -TERM $$"];
+
+fn require(program: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{program} is not installed (it comes with {package}; scripts/test installs it)"
+    );
+}
+
+/// Runs `make(i)` for i in 0..RUNS on a few threads at once (concurrency is what shakes out
+/// ordering races) and returns each run's exit code.
+fn codes(make: impl Fn(usize) -> Command + Sync, what: &str) -> Vec<Option<i32>> {
+    let results = Mutex::new(vec![None; RUNS]);
+    std::thread::scope(|s| {
+        for worker in 0..5 {
+            let (make, results) = (&make, &results);
+            s.spawn(move || {
+                for i in (worker..RUNS).step_by(5) {
+                    let out = run_command(make(i), None, what);
+                    results.lock().expect("results")[i] = out.code;
+                }
+            });
+        }
+    });
+    results.into_inner().expect("results")
+}
+
+fn assert_all(codes: &[Option<i32>], expected: Option<i32>, what: &str) {
+    let wrong: Vec<(usize, Option<i32>)> = codes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c != expected)
+        .map(|(i, c)| (i, *c))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: every run must exit {expected:?} as it does without the gateway; wrong runs \
+         (run, code): {wrong:?}"
+    );
+}
+
+impl Gw {
+    /// `puttygen` converts an OpenSSH private key for plink.
+    fn ppk(&self, key: &str) -> PathBuf {
+        let ppk = self.keys.join(format!("{key}.ppk"));
+        let mut cmd = Command::new("puttygen");
+        cmd.arg(self.keys.join(key))
+            .args(["-O", "private", "-o"])
+            .arg(&ppk);
+        run_command(cmd, None, "puttygen").assert_ok();
+        ppk
+    }
+
+    fn plink(&self, ppk: &Path, port: u16, host_key: &str, login: &str, remote: &str) -> Command {
+        let mut cmd = Command::new("plink");
+        cmd.env("HOME", self.inst.path().join("ssh-home"))
+            .args(["-ssh", "-batch", "-noagent", "-P", &port.to_string()])
+            .args(["-hostkey", host_key, "-l", login, "-i"])
+            .arg(ppk)
+            .args(["127.0.0.1", remote]);
+        cmd
+    }
+
+    /// Each recording's markers, for the sessions of this kind started since `before` sessions.
+    fn markers_since(&self, before: usize, kind: &str) -> Vec<Vec<String>> {
+        let sessions = self.sessions();
+        let new = sessions.len() - before;
+        sessions[..new]
+            .iter()
+            .filter(|s| s["kind"] == kind)
+            .map(|s| self.export(s["id"].as_str().expect("id")).1.markers())
+            .collect()
+    }
+}
+
+/// PuTTY's plink closes its channel as soon as both sides sent EOF: the exit status must already
+/// be there (the gateway used to pass EOF on first, and one run in seven reported 0).
+#[test]
+fn plink_gets_every_exit_status() {
+    let Some(gw) = setup(Backend::Sqlite, Some("allow")) else {
+        return;
+    };
+    require("plink", "putty-tools");
+    require("puttygen", "putty-tools");
+    let alice = gw.ppk("alice_key");
+    let root = gw.ppk("root_key");
+    let before = gw.sessions().len();
+    for remote in COMMANDS {
+        let direct = run_command(
+            gw.plink(
+                &root,
+                gw.sshd.port,
+                &gw.sshd.host_key_fingerprint(),
+                "root",
+                remote,
+            ),
+            None,
+            "plink straight to sshd",
+        );
+        assert!(
+            direct.code.is_some_and(|c| c != 0) || remote == "exit 0",
+            "{direct:?}"
+        );
+        let through = codes(
+            |_| {
+                gw.plink(
+                    &alice,
+                    gw.server.ssh_port,
+                    &gw.server.ssh_host_key,
+                    PLUS_LOGIN,
+                    remote,
+                )
+            },
+            "plink through the gateway",
+        );
+        assert_all(&through, direct.code, &format!("plink {remote:?}"));
+    }
+    // Each recording ends with how its command ended.
+    let markers = gw.markers_since(before, "exec");
+    assert_eq!(markers.len(), RUNS * COMMANDS.len(), "one session a run");
+    for m in &markers {
+        assert!(
+            m.iter()
+                .any(|e| e.starts_with("exit status ") || e.starts_with("exit signal ")),
+            "the recording has the exit: {m:?}"
+        );
+        assert!(
+            m.last().is_some_and(|e| e.starts_with("end: ")),
+            "the recording ends with its end: {m:?}"
+        );
+    }
+}
+
+/// OpenSSH multiplexing: one master connection, every command a channel on it, with stdin closed
+/// at once (as Ansible runs them).
+#[test]
+fn openssh_multiplexed_gets_every_exit_status() {
+    let Some(gw) = setup(Backend::Sqlite, Some("allow")) else {
+        return;
+    };
+    // sun_path is short: the control socket goes in a short directory of its own.
+    let control_dir = tempfile::Builder::new()
+        .prefix("cm")
+        .tempdir_in("/tmp")
+        .expect("control dir");
+    let control = control_dir.path().join("s").display().to_string();
+    let mux = |master: &str| {
+        vec![
+            "-o".to_owned(),
+            format!("ControlMaster={master}"),
+            "-o".to_owned(),
+            format!("ControlPath={control}"),
+        ]
+    };
+    let master_args = [mux("yes"), vec!["-fN".to_owned()]].concat();
+    let master_args: Vec<&str> = master_args.iter().map(String::as_str).collect();
+    let mut master = gw.ssh("alice:root@db01", &master_args, None);
+    // -f keeps the pipes it was given; the test reads nothing from the master.
+    let status = master
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("ssh -fN");
+    assert!(status.success(), "the master connection is up: {status:?}");
+    let client_args = mux("no");
+    let client_args: Vec<&str> = client_args.iter().map(String::as_str).collect();
+    let stop_master = || {
+        let _ = gw
+            .ssh(
+                "alice:root@db01",
+                &[&client_args[..], &["-O", "exit"]].concat(),
+                None,
+            )
+            .output();
+    };
+    let check = run_command(
+        gw.ssh(
+            "alice:root@db01",
+            &[&client_args[..], &["-O", "check"]].concat(),
+            None,
+        ),
+        None,
+        "ssh -O check",
+    );
+    if check.code != Some(0) {
+        stop_master();
+        panic!("the control master answers: {check:?}");
+    }
+    let before = gw.sessions().len();
+    for remote in COMMANDS {
+        let direct = run_command(gw.direct_ssh(&["-n"], remote), None, "ssh straight to sshd");
+        let through = codes(
+            |_| gw.ssh("alice:root@db01", &client_args, Some(remote)),
+            "ssh multiplexed through the gateway",
+        );
+        if through.iter().any(|c| *c != direct.code) {
+            stop_master();
+        }
+        assert_all(
+            &through,
+            direct.code,
+            &format!("multiplexed ssh {remote:?}"),
+        );
+    }
+    stop_master();
+    let sessions = gw.sessions();
+    let ours = &sessions[..sessions.len() - before];
+    assert_eq!(ours.len(), RUNS * COMMANDS.len(), "one session a command");
+    for s in ours {
+        assert_ne!(
+            s["end_reason"], "the client disconnected",
+            "a channel ending never ends the others: {s}"
+        );
+    }
+}
+
+fn python_client(gw: &Gw, script: &str, module: &str) -> Out {
+    let found = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "the Python module {module} is not installed (pip install {module}; scripts/test does)"
+    );
+    let work = gw.inst.path().join(format!("{module}-work"));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let mut cmd = Command::new("python3");
+    cmd.arg(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/it/gateway")
+            .join(script),
+    )
+    .args(["127.0.0.1", &gw.server.ssh_port.to_string(), PLUS_LOGIN])
+    .arg(gw.keys.join("alice_key"))
+    .arg(&work);
+    run_command(cmd, None, script)
+}
+
+/// Every channel a multi-channel client opened ended as its target ended it.
+fn assert_channels_ended_cleanly(gw: &Gw, before: usize, expected: usize) {
+    // The client may be gone before the gateway has written the last session's end.
+    let mut sessions = Vec::new();
+    wait_until(
+        "every session of the client ends",
+        Duration::from_secs(20),
+        || {
+            sessions = gw.sessions();
+            sessions[..sessions.len() - before]
+                .iter()
+                .all(|s| s["live"] == false)
+        },
+    );
+    let ours = &sessions[..sessions.len() - before];
+    assert_eq!(ours.len(), expected, "one session a channel: {ours:#?}");
+    for s in ours {
+        assert_eq!(s["live"], false, "{s}");
+        let reason = s["end_reason"].as_str().unwrap_or_default();
+        assert!(
+            reason == "ended" || reason == "the client closed the channel",
+            "each channel ends on its own, never as a disconnect of the whole connection: {s}"
+        );
+    }
+}
+
+/// asyncssh treats a second EOF on a channel as a protocol error and drops the connection.
+#[test]
+fn asyncssh_many_channels_on_one_connection() {
+    let Some(gw) = setup(Backend::Sqlite, Some("allow")) else {
+        return;
+    };
+    let before = gw.sessions().len();
+    let out = python_client(&gw, "asyncssh_client.py", "asyncssh");
+    out.assert_ok()
+        .assert_stdout_contains("all commands and sftp sessions behaved");
+    // 5 commands + a killed one + an sftp session, twice.
+    assert_channels_ended_cleanly(&gw, before, 14);
+}
+
+#[test]
+fn paramiko_many_channels_and_a_resized_shell() {
+    let Some(gw) = setup(Backend::Sqlite, Some("allow")) else {
+        return;
+    };
+    let before = gw.sessions().len();
+    let out = python_client(&gw, "paramiko_client.py", "paramiko");
+    out.assert_ok().assert_stdout_contains("the shell behaved");
+    // 5 commands + an sftp session, twice, and the shell.
+    assert_channels_ended_cleanly(&gw, before, 13);
+    let shell = gw.newest_session("shell");
+    let (_, cast) = gw.export(shell["id"].as_str().expect("id"));
+    assert!(
+        cast.events
+            .iter()
+            .any(|(_, code, data)| code == "r" && data == "120x40"),
+        "the resize is recorded: {:?}",
+        cast.events
+    );
+    assert!(
+        cast.markers().contains(&"exit status 7".to_owned()),
+        "{:?}",
+        cast.markers()
+    );
+}
+
+/// A session channel over the cap is refused; the connection and its other channels go on.
+#[test]
+fn channels_per_connection_are_capped() {
+    let Some(gw) = setup(Backend::Sqlite, Some("allow")) else {
+        return;
+    };
+    let script = r#"
+import asyncio, sys, asyncssh
+async def main():
+    async with asyncssh.connect("127.0.0.1", int(sys.argv[1]), username="alice+root+db01",
+            client_keys=[sys.argv[2]], known_hosts=None, agent_path=None) as conn:
+        held, refused = [], 0
+        for i in range(12):
+            try:
+                chan, _ = await conn.create_session(asyncssh.SSHClientSession, "cat")
+                held.append(chan)
+            except asyncssh.ChannelOpenError:
+                refused += 1
+        print(f"held={len(held)} refused={refused}")
+        for chan in held:
+            chan.write_eof()
+            await chan.wait_closed()
+        r = await conn.run("echo after-close", check=False)
+        print(f"then: {r.stdout.strip()} {r.exit_status}")
+asyncio.run(asyncio.wait_for(main(), 60))
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script, &gw.server.ssh_port.to_string()])
+        .arg(gw.keys.join("alice_key"));
+    let out = run_command(cmd, None, "asyncssh opening 12 channels");
+    out.assert_ok();
+    assert!(out.stdout.contains("held=10 refused=2"), "{out:?}");
+    assert!(
+        out.stdout.contains("then: after-close 0"),
+        "once channels close, new ones open on the same connection: {out:?}"
+    );
+}
+
+/// OpenSSH's sftp in batch mode: every change it makes on the target is in the recording, with its
+/// paths, and the login needs no `-o User=`.
+#[test]
+fn sftp_changes_are_recorded() {
+    let Some(gw) = setup(Backend::Sqlite, Some("allow")) else {
+        return;
+    };
+    let dir = format!("/tmp/cofre-it-sftp-{}", random_hex(6));
+    let local = gw.inst.path().join("upload.txt");
+    std::fs::write(&local, "sftp batch test\n").expect("local file");
+    let batch = gw.inst.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "mkdir {dir}\n\
+             put {local} {dir}/a.txt\n\
+             rename {dir}/a.txt {dir}/b.txt\n\
+             chmod 600 {dir}/b.txt\n\
+             symlink {dir}/b.txt {dir}/soft\n\
+             ln {dir}/b.txt {dir}/hard\n\
+             mkdir {dir}/sub\n\
+             rmdir {dir}/sub\n\
+             rm {dir}/soft\n\
+             rm {dir}/hard\n\
+             rm {dir}/b.txt\n\
+             rmdir {dir}\n",
+            local = local.display()
+        ),
+    )
+    .expect("batch file");
+    let mut cmd = gw.client_command("sftp", &[]);
+    cmd.args(["-b"])
+        .arg(&batch)
+        .args(["-P", &gw.server.ssh_port.to_string()])
+        .arg(format!("{PLUS_LOGIN}@127.0.0.1"));
+    run_command(cmd, None, "sftp -b").assert_ok();
+    assert!(
+        !Path::new(&dir).exists(),
+        "the batch cleaned up after itself"
+    );
+
+    let session = gw.newest_session("sftp");
+    let (_, cast) = gw.export(session["id"].as_str().expect("id"));
+    let markers = cast.markers();
+    for expected in [
+        format!("sftp mkdir {dir}"),
+        format!("sftp write {dir}/a.txt (16 bytes)"),
+        format!("sftp rename {dir}/a.txt -> {dir}/b.txt (posix)"),
+        format!("sftp setstat {dir}/b.txt (mode 0600)"),
+        format!("sftp symlink {dir}/soft -> {dir}/b.txt"),
+        format!("sftp hardlink {dir}/hard -> {dir}/b.txt"),
+        format!("sftp mkdir {dir}/sub"),
+        format!("sftp rmdir {dir}/sub"),
+        format!("sftp remove {dir}/soft"),
+        format!("sftp remove {dir}/hard"),
+        format!("sftp remove {dir}/b.txt"),
+        format!("sftp rmdir {dir}"),
+    ] {
+        assert!(
+            markers.contains(&expected),
+            "{expected:?} is in the recording: {markers:#?}"
+        );
+    }
+    // The order of the recording is the order of the batch.
+    let rename = markers
+        .iter()
+        .position(|m| m.contains("rename"))
+        .expect("rename");
+    let last = markers
+        .iter()
+        .position(|m| *m == format!("sftp rmdir {dir}"))
+        .expect("rmdir");
+    assert!(rename < last, "{markers:#?}");
+}
+
+/// scp, sftp and rsync with `alice+root+db01@gateway:path`, exactly as users type them.
+#[test]
+fn scp_sftp_rsync_take_the_plus_login_as_written() {
+    let Some(gw) = setup(Backend::Sqlite, Some("allow")) else {
+        return;
+    };
+    require("rsync", "rsync");
+    let mut data = vec![0u8; 3 * 1024 * 1024 + 17];
+    let mut rng = Prng::new(9);
+    for b in data.iter_mut() {
+        *b = rng.next_u64() as u8;
+    }
+    let local = gw.inst.path().join("payload.bin");
+    std::fs::write(&local, &data).expect("payload");
+    let remote = format!("/tmp/cofre-it-plus-{}", random_hex(6));
+    let at = |path: &str| format!("{PLUS_LOGIN}@127.0.0.1:{path}");
+    let port = gw.server.ssh_port.to_string();
+
+    let mut scp = gw.client_command("scp", &[]);
+    scp.args(["-q", "-P", &port])
+        .arg(&local)
+        .arg(at(&format!("{remote}.scp")));
+    run_command(scp, None, "scp upload").assert_ok();
+    let back = gw.inst.path().join("back.scp");
+    let mut scp = gw.client_command("scp", &[]);
+    scp.args(["-q", "-P", &port])
+        .arg(at(&format!("{remote}.scp")))
+        .arg(&back);
+    run_command(scp, None, "scp download").assert_ok();
+    assert!(
+        std::fs::read(&back).expect("scp copy") == data,
+        "scp: byte-identical"
+    );
+
+    let mut sftp = gw.client_command("sftp", &[]);
+    sftp.args(["-q", "-P", &port])
+        .arg(at(&format!("{remote}.scp")))
+        .arg(gw.inst.path().join("back.sftp"));
+    run_command(sftp, None, "sftp get").assert_ok();
+    assert!(
+        std::fs::read(gw.inst.path().join("back.sftp")).expect("sftp copy") == data,
+        "sftp: byte-identical"
+    );
+
+    let ssh_for_rsync = format!(
+        "ssh -p {port} {}",
+        client_options(&gw.keys)
+            .iter()
+            .map(|o| sh_quote(o))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    // Not client_command: its ssh options would be rsync's here.
+    let rsync = |from: &str, to: &str| {
+        let mut c = Command::new("rsync");
+        c.env("HOME", gw.inst.path().join("ssh-home"))
+            .env_remove("SSH_AUTH_SOCK")
+            .args(["-a", "-e", &ssh_for_rsync, from, to]);
+        c
+    };
+    let local_text = local.display().to_string();
+    let rsync_remote = at(&format!("{remote}.rsync"));
+    run_command(rsync(&local_text, &rsync_remote), None, "rsync upload").assert_ok();
+    let back_rsync = gw.inst.path().join("back.rsync").display().to_string();
+    run_command(rsync(&rsync_remote, &back_rsync), None, "rsync download").assert_ok();
+    assert!(
+        std::fs::read(gw.inst.path().join("back.rsync")).expect("rsync copy") == data,
+        "rsync: byte-identical"
+    );
+    assert!(
+        std::fs::read(format!("{remote}.rsync")).expect("on the target") == data,
+        "on the target too"
+    );
+    let _ = std::fs::remove_file(format!("{remote}.scp"));
+    let _ = std::fs::remove_file(format!("{remote}.rsync"));
+
+    // git over ssh: a bare repository on the target, cloned through the gateway.
+    require("git", "git");
+    let bare = format!("{remote}.git");
+    let git = |args: &[&str], dir: &Path| {
+        let mut c = Command::new("git");
+        c.env("HOME", gw.inst.path().join("ssh-home"))
+            .env("GIT_SSH_COMMAND", &ssh_for_rsync)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .args(["-c", "user.name=it", "-c", "user.email=it@example.com"])
+            .args(["-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir);
+        c
+    };
+    let seed = gw.inst.path().join("seed");
+    std::fs::create_dir_all(&seed).expect("seed dir");
+    run_command(
+        git(&["init", "-q", "--bare", &bare], &seed),
+        None,
+        "git init --bare",
+    )
+    .assert_ok();
+    run_command(git(&["init", "-q"], &seed), None, "git init").assert_ok();
+    std::fs::write(seed.join("README"), "through the gateway\n").expect("file");
+    run_command(git(&["add", "README"], &seed), None, "git add").assert_ok();
+    run_command(
+        git(&["commit", "-q", "-m", "first"], &seed),
+        None,
+        "git commit",
+    )
+    .assert_ok();
+    let repo = format!("{PLUS_LOGIN}@127.0.0.1:{bare}");
+    run_command(git(&["push", "-q", &repo, "main"], &seed), None, "git push").assert_ok();
+    let clone = gw.inst.path().join("clone");
+    run_command(
+        git(
+            &["clone", "-q", &repo, clone.to_str().expect("path")],
+            gw.inst.path(),
+        ),
+        None,
+        "git clone",
+    )
+    .assert_ok();
+    assert_eq!(
+        std::fs::read_to_string(clone.join("README")).expect("cloned file"),
+        "through the gateway\n"
+    );
+    let _ = std::fs::remove_dir_all(&bare);
+}
