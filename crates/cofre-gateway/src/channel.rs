@@ -249,6 +249,7 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
         to_up: Arc::new(to_up),
         record_input: app.config.record_input,
         flags: Arc::new(Flags::default()),
+        client_gone: Arc::new(tokio::sync::watch::Sender::new(false)),
     };
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(4);
     // One task per direction: a send that waits for the peer's window must never keep the other
@@ -278,7 +279,10 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
         tokio::select! {
             done = done_rx.recv() => match done {
                 Some(Done::ClientClosed) => {
-                    relay.close_upstream().await;
+                    // EOF, not CLOSE: russh forgets a channel once it has sent CLOSE, so the
+                    // target's exit status would never be read. CLOSE follows at the end.
+                    relay.client_gone.send_replace(true);
+                    relay.eof_to_target().await;
                     closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
                 }
                 Some(Done::TargetClosed) | None => break relay.end_reason(closing.is_some()),
@@ -337,7 +341,7 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
 }
 
 /// How long a session waits, after the client closed its channel, for the target to end the
-/// command (the target sees the same close, so a command that reads or writes ends at once).
+/// command (the target sees EOF, so a command that reads its input ends at once).
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// Why one direction of the relay stopped.
@@ -380,6 +384,9 @@ struct Relay {
     to_up: Arc<russh::ChannelWriteHalf<russh::client::Msg>>,
     record_input: bool,
     flags: Arc<Flags>,
+    /// Set when the client has closed its channel: output for it is recorded but no longer sent
+    /// (russh would wait forever for the window of a channel that is gone).
+    client_gone: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Relay {
@@ -404,7 +411,7 @@ impl Relay {
     /// A message from the gateway on the client's stderr; nothing may follow the client's EOF.
     async fn tell(&self, text: &str) {
         if !self.flags.eof_to_client.load(Ordering::Relaxed) {
-            tell(&self.to_client, text).await;
+            self.to_client(tell(&self.to_client, text)).await;
         }
     }
 
@@ -420,7 +427,19 @@ impl Relay {
         }
     }
 
-    /// The client's side is done: the target gets EOF and CLOSE, as from a direct client.
+    /// Sends to the client unless (or until) it has closed its channel.
+    async fn to_client<F: std::future::Future>(&self, send: F) {
+        let mut gone = self.client_gone.subscribe();
+        if *gone.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = send => {}
+            _ = gone.wait_for(|g| *g) => {}
+        }
+    }
+
+    /// The session is over: the target gets EOF and CLOSE (once each).
     async fn close_upstream(&self) {
         self.eof_to_target().await;
         if !self.flags.close_to_target.swap(true, Ordering::Relaxed) {
@@ -511,7 +530,7 @@ impl Relay {
                         self.tell(RECORDING_FAILED).await;
                         break Done::Failed(why);
                     }
-                    let _ = self.to_client.data_bytes(data).await;
+                    self.to_client(self.to_client.data_bytes(data)).await;
                 }
                 Some(ChannelMsg::ExtendedData { data, ext }) => {
                     let sftp = self.lock_sftp().is_some();
@@ -521,7 +540,8 @@ impl Relay {
                             break Done::Failed(why);
                         }
                     }
-                    let _ = self.to_client.extended_data_bytes(ext, data).await;
+                    self.to_client(self.to_client.extended_data_bytes(ext, data))
+                        .await;
                 }
                 Some(ChannelMsg::ExitStatus {
                     exit_status: status,

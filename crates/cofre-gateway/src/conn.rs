@@ -43,6 +43,9 @@ pub struct Connection {
     bad_reasons: u32,
     /// Session channels of this connection still running (their tasks hold a count each).
     channels: Arc<AtomicUsize>,
+    /// Told once a user has logged in: the pre-authentication deadline and the per-address cap
+    /// of unauthenticated connections stop applying.
+    authenticated: Arc<crate::LoggedIn>,
 }
 
 /// One running channel's place in its connection's count, given back when the task ends.
@@ -61,7 +64,12 @@ fn methods(kinds: &[MethodKind]) -> Option<MethodSet> {
 }
 
 impl Connection {
-    pub fn new(app: Arc<App>, peer: SocketAddr, port: u16) -> Connection {
+    pub fn new(
+        app: Arc<App>,
+        peer: SocketAddr,
+        port: u16,
+        authenticated: Arc<crate::LoggedIn>,
+    ) -> Connection {
         Connection {
             app,
             port,
@@ -73,7 +81,14 @@ impl Connection {
             prompting: Prompting::Nothing,
             bad_reasons: 0,
             channels: Arc::new(AtomicUsize::new(0)),
+            authenticated,
         }
+    }
+
+    /// A user is in: the one place a connection counts as authenticated.
+    fn accept(&self) -> Auth {
+        self.authenticated.set();
+        Auth::Accept
     }
 
     fn parse(&self, user: &str) -> cofre_server::error::Result<GatewayLogin> {
@@ -149,7 +164,7 @@ impl Connection {
                 partial_success: true,
             }
         } else {
-            Auth::Accept
+            self.accept()
         }
     }
 
@@ -274,7 +289,7 @@ impl russh::server::Handler for Connection {
                 }
                 self.reason = Some(reason);
                 self.prompting = Prompting::Nothing;
-                Ok(Auth::Accept)
+                Ok(self.accept())
             }
             (_, None) | (Prompting::Nothing, Some(_)) => {
                 let totp = self.app.user_has_totp(&login.user).await.unwrap_or(false);

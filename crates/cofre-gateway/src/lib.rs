@@ -17,11 +17,94 @@ mod upstream;
 use cofre_server::services::App;
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::{HashAlg, PrivateKey};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+
+/// Set once by the connection's handler when a user has logged in.
+#[derive(Default)]
+pub struct LoggedIn {
+    flag: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl LoggedIn {
+    fn set(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+}
+
+/// Connections not yet authenticated, per source address.
+#[derive(Default)]
+struct Unauthenticated(Mutex<HashMap<IpAddr, usize>>);
+
+impl Unauthenticated {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a new connection from `ip`, unless `cap` are already waiting to authenticate.
+    fn enter(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<UnauthenticatedSlot> {
+        let mut map = self.lock();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(UnauthenticatedSlot(self.clone(), ip))
+    }
+}
+
+/// One connection's place in its address's count, given back once it authenticates or ends.
+struct UnauthenticatedSlot(Arc<Unauthenticated>, IpAddr);
+
+impl Drop for UnauthenticatedSlot {
+    fn drop(&mut self) {
+        let mut map = self.0.lock();
+        if let Some(n) = map.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Algorithms offered to users: no compression before authentication (`zlib@openssh.com` starts
+/// only after it), only encrypt-then-MAC MACs, and key exchanges without small or fixed-size
+/// finite-field groups, so that `ssh-audit` (run by scripts/test) finds nothing to warn about.
+fn preferred() -> russh::Preferred {
+    use russh::{compression, kex, mac};
+    const KEX: &[kex::Name] = &[
+        kex::MLKEM768X25519_SHA256,
+        kex::CURVE25519,
+        kex::CURVE25519_PRE_RFC_8731,
+        kex::DH_G16_SHA512,
+        kex::DH_G18_SHA512,
+        kex::EXTENSION_SUPPORT_AS_SERVER,
+        kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+    ];
+    const MAC: &[mac::Name] = &[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM];
+    const COMPRESSION: &[compression::Name] = &[compression::NONE, compression::ZLIB_LEGACY];
+    russh::Preferred {
+        kex: std::borrow::Cow::Borrowed(KEX),
+        mac: std::borrow::Cow::Borrowed(MAC),
+        compression: std::borrow::Cow::Borrowed(COMPRESSION),
+        ..Default::default()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -60,6 +143,8 @@ pub struct Gateway {
     app: Arc<App>,
     listener: TcpListener,
     config: Arc<russh::server::Config>,
+    unauthenticated: Arc<Unauthenticated>,
+    slots: cofre_server::fd_limit::ConnectionSlots,
     pub addr: SocketAddr,
     /// `SHA256:...` of the gateway's host key, for users' known_hosts.
     pub host_key_fingerprint: String,
@@ -104,12 +189,15 @@ impl Gateway {
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_max: 4,
             nodelay: true,
+            preferred: preferred(),
             ..Default::default()
         };
         Ok(Gateway {
             app,
             listener,
             config: Arc::new(config),
+            unauthenticated: Arc::default(),
+            slots: cofre_server::fd_limit::ConnectionSlots::new(),
             addr,
             host_key_fingerprint,
         })
@@ -130,19 +218,79 @@ impl Gateway {
                     }
                 },
             };
+            let Some(fd_slot) = self.slots.take() else {
+                tracing::warn!(%peer, "refused a connection: the gateway is at its connection cap");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
-            let handler = conn::Connection::new(self.app.clone(), peer, self.addr.port());
+            let limits = &self.app.config.limits;
+            let Some(slot) = self
+                .unauthenticated
+                .enter(peer.ip(), limits.ssh_unauthenticated_per_source)
+            else {
+                tracing::warn!(%peer, "refused: too many unauthenticated SSH connections from this address");
+                // RFC 4253 4.2: lines before the version string are for the user to read.
+                tokio::spawn(async move {
+                    let mut tcp = tcp;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        tcp.write_all(b"cofre: too many connections from your address are waiting to log in; try again later\r\n"),
+                    )
+                    .await;
+                });
+                continue;
+            };
+            let logged_in = Arc::new(LoggedIn::default());
+            let handler =
+                conn::Connection::new(self.app.clone(), peer, self.addr.port(), logged_in.clone());
             let config = self.config.clone();
+            let grace = Duration::from_secs(limits.ssh_login_grace_seconds);
             tokio::spawn(async move {
-                match russh::server::run_stream(config, tcp, handler).await {
-                    Ok(session) => {
-                        if let Err(e) = session.await {
-                            tracing::debug!(%peer, error = %e, "ssh connection ended with an error");
-                        }
-                    }
-                    Err(e) => tracing::debug!(%peer, error = %e, "ssh handshake failed"),
-                }
+                serve_connection(config, tcp, peer, handler, logged_in, slot, grace).await;
+                drop(fd_slot);
             });
+        }
+    }
+}
+
+/// One connection: until a user logs in it counts against its address and has `grace` to do so
+/// (OpenSSH's `LoginGraceTime`); a client that connects and says nothing is dropped then.
+async fn serve_connection(
+    config: Arc<russh::server::Config>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    handler: conn::Connection,
+    logged_in: Arc<LoggedIn>,
+    slot: UnauthenticatedSlot,
+    grace: Duration,
+) {
+    let connection = async move {
+        match russh::server::run_stream(config, tcp, handler).await {
+            Ok(session) => {
+                if let Err(e) = session.await {
+                    tracing::debug!(%peer, error = %e, "ssh connection ended with an error");
+                }
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "ssh handshake failed"),
+        }
+    };
+    tokio::pin!(connection);
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    let mut slot = Some(slot);
+    loop {
+        tokio::select! {
+            () = &mut connection => return,
+            () = logged_in.notify.notified(), if slot.is_some() => slot = None,
+            () = &mut deadline, if slot.is_some() => {
+                if logged_in.is_set() {
+                    slot = None;
+                } else {
+                    tracing::info!(%peer, "ssh connection closed: no login within the grace time");
+                    // Dropping the connection's future closes its socket.
+                    return;
+                }
+            }
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub ssh_listen: SocketAddr,
     /// Record what users type in gateway sessions, not only what they see.
     pub record_input: bool,
+    /// Deadlines and caps that keep connections from being held open (`[limits]`).
+    pub limits: LimitsConfig,
     /// Access requests (`[approvals]`).
     pub approvals: ApprovalsConfig,
     /// Webhook and email notifications (`[notify]`).
@@ -54,6 +56,7 @@ impl Default for ServerConfig {
             breakglass: BreakGlassConfig::default(),
             ssh_listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
             record_input: true,
+            limits: LimitsConfig::default(),
             approvals: ApprovalsConfig::default(),
             notify: NotifyConfig::default(),
             alerts: AlertsConfig::default(),
@@ -122,6 +125,7 @@ impl ServerConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.breakglass.validate()?;
         self.approvals.validate()?;
+        self.limits.validate()?;
         self.notify.validate()?;
         self.alerts.validate()?;
         self.snapshots.validate()?;
@@ -158,6 +162,64 @@ impl ServerConfig {
                 self.data_dir.join("cofre.db").display()
             )
         })
+    }
+}
+
+/// Deadlines and caps on the listeners: a client that connects and then says nothing must not
+/// hold a connection (or a file descriptor) for long.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Seconds an SSH gateway connection has to authenticate (OpenSSH's `LoginGraceTime`).
+    pub ssh_login_grace_seconds: u64,
+    /// SSH gateway connections one address may have open before authenticating.
+    pub ssh_unauthenticated_per_source: usize,
+    /// Seconds an HTTPS client has to complete the TLS handshake and then each request's headers.
+    pub http_header_read_seconds: u64,
+    /// Seconds an HTTPS connection may stay open with no request.
+    pub http_idle_seconds: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            ssh_login_grace_seconds: 60,
+            ssh_unauthenticated_per_source: 10,
+            http_header_read_seconds: 15,
+            http_idle_seconds: 120,
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value, max) in [
+            (
+                "limits.ssh_login_grace_seconds",
+                self.ssh_login_grace_seconds,
+                600,
+            ),
+            (
+                "limits.http_header_read_seconds",
+                self.http_header_read_seconds,
+                600,
+            ),
+            ("limits.http_idle_seconds", self.http_idle_seconds, 3600),
+        ] {
+            if value == 0 || value > max {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: format!("must be between 1 and {max}"),
+                });
+            }
+        }
+        if self.ssh_unauthenticated_per_source == 0 || self.ssh_unauthenticated_per_source > 1000 {
+            return Err(ConfigError::Invalid {
+                field: "limits.ssh_unauthenticated_per_source",
+                reason: "must be between 1 and 1000".into(),
+            });
+        }
+        Ok(())
     }
 }
 

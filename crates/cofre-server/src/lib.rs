@@ -6,6 +6,7 @@ pub mod backup;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod fd_limit;
 pub mod http;
 pub mod listener;
 pub mod recording;
@@ -184,7 +185,15 @@ impl Prepared {
             app: self.app.clone(),
             metrics: metrics_handle(),
         };
-        listener::serve(self.listener, self.tls, http::router(state), shutdown).await;
+        let limits = self.app.config.limits.clone();
+        listener::serve(
+            self.listener,
+            self.tls,
+            http::router(state),
+            limits,
+            shutdown,
+        )
+        .await;
     }
 }
 

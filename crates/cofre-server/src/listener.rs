@@ -1,23 +1,77 @@
-//! The TLS accept loop: each connection is its own task, so one slow client never holds up another,
-//! and the TLS handshake has a deadline.
+//! The TLS accept loop: each connection is its own task, so one slow client never holds up another.
+//! Nothing can hold a connection open: the TLS handshake and each request's headers have a
+//! deadline, and a connection with no request in flight for `http_idle_seconds` is closed.
 
+use crate::config::LimitsConfig;
 use crate::extract::PeerAddr;
 use axum::Router;
+use hyper_util::rt::TokioTimer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle connection is looked at.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// What a connection's requests tell its idle watchdog.
+struct Activity {
+    in_flight: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        Some(
+            self.last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .elapsed(),
+        )
+    }
+}
+
+/// Counts a request in flight until its response is ready.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
+    limits: LimitsConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let header_read = Duration::from_secs(limits.http_header_read_seconds);
+    let idle = Duration::from_secs(limits.http_idle_seconds);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let slots = crate::fd_limit::ConnectionSlots::new();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -32,11 +86,17 @@ pub async fn serve(
                 }
             },
         };
+        let Some(slot) = slots.take() else {
+            tracing::warn!(%peer, "refused a connection: the HTTPS listener is at its connection cap");
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = tcp.set_nodelay(true);
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let stream = match tokio::time::timeout(header_read, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -47,18 +107,54 @@ pub async fn serve(
                     return;
                 }
             };
+            let activity = Arc::new(Activity {
+                in_flight: AtomicUsize::new(0),
+                last: Mutex::new(Instant::now()),
+            });
+            let requests = activity.clone();
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(PeerAddr(peer));
-                    app.clone().oneshot(req.map(axum::body::Body::new))
+                    let in_flight = InFlight::start(&requests);
+                    let response = app.clone().oneshot(req.map(axum::body::Body::new));
+                    async move {
+                        let r = response.await;
+                        drop(in_flight);
+                        r
+                    }
                 },
             );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(20));
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let mut check = tokio::time::interval(IDLE_CHECK);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    done = connection.as_mut() => {
+                        if let Err(e) = done {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = check.tick(), if !closing => {
+                        if activity.idle_for().is_some_and(|d| d >= idle) {
+                            tracing::debug!(%peer, "closing an idle connection");
+                            // Finishes what is in flight (nothing, by now), then closes.
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
             }
         });
     }

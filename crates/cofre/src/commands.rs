@@ -249,6 +249,22 @@ impl Ctx {
         Ok(())
     }
 
+    /// A list: as JSON, or a line per item, or (on stderr, so that counting lines still gives
+    /// 0) a note that there is none.
+    pub fn print_list<T: Serialize>(
+        &self,
+        items: &[T],
+        noun: &str,
+        text: impl FnOnce(&[T]),
+    ) -> Result<()> {
+        match self.output {
+            Output::Json => outln!("{}", serde_json::to_string_pretty(items)?),
+            Output::Text if items.is_empty() => eprintln!("no {noun}"),
+            Output::Text => text(items),
+        }
+        Ok(())
+    }
+
     /// Walks every page of a list.
     pub async fn all<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
         let mut items = Vec::new();
@@ -586,7 +602,7 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<ExitCode> {
         }
         UserCmd::List => {
             let users: Vec<UserInfo> = ctx.all("/api/v1/users").await?;
-            ctx.print(&users, |us| us.iter().for_each(print_user))?;
+            ctx.print_list(&users, "users", |us| us.iter().for_each(print_user))?;
         }
         UserCmd::Show { name } => {
             let u: UserInfo = ctx
@@ -638,7 +654,7 @@ async fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<ExitCode> {
         }
         GroupCmd::List => {
             let groups: Vec<GroupInfo> = ctx.all("/api/v1/groups").await?;
-            ctx.print(&groups, |gs| {
+            ctx.print_list(&groups, "groups", |gs| {
                 for g in gs {
                     outln!("{}\t{}", g.name, g.members.join(","));
                 }
@@ -696,7 +712,7 @@ async fn target_cmd(ctx: &Ctx, cmd: TargetCmd) -> Result<ExitCode> {
         }
         TargetCmd::List => {
             let ts: Vec<TargetInfo> = ctx.all("/api/v1/targets").await?;
-            ctx.print(&ts, |ts| ts.iter().for_each(print_target))?;
+            ctx.print_list(&ts, "targets", |ts| ts.iter().for_each(print_target))?;
         }
         TargetCmd::Show { name } => {
             let t: TargetInfo = ctx
@@ -787,7 +803,7 @@ async fn credential(ctx: &Ctx, cmd: CredentialCmd) -> Result<ExitCode> {
                     path_segment(&target)
                 ))
                 .await?;
-            ctx.print(&cs, |cs| {
+            ctx.print_list(&cs, "credentials", |cs| {
                 for c in cs {
                     outln!(
                         "{}/{}\t{}\tv{}\t{} by {}",
@@ -878,7 +894,7 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
         }
         PolicyCmd::List => {
             let ps: Vec<PolicyInfo> = ctx.all("/api/v1/policies").await?;
-            ctx.print(&ps, |ps| {
+            ctx.print_list(&ps, "policies", |ps| {
                 for p in ps {
                     let l = &p.limits;
                     let mut extra = String::new();
@@ -961,8 +977,8 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<ExitCode> {
             let entries: Vec<AuditEntryInfo> = ctx.all("/api/v1/audit").await?;
             let skip = entries.len().saturating_sub(limit as usize);
             let tail = &entries[skip..];
-            ctx.print(&tail, |es| {
-                for e in *es {
+            ctx.print_list(tail, "audit entries", |es| {
+                for e in es {
                     outln!(
                         "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                         e.seq,

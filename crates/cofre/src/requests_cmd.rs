@@ -246,7 +246,7 @@ pub async fn request(ctx: &Ctx, cmd: RequestCmd) -> Result<ExitCode> {
                 format!("/api/v1/requests?{}", q.join("&"))
             };
             let rs: Vec<RequestInfo> = ctx.all(&url).await?;
-            ctx.print(&rs, |rs| rs.iter().for_each(print_row))?;
+            ctx.print_list(&rs, "requests", |rs| rs.iter().for_each(print_row))?;
         }
         RequestCmd::Show { id } => {
             let r: RequestInfo = ctx
@@ -309,7 +309,7 @@ pub async fn grant(ctx: &Ctx, cmd: GrantCmd) -> Result<ExitCode> {
                 "/api/v1/grants"
             };
             let rs: Vec<RequestInfo> = ctx.all(url).await?;
-            ctx.print(&rs, |rs| rs.iter().for_each(print_row))?;
+            ctx.print_list(&rs, "grants", |rs| rs.iter().for_each(print_row))?;
         }
         GrantCmd::Revoke { id, reason } => {
             let r: RequestInfo = ctx

@@ -93,7 +93,7 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
             let keys: Vec<SshKeyInfo> = ctx
                 .all(&format!("/api/v1/users/{}/keys", path_segment(&user)))
                 .await?;
-            ctx.print(&keys, |ks| {
+            ctx.print_list(&keys, "keys", |ks| {
                 for k in ks {
                     outln!("{}\t{}\t{}", k.fingerprint, k.created_at, k.public_key);
                 }
@@ -112,7 +112,7 @@ pub async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<ExitCode> {
                 "/api/v1/sessions"
             };
             let sessions: Vec<SessionInfo> = ctx.all(path).await?;
-            ctx.print(&sessions, |ss| {
+            ctx.print_list(&sessions, "sessions", |ss| {
                 for s in ss {
                     outln!(
                         "{}\t{}:{}@{}\t{}\tfrom {}\tsince {}\t{}",

@@ -109,6 +109,24 @@ fn policy_from_row(p: &PolicyRow) -> Option<Policy> {
     }
 }
 
+/// A private key the gateway can log in with, unattended: read by the same parser the gateway
+/// uses, so a key it cannot use is refused when it is added, not when a session starts. The
+/// messages are fixed: a parser's error could quote part of the key.
+fn check_private_key(value: &str) -> Result<()> {
+    match russh::keys::decode_secret_key(value, None) {
+        Ok(_) => Ok(()),
+        Err(russh::keys::Error::KeyIsEncrypted) => Err(Error::invalid(
+            "private_key",
+            "private_key: the key is protected by a passphrase, which nobody is there to type \
+             when the gateway logs in; store a copy without one (ssh-keygen -p -N '' -f COPY)",
+        )),
+        Err(_) => Err(Error::invalid(
+            "private_key",
+            "private_key: not a private key in OpenSSH, PEM or PuTTY format",
+        )),
+    }
+}
+
 /// Exactly one of password / private key, bounded, as (kind, bytes).
 fn secret_input<'a>(
     password: Option<&'a SecretString>,
@@ -139,11 +157,8 @@ fn secret_input<'a>(
             format!("{field}: must be at most {MAX_SECRET_BYTES} bytes"),
         ));
     }
-    if kind == "private_key" && !value.trim_start().starts_with("-----BEGIN") {
-        return Err(Error::invalid(
-            field,
-            "private_key: must be a PEM/OpenSSH private key (-----BEGIN ...)",
-        ));
+    if kind == "private_key" {
+        check_private_key(value)?;
     }
     Ok((kind, value))
 }

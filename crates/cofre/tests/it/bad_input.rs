@@ -806,3 +806,53 @@ fn cli_reports_bad_input() {
         );
     }
 }
+
+/// A private key the gateway could never use is refused when it is added, not when a session
+/// starts: one protected by a passphrase (nobody is there to type it), or one that is not a key.
+#[test]
+fn unusable_private_keys_are_refused_when_added() {
+    let inst = Instance::new(Backend::Sqlite);
+    let server = inst.start();
+    let (admin, _) = admin_cli(&inst, &server);
+    admin.ok(&["target", "add", "db01", "--host", "10.0.0.5"]);
+    let locked = inst.path().join("locked_key");
+    let mut cmd = std::process::Command::new("ssh-keygen");
+    cmd.args(["-q", "-t", "ed25519", "-N", "a passphrase", "-f"])
+        .arg(&locked);
+    run_command(cmd, None, "ssh-keygen -N").assert_ok();
+    let locked = locked.to_str().expect("path");
+    admin
+        .fail(&["credential", "add", "db01", "root", "--key-file", locked])
+        .assert_stderr_contains("private_key: the key is protected by a passphrase");
+    let garbage = inst.path().join("garbage_key");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+    )
+    .expect("file");
+    admin
+        .fail(&[
+            "credential",
+            "add",
+            "db01",
+            "root",
+            "--key-file",
+            garbage.to_str().expect("path"),
+        ])
+        .assert_stderr_contains("private_key: not a private key");
+    let plain = inst.path().join("plain_key");
+    ssh_keygen(&plain);
+    admin.ok(&[
+        "credential",
+        "add",
+        "db01",
+        "root",
+        "--key-file",
+        plain.to_str().expect("path"),
+    ]);
+    let listed = admin.ok(&["credential", "list", "db01"]).stdout;
+    assert!(
+        listed.contains("root"),
+        "only the usable key was stored: {listed}"
+    );
+}

@@ -97,11 +97,10 @@ impl Setup {
         for v in 1..=3 {
             self.put("db01", "root", &format!("root-pw-v{v}-{}", random_hex(8)));
         }
-        self.put(
-            "db01",
-            "deploy",
-            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
-        );
+        let key = self.inst.path().join("deploy_key");
+        ssh_keygen(&key);
+        let key = std::fs::read_to_string(&key).unwrap();
+        self.put("db01", "deploy", &key);
         self.put("web01", "admin", "web \"admin\" pw with spaces");
         self.put("web01", "admin", &format!("web-admin-v2-{}", random_hex(6)));
     }

@@ -348,10 +348,20 @@ fn flow_postgres() {
 /// `cofre audit list | head -1`: when the reader goes away the CLI ends quietly with status 0, as
 /// Unix tools do, never with a panic and a backtrace.
 #[test]
-fn a_closed_stdout_ends_the_cli_quietly() {
+fn empty_lists_say_so_and_a_closed_stdout_ends_the_cli_quietly() {
     let inst = Instance::new(Backend::Sqlite);
     let server = inst.start();
     let (admin, _) = admin_cli(&inst, &server);
+    // An empty list says so (on stderr: counting lines still gives 0).
+    for (args, note) in [
+        (&["session", "list"][..], "no sessions"),
+        (&["request", "list"][..], "no requests"),
+        (&["target", "list"][..], "no targets"),
+    ] {
+        let out = admin.ok(args);
+        assert!(out.stdout.is_empty(), "{out:?}");
+        out.assert_stderr_contains(note);
+    }
     for i in 0..5 {
         admin.ok(&["group", "add", &format!("g{i}")]);
     }

@@ -33,12 +33,24 @@ struct Gw {
 
 /// None when sshd cannot run here (the reason is printed).
 fn setup(backend: Backend, outcome: Option<&str>) -> Option<Gw> {
+    setup_with_config(backend, outcome, None)
+}
+
+/// `setup` with a server configuration file of this content.
+fn setup_with_config(backend: Backend, outcome: Option<&str>, config: Option<&str>) -> Option<Gw> {
     if let Some(why) = sshd_unavailable() {
         eprintln!("SKIPPED: {why}");
         return None;
     }
     let inst = Instance::new(backend);
-    let server = inst.start();
+    let server = match config {
+        Some(text) => {
+            let file = inst.path().join("cofre.toml");
+            std::fs::write(&file, text).expect("config file");
+            inst.start_with_env(&[("COFRE_CONFIG", file.to_str().expect("path"))])
+        }
+        None => inst.start(),
+    };
     assert!(
         server.ssh_port != 0 && server.ssh_host_key.starts_with("SHA256:"),
         "the server must print `ssh gateway listening on ADDR` and `ssh host key: SHA256:...`:\n{}",
