@@ -5,6 +5,7 @@
 //! Everything that holds key material zeroizes it on drop, and nothing here formats a secret into an
 //! error message or a `Debug` string, so logging an error or a value is always safe.
 
+pub mod audit_mac;
 pub mod datakey;
 pub mod envelope;
 pub mod files;

@@ -394,6 +394,19 @@ pub struct AuditVerifyResponse {
     pub intact: bool,
     pub entries_checked: u64,
     pub first_broken: Option<AuditBreak>,
+    /// The newest record of the chain's head kept outside the database, which the chain was
+    /// checked against (none yet on a new instance).
+    #[serde(default)]
+    pub anchor: Option<AuditAnchorInfo>,
+}
+
+/// Where the chain's head was last seen outside the database.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditAnchorInfo {
+    pub seq: i64,
+    pub written_at: String,
+    /// The anchor file or the snapshot that recorded it.
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -141,6 +141,9 @@ pub async fn prepare(config: ServerConfig) -> Result<Prepared, StartError> {
     let (app, report) = initialise(&config, SealChoice::KeyFile).await?;
     if app.keyring.seal == SealKind::KeyFile {
         app.unseal_from_key_file()?;
+        if let Err(e) = app.start_signing_audit_head().await {
+            tracing::error!(error = %e, "cannot sign the audit chain head");
+        }
     }
     let tls = tls::load_or_generate(&config.data_dir)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -157,6 +160,8 @@ pub async fn prepare(config: ServerConfig) -> Result<Prepared, StartError> {
     // Break-glass files: after credential changes and on a schedule (services::breakglass).
     services::breakglass::spawn_writer(&app);
     services::requests::spawn_expiry_sweeper(&app);
+    // The audit head's anchor outside the database (services::anchor).
+    services::anchor::spawn_anchor_writer(&app);
     services::notify::spawn_notifier(&app)?;
     // Backups: interrupted runs marked failed, then the scheduler (services::backups).
     services::backups::start(&app).await;

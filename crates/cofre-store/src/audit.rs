@@ -28,9 +28,15 @@ impl WriteTx {
         .bind(&record.hash)
         .execute(&mut *self.tx)
         .await?;
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        let mac = self
+            .head_signer
+            .as_ref()
+            .map(|sign| sign(record.seq, &record.hash))
+            .unwrap_or_default();
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1")
             .bind(record.seq)
             .bind(&record.hash)
+            .bind(mac)
             .execute(&mut *self.tx)
             .await?;
         self.appended = true;
@@ -71,11 +77,42 @@ impl Store {
     }
 
     pub async fn audit_head(&self) -> Result<(i64, String)> {
+        let head = self.audit_head_signed().await?;
+        Ok((head.seq, head.hash))
+    }
+
+    /// The head with its MAC (empty if it was written while sealed, or never signed).
+    pub async fn audit_head_signed(&self) -> Result<AuditHead> {
         let mut c = self.read().await?;
-        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        let row = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
             .fetch_optional(&mut *c)
             .await?
             .ok_or_else(|| StoreError::Corrupt("the audit chain head is missing".into()))?;
-        Ok((row.try_get("seq")?, row.try_get("hash")?))
+        Ok(AuditHead {
+            seq: row.try_get("seq")?,
+            hash: row.try_get("hash")?,
+            mac: row.try_get("mac")?,
+        })
     }
+
+    /// The entry at `seq`, if there is one.
+    pub async fn audit_entry(&self, seq: i64) -> Result<Option<AuditRecord>> {
+        let mut c = self.read().await?;
+        let row = sqlx::query(
+            "SELECT seq, ts, actor, action, object, outcome, details, prev_hash, hash \
+             FROM audit_log WHERE seq = $1",
+        )
+        .bind(seq)
+        .fetch_optional(&mut *c)
+        .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+}
+
+/// The audit chain's head row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHead {
+    pub seq: i64,
+    pub hash: String,
+    pub mac: String,
 }

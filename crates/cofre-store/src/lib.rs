@@ -65,10 +65,15 @@ pub enum DbKind {
     Postgres,
 }
 
+/// Computes the MAC of the audit head `(seq, hash)`; set once the keyring is unsealed (the store
+/// never holds the key, only this function of it).
+pub type HeadSigner = Arc<dyn Fn(i64, &str) -> String + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     kind: DbKind,
+    head_signer: Arc<std::sync::RwLock<Option<HeadSigner>>>,
     /// SQLite has one writer at a time; queueing writers here is much cheaper than letting them
     /// spin in SQLite's busy handler. PostgreSQL serialises on the audit head row instead.
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
@@ -123,6 +128,7 @@ impl Store {
         let store = Store {
             pool,
             kind,
+            head_signer: Arc::default(),
             write_gate: (kind == DbKind::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(()))),
         };
         store.migrate().await?;
@@ -162,11 +168,24 @@ impl Store {
         sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
             .execute(&mut *tx)
             .await?;
+        let head_signer = self
+            .head_signer
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_default();
         Ok(WriteTx {
             tx,
             _gate: gate,
             appended: false,
+            head_signer,
         })
+    }
+
+    /// From now on every append also MACs the new head (see [`HeadSigner`]).
+    pub fn set_head_signer(&self, signer: HeadSigner) {
+        if let Ok(mut slot) = self.head_signer.write() {
+            *slot = Some(signer);
+        }
     }
 
     pub async fn close(&self) {
@@ -194,6 +213,9 @@ pub struct WriteTx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
     appended: bool,
+    /// None while sealed: the head is then written without a MAC, and the first append after
+    /// unsealing (the unseal is itself audited) gives it one again.
+    head_signer: Option<HeadSigner>,
 }
 
 impl WriteTx {

@@ -943,9 +943,19 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<ExitCode> {
     match cmd {
         AuditCmd::Verify => {
             let r: AuditVerifyResponse = ctx.client.get("/api/v1/audit/verify").await?;
-            ctx.print(&r, |r| match &r.first_broken {
-                None => outln!("audit chain intact: {} entries", r.entries_checked),
-                Some(b) => outln!("audit chain broken at entry {}: {}", b.seq, b.reason),
+            ctx.print(&r, |r| {
+                match &r.first_broken {
+                    None => outln!("audit chain intact: {} entries", r.entries_checked),
+                    Some(b) => outln!("audit chain broken at entry {}: {}", b.seq, b.reason),
+                }
+                if let Some(a) = &r.anchor {
+                    outln!(
+                        "checked against entry {} as {} recorded it at {}",
+                        a.seq,
+                        a.source,
+                        a.written_at
+                    );
+                }
             })?;
             Ok(if r.intact {
                 ExitCode::SUCCESS

@@ -1,10 +1,13 @@
 //! Reading and verifying the audit trail.
 
+use super::anchor::FoundAnchor;
 use super::{page_limit, paginate, App, Principal};
 use crate::error::{Error, Result};
-use cofre_core::audit::ChainVerifier;
+use cofre_core::audit::{ChainBreak, ChainVerifier};
 use cofre_core::role::Action;
-use cofre_proto::{AuditBreak, AuditEntryInfo, AuditVerifyResponse, Page};
+use cofre_crypto::audit_mac::AuditMacKey;
+use cofre_proto::{AuditAnchorInfo, AuditBreak, AuditEntryInfo, AuditVerifyResponse, Page};
+use cofre_store::audit::AuditHead;
 
 const VERIFY_BATCH: i64 = 2000;
 
@@ -42,11 +45,17 @@ impl App {
         ))
     }
 
-    /// Walks the whole chain in batches and names the first entry that cannot be trusted.
+    /// Walks the whole chain in batches and names the first entry that cannot be trusted; then
+    /// checks the head's MAC and the anchors outside the database, which show a chain whose
+    /// newest entries were cut off (however its head was made to look).
     pub async fn verify_audit(&self, who: &Principal) -> Result<AuditVerifyResponse> {
         who.require(Action::ReadAudit)?;
         // Read the head first: entries appended while we walk are past it and do not count.
-        let (head_seq, head_hash) = self.store.audit_head().await?;
+        let head = self.store.audit_head_signed().await?;
+        let (head_seq, head_hash) = (head.seq, head.hash.clone());
+        let key = self.audit_mac_key()?;
+        let anchors = self.audit_anchors().await;
+        let newest = anchors.first().cloned();
         let mut verifier = ChainVerifier::default();
         let mut after = 0;
         let broken = 'walk: loop {
@@ -57,6 +66,17 @@ impl App {
                 if let Err(b) = verifier.push(record) {
                     break 'walk Some(b);
                 }
+                if let Some(found) = anchors.iter().find(|a| a.anchor.seq == record.seq) {
+                    if found.anchor.hash != record.hash {
+                        break 'walk Some(ChainBreak {
+                            seq: record.seq,
+                            reason: format!(
+                                "differs from the entry {} recorded (written {})",
+                                found.source, found.anchor.written_at
+                            ),
+                        });
+                    }
+                }
             }
             if after >= head_seq {
                 break None;
@@ -64,13 +84,21 @@ impl App {
         };
         let result = match broken {
             Some(b) => Err(b),
-            None => verifier.finish(Some((head_seq, &head_hash))),
+            None => verifier
+                .finish(Some((head_seq, &head_hash)))
+                .and_then(|n| check_tail(&key, &head, newest.as_ref()).map(|()| n)),
         };
+        let anchor = newest.map(|f| AuditAnchorInfo {
+            seq: f.anchor.seq,
+            written_at: f.anchor.written_at,
+            source: f.source,
+        });
         Ok(match result {
             Ok(n) => AuditVerifyResponse {
                 intact: true,
                 entries_checked: n,
                 first_broken: None,
+                anchor,
             },
             Err(b) => {
                 tracing::warn!(seq = b.seq, reason = %b.reason, "audit chain broken");
@@ -81,8 +109,45 @@ impl App {
                         seq: b.seq,
                         reason: b.reason,
                     }),
+                    anchor,
                 }
             }
         })
     }
+}
+
+/// The end of the chain: a head this instance signed, and no anchor that saw further.
+fn check_tail(
+    key: &AuditMacKey,
+    head: &AuditHead,
+    newest: Option<&FoundAnchor>,
+) -> std::result::Result<(), ChainBreak> {
+    if let Some(found) = newest {
+        let a = &found.anchor;
+        if !key.verify(a.seq, &a.hash, &a.mac) {
+            return Err(ChainBreak {
+                seq: a.seq,
+                reason: format!("{} is not authentic (its MAC does not match)", found.source),
+            });
+        }
+        if a.seq > head.seq {
+            return Err(ChainBreak {
+                seq: head.seq + 1,
+                reason: format!(
+                    "missing: the trail ends at entry {} but {} saw entry {} (written {}); the \
+                     newest entries were removed and the head moved back",
+                    head.seq, found.source, a.seq, a.written_at
+                ),
+            });
+        }
+    }
+    if !key.verify(head.seq, &head.hash, &head.mac) {
+        return Err(ChainBreak {
+            seq: head.seq,
+            reason: "the head of the chain is not authenticated (its MAC does not match): the \
+                     newest entries may have been removed and the head moved back"
+                .into(),
+        });
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! offline tools reuse the same rules. Each state change commits together with its audit entry.
 
 pub mod accounts;
+pub mod anchor;
 pub mod audit;
 pub mod backups;
 pub mod breakglass;

@@ -62,6 +62,9 @@ impl App {
             }
             Ok(UnsealOutcome::Unsealed(key)) => {
                 self.set_master(key);
+                if let Err(e) = self.start_signing_audit_head().await {
+                    tracing::error!(error = %e, "cannot sign the audit chain head");
+                }
                 self.record(
                     NewAuditEntry::new("anonymous", "seal.unsealed", object)
                         .detail("source", source),

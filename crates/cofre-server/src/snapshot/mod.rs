@@ -104,6 +104,10 @@ pub struct SnapshotMeta {
     /// Last verification: when, and whether it passed.
     pub verified_at: Option<String>,
     pub verified: Option<bool>,
+    /// The audit chain's head when the snapshot was taken: an anchor outside the database
+    /// (`services::anchor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<crate::services::anchor::Anchor>,
 }
 
 pub fn snapshot_path(dir: &Path, id: &str) -> PathBuf {
@@ -365,6 +369,7 @@ mod tests {
             members: 1,
             verified_at: None,
             verified,
+            audit_head: None,
         }
     }
 

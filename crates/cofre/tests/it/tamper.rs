@@ -180,3 +180,121 @@ fn tamper_sqlite() {
 fn tamper_postgres() {
     tampering_is_named(Backend::Postgres);
 }
+
+/// The head row `(seq, hash, mac)` as stored.
+fn audit_head(url: &str) -> (i64, String, String) {
+    use sqlx::{Connection, Row};
+    sqlx::any::install_default_drivers();
+    block_on(async {
+        let mut conn = sqlx::AnyConnection::connect(url).await.expect("connect");
+        let r = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
+            .fetch_one(&mut conn)
+            .await
+            .expect("read audit_head");
+        let head = (r.get::<i64, _>(0), r.get(1), r.get(2));
+        conn.close().await.ok();
+        head
+    })
+}
+
+/// The seq the server's anchor file (DATA_DIR/audit-anchor.json) records, once it exists.
+fn anchor_seq(inst: &Instance) -> Option<i64> {
+    let text = std::fs::read(inst.path().join("data").join("audit-anchor.json")).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&text).ok()?["seq"].as_i64()
+}
+
+fn wait_for_anchor(inst: &Instance, seq: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while anchor_seq(inst) != Some(seq) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the anchor file reaches entry {seq} (it says {:?})",
+            anchor_seq(inst)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Cutting off the newest entries and moving the head back is found, however the head is made to
+/// look: recomputed without the key (its MAC fails), replayed from an older genuine state (the
+/// anchor outside the database saw further), or the whole log emptied (TRUNCATE, or DELETE on
+/// SQLite) with the genesis row put back.
+fn tail_cuts_are_found(backend: Backend) {
+    let inst = Instance::new(backend);
+    let mut server = inst.start();
+    let (admin, _) = admin_cli(&inst, &server);
+    let url = inst.db_url_for_tests();
+    let genesis_like = audit_head(&url);
+    admin.ok(&["group", "add", "g1"]);
+    let older = audit_head(&url);
+    assert!(!older.2.is_empty(), "the head carries a MAC: {older:?}");
+    for g in ["g2", "g3", "g4"] {
+        admin.ok(&["group", "add", g]);
+    }
+    let newest = audit_head(&url);
+    wait_for_anchor(&inst, newest.0);
+    let verified = admin.ok(&["audit", "verify"]);
+    verified.assert_stdout_contains("audit chain intact");
+    verified.assert_stdout_contains(&format!("checked against entry {}", newest.0));
+    server.stop();
+    let cut_from = older.0 + 1;
+    let delete_tail = format!("DELETE FROM audit_log WHERE seq > {}", older.0);
+
+    // (a) Rewound with the head recomputed by someone without the key: the MAC does not match.
+    let forged = format!(
+        "UPDATE audit_head SET seq = {}, hash = {} WHERE id = 1",
+        older.0,
+        sql_quote(&older.1)
+    );
+    check_case(
+        &inst,
+        &admin,
+        "tail cut, head recomputed",
+        &[delete_tail.clone(), forged],
+        cut_from,
+    );
+
+    // (b) Rewound to an older, genuinely signed head (replayed): the anchor saw further.
+    let replayed = format!(
+        "UPDATE audit_head SET seq = {}, hash = {}, mac = {} WHERE id = 1",
+        older.0,
+        sql_quote(&older.1),
+        sql_quote(&older.2)
+    );
+    check_case(
+        &inst,
+        &admin,
+        "tail cut, older head replayed",
+        &[delete_tail, replayed],
+        cut_from,
+    );
+
+    // (c) The whole log emptied and the head put back to an early state.
+    let empty = match backend {
+        Backend::Postgres => "TRUNCATE audit_log".to_owned(),
+        Backend::Sqlite => "DELETE FROM audit_log".to_owned(),
+    };
+    let reset = format!(
+        "UPDATE audit_head SET seq = 0, hash = {}, mac = {} WHERE id = 1",
+        sql_quote("0".repeat(64).as_str()),
+        sql_quote(&genesis_like.2)
+    );
+    check_case(&inst, &admin, "log emptied, head reset", &[empty, reset], 1);
+
+    // The untouched original still verifies.
+    let server = inst.start();
+    let admin = admin.at_with_token(&server);
+    admin
+        .ok(&["audit", "verify"])
+        .assert_stdout_contains("audit chain intact");
+}
+
+#[test]
+fn tail_cut_sqlite() {
+    tail_cuts_are_found(Backend::Sqlite);
+}
+
+#[test]
+fn tail_cut_postgres() {
+    tail_cuts_are_found(Backend::Postgres);
+}
