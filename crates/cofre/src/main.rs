@@ -5,6 +5,7 @@ mod bench;
 mod breakglass_cmd;
 mod client;
 mod commands;
+mod offboarding_cmd;
 mod requests_cmd;
 mod server_cmd;
 mod sessions_cmd;
