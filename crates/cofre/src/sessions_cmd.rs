@@ -25,8 +25,10 @@ pub enum KeyCmd {
     /// sessions opened with it end.
     Remove {
         user: String,
-        /// As `cofre user key list` prints it, e.g. SHA256:ZIFUG+rj5JZ9X0CQ0GcQtN8QT5IJNGA4YIODRw2A3uU.
-        fingerprint: String,
+        /// Its fingerprint as `cofre user key list` prints it, e.g.
+        /// SHA256:ZIFUG+rj5JZ9X0CQ0GcQtN8QT5IJNGA4YIODRw2A3uU.
+        #[arg(value_name = "FINGERPRINT")]
+        key: String,
     },
 }
 
@@ -96,8 +98,8 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
                 .await?;
             ctx.print(&k, |k| println!("added key {} for {user}", k.fingerprint))?;
         }
-        KeyCmd::Remove { user, fingerprint } => {
-            return crate::offboarding_cmd::key_remove(ctx, &user, fingerprint).await
+        KeyCmd::Remove { user, key } => {
+            return crate::offboarding_cmd::key_remove(ctx, &user, key).await
         }
         KeyCmd::List { user } => {
             let keys: Vec<SshKeyInfo> = ctx
