@@ -72,7 +72,8 @@ impl Store {
     }
 
     /// One version of a credential (the current one when `version` is `None`), with the credential
-    /// and its target's tags: what a reveal needs, in one query.
+    /// and its target's tags: what a reveal needs, in one query. Never a deleted one, even by the
+    /// name its history is kept under.
     pub async fn credential_secret(
         &self,
         target: &str,
@@ -86,7 +87,7 @@ impl Store {
              FROM credentials c JOIN targets t ON t.id = c.target_id \
              JOIN credential_versions v ON v.credential_id = c.id \
              AND v.version = COALESCE($3, c.current_version) \
-             WHERE t.name = $1 AND c.account = $2"
+             WHERE t.name = $1 AND c.account = $2 AND c.deleted_at IS NULL AND t.deleted_at IS NULL"
         ))
         .bind(target)
         .bind(account)
@@ -209,7 +210,7 @@ impl WriteTx {
     ) -> Result<Option<(i64, i64)>> {
         let row = sqlx::query(
             "SELECT c.id, c.current_version FROM credentials c JOIN targets t ON t.id = c.target_id \
-             WHERE t.name = $1 AND c.account = $2",
+             WHERE t.name = $1 AND c.account = $2 AND c.deleted_at IS NULL AND t.deleted_at IS NULL",
         )
         .bind(target)
         .bind(account)

@@ -100,10 +100,12 @@ impl WriteTx {
     }
 
     pub async fn target_toggle(&mut self, name: &str) -> Result<Option<Toggle>> {
-        let row = sqlx::query("SELECT id, disabled_at FROM targets WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *self.tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, disabled_at FROM targets WHERE name = $1 AND deleted_at IS NULL",
+        )
+        .bind(name)
+        .fetch_optional(&mut *self.tx)
+        .await?;
         row.map(|r| {
             Ok(Toggle {
                 id: r.try_get("id")?,
@@ -156,7 +158,7 @@ impl WriteTx {
     ) -> Result<Option<Toggle>> {
         let row = sqlx::query(
             "SELECT c.id, c.disabled_at FROM credentials c JOIN targets t ON t.id = c.target_id \
-             WHERE t.name = $1 AND c.account = $2",
+             WHERE t.name = $1 AND c.account = $2 AND c.deleted_at IS NULL AND t.deleted_at IS NULL",
         )
         .bind(target)
         .bind(account)

@@ -36,10 +36,12 @@ const COLUMNS: &str = "id, name, host, port, protocol, tags, created_at, disable
 impl Store {
     pub async fn target_by_name(&self, name: &str) -> Result<Option<TargetRow>> {
         let mut c = self.read().await?;
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM targets WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&mut *c)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM targets WHERE name = $1 AND deleted_at IS NULL"
+        ))
+        .bind(name)
+        .fetch_optional(&mut *c)
+        .await?;
         row.as_ref().map(target_from_row).transpose()
     }
 
@@ -85,9 +87,11 @@ impl WriteTx {
     }
 
     pub async fn target_id(&mut self, name: &str) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT id FROM targets WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *self.tx)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT id FROM targets WHERE name = $1 AND deleted_at IS NULL")
+                .bind(name)
+                .fetch_optional(&mut *self.tx)
+                .await?,
+        )
     }
 }

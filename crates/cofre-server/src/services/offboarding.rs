@@ -348,7 +348,8 @@ impl App {
         self.commit(
             tx,
             NewAuditEntry::new(&who.username, "target.delete", format!("target:{name}"))
-                .detail("credentials", accounts),
+                .detail("credentials", accounts)
+                .detail("kept_as", format!("{name}~deleted~{}", t.id)),
         )
         .await?;
         self.live.kill_where(
@@ -436,7 +437,8 @@ impl App {
                 &who.username,
                 "credential.delete",
                 format!("credential:{target}/{account}"),
-            ),
+            )
+            .detail("kept_as", format!("{account}~deleted~{}", c.id)),
         )
         .await?;
         self.live.kill_where(

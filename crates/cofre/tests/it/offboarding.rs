@@ -330,6 +330,30 @@ fn api_offboarding(backend: Backend) {
         json!({"account": "root", "password": "new-secret-2"}),
     )
     .assert_ok();
+    // The old one's history stays readable under the name its deletion recorded.
+    let audit = json_items(&api.get("/api/v1/audit?limit=1000", Some(&admin)).body);
+    let kept = audit
+        .iter()
+        .find(|e| e["action"] == "credential.delete")
+        .and_then(|e| e["details"]["kept_as"].as_str())
+        .expect("credential.delete names where the history is kept")
+        .to_owned();
+    assert!(kept.starts_with("root~deleted~"), "{kept}");
+    let history = api.get(
+        &format!("/api/v1/targets/db01/credentials/{kept}/history"),
+        Some(&admin),
+    );
+    assert_eq!(json_items(&history.body).len(), 1, "{}", history.text);
+    let r = api.post(
+        &format!("/api/v1/targets/db01/credentials/{kept}/reveal"),
+        Some(&bob),
+        json!({}),
+    );
+    assert_eq!(
+        r.status, 404,
+        "a deleted credential is never revealed: {}",
+        r.text
+    );
     let r = reveal(&bob);
     assert_eq!(r.body["secret"], "new-secret-2");
     assert_eq!(r.body["version"], 1);
