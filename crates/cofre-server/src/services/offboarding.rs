@@ -257,25 +257,31 @@ impl App {
             .detail("user", username),
         )
         .await?;
-        // Re-decide each live session of the user with the groups it has now.
+        // Re-decide each live session of the user with the groups it has now. The change has
+        // committed, so this cannot fail the call: a session that cannot be re-decided ends.
         for (id, s) in self.live.matching(|s| s.user == username) {
-            let Some(target) = self.store.target_by_name(&s.target).await? else {
-                continue;
-            };
-            let principal = Principal {
-                via_key: s.key.clone(),
-                ..self.principal_for_name(username).await?
-            };
-            let still = self
-                .authorise_use(
-                    &principal,
-                    &s.target,
-                    &target.tags,
-                    &s.account,
-                    Access::Session,
+            let allowed = async {
+                let Some(target) = self.store.target_by_name(&s.target).await? else {
+                    return Ok(false);
+                };
+                let principal = Principal {
+                    via_key: s.key.clone(),
+                    ..self.principal_for_name(username).await?
+                };
+                Ok::<_, Error>(
+                    self.authorise_use(
+                        &principal,
+                        &s.target,
+                        &target.tags,
+                        &s.account,
+                        Access::Session,
+                    )
+                    .await?
+                    .is_ok(),
                 )
-                .await?;
-            if still.is_err() {
+            }
+            .await;
+            if !matches!(allowed, Ok(true)) {
                 self.live.kill_one(
                     &id,
                     &format!(
