@@ -220,7 +220,8 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Members of any of `groups`, each once, by name.
+    /// Enabled members of any of `groups`, each once, by name (an offboarded user is told nothing
+    /// more about requests).
     pub async fn members_of(&mut self, groups: &[String]) -> Result<Vec<Member>> {
         if groups.is_empty() {
             return Ok(Vec::new());
@@ -230,7 +231,7 @@ impl WriteTx {
             "SELECT DISTINCT u.username, u.role, u.email FROM users u \
              JOIN access_group_members m ON m.user_id = u.id \
              JOIN access_groups g ON g.id = m.group_id \
-             WHERE g.name IN ({}) ORDER BY u.username",
+             WHERE g.name IN ({}) AND u.disabled_at IS NULL ORDER BY u.username",
             placeholders.join(", ")
         );
         let mut q = sqlx::query(&sql);
