@@ -14,6 +14,8 @@ pub mod backup;
 pub use backup::*;
 pub mod snapshot;
 pub use snapshot::*;
+pub mod offboarding;
+pub use offboarding::*;
 
 pub const API_PREFIX: &str = "/api/v1";
 /// Largest accepted request body. Secrets and keys fit easily; anything bigger is refused with 413.
@@ -166,6 +168,11 @@ pub struct UserInfo {
     /// Where notifications about access requests go.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// Disabled (offboarded): no token, key or password of the user works.
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -220,6 +227,9 @@ pub struct TargetInfo {
     pub protocol: String,
     pub tags: Vec<String>,
     pub created_at: String,
+    /// Disabled: no reveal and no session on it until enabled again.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -245,6 +255,9 @@ pub struct CredentialInfo {
     pub version: i64,
     pub updated_at: String,
     pub updated_by: String,
+    /// Disabled (itself or its target): no reveal and no session.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 /// Exactly one of `password` and `private_key`.

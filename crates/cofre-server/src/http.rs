@@ -14,6 +14,7 @@ use utoipa::OpenApi;
 
 mod backup;
 mod breakglass;
+mod offboarding;
 mod requests;
 mod snapshots;
 
@@ -60,6 +61,11 @@ type ApiResult<T> = Result<Json<T>, Error>;
         backup::status, backup::list_targets, backup::add_target, backup::test_target,
         backup::add_job, backup::run_job, backup::get_run,
         snapshots::create, snapshots::list, snapshots::job, snapshots::verify, snapshots::prune,
+        offboarding::disable_user, offboarding::enable_user, offboarding::delete_user,
+        offboarding::remove_ssh_key, offboarding::remove_group_member, offboarding::disable_target,
+        offboarding::enable_target, offboarding::delete_target, offboarding::disable_credential,
+        offboarding::enable_credential, offboarding::delete_credential,
+        offboarding::remove_backup_target, offboarding::remove_backup_job,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
@@ -90,20 +96,54 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/totp/enroll", post(totp_enroll))
         .route("/auth/totp/confirm", post(totp_confirm))
         .route("/users", get(list_users).post(create_user))
-        .route("/users/{username}", get(get_user))
+        .route(
+            "/users/{username}",
+            get(get_user).delete(offboarding::delete_user),
+        )
+        .route("/users/{username}/disable", post(offboarding::disable_user))
+        .route("/users/{username}/enable", post(offboarding::enable_user))
+        .route(
+            "/users/{username}/keys/remove",
+            post(offboarding::remove_ssh_key),
+        )
+        .route(
+            "/groups/{name}/members/{username}",
+            axum::routing::delete(offboarding::remove_group_member),
+        )
+        .route("/targets/{name}/disable", post(offboarding::disable_target))
+        .route("/targets/{name}/enable", post(offboarding::enable_target))
+        .route(
+            "/targets/{name}/credentials/{account}/disable",
+            post(offboarding::disable_credential),
+        )
+        .route(
+            "/targets/{name}/credentials/{account}/enable",
+            post(offboarding::enable_credential),
+        )
+        .route(
+            "/backup/targets/{name}",
+            axum::routing::delete(offboarding::remove_backup_target),
+        )
+        .route(
+            "/backup/jobs/{name}",
+            axum::routing::delete(offboarding::remove_backup_job),
+        )
         .route("/users/{username}/unlock", post(unlock_user))
         .route("/users/{username}/reset-password", post(reset_password))
         .route("/groups", get(list_groups).post(create_group))
         .route("/groups/{name}/members", post(add_group_member))
         .route("/targets", get(list_targets).post(create_target))
-        .route("/targets/{name}", get(get_target))
+        .route(
+            "/targets/{name}",
+            get(get_target).delete(offboarding::delete_target),
+        )
         .route(
             "/targets/{name}/credentials",
             get(list_credentials).post(create_credential),
         )
         .route(
             "/targets/{name}/credentials/{account}",
-            put(update_credential),
+            put(update_credential).delete(offboarding::delete_credential),
         )
         .route(
             "/targets/{name}/credentials/{account}/history",

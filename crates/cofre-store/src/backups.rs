@@ -118,7 +118,7 @@ impl Store {
     pub async fn backup_targets(&self) -> Result<Vec<BackupTargetRow>> {
         let mut c = self.read().await?;
         let rows = sqlx::query(&format!(
-            "SELECT {TARGET_COLUMNS} FROM backup_targets ORDER BY name"
+            "SELECT {TARGET_COLUMNS} FROM backup_targets WHERE deleted_at IS NULL ORDER BY name"
         ))
         .fetch_all(&mut *c)
         .await?;
@@ -140,7 +140,7 @@ impl Store {
         let mut c = self.read().await?;
         let rows = sqlx::query(&format!(
             "SELECT {JOB_COLUMNS} FROM backup_jobs j JOIN backup_targets t ON t.id = j.target_id \
-             ORDER BY j.name"
+             WHERE j.deleted_at IS NULL ORDER BY j.name"
         ))
         .fetch_all(&mut *c)
         .await?;
@@ -311,6 +311,17 @@ impl WriteTx {
     /// Starts a run unless one of the same job is still running (then returns that run's id as
     /// `Err(Conflict)`).
     pub async fn backup_start_run(&mut self, job_id: i64, reason: &str, at: &str) -> Result<i64> {
+        // Read under the write lock: a job removed after the scheduler listed it does not run.
+        let removed: Option<Option<String>> =
+            sqlx::query_scalar("SELECT deleted_at FROM backup_jobs WHERE id = $1")
+                .bind(job_id)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        if !matches!(removed, Some(None)) {
+            return Err(StoreError::NotFound {
+                what: "backup job (it was removed)".into(),
+            });
+        }
         let running: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM backup_runs WHERE job_id = $1 AND status = 'running' LIMIT 1",
         )

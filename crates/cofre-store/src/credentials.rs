@@ -12,6 +12,10 @@ pub struct CredentialRow {
     pub current_version: i64,
     pub updated_at: String,
     pub updated_by: String,
+    /// Set while the credential is disabled.
+    pub disabled_at: Option<String>,
+    /// Set while its target is disabled.
+    pub target_disabled_at: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +37,8 @@ fn credential_from_row(row: &sqlx::any::AnyRow) -> Result<CredentialRow> {
         current_version: row.try_get("current_version")?,
         updated_at: row.try_get("updated_at")?,
         updated_by: row.try_get("updated_by")?,
+        disabled_at: row.try_get("disabled_at")?,
+        target_disabled_at: row.try_get("target_disabled_at")?,
     })
 }
 
@@ -48,7 +54,8 @@ fn version_from_row(row: &sqlx::any::AnyRow) -> Result<VersionRow> {
 }
 
 const COLUMNS: &str =
-    "c.id, t.name AS target, c.account, c.kind, c.current_version, c.updated_at, c.updated_by";
+    "c.id, t.name AS target, c.account, c.kind, c.current_version, c.updated_at, c.updated_by, \
+    c.disabled_at, t.disabled_at AS target_disabled_at";
 
 impl Store {
     pub async fn credential(&self, target: &str, account: &str) -> Result<Option<CredentialRow>> {
@@ -65,7 +72,8 @@ impl Store {
     }
 
     /// One version of a credential (the current one when `version` is `None`), with the credential
-    /// and its target's tags: what a reveal needs, in one query.
+    /// and its target's tags: what a reveal needs, in one query. Never a deleted one, even by the
+    /// name its history is kept under.
     pub async fn credential_secret(
         &self,
         target: &str,
@@ -79,7 +87,7 @@ impl Store {
              FROM credentials c JOIN targets t ON t.id = c.target_id \
              JOIN credential_versions v ON v.credential_id = c.id \
              AND v.version = COALESCE($3, c.current_version) \
-             WHERE t.name = $1 AND c.account = $2"
+             WHERE t.name = $1 AND c.account = $2 AND c.deleted_at IS NULL AND t.deleted_at IS NULL"
         ))
         .bind(target)
         .bind(account)
@@ -111,7 +119,7 @@ impl Store {
         let mut c = self.read().await?;
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM credentials c JOIN targets t ON t.id = c.target_id \
-             WHERE t.name = $1 AND c.account > $2 ORDER BY c.account LIMIT $3"
+             WHERE t.name = $1 AND c.account > $2 AND c.deleted_at IS NULL ORDER BY c.account LIMIT $3"
         ))
         .bind(target)
         .bind(after.unwrap_or(""))
@@ -202,7 +210,7 @@ impl WriteTx {
     ) -> Result<Option<(i64, i64)>> {
         let row = sqlx::query(
             "SELECT c.id, c.current_version FROM credentials c JOIN targets t ON t.id = c.target_id \
-             WHERE t.name = $1 AND c.account = $2",
+             WHERE t.name = $1 AND c.account = $2 AND c.deleted_at IS NULL AND t.deleted_at IS NULL",
         )
         .bind(target)
         .bind(account)

@@ -12,6 +12,8 @@ pub struct TargetRow {
     pub protocol: String,
     pub tags: Vec<String>,
     pub created_at: String,
+    /// Set while the target is disabled: no reveal, no session.
+    pub disabled_at: Option<String>,
 }
 
 fn target_from_row(row: &sqlx::any::AnyRow) -> Result<TargetRow> {
@@ -25,25 +27,28 @@ fn target_from_row(row: &sqlx::any::AnyRow) -> Result<TargetRow> {
         tags: serde_json::from_str(&tags)
             .map_err(|e| StoreError::Corrupt(format!("target tags: {e}")))?,
         created_at: row.try_get("created_at")?,
+        disabled_at: row.try_get("disabled_at")?,
     })
 }
 
-const COLUMNS: &str = "id, name, host, port, protocol, tags, created_at";
+const COLUMNS: &str = "id, name, host, port, protocol, tags, created_at, disabled_at";
 
 impl Store {
     pub async fn target_by_name(&self, name: &str) -> Result<Option<TargetRow>> {
         let mut c = self.read().await?;
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM targets WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&mut *c)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM targets WHERE name = $1 AND deleted_at IS NULL"
+        ))
+        .bind(name)
+        .fetch_optional(&mut *c)
+        .await?;
         row.as_ref().map(target_from_row).transpose()
     }
 
     pub async fn targets_page(&self, after: Option<&str>, limit: i64) -> Result<Vec<TargetRow>> {
         let mut c = self.read().await?;
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM targets WHERE name > $1 ORDER BY name LIMIT $2"
+            "SELECT {COLUMNS} FROM targets WHERE name > $1 AND deleted_at IS NULL ORDER BY name LIMIT $2"
         ))
         .bind(after.unwrap_or(""))
         .bind(limit)
@@ -82,9 +87,11 @@ impl WriteTx {
     }
 
     pub async fn target_id(&mut self, name: &str) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT id FROM targets WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *self.tx)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT id FROM targets WHERE name = $1 AND deleted_at IS NULL")
+                .bind(name)
+                .fetch_optional(&mut *self.tx)
+                .await?,
+        )
     }
 }

@@ -20,6 +20,9 @@ pub struct UserRow {
     pub created_at: String,
     /// Where notifications about access requests go.
     pub email: Option<String>,
+    /// Set while the user is disabled (offboarded): nothing of theirs authenticates.
+    pub disabled_at: Option<String>,
+    pub disabled_reason: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -32,7 +35,7 @@ pub struct TokenRow {
 
 const USER_COLUMNS: &str = "u.id, u.username, u.role, u.password_hash, u.must_change_password, \
     u.totp_wrapped_key, u.totp_ciphertext, u.totp_enabled, u.totp_last_step, u.failed_logins, \
-    u.locked_until, u.created_at, u.email";
+    u.locked_until, u.created_at, u.email, u.disabled_at, u.disabled_reason";
 
 fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRow> {
     let wrapped: Option<Vec<u8>> = row.try_get("totp_wrapped_key")?;
@@ -50,6 +53,8 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRow> {
         locked_until: row.try_get("locked_until")?,
         created_at: row.try_get("created_at")?,
         email: row.try_get("email")?,
+        disabled_at: row.try_get("disabled_at")?,
+        disabled_reason: row.try_get("disabled_reason")?,
     })
 }
 
@@ -123,7 +128,7 @@ impl Store {
              JOIN users u ON u.id = t.user_id \
              LEFT JOIN access_group_members m ON m.user_id = u.id \
              LEFT JOIN access_groups g ON g.id = m.group_id \
-             WHERE t.token_hash = $1 AND t.expires_at > $2 ORDER BY g.name"
+             WHERE t.token_hash = $1 AND t.expires_at > $2 AND u.disabled_at IS NULL ORDER BY g.name"
         ))
         .bind(token_hash)
         .bind(now)
@@ -215,7 +220,8 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Members of any of `groups`, each once, by name.
+    /// Enabled members of any of `groups`, each once, by name (an offboarded user is told nothing
+    /// more about requests).
     pub async fn members_of(&mut self, groups: &[String]) -> Result<Vec<Member>> {
         if groups.is_empty() {
             return Ok(Vec::new());
@@ -225,7 +231,7 @@ impl WriteTx {
             "SELECT DISTINCT u.username, u.role, u.email FROM users u \
              JOIN access_group_members m ON m.user_id = u.id \
              JOIN access_groups g ON g.id = m.group_id \
-             WHERE g.name IN ({}) ORDER BY u.username",
+             WHERE g.name IN ({}) AND u.disabled_at IS NULL ORDER BY u.username",
             placeholders.join(", ")
         );
         let mut q = sqlx::query(&sql);

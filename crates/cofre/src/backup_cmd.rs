@@ -47,6 +47,11 @@ pub enum TargetCmd {
     Test {
         name: String,
     },
+    /// Remove a target no job uses (it names the jobs that still do). Its sealed key or secret
+    /// is dropped; what was copied there stays.
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Args)]
@@ -108,6 +113,9 @@ pub enum JobCmd {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Remove a job that is not running; its runs stay in the history and what it copied stays
+    /// on the target.
+    Remove { name: String },
 }
 
 fn human_bytes(n: u64) -> String {
@@ -166,6 +174,12 @@ fn print_target(t: &BackupTargetInfo) {
 pub async fn run(ctx: &Ctx, cmd: BackupCmd) -> Result<ExitCode> {
     match cmd {
         BackupCmd::Target(TargetCmd::Add(a)) => target_add(ctx, a).await,
+        BackupCmd::Target(TargetCmd::Remove { name }) => {
+            crate::offboarding_cmd::backup_target_remove(ctx, &name).await
+        }
+        BackupCmd::Job(JobCmd::Remove { name }) => {
+            crate::offboarding_cmd::backup_job_remove(ctx, &name).await
+        }
         BackupCmd::Target(TargetCmd::List) => {
             let list: Vec<BackupTargetInfo> = ctx.client.get("/api/v1/backup/targets").await?;
             ctx.print(&list, |l| {

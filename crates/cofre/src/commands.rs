@@ -78,13 +78,42 @@ pub enum UserCmd {
     /// SSH public keys for gateway logins.
     #[command(subcommand)]
     Key(crate::sessions_cmd::KeyCmd),
+    /// Offboard a user at once: every token of theirs ends, their live gateway sessions are
+    /// closed, and no key or password of theirs works until `cofre user enable`. The last enabled
+    /// admin cannot be disabled.
+    Disable {
+        name: String,
+        /// Why, for the audit trail (e.g. "left the company", "laptop stolen").
+        #[arg(long)]
+        reason: String,
+    },
+    /// Let a disabled user log in again (their old tokens stay ended).
+    Enable {
+        name: String,
+    },
+    /// Delete a user that never did anything (e.g. created by mistake). A user with audit history
+    /// is never erased: disable it instead.
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum GroupCmd {
-    Add { name: String },
+    Add {
+        name: String,
+    },
     List,
-    AddMember { group: String, user: String },
+    AddMember {
+        group: String,
+        user: String,
+    },
+    /// Take a user out of a group; what the group's policies granted ends at once (live gateway
+    /// sessions that only this group allowed are closed).
+    RemoveMember {
+        group: String,
+        user: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +130,18 @@ pub enum TargetCmd {
     },
     List,
     Show {
+        name: String,
+    },
+    /// No reveal and no session on the target until enabled; its live sessions end now.
+    Disable {
+        name: String,
+    },
+    Enable {
+        name: String,
+    },
+    /// Delete the target and its credentials. Their versions, sessions and audit entries are
+    /// kept; a new target of the same name shares nothing with the old one.
+    Delete {
         name: String,
     },
 }
@@ -147,6 +188,21 @@ pub enum CredentialCmd {
     },
     /// Versions: when each was made and by whom (never the secrets).
     History {
+        target: String,
+        account: String,
+    },
+    /// No reveal and no session with it until enabled; its live sessions end now.
+    Disable {
+        target: String,
+        account: String,
+    },
+    Enable {
+        target: String,
+        account: String,
+    },
+    /// Delete it. Its versions and audit entries are kept; a new credential of the same account
+    /// starts at version 1 and shares nothing with the old one.
+    Delete {
         target: String,
         account: String,
     },
@@ -550,6 +606,9 @@ fn print_user(u: &UserInfo) {
     if u.must_change_password {
         flags.push("must-change-password");
     }
+    if u.disabled {
+        flags.push("disabled");
+    }
     outln!(
         "{}\t{}\tgroups={}\t{}",
         u.username,
@@ -622,6 +681,11 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<ExitCode> {
             outln!("unlocked {name}");
         }
         UserCmd::Key(cmd) => return crate::sessions_cmd::key(ctx, cmd).await,
+        UserCmd::Disable { name, reason } => {
+            return crate::offboarding_cmd::user_disable(ctx, &name, reason).await
+        }
+        UserCmd::Enable { name } => return crate::offboarding_cmd::user_enable(ctx, &name).await,
+        UserCmd::Delete { name } => return crate::offboarding_cmd::user_delete(ctx, &name).await,
         UserCmd::ResetPassword { name } => {
             let r: serde_json::Value = ctx
                 .client
@@ -672,18 +736,22 @@ async fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<ExitCode> {
                 .await?;
             outln!("added {user} to {group}");
         }
+        GroupCmd::RemoveMember { group, user } => {
+            return crate::offboarding_cmd::group_remove_member(ctx, &group, &user).await
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_target(t: &TargetInfo) {
     outln!(
-        "{}\t{}:{}\t{}\ttags={}",
+        "{}\t{}:{}\t{}\ttags={}{}",
         t.name,
         t.host,
         t.port,
         t.protocol,
-        t.tags.join(",")
+        t.tags.join(","),
+        if t.disabled { "\tdisabled" } else { "" }
     );
 }
 
@@ -720,6 +788,15 @@ async fn target_cmd(ctx: &Ctx, cmd: TargetCmd) -> Result<ExitCode> {
                 .get(&format!("/api/v1/targets/{}", path_segment(&name)))
                 .await?;
             ctx.print(&t, print_target)?;
+        }
+        TargetCmd::Disable { name } => {
+            return crate::offboarding_cmd::target(ctx, "disable", &name).await
+        }
+        TargetCmd::Enable { name } => {
+            return crate::offboarding_cmd::target(ctx, "enable", &name).await
+        }
+        TargetCmd::Delete { name } => {
+            return crate::offboarding_cmd::target(ctx, "delete", &name).await
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -832,6 +909,15 @@ async fn credential(ctx: &Ctx, cmd: CredentialCmd) -> Result<ExitCode> {
                 .await?;
             // Only the secret on stdout, so `$(cofre credential reveal ...)` works.
             ctx.print(&r, |r| outln!("{}", r.secret.expose()))?;
+        }
+        CredentialCmd::Disable { target, account } => {
+            return crate::offboarding_cmd::credential(ctx, "disable", &target, &account).await
+        }
+        CredentialCmd::Enable { target, account } => {
+            return crate::offboarding_cmd::credential(ctx, "enable", &target, &account).await
+        }
+        CredentialCmd::Delete { target, account } => {
+            return crate::offboarding_cmd::credential(ctx, "delete", &target, &account).await
         }
         CredentialCmd::History { target, account } => {
             let vs: Vec<CredentialVersionInfo> = ctx

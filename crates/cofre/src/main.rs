@@ -23,6 +23,7 @@ mod breakglass_cmd;
 mod client;
 mod commands;
 mod output;
+mod offboarding_cmd;
 mod requests_cmd;
 mod server_cmd;
 mod sessions_cmd;

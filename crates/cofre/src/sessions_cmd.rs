@@ -21,6 +21,15 @@ pub enum KeyCmd {
     List {
         user: String,
     },
+    /// Remove a key (your own, or anyone's as admin): the gateway refuses it at once, and live
+    /// sessions opened with it end.
+    Remove {
+        user: String,
+        /// Its fingerprint as `cofre user key list` prints it, e.g.
+        /// SHA256:ZIFUG+rj5JZ9X0CQ0GcQtN8QT5IJNGA4YIODRw2A3uU.
+        #[arg(value_name = "FINGERPRINT")]
+        key: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -88,6 +97,9 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
                 )
                 .await?;
             ctx.print(&k, |k| outln!("added key {} for {user}", k.fingerprint))?;
+        }
+        KeyCmd::Remove { user, key } => {
+            return crate::offboarding_cmd::key_remove(ctx, &user, key).await
         }
         KeyCmd::List { user } => {
             let keys: Vec<SshKeyInfo> = ctx

@@ -70,6 +70,8 @@ pub(crate) fn user_info(u: &UserRow, groups: Vec<String>, now: i64) -> UserInfo 
         must_change_password: u.must_change_password,
         created_at: u.created_at.clone(),
         email: u.email.clone(),
+        disabled: u.disabled_at.is_some(),
+        disabled_reason: u.disabled_reason.clone(),
     }
 }
 
@@ -82,6 +84,14 @@ fn check_email(email: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+pub(crate) fn account_disabled() -> Error {
+    Error::new(
+        ErrorKind::Forbidden,
+        "account_disabled",
+        "this account is disabled; an admin can enable it with `cofre user enable`",
+    )
 }
 
 pub struct LoginInput<'a> {
@@ -149,6 +159,7 @@ impl App {
             scope,
             token_hash: hash,
             mode: self.config.mode,
+            via_key: None,
         })
     }
 
@@ -223,6 +234,16 @@ impl App {
                 }
             }
         }
+        if failure.is_none() && user.disabled_at.is_some() {
+            self.record(
+                NewAuditEntry::new(input.username, "auth.login_refused", &*object)
+                    .outcome("denied")
+                    .detail("why", "account disabled")
+                    .detail("source", input.source),
+            )
+            .await?;
+            return Err(account_disabled());
+        }
         let mut tx = self.store.write().await?;
         if let Some(why) = failure {
             let failures = user.failed_logins + 1;
@@ -230,6 +251,10 @@ impl App {
                 now + i64::try_from(self.config.lockout_minutes * 60).unwrap_or(i64::MAX / 2)
             });
             tx.record_login_failure(user.id, lock).await?;
+            if lock.is_some() {
+                // A locked account is one under attack: whatever was already logged in ends too.
+                tx.delete_tokens_of(user.id).await?;
+            }
             let mut entry = NewAuditEntry::new(input.username, "auth.login_failed", &*object)
                 .outcome("denied")
                 .detail("why", why)

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod backups;
 pub mod breakglass;
 pub mod notify;
+pub mod offboarding;
 pub mod requests;
 pub mod seal;
 pub mod sessions;
@@ -131,6 +132,8 @@ pub struct Principal {
     pub token_hash: String,
     /// The instance's mode, which decides who reaches Orbit.
     pub mode: Mode,
+    /// The SSH key (fingerprint) a gateway login used, so that removing the key ends what it opened.
+    pub via_key: Option<String>,
 }
 
 impl Principal {

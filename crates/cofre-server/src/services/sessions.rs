@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 /// Sessions running on this node, so that an admin can see and end them, and a grant that ends
-/// closes the sessions opened under it.
+/// (or a user, key, target or credential taken away) closes the sessions that depended on it.
 #[derive(Default)]
 pub struct LiveSessions {
     sessions: Mutex<HashMap<String, LiveSession>>,
@@ -32,10 +32,26 @@ struct LiveSession {
     kill: watch::Sender<Option<String>>,
     /// The access request (grant) it was opened under.
     request: Option<String>,
+    who: LiveWho,
+}
+
+/// Who a live session belongs to and what it reaches, for ending the ones that lost their ground.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveWho {
+    pub user: String,
+    /// The SSH key the gateway login used (none for a password login).
+    pub key: Option<String>,
+    pub target: String,
+    pub account: String,
 }
 
 impl LiveSessions {
-    fn insert(&self, id: &str, request: Option<&str>) -> watch::Receiver<Option<String>> {
+    fn insert(
+        &self,
+        id: &str,
+        request: Option<&str>,
+        who: LiveWho,
+    ) -> watch::Receiver<Option<String>> {
         let (tx, rx) = watch::channel(None);
         if let Ok(mut map) = self.sessions.lock() {
             map.insert(
@@ -43,6 +59,7 @@ impl LiveSessions {
                 LiveSession {
                     kill: tx,
                     request: request.map(str::to_owned),
+                    who,
                 },
             );
         }
@@ -83,6 +100,35 @@ impl LiveSessions {
                 .count(),
             Err(_) => 0,
         }
+    }
+
+    /// The ids of the live sessions `pick` chooses, with whom they belong to.
+    pub(crate) fn matching(&self, pick: impl Fn(&LiveWho) -> bool) -> Vec<(String, LiveWho)> {
+        match self.sessions.lock() {
+            Ok(map) => map
+                .iter()
+                .filter(|(_, s)| pick(&s.who))
+                .map(|(id, s)| (id.clone(), s.who.clone()))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Ends every live session `pick` chooses; returns their ids.
+    pub(crate) fn kill_where(&self, pick: impl Fn(&LiveWho) -> bool, reason: &str) -> Vec<String> {
+        match self.sessions.lock() {
+            Ok(map) => map
+                .iter()
+                .filter(|(_, s)| pick(&s.who))
+                .filter(|(_, s)| s.kill.send(Some(reason.to_owned())).is_ok())
+                .map(|(id, _)| id.clone())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub(crate) fn kill_one(&self, id: &str, reason: &str) -> bool {
+        self.kill(id, reason)
     }
 }
 
@@ -173,7 +219,11 @@ fn session_info(s: SessionRow, live: bool) -> SessionInfo {
 }
 
 impl App {
-    async fn principal_for(&self, user: &cofre_store::users::UserRow) -> Result<Principal> {
+    async fn principal_for(
+        &self,
+        user: &cofre_store::users::UserRow,
+        via_key: Option<&str>,
+    ) -> Result<Principal> {
         let role = Role::parse(&user.role)
             .ok_or_else(|| Error::internal("reading a user", "unknown role in the database"))?;
         Ok(Principal {
@@ -184,12 +234,52 @@ impl App {
             scope: TokenScope::Session,
             token_hash: String::new(),
             mode: self.config.mode,
+            via_key: via_key.map(str::to_owned),
         })
+    }
+
+    /// A user as a gateway session's principal (for re-deciding a live session).
+    pub(crate) async fn principal_for_name(&self, username: &str) -> Result<Principal> {
+        let user = self
+            .store
+            .user_by_name(username)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("user {username}")))?;
+        self.principal_for(&user, None).await
+    }
+
+    /// The gateway principal as it stands now: a connection authenticated a while ago opens a new
+    /// channel only if its user is still enabled, the key it used is still registered, and with
+    /// the groups the user has now (a removed member loses what the group gave at once).
+    pub(crate) async fn gateway_principal_now(&self, who: &Principal) -> Result<Principal> {
+        let user = match self.store.user_by_name(&who.username).await? {
+            Some(u) if u.disabled_at.is_none() => u,
+            _ => return Err(super::accounts::account_disabled()),
+        };
+        if let Some(fp) = &who.via_key {
+            if !self.gateway_key_known(&who.username, fp).await? {
+                return Err(Error::new(
+                    ErrorKind::Forbidden,
+                    "key_removed",
+                    format!(
+                        "the SSH key {fp} is no longer registered for {}",
+                        who.username
+                    ),
+                ));
+            }
+        }
+        let mut now = self.principal_for(&user, who.via_key.as_deref()).await?;
+        now.scope = who.scope;
+        Ok(now)
     }
 
     /// Whether `username` has registered this key (for the SSH `publickey` offer, before any
     /// signature is checked: nothing is audited here).
     pub async fn gateway_key_known(&self, username: &str, fingerprint: &str) -> Result<bool> {
+        match self.store.user_by_name(username).await? {
+            Some(u) if u.disabled_at.is_none() => {}
+            _ => return Ok(false),
+        }
         Ok(self
             .store
             .ssh_keys_of(username)
@@ -217,6 +307,21 @@ impl App {
             .user_by_name(username)
             .await?
             .ok_or_else(refused)?;
+        if user.disabled_at.is_some() {
+            self.record(
+                NewAuditEntry::new(
+                    username,
+                    "gateway.login_refused",
+                    format!("user:{username}"),
+                )
+                .outcome("denied")
+                .detail("why", "account disabled")
+                .detail("key", fingerprint)
+                .detail("source", source),
+            )
+            .await?;
+            return Err(super::accounts::account_disabled());
+        }
         if !self.gateway_key_known(username, fingerprint).await? {
             return Err(refused());
         }
@@ -248,7 +353,7 @@ impl App {
                 .detail("source", source),
         )
         .await?;
-        self.principal_for(&user).await
+        self.principal_for(&user, Some(fingerprint)).await
     }
 
     /// A password (+ TOTP) login at the gateway, with the same lockout and audit as the API's.
@@ -282,7 +387,7 @@ impl App {
                 .detail("source", source),
         )
         .await?;
-        self.principal_for(&user).await
+        self.principal_for(&user, None).await
     }
 
     /// Whether a TOTP code will be asked of this user (for the gateway's prompt).
@@ -333,6 +438,20 @@ impl App {
         }
         let (target, account) = (login.target.as_str(), login.account.as_str());
         let object = format!("credential:{target}/{account}");
+        let current = match self.gateway_principal_now(who).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.record(
+                    NewAuditEntry::new(&who.username, "session.refused", &*object)
+                        .outcome("denied")
+                        .detail("why", e.code)
+                        .detail("source", source),
+                )
+                .await?;
+                return Err(e);
+            }
+        };
+        let who = &current;
         let refused_unknown = |why: &'static str| {
             NewAuditEntry::new(&who.username, "session.refused", &*object)
                 .outcome("denied")
@@ -372,6 +491,16 @@ impl App {
                 .await?;
             return Err(Error::not_found(format!("credential {target}/{account}")));
         };
+        if let Some((why, error)) = super::vault::disabled_refusal(&cred) {
+            self.record(
+                NewAuditEntry::new(&who.username, "session.refused", &*object)
+                    .outcome("denied")
+                    .detail("why", why)
+                    .detail("source", source),
+            )
+            .await?;
+            return Err(error);
+        }
         let sealed = SealedSecret {
             wrapped_key: version.wrapped_key,
             ciphertext: version.ciphertext,
@@ -440,7 +569,23 @@ impl App {
                 .detail("request_reason", g.reason.as_str());
         }
         self.commit(tx, entry).await?;
-        let kill = self.live.insert(&id, grant.as_ref().map(|g| g.id.as_str()));
+        let kill = self.live.insert(
+            &id,
+            grant.as_ref().map(|g| g.id.as_str()),
+            LiveWho {
+                user: who.username.clone(),
+                key: who.via_key.clone(),
+                target: target.to_owned(),
+                account: account.to_owned(),
+            },
+        );
+        metrics::gauge!("cofre_gateway_live_sessions").increment(1.0);
+        // Offboarding commits first and then ends the live sessions it finds: a session that was
+        // registered after that sweep sees the committed change here and ends itself.
+        if let Err(e) = self.still_usable(who, target, account).await {
+            self.end_session(&id, &who.username, &e.message, 0).await?;
+            return Err(e);
+        }
         if let Some(g) = &grant {
             // The session ends with its grant, to the second.
             let left = g.ends_at - self.now().unix_timestamp();
@@ -454,7 +599,6 @@ impl App {
                 }
             });
         }
-        metrics::gauge!("cofre_gateway_live_sessions").increment(1.0);
         Ok(SessionStart {
             id,
             host: target_row.host,

@@ -812,6 +812,7 @@ fn system_principal(app: &App) -> Principal {
         scope: super::TokenScope::Session,
         token_hash: String::new(),
         mode: cofre_core::role::Mode::OnPrem,
+        via_key: None,
     }
     .with_mode_of(app)
 }

@@ -30,6 +30,7 @@ fn target_info(t: TargetRow) -> TargetInfo {
         protocol: t.protocol,
         tags: t.tags,
         created_at: t.created_at,
+        disabled: t.disabled_at.is_some(),
     }
 }
 
@@ -39,6 +40,7 @@ fn credential_info(c: CredentialRow) -> CredentialInfo {
         account: c.account,
         kind: c.kind,
         version: c.current_version,
+        disabled: c.disabled_at.is_some() || c.target_disabled_at.is_some(),
         updated_at: c.updated_at,
         updated_by: c.updated_by,
     }
@@ -163,6 +165,39 @@ fn secret_input<'a>(
     Ok((kind, value))
 }
 
+/// Why a credential may not be used now, if it may not: its target or itself is disabled. The
+/// first is what the audit entry says, the second what the caller is told.
+pub(crate) fn disabled_refusal(c: &CredentialRow) -> Option<(&'static str, Error)> {
+    if c.target_disabled_at.is_some() {
+        Some((
+            "target disabled",
+            Error::new(
+                ErrorKind::Forbidden,
+                "target_disabled",
+                format!(
+                    "target {} is disabled; an admin can enable it with `cofre target enable {}`",
+                    c.target, c.target
+                ),
+            ),
+        ))
+    } else if c.disabled_at.is_some() {
+        Some((
+            "credential disabled",
+            Error::new(
+                ErrorKind::Forbidden,
+                "credential_disabled",
+                format!(
+                    "credential {t}/{a} is disabled; an admin can enable it with `cofre credential enable {t} {a}`",
+                    t = c.target,
+                    a = c.account
+                ),
+            ),
+        ))
+    } else {
+        None
+    }
+}
+
 pub(crate) fn secret_aad(credential_id: i64, version: i64) -> String {
     format!("cofre:credential:{credential_id}:v{version}")
 }
@@ -224,6 +259,7 @@ impl App {
             protocol: protocol.to_owned(),
             tags,
             created_at: now,
+            disabled: false,
         })
     }
 
@@ -401,6 +437,7 @@ impl App {
             version,
             updated_at: now,
             updated_by: who.username.clone(),
+            disabled: false,
         })
     }
 
@@ -506,6 +543,15 @@ impl App {
                 })
             }
         };
+        if let Some((why, error)) = disabled_refusal(&cred) {
+            self.record(
+                NewAuditEntry::new(&who.username, "credential.reveal", &*object)
+                    .outcome("denied")
+                    .detail("why", why),
+            )
+            .await?;
+            return Err(error);
+        }
         let version = row.version;
         let sealed = SealedSecret {
             wrapped_key: row.wrapped_key,

@@ -68,6 +68,7 @@ fn principal(name: &str, role: Role, groups: &[&str]) -> Principal {
         scope: TokenScope::Session,
         token_hash: String::new(),
         mode: Mode::OnPrem,
+        via_key: None,
     }
 }
 

@@ -88,6 +88,8 @@ const ADMIN: &[Who] = &[Who::Admin];
 /// A valid OpenSSH public key for the key rows.
 const TEST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKP/TY4zYuLWcNieFNPnyxvrVuIYqjgJoE+esWTppF4V";
+/// `ssh-keygen -lf` of TEST_KEY.
+const TEST_KEY_FINGERPRINT: &str = "SHA256:ZIFUG+rj5JZ9X0CQ0GcQtN8QT5IJNGA4YIODRw2A3uU";
 const LISTERS: &[Who] = &[Who::Admin, Who::Approver, Who::User];
 const HISTORY: &[Who] = &[Who::Admin, Who::Auditor];
 const AUDIT: &[Who] = &[Who::Admin, Who::Auditor];
@@ -267,6 +269,43 @@ fn authorization_matrix() {
         "a user sees only the targets its policies cover"
     );
     assert_eq!(names(Who::Approver), vec!["db01"]);
+
+    // Per caller, what the offboarding rows take away: a user (in `spare`, with a key), a target
+    // with a credential, a backup job on its own backup target.
+    for who in tokens.keys() {
+        let tag = format!("{who:?}").to_lowercase();
+        api.create_user(&admin, &format!("off-{tag}"), "user", &["spare"]);
+        api.post(
+            &format!("/api/v1/users/off-{tag}/keys"),
+            Some(&admin),
+            json!({"public_key": TEST_KEY}),
+        )
+        .assert_ok();
+        api.post(
+            "/api/v1/targets",
+            Some(&admin),
+            json!({"name": format!("ot-{tag}"), "host": "10.0.0.7", "tags": ["dev"]}),
+        )
+        .assert_ok();
+        api.post(
+            &format!("/api/v1/targets/ot-{tag}/credentials"),
+            Some(&admin),
+            json!({"account": "root", "password": "pw-off-1"}),
+        )
+        .assert_ok();
+        api.post(
+            "/api/v1/backup/targets",
+            Some(&admin),
+            json!({"name": format!("obt-{tag}"), "dir": backup_dir.join(format!("off-{tag}")).to_str().unwrap()}),
+        )
+        .assert_ok();
+        api.post(
+            "/api/v1/backup/jobs",
+            Some(&admin),
+            json!({"name": format!("obj-{tag}"), "kind": "recordings", "target": format!("obt-{tag}"), "schedule": "manual"}),
+        )
+        .assert_ok();
+    }
 
     let who_list: Vec<Who> = tokens.keys().copied().collect();
     let mut failures = Vec::new();
@@ -776,6 +815,99 @@ fn authorization_matrix() {
                 "/api/v1/users/{username}/email",
                 "/api/v1/users/user1/email",
                 Some(json!({"email": "user1@example.test"})),
+                Rule::Roles(ADMIN),
+            ),
+            // Offboarding (admin; one's own key is covered in the offboarding tests). In order:
+            // each row leaves what the next one needs.
+            row(
+                "POST",
+                "/api/v1/users/{username}/keys/remove",
+                &format!("/api/v1/users/off-{tag}/keys/remove"),
+                Some(json!({"fingerprint": TEST_KEY_FINGERPRINT})),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "DELETE",
+                "/api/v1/groups/{name}/members/{username}",
+                &format!("/api/v1/groups/spare/members/off-{tag}"),
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/users/{username}/disable",
+                &format!("/api/v1/users/off-{tag}/disable"),
+                Some(json!({"reason": "authz matrix"})),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/users/{username}/enable",
+                &format!("/api/v1/users/off-{tag}/enable"),
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "DELETE",
+                "/api/v1/users/{username}",
+                &format!("/api/v1/users/off-{tag}"),
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/targets/{name}/disable",
+                &format!("/api/v1/targets/ot-{tag}/disable"),
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/targets/{name}/enable",
+                &format!("/api/v1/targets/ot-{tag}/enable"),
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/targets/{name}/credentials/{account}/disable",
+                &format!("/api/v1/targets/ot-{tag}/credentials/root/disable"),
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/targets/{name}/credentials/{account}/enable",
+                &format!("/api/v1/targets/ot-{tag}/credentials/root/enable"),
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "DELETE",
+                "/api/v1/targets/{name}/credentials/{account}",
+                &format!("/api/v1/targets/ot-{tag}/credentials/root"),
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "DELETE",
+                "/api/v1/targets/{name}",
+                &format!("/api/v1/targets/ot-{tag}"),
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "DELETE",
+                "/api/v1/backup/jobs/{name}",
+                &format!("/api/v1/backup/jobs/obj-{tag}"),
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "DELETE",
+                "/api/v1/backup/targets/{name}",
+                &format!("/api/v1/backup/targets/obt-{tag}"),
+                None,
                 Rule::Roles(ADMIN),
             ),
             // Last: it ends the token.

@@ -20,19 +20,19 @@ use std::time::{Duration, Instant};
 /// What every test starts from: a server, its admin, alice with an SSH key, and the target db01
 /// (the test's sshd) with root's private key in the vault.
 /// Fields drop in order: the processes stop before their directories go.
-struct Gw {
-    sshd: Sshd,
-    server: Server,
-    admin: Cli,
-    alice: Cli,
-    alice_password: String,
+pub(crate) struct Gw {
+    pub(crate) sshd: Sshd,
+    pub(crate) server: Server,
+    pub(crate) admin: Cli,
+    pub(crate) alice: Cli,
+    pub(crate) alice_password: String,
     /// alice's private key (`alice_key`, `alice_key.pub`), root's (`root_key`), askpass scripts.
-    keys: PathBuf,
-    inst: Instance,
+    pub(crate) keys: PathBuf,
+    pub(crate) inst: Instance,
 }
 
 /// None when sshd cannot run here (the reason is printed).
-fn setup(backend: Backend, outcome: Option<&str>) -> Option<Gw> {
+pub(crate) fn setup(backend: Backend, outcome: Option<&str>) -> Option<Gw> {
     setup_with_config(backend, outcome, None)
 }
 
@@ -124,7 +124,7 @@ impl Gw {
     }
 
     /// `ssh [extra] -p GATEWAY LOGIN@127.0.0.1 [remote command]`.
-    fn ssh(&self, login: &str, extra: &[&str], remote: Option<&str>) -> Command {
+    pub(crate) fn ssh(&self, login: &str, extra: &[&str], remote: Option<&str>) -> Command {
         let mut cmd = self.client_command("ssh", extra);
         cmd.args(self.destination(login, remote));
         cmd
@@ -140,7 +140,7 @@ impl Gw {
         args
     }
 
-    fn run_ssh(
+    pub(crate) fn run_ssh(
         &self,
         login: &str,
         extra: &[&str],
@@ -182,7 +182,7 @@ impl Gw {
         run_command(cmd, None, &format!("scp {from} {to}"))
     }
 
-    fn audit(&self) -> Vec<Value> {
+    pub(crate) fn audit(&self) -> Vec<Value> {
         parse_export(
             &self
                 .admin
@@ -225,7 +225,11 @@ impl Gw {
 }
 
 /// An audit entry with this action whose fields match; panics listing the trail otherwise.
-fn find_entry<'a>(entries: &'a [Value], action: &str, pred: impl Fn(&Value) -> bool) -> &'a Value {
+pub(crate) fn find_entry<'a>(
+    entries: &'a [Value],
+    action: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> &'a Value {
     entries
         .iter()
         .find(|e| e["action"] == action && pred(e))
@@ -326,7 +330,7 @@ fn asciinema_cat(file: &Path) -> String {
 // ---------------------------------------------------------------------------------------------
 // A client process watched while it runs.
 
-struct Running {
+pub(crate) struct Running {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: Arc<Mutex<Vec<u8>>>,
@@ -335,7 +339,7 @@ struct Running {
 }
 
 impl Running {
-    fn spawn(mut cmd: Command, what: &str) -> Running {
+    pub(crate) fn spawn(mut cmd: Command, what: &str) -> Running {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -365,23 +369,23 @@ impl Running {
         }
     }
 
-    fn send(&mut self, text: &str) {
+    pub(crate) fn send(&mut self, text: &str) {
         let pipe = self.stdin.as_mut().expect("stdin still open");
         pipe.write_all(text.as_bytes())
             .expect("write to the client");
         pipe.flush().expect("flush");
     }
 
-    fn stdout(&self) -> String {
+    pub(crate) fn stdout(&self) -> String {
         String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
     /// The command and the last 2000 characters of each stream.
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let tail = |s: String| {
             let cut = s.len().saturating_sub(2000);
             let cut = (cut..s.len())
@@ -397,7 +401,7 @@ impl Running {
         )
     }
 
-    fn wait_for_stdout(&mut self, needle: &str, timeout: Duration) {
+    pub(crate) fn wait_for_stdout(&mut self, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while !self.stdout().contains(needle) {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -420,7 +424,7 @@ impl Running {
     }
 
     /// Waits for the exit; None if it is still running after `timeout`.
-    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -454,7 +458,7 @@ fn line_numbers(text: &str, prefix: &str) -> Vec<u32> {
         .collect()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
         assert!(Instant::now() < deadline, "{what} within {timeout:?}");
@@ -463,7 +467,7 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 }
 
 /// sshd logs `Connection from ...` for every TCP connection it accepts.
-fn assert_nothing_reached_sshd(sshd: &Sshd, log_before: usize, what: &str) {
+pub(crate) fn assert_nothing_reached_sshd(sshd: &Sshd, log_before: usize, what: &str) {
     // sshd's children write the log; give a connection that did happen time to show.
     std::thread::sleep(Duration::from_millis(300));
     let log = sshd.log();
@@ -1345,7 +1349,7 @@ fn bad_usernames_are_refused() {
 
 /// Writes an SSH_ASKPASS script that answers each keyboard-interactive prompt from `answers`
 /// (prompt substring, answer) and logs the prompts it was shown.
-fn askpass(dir: &Path, answers: &[(&str, &str)]) -> PathBuf {
+pub(crate) fn askpass(dir: &Path, answers: &[(&str, &str)]) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let script = dir.join("askpass.sh");
     let log = dir.join("askpass.log");
@@ -1363,13 +1367,13 @@ fn askpass(dir: &Path, answers: &[(&str, &str)]) -> PathBuf {
 }
 
 /// ssh asks `script` instead of a terminal (ssh's stdin is no terminal here).
-fn with_askpass(cmd: &mut Command, script: &Path) {
+pub(crate) fn with_askpass(cmd: &mut Command, script: &Path) {
     cmd.env("SSH_ASKPASS", script)
         .env("SSH_ASKPASS_REQUIRE", "force");
 }
 
 /// ssh options for a key login followed by keyboard-interactive prompts answered through askpass.
-const KEY_THEN_PROMPTS: [&str; 6] = [
+pub(crate) const KEY_THEN_PROMPTS: [&str; 6] = [
     "-o",
     "PreferredAuthentications=publickey,keyboard-interactive",
     "-o",

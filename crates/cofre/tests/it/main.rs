@@ -11,6 +11,7 @@ mod crash;
 mod flow;
 mod gateway;
 mod harness;
+mod offboarding;
 mod sealed;
 mod secret_logs;
 mod snapshot;
