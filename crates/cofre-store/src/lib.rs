@@ -13,6 +13,7 @@ pub mod breakglass;
 pub mod credentials;
 pub mod export;
 pub mod gateway;
+pub mod governance;
 pub mod policies;
 pub mod requests;
 pub mod targets;

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod audit;
 pub mod backups;
 pub mod breakglass;
+pub mod governance;
 pub mod notify;
 pub mod requests;
 pub mod seal;
