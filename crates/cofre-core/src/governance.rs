@@ -257,7 +257,7 @@ mod tests {
         assert!(!policy_remove_widens(&[other_group], &strict));
         let a = policy("a", "ops", &["db01"], &[Access::Reveal]);
         let b = policy("b", "ops", &["db02"], &[Access::Reveal]);
-        assert!(!policy_remove_widens(&[b.clone()], &a));
+        assert!(!policy_remove_widens(std::slice::from_ref(&b), &a));
         let tag = policy("c", "ops", &["tag:dev"], &[Access::Reveal]);
         assert!(policy_remove_widens(&[tag], &a), "db01 may carry tag dev");
     }

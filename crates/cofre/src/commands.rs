@@ -250,7 +250,7 @@ pub struct Ctx {
 /// The answer of a command whose change may wait for a second admin (dual control).
 pub enum Maybe<T> {
     Done(T),
-    Held(HeldResponse),
+    Held(Box<HeldResponse>),
 }
 
 impl Ctx {
@@ -263,7 +263,7 @@ impl Ctx {
     ) -> Result<Maybe<T>> {
         let v: serde_json::Value = self.client.call(method, path, body).await?;
         if v.get("held").and_then(|h| h.as_bool()) == Some(true) {
-            return Ok(Maybe::Held(serde_json::from_value(v)?));
+            return Ok(Maybe::Held(Box::new(serde_json::from_value(v)?)));
         }
         Ok(Maybe::Done(serde_json::from_value(v)?))
     }

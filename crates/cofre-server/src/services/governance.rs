@@ -75,6 +75,8 @@ impl Change {
 }
 
 /// What a change did or will do: applied now, or waiting for a second admin.
+// Returned once per call, never stored in bulk: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Applied<T> {
     Done(T),
@@ -91,6 +93,7 @@ impl<T> Applied<T> {
 }
 
 /// What applying a change gives back.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Output {
     Nothing,
@@ -408,7 +411,7 @@ impl App {
         let mut touched = None;
         let (entry, output) = match (change, prepared) {
             (Change::PolicyCreate { .. }, Prepared::Policy(row)) => {
-                if !tx.group_id(&row.group).await?.is_some() {
+                if tx.group_id(&row.group).await?.is_none() {
                     return Err(Error::invalid(
                         "group",
                         format!("group: {} does not exist", row.group),
