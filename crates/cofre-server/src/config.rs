@@ -174,7 +174,8 @@ pub struct GovernanceConfig {
     /// An approver whose account the requester created or changed this recently does not count
     /// on the requester's requests.
     pub cooling_off_days: u32,
-    /// A change request not decided within this many hours expires.
+    /// A change request not decided within this many hours expires (default two weeks, longer
+    /// than the default cooling off, so a fresh second admin can still decide it).
     pub change_timeout_hours: u32,
 }
 
@@ -183,7 +184,7 @@ impl Default for GovernanceConfig {
         Self {
             dual_control: cofre_core::governance::DualControl::WhenPossible,
             cooling_off_days: 7,
-            change_timeout_hours: 72,
+            change_timeout_hours: 14 * 24,
         }
     }
 }
