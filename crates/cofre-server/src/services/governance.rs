@@ -499,7 +499,8 @@ impl App {
                     .await?
                     .ok_or_else(|| Error::not_found(format!("user {username}")))?;
                 tx.set_role(user.id, role.as_str()).await?;
-                // The new role takes effect at the next login: end the tokens that carry the old.
+                // A new role is a new footing: the user logs in again rather than carry on a
+                // session begun under the old one.
                 tx.delete_tokens_of(user.id).await?;
                 touched = Some((user.id, "role"));
                 (
@@ -800,9 +801,15 @@ impl App {
         let admins = self.store.usernames_with_role(Role::Admin.as_str()).await?;
         let setting = self.config.governance.dual_control;
         let mut warnings = Vec::new();
-        if admins.len() < 2 && setting != DualControl::Off {
+        if admins.len() < 2 && setting == DualControl::WhenPossible {
             warnings.push(format!(
                 "only one admin ({}): dual control cannot apply; every change that widens access is applied alone, audited `unilateral`, and alerted, until a second admin exists",
+                admins.join(",")
+            ));
+        }
+        if admins.len() < 2 && setting == DualControl::Required {
+            warnings.push(format!(
+                "only one admin ({}): with dual_control = \"required\", changes that widen access wait until a second admin exists to approve them",
                 admins.join(",")
             ));
         }

@@ -255,6 +255,9 @@ fn policy_and_group_are_held(backend: Backend) {
         "allow",
     ]);
     let id = held_change(&held);
+    w.bob
+        .ok(&["change", "list", "--pending"])
+        .assert_stdout_contains(&id);
     let refused = reveal(&w.admin);
     refused.assert_stderr_contains("policy_denied");
     w.admin
@@ -299,6 +302,13 @@ fn policy_and_group_are_held(backend: Backend) {
         .assert_stdout_contains("denied");
     let groups = w.admin.ok(&["group", "list"]).stdout;
     assert!(!groups.contains("carol"), "{groups}");
+    let pending = w.admin.ok(&["change", "list", "--pending"]).stdout;
+    assert!(
+        !pending.contains(&id),
+        "a denied change is closed: {pending}"
+    );
+    let all = w.admin.ok(&["change", "list"]).stdout;
+    assert!(all.contains(&id) && all.contains("denied"), "{all}");
     // Audited: the proposal, and the decision with its diff and both people.
     let entries = audit(&w.admin);
     assert!(entries
