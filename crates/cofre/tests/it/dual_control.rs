@@ -422,3 +422,60 @@ fn fresh_admins_do_not_count_on_their_makers_changes() {
     let shown = w.admin.ok(&["instance", "show"]).stdout;
     assert!(shown.contains("pending changes: 1"), "{shown}");
 }
+
+/// Finding 4 through the gateway: the admin's own key, added to alice's account, opens no session
+/// as alice until a second admin approves it.
+#[test]
+fn a_key_for_someone_else_opens_no_gateway_session_until_approved() {
+    if let Some(why) = sshd_unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let inst = Instance::new(Backend::Sqlite);
+    let server = start_with_config(&inst, "[governance]\ncooling_off_days = 0\n");
+    let (admin, _) = admin_cli(&inst, &server);
+    let keys = inst.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for k in ["alice_key", "root_key", "admin_key"] {
+        ssh_keygen(&keys.join(k));
+    }
+    let sshd = Sshd::start(&inst.path().join("sshd"));
+    sshd.authorize(&keys.join("root_key.pub"));
+    // Alone, admin sets up alice (her key included) and a session policy: unilateral.
+    gateway_world(&inst, &server, &admin, &keys, sshd.port);
+    allow_sessions(&admin, "allow");
+    let (bob, _, _) = add_user_cli(&inst, &server, &admin, "bob", "admin", &[]);
+    let held = admin.ok(&[
+        "user",
+        "key",
+        "add",
+        "alice",
+        keys.join("admin_key.pub").to_str().unwrap(),
+    ]);
+    let home = inst.path().join("ssh-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let ssh_as_alice = |key: &str| {
+        let mut cmd = std::process::Command::new("ssh");
+        cmd.env_remove("SSH_AUTH_SOCK")
+            .env("HOME", &home)
+            .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
+            .args(["-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR"])
+            .arg("-i")
+            .arg(keys.join(key))
+            .args([
+                "-p",
+                &server.ssh_port.to_string(),
+                "alice:root@db01@127.0.0.1",
+            ])
+            .arg("echo dual-ok");
+        run_command(cmd, None, &format!("ssh as alice with {key}"))
+    };
+    let refused = ssh_as_alice("admin_key");
+    assert_ne!(refused.code, Some(0), "{}", refused.all());
+    assert!(!refused.stdout.contains("dual-ok"));
+    // Alice's own key works, so the refusal above was the key's.
+    ssh_as_alice("alice_key").assert_stdout_contains("dual-ok");
+    approve_held(&bob, &held);
+    ssh_as_alice("admin_key").assert_stdout_contains("dual-ok");
+}
