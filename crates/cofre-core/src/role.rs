@@ -113,10 +113,14 @@ pub enum Action {
     ReviewEmergency,
     /// the operations plane: snapshots, backup targets and jobs (who depends on the mode).
     Orbit,
+    /// instance facts and warnings; list and show change requests (dual control).
+    ViewInstance,
+    /// approve or deny a change request of another admin (dual control).
+    DecideChanges,
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 20] = [
         Action::OwnAccount,
         Action::ChangeOwnPassword,
         Action::ManageUsers,
@@ -135,6 +139,8 @@ impl Action {
         Action::ManageGrants,
         Action::ReviewEmergency,
         Action::Orbit,
+        Action::ViewInstance,
+        Action::DecideChanges,
     ];
 }
 
@@ -150,7 +156,8 @@ pub fn role_may(mode: Mode, role: Role, action: Action) -> bool {
             Mode::Saas => role == Operator,
         },
         DecideRequests => matches!(role, Admin | Approver),
-        ManageGrants => role == Admin,
+        ManageGrants | DecideChanges => role == Admin,
+        ViewInstance => matches!(role, Admin | Auditor),
         ReviewEmergency => matches!(role, Admin | Approver),
         ManageUsers | ManageTargets | ManagePolicies | KillSessions | ManageBreakGlass => {
             role == Admin

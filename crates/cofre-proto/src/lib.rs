@@ -12,6 +12,8 @@ pub mod requests;
 pub use breakglass::*;
 pub mod backup;
 pub use backup::*;
+pub mod governance;
+pub use governance::*;
 pub mod snapshot;
 pub use snapshot::*;
 pub mod offboarding;

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub config_file: Option<PathBuf>,
     /// Daily snapshots and their retention (`[snapshots]` in the TOML file).
     pub snapshots: crate::snapshot::SnapshotConfig,
+    /// Dual control over changes that widen access (`[governance]`).
+    pub governance: GovernanceConfig,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +64,7 @@ impl Default for ServerConfig {
             alerts: AlertsConfig::default(),
             config_file: None,
             snapshots: crate::snapshot::SnapshotConfig::default(),
+            governance: GovernanceConfig::default(),
         }
     }
 }
@@ -129,6 +132,7 @@ impl ServerConfig {
         self.notify.validate()?;
         self.alerts.validate()?;
         self.snapshots.validate()?;
+        self.governance.validate()?;
         if self.lockout_threshold == 0 {
             return Err(ConfigError::Invalid {
                 field: "lockout_threshold",
@@ -191,6 +195,30 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Dual control (`[governance]`). Read from the config file at start only: changing it needs
+/// access to the server's files, not an API call, so no runtime change can lower it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GovernanceConfig {
+    pub dual_control: cofre_core::governance::DualControl,
+    /// An approver whose account the requester created or changed this recently does not count
+    /// on the requester's requests.
+    pub cooling_off_days: u32,
+    /// A change request not decided within this many hours expires (default two weeks, longer
+    /// than the default cooling off, so a fresh second admin can still decide it).
+    pub change_timeout_hours: u32,
+}
+
+impl Default for GovernanceConfig {
+    fn default() -> Self {
+        Self {
+            dual_control: cofre_core::governance::DualControl::WhenPossible,
+            cooling_off_days: 7,
+            change_timeout_hours: 14 * 24,
+        }
+    }
+}
+
 impl LimitsConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         for (field, value, max) in [
@@ -217,6 +245,28 @@ impl LimitsConfig {
             return Err(ConfigError::Invalid {
                 field: "limits.ssh_unauthenticated_per_source",
                 reason: "must be between 1 and 1000".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl GovernanceConfig {
+    pub fn cooling_off_seconds(&self) -> i64 {
+        i64::from(self.cooling_off_days) * 86_400
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.cooling_off_days > 365 {
+            return Err(ConfigError::Invalid {
+                field: "governance.cooling_off_days",
+                reason: "must be at most 365".into(),
+            });
+        }
+        if self.change_timeout_hours == 0 || self.change_timeout_hours > 24 * 90 {
+            return Err(ConfigError::Invalid {
+                field: "governance.change_timeout_hours",
+                reason: "must be between 1 and 2160 (90 days)".into(),
             });
         }
         Ok(())

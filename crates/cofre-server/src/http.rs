@@ -15,6 +15,8 @@ use utoipa::OpenApi;
 mod backup;
 mod breakglass;
 mod offboarding;
+mod governance;
+use governance::applied;
 mod requests;
 mod snapshots;
 
@@ -66,6 +68,8 @@ type ApiResult<T> = Result<Json<T>, Error>;
         offboarding::enable_target, offboarding::delete_target, offboarding::disable_credential,
         offboarding::enable_credential, offboarding::delete_credential,
         offboarding::remove_backup_target, offboarding::remove_backup_job,
+        governance::list, governance::show, governance::approve, governance::deny, governance::instance,
+        set_role,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
@@ -130,6 +134,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/users/{username}/unlock", post(unlock_user))
         .route("/users/{username}/reset-password", post(reset_password))
+        .route("/users/{username}/role", put(set_role))
+        .route("/changes", get(governance::list))
+        .route("/changes/{id}", get(governance::show))
+        .route("/changes/{id}/approve", post(governance::approve))
+        .route("/changes/{id}/deny", post(governance::deny))
+        .route("/instance", get(governance::instance))
         .route("/groups", get(list_groups).post(create_group))
         .route("/groups/{name}/members", post(add_group_member))
         .route("/targets", get(list_targets).post(create_target))
@@ -385,14 +395,16 @@ async fn list_users(
     ))
 }
 
+/// 202 when the new user would widen access (a deciding role, a named group) and a second admin
+/// must approve: the one-time password then goes to that admin.
 #[utoipa::path(post, path = "/api/v1/users", security(("bearer" = [])), request_body = CreateUserRequest,
-    responses((status = 200, body = CreateUserResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = CreateUserResponse), (status = 202, body = HeldResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_user(
     State(state): State<AppState>,
     Auth(who): Auth,
     JsonBody(req): JsonBody<CreateUserRequest>,
-) -> ApiResult<CreateUserResponse> {
-    Ok(Json(
+) -> Result<Response, Error> {
+    Ok(applied(
         state
             .app
             .create_user(
@@ -403,6 +415,20 @@ async fn create_user(
                 req.email.as_deref(),
             )
             .await?,
+    ))
+}
+
+/// Gaining admin or approver is held for a second admin (202).
+#[utoipa::path(put, path = "/api/v1/users/{username}/role", security(("bearer" = [])), params(("username" = String, Path)), request_body = SetRoleRequest,
+    responses((status = 200, body = UserInfo), (status = 202, body = HeldResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_role(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(username): Path<String>,
+    JsonBody(req): JsonBody<SetRoleRequest>,
+) -> Result<Response, Error> {
+    Ok(applied(
+        state.app.set_role(&who, &username, &req.role).await?,
     ))
 }
 
@@ -430,14 +456,24 @@ struct ResetPasswordResponse {
     one_time_password: SecretString,
 }
 
-#[utoipa::path(post, path = "/api/v1/users/{username}/reset-password", security(("bearer" = [])), params(("username" = String, Path)), responses((status = 200, body = ResetPasswordResponse)))]
+/// Another user's reset is held for a second admin (202), who gets the one-time password.
+#[utoipa::path(post, path = "/api/v1/users/{username}/reset-password", security(("bearer" = [])), params(("username" = String, Path)),
+    responses((status = 200, body = ResetPasswordResponse), (status = 202, body = HeldResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn reset_password(
     State(state): State<AppState>,
     Auth(who): Auth,
     Path(username): Path<String>,
-) -> ApiResult<ResetPasswordResponse> {
-    Ok(Json(ResetPasswordResponse {
-        one_time_password: state.app.reset_password(&who, &username).await?,
+) -> Result<Response, Error> {
+    let a = state.app.reset_password(&who, &username).await?;
+    Ok(applied(match a {
+        crate::services::governance::Applied::Done(p) => {
+            crate::services::governance::Applied::Done(ResetPasswordResponse {
+                one_time_password: p,
+            })
+        }
+        crate::services::governance::Applied::Held(c) => {
+            crate::services::governance::Applied::Held(c)
+        }
     }))
 }
 
@@ -464,18 +500,21 @@ async fn create_group(
     Ok(Json(state.app.create_group(&who, &req.name).await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/groups/{name}/members", security(("bearer" = [])), params(("name" = String, Path)), request_body = GroupMemberRequest, responses((status = 200, body = OkResponse)))]
+/// To a group that a policy or an approval level names: held for a second admin (202).
+#[utoipa::path(post, path = "/api/v1/groups/{name}/members", security(("bearer" = [])), params(("name" = String, Path)), request_body = GroupMemberRequest,
+    responses((status = 200, body = OkResponse), (status = 202, body = HeldResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn add_group_member(
     State(state): State<AppState>,
     Auth(who): Auth,
     Path(name): Path<String>,
     JsonBody(req): JsonBody<GroupMemberRequest>,
-) -> ApiResult<OkResponse> {
-    state
+) -> Result<Response, Error> {
+    let a = state
         .app
         .add_group_member(&who, &name, &req.username)
-        .await?;
-    Ok(Json(OkResponse { ok: true }))
+        .await?
+        .map(|_| Ok(OkResponse { ok: true }))?;
+    Ok(applied(a))
 }
 
 #[utoipa::path(get, path = "/api/v1/targets", security(("bearer" = [])), params(PageQuery), responses((status = 200, body = Page<TargetInfo>)))]
@@ -609,23 +648,31 @@ async fn list_policies(
     ))
 }
 
-#[utoipa::path(post, path = "/api/v1/policies", security(("bearer" = [])), request_body = CreatePolicyRequest, responses((status = 200, body = PolicyInfo)))]
+/// A policy that grants what its group's policies do not yet grant is held for a second admin (202).
+#[utoipa::path(post, path = "/api/v1/policies", security(("bearer" = [])), request_body = CreatePolicyRequest,
+    responses((status = 200, body = PolicyInfo), (status = 202, body = HeldResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_policy(
     State(state): State<AppState>,
     Auth(who): Auth,
     JsonBody(req): JsonBody<CreatePolicyRequest>,
-) -> ApiResult<PolicyInfo> {
-    Ok(Json(state.app.create_policy(&who, &req).await?))
+) -> Result<Response, Error> {
+    Ok(applied(state.app.create_policy(&who, &req).await?))
 }
 
-#[utoipa::path(delete, path = "/api/v1/policies/{name}", security(("bearer" = [])), params(("name" = String, Path)), responses((status = 200, body = OkResponse)))]
+/// Removing a policy that restricted another of its group is held for a second admin (202).
+#[utoipa::path(delete, path = "/api/v1/policies/{name}", security(("bearer" = [])), params(("name" = String, Path)),
+    responses((status = 200, body = OkResponse), (status = 202, body = HeldResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_policy(
     State(state): State<AppState>,
     Auth(who): Auth,
     Path(name): Path<String>,
-) -> ApiResult<OkResponse> {
-    state.app.delete_policy(&who, &name).await?;
-    Ok(Json(OkResponse { ok: true }))
+) -> Result<Response, Error> {
+    let a = state
+        .app
+        .delete_policy(&who, &name)
+        .await?
+        .map(|_| Ok(OkResponse { ok: true }))?;
+    Ok(applied(a))
 }
 
 #[utoipa::path(get, path = "/api/v1/audit", security(("bearer" = [])), params(PageQuery), responses((status = 200, body = Page<AuditEntryInfo>)))]
@@ -650,14 +697,16 @@ async fn verify_audit(
     Ok(Json(state.app.verify_audit(&who).await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/users/{username}/keys", security(("bearer" = [])), params(("username" = String, Path)), request_body = AddSshKeyRequest, responses((status = 200, body = SshKeyInfo)))]
+/// A key for someone else's account is held for a second admin (202); one's own applies at once.
+#[utoipa::path(post, path = "/api/v1/users/{username}/keys", security(("bearer" = [])), params(("username" = String, Path)), request_body = AddSshKeyRequest,
+    responses((status = 200, body = SshKeyInfo), (status = 202, body = HeldResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn add_ssh_key(
     State(state): State<AppState>,
     Auth(who): Auth,
     Path(username): Path<String>,
     JsonBody(req): JsonBody<AddSshKeyRequest>,
-) -> ApiResult<SshKeyInfo> {
-    Ok(Json(
+) -> Result<Response, Error> {
+    Ok(applied(
         state
             .app
             .add_ssh_key(&who, &username, &req.public_key)

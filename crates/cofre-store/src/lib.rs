@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod export;
 pub mod gateway;
 pub mod offboarding;
+pub mod governance;
 pub mod policies;
 pub mod requests;
 pub mod targets;

@@ -97,3 +97,18 @@ impl WriteTx {
         Ok(done.rows_affected() > 0)
     }
 }
+
+/// Every policy, by name.
+pub(crate) async fn all_policies(conn: &mut sqlx::AnyConnection) -> Result<Vec<PolicyRow>> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM policies ORDER BY name"))
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(policy_from_row).collect()
+}
+
+impl Store {
+    pub async fn all_policies(&self) -> Result<Vec<PolicyRow>> {
+        let mut c = self.read().await?;
+        all_policies(&mut c).await
+    }
+}

@@ -71,9 +71,16 @@ pub enum UserCmd {
     Unlock {
         name: String,
     },
-    /// Issue a new one-time password (ends the user's sessions).
+    /// Issue a new one-time password (ends the user's sessions). For another user, held for a
+    /// second admin, who then gets the password (dual control).
     ResetPassword {
         name: String,
+    },
+    /// Change a user's role (admin, approver, user, auditor, operator, support); gaining admin or
+    /// approver is held for a second admin.
+    SetRole {
+        name: String,
+        role: String,
     },
     /// SSH public keys for gateway logins.
     #[command(subcommand)]
@@ -296,7 +303,35 @@ pub struct Ctx {
     pub output: Output,
 }
 
+/// The answer of a command whose change may wait for a second admin (dual control).
+pub enum Maybe<T> {
+    Done(T),
+    Held(Box<HeldResponse>),
+}
+
 impl Ctx {
+    /// Calls an endpoint that answers 200 with `T`, or 202 with the held change request.
+    pub async fn propose<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<Maybe<T>> {
+        let v: serde_json::Value = self.client.call(method, path, body).await?;
+        if v.get("held").and_then(|h| h.as_bool()) == Some(true) {
+            return Ok(Maybe::Held(Box::new(serde_json::from_value(v)?)));
+        }
+        Ok(Maybe::Done(serde_json::from_value(v)?))
+    }
+
+    /// Says that a change waits (exit 0: the proposal itself succeeded).
+    pub fn print_held(&self, h: &HeldResponse) -> Result<()> {
+        self.print(h, |h| {
+            outln!("held for a second admin's approval: change {}", h.change.id);
+            outln!("  {}", h.change.diff);
+        })
+    }
+
     pub fn print<T: Serialize>(&self, value: &T, text: impl FnOnce(&T)) -> Result<()> {
         match self.output {
             Output::Json => outln!("{}", serde_json::to_string_pretty(value)?),
@@ -500,6 +535,8 @@ async fn dispatch(
         Command::Target(cmd) => target_cmd(ctx, cmd).await,
         Command::Credential(cmd) => credential(ctx, cmd).await,
         Command::Policy(cmd) => policy(ctx, cmd).await,
+        Command::Change(cmd) => crate::governance_cmd::change(ctx, cmd).await,
+        Command::Instance(cmd) => crate::governance_cmd::instance(ctx, cmd).await,
         Command::Audit(cmd) => audit(ctx, cmd).await,
         Command::Operator(cmd) => operator(ctx, cmd).await,
         Command::Session(cmd) => crate::sessions_cmd::session(ctx, cmd).await,
@@ -626,18 +663,25 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<ExitCode> {
             groups,
             email,
         } => {
-            let r: CreateUserResponse = ctx
-                .client
-                .post(
+            let r: CreateUserResponse = match ctx
+                .propose(
+                    reqwest::Method::POST,
                     "/api/v1/users",
-                    &CreateUserRequest {
+                    Some(&CreateUserRequest {
                         username: name,
                         role,
                         groups,
                         email,
-                    },
+                    }),
                 )
-                .await?;
+                .await?
+            {
+                Maybe::Done(r) => r,
+                Maybe::Held(h) => {
+                    ctx.print_held(&h)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
             ctx.print(&r, |r| {
                 outln!("created user {} ({})", r.user.username, r.user.role);
                 outln!("one-time password: {}", r.one_time_password.expose());
@@ -686,14 +730,38 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<ExitCode> {
         }
         UserCmd::Enable { name } => return crate::offboarding_cmd::user_enable(ctx, &name).await,
         UserCmd::Delete { name } => return crate::offboarding_cmd::user_delete(ctx, &name).await,
-        UserCmd::ResetPassword { name } => {
-            let r: serde_json::Value = ctx
-                .client
-                .post(
-                    &format!("/api/v1/users/{}/reset-password", path_segment(&name)),
-                    &(),
+        UserCmd::SetRole { name, role } => {
+            let u: UserInfo = match ctx
+                .propose(
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/users/{}/role", path_segment(&name)),
+                    Some(&SetRoleRequest { role }),
                 )
-                .await?;
+                .await?
+            {
+                Maybe::Done(u) => u,
+                Maybe::Held(h) => {
+                    ctx.print_held(&h)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
+            ctx.print(&u, |u| outln!("{}: role {}", u.username, u.role))?;
+        }
+        UserCmd::ResetPassword { name } => {
+            let r: serde_json::Value = match ctx
+                .propose(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/users/{}/reset-password", path_segment(&name)),
+                    Some(&()),
+                )
+                .await?
+            {
+                Maybe::Done(r) => r,
+                Maybe::Held(h) => {
+                    ctx.print_held(&h)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
             ctx.print(&r, |r| {
                 outln!(
                     "one-time password: {}",
@@ -725,16 +793,19 @@ async fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<ExitCode> {
             })?;
         }
         GroupCmd::AddMember { group, user } => {
-            let _: OkResponse = ctx
-                .client
-                .post(
+            let held = ctx
+                .propose::<OkResponse>(
+                    reqwest::Method::POST,
                     &format!("/api/v1/groups/{}/members", path_segment(&group)),
-                    &GroupMemberRequest {
+                    Some(&GroupMemberRequest {
                         username: user.clone(),
-                    },
+                    }),
                 )
                 .await?;
-            outln!("added {user} to {group}");
+            match held {
+                Maybe::Done(_) => outln!("added {user} to {group}"),
+                Maybe::Held(h) => ctx.print_held(&h)?,
+            }
         }
         GroupCmd::RemoveMember { group, user } => {
             return crate::offboarding_cmd::group_remove_member(ctx, &group, &user).await
@@ -956,11 +1027,11 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
             until,
             emergency,
         } => {
-            let p: PolicyInfo = ctx
-                .client
-                .post(
+            let p: PolicyInfo = match ctx
+                .propose(
+                    reqwest::Method::POST,
                     "/api/v1/policies",
-                    &CreatePolicyRequest {
+                    Some(&CreatePolicyRequest {
                         name,
                         group,
                         targets,
@@ -973,9 +1044,16 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
                         from,
                         until,
                         emergency,
-                    },
+                    }),
                 )
-                .await?;
+                .await?
+            {
+                Maybe::Done(p) => p,
+                Maybe::Held(h) => {
+                    ctx.print_held(&h)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
             ctx.print(&p, |p| outln!("created policy {}", p.name))?;
         }
         PolicyCmd::List => {
@@ -1011,15 +1089,17 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
             })?;
         }
         PolicyCmd::Remove { name } => {
-            let _: OkResponse = ctx
-                .client
-                .call(
+            let held = ctx
+                .propose::<OkResponse>(
                     reqwest::Method::DELETE,
                     &format!("/api/v1/policies/{}", path_segment(&name)),
                     None::<&()>,
                 )
                 .await?;
-            outln!("removed policy {name}");
+            match held {
+                Maybe::Done(_) => outln!("removed policy {name}"),
+                Maybe::Held(h) => ctx.print_held(&h)?,
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -24,6 +24,7 @@ mod client;
 mod commands;
 mod output;
 mod offboarding_cmd;
+mod governance_cmd;
 mod requests_cmd;
 mod server_cmd;
 mod sessions_cmd;
@@ -109,6 +110,12 @@ enum Command {
     /// Policies: which group may reveal or open sessions on which targets, and how.
     #[command(subcommand)]
     Policy(commands::PolicyCmd),
+    /// Dual control: changes that widen access, held for a second admin (list, show, approve, deny).
+    #[command(subcommand)]
+    Change(governance_cmd::ChangeCmd),
+    /// Instance facts and warnings (e.g. a single admin: dual control cannot apply).
+    #[command(subcommand)]
+    Instance(governance_cmd::InstanceCmd),
     /// Access requests: ask for approval, decide (approvers), emergency access, review.
     #[command(subcommand)]
     Request(requests_cmd::RequestCmd),

@@ -87,15 +87,22 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
                 .map(str::trim)
                 .find(|l| !l.is_empty() && !l.starts_with('#'))
                 .ok_or_else(|| anyhow!("{}: no public key in the file", file.display()))?;
-            let k: SshKeyInfo = ctx
-                .client
-                .post(
+            let k: SshKeyInfo = match ctx
+                .propose(
+                    reqwest::Method::POST,
                     &format!("/api/v1/users/{}/keys", path_segment(&user)),
-                    &AddSshKeyRequest {
+                    Some(&AddSshKeyRequest {
                         public_key: line.to_owned(),
-                    },
+                    }),
                 )
-                .await?;
+                .await?
+            {
+                crate::commands::Maybe::Done(k) => k,
+                crate::commands::Maybe::Held(h) => {
+                    ctx.print_held(&h)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
             ctx.print(&k, |k| outln!("added key {} for {user}", k.fingerprint))?;
         }
         KeyCmd::Remove { user, key } => {

@@ -1,5 +1,6 @@
 //! Users, groups and authentication: login with lockout and TOTP, one-time passwords, tokens.
 
+use super::governance::{Applied, Change, Output};
 use super::{page_limit, paginate, timestamp, App, Principal, TokenScope};
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
@@ -16,7 +17,7 @@ pub const MIN_PASSWORD_CHARS: usize = 12;
 const PASSWORD_CHANGE_TOKEN_MINUTES: i64 = 10;
 
 /// Argon2 is deliberately slow; keep it off the async workers.
-async fn hash_password(pw: String) -> Result<String> {
+pub(crate) async fn hash_password(pw: String) -> Result<String> {
     let pw = zeroize::Zeroizing::new(pw);
     tokio::task::spawn_blocking(move || password::hash_password(&pw))
         .await
@@ -51,7 +52,7 @@ fn check_new_password(pw: &str) -> Result<()> {
     Ok(())
 }
 
-fn parse_role(s: &str) -> Result<Role> {
+pub(crate) fn parse_role(s: &str) -> Result<Role> {
     Role::parse(s).ok_or_else(|| {
         Error::invalid(
             "role",
@@ -76,7 +77,7 @@ pub(crate) fn user_info(u: &UserRow, groups: Vec<String>, now: i64) -> UserInfo 
 }
 
 /// An email address as SMTP will take it, or the field named.
-fn check_email(email: &str) -> Result<()> {
+pub(crate) fn check_email(email: &str) -> Result<()> {
     if email.len() > 254 || email.parse::<lettre::Address>().is_err() {
         return Err(Error::invalid(
             "email",
@@ -505,6 +506,8 @@ impl App {
         .await
     }
 
+    /// Creates a user. One with a deciding role, or in a group that a policy names, widens
+    /// access: dual-controlled (and its one-time password then goes to the approving admin).
     pub async fn create_user(
         &self,
         who: &Principal,
@@ -512,56 +515,46 @@ impl App {
         role: &str,
         groups: &[String],
         email: Option<&str>,
-    ) -> Result<CreateUserResponse> {
+    ) -> Result<Applied<CreateUserResponse>> {
         who.require(Action::ManageUsers)?;
-        check_identifier("username", username)?;
-        let role = parse_role(role)?;
-        for g in groups {
-            check_identifier("groups", g)?;
+        let change = Change::UserCreate {
+            username: username.to_owned(),
+            role: role.to_owned(),
+            groups: groups.to_vec(),
+            email: email.map(str::to_owned),
+        };
+        let applied = self.propose(who, change).await?;
+        let otp = match applied {
+            Applied::Held(c) => return Ok(Applied::Held(c)),
+            Applied::Done(Output::User {
+                one_time_password, ..
+            }) => one_time_password,
+            Applied::Done(_) => {
+                return Err(Error::internal("creating a user", "unexpected output"))
+            }
+        };
+        Ok(Applied::Done(CreateUserResponse {
+            user: self.user_info_of(username).await?,
+            one_time_password: otp,
+        }))
+    }
+
+    /// Changes a user's role; gaining admin or approver is dual-controlled.
+    pub async fn set_role(
+        &self,
+        who: &Principal,
+        username: &str,
+        role: &str,
+    ) -> Result<Applied<UserInfo>> {
+        who.require(Action::ManageUsers)?;
+        let change = Change::SetRole {
+            username: username.to_owned(),
+            role: role.to_owned(),
+        };
+        match self.propose(who, change).await? {
+            Applied::Held(c) => Ok(Applied::Held(c)),
+            Applied::Done(_) => Ok(Applied::Done(self.user_info_of(username).await?)),
         }
-        if let Some(e) = email {
-            check_email(e)?;
-        }
-        let otp = password::generate_password();
-        let hash = hash_password(otp.to_string()).await?;
-        let now = self.now_text();
-        let mut tx = self.store.write().await?;
-        let user_id = tx
-            .insert_user(NewUser {
-                username,
-                role: role.as_str(),
-                password_hash: &hash,
-                must_change_password: true,
-                created_at: &now,
-            })
-            .await?;
-        for g in groups {
-            let gid = tx.ensure_group(g, &now).await?;
-            tx.add_member(gid, user_id).await?;
-        }
-        if let Some(e) = email {
-            tx.set_email(user_id, Some(e)).await?;
-        }
-        self.commit(
-            tx,
-            NewAuditEntry::new(&who.username, "user.create", format!("user:{username}"))
-                .detail("role", role.as_str())
-                .detail("groups", groups.to_vec())
-                .detail("email", email.unwrap_or("")),
-        )
-        .await?;
-        let user = self
-            .store
-            .user_by_name(username)
-            .await?
-            .ok_or_else(|| Error::not_found("user"))?;
-        let mut groups = groups.to_vec();
-        groups.sort();
-        groups.dedup();
-        Ok(CreateUserResponse {
-            user: user_info(&user, groups, self.now().unix_timestamp()),
-            one_time_password: SecretString::new(otp.to_string()),
-        })
     }
 
     /// Sets or clears a user's email address (where request notifications go).
@@ -581,6 +574,8 @@ impl App {
             .await?
             .ok_or_else(|| Error::not_found(format!("user {username}")))?;
         tx.set_email(user.id, email).await?;
+        tx.record_account_change(user.id, &who.username, "email", self.now().unix_timestamp())
+            .await?;
         self.commit(
             tx,
             NewAuditEntry::new(&who.username, "user.set_email", format!("user:{username}"))
@@ -640,28 +635,22 @@ impl App {
         .await
     }
 
-    /// A new one-time password for a user who lost theirs; ends the user's tokens.
-    pub async fn reset_password(&self, who: &Principal, username: &str) -> Result<SecretString> {
+    /// A new one-time password for a user who lost theirs; ends the user's tokens. For another
+    /// user it is dual-controlled: held, the password goes to the approving admin, never to the
+    /// admin who asked.
+    pub async fn reset_password(
+        &self,
+        who: &Principal,
+        username: &str,
+    ) -> Result<Applied<SecretString>> {
         who.require(Action::ManageUsers)?;
-        let otp = password::generate_password();
-        let hash = hash_password(otp.to_string()).await?;
-        let mut tx = self.store.write().await?;
-        let user = tx
-            .user_by_name(username)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("user {username}")))?;
-        tx.set_password(user.id, &hash, true).await?;
-        tx.delete_tokens_of(user.id).await?;
-        self.commit(
-            tx,
-            NewAuditEntry::new(
-                &who.username,
-                "user.reset_password",
-                format!("user:{username}"),
-            ),
-        )
-        .await?;
-        Ok(SecretString::new(otp.to_string()))
+        let change = Change::ResetPassword {
+            username: username.to_owned(),
+        };
+        self.propose(who, change).await?.map(|o| match o {
+            Output::OneTimePassword(p) => Ok(p),
+            _ => Err(Error::internal("resetting a password", "unexpected output")),
+        })
     }
 
     pub async fn create_group(&self, who: &Principal, name: &str) -> Result<GroupInfo> {
@@ -681,29 +670,22 @@ impl App {
         })
     }
 
+    /// Adds a member; to a group that a policy or an approval level names, dual-controlled.
     pub async fn add_group_member(
         &self,
         who: &Principal,
         group: &str,
         username: &str,
-    ) -> Result<()> {
+    ) -> Result<Applied<()>> {
         who.require(Action::ManageUsers)?;
-        let mut tx = self.store.write().await?;
-        let gid = tx
-            .group_id(group)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("group {group}")))?;
-        let user = tx
-            .user_by_name(username)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("user {username}")).with_field("username"))?;
-        tx.add_member(gid, user.id).await?;
-        self.commit(
-            tx,
-            NewAuditEntry::new(&who.username, "group.add_member", format!("group:{group}"))
-                .detail("user", username),
-        )
-        .await
+        if !self.store.group_exists(group).await? {
+            return Err(Error::not_found(format!("group {group}")));
+        }
+        let change = Change::AddMember {
+            group: group.to_owned(),
+            username: username.to_owned(),
+        };
+        self.propose(who, change).await?.map(|_| Ok(()))
     }
 
     pub async fn list_groups(

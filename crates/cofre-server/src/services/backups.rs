@@ -912,7 +912,7 @@ impl App {
     }
 }
 
-async fn send_webhook(url: String, body: serde_json::Value) {
+pub(crate) async fn send_webhook(url: String, body: serde_json::Value) {
     static CLIENT: OnceLock<Option<reqwest::Client>> = OnceLock::new();
     let client = CLIENT.get_or_init(|| {
         reqwest::Client::builder()

@@ -885,6 +885,28 @@ impl App {
             .request(id)
             .await?
             .ok_or_else(|| Error::not_found(format!("request {id}")))?;
+        if verdict == Verdict::Approve
+            && row.requester != who.username
+            && !self
+                .approver_counts(&mut tx, who.user_id, &row.requester)
+                .await?
+        {
+            // An approver the requester made (or changed) recently is the requester's creature:
+            // it does not count, so an admin cannot approve its own request through new accounts.
+            drop(tx);
+            let why = format!(
+                "{} created or changed your account in the last {} days: you do not count on their requests yet",
+                row.requester, self.config.governance.cooling_off_days
+            );
+            self.record(
+                NewAuditEntry::new(&who.username, "request.decide", format!("request:{id}"))
+                    .outcome("denied")
+                    .detail("verdict", verdict.as_str())
+                    .detail("why", why.as_str()),
+            )
+            .await?;
+            return Err(Error::new(ErrorKind::Forbidden, "cooling_off", why));
+        }
         let event = Event::Decide {
             who: &who.username,
             groups: &who.groups,

@@ -853,12 +853,21 @@ impl App {
         who: &Principal,
         username: &str,
         public_key: &str,
-    ) -> Result<SshKeyInfo> {
-        if who.username == username {
-            who.require(Action::OwnAccount)?;
-        } else {
+    ) -> Result<super::governance::Applied<SshKeyInfo>> {
+        if who.username != username {
+            // Only the user adds keys to their own account without a second admin: a key added
+            // for someone else is a way to log in as them.
             who.require(Action::ManageUsers)?;
+            let change = super::governance::Change::AddKey {
+                username: username.to_owned(),
+                public_key: public_key.to_owned(),
+            };
+            return self.propose(who, change).await?.map(|o| match o {
+                super::governance::Output::Key(k) => Ok(k),
+                _ => Err(Error::internal("adding a key", "unexpected output")),
+            });
         }
+        who.require(Action::OwnAccount)?;
         let (fingerprint, key) = ssh_key_fingerprint(public_key)?;
         let now = self.now_text();
         let mut tx = self.store.write().await?;
@@ -877,11 +886,11 @@ impl App {
             .detail("fingerprint", fingerprint.as_str()),
         )
         .await?;
-        Ok(SshKeyInfo {
+        Ok(super::governance::Applied::Done(SshKeyInfo {
             fingerprint,
             public_key: key,
             created_at: now,
-        })
+        }))
     }
 
     pub async fn list_ssh_keys(&self, who: &Principal, username: &str) -> Result<Vec<SshKeyInfo>> {

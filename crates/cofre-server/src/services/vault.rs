@@ -1,6 +1,7 @@
 //! Targets, credentials and policies, and the one place where a secret leaves the vault: reveal.
 
 use super::requests::UseRefused;
+use super::governance::{Applied, Change, Output};
 use super::{page_limit, paginate, App, Principal};
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
@@ -46,7 +47,7 @@ fn credential_info(c: CredentialRow) -> CredentialInfo {
     }
 }
 
-fn policy_info(p: PolicyRow) -> PolicyInfo {
+pub(crate) fn policy_info(p: PolicyRow) -> PolicyInfo {
     PolicyInfo {
         limits: serde_json::from_str(&p.limits).unwrap_or_default(),
         name: p.name,
@@ -85,7 +86,7 @@ fn limits_from(l: &PolicyLimits) -> std::result::Result<Limits, cofre_core::Fiel
 
 /// The stored form back into the core's policy; a row that no longer parses is skipped (and logged)
 /// rather than widening anything.
-fn policy_from_row(p: &PolicyRow) -> Option<Policy> {
+pub(crate) fn policy_from_row(p: &PolicyRow) -> Option<Policy> {
     let targets: Result<Vec<_>, _> = p
         .targets
         .iter()
@@ -584,12 +585,25 @@ impl App {
         })
     }
 
+    /// Creates a policy; one that grants what its group's policies do not grant yet is
+    /// dual-controlled.
     pub async fn create_policy(
         &self,
         who: &Principal,
         req: &CreatePolicyRequest,
-    ) -> Result<PolicyInfo> {
+    ) -> Result<Applied<PolicyInfo>> {
         who.require(Action::ManagePolicies)?;
+        let change = Change::PolicyCreate {
+            policy: req.clone(),
+        };
+        self.propose(who, change).await?.map(|o| match o {
+            Output::Policy(p) => Ok(p),
+            _ => Err(Error::internal("creating a policy", "unexpected output")),
+        })
+    }
+
+    /// Validates a proposed policy into the row that would be stored (canonical form).
+    pub(crate) async fn prepare_policy(&self, req: &CreatePolicyRequest) -> Result<PolicyRow> {
         check_identifier("name", &req.name)?;
         check_identifier("group", &req.group)?;
         if req.targets.is_empty() {
@@ -682,7 +696,7 @@ impl App {
         }
         let limits_json =
             serde_json::to_string(&limits).map_err(|e| Error::internal("storing the policy", e))?;
-        let row = PolicyRow {
+        Ok(PolicyRow {
             name: req.name.clone(),
             group: req.group.clone(),
             targets,
@@ -690,24 +704,7 @@ impl App {
             outcome: outcome.as_str().to_owned(),
             created_at: self.now_text(),
             limits: limits_json,
-        };
-        let mut tx = self.store.write().await?;
-        tx.insert_policy(&row, &who.username).await?;
-        self.commit(
-            tx,
-            NewAuditEntry::new(
-                &who.username,
-                "policy.create",
-                format!("policy:{}", row.name),
-            )
-            .detail("group", row.group.as_str())
-            .detail("targets", row.targets.clone())
-            .detail("allow", row.access.clone())
-            .detail("outcome", row.outcome.as_str())
-            .detail("limits", serde_json::to_value(&limits).unwrap_or_default()),
-        )
-        .await?;
-        Ok(policy_info(row))
+        })
     }
 
     pub async fn list_policies(
@@ -722,16 +719,12 @@ impl App {
         Ok(paginate(rows, limit, |p| p.name.clone(), policy_info))
     }
 
-    pub async fn delete_policy(&self, who: &Principal, name: &str) -> Result<()> {
+    /// Removes a policy; where it restricted another policy of its group, dual-controlled.
+    pub async fn delete_policy(&self, who: &Principal, name: &str) -> Result<Applied<()>> {
         who.require(Action::ManagePolicies)?;
-        let mut tx = self.store.write().await?;
-        if !tx.delete_policy(name).await? {
-            return Err(Error::not_found(format!("policy {name}")));
-        }
-        self.commit(
-            tx,
-            NewAuditEntry::new(&who.username, "policy.delete", format!("policy:{name}")),
-        )
-        .await
+        let change = Change::PolicyDelete {
+            name: name.to_owned(),
+        };
+        self.propose(who, change).await?.map(|_| Ok(()))
     }
 }

@@ -80,6 +80,8 @@ impl World {
             ..ServerConfig::default()
         };
         config.approvals.request_timeout_seconds = 600;
+        // These tests are about access requests; dual control over the setup is tested apart.
+        config.governance.dual_control = cofre_core::governance::DualControl::Off;
         let mut pg = None;
         if let Db::Postgres = db {
             let admin_url = pg_admin_url();

@@ -2,3 +2,4 @@
 //! a clock the test moves. One binary, modules per area.
 
 mod approvals;
+mod governance;

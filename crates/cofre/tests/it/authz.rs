@@ -96,6 +96,8 @@ const AUDIT: &[Who] = &[Who::Admin, Who::Auditor];
 const POLICY_READERS: &[Who] = &[Who::Admin, Who::Auditor];
 /// Who may decide requests and review emergency access (with the group check in the service).
 const DECIDERS: &[Who] = &[Who::Admin, Who::Approver];
+/// Instance facts and change requests (read only).
+const INSTANCE_READERS: &[Who] = &[Who::Admin, Who::Auditor];
 
 fn expectation(rule: Rule, who: Who, succeeds: bool, template: &str) -> Expect {
     let allowed = if succeeds {
@@ -808,6 +810,59 @@ fn authorization_matrix() {
                     "/api/v1/grants/no-such-request/revoke",
                     Some(json!({})),
                     Rule::OwnAccount,
+                )
+            },
+            // Dual control. With one admin nothing is held, so the ids below do not exist (404):
+            // allowed is "not refused"; dual_control.rs tests the decisions themselves.
+            row(
+                "PUT",
+                "/api/v1/users/{username}/role",
+                "/api/v1/users/victim/role",
+                Some(json!({"role": "user"})),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "GET",
+                "/api/v1/instance",
+                "/api/v1/instance",
+                None,
+                Rule::Roles(INSTANCE_READERS),
+            ),
+            row(
+                "GET",
+                "/api/v1/changes",
+                "/api/v1/changes",
+                None,
+                Rule::Roles(INSTANCE_READERS),
+            ),
+            Row {
+                succeeds: false,
+                ..row(
+                    "GET",
+                    "/api/v1/changes/{id}",
+                    "/api/v1/changes/nonexistent",
+                    None,
+                    Rule::Roles(INSTANCE_READERS),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/changes/{id}/approve",
+                    "/api/v1/changes/nonexistent/approve",
+                    Some(json!({"comment": "matrix"})),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/changes/{id}/deny",
+                    "/api/v1/changes/nonexistent/deny",
+                    Some(json!({"comment": "matrix"})),
+                    Rule::Roles(ADMIN),
                 )
             },
             row(

@@ -92,9 +92,6 @@ pub fn run_flow(backend: Backend, server_env: &[(&str, &str)]) -> Flow {
     assert_ne!(alice.config, admin.config);
     admin.ok(&["whoami"]).assert_stdout_contains("admin");
 
-    // Carol, a second admin, so that the history shows who made each version.
-    let (carol, carol_otp, carol_pw) = add_user_cli(&inst, &server, &admin, "carol", "admin", &[]);
-
     admin.ok(&[
         "target", "add", "db01", "--host", "10.0.0.5", "--port", "22", "--tag", "prod",
     ]);
@@ -148,6 +145,10 @@ pub fn run_flow(backend: Backend, server_env: &[(&str, &str)]) -> Flow {
         format!("{secret1}\n"),
         "reveal prints exactly the secret and a newline"
     );
+
+    // Carol, a second admin, so that the history shows who made each version. Made after the
+    // policy: with two admins a new policy would wait for a second admin's approval.
+    let (carol, carol_otp, carol_pw) = add_user_cli(&inst, &server, &admin, "carol", "admin", &[]);
 
     // A new version by carol; the old one is kept.
     let secret2 = format!("root-v2-{}", random_hex(24));

@@ -1647,3 +1647,28 @@ pub fn allow_sessions(admin: &Cli, outcome: &str) {
         outcome,
     ]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Dual control.
+
+/// Starts the server with `config` (TOML) as its config file.
+pub fn start_with_config(inst: &Instance, config: &str) -> Server {
+    let path = inst.path().join("cofre.toml");
+    std::fs::write(&path, config).expect("config file");
+    inst.start_with_env(&[
+        ("COFRE_LOG", "info"),
+        ("COFRE_CONFIG", path.to_str().expect("utf-8 path")),
+    ])
+}
+
+/// The change id from a proposing command's `held for a second admin's approval: change ID`.
+pub fn held_change(out: &Out) -> String {
+    out.value_after("held for a second admin's approval: change")
+}
+
+/// The second admin approves the change `out` was held as; returns the approval's output (which
+/// holds the one-time password of a reset or a new user).
+pub fn approve_held(second_admin: &Cli, out: &Out) -> Out {
+    let id = held_change(out);
+    second_admin.ok(&["change", "approve", &id, "--comment", "second pair of eyes"])
+}

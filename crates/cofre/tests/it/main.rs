@@ -8,6 +8,7 @@ mod backup;
 mod bad_input;
 mod breakglass;
 mod crash;
+mod dual_control;
 mod flow;
 mod gateway;
 mod harness;

@@ -29,11 +29,21 @@ fn no_secret_in_debug_logs() {
         &["passwd", "--stdin"],
         &format!("{carol_old}\n{carol_new}\n"),
     );
+    // The change ended carol's session: she logs in again with the new password.
+    flow.carol.login("carol", &carol_new).assert_ok();
     secrets.push(("carol's changed password".into(), carol_new));
 
     // A reset, then the new one-time password used over HTTP: its password-change-only token and
-    // the password set with it are secrets too.
-    let reset = flow.admin.ok(&["user", "reset-password", "carol"]);
+    // the password set with it are secrets too. Carol resets her own: another admin's reset of
+    // her password would wait for a second admin's approval (dual control).
+    let reset = flow.carol.ok(&["user", "reset-password", "carol"]);
+    let held = flow.admin.ok(&["user", "reset-password", "alice"]);
+    held_change(&held);
+    assert!(
+        !held.all().contains("one-time password"),
+        "a held reset's answer holds no password: {}",
+        held.all()
+    );
     let reset_otp = one_time_password(&reset);
     secrets.push(("carol's reset one-time password".into(), reset_otp.clone()));
     let api = flow.server.api();

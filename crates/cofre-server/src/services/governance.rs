@@ -1,0 +1,849 @@
+//! Dual control: every change that can widen someone's access goes through [`App::propose`]. It
+//! applies at once when it widens nothing; otherwise it waits as a change request until a second
+//! admin approves it ([`App::approve_change`]), and the change is applied, re-validated, in the
+//! transaction of that approval. On an instance with one admin (and `dual_control =
+//! "when-possible"`) it applies alone, audited `unilateral`, with an alert. What "widens" means is
+//! decided in `cofre_core::governance`.
+
+use super::accounts::{check_email, hash_password, parse_role, user_info};
+use super::sessions::ssh_key_fingerprint;
+use super::vault::{policy_from_row, policy_info};
+use super::{page_limit, timestamp, App, Principal};
+use crate::error::{Error, ErrorKind, Result};
+use cofre_core::approval::{Event, Refusal, State, Verdict};
+use cofre_core::audit::NewAuditEntry;
+use cofre_core::governance::{
+    change_decider_groups, change_request, counts_for, gate, group_is_named, policy_add_widens,
+    policy_remove_widens, role_change_widens, user_create_widens, AccountChange, DualControl, Gate,
+};
+use cofre_core::names::check_identifier;
+use cofre_core::policy::Policy;
+use cofre_core::role::{Action, Role};
+use cofre_crypto::password;
+use cofre_proto::{
+    ChangeDecision, ChangeInfo, CreatePolicyRequest, InstanceInfo, Page, PolicyInfo, SecretString,
+    SshKeyInfo, UserInfo,
+};
+use cofre_store::governance::ChangeRow;
+use cofre_store::policies::PolicyRow;
+use cofre_store::users::NewUser;
+use cofre_store::WriteTx;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// A change that may widen someone's access, as proposed (and stored while it waits). It holds no
+/// secret: a one-time password is made when the change is applied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Change {
+    #[serde(rename = "policy.create")]
+    PolicyCreate { policy: CreatePolicyRequest },
+    #[serde(rename = "policy.delete")]
+    PolicyDelete { name: String },
+    #[serde(rename = "group.add_member")]
+    AddMember { group: String, username: String },
+    #[serde(rename = "user.create")]
+    UserCreate {
+        username: String,
+        role: String,
+        groups: Vec<String>,
+        email: Option<String>,
+    },
+    #[serde(rename = "user.set_role")]
+    SetRole { username: String, role: String },
+    #[serde(rename = "user.reset_password")]
+    ResetPassword { username: String },
+    #[serde(rename = "user.ssh_key_add")]
+    AddKey {
+        username: String,
+        public_key: String,
+    },
+}
+
+impl Change {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::PolicyCreate { .. } => "policy.create",
+            Change::PolicyDelete { .. } => "policy.delete",
+            Change::AddMember { .. } => "group.add_member",
+            Change::UserCreate { .. } => "user.create",
+            Change::SetRole { .. } => "user.set_role",
+            Change::ResetPassword { .. } => "user.reset_password",
+            Change::AddKey { .. } => "user.ssh_key_add",
+        }
+    }
+}
+
+/// What a change did or will do: applied now, or waiting for a second admin.
+// Returned once per call, never stored in bulk: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Applied<T> {
+    Done(T),
+    Held(ChangeInfo),
+}
+
+impl<T> Applied<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> Result<U>) -> Result<Applied<U>> {
+        Ok(match self {
+            Applied::Done(t) => Applied::Done(f(t)?),
+            Applied::Held(c) => Applied::Held(c),
+        })
+    }
+}
+
+/// What applying a change gives back.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Output {
+    Nothing,
+    Policy(PolicyInfo),
+    User {
+        username: String,
+        one_time_password: SecretString,
+    },
+    OneTimePassword(SecretString),
+    Key(SshKeyInfo),
+}
+
+/// The work done before the write transaction (validation, hashing), so the lock is short.
+enum Prepared {
+    Policy(PolicyRow),
+    Password {
+        otp: Zeroizing<String>,
+        hash: String,
+    },
+    Key {
+        fingerprint: String,
+        key: String,
+    },
+    Role(Role),
+    Nothing,
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::internal("reading a change request", e)
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .map(timestamp)
+        .unwrap_or_default()
+}
+
+fn state_of(row: &ChangeRow, now: i64) -> String {
+    if row.state == "pending" && now >= row.decide_by {
+        "expired".into()
+    } else {
+        row.state.clone()
+    }
+}
+
+impl App {
+    fn change_info(&self, row: &ChangeRow) -> ChangeInfo {
+        ChangeInfo {
+            id: row.id.clone(),
+            kind: row.kind.clone(),
+            diff: row.diff.clone(),
+            payload: serde_json::from_str(&row.payload).unwrap_or_default(),
+            proposer: row.proposer.clone(),
+            state: state_of(row, self.now().unix_timestamp()),
+            created_at: rfc3339(row.created_at),
+            decide_by: rfc3339(row.decide_by),
+            decided_by: row.decided_by.clone(),
+            decided_at: row.decided_at.map(rfc3339),
+            comment: row.comment.clone(),
+        }
+    }
+
+    async fn parsed_policies(&self) -> Result<Vec<Policy>> {
+        Ok(self
+            .store
+            .all_policies()
+            .await?
+            .iter()
+            .filter_map(policy_from_row)
+            .collect())
+    }
+
+    /// Validates a change and does the slow part (hashing a new password) before any lock.
+    async fn prepare(&self, change: &Change) -> Result<Prepared> {
+        Ok(match change {
+            Change::PolicyCreate { policy } => Prepared::Policy(self.prepare_policy(policy).await?),
+            Change::PolicyDelete { name } => {
+                check_identifier("name", name)?;
+                Prepared::Nothing
+            }
+            Change::AddMember { group, username } => {
+                check_identifier("group", group)?;
+                check_identifier("username", username)?;
+                Prepared::Nothing
+            }
+            Change::UserCreate {
+                username,
+                role,
+                groups,
+                email,
+            } => {
+                check_identifier("username", username)?;
+                parse_role(role)?;
+                for g in groups {
+                    check_identifier("groups", g)?;
+                }
+                if let Some(e) = email {
+                    check_email(e)?;
+                }
+                new_password().await?
+            }
+            Change::SetRole { username, role } => {
+                check_identifier("username", username)?;
+                Prepared::Role(parse_role(role)?)
+            }
+            Change::ResetPassword { username } => {
+                check_identifier("username", username)?;
+                new_password().await?
+            }
+            Change::AddKey {
+                username,
+                public_key,
+            } => {
+                check_identifier("username", username)?;
+                let (fingerprint, key) = ssh_key_fingerprint(public_key)?;
+                Prepared::Key { fingerprint, key }
+            }
+        })
+    }
+
+    /// Whether the change widens someone's access (`cofre_core::governance` decides), and the
+    /// text that shows people what it does.
+    async fn judge(&self, who: &Principal, change: &Change) -> Result<(bool, String)> {
+        let policies = self.parsed_policies().await?;
+        Ok(match change {
+            Change::PolicyCreate { policy } => {
+                let row = self.prepare_policy(policy).await?;
+                let parsed = policy_from_row(&row)
+                    .ok_or_else(|| Error::internal("judging a policy", "does not parse"))?;
+                let mut diff = format!(
+                    "+ policy {}: group {} may {} on {} (outcome {})",
+                    row.name,
+                    row.group,
+                    row.access.join(","),
+                    row.targets.join(","),
+                    row.outcome
+                );
+                if row.limits != "{}" {
+                    diff.push_str(&format!(", limits {}", row.limits));
+                }
+                (policy_add_widens(&policies, &parsed), diff)
+            }
+            Change::PolicyDelete { name } => {
+                let removed = policies
+                    .iter()
+                    .find(|p| &p.name == name)
+                    .ok_or_else(|| Error::not_found(format!("policy {name}")))?;
+                let diff = format!(
+                    "- policy {name}: group {} on {} (outcome {})",
+                    removed.group,
+                    removed
+                        .targets
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    removed.outcome.as_str()
+                );
+                (policy_remove_widens(&policies, removed), diff)
+            }
+            Change::AddMember { group, username } => (
+                group_is_named(&policies, group),
+                format!("+ {username} in group {group}"),
+            ),
+            Change::UserCreate {
+                username,
+                role,
+                groups,
+                ..
+            } => {
+                let r = parse_role(role)?;
+                (
+                    user_create_widens(&policies, r, groups),
+                    format!(
+                        "+ user {username}, role {role}, groups [{}]",
+                        groups.join(",")
+                    ),
+                )
+            }
+            Change::SetRole { username, role } => {
+                let to = parse_role(role)?;
+                let user = self
+                    .store
+                    .user_by_name(username)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("user {username}")))?;
+                let from = Role::parse(&user.role).unwrap_or(Role::Support);
+                (
+                    role_change_widens(from, to),
+                    format!("user {username}: role {} -> {role}", user.role),
+                )
+            }
+            Change::ResetPassword { username } => (
+                *username != who.username,
+                format!(
+                    "user {username}: password reset (the new password goes to the approving admin, once)"
+                ),
+            ),
+            Change::AddKey {
+                username,
+                public_key,
+            } => {
+                let (fingerprint, _) = ssh_key_fingerprint(public_key)?;
+                (
+                    *username != who.username,
+                    format!("+ ssh key {fingerprint} on user {username}"),
+                )
+            }
+        })
+    }
+
+    async fn other_admins(&self, who: &str) -> Result<usize> {
+        Ok(self
+            .store
+            .usernames_with_role(Role::Admin.as_str())
+            .await?
+            .iter()
+            .filter(|a| a.as_str() != who)
+            .count())
+    }
+
+    /// Applies a change now, or holds it for a second admin (see the module's comment).
+    pub(crate) async fn propose(&self, who: &Principal, change: Change) -> Result<Applied<Output>> {
+        let prepared = self.prepare(&change).await?;
+        let (widens, diff) = self.judge(who, &change).await?;
+        let setting = self.config.governance.dual_control;
+        match gate(setting, widens, self.other_admins(&who.username).await?) {
+            Gate::Hold => Ok(Applied::Held(self.hold(who, &change, &diff).await?)),
+            g => {
+                let mut tx = self.store.write().await?;
+                let (mut entry, output) = self
+                    .apply_change(&mut tx, &who.username, None, &change, prepared)
+                    .await?;
+                if g == Gate::Unilateral {
+                    entry = entry
+                        .outcome("unilateral")
+                        .detail("dual_control", setting.as_str())
+                        .detail("diff", diff.as_str());
+                }
+                self.commit(tx, entry).await?;
+                if g == Gate::Unilateral {
+                    self.unilateral_alert(&who.username, change.kind(), &diff);
+                }
+                Ok(Applied::Done(output))
+            }
+        }
+    }
+
+    /// A widening change made by the only admin: nobody could approve it, so say so loudly.
+    fn unilateral_alert(&self, who: &str, kind: &str, diff: &str) {
+        tracing::error!(
+            admin = who,
+            kind,
+            diff,
+            "ALERT: a change that widens access was applied by the only admin (no second admin exists)"
+        );
+        metrics::counter!("cofre_unilateral_changes_total").increment(1);
+        if let Some(url) = self.config.alerts.webhook_url.clone() {
+            let body = serde_json::json!({
+                "event": "change.unilateral",
+                "instance": self.instance_id(),
+                "admin": who,
+                "kind": kind,
+                "diff": diff,
+                "at": self.now_text(),
+            });
+            tokio::spawn(super::backups::send_webhook(url, body));
+        }
+    }
+
+    async fn hold(&self, who: &Principal, change: &Change, diff: &str) -> Result<ChangeInfo> {
+        let now = self.now().unix_timestamp();
+        let payload = serde_json::to_string(change).map_err(internal)?;
+        let row = ChangeRow {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            kind: change.kind().to_owned(),
+            payload,
+            diff: diff.to_owned(),
+            proposer: who.username.clone(),
+            state: "pending".into(),
+            created_at: now,
+            decide_by: now + i64::from(self.config.governance.change_timeout_hours) * 3600,
+            decided_by: None,
+            decided_at: None,
+            comment: String::new(),
+        };
+        let mut tx = self.store.write().await?;
+        tx.insert_change(&row).await?;
+        self.commit(
+            tx,
+            NewAuditEntry::new(
+                &who.username,
+                "change.propose",
+                format!("change:{}", row.id),
+            )
+            .detail("kind", row.kind.as_str())
+            .detail("diff", diff),
+        )
+        .await?;
+        Ok(self.change_info(&row))
+    }
+
+    /// Applies `change` inside `tx` as `actor` proposed it (and `approver` approved it, if held).
+    /// Returns the change's own audit entry and what it produced.
+    async fn apply_change(
+        &self,
+        tx: &mut WriteTx,
+        actor: &str,
+        approver: Option<&str>,
+        change: &Change,
+        prepared: Prepared,
+    ) -> Result<(NewAuditEntry, Output)> {
+        let now = self.now().unix_timestamp();
+        let now_text = self.now_text();
+        let mut touched = None;
+        let (entry, output) = match (change, prepared) {
+            (Change::PolicyCreate { .. }, Prepared::Policy(row)) => {
+                if tx.group_id(&row.group).await?.is_none() {
+                    return Err(Error::invalid(
+                        "group",
+                        format!("group: {} does not exist", row.group),
+                    ));
+                }
+                tx.insert_policy(&row, actor).await?;
+                let entry =
+                    NewAuditEntry::new(actor, "policy.create", format!("policy:{}", row.name))
+                        .detail("group", row.group.as_str())
+                        .detail("targets", row.targets.clone())
+                        .detail("allow", row.access.clone())
+                        .detail("outcome", row.outcome.as_str())
+                        .detail(
+                            "limits",
+                            serde_json::from_str::<serde_json::Value>(&row.limits)
+                                .unwrap_or_default(),
+                        );
+                (entry, Output::Policy(policy_info(row)))
+            }
+            (Change::PolicyDelete { name }, _) => {
+                if !tx.delete_policy(name).await? {
+                    return Err(Error::not_found(format!("policy {name}")));
+                }
+                (
+                    NewAuditEntry::new(actor, "policy.delete", format!("policy:{name}")),
+                    Output::Nothing,
+                )
+            }
+            (Change::AddMember { group, username }, _) => {
+                let gid = tx
+                    .group_id(group)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("group {group}")))?;
+                let user = tx.user_by_name(username).await?.ok_or_else(|| {
+                    Error::not_found(format!("user {username}")).with_field("username")
+                })?;
+                tx.add_member(gid, user.id).await?;
+                touched = Some((user.id, "groups"));
+                (
+                    NewAuditEntry::new(actor, "group.add_member", format!("group:{group}"))
+                        .detail("user", username.as_str()),
+                    Output::Nothing,
+                )
+            }
+            (
+                Change::UserCreate {
+                    username,
+                    role,
+                    groups,
+                    email,
+                },
+                Prepared::Password { otp, hash },
+            ) => {
+                let user_id = tx
+                    .insert_user(NewUser {
+                        username,
+                        role,
+                        password_hash: &hash,
+                        must_change_password: true,
+                        created_at: &now_text,
+                    })
+                    .await?;
+                for g in groups {
+                    let gid = tx.ensure_group(g, &now_text).await?;
+                    tx.add_member(gid, user_id).await?;
+                }
+                if let Some(e) = email {
+                    tx.set_email(user_id, Some(e)).await?;
+                }
+                touched = Some((user_id, "created"));
+                (
+                    NewAuditEntry::new(actor, "user.create", format!("user:{username}"))
+                        .detail("role", role.as_str())
+                        .detail("groups", groups.clone())
+                        .detail("email", email.clone().unwrap_or_default()),
+                    Output::User {
+                        username: username.clone(),
+                        one_time_password: SecretString::new(otp.to_string()),
+                    },
+                )
+            }
+            (Change::SetRole { username, .. }, Prepared::Role(role)) => {
+                let user = tx
+                    .user_by_name(username)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("user {username}")))?;
+                tx.set_role(user.id, role.as_str()).await?;
+                // A new role is a new footing: the user logs in again rather than carry on a
+                // session begun under the old one.
+                tx.delete_tokens_of(user.id).await?;
+                touched = Some((user.id, "role"));
+                (
+                    NewAuditEntry::new(actor, "user.set_role", format!("user:{username}"))
+                        .detail("from", user.role.as_str())
+                        .detail("to", role.as_str()),
+                    Output::Nothing,
+                )
+            }
+            (Change::ResetPassword { username }, Prepared::Password { otp, hash }) => {
+                let user = tx
+                    .user_by_name(username)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("user {username}")))?;
+                tx.set_password(user.id, &hash, true).await?;
+                tx.delete_tokens_of(user.id).await?;
+                touched = Some((user.id, "password"));
+                (
+                    NewAuditEntry::new(actor, "user.reset_password", format!("user:{username}")),
+                    Output::OneTimePassword(SecretString::new(otp.to_string())),
+                )
+            }
+            (Change::AddKey { username, .. }, Prepared::Key { fingerprint, key }) => {
+                let user = tx
+                    .user_by_name(username)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("user {username}")))?;
+                tx.insert_ssh_key(user.id, &fingerprint, &key, &now_text)
+                    .await?;
+                touched = Some((user.id, "ssh_key"));
+                (
+                    NewAuditEntry::new(actor, "user.ssh_key_add", format!("user:{username}"))
+                        .detail("fingerprint", fingerprint.as_str()),
+                    Output::Key(SshKeyInfo {
+                        fingerprint,
+                        public_key: key,
+                        created_at: now_text.clone(),
+                    }),
+                )
+            }
+            _ => {
+                return Err(Error::internal(
+                    "applying a change",
+                    "prepared work does not match the change",
+                ))
+            }
+        };
+        if let Some((user_id, what)) = touched {
+            tx.record_account_change(user_id, actor, what, now).await?;
+            // Whoever is handed a one-time password could log in as that user: for the cooling-off
+            // rule the approving admin who receives it has changed the account too.
+            let hands_out_password =
+                matches!(output, Output::User { .. } | Output::OneTimePassword(_));
+            if let (Some(a), true) = (approver, hands_out_password) {
+                tx.record_account_change(user_id, a, "password", now)
+                    .await?;
+            }
+        }
+        Ok((entry, output))
+    }
+
+    /// Whether `approver` (a user id) counts on `requester`'s requests now: not during the
+    /// cooling-off period after the requester created or changed the approver's account.
+    pub(crate) async fn approver_counts(
+        &self,
+        tx: &mut WriteTx,
+        approver_id: i64,
+        requester: &str,
+    ) -> Result<bool> {
+        let now = self.now().unix_timestamp();
+        let cooling = self.config.governance.cooling_off_seconds();
+        let changes: Vec<AccountChange> = tx
+            .account_changes(approver_id, now.saturating_sub(cooling))
+            .await?
+            .into_iter()
+            .map(|c| AccountChange {
+                changed_by: c.changed_by,
+                at: c.at,
+            })
+            .collect();
+        Ok(counts_for(&changes, requester, now, cooling))
+    }
+
+    pub async fn list_changes(
+        &self,
+        who: &Principal,
+        pending_only: bool,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Page<ChangeInfo>> {
+        who.require(Action::ViewInstance)?;
+        let limit = page_limit(limit)?;
+        let before = match cursor {
+            None => None,
+            Some(c) => {
+                let bad = || Error::invalid("cursor", "cursor: not a cursor of this list");
+                let (at, id) = c.split_once(':').ok_or_else(bad)?;
+                Some((at.parse::<i64>().map_err(|_| bad())?, id.to_owned()))
+            }
+        };
+        let rows = self
+            .store
+            .changes_page(pending_only, before, limit + 1)
+            .await?;
+        Ok(super::paginate(
+            rows,
+            limit,
+            |r| format!("{}:{}", r.created_at, r.id),
+            |r| self.change_info(&r),
+        ))
+    }
+
+    pub async fn get_change(&self, who: &Principal, id: &str) -> Result<ChangeInfo> {
+        who.require(Action::ViewInstance)?;
+        let row = self
+            .store
+            .change(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("change {id}")))?;
+        Ok(self.change_info(&row))
+    }
+
+    /// A refused decision: audited, then reported.
+    async fn change_refused(
+        &self,
+        who: &Principal,
+        id: &str,
+        verdict: Verdict,
+        why: &str,
+        err: Error,
+    ) -> Result<ChangeDecision> {
+        self.record(
+            NewAuditEntry::new(&who.username, "change.decide", format!("change:{id}"))
+                .outcome("denied")
+                .detail("verdict", verdict.as_str())
+                .detail("why", why),
+        )
+        .await?;
+        Err(err)
+    }
+
+    /// The second admin's decision. On approval the change is re-validated and applied in the
+    /// same transaction as the decision, so the decision and the change land together or not at all.
+    pub async fn decide_change(
+        &self,
+        who: &Principal,
+        id: &str,
+        verdict: Verdict,
+        comment: Option<&str>,
+    ) -> Result<ChangeDecision> {
+        who.require(Action::DecideChanges)?;
+        let comment = comment.unwrap_or("").trim();
+        cofre_core::names::check_text("comment", comment, 500)?;
+        if verdict == Verdict::Deny && comment.chars().count() < 3 {
+            return Err(Error::invalid(
+                "comment",
+                "comment: say why the change is denied (at least 3 characters)",
+            ));
+        }
+        let row = self
+            .store
+            .change(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("change {id}")))?;
+        let change: Change = serde_json::from_str(&row.payload).map_err(internal)?;
+        // Re-validated now: what was valid when proposed may no longer be (a group removed).
+        let prepared = if verdict == Verdict::Approve {
+            Some(self.prepare(&change).await?)
+        } else {
+            None
+        };
+        let now = self.now().unix_timestamp();
+        let mut tx = self.store.write().await?;
+        let row = tx
+            .change(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("change {id}")))?;
+        let mut machine = change_request(&row.proposer, row.decide_by);
+        machine.state = State::parse(&row.state).unwrap_or(State::Denied);
+        let groups = change_decider_groups(who.role);
+        let event = Event::Decide {
+            who: &who.username,
+            groups: &groups,
+            verdict,
+            comment,
+            at: now,
+        };
+        if let Err(refusal) = machine.apply(&event) {
+            if refusal == Refusal::Expired {
+                tx.close_change(id, "expired", "system", now, "").await?;
+                self.commit(
+                    tx,
+                    NewAuditEntry::new("system", "change.expire", format!("change:{id}"))
+                        .detail("kind", row.kind.as_str()),
+                )
+                .await?;
+            } else {
+                drop(tx);
+            }
+            let (kind, code) = match refusal {
+                Refusal::OwnRequest => (ErrorKind::Forbidden, "own_change"),
+                Refusal::NotPending(_) | Refusal::Expired => (ErrorKind::Conflict, "not_pending"),
+                _ => (ErrorKind::Forbidden, "not_allowed"),
+            };
+            let why = match refusal {
+                Refusal::OwnRequest => "nobody approves their own change".to_owned(),
+                other => other.to_string(),
+            };
+            let err = Error::new(kind, code, why.clone());
+            return self.change_refused(who, id, verdict, &why, err).await;
+        }
+        if verdict == Verdict::Approve
+            && !self
+                .approver_counts(&mut tx, who.user_id, &row.proposer)
+                .await?
+        {
+            drop(tx);
+            let why = format!(
+                "{} created or changed your account in the last {} days: you do not count on their changes yet",
+                row.proposer, self.config.governance.cooling_off_days
+            );
+            let err = Error::new(ErrorKind::Forbidden, "cooling_off", why.clone());
+            return self.change_refused(who, id, verdict, &why, err).await;
+        }
+        let mut one_time_password = None;
+        if let Some(prepared) = prepared {
+            let proposer = tx.user_by_name(&row.proposer).await?;
+            if proposer.map(|p| p.role) != Some(Role::Admin.as_str().to_owned()) {
+                drop(tx);
+                let why = format!("{} is no longer an admin", row.proposer);
+                let err = Error::new(ErrorKind::Conflict, "proposer_not_admin", why.clone());
+                return self.change_refused(who, id, verdict, &why, err).await;
+            }
+            let (entry, output) = self
+                .apply_change(
+                    &mut tx,
+                    &row.proposer,
+                    Some(&who.username),
+                    &change,
+                    prepared,
+                )
+                .await?;
+            tx.append_audit(
+                self.now_text(),
+                entry
+                    .detail("change", id)
+                    .detail("approved_by", who.username.as_str()),
+            )
+            .await
+            .map_err(|e| Error::internal("writing the audit entry", e))?;
+            one_time_password = match output {
+                Output::User {
+                    one_time_password, ..
+                } => Some(one_time_password),
+                Output::OneTimePassword(p) => Some(p),
+                _ => None,
+            };
+        }
+        let state = if verdict == Verdict::Approve {
+            "approved"
+        } else {
+            "denied"
+        };
+        if !tx
+            .close_change(id, state, &who.username, now, comment)
+            .await?
+        {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "not_pending",
+                "the change was decided by someone else first",
+            ));
+        }
+        let mut entry = NewAuditEntry::new(&who.username, "change.decide", format!("change:{id}"))
+            .detail("verdict", verdict.as_str())
+            .detail("kind", row.kind.as_str())
+            .detail("diff", row.diff.as_str())
+            .detail("proposer", row.proposer.as_str())
+            .detail("approver", who.username.as_str());
+        if !comment.is_empty() {
+            entry = entry.detail("comment", comment);
+        }
+        self.commit(tx, entry).await?;
+        let row = self
+            .store
+            .change(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("change {id}")))?;
+        Ok(ChangeDecision {
+            change: self.change_info(&row),
+            one_time_password,
+        })
+    }
+
+    /// Instance facts and what needs attention.
+    pub async fn instance_info(&self, who: &Principal) -> Result<InstanceInfo> {
+        who.require(Action::ViewInstance)?;
+        let admins = self.store.usernames_with_role(Role::Admin.as_str()).await?;
+        let setting = self.config.governance.dual_control;
+        let mut warnings = Vec::new();
+        if admins.len() < 2 && setting == DualControl::WhenPossible {
+            warnings.push(format!(
+                "only one admin ({}): dual control cannot apply; every change that widens access is applied alone, audited `unilateral`, and alerted, until a second admin exists",
+                admins.join(",")
+            ));
+        }
+        if admins.len() < 2 && setting == DualControl::Required {
+            warnings.push(format!(
+                "only one admin ({}): with dual_control = \"required\", changes that widen access wait until a second admin exists to approve them",
+                admins.join(",")
+            ));
+        }
+        if setting == DualControl::Off {
+            warnings.push(
+                "dual control is off ([governance] dual_control = \"off\"): one admin alone can widen access"
+                    .to_owned(),
+            );
+        }
+        Ok(InstanceInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            mode: self.config.mode.as_str().to_owned(),
+            dual_control: setting.as_str().to_owned(),
+            cooling_off_days: self.config.governance.cooling_off_days,
+            admins,
+            pending_changes: self.store.pending_change_count().await?,
+            warnings,
+        })
+    }
+
+    /// The user as the API shows it, after a change.
+    pub(crate) async fn user_info_of(&self, username: &str) -> Result<UserInfo> {
+        let user = self
+            .store
+            .user_by_name(username)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("user {username}")))?;
+        let groups = self.store.user_groups(user.id).await?;
+        Ok(user_info(&user, groups, self.now().unix_timestamp()))
+    }
+}
+
+async fn new_password() -> Result<Prepared> {
+    let otp = password::generate_password();
+    let hash = hash_password(otp.to_string()).await?;
+    Ok(Prepared::Password { otp, hash })
+}
