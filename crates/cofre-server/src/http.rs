@@ -14,8 +14,8 @@ use utoipa::OpenApi;
 
 mod backup;
 mod breakglass;
-mod offboarding;
 mod governance;
+mod offboarding;
 use governance::applied;
 mod requests;
 mod snapshots;

@@ -40,7 +40,11 @@ pub enum InstanceCmd {
 fn print_row(c: &ChangeInfo) {
     outln!(
         "{}\t{}\t{}\tby {}\t{}",
-        c.id, c.state, c.kind, c.proposer, c.diff
+        c.id,
+        c.state,
+        c.kind,
+        c.proposer,
+        c.diff
     );
 }
 

@@ -1,7 +1,7 @@
 //! Targets, credentials and policies, and the one place where a secret leaves the vault: reveal.
 
-use super::requests::UseRefused;
 use super::governance::{Applied, Change, Output};
+use super::requests::UseRefused;
 use super::{page_limit, paginate, App, Principal};
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;

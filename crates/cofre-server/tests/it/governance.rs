@@ -25,6 +25,7 @@ async fn principal(app: &App, name: &str, role: Role, groups: &[&str]) -> Princi
         scope: TokenScope::Session,
         token_hash: String::new(),
         mode: Mode::OnPrem,
+        via_key: None,
     }
 }
 
