@@ -47,13 +47,10 @@ impl App {
         self.with_master(AuditMacKey::derive)
     }
 
-    /// Called once the keyring is open: every append MACs the head from now on, and an instance
-    /// whose head was never signed (new, or from before MACs) gets its first signed head, so that
-    /// from then on an unsigned head is a finding.
+    /// Called once the keyring is open (`set_master` has made every append MAC the head): an
+    /// instance whose head was never signed (new, or from before MACs) gets its first signed head
+    /// at once, rather than at its next audited action.
     pub(crate) async fn start_signing_audit_head(&self) -> Result<()> {
-        let key = self.audit_mac_key()?;
-        self.store
-            .set_head_signer(Arc::new(move |seq, hash| key.mac(seq, hash)));
         if self.store.meta_get(SIGNED_SINCE).await?.is_some() {
             return Ok(());
         }

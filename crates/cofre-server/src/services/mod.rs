@@ -192,6 +192,10 @@ impl App {
     }
 
     pub(crate) fn set_master(&self, key: MasterKey) {
+        // From the moment the keyring is open, every append MACs the audit head.
+        let mac_key = cofre_crypto::audit_mac::AuditMacKey::derive(&key);
+        self.store
+            .set_head_signer(Arc::new(move |seq, hash| mac_key.mac(seq, hash)));
         if let Ok(mut guard) = self.master.write() {
             *guard = Some(key);
         }
