@@ -41,17 +41,14 @@ pub enum TargetCmd {
     ///     AWS_SECRET_ACCESS_KEY)
     #[command(verbatim_doc_comment)]
     Add(TargetAddArgs),
+    /// Every backup target, its pinned host keys and how its last contact went.
     List,
     /// Write, read back and delete a probe file on the target. An SSH host's keys are pinned at
     /// the first contact (this, or the first run) and printed.
-    Test {
-        name: String,
-    },
+    Test { name: String },
     /// Remove a target no job uses (it names the jobs that still do). Its sealed key or secret
     /// is dropped; what was copied there stays.
-    Remove {
-        name: String,
-    },
+    Remove { name: String },
 }
 
 #[derive(Args)]

@@ -63,25 +63,18 @@ pub enum UserCmd {
         #[arg(long, conflicts_with = "email")]
         clear: bool,
     },
+    /// Every user: role, groups, flags (locked, disabled, must change password).
     List,
-    Show {
-        name: String,
-    },
+    /// One user.
+    Show { name: String },
     /// Lift a lockout after repeated failed logins.
-    Unlock {
-        name: String,
-    },
+    Unlock { name: String },
     /// Issue a new one-time password (ends the user's sessions). For another user, held for a
     /// second admin, who then gets the password (dual control).
-    ResetPassword {
-        name: String,
-    },
+    ResetPassword { name: String },
     /// Change a user's role (admin, approver, user, auditor, operator, support); gaining admin or
     /// approver is held for a second admin.
-    SetRole {
-        name: String,
-        role: String,
-    },
+    SetRole { name: String, role: String },
     /// SSH public keys for gateway logins.
     #[command(subcommand)]
     Key(crate::sessions_cmd::KeyCmd),
@@ -95,36 +88,28 @@ pub enum UserCmd {
         reason: String,
     },
     /// Let a disabled user log in again (their old tokens stay ended).
-    Enable {
-        name: String,
-    },
+    Enable { name: String },
     /// Delete a user that never did anything (e.g. created by mistake). A user with audit history
     /// is never erased: disable it instead.
-    Delete {
-        name: String,
-    },
+    Delete { name: String },
 }
 
 #[derive(Subcommand)]
 pub enum GroupCmd {
-    Add {
-        name: String,
-    },
+    /// Create a group (policies and approval levels name groups).
+    Add { name: String },
+    /// Every group and its members.
     List,
-    AddMember {
-        group: String,
-        user: String,
-    },
+    /// Add a user to a group; if a policy or an approval level names the group, held for a second admin.
+    AddMember { group: String, user: String },
     /// Take a user out of a group; what the group's policies granted ends at once (live gateway
     /// sessions that only this group allowed are closed).
-    RemoveMember {
-        group: String,
-        user: String,
-    },
+    RemoveMember { group: String, user: String },
 }
 
 #[derive(Subcommand)]
 pub enum TargetCmd {
+    /// Add a target: a host with a protocol, port and tags.
     Add {
         name: String,
         #[arg(long)]
@@ -135,22 +120,17 @@ pub enum TargetCmd {
         #[arg(long = "tag")]
         tags: Vec<String>,
     },
+    /// The targets you may see (admins and auditors: all; others: those their policies cover).
     List,
-    Show {
-        name: String,
-    },
+    /// One target.
+    Show { name: String },
     /// No reveal and no session on the target until enabled; its live sessions end now.
-    Disable {
-        name: String,
-    },
-    Enable {
-        name: String,
-    },
+    Disable { name: String },
+    /// Allow reveals and sessions on a disabled target again.
+    Enable { name: String },
     /// Delete the target and its credentials. Their versions, sessions and audit entries are
     /// kept; a new target of the same name shares nothing with the old one.
-    Delete {
-        name: String,
-    },
+    Delete { name: String },
 }
 
 #[derive(Args)]
@@ -179,9 +159,8 @@ pub enum CredentialCmd {
         #[command(flatten)]
         secret: SecretSource,
     },
-    List {
-        target: String,
-    },
+    /// The accounts of a target, with their current version (never a secret).
+    List { target: String },
     /// Print the secret, if a policy allows; always audited with the reason.
     Reveal {
         target: String,
@@ -194,31 +173,21 @@ pub enum CredentialCmd {
         version: Option<i64>,
     },
     /// Versions: when each was made and by whom (never the secrets).
-    History {
-        target: String,
-        account: String,
-    },
+    History { target: String, account: String },
     /// No reveal and no session with it until enabled; its live sessions end now.
-    Disable {
-        target: String,
-        account: String,
-    },
-    Enable {
-        target: String,
-        account: String,
-    },
+    Disable { target: String, account: String },
+    /// Allow reveals and sessions with a disabled credential again.
+    Enable { target: String, account: String },
     /// Delete it. Its versions and audit entries are kept; a new credential of the same account
     /// starts at version 1 and shares nothing with the old one.
-    Delete {
-        target: String,
-        account: String,
-    },
+    Delete { target: String, account: String },
 }
 
 // Parsed once per process: the size of the biggest variant does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum PolicyCmd {
+    /// Grant a group session and/or reveal on targets, with an outcome and limits; held for a second admin when it widens access.
     Add {
         name: String,
         #[arg(long)]
@@ -256,10 +225,10 @@ pub enum PolicyCmd {
         #[arg(long)]
         emergency: bool,
     },
+    /// Every policy with its outcome and limits.
     List,
-    Remove {
-        name: String,
-    },
+    /// Remove a policy (held for a second admin when it could have restricted another).
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]

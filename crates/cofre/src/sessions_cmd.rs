@@ -18,9 +18,8 @@ pub enum KeyCmd {
         /// The public key file (e.g. ~/.ssh/id_ed25519.pub), or `-` for stdin.
         file: PathBuf,
     },
-    List {
-        user: String,
-    },
+    /// A user's registered keys (fingerprint, when added).
+    List { user: String },
     /// Remove a key (your own, or anyone's as admin): the gateway refuses it at once, and live
     /// sessions opened with it end.
     Remove {

@@ -370,7 +370,8 @@ fn api_offboarding(backend: Backend) {
         json_items(&api.get("/api/v1/targets", Some(&admin)).body).len(),
         0
     );
-    reveal(&bob).assert_error(404, "not_found");
+    // Answered like a target no policy grants: names cannot be probed.
+    reveal(&bob).assert_error(403, "policy_denied");
     post(
         "/api/v1/targets",
         json!({"name": "db01", "host": "10.0.0.9", "tags": ["prod"]}),
