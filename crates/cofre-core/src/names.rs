@@ -40,6 +40,10 @@ pub fn check_account(field: &str, value: &str) -> Result<(), FieldError> {
     if value.starts_with('-') {
         return Err(FieldError::new(field, "must not start with '-'"));
     }
+    // Names end up in paths (recordings, break-glass listings, URLs): never a directory step.
+    if value == "." || value == ".." {
+        return Err(FieldError::new(field, "must not be '.' or '..'"));
+    }
     if let Some(bad) = value
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '$')))
@@ -101,7 +105,31 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), FieldError
             "must not contain control characters",
         ));
     }
+    if let Some(c) = value.chars().find(|c| is_invisible_format(*c)) {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "must not contain invisible formatting characters (found U+{:04X}): they can make \
+                 a reason read differently from what was stored",
+                u32::from(c)
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Bidirectional overrides and isolates, zero-width characters and the byte-order mark: text
+/// that looks like one thing on screen and is another in the audit trail ("Trojan Source").
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}'   // zero-width space/joiners, LRM, RLM
+        | '\u{202A}'..='\u{202E}' // embeddings and overrides
+        | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+        | '\u{2066}'..='\u{2069}' // isolates
+        | '\u{FEFF}'               // zero-width no-break space
+        | '\u{061C}'               // Arabic letter mark
+        | '\u{180E}'               // Mongolian vowel separator
+    )
 }
 
 /// The three names of a gateway login: which Cofre user, as which account, on which target.
@@ -190,7 +218,7 @@ mod tests {
         for ok in ["root", "Administrator", "svc$backup", "oracle.db"] {
             check_account("account", ok).unwrap();
         }
-        for bad in ["", "-root", "ro ot", "root:x", "a@b"] {
+        for bad in ["", "-root", "ro ot", "root:x", "a@b", ".", ".."] {
             assert!(check_account("account", bad).is_err(), "{bad}");
         }
     }
@@ -210,6 +238,17 @@ mod tests {
         check_text("reason", "INC-42 disk full", 500).unwrap();
         assert!(check_text("reason", "a\u{7}", 500).is_err());
         assert!(check_text("reason", &"x".repeat(501), 500).is_err());
+        // "Trojan Source": a right-to-left override makes the stored text read otherwise.
+        for sneaky in [
+            "INC-1 \u{202E}tpecca",
+            "ok\u{200B}",
+            "a\u{2066}b\u{2069}",
+            "\u{FEFF}x",
+        ] {
+            let e = check_text("reason", sneaky, 500).unwrap_err();
+            assert!(e.reason.contains("invisible"), "{sneaky:?}: {}", e.reason);
+        }
+        check_text("reason", "über café: 数据库 ремонт", 500).unwrap();
     }
 
     #[test]

@@ -230,11 +230,20 @@ async fn sealed_gate(
     next.run(req).await
 }
 
-/// Responses may carry secrets: no cache may keep them.
+/// Responses may carry secrets: no cache may keep them. And HTTPS only, from the first visit on.
 async fn no_store(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let mut res = next.run(req).await;
-    res.headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-store"));
+    let headers = res.headers_mut();
+    headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    // The server only speaks HTTPS: a browser that has seen it once never tries plain HTTP.
+    headers.insert(
+        "strict-transport-security",
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     metrics::counter!("cofre_http_requests_total", "status" => res.status().as_u16().to_string())
         .increment(1);
     res

@@ -68,6 +68,9 @@ pub fn load_or_generate(data_dir: &Path) -> Result<TlsMaterial, TlsError> {
     })
 }
 
+/// How long a generated certificate is valid.
+pub const VALIDITY_DAYS: i64 = 825;
+
 fn generate(dir: &Path) -> Result<(), TlsError> {
     let mut names = vec![
         "localhost".to_owned(),
@@ -85,6 +88,12 @@ fn generate(dir: &Path) -> Result<(), TlsError> {
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "cofre self-signed");
+    // rcgen's default runs from 1975 to 4096; a certificate should say when it stops being
+    // trusted. 825 days is the longest the CA/Browser Forum ever allowed; clients pin the
+    // fingerprint, so the end is when an operator must put a new one in DATA_DIR/tls.
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(VALIDITY_DAYS);
     let key = rcgen::KeyPair::generate().map_err(|e| TlsError::Generate(e.to_string()))?;
     let cert = params
         .self_signed(&key)

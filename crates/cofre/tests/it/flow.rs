@@ -399,3 +399,35 @@ fn empty_lists_say_so_and_a_closed_stdout_ends_the_cli_quietly() {
     assert_eq!(out.stdout.lines().count(), 1, "{out:?}");
     assert!(!out.stderr.contains("panicked"), "{out:?}");
 }
+
+/// HTTPS only, from the first visit on (HSTS), nothing cached, and a generated certificate that
+/// says when it stops being trusted (rcgen's default would run to the year 4096).
+#[test]
+fn https_headers_and_certificate_validity() {
+    let inst = Instance::new(Backend::Sqlite);
+    let server = inst.start();
+    let r = server.api().get("/healthz", None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    for (name, value) in [
+        ("strict-transport-security", "max-age=31536000"),
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+    ] {
+        assert_eq!(
+            r.headers.get(name).and_then(|v| v.to_str().ok()),
+            Some(value),
+            "{name}: {:?}",
+            r.headers
+        );
+    }
+    let cert = inst.path().join("data").join("tls").join("cert.pem");
+    let checkend = |seconds: u64| {
+        let mut cmd = std::process::Command::new("openssl");
+        cmd.args(["x509", "-noout", "-checkend", &seconds.to_string(), "-in"])
+            .arg(&cert);
+        run_command(cmd, None, "openssl x509 -checkend").code
+    };
+    assert_eq!(checkend(0), Some(0), "valid now");
+    assert_eq!(checkend(800 * 86_400), Some(0), "valid for about two years");
+    assert_eq!(checkend(830 * 86_400), Some(1), "but not for ever");
+}

@@ -1059,6 +1059,7 @@ pub struct Resp {
     pub status: u16,
     pub body: Value,
     pub text: String,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Resp {
@@ -1162,6 +1163,7 @@ impl Api {
                 .await
                 .unwrap_or_else(|e| panic!("{what}: request failed: {e:?}"));
             let status = res.status().as_u16();
+            let headers = res.headers().clone();
             let text = res.text().await.unwrap_or_default();
             let body = serde_json::from_str(&text).unwrap_or(Value::Null);
             Resp {
@@ -1169,6 +1171,7 @@ impl Api {
                 status,
                 body,
                 text,
+                headers,
             }
         })
     }
