@@ -3,6 +3,7 @@
 
 use super::{probe_name, Progress, Source, SyncStats, TargetError};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub struct DirTarget {
@@ -123,7 +124,13 @@ fn copy_atomically(
     let result = (|| -> Result<(), TargetError> {
         let input = std::fs::File::open(from).map_err(|e| io_err("cannot read", from, e))?;
         let mut input = input.take(size);
-        let mut out = std::fs::File::create(&tmp).map_err(|e| io_err("cannot write", &tmp, e))?;
+        // Owner-only, like the originals: a backup disk is often shared.
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io_err("cannot write", &tmp, e))?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = input

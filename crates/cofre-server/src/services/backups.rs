@@ -165,9 +165,7 @@ impl App {
         match kind {
             "dir" => {
                 let dir = req.dir.as_deref().unwrap_or_default();
-                if !dir.starts_with('/') || dir.chars().any(char::is_control) {
-                    return Err(Error::invalid("dir", "dir: must be an absolute path"));
-                }
+                check_backup_dir(dir, &self.config.data_dir)?;
                 for (f, set) in [
                     ("port", req.port.is_some()),
                     ("ssh_private_key", req.ssh_private_key.is_some()),
@@ -961,4 +959,56 @@ pub async fn start(app: &Arc<App>) {
             }
         }
     });
+}
+
+/// Directories a backup may never go to: the system's own, and the instance's data dir (a copy
+/// inside it would be copied again by the next snapshot, and one that contains it would overwrite
+/// it).
+const SYSTEM_TREES: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin", "/sys",
+    "/usr",
+];
+/// Top-level directories that may hold a backup directory, but are not one themselves.
+const SYSTEM_ROOTS: &[&str] = &[
+    "/", "/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var",
+];
+
+pub(crate) fn check_backup_dir(dir: &str, data_dir: &std::path::Path) -> Result<()> {
+    let bad = |why: &str| Error::invalid("dir", format!("dir: {why}"));
+    if !dir.starts_with('/') || dir.chars().any(char::is_control) {
+        return Err(bad("must be an absolute path"));
+    }
+    let path = std::path::Path::new(dir);
+    if path.components().any(|c| {
+        matches!(
+            c,
+            std::path::Component::ParentDir | std::path::Component::CurDir
+        )
+    }) {
+        return Err(bad("must not contain '.' or '..' steps"));
+    }
+    let trimmed = dir.trim_end_matches('/');
+    let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+    if SYSTEM_ROOTS.contains(&trimmed) {
+        return Err(bad(&format!(
+            "{trimmed} is a system directory; give a directory of its own, e.g. {}/cofre-backup",
+            trimmed.trim_end_matches('/')
+        )));
+    }
+    if SYSTEM_TREES
+        .iter()
+        .any(|t| trimmed == *t || trimmed.starts_with(&format!("{t}/")))
+    {
+        return Err(bad("is inside a system directory"));
+    }
+    // The data dir as it is now (it may be relative, or behind a symlink).
+    let data = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    if target.starts_with(&data) || data.starts_with(&target) {
+        return Err(bad(&format!(
+            "must be outside the data dir {} (and not contain it)",
+            data.display()
+        )));
+    }
+    Ok(())
 }

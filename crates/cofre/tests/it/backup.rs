@@ -298,6 +298,29 @@ fn directory_target_system_and_credentials() {
 
     let run = run_json(&admin, "system-usb");
     assert_eq!(run["status"], "ok", "{run}");
+    // Copies are owner-only, like the originals: a backup disk is often shared.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut files = 0;
+        let mut stack = vec![dest.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let meta = e.metadata().unwrap();
+                if meta.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    files += 1;
+                    assert_eq!(
+                        meta.permissions().mode() & 0o777,
+                        0o600,
+                        "{} is owner-only",
+                        e.path().display()
+                    );
+                }
+            }
+        }
+        assert!(files > 0, "the system backup wrote files");
+    }
     let copied = tree(&dest.join("system"));
     let names: Vec<&String> = copied.keys().collect();
     assert_eq!(
@@ -984,6 +1007,21 @@ fn bad_backup_input_names_the_field() {
     admin
         .fail(&["backup", "target", "add", "x", "--dir", "relative/path"])
         .assert_stderr_contains("dir: must be an absolute path");
+    // Never into the system's directories or the data dir (nor one that contains it).
+    let data_dir = inst.path().join("data");
+    let inside = data_dir.join("backups");
+    for (dir, why) in [
+        ("/", "is a system directory"),
+        ("/etc/cofre", "inside a system directory"),
+        ("/usr/local/backup", "inside a system directory"),
+        ("/tmp/../etc", "'.' or '..'"),
+        (inside.to_str().unwrap(), "outside the data dir"),
+        (inst.path().to_str().unwrap(), "outside the data dir"),
+    ] {
+        admin
+            .fail(&["backup", "target", "add", "x", "--dir", dir])
+            .assert_stderr_contains(why);
+    }
     let key = inst.path().join("k");
     std::fs::write(&key, "not a key").unwrap();
     admin
