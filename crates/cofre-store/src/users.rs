@@ -344,6 +344,19 @@ impl WriteTx {
         Ok(())
     }
 
+    /// `(failed_logins, totp_last_step)` as this transaction sees them: read under the write
+    /// lock, so two logins at once count both failures and cannot both use one TOTP code.
+    pub async fn login_state(&mut self, user_id: i64) -> Result<(i64, Option<i64>)> {
+        let row = sqlx::query("SELECT failed_logins, totp_last_step FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok((
+            row.try_get("failed_logins")?,
+            row.try_get("totp_last_step")?,
+        ))
+    }
+
     pub async fn record_login_success(
         &mut self,
         user_id: i64,

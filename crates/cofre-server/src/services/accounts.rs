@@ -246,8 +246,16 @@ impl App {
             return Err(account_disabled());
         }
         let mut tx = self.store.write().await?;
+        let (failed_before, last_step) = tx.login_state(user.id).await?;
+        if let (None, Some(step)) = (failure, totp_step) {
+            // Another login with the same code committed while this one checked it.
+            if last_step.is_some_and(|l| l >= step) {
+                failure = Some("wrong or reused TOTP code");
+                totp_step = None;
+            }
+        }
         if let Some(why) = failure {
-            let failures = user.failed_logins + 1;
+            let failures = failed_before + 1;
             let lock = (failures >= i64::from(self.config.lockout_threshold)).then(|| {
                 now + i64::try_from(self.config.lockout_minutes * 60).unwrap_or(i64::MAX / 2)
             });

@@ -125,7 +125,8 @@ fn totp_enrolment_and_login() {
     );
 
     // The next step's code: within the accepted window and never used before.
-    let code = totp_at_step(&seed, current_step().max(confirm_step) + 1);
+    let used = current_step().max(confirm_step) + 1;
+    let code = totp_at_step(&seed, used);
     let mut with_code = login.to_vec();
     with_code.extend(["--totp", &code]);
     device
@@ -141,6 +142,38 @@ fn totp_enrolment_and_login() {
     // A code works once.
     let replay = Cli::new(&inst, "alice-thief").at(&server);
     replay.fail_in(&with_code, &format!("{alice_pw}\n"));
+
+    // Two logins at the same moment with one fresh code: exactly one gets in (the step is read
+    // and written inside the login's write transaction).
+    // The next unused step must be inside the accepted window: wait for the clock to get there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    while current_step() < used {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TOTP step advances"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let fresh = totp_at_step(&seed, used + 1);
+    let body = serde_json::json!({"username": "alice", "password": alice_pw, "totp_code": fresh});
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let body = body.clone();
+                let server = &server;
+                s.spawn(move || server.api().post("/api/v1/auth/login", None, body).status)
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|h| h.join().expect("racer"))
+            .collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "one code, one login: {statuses:?}"
+    );
 
     device.ok(&["logout"]);
     device.fail(&["whoami"]);
