@@ -66,7 +66,10 @@ impl Share {
                 ))
             }
         };
-        let rest = &body[SHARE_PREFIX.len()..];
+        // The body can be shorter than the prefix: "cofre-bg-" + the checksum of "cofre-bg".
+        let Some(rest) = body.strip_prefix(SHARE_PREFIX) else {
+            return Err(fmt_err("it must start with \"cofre-bg-\""));
+        };
         let parts: Vec<&str> = rest.split('-').collect();
         let [instance, epoch, kid, threshold, index, payload] = parts.as_slice() else {
             return Err(fmt_err(
@@ -603,6 +606,10 @@ mod tests {
             "hello",
             "cofre-bg-x-y-z",
             &"a".repeat(10_000),
+            // Found by the share_lines fuzz target: the prefix's own checksum made the body
+            // shorter than the prefix ("cofre-bg"), and slicing past it panicked.
+            "cofre-bg-98a517",
+            "COFRE-BG -98A517",
         ] {
             assert!(Share::parse(text).is_err(), "{text}");
         }

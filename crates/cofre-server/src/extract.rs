@@ -117,7 +117,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     }
 }
 
-fn serde_urlencoded_like<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
+/// Parses a query string (without the `?`) as [`QueryParams`] does; public for the fuzz targets.
+pub fn serde_urlencoded_like<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
     // axum's own Query extractor wraps serde_urlencoded; reuse it through its public API and
     // rewrite the rejection into our error shape.
     let uri: axum::http::Uri = format!("/?{query}").parse().map_err(|_| {
