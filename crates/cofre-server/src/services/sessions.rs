@@ -325,27 +325,8 @@ impl App {
         if !self.gateway_key_known(username, fingerprint).await? {
             return Err(refused());
         }
-        if user
-            .locked_until
-            .is_some_and(|t| t > self.now().unix_timestamp())
-        {
-            self.record(
-                NewAuditEntry::new(
-                    username,
-                    "gateway.login_refused",
-                    format!("user:{username}"),
-                )
-                .outcome("denied")
-                .detail("why", "account locked")
-                .detail("source", source),
-            )
-            .await?;
-            return Err(Error::new(
-                ErrorKind::Locked,
-                "account_locked",
-                "account locked",
-            ));
-        }
+        // No lockout check: a lock comes from wrong passwords, which anyone can type for any
+        // user; refusing the key holder too would let them shut a user (or every admin) out.
         self.record(
             NewAuditEntry::new(username, "gateway.login", format!("user:{username}"))
                 .detail("method", "publickey")

@@ -705,3 +705,62 @@ fn ssh_audit_finds_nothing_to_warn_about() {
         out.stdout
     );
 }
+
+/// X11 and agent forwarding would go around the recording: refused, and each refusal audited.
+#[test]
+fn x11_and_agent_forwarding_refusals_are_audited() {
+    let Some(gw) = setup(Backend::Sqlite, Some("allow")) else {
+        return;
+    };
+    let script = r#"
+import sys, paramiko
+c = paramiko.SSHClient()
+c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+c.connect("127.0.0.1", port=int(sys.argv[1]), username="alice+root+db01", key_filename=sys.argv[2],
+          allow_agent=False, look_for_keys=False, timeout=30)
+t = c.get_transport()
+chan = t.open_session(timeout=30)
+try:
+    chan.request_x11(screen_number=0, auth_protocol="MIT-MAGIC-COOKIE-1", auth_cookie="00" * 16)
+    print("x11: accepted")
+except paramiko.SSHException:
+    print("x11: refused")
+ok = t.send_ignore() is None  # the connection is still fine
+chan2 = t.open_session(timeout=30)
+paramiko.agent.AgentRequestHandler(chan2)
+chan2.exec_command("echo still-recorded")
+print(chan2.makefile("rb").read().decode().strip(), chan2.recv_exit_status())
+c.close()
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script, &gw.server.ssh_port.to_string()])
+        .arg(gw.keys.join("alice_key"));
+    let out = run_command(cmd, None, "paramiko asking for X11 and agent forwarding");
+    out.assert_ok();
+    assert!(out.stdout.contains("x11: refused"), "{out:?}");
+    assert!(out.stdout.contains("still-recorded 0"), "{out:?}");
+    let audit = gw.audit();
+    for what in ["X11 forwarding", "agent forwarding"] {
+        let e = find_entry(&audit, "session.refused", |e| e["object"] == what);
+        assert_eq!(e["actor"], "alice", "{e}");
+        assert_eq!(e["outcome"], "denied", "{e}");
+    }
+}
+
+/// Five wrong passwords lock the account for password logins; they never stop the holder of a
+/// registered key (anyone can type wrong passwords for anyone).
+#[test]
+fn a_password_lockout_does_not_stop_key_logins() {
+    let Some(gw) = setup(Backend::Sqlite, Some("allow")) else {
+        return;
+    };
+    for _ in 0..5 {
+        let r = gw.server.api().login("alice", "not-her-password-at-all");
+        assert_eq!(r.status, 401, "{}", r.text);
+    }
+    let r = gw.server.api().login("alice", &gw.alice_password);
+    assert_eq!(r.status, 423, "locked for passwords now: {}", r.text);
+    let out = gw.run_ssh(PLUS_LOGIN, &[], Some("echo by-key"), None);
+    assert_eq!(out.stdout, "by-key\n", "{out:?}");
+    assert_eq!(out.code, Some(0), "{out:?}");
+}
