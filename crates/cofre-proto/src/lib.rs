@@ -151,6 +151,18 @@ pub struct TotpEnrollResponse {
     pub otpauth_uri: SecretString,
 }
 
+/// Starting TOTP enrolment. Replacing a TOTP already in use needs the password and a current code:
+/// a stolen token alone must not move the second factor to another device.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpEnrollRequest {
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// A current code of the TOTP being replaced.
+    #[serde(default)]
+    pub totp_code: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TotpConfirmRequest {

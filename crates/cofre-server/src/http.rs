@@ -371,12 +371,15 @@ async fn change_password(
     ))
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/totp/enroll", security(("bearer" = [])), responses((status = 200, body = TotpEnrollResponse)))]
+#[utoipa::path(post, path = "/api/v1/auth/totp/enroll", security(("bearer" = [])), request_body = TotpEnrollRequest,
+    responses((status = 200, body = TotpEnrollResponse)))]
 async fn totp_enroll(
     State(state): State<AppState>,
     Auth(who): Auth,
+    Source(src): Source,
+    JsonBody(req): JsonBody<TotpEnrollRequest>,
 ) -> ApiResult<TotpEnrollResponse> {
-    Ok(Json(state.app.totp_enroll(&who).await?))
+    Ok(Json(state.app.totp_enroll(&who, &req, &src).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/totp/confirm", security(("bearer" = [])), request_body = TotpConfirmRequest,

@@ -35,7 +35,15 @@ pub struct PasswdArgs {
 #[derive(Subcommand)]
 pub enum TotpCmd {
     /// Start enrolment: prints the secret and an otpauth:// URI for your authenticator app.
-    Enroll,
+    /// Replacing a TOTP in use needs a current code (--totp) and your password (asked, or stdin).
+    Enroll {
+        /// A current code of the TOTP being replaced.
+        #[arg(long)]
+        totp: Option<String>,
+        /// With --totp: read your password from the first line of stdin.
+        #[arg(long, requires = "totp")]
+        password_stdin: bool,
+    },
     /// Finish enrolment with a code from the app; from then on login needs --totp.
     Confirm { code: String },
 }
@@ -484,8 +492,24 @@ async fn dispatch(
             outln!("password changed; other sessions of yours were ended");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Totp(TotpCmd::Enroll) => {
-            let r: TotpEnrollResponse = ctx.client.post("/api/v1/auth/totp/enroll", &()).await?;
+        Command::Totp(TotpCmd::Enroll {
+            totp,
+            password_stdin,
+        }) => {
+            let mut req = TotpEnrollRequest::default();
+            if let Some(code) = totp {
+                let password = if password_stdin {
+                    stdin_lines(1)?
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| anyhow!("--password-stdin: stdin is empty"))?
+                } else {
+                    prompt_secret("Password")?
+                };
+                req.password = Some(SecretString::new(password.to_string()));
+                req.totp_code = Some(code);
+            }
+            let r: TotpEnrollResponse = ctx.client.post("/api/v1/auth/totp/enroll", &req).await?;
             outln!("secret: {}", r.secret_base32.expose());
             outln!("uri: {}", r.otpauth_uri.expose());
             outln!("add it to your authenticator app, then run `cofre totp confirm CODE`");

@@ -9,7 +9,7 @@ use cofre_core::role::{Action, Role};
 use cofre_crypto::{envelope, password, token, totp, SealedSecret};
 use cofre_proto::{
     ChangePasswordResponse, CreateUserResponse, GroupInfo, LoginResponse, Page, SecretString,
-    TotpEnrollResponse, UserInfo,
+    TotpEnrollRequest, TotpEnrollResponse, UserInfo,
 };
 use cofre_store::users::{NewUser, UserRow};
 
@@ -453,14 +453,53 @@ impl App {
     }
 
     /// Starts TOTP enrolment: a new seed, shown once, active after `totp_confirm`.
-    pub async fn totp_enroll(&self, who: &Principal) -> Result<TotpEnrollResponse> {
+    pub async fn totp_enroll(
+        &self,
+        who: &Principal,
+        reauth: &TotpEnrollRequest,
+        source: &str,
+    ) -> Result<TotpEnrollResponse> {
         who.require(Action::OwnAccount)?;
+        let user = self
+            .store
+            .user_by_name(&who.username)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("user {}", who.username)))?;
         let seed = totp::generate_secret();
         let aad = format!("cofre:totp:{}", who.user_id);
         let sealed = self
             .with_master(|mk| envelope::seal(mk, &seed, aad.as_bytes()))?
             .map_err(|e| Error::internal("sealing the TOTP seed", e))?;
-        let mut tx = self.store.write().await?;
+        let mut tx = if user.totp_enabled {
+            // Replacing a second factor in use: prove both factors again, as at login (the same
+            // failure counting, lockout, replay check and audit), so a stolen token cannot.
+            let needs = |field: &str| {
+                Error::invalid(
+                    field,
+                    format!(
+                        "{field}: replacing the TOTP in use needs your password and a current code \
+                         (cofre totp enroll --totp CODE)"
+                    ),
+                )
+            };
+            let password = reauth.password.as_ref().ok_or_else(|| needs("password"))?;
+            let code = reauth
+                .totp_code
+                .as_deref()
+                .ok_or_else(|| needs("totp_code"))?;
+            let (checked, step, mut tx) = self
+                .verify_login(&LoginInput {
+                    username: &who.username,
+                    password: password.expose(),
+                    totp_code: Some(code),
+                    source,
+                })
+                .await?;
+            tx.record_login_success(checked.id, step).await?;
+            tx
+        } else {
+            self.store.write().await?
+        };
         tx.set_totp_pending(who.user_id, &sealed.wrapped_key, &sealed.ciphertext)
             .await?;
         self.commit(
@@ -469,7 +508,8 @@ impl App {
                 &who.username,
                 "auth.totp_enroll",
                 format!("user:{}", who.username),
-            ),
+            )
+            .detail("replacing", user.totp_enabled),
         )
         .await?;
         Ok(TotpEnrollResponse {

@@ -175,6 +175,33 @@ fn totp_enrolment_and_login() {
         "one code, one login: {statuses:?}"
     );
 
+    // Replacing the TOTP in use needs a current code and the password, not only a token.
+    device
+        .fail(&["totp", "enroll"])
+        .assert_stderr_contains("replacing the TOTP in use needs your password and a current code");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    // The race used step `used + 1`; the next code inside the window comes one step later.
+    while current_step() < used + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TOTP step advances"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let current = totp_at_step(&seed, used + 2);
+    device
+        .fail_in(
+            &["totp", "enroll", "--totp", &current, "--password-stdin"],
+            "not-alice-password\n",
+        )
+        .assert_stderr_contains("invalid");
+    device
+        .ok_in(
+            &["totp", "enroll", "--totp", &current, "--password-stdin"],
+            &format!("{alice_pw}\n"),
+        )
+        .assert_stdout_contains("secret:");
+
     device.ok(&["logout"]);
     device.fail(&["whoami"]);
 }

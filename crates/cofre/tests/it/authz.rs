@@ -374,7 +374,7 @@ fn authorization_matrix() {
                 "POST",
                 "/api/v1/auth/totp/enroll",
                 "/api/v1/auth/totp/enroll",
-                None,
+                Some(json!({})),
                 Rule::OwnAccount,
             ),
             Row {
