@@ -65,15 +65,15 @@ impl App {
     }
 
     /// The current head as an anchor, if this instance signed it (for snapshots' metadata).
-    pub(crate) async fn signed_audit_head(&self) -> Option<Anchor> {
-        let head = self.store.audit_head_signed().await.ok()?;
-        let key = self.audit_mac_key().ok()?;
-        key.verify(head.seq, &head.hash, &head.mac).then(|| Anchor {
+    pub(crate) async fn signed_audit_head(&self) -> Result<Option<Anchor>> {
+        let head = self.store.audit_head_signed().await?;
+        let key = self.audit_mac_key()?;
+        Ok(key.verify(head.seq, &head.hash, &head.mac).then(|| Anchor {
             seq: head.seq,
             hash: head.hash,
             written_at: self.now_text(),
             mac: head.mac,
-        })
+        }))
     }
 
     /// Every anchor this node can see, newest state (highest seq) first.
@@ -99,32 +99,24 @@ impl App {
                     .map_err(|e| Error::internal("reading the audit anchor", e))?
             }
         };
-        let head = self.store.audit_head_signed().await?;
-        let key = self.audit_mac_key()?;
+        // Only a head this instance signed is worth anchoring.
+        let Some(anchor) = self.signed_audit_head().await? else {
+            return Ok(last);
+        };
         if let Some(a) = &last {
-            if head.seq <= a.seq {
+            if anchor.seq <= a.seq {
                 return Ok(last);
             }
             let anchored = self.store.audit_entry(a.seq).await?;
             if anchored.as_ref().map(|r| r.hash.as_str()) != Some(a.hash.as_str()) {
                 tracing::error!(
                     anchor = a.seq,
-                    head = head.seq,
+                    head = anchor.seq,
                     "the audit chain no longer contains its anchored entry; the anchor is kept as evidence"
                 );
                 return Ok(last);
             }
         }
-        // Only a head this instance signed is worth anchoring.
-        if !key.verify(head.seq, &head.hash, &head.mac) {
-            return Ok(last);
-        }
-        let anchor = Anchor {
-            seq: head.seq,
-            hash: head.hash,
-            written_at: self.now_text(),
-            mac: head.mac,
-        };
         let text = serde_json::to_vec_pretty(&anchor)
             .map_err(|e| Error::internal("writing the audit anchor", e))?;
         tokio::task::spawn_blocking(move || cofre_crypto::files::write_private_file(&path, &text))

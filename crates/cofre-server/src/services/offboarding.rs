@@ -109,11 +109,7 @@ impl App {
             .await?
             .ok_or_else(|| Error::not_found(format!("user {username}")))?;
         if user.disabled_at.is_none() {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                "not_disabled",
-                format!("user {username} is not disabled"),
-            ));
+            return Err(no_change(&format!("user {username}"), false));
         }
         tx.set_user_disabled(user.id, None, None).await?;
         self.commit(
@@ -307,18 +303,7 @@ impl App {
             .await?
             .ok_or_else(|| Error::not_found(format!("target {name}")))?;
         if t.disabled == disabled {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                if disabled {
-                    "already_disabled"
-                } else {
-                    "not_disabled"
-                },
-                format!(
-                    "target {name} is {} disabled",
-                    if disabled { "already" } else { "not" }
-                ),
-            ));
+            return Err(no_change(&format!("target {name}"), disabled));
         }
         let now = self.now_text();
         tx.set_target_disabled(t.id, disabled.then_some(now.as_str()))
@@ -380,17 +365,9 @@ impl App {
             .await?
             .ok_or_else(|| Error::not_found(format!("credential {target}/{account}")))?;
         if c.disabled == disabled {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                if disabled {
-                    "already_disabled"
-                } else {
-                    "not_disabled"
-                },
-                format!(
-                    "credential {target}/{account} is {} disabled",
-                    if disabled { "already" } else { "not" }
-                ),
+            return Err(no_change(
+                &format!("credential {target}/{account}"),
+                disabled,
             ));
         }
         let now = self.now_text();
@@ -518,4 +495,18 @@ impl App {
         )
         .await
     }
+}
+
+/// The answer to disabling what is already disabled, or enabling what is not disabled.
+fn no_change(what: &str, disabled: bool) -> Error {
+    let (code, state) = if disabled {
+        ("already_disabled", "already")
+    } else {
+        ("not_disabled", "not")
+    };
+    Error::new(
+        ErrorKind::Conflict,
+        code,
+        format!("{what} is {state} disabled"),
+    )
 }

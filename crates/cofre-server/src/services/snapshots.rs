@@ -424,7 +424,7 @@ impl App {
             members: written.2,
             verified_at: None,
             verified: None,
-            audit_head: self.signed_audit_head().await,
+            audit_head: self.signed_audit_head().await.ok().flatten(),
         };
         // Metadata first, then the rename: a crash in between leaves metadata without a file,
         // which is not listed and is removed by the next create.
