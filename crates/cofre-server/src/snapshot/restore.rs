@@ -2,8 +2,10 @@
 //!
 //! Everything is first written under `NEW_DIR/.cofre-restore` and checked (every frame's tag,
 //! every member's size and SHA-256, the database copy opens); only then are the members moved
-//! into place. A restore cut short leaves only that scratch dir, which no server reads and the
-//! next restore removes.
+//! into place. A restore that fails removes what it wrote (scratch dir, what it had moved into
+//! place, the directory if it made it); one that is killed leaves the scratch dir and, once
+//! placing has begun, the names it listed in `.cofre-restore/placing`, which no server reads and
+//! the next restore removes before anything else.
 
 use super::format::{self, FormatError, Header, Reader};
 use cofre_crypto::datakey::DataKey;
@@ -136,8 +138,14 @@ pub struct RestoreReport {
     pub sealed: bool,
 }
 
-/// A non-empty directory is refused; a scratch dir left by an interrupted restore is not content.
+/// A non-empty directory is refused; a scratch dir left by an interrupted restore, and what that
+/// restore listed in it as moved into place, are not content.
 fn check_empty(dir: &Path) -> Result<(), RestoreError> {
+    let ours = if dir.join(SCRATCH).is_dir() {
+        placing_list(dir)?
+    } else {
+        Vec::new()
+    };
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -145,7 +153,8 @@ fn check_empty(dir: &Path) -> Result<(), RestoreError> {
     };
     for entry in entries {
         let entry = entry.map_err(io(format!("--data-dir {}", dir.display())))?;
-        if entry.file_name() != SCRATCH {
+        let name = entry.file_name();
+        if name != SCRATCH && !ours.iter().any(|o| std::ffi::OsStr::new(o) == name) {
             return Err(RestoreError::Refused(format!(
                 "--data-dir {}: the directory is not empty ({} is in it); a restore goes into an empty or new directory and never overwrites an instance",
                 dir.display(),
@@ -174,11 +183,136 @@ fn member_path(root: &Path, name: &str) -> Result<PathBuf, FormatError> {
     Ok(root.join(rel))
 }
 
+/// Restores a snapshot into an empty (or absent) data dir. A failure leaves the directory as it
+/// was found: the scratch dir, everything already moved into place and, if the restore made it,
+/// the directory itself are removed before the error is returned.
 pub async fn restore(
     opts: RestoreOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RestoreReport, RestoreError> {
+    let made_from = first_missing(&opts.data_dir);
     check_empty(&opts.data_dir)?;
+    remove_leftovers(&opts.data_dir)?;
+    let mut placed = Vec::new();
+    match restore_into(&opts, &mut placed, progress).await {
+        Ok(report) => Ok(report),
+        Err(e) => match undo(&opts.data_dir, &placed, made_from.as_deref()) {
+            Ok(()) => Err(e),
+            Err(cleanup) => Err(RestoreError::Refused(format!(
+                "{e}; and cleaning up failed: {cleanup} (remove {} before trying again: it may hold decrypted data)",
+                opts.data_dir.display()
+            ))),
+        },
+    }
+}
+
+/// The file in the scratch dir that lists, before the first one is moved, the names the restore
+/// moves into the data dir: what a restore killed while placing leaves there is known as its own.
+const PLACING: &str = "placing";
+
+fn placing_list(data_dir: &Path) -> Result<Vec<String>, RestoreError> {
+    let path = data_dir.join(SCRATCH).join(PLACING);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter(|l| !l.is_empty() && *l != SCRATCH && !l.contains('/') && *l != "..")
+            .map(str::to_owned)
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(format!("reading {}", path.display()))(e)),
+    }
+}
+
+fn remove_path(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// What an interrupted restore left (its scratch dir, and what it had moved into place): removed
+/// before anything else, since it may hold a key and decrypted members.
+fn remove_leftovers(data_dir: &Path) -> Result<(), RestoreError> {
+    let scratch = data_dir.join(SCRATCH);
+    if !scratch.exists() {
+        return Ok(());
+    }
+    for name in placing_list(data_dir)? {
+        let path = data_dir.join(&name);
+        remove_path(&path).map_err(io(format!(
+            "removing {} (left by an interrupted restore)",
+            path.display()
+        )))?;
+    }
+    std::fs::remove_dir_all(&scratch).map_err(io(format!(
+        "removing {} (left by an interrupted restore)",
+        scratch.display()
+    )))?;
+    sync_parent_dir(data_dir)
+}
+
+fn sync_parent_dir(data_dir: &Path) -> Result<(), RestoreError> {
+    super::sync_dir(data_dir).map_err(io(format!("syncing {}", data_dir.display())))
+}
+
+/// The outermost directory of `dir` (itself included) that does not exist yet: what the restore
+/// creates, and removes again if it fails.
+fn first_missing(dir: &Path) -> Option<PathBuf> {
+    let mut missing = None;
+    for ancestor in dir.ancestors() {
+        if ancestor.as_os_str().is_empty() || ancestor.exists() {
+            break;
+        }
+        missing = Some(ancestor.to_path_buf());
+    }
+    missing
+}
+
+fn undo(data_dir: &Path, placed: &[String], made_from: Option<&Path>) -> Result<(), RestoreError> {
+    for name in placed {
+        let path = data_dir.join(name);
+        remove_path(&path).map_err(io(format!("removing {}", path.display())))?;
+    }
+    let scratch = data_dir.join(SCRATCH);
+    remove_path(&scratch).map_err(io(format!("removing {}", scratch.display())))?;
+    if let Some(top) = made_from {
+        for dir in data_dir.ancestors() {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(format!("removing {}", dir.display()))(e)),
+            }
+            if dir == top {
+                break;
+            }
+        }
+    } else if data_dir.exists() {
+        sync_parent_dir(data_dir)?;
+    }
+    Ok(())
+}
+
+/// The top-level names under `data_dir` that placing these members creates.
+fn top_level_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        if let Some(first) = Path::new(name).components().next() {
+            let first = first.as_os_str().to_string_lossy().into_owned();
+            if !out.contains(&first) {
+                out.push(first);
+            }
+        }
+    }
+    out
+}
+
+async fn restore_into(
+    opts: &RestoreOptions,
+    placed: &mut Vec<String>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RestoreReport, RestoreError> {
     let mut file = std::fs::File::open(&opts.snapshot)
         .map_err(io(format!("snapshot {}", opts.snapshot.display())))?;
     let (header, _) = format::read_header(&mut file)?;
@@ -207,16 +341,13 @@ pub async fn restore(
     }
 
     let scratch = opts.data_dir.join(SCRATCH);
-    if scratch.exists() {
-        std::fs::remove_dir_all(&scratch).map_err(io(format!("removing {}", scratch.display())))?;
-    }
     cofre_crypto::files::ensure_private_dir(&opts.data_dir)
-        .map_err(|e| RestoreError::Refused(e.to_string()))?;
+        .map_err(|e| RestoreError::Refused(format!("--data-dir: {e}")))?;
     cofre_crypto::files::ensure_private_dir(&scratch)
-        .map_err(|e| RestoreError::Refused(e.to_string()))?;
+        .map_err(|e| RestoreError::Refused(format!("--data-dir: {e}")))?;
     let key_dir = scratch.join("key");
     cofre_crypto::files::ensure_private_dir(&key_dir)
-        .map_err(|e| RestoreError::Refused(e.to_string()))?;
+        .map_err(|e| RestoreError::Refused(format!("--data-dir: {e}")))?;
     let master = unlock_master(&header, &opts.unlock, &key_dir)?;
     let key = open_key(&header, &master)?;
     drop(master);
@@ -269,19 +400,45 @@ pub async fn restore(
     let db_member = super::database_member(&header.database);
     let db_file = files.join(db_member);
     let sealed = matches!(header.keyring.seal, SealKind::Shamir { .. });
-    match opts.database_url.as_deref() {
-        Some(url) => {
-            cofre_store::export::restore_postgres_dump(url, &db_file)
-                .await
-                .map_err(|e| RestoreError::Database(e.to_string()))?;
-        }
-        None => {
-            cofre_store::export::check_sqlite_copy(&db_file)
-                .await
-                .map_err(|e| RestoreError::Database(format!("{db_member}: {e}")))?;
-            std::fs::rename(&db_file, opts.data_dir.join("cofre.db"))
-                .map_err(io("moving the database into place"))?;
-        }
+    if opts.database_url.is_none() {
+        cofre_store::export::check_sqlite_copy(&db_file)
+            .await
+            .map_err(|e| RestoreError::Database(format!("{db_member}: {e}")))?;
+    }
+    // Which names the data dir is about to get, on disk before the first of them, so that a
+    // restore killed from here on leaves nothing the next one does not know to remove.
+    let mut to_place = top_level_names(
+        reader
+            .manifest
+            .members
+            .iter()
+            .filter(|m| !m.name.starts_with("database/"))
+            .map(|m| m.name.as_str()),
+    );
+    if opts.database_url.is_none() {
+        to_place.push("cofre.db".into());
+    }
+    if !sealed {
+        to_place.push(
+            cofre_crypto::Keyring::key_file_path(Path::new(""))
+                .display()
+                .to_string(),
+        );
+    }
+    cofre_crypto::files::write_private_file(
+        &scratch.join(PLACING),
+        format!("{}\n", to_place.join("\n")).as_bytes(),
+    )
+    .map_err(|e| RestoreError::Refused(e.to_string()))?;
+    super::sync_dir(&scratch).map_err(io(format!("syncing {}", scratch.display())))?;
+    *placed = to_place;
+    if let Some(url) = opts.database_url.as_deref() {
+        cofre_store::export::restore_postgres_dump(url, &db_file)
+            .await
+            .map_err(|e| RestoreError::Database(e.to_string()))?;
+    } else {
+        std::fs::rename(&db_file, opts.data_dir.join("cofre.db"))
+            .map_err(io("moving the database into place"))?;
     }
     for m in &reader.manifest.members {
         if m.name.starts_with("database/") {
@@ -302,8 +459,10 @@ pub async fn restore(
         )
         .map_err(io("placing master.key"))?;
     }
+    // The restore is complete once the scratch dir (and its list of names) is gone.
     std::fs::remove_dir_all(&scratch).map_err(io(format!("removing {}", scratch.display())))?;
     super::sync_dir(&opts.data_dir).map_err(io("syncing the data dir"))?;
+    placed.clear();
     Ok(RestoreReport {
         id: header.id.clone(),
         created_at: header.created_at.clone(),

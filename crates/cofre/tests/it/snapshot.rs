@@ -799,3 +799,186 @@ fn snapshot_recording_exports_identical_after_restore() {
     );
     drop(sshd);
 }
+
+/// Every path under `dir`, relative to it, sorted; empty when `dir` does not exist.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            out.push(path.strip_prefix(root).unwrap().display().to_string());
+            if path.is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A restore that fails, however it fails, leaves the target as it found it: no key, no decrypted
+/// member, no keyring, no database, no scratch dir (and no directory it made itself); one killed
+/// half way leaves only its scratch dir, which the next attempt removes.
+#[test]
+fn snapshot_failed_restore_leaves_nothing_behind() {
+    let inst = Instance::new(Backend::Sqlite);
+    let server = inst.start();
+    let (admin, _) = admin_cli(&inst, &server);
+    let recordings = seed_recordings(&inst.data_dir, 4, 6 << 20, 29);
+    let id = snapshot_id(&admin.ok(&["snapshot", "create"]));
+    let verified = admin
+        .ok(&["--output", "json", "snapshot", "verify", &id])
+        .json();
+    let members = verified["members"].as_array().unwrap().clone();
+    drop(server);
+    let other = Instance::new(Backend::Sqlite);
+    drop(other.start());
+
+    let from = inst.data_dir.join("snapshots");
+    let file = from.join(format!("{id}.cofresnap"));
+    let pristine = std::fs::read(&file).unwrap();
+    let key = inst.data_dir.join("master.key");
+    let operator = Cli::new(&inst, "operator");
+    let restore = |to: &Path, key: &Path| {
+        let out = operator.run(&strs(&restore_args(&id, &from, to, key, &None)), None);
+        out.assert_error();
+        out
+    };
+    let fresh = || inst.path().join(format!("restore-{}", random_hex(4)));
+    let assert_gone = |to: &Path, case: &str| {
+        assert!(
+            !to.exists(),
+            "{case}: the failed restore left {}: {:?}",
+            to.display(),
+            tree(to)
+        );
+    };
+
+    // A damaged byte in the first member, one in the middle and the last.
+    for m in [
+        &members[0],
+        &members[members.len() / 2],
+        &members[members.len() - 1],
+    ] {
+        let victim = m["name"].as_str().unwrap();
+        let (start, end) = (m["offset"].as_u64().unwrap(), m["end"].as_u64().unwrap());
+        std::fs::write(&file, &pristine).unwrap();
+        flip_byte(&file, (start + end) / 2);
+        let to = fresh();
+        restore(&to, &key).assert_stderr_contains(&format!("member {victim}"));
+        assert_gone(&to, &format!("damaged {victim}"));
+    }
+    // Truncated: half the file, and only the last byte of its trailer.
+    for len in [pristine.len() / 2, pristine.len() - 1] {
+        std::fs::write(&file, &pristine[..len]).unwrap();
+        let to = fresh();
+        restore(&to, &key);
+        assert_gone(&to, &format!("truncated to {len} bytes"));
+    }
+    std::fs::write(&file, &pristine).unwrap();
+
+    // Wrong keys: another instance's, bytes that are no key file, none at all.
+    let garbage = inst.path().join("garbage.key");
+    std::fs::write(&garbage, random_hex(32)).unwrap();
+    for wrong in [
+        other.data_dir.join("master.key"),
+        garbage,
+        inst.path().join("no-such.key"),
+    ] {
+        let to = fresh();
+        restore(&to, &wrong);
+        assert_gone(&to, &format!("key file {}", wrong.display()));
+    }
+    // A target that already existed (empty) stays, and stays empty.
+    let empty = fresh();
+    std::fs::create_dir_all(&empty).unwrap();
+    restore(&empty, &other.data_dir.join("master.key")).assert_stderr_contains("does not open");
+    assert!(empty.is_dir());
+    assert_eq!(tree(&empty), Vec::<String>::new());
+    // A missing parent is made, and removed again.
+    let deep = fresh();
+    restore(&deep.join("a/b/data"), &other.data_dir.join("master.key"));
+    assert_gone(&deep, "a target whose parents were missing");
+
+    // Unwritable and full targets (tmpfs mounts: the test runs as root).
+    let ro = fresh();
+    let _ro = Tmpfs::mount(&ro, "size=1m,ro").expect("read-only tmpfs");
+    restore(&ro, &key).assert_stderr_contains("Read-only");
+    assert_eq!(tree(&ro), Vec::<String>::new());
+    let small = fresh();
+    let _small = Tmpfs::mount(&small, "size=2m").expect("tmpfs");
+    restore(&small, &key).assert_stderr_contains("No space left");
+    assert_eq!(tree(&small), Vec::<String>::new());
+    let plain = inst.path().join("plain-file");
+    std::fs::write(&plain, b"keep").unwrap();
+    restore(&plain.join("data"), &key);
+    assert_eq!(std::fs::read(&plain).unwrap(), b"keep");
+
+    // Killed while members are being written: only the scratch dir (and what it lists as being
+    // moved into place) is left, and the next attempt, even a failing one, removes it.
+    let to = fresh();
+    let scratch = to.join(".cofre-restore");
+    let (mut cmd, shown) = operator.command(&strs(&restore_args(&id, &from, &to, &key, &None)));
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let started = tree(&scratch.join("files"))
+            .iter()
+            .filter(|p| p.ends_with(".rec"))
+            .any(|p| std::fs::metadata(scratch.join("files").join(p)).is_ok_and(|m| m.len() > 0));
+        if started {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{shown} ended before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "{shown} wrote nothing");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let placing = std::fs::read_to_string(scratch.join("placing")).unwrap_or_default();
+    let left = tree(&to);
+    assert!(
+        left.iter().any(|p| p.starts_with(".cofre-restore/")),
+        "{left:?}"
+    );
+    for p in &left {
+        let top = p.split('/').next().unwrap();
+        assert!(
+            top == ".cofre-restore" || placing.lines().any(|l| l == top),
+            "the killed restore left {p} outside its scratch dir: {left:?}"
+        );
+    }
+    restore(&to, &other.data_dir.join("master.key"));
+    assert_eq!(
+        tree(&to),
+        Vec::<String>::new(),
+        "leftovers were not removed"
+    );
+    // And a good restore into it then works.
+    operator
+        .ok(&strs(&restore_args(&id, &from, &to, &key, &None)))
+        .assert_stdout_contains(&format!("restored snapshot {id}"));
+    let after = tree(&to);
+    assert!(
+        !after.iter().any(|p| p.starts_with(".cofre-restore")),
+        "{after:?}"
+    );
+    for want in ["cofre.db", "keyring.json", "master.key"] {
+        assert!(after.iter().any(|p| p == want), "{want} missing: {after:?}");
+    }
+    for (rel, data) in &recordings {
+        assert!(
+            std::fs::read(to.join(rel)).unwrap() == *data,
+            "{rel} differs"
+        );
+    }
+}
