@@ -74,7 +74,8 @@ fn probe_dir(root: &Path) -> Result<(), TargetError> {
 const PARTIAL_MARK: &str = ".cofre-partial-";
 
 fn sync_dir(root: &Path, source: &Source, progress: &Progress) -> Result<SyncStats, TargetError> {
-    // A run that was killed left its temporary file behind: never used, removed now.
+    // A killed run of this job left its temporary file behind: never used, removed now. Other
+    // jobs' temporary files may belong to a run going on beside this one.
     let mut dirs: Vec<PathBuf> = source
         .files
         .iter()
@@ -83,14 +84,14 @@ fn sync_dir(root: &Path, source: &Source, progress: &Progress) -> Result<SyncSta
     dirs.sort();
     dirs.dedup();
     for dir in &dirs {
-        remove_partials(dir);
+        remove_partials(dir, &source.owner);
     }
     let mut stats = SyncStats::default();
     for file in &source.files {
         let dest = root.join(&file.rel);
         let present = std::fs::metadata(&dest).map(|m| m.len() == file.size);
         if !matches!(present, Ok(true)) {
-            copy_atomically(&file.path, &dest, file.size, progress)?;
+            copy_atomically(&file.path, &dest, file.size, &source.owner, progress)?;
             stats.files_sent += 1;
             stats.bytes_sent += file.size;
         } else {
@@ -107,6 +108,7 @@ fn copy_atomically(
     from: &Path,
     to: &Path,
     size: u64,
+    owner: &str,
     progress: &Progress,
 ) -> Result<(), TargetError> {
     let parent = to
@@ -118,7 +120,7 @@ fn copy_atomically(
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     let tmp = parent.join(format!(
-        ".{name}{PARTIAL_MARK}{}.tmp",
+        ".{name}{PARTIAL_MARK}{owner}-{}.tmp",
         uuid::Uuid::new_v4().simple()
     ));
     let result = (|| -> Result<(), TargetError> {
@@ -158,13 +160,14 @@ fn copy_atomically(
     result
 }
 
-fn remove_partials(dir: &Path) {
+fn remove_partials(dir: &Path, owner: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
+    let mark = format!("{PARTIAL_MARK}{owner}-");
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.contains(PARTIAL_MARK) && name.ends_with(".tmp") {
+        if name.starts_with('.') && name.contains(&mark) && name.ends_with(".tmp") {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -177,7 +180,7 @@ mod tests {
     use crate::backup::{list_files, Source};
 
     #[test]
-    fn sends_what_is_missing_or_grown_and_clears_a_killed_runs_leftovers() {
+    fn sends_what_is_missing_or_grown_and_clears_only_its_own_jobs_leftovers() {
         let src = tempfile::tempdir().unwrap();
         let dst = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(src.path().join("day")).unwrap();
@@ -186,6 +189,7 @@ mod tests {
         std::fs::write(src.path().join("day/.c.rec.tmp"), b"being written").unwrap();
         let source = |dir: &Path| Source {
             kind: "recordings".into(),
+            owner: "j7".into(),
             base: dir.to_owned(),
             files: list_files(dir).unwrap(),
         };
@@ -196,11 +200,15 @@ mod tests {
         assert!(!root.join("day/.c.rec.tmp").exists());
 
         std::fs::write(src.path().join("day/a.rec"), b"aaaaAAAA").unwrap();
-        let leftover = root.join(format!("day/.b.rec{PARTIAL_MARK}dead.tmp"));
+        let leftover = root.join(format!("day/.b.rec{PARTIAL_MARK}j7-dead.tmp"));
         std::fs::write(&leftover, b"half").unwrap();
+        // Another job's temporary file: that job may be copying it right now.
+        let other = root.join(format!("day/.b.rec{PARTIAL_MARK}j71-live.tmp"));
+        std::fs::write(&other, b"in flight").unwrap();
         let second = sync_dir(&root, &source(src.path()), &progress).unwrap();
         assert_eq!((second.files_sent, second.bytes_sent), (1, 8));
         assert_eq!(std::fs::read(root.join("day/a.rec")).unwrap(), b"aaaaAAAA");
         assert!(!leftover.exists());
+        assert_eq!(std::fs::read(&other).unwrap(), b"in flight");
     }
 }

@@ -31,6 +31,11 @@ pub struct SourceFile {
 #[derive(Debug, Clone)]
 pub struct Source {
     pub kind: String,
+    /// Whose temporary names a run uses on the target: its job's (`j<ID>`). A job never runs
+    /// twice at once, so what a run finds under its own job's temporary names was left by a
+    /// killed run of that job and may go; another job's (running beside it on the same target,
+    /// perhaps on the same files) is never touched.
+    pub owner: String,
     pub base: PathBuf,
     pub files: Vec<SourceFile>,
 }

@@ -4,8 +4,11 @@
 //! private temporary directory, which is removed when the operation ends. Host keys are checked
 //! strictly against the pinned ones (`StrictHostKeyChecking=yes` with our own known_hosts file);
 //! nothing else on the machine (agent, user config, global known_hosts) takes part.
-//! rsync runs with `--delay-updates`: files are written under `.cofre-partial/` and renamed into
-//! place together at the end, so a killed run leaves the previous copies untouched.
+//! rsync runs with `--delay-updates`: files are written under `.cofre-partial-JOB/` and renamed
+//! into place together at the end, so a killed run leaves the previous copies untouched. The
+//! partial dir is the job's own: two jobs sending the same files to one target at once would
+//! otherwise move each other's files out of a shared one (rsync exit 23), while the next run of
+//! the same job (never two at once) picks up what a killed one left there.
 
 use super::{probe_name, Progress, Source, SyncStats, TargetError};
 use base64::Engine;
@@ -323,10 +326,10 @@ impl SshTarget {
                 "--no-owner",
                 "--no-group",
                 "--delay-updates",
-                "--partial-dir=.cofre-partial",
                 "--stats",
                 "--out-format=cofre-file %l %n",
             ])
+            .arg(format!("--partial-dir=.cofre-partial-{}", source.owner))
             .arg(format!("--files-from={}", list_path.display()))
             .arg("-e")
             .arg(ssh_cmd)

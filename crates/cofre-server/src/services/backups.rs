@@ -754,7 +754,9 @@ impl App {
             .prefix("run-")
             .tempdir_in(&staging_root)
             .map_err(|e| TargetError::new(format!("cannot create a staging directory: {e}")))?;
-        let source = self.backup_source(&job.kind, staging.path()).await?;
+        let source = self
+            .backup_source(&job.kind, &format!("j{}", job.id), staging.path())
+            .await?;
         let stats = target.sync(&source, progress).await?;
         drop(staging);
         Ok(stats)
@@ -770,6 +772,7 @@ impl App {
     async fn backup_source(
         &self,
         kind: &str,
+        owner: &str,
         staging: &Path,
     ) -> std::result::Result<Source, TargetError> {
         let data = &self.config.data_dir;
@@ -778,6 +781,7 @@ impl App {
                 .map_err(|e| TargetError::new(format!("cannot list {}: {e}", dir.display())))?;
             Ok(Source {
                 kind: kind.to_owned(),
+                owner: owner.to_owned(),
                 base: dir,
                 files,
             })
@@ -793,6 +797,7 @@ impl App {
                 let files = self.system_source(staging).await?;
                 Ok(Source {
                     kind: kind.to_owned(),
+                    owner: owner.to_owned(),
                     base: staging.to_owned(),
                     files,
                 })

@@ -1477,3 +1477,195 @@ fn garbage_never_breaks_the_backup_endpoints() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Starts a run of `job` through the API; returns its id.
+fn start_run(api: &Api, token: &str, job: &str) -> i64 {
+    let r = api.post(
+        &format!("/api/v1/backup/jobs/{job}/run"),
+        Some(token),
+        serde_json::json!({}),
+    );
+    r.assert_ok();
+    r.body["id"].as_i64().unwrap()
+}
+
+fn run_info(api: &Api, token: &str, id: i64) -> Value {
+    let r = api.get(&format!("/api/v1/backup/runs/{id}"), Some(token));
+    r.assert_ok();
+    r.body
+}
+
+fn wait_run(api: &Api, token: &str, id: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let run = run_info(api, token, id);
+        if run["status"] != "running" {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "run {id} did not end: {run}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two jobs sending the same files to one target, the second started while the first is in the
+/// middle of a file, and a third job of another kind beside them, on each kind of target
+/// (directory, rsync over ssh, S3): every run succeeds, the copies are whole and byte-identical,
+/// no temporary name is left, and then one after the other they find everything there and
+/// delete or overwrite nothing of each other's.
+#[test]
+fn two_jobs_on_one_target_do_not_collide() {
+    if let Some(why) = sshd_unavailable() {
+        panic!("{why}");
+    }
+    let inst = Instance::new(Backend::Sqlite);
+    let s3 = S3Server::start(&inst.path().join("s3"), "cofre-ak", "cofre-secret-key-2");
+    let server = inst.start();
+    let (mut admin, _) = admin_cli(&inst, &server);
+    admin
+        .env
+        .push(("AWS_ACCESS_KEY_ID".into(), "cofre-ak".into()));
+    admin
+        .env
+        .push(("AWS_SECRET_ACCESS_KEY".into(), "cofre-secret-key-2".into()));
+    let keys = inst.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    ssh_keygen(&keys.join("backup_key"));
+    let sshd = Sshd::start(&inst.path().join("sshd"));
+    sshd.authorize(&keys.join("backup_key.pub"));
+    // Large enough that the first job is still copying when the second starts.
+    for i in 0..4 {
+        write_snapshot(
+            &inst.data_dir,
+            &format!("snap-{i}.cofre-snapshot"),
+            32 << 20,
+            40 + i,
+        );
+    }
+    let local = tree(&inst.data_dir.join("snapshots"));
+
+    let disk = inst.path().join("disk");
+    let nas = inst.path().join("nas/srv/cofre");
+    admin.ok(&[
+        "backup",
+        "target",
+        "add",
+        "disk",
+        "--dir",
+        disk.to_str().unwrap(),
+    ]);
+    admin.ok(&[
+        "backup",
+        "target",
+        "add",
+        "nas",
+        "--ssh",
+        &format!("root@127.0.0.1:{}", nas.display()),
+        "--port",
+        &sshd.port.to_string(),
+        "--key-file",
+        keys.join("backup_key").to_str().unwrap(),
+    ]);
+    admin.ok(&[
+        "backup",
+        "target",
+        "add",
+        "bucket",
+        "--s3",
+        "s3://cofre-backups/prod",
+        "--endpoint",
+        &s3.url,
+    ]);
+    let token = admin.token();
+    let api = server.api();
+    for (target, root) in [
+        ("disk", disk.clone()),
+        ("nas", nas.clone()),
+        ("bucket", s3.root.join("cofre-backups/prod")),
+    ] {
+        for (job, kind) in [("a", "snapshots"), ("b", "snapshots"), ("sys", "system")] {
+            admin.ok(&[
+                "backup",
+                "job",
+                "add",
+                "--kind",
+                kind,
+                "--target",
+                target,
+                "--schedule",
+                "manual",
+                "--name",
+                &format!("{target}-{job}"),
+            ]);
+        }
+        let a = start_run(&api, &token, &format!("{target}-a"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let run = run_info(&api, &token, a);
+            assert_eq!(
+                run["status"], "running",
+                "{target}: finished too fast: {run}"
+            );
+            let p = &run["progress"];
+            let done = p["bytes_done"].as_u64().unwrap_or(0);
+            if p["phase"] == "sending" && done > 0 {
+                assert!(done < p["bytes_total"].as_u64().unwrap(), "{run}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{target}: {run}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let b = start_run(&api, &token, &format!("{target}-b"));
+        let sys = start_run(&api, &token, &format!("{target}-sys"));
+        for id in [a, b, sys] {
+            let run = wait_run(&api, &token, id);
+            assert_eq!(run["status"], "ok", "{target}: {run}");
+        }
+        let copies = tree(&root.join("snapshots"));
+        assert_eq!(
+            copies.keys().collect::<Vec<_>>(),
+            local.keys().collect::<Vec<_>>(),
+            "{target}: exactly the snapshot files, no temporary name"
+        );
+        assert!(copies == local, "{target}: the copies differ");
+        let system = tree(&root.join("system"));
+        assert!(
+            system.keys().any(|k| k.ends_with(".cofresnap")) && system.len() == 2,
+            "{target}: {:?}",
+            system.keys()
+        );
+        // One after the other: everything is there already, nothing of the other's goes.
+        for job in ["a", "b"] {
+            let run = run_json(&admin, &format!("{target}-{job}"));
+            assert_eq!(run["status"], "ok", "{target}-{job}: {run}");
+            assert_eq!(run["files_sent"], 0, "{target}-{job}: {run}");
+        }
+        assert!(tree(&root.join("snapshots")) == local, "{target}");
+        assert_eq!(tree(&root.join("system")), system, "{target}");
+        let hidden: Vec<String> = walk_names(&root)
+            .into_iter()
+            .filter(|n| n.contains(".cofre-partial") || n.contains(".cofre-probe"))
+            .collect();
+        assert!(
+            hidden.is_empty(),
+            "{target}: temporary names left: {hidden:?}"
+        );
+    }
+}
+
+/// Every file and directory name under `dir`, hidden ones included.
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            out.push(e.file_name().to_string_lossy().into_owned());
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
