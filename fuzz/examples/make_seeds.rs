@@ -116,6 +116,11 @@ fn main() {
                 .map(|c| c.versions.len() as u64)
                 .sum(),
             recipient: c.recipient.clone(),
+            audit_head: Some(cofre_breakglass::file::AuditHead {
+                seq: 12,
+                hash: "ab".repeat(32),
+                mac: "cd".repeat(32),
+            }),
         };
         let mut w = Writer::new(Vec::new(), header).unwrap();
         for t in targets {

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! age-encryption.org/v1
-//! -> cofre-breakglass v1 instance=3f9a0c1d2e4b5a69 epoch=2 threshold=2 written=2024-05-01T12:34:56Z targets=40 credentials=120 versions=310 recipient=age1...
+//! -> cofre-breakglass v1 instance=3f9a0c1d2e4b5a69 epoch=2 threshold=2 written=2024-05-01T12:34:56Z targets=40 credentials=120 versions=310 recipient=age1... audit_seq=812 audit_hash=<hex> audit_mac=<hex>
 //!
 //! -> X25519 ...
 //! ...
@@ -15,6 +15,9 @@
 //! file as usual; Cofre reads the stanza before asking for shares, to say which epoch's shares to
 //! bring. The header MAC covers the stanza, so once the file decrypts, the clear header is proven
 //! to be the one it was written with (and the JSON inside repeats it, and is checked against it).
+//! `audit_*` is the audit chain's head when the file was written, with the server's MAC of it:
+//! one more anchor outside the database, which `audit verify` compares the chain with (files
+//! written before it existed have none).
 //!
 //! Inside: JSON, one target per line:
 //! `{"format":"cofre-breakglass","version":1,"instance":..,"epoch":..,"written_at":..,
@@ -55,11 +58,30 @@ pub struct Header {
     pub versions: u64,
     /// The epoch's age recipient (`age1...`).
     pub recipient: String,
+    /// The audit chain's head as the server signed it when the file was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<AuditHead>,
+}
+
+/// The audit chain's newest entry (`seq`, `hash`) and the server's MAC of it (hex HMAC-SHA256
+/// under a key derived from the master key): a head anchored outside the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub seq: i64,
+    pub hash: String,
+    pub mac: String,
+}
+
+/// A hash or MAC in the clear header: lowercase hex of a SHA-256 size.
+fn is_hex_digest(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Header {
     fn to_args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             format!("v{FORMAT_VERSION}"),
             format!("instance={}", self.instance),
             format!("epoch={}", self.epoch),
@@ -69,7 +91,13 @@ impl Header {
             format!("credentials={}", self.credentials),
             format!("versions={}", self.versions),
             format!("recipient={}", self.recipient),
-        ]
+        ];
+        if let Some(head) = &self.audit_head {
+            args.push(format!("audit_seq={}", head.seq));
+            args.push(format!("audit_hash={}", head.hash));
+            args.push(format!("audit_mac={}", head.mac));
+        }
+        args
     }
 
     fn from_args(args: &[&str]) -> Result<Header> {
@@ -96,6 +124,35 @@ impl Header {
         let epoch = u32::try_from(num("epoch")?).map_err(|_| bad("has a bad epoch".into()))?;
         let threshold =
             u8::try_from(num("threshold")?).map_err(|_| bad("has a bad threshold".into()))?;
+        let audit_head = match (
+            get("audit_seq").ok(),
+            get("audit_hash").ok(),
+            get("audit_mac").ok(),
+        ) {
+            (None, None, None) => None,
+            (Some(seq), Some(hash), Some(mac)) => {
+                let seq: i64 = seq
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| bad("has an audit_seq that is not a number".into()))?;
+                if !is_hex_digest(hash) || !is_hex_digest(mac) {
+                    return Err(bad(
+                        "has an audit_hash or audit_mac that is not 64 hex digits".into(),
+                    ));
+                }
+                Some(AuditHead {
+                    seq,
+                    hash: hash.to_owned(),
+                    mac: mac.to_owned(),
+                })
+            }
+            _ => {
+                return Err(bad(
+                    "has only part of the audit head (audit_seq, audit_hash, audit_mac)".into(),
+                ))
+            }
+        };
         let header = Header {
             instance: get("instance")?.to_owned(),
             epoch,
@@ -105,6 +162,7 @@ impl Header {
             credentials: num("credentials")?,
             versions: num("versions")?,
             recipient: get("recipient")?.to_owned(),
+            audit_head,
         };
         if age::x25519::Recipient::from_str(&header.recipient).is_err() {
             return Err(bad(
@@ -167,7 +225,7 @@ impl Header {
 
     /// One line for people: what the file is and what it takes to open it.
     pub fn describe(&self) -> String {
-        format!(
+        let mut text = format!(
             "break-glass file of instance {}, key epoch {}, written {}: {} credentials ({} versions) on {} targets; opening it takes {} shares of epoch {}",
             self.instance,
             self.epoch,
@@ -177,7 +235,14 @@ impl Header {
             self.targets,
             self.threshold,
             self.epoch
-        )
+        );
+        if let Some(head) = &self.audit_head {
+            text.push_str(&format!(
+                "; audit chain head then: entry {} (hash {})",
+                head.seq, head.hash
+            ));
+        }
+        text
     }
 }
 
@@ -197,6 +262,8 @@ pub struct Contents {
     pub epoch: u32,
     pub written_at: String,
     pub counts: Counts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<AuditHead>,
     pub targets: Vec<TargetEntry>,
 }
 
@@ -293,6 +360,8 @@ impl<W: Write> Writer<W> {
             epoch: u32,
             written_at: &'a str,
             counts: Counts,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            audit_head: &'a Option<AuditHead>,
         }
         let prelude = Prelude {
             format: FORMAT,
@@ -305,6 +374,7 @@ impl<W: Write> Writer<W> {
                 credentials: header.credentials,
                 versions: header.versions,
             },
+            audit_head: &header.audit_head,
         };
         // The prelude object without its closing brace, then the targets array.
         let mut text = serde_json::to_string(&prelude)
@@ -411,6 +481,9 @@ fn check(header: &Header, c: &Contents) -> Result<()> {
     if c.written_at != header.written_at {
         return mismatch("time");
     }
+    if c.audit_head != header.audit_head {
+        return mismatch("audit head");
+    }
     let announced = Counts {
         targets: header.targets,
         credentials: header.credentials,
@@ -492,6 +565,7 @@ pub(crate) mod tests {
             epoch: 0,
             written_at: String::new(),
             counts: Counts::default(),
+            audit_head: None,
             targets: targets.to_vec(),
         }
         .actual_counts();
@@ -504,6 +578,54 @@ pub(crate) mod tests {
             credentials: c.credentials,
             versions: c.versions,
             recipient: recipient.into(),
+            audit_head: Some(AuditHead {
+                seq: 812,
+                hash: "ab".repeat(32),
+                mac: "c4".repeat(32),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_audit_head_is_in_the_clear_header_whole_or_not_at_all() {
+        let c = ceremony("0123456789abcdef", 4, 2, 2).unwrap();
+        let (header, bytes) = write_sample(&c.recipient);
+        let text = String::from_utf8_lossy(&bytes[..600]).into_owned();
+        let line = text.lines().nth(1).unwrap();
+        assert!(
+            line.ends_with(&format!(
+                " audit_seq=812 audit_hash={} audit_mac={}",
+                "ab".repeat(32),
+                "c4".repeat(32)
+            )),
+            "{line}"
+        );
+        assert!(header
+            .describe()
+            .contains("audit chain head then: entry 812"));
+        let (_, contents) = open(&bytes, &crate::combine(&c.shares).unwrap()).unwrap();
+        assert_eq!(contents.audit_head, header.audit_head);
+        // A file from before the audit head: no head, still a break-glass file.
+        let old = line.split(" audit_seq=").next().unwrap();
+        let parsed =
+            Header::parse(format!("age-encryption.org/v1\n{old}\n--- x\n").as_bytes()).unwrap();
+        assert_eq!(parsed.audit_head, None);
+        for bad in [
+            format!("{old} audit_seq=812"),
+            format!(
+                "{old} audit_seq=x audit_hash={} audit_mac={}",
+                "ab".repeat(32),
+                "c4".repeat(32)
+            ),
+            format!(
+                "{old} audit_seq=1 audit_hash=zz audit_mac={}",
+                "c4".repeat(32)
+            ),
+        ] {
+            let err = Header::parse(format!("age-encryption.org/v1\n{bad}\n--- x\n").as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("audit"), "{bad}: {err}");
         }
     }
 

@@ -564,6 +564,7 @@ mod tests {
             credentials: 0,
             versions: 0,
             recipient: a.recipient.clone(),
+            audit_head: None,
         };
         let mut set = ShareSet::for_file(&header);
         assert!(matches!(

@@ -2,9 +2,9 @@
 //! reordered entry, and the head's MAC shows a head moved back by someone without the master key;
 //! an anchor shows a head moved back to an older, genuinely signed state (a replayed row, a
 //! restored backup of the database, a `TRUNCATE` and a re-created genesis row). The server writes
-//! `DATA_DIR/audit-anchor.json` whenever the head has moved (checked every `ANCHOR_EVERY`), and
-//! every snapshot's `ID.json` carries the head it saw; `verify_audit` compares the chain with the
-//! newest of them.
+//! `DATA_DIR/audit-anchor.json` whenever the head has moved (checked every `ANCHOR_EVERY`), every
+//! snapshot's `ID.json` and every break-glass file's clear header carry the head they saw;
+//! `verify_audit` compares the chain with the newest of them.
 
 use super::App;
 use crate::error::{Error, Result};
@@ -132,9 +132,39 @@ fn read_anchor_file(path: &Path) -> Option<Anchor> {
     serde_json::from_slice(&text).ok()
 }
 
-/// The anchor file, and the heads recorded by snapshots (`snapshots/*.json`).
+/// The head in the newest break-glass file of `DATA_DIR/breakglass/` (file names sort by the
+/// time they were written), if it carries one.
+fn newest_breakglass_anchor(data_dir: &Path) -> Option<FoundAnchor> {
+    let dir = data_dir.join(super::breakglass::DATA_SUBDIR);
+    let suffix = format!(".{}", cofre_breakglass::file::FILE_EXTENSION);
+    let newest = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("cofre-breakglass-") && n.ends_with(&suffix))
+        })
+        .max()?;
+    let header = cofre_breakglass::Header::read_file(&newest).ok()?;
+    let head = header.audit_head?;
+    Some(FoundAnchor {
+        anchor: Anchor {
+            seq: head.seq,
+            hash: head.hash,
+            written_at: header.written_at,
+            mac: head.mac,
+        },
+        source: format!("the break-glass file {}", newest.display()),
+    })
+}
+
+/// The anchor file, the heads recorded by snapshots (`snapshots/*.json`) and the newest
+/// break-glass file's.
 fn read_anchors(data_dir: &Path) -> Vec<FoundAnchor> {
     let mut out = Vec::new();
+    out.extend(newest_breakglass_anchor(data_dir));
     let path = anchor_path(data_dir);
     if let Some(anchor) = read_anchor_file(&path) {
         out.push(FoundAnchor {

@@ -430,6 +430,15 @@ impl App {
         };
         let master = self.with_master(MasterKey::clone)?;
         let rows = self.store.backup_rows().await?;
+        // One more anchor of the audit chain, kept wherever the custodians keep the file.
+        let audit_head =
+            self.signed_audit_head()
+                .await?
+                .map(|a| cofre_breakglass::file::AuditHead {
+                    seq: a.seq,
+                    hash: a.hash,
+                    mac: a.mac,
+                });
         let header = Header {
             instance: self.instance_id().to_owned(),
             epoch: u32::try_from(epoch.epoch)
@@ -441,6 +450,7 @@ impl App {
             credentials: 0,
             versions: 0,
             recipient: epoch.recipient.clone(),
+            audit_head,
         };
         let built = tokio::task::spawn_blocking(move || build_file(header, &rows, &master))
             .await

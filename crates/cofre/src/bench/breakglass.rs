@@ -47,6 +47,7 @@ fn build_file(path: &Path, recipient: &str, credentials: usize, versions: usize)
         credentials: credentials as u64,
         versions: (credentials * versions) as u64,
         recipient: recipient.into(),
+        audit_head: None,
     };
     let file = std::fs::File::create(path).with_context(|| format!("{}", path.display()))?;
     let mut writer = cofre_breakglass::Writer::new(std::io::BufWriter::new(file), header.clone())?;

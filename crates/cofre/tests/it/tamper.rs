@@ -298,3 +298,127 @@ fn tail_cut_sqlite() {
 fn tail_cut_postgres() {
     tail_cuts_are_found(Backend::Postgres);
 }
+
+/// The newest break-glass file in DATA_DIR/breakglass anchors the head too: with the anchor
+/// file gone (and no snapshot), a tail cut after the file was written is still found, and the
+/// offline opener shows the head the file anchored.
+#[test]
+fn tail_cut_found_by_the_breakglass_file() {
+    let inst = Instance::new(Backend::Sqlite);
+    let config = inst.path().join("cofre.toml");
+    std::fs::write(&config, "[breakglass]\nmin_interval_seconds = 1\n").unwrap();
+    let mut server = inst.start_with_env(&[("COFRE_CONFIG", config.to_str().unwrap())]);
+    let (admin, _) = admin_cli(&inst, &server);
+    let url = inst.db_url_for_tests();
+    let custodians: Vec<Cli> = ["kim", "lee"]
+        .iter()
+        .map(|n| add_user_cli(&inst, &server, &admin, n, "user", &[]).0)
+        .collect();
+    admin.ok(&["group", "add", "g1"]);
+    let older = audit_head(&url);
+    admin.ok(&[
+        "breakglass",
+        "ceremony",
+        "--custodians",
+        "kim,lee",
+        "--threshold",
+        "2",
+    ]);
+    let shares: Vec<String> = custodians
+        .iter()
+        .map(|c| c.ok(&["breakglass", "share"]).stdout.trim().to_owned())
+        .collect();
+    // Closing the ceremony writes the first file.
+    let dir = inst.data_dir.join("breakglass");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let file = loop {
+        let found = std::fs::read_dir(&dir).ok().and_then(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|e| e == "cofre"))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no break-glass file in {}",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+    let stanza = text.lines().nth(1).unwrap().to_owned();
+    let anchored: i64 = stanza
+        .split(' ')
+        .find_map(|w| w.strip_prefix("audit_seq="))
+        .unwrap_or_else(|| panic!("no audit head in the clear header: {stanza}"))
+        .parse()
+        .unwrap();
+    let hash = stanza
+        .split(' ')
+        .find_map(|w| w.strip_prefix("audit_hash="))
+        .unwrap()
+        .to_owned();
+    assert!(anchored > older.0, "{stanza}");
+    let rows = audit_rows(&url);
+    let row = rows.iter().find(|r| r.seq == anchored).unwrap();
+    assert_eq!(row.hash, hash, "the file anchors a real entry");
+    server.stop();
+    std::fs::remove_file(inst.data_dir.join("audit-anchor.json")).unwrap();
+    assert!(
+        !inst.data_dir.join("snapshots").exists() || {
+            std::fs::read_dir(inst.data_dir.join("snapshots"))
+                .unwrap()
+                .next()
+                .is_none()
+        }
+    );
+
+    let replayed = format!(
+        "UPDATE audit_head SET seq = {}, hash = {}, mac = {} WHERE id = 1",
+        older.0,
+        sql_quote(&older.1),
+        sql_quote(&older.2)
+    );
+    check_case(
+        &inst,
+        &admin,
+        "tail cut after a break-glass file, anchor file removed",
+        &[
+            format!("DELETE FROM audit_log WHERE seq > {}", older.0),
+            replayed,
+        ],
+        older.0 + 1,
+    );
+
+    // The offline opener shows the anchored head.
+    let offline = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "breakglass".to_owned(),
+        "open".into(),
+        file.display().to_string(),
+    ];
+    for (i, s) in shares.iter().enumerate() {
+        let p = offline.path().join(format!("share-{i}.txt"));
+        std::fs::write(&p, format!("{s}\n")).unwrap();
+        args.push("--share-file".into());
+        args.push(p.display().to_string());
+    }
+    args.push("--log".into());
+    args.push(offline.path().join("open.log").display().to_string());
+    let mut cmd = std::process::Command::new(bin());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", offline.path())
+        .current_dir(offline.path())
+        .args(&args);
+    let out = run_command(cmd, Some(""), "cofre breakglass open");
+    assert!(
+        out.stderr.contains(&format!(
+            "audit chain head then: entry {anchored} (hash {hash})"
+        )),
+        "{}",
+        out.all()
+    );
+}
