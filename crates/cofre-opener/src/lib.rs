@@ -1,4 +1,3 @@
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 //! The break-glass opener: `open` a break-glass file with k custodians' shares, or `combine` the
 //! shares into the epoch's age identity for the plain `age` tool. Used by `cofre breakglass
 //! open|combine` and by the `cofre-opener` binary, which is this crate alone.

@@ -1,6 +1,5 @@
 //! Cofre's server: the use cases ([`services`]), the HTTP API ([`http`]), the TLS listener, and the
 //! start-up sequence that turns an empty directory into a running instance.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 
 pub mod backup;
 pub mod config;
