@@ -11,6 +11,7 @@ pub mod listener;
 pub mod recording;
 pub mod services;
 pub mod snapshot;
+pub mod ssh_keys;
 pub mod tls;
 
 use cofre_crypto::{Keyring, SealKind};

@@ -75,7 +75,7 @@ fn target_info(t: &BackupTargetRow) -> BackupTargetInfo {
         host_keys: t
             .known_hosts
             .as_deref()
-            .map(rsync::fingerprints)
+            .map(crate::ssh_keys::known_hosts_fingerprints)
             .unwrap_or_default(),
         created_at: t.created_at.clone(),
         created_by: t.created_by.clone(),
@@ -193,8 +193,7 @@ impl App {
                     Error::invalid("ssh_private_key", format!("ssh_private_key: {e}"))
                 })?;
                 if let Some(kh) = &req.known_hosts {
-                    rsync::check_known_hosts(kh)
-                        .map_err(|e| Error::invalid("known_hosts", format!("known_hosts: {e}")))?;
+                    crate::ssh_keys::known_hosts("known_hosts", kh)?;
                     known_hosts = Some(kh.clone());
                 }
                 if req.port == Some(0) {
@@ -288,7 +287,7 @@ impl App {
         .detail("kind", kind)
         .detail("location", location.as_str());
         if let Some(kh) = &known_hosts {
-            entry = entry.detail("host_keys", rsync::fingerprints(kh));
+            entry = entry.detail("host_keys", crate::ssh_keys::known_hosts_fingerprints(kh));
         }
         self.commit(tx, entry).await?;
         let row = self
@@ -389,7 +388,7 @@ impl App {
                         self.pin_host_keys(row, actor, &scanned)
                             .await
                             .map_err(|e| TargetError::new(format!("pinning the host keys: {e}")))?;
-                        pinned.extend(rsync::fingerprints(&scanned));
+                        pinned.extend(crate::ssh_keys::known_hosts_fingerprints(&scanned));
                         scanned
                     }
                 };
@@ -438,7 +437,10 @@ impl App {
                 "backup.host_key_pinned",
                 format!("backup-target:{}", row.name),
             )
-            .detail("host_keys", rsync::fingerprints(known_hosts)),
+            .detail(
+                "host_keys",
+                crate::ssh_keys::known_hosts_fingerprints(known_hosts),
+            ),
         )
         .await
     }

@@ -6,7 +6,6 @@ use super::requests::UseRefused;
 use super::{page_limit, App, Principal, TokenScope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::recording::{read_cast, RecordingWriter};
-use base64::Engine;
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::names::check_text;
 use cofre_core::policy::{check_reason, decide, Access, Decision, Outcome, TargetRef};
@@ -15,7 +14,6 @@ use cofre_crypto::datakey::DataKey;
 use cofre_crypto::{envelope, SealedSecret};
 use cofre_proto::{Page, SessionInfo, SshKeyInfo};
 use cofre_store::gateway::{NewSession, SessionRow};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::watch;
@@ -163,43 +161,10 @@ pub fn parse_gateway_login(s: &str, ssh_port: u16) -> Result<GatewayLogin> {
     })
 }
 
-/// OpenSSH's fingerprint of a public key line (`SHA256:` + unpadded base64 of the key blob's
-/// SHA-256), after checking that the line is a public key.
+/// OpenSSH's fingerprint of a public key line (`SHA256:...`) and the key without its comment,
+/// after russh's parser has read it (`crate::ssh_keys`).
 pub fn ssh_key_fingerprint(line: &str) -> Result<(String, String)> {
-    let bad = |why: &str| Error::invalid("public_key", format!("public_key: {why}"));
-    let mut parts = line.split_whitespace();
-    let (Some(kind), Some(blob_b64)) = (parts.next(), parts.next()) else {
-        return Err(bad("expected one line like `ssh-ed25519 AAAA... comment`"));
-    };
-    const KINDS: [&str; 7] = [
-        "ssh-ed25519",
-        "ssh-rsa",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-    ];
-    if !KINDS.contains(&kind) {
-        return Err(bad(&format!("unsupported key type {kind:?}")));
-    }
-    let blob = base64::engine::general_purpose::STANDARD
-        .decode(blob_b64)
-        .map_err(|_| bad("the key is not valid base64"))?;
-    // The blob starts with its own type name, as an SSH string.
-    let named = blob
-        .get(..4)
-        .and_then(|l| <[u8; 4]>::try_from(l).ok())
-        .map(u32::from_be_bytes)
-        .and_then(|n| blob.get(4..4 + n as usize));
-    if named != Some(kind.as_bytes()) {
-        return Err(bad("the key data does not match its type"));
-    }
-    let fp = format!(
-        "SHA256:{}",
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(&blob))
-    );
-    Ok((fp, format!("{kind} {blob_b64}")))
+    crate::ssh_keys::user_key("public_key", line)
 }
 
 fn session_info(s: SessionRow, live: bool) -> SessionInfo {
@@ -912,24 +877,5 @@ mod tests {
             "{}",
             e.message
         );
-    }
-
-    #[test]
-    fn fingerprints_match_openssh() {
-        // `ssh-keygen -lf` prints SHA256:ZIFUG+rj5JZ9X0CQ0GcQtN8QT5IJNGA4YIODRw2A3uU for this key.
-        let line =
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKP/TY4zYuLWcNieFNPnyxvrVuIYqjgJoE+esWTppF4V test";
-        let (fp, key) = ssh_key_fingerprint(line).unwrap();
-        assert_eq!(fp, "SHA256:ZIFUG+rj5JZ9X0CQ0GcQtN8QT5IJNGA4YIODRw2A3uU");
-        assert_eq!(
-            key,
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKP/TY4zYuLWcNieFNPnyxvrVuIYqjgJoE+esWTppF4V"
-        );
-        assert!(ssh_key_fingerprint(
-            "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIKP/TY4zYuLWcNieFNPnyxvrVuIYqjgJoE+esWTppF4V"
-        )
-        .is_err());
-        assert!(ssh_key_fingerprint("ssh-ed25519 !!!").is_err());
-        assert!(ssh_key_fingerprint("").is_err());
     }
 }
