@@ -8,6 +8,7 @@ pub mod governance;
 pub mod names;
 pub mod policy;
 pub mod role;
+pub mod when;
 
 /// A rejected input: which field and why. Front ends turn it into a 4xx with the field named.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -520,7 +520,7 @@ impl App {
             .unwrap_or_else(|| job.created_at.clone());
         let next_run = Schedule::parse(&job.schedule)
             .ok()
-            .and_then(|s| s.next_after(parse_time(&since)?))
+            .and_then(|s| s.next_after(parse_time(&since)?, &self.config.instance.time_zone))
             .map(timestamp);
         Ok(BackupJobInfo {
             name: job.name.clone(),
@@ -897,7 +897,9 @@ impl App {
                     .unwrap_or_else(|| job.created_at.clone());
                 let due = Schedule::parse(&job.schedule)
                     .ok()
-                    .and_then(|s| s.next_after(parse_time(&since)?))
+                    .and_then(|s| {
+                        s.next_after(parse_time(&since)?, &self.config.instance.time_zone)
+                    })
                     .is_some_and(|next| next <= now);
                 if !due {
                     continue;

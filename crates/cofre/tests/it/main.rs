@@ -20,3 +20,4 @@ mod sealed;
 mod secret_logs;
 mod snapshot;
 mod tamper;
+mod time_zone;
