@@ -775,22 +775,31 @@ impl App {
         staging: &Path,
     ) -> std::result::Result<Source, TargetError> {
         let data = &self.config.data_dir;
-        let listed = |dir: std::path::PathBuf| -> std::result::Result<Source, TargetError> {
-            let files = list_files(&dir)
-                .map_err(|e| TargetError::new(format!("cannot list {}: {e}", dir.display())))?;
-            Ok(Source {
-                kind: kind.to_owned(),
-                base: dir,
-                files,
-            })
+        // A walk of thousands of recordings is file-system work: on a blocking thread.
+        let listed = |dir: std::path::PathBuf| {
+            let kind = kind.to_owned();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let files = list_files(&dir).map_err(|e| {
+                        TargetError::new(format!("cannot list {}: {e}", dir.display()))
+                    })?;
+                    Ok(Source {
+                        kind,
+                        base: dir,
+                        files,
+                    })
+                })
+                .await
+                .map_err(|e| TargetError::new(format!("listing the files: {e}")))?
+            }
         };
         match kind {
             // Sealed frame by frame already; a recording still being written is sent as far as
             // it got, and again when it has grown.
-            "recordings" => listed(data.join("recordings")),
+            "recordings" => listed(data.join("recordings")).await,
             // age files, encrypted to the break-glass key.
-            "credentials" => listed(data.join(super::breakglass::DATA_SUBDIR)),
-            "snapshots" => listed(data.join(SNAPSHOTS_SUBDIR)),
+            "credentials" => listed(data.join(super::breakglass::DATA_SUBDIR)).await,
+            "snapshots" => listed(data.join(SNAPSHOTS_SUBDIR)).await,
             "system" => {
                 let files = self.system_source(staging).await?;
                 Ok(Source {

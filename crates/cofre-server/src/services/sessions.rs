@@ -476,7 +476,15 @@ impl App {
                 day.day()
             ))
             .join(format!("{id}.rec"));
-        let recording = RecordingWriter::create(&path, key, &id, &header).map_err(|e| {
+        // Creating the directory and the file and writing the header are file-system work that
+        // can stall on a slow disk: not on an async worker.
+        let created = {
+            let (path, id) = (path.clone(), id.clone());
+            tokio::task::spawn_blocking(move || RecordingWriter::create(&path, key, &id, &header))
+                .await
+                .map_err(|e| Error::internal("starting a recording", e))?
+        };
+        let recording = created.map_err(|e| {
             tracing::error!(error = %e, "cannot start a recording");
             Error::new(
                 ErrorKind::Internal,
@@ -780,18 +788,19 @@ impl App {
             format!("session:{id}"),
         ))
         .await?;
-        read_cast(
-            &crate::snapshot::recording_path(&self.config.data_dir, &s.recording_path),
-            &key,
-            id,
-        )
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Internal,
-                "recording_unreadable",
-                format!("recording of session {id}: {e}"),
-            )
-        })
+        // Reading and decrypting a whole recording is file and CPU work: off the async workers.
+        let path = crate::snapshot::recording_path(&self.config.data_dir, &s.recording_path);
+        let session_id = id.to_owned();
+        tokio::task::spawn_blocking(move || read_cast(&path, &key, &session_id))
+            .await
+            .map_err(|e| Error::internal("reading a recording", e))?
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Internal,
+                    "recording_unreadable",
+                    format!("recording of session {id}: {e}"),
+                )
+            })
     }
 
     pub async fn add_ssh_key(
