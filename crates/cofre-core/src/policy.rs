@@ -306,24 +306,26 @@ impl Window {
             .join(",")
     }
 
-    /// `08:00-20:00` (or `22:00-06:00` across midnight).
+    /// `08:00-20:00` (or `22:00-06:00` across midnight; `24:00` ends a range at midnight).
     pub fn parse_hours(field: &str, s: &str) -> Result<(u16, u16), FieldError> {
-        let bad = || {
+        let (a, b) = s.split_once('-').ok_or_else(|| {
             FieldError::new(
                 field,
                 format!("{s:?}: expected HH:MM-HH:MM, e.g. 08:00-20:00"),
             )
+        })?;
+        let time = |t: &str, end: bool| {
+            crate::when::parse_time_of_day(field, t, end).map_err(|e| {
+                FieldError::new(
+                    field,
+                    format!(
+                        "{s:?}: expected HH:MM-HH:MM, e.g. 08:00-20:00 ({})",
+                        e.reason
+                    ),
+                )
+            })
         };
-        let minutes = |t: &str| -> Result<u16, FieldError> {
-            let (h, m) = t.trim().split_once(':').ok_or_else(bad)?;
-            let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-            if h > 24 || m > 59 || (h == 24 && m != 0) {
-                return Err(bad());
-            }
-            Ok(h * 60 + m)
-        };
-        let (a, b) = s.split_once('-').ok_or_else(bad)?;
-        let (a, b) = (minutes(a)?, minutes(b)?);
+        let (a, b) = (time(a, false)?, time(b, true)?);
         if a == b {
             return Err(FieldError::new(
                 field,
@@ -334,7 +336,11 @@ impl Window {
     }
 
     pub fn hours_text((a, b): (u16, u16)) -> String {
-        format!("{:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60)
+        format!(
+            "{}-{}",
+            crate::when::time_of_day_text(a),
+            crate::when::time_of_day_text(b)
+        )
     }
 
     /// `YYYY-MM-DD`.
@@ -397,44 +403,7 @@ impl Window {
 /// A grant never lasts longer than this, whatever a policy says.
 pub const MAX_GRANT_SECONDS: i64 = 7 * 24 * 3600;
 
-/// A duration such as `30m`, `2h`, `1h30m` or `1d`, in seconds (more than zero).
-pub fn parse_duration(field: &str, s: &str) -> Result<i64, FieldError> {
-    let bad = || {
-        FieldError::new(
-            field,
-            format!("{s:?} is not a duration (e.g. 30m, 2h, 1h30m, 1d)"),
-        )
-    };
-    let mut total: i64 = 0;
-    let mut number = String::new();
-    let text = s.trim();
-    if text.is_empty() {
-        return Err(bad());
-    }
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => return Err(bad()),
-        };
-        let n: i64 = number.parse().map_err(|_| bad())?;
-        number.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-    }
-    if !number.is_empty() || total <= 0 {
-        return Err(bad());
-    }
-    Ok(total)
-}
+pub use crate::when::parse_duration;
 
 /// A policy's maximum duration: whole minutes, at most [`MAX_GRANT_SECONDS`].
 pub fn parse_duration_minutes(field: &str, s: &str) -> Result<u32, FieldError> {
@@ -589,6 +558,47 @@ mod tests {
         time::PrimitiveDateTime::parse(s, &f).unwrap()
     }
 
+    /// The instance's zone decides which hour it is: across Lisbon's change to summer time
+    /// (2026-03-29, 01:00 UTC) the same UTC moment falls on either side of an 08:00 start, and
+    /// back in winter time (2026-10-25) a 20:00 end is 20:00 UTC again.
+    #[test]
+    fn a_window_across_daylight_saving_follows_the_zone() {
+        use crate::when::Zone;
+        let unix = |s: &str| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .unwrap()
+                .unix_timestamp()
+        };
+        let w = Window {
+            hours: Some(Window::parse_hours("hours", "08:00-20:00").unwrap()),
+            ..Window::default()
+        };
+        let lisbon = Zone::parse("time_zone", "Europe/Lisbon").unwrap();
+        let utc = Zone::utc();
+        // Saturday, winter time: 07:30 UTC is 07:30 in Lisbon, outside.
+        assert!(w.check(lisbon.local(unix("2026-03-28T07:30:00Z"))).is_err());
+        // Sunday, summer time: 07:30 UTC is 08:30 in Lisbon, inside (in UTC it would not be).
+        assert!(w.check(lisbon.local(unix("2026-03-29T07:30:00Z"))).is_ok());
+        assert!(w.check(utc.local(unix("2026-03-29T07:30:00Z"))).is_err());
+        // 19:30 UTC is 20:30 in summer: outside; it is 19:30 again after the change back.
+        assert!(w.check(lisbon.local(unix("2026-10-24T19:30:00Z"))).is_err());
+        assert!(w.check(lisbon.local(unix("2026-10-25T19:30:00Z"))).is_ok());
+        // The hour that happens twice on 2026-10-25 (01:00-02:00) is in a 01:00-02:00 window both times.
+        let night = Window {
+            hours: Some(Window::parse_hours("hours", "01:00-02:00").unwrap()),
+            ..Window::default()
+        };
+        assert!(night
+            .check(lisbon.local(unix("2026-10-25T00:30:00Z")))
+            .is_ok());
+        assert!(night
+            .check(lisbon.local(unix("2026-10-25T01:30:00Z")))
+            .is_ok());
+        assert!(night
+            .check(lisbon.local(unix("2026-10-25T02:30:00Z")))
+            .is_err());
+    }
+
     #[test]
     fn windows_days_hours_dates() {
         let w = Window {
@@ -638,7 +648,15 @@ mod tests {
                 "{bad}"
             );
         }
-        for bad in ["8-20", "08:00", "25:00-26:00", "08:00-08:00", "08:60-09:00"] {
+        for bad in [
+            "8-20",
+            "08:00",
+            "25:00-26:00",
+            "08:00-08:00",
+            "08:60-09:00",
+            "24:00-06:00",
+            "8:00-20:00",
+        ] {
             assert_eq!(
                 Window::parse_hours("hours", bad).unwrap_err().field,
                 "hours",

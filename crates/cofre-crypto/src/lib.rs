@@ -1,4 +1,3 @@
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 //! Cofre's key material: the sealed instance keyring (key file or Shamir unseal shares), envelope
 //! encryption of vaulted secrets under the master key, password and API token hashing, and TOTP.
 //!

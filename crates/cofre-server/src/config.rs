@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub record_input: bool,
     /// Deadlines and caps that keep connections from being held open (`[limits]`).
     pub limits: LimitsConfig,
+    /// Facts of the instance as a whole (`[instance]`): its time zone.
+    pub instance: InstanceConfig,
     /// Access requests (`[approvals]`).
     pub approvals: ApprovalsConfig,
     /// Webhook and email notifications (`[notify]`).
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
             ssh_listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
             record_input: true,
             limits: LimitsConfig::default(),
+            instance: InstanceConfig::default(),
             approvals: ApprovalsConfig::default(),
             notify: NotifyConfig::default(),
             alerts: AlertsConfig::default(),
@@ -273,14 +276,34 @@ impl GovernanceConfig {
     }
 }
 
+/// `[instance]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstanceConfig {
+    /// The one time zone in which every wall-clock time of the instance is read: policies' days
+    /// and hours, backup schedules' `daily HH:MM`, the daily snapshot's time, and (next)
+    /// maintenance windows. A tz database name (`Europe/Lisbon`: daylight saving followed), `UTC`
+    /// (the default), or a fixed offset (`+01:00`).
+    #[serde(deserialize_with = "deserialize_zone")]
+    pub time_zone: cofre_core::when::Zone,
+}
+
+fn deserialize_zone<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<cofre_core::when::Zone, D::Error> {
+    let text = String::deserialize(d)?;
+    cofre_core::when::Zone::parse("instance.time_zone", &text).map_err(serde::de::Error::custom)
+}
+
 /// How access requests behave.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApprovalsConfig {
     /// A request not decided within this many seconds expires (default 3600).
     pub request_timeout_seconds: u64,
-    /// The time zone in which policies' hours and days are read, as an offset (`+01:00`).
-    pub utc_offset: String,
+    /// Replaced by `[instance] time_zone`; refused with a message that says so, so that a config
+    /// written for the old key is not silently read in UTC.
+    pub utc_offset: Option<String>,
     /// The grant length when a request names none (default 60 minutes).
     pub default_duration_minutes: u32,
 }
@@ -289,27 +312,22 @@ impl Default for ApprovalsConfig {
     fn default() -> Self {
         Self {
             request_timeout_seconds: 3600,
-            utc_offset: "+00:00".into(),
+            utc_offset: None,
             default_duration_minutes: 60,
         }
     }
 }
 
 impl ApprovalsConfig {
-    pub fn offset(&self) -> Result<time::UtcOffset, ConfigError> {
-        let format =
-            time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
-        time::UtcOffset::parse(&self.utc_offset, &format).map_err(|_| ConfigError::Invalid {
-            field: "approvals.utc_offset",
-            reason: format!(
-                "{:?}: expected an offset like +01:00 or -05:00",
-                self.utc_offset
-            ),
-        })
-    }
-
     fn validate(&self) -> Result<(), ConfigError> {
-        self.offset()?;
+        if let Some(offset) = &self.utc_offset {
+            return Err(ConfigError::Invalid {
+                field: "approvals.utc_offset",
+                reason: format!(
+                    "replaced by [instance] time_zone (e.g. time_zone = {offset:?}, or a zone name such as \"Europe/Lisbon\" to follow daylight saving)"
+                ),
+            });
+        }
         if self.request_timeout_seconds == 0 || self.request_timeout_seconds > 30 * 24 * 3600 {
             return Err(ConfigError::Invalid {
                 field: "approvals.request_timeout_seconds",

@@ -57,9 +57,15 @@ impl Store {
             .execute(&mut *conn)
             .await?;
         drop(conn);
-        let file = std::fs::File::open(dest).map_err(io_err(dest))?;
-        file.sync_all().map_err(io_err(dest))?;
-        let bytes = file.metadata().map_err(io_err(dest))?.len();
+        // The fsync of a copy the size of the database: not on an async worker.
+        let path = dest.to_owned();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path).map_err(io_err(&path))?;
+            file.sync_all().map_err(io_err(&path))?;
+            Ok::<_, StoreError>(file.metadata().map_err(io_err(&path))?.len())
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("{}: {e}", dest.display())))??;
         Ok(CopyReport {
             kind: DbKind::Sqlite,
             bytes,
@@ -90,21 +96,63 @@ async fn dump_in_transaction(conn: &mut sqlx::AnyConnection, dest: &Path) -> Res
     .fetch_one(&mut *conn)
     .await?;
     let tables = load_order(conn).await?;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dest)
-        .map_err(io_err(dest))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    // The rows stream from the database here and are written, then fsynced, by a blocking
+    // thread: file work never runs on an async worker, and the bounded queue keeps memory to a
+    // few chunks whatever the database's size.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    let path = dest.to_owned();
+    let writer = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        while let Some(chunk) = rx.blocking_recv() {
+            out.write_all(&chunk).map_err(io_err(&path))?;
+        }
+        let file = out
+            .into_inner()
+            .map_err(|e| StoreError::Io(format!("{}: {}", path.display(), e.error())))?;
+        file.sync_all().map_err(io_err(&path))?;
+        Ok::<_, StoreError>(file.metadata().map_err(io_err(&path))?.len())
+    });
+    let produced = dump_rows(conn, &tables, schema_version, &tx).await;
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| StoreError::Io(format!("{}: {e}", dest.display())))?;
+    // A writer that failed closed the queue: its error is the cause, so it goes first.
+    let bytes = written?;
+    let rows = produced?;
+    Ok(CopyReport {
+        kind: DbKind::Postgres,
+        bytes,
+        rows,
+    })
+}
+
+/// Chunks of at most about this many bytes go to the dump's writer thread.
+const DUMP_CHUNK: usize = 256 * 1024;
+
+/// The dump's lines (header, then one per row), in chunks to `tx`; rows per table. A closed
+/// queue means the writer failed: its error is the one reported.
+async fn dump_rows(
+    conn: &mut sqlx::AnyConnection,
+    tables: &[String],
+    schema_version: i64,
+    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<BTreeMap<String, u64>> {
+    let closed = || StoreError::Io("the dump's writer stopped".into());
     let header = DumpHeader {
         format: 1,
         schema_version,
-        tables: tables.clone(),
+        tables: tables.to_vec(),
     };
-    let line = serde_json::to_string(&header).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    writeln!(out, "{line}").map_err(io_err(dest))?;
+    let mut chunk = serde_json::to_vec(&header).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    chunk.push(b'\n');
     let mut rows = BTreeMap::new();
-    for table in &tables {
+    for table in tables {
         let sql = format!(
             "SELECT json_build_object('t', {lit}, 'r', row_to_json(x))::text FROM {ident} x",
             lit = quote_literal(table),
@@ -114,22 +162,21 @@ async fn dump_in_transaction(conn: &mut sqlx::AnyConnection, dest: &Path) -> Res
         let mut n = 0u64;
         while let Some(line) = stream.next().await {
             let line = line?;
-            out.write_all(line.as_bytes()).map_err(io_err(dest))?;
-            out.write_all(b"\n").map_err(io_err(dest))?;
+            chunk.extend_from_slice(line.as_bytes());
+            chunk.push(b'\n');
             n += 1;
+            if chunk.len() >= DUMP_CHUNK {
+                tx.send(std::mem::take(&mut chunk))
+                    .await
+                    .map_err(|_| closed())?;
+            }
         }
         rows.insert(table.clone(), n);
     }
-    let file = out
-        .into_inner()
-        .map_err(|e| StoreError::Io(format!("{}: {}", dest.display(), e.error())))?;
-    file.sync_all().map_err(io_err(dest))?;
-    let bytes = file.metadata().map_err(io_err(dest))?.len();
-    Ok(CopyReport {
-        kind: DbKind::Postgres,
-        bytes,
-        rows,
-    })
+    if !chunk.is_empty() {
+        tx.send(chunk).await.map_err(|_| closed())?;
+    }
+    Ok(rows)
 }
 
 /// The schema's tables, each after the tables its foreign keys reference.

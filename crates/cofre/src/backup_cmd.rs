@@ -103,7 +103,7 @@ pub enum JobCmd {
         kind: String,
         #[arg(long)]
         target: String,
-        /// `every 30m`, `every 1h`, `every 1d`, `daily 03:00` (UTC), or `manual`.
+        /// `every 30m`, `every 1h`, `every 1d`, `daily 03:00` (in the server's `[instance] time_zone`), or `manual`.
         #[arg(long)]
         schedule: String,
         /// Default: KIND-TARGET.

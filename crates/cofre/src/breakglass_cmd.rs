@@ -1,21 +1,18 @@
 //! `cofre breakglass ...`: the key ceremony, share delivery, status and export talk to the server;
 //! `open` and `combine` are offline: they read a file and shares, and never touch the network, a
-//! data dir or the client config.
+//! data dir or the client config (they are `cofre_opener`, also built alone as `cofre-opener`).
 
 use crate::client::ApiFailure;
 use crate::commands::Ctx;
 use crate::Output;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
-use cofre_breakglass::session::{OpenLog, Session};
-use cofre_breakglass::share::ShareSet;
 use cofre_breakglass::Header;
 use cofre_proto::*;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use zeroize::Zeroizing;
 
 #[derive(Subcommand)]
 pub enum BreakglassCmd {
@@ -48,202 +45,26 @@ pub enum BreakglassCmd {
     },
     /// Open a break-glass file offline (no server, network or data dir): asks for the shares of
     /// the file's key epoch, then reads commands: `search TEXT`, `show TARGET ACCOUNT [--version
-    /// N]`, `list`, `quit`. Everything shown is logged to FILE.log.
-    Open {
-        /// The break-glass file (`cofre-breakglass-...cofre`).
-        file: PathBuf,
-        /// A file holding one share (repeat for each share); without enough of them, the
-        /// remaining shares are asked for on the terminal.
-        #[arg(long = "share-file", value_name = "FILE")]
-        share_files: Vec<PathBuf>,
-        /// Where to log what was shown (default: FILE.log next to the file).
-        #[arg(long, value_name = "PATH")]
-        log: Option<PathBuf>,
-    },
+    /// N]`, `list`, `quit`. Everything shown is logged to FILE.log. The same as `cofre-opener open`.
+    Open(cofre_opener::OpenArgs),
     /// Combine shares into the key epoch's age identity and print it, for the standard `age` tool:
-    /// `age -d -i identity.txt FILE`. Offline.
-    Combine {
-        /// A file holding one share (repeat: as many as the threshold).
-        #[arg(long = "share-file", value_name = "FILE", required = true)]
-        share_files: Vec<PathBuf>,
-        /// Check the shares against this break-glass file, and log the combination next to it.
-        #[arg(long, value_name = "FILE")]
-        file: Option<PathBuf>,
-    },
+    /// `age -d -i identity.txt FILE`. Offline. The same as `cofre-opener combine`.
+    Combine(cofre_opener::CombineArgs),
 }
 
 impl BreakglassCmd {
     /// `open` and `combine` run without a server.
     pub fn is_offline(&self) -> bool {
-        matches!(
-            self,
-            BreakglassCmd::Open { .. } | BreakglassCmd::Combine { .. }
-        )
+        matches!(self, BreakglassCmd::Open(_) | BreakglassCmd::Combine(_))
     }
-}
-
-/// Reads a share from a file: every line that is not empty or a `#` comment, joined (a share
-/// copied over two lines still reads).
-fn read_share_file(path: &Path) -> Result<Zeroizing<String>> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("--share-file {}", path.display()))?,
-    );
-    let mut share = Zeroizing::new(String::new());
-    for line in text.lines() {
-        let line = line.trim();
-        if !line.is_empty() && !line.starts_with('#') {
-            share.push_str(line);
-        }
-    }
-    Ok(share)
-}
-
-fn add_share_files(set: &mut ShareSet, files: &[PathBuf]) -> Result<()> {
-    for f in files {
-        let text = read_share_file(f)?;
-        set.add_text(&text)
-            .map_err(|e| anyhow!("--share-file {}: {e}", f.display()))?;
-    }
-    Ok(())
 }
 
 pub fn offline(cmd: BreakglassCmd, output: Output) -> Result<ExitCode> {
     match cmd {
-        BreakglassCmd::Open {
-            file,
-            share_files,
-            log,
-        } => open(&file, &share_files, log, output == Output::Json),
-        BreakglassCmd::Combine { share_files, file } => combine(&share_files, file.as_deref()),
+        BreakglassCmd::Open(args) => cofre_opener::open(args, output == Output::Json),
+        BreakglassCmd::Combine(args) => cofre_opener::combine(args),
         _ => Err(anyhow!("internal: not an offline command")),
     }
-}
-
-fn open(
-    file: &Path,
-    share_files: &[PathBuf],
-    log: Option<PathBuf>,
-    json: bool,
-) -> Result<ExitCode> {
-    let data = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let header = Header::parse(&data).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-    let mut set = ShareSet::for_file(&header);
-    add_share_files(&mut set, share_files)?;
-    let terminal = std::io::stdin().is_terminal();
-    // Errors alone start stderr (`error: ...`, the CLI's contract), so the description comes after
-    // the share files were accepted, or before asking on the terminal.
-    if terminal || set.is_complete() {
-        eprintln!("{}: {}", file.display(), header.describe());
-    }
-    while !set.is_complete() {
-        if !terminal {
-            bail!(
-                "{} shares of key epoch {} are needed to open {}, only {} given: add --share-file (or run on a terminal to be asked)",
-                header.threshold,
-                header.epoch,
-                file.display(),
-                set.have()
-            );
-        }
-        let prompt = format!(
-            "share {} of {} (instance {}, epoch {}): ",
-            set.have() + 1,
-            header.threshold,
-            header.instance,
-            header.epoch
-        );
-        let text = Zeroizing::new(
-            rpassword::prompt_password(prompt).context("reading a share from the terminal")?,
-        );
-        if text.trim().is_empty() {
-            bail!("no share given; nothing was opened");
-        }
-        match set.add_text(&text) {
-            Ok(s) => eprintln!("share {} accepted", s.index()),
-            Err(e) => eprintln!("refused: {e}"),
-        }
-    }
-    let secret = set.combine()?;
-    let (header, contents) = cofre_breakglass::file::open(&data, &secret)
-        .map_err(|e| anyhow!("{}: {e}", file.display()))?;
-    drop(secret);
-    drop(data);
-    let log_path = log.unwrap_or_else(|| cofre_breakglass::default_log_path(file));
-    let mut log = OpenLog::open(&log_path, &set.indexes()).map_err(|e| {
-        anyhow!("{e}; nothing is shown without a log (choose another with --log PATH)")
-    })?;
-    log.record(&format!(
-        "open {} (instance {}, epoch {}, written {}, {} credentials)",
-        file.display(),
-        header.instance,
-        header.epoch,
-        header.written_at,
-        header.credentials
-    ))?;
-    eprintln!(
-        "opened with shares {}; what is shown is logged to {}. Type `help` for the commands.",
-        set.indexes()
-            .iter()
-            .map(u8::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        log_path.display()
-    );
-    let stdin = std::io::stdin();
-    let failed = Session::new(&contents, json).run(
-        stdin.lock(),
-        &mut std::io::stdout(),
-        &mut std::io::stderr(),
-        &mut log,
-        terminal,
-    )?;
-    log.record("close")?;
-    if terminal {
-        eprintln!();
-    }
-    Ok(if failed > 0 && !terminal {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-fn combine(share_files: &[PathBuf], file: Option<&Path>) -> Result<ExitCode> {
-    let header = file
-        .map(|f| Header::read_file(f).map_err(|e| anyhow!("{}: {e}", f.display())))
-        .transpose()?;
-    let mut set = match &header {
-        Some(h) => ShareSet::for_file(h),
-        None => ShareSet::new(),
-    };
-    add_share_files(&mut set, share_files)?;
-    let secret = set.combine()?;
-    let expect = set
-        .expect()
-        .ok_or_else(|| anyhow!("no share given"))?
-        .clone();
-    if let (Some(f), Some(_)) = (file, &header) {
-        let mut log = OpenLog::open(&cofre_breakglass::default_log_path(f), &set.indexes())?;
-        log.record(&format!(
-            "combine: the age identity of epoch {} was printed",
-            expect.epoch
-        ))?;
-    }
-    let identity = secret.identity_string()?;
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "# cofre break-glass identity: instance {}, key epoch {}",
-        expect.instance, expect.epoch
-    )?;
-    writeln!(out, "# public key: {}", secret.recipient()?)?;
-    writeln!(out, "{}", identity.as_str())?;
-    eprintln!(
-        "this identity opens every break-glass file of epoch {} with the plain age tool, and nothing logs what it opens: keep it as safe as the shares and destroy it after use",
-        expect.epoch
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Creates a new file (never overwrites), mode 0600, and syncs it.
@@ -390,7 +211,7 @@ pub async fn online(ctx: &Ctx, cmd: BreakglassCmd) -> Result<ExitCode> {
                 Output::Text => outln!("wrote {}: {}", out.display(), header.describe()),
             }
         }
-        BreakglassCmd::Open { .. } | BreakglassCmd::Combine { .. } => {
+        BreakglassCmd::Open(_) | BreakglassCmd::Combine(_) => {
             return Err(anyhow!("internal: an offline command"));
         }
     }

@@ -216,7 +216,7 @@ pub enum PolicyCmd {
         /// Longest grant (and emergency access), e.g. 4h, 90m.
         #[arg(long)]
         max_duration: Option<String>,
-        /// Hours of the day it applies, in the server's `approvals.utc_offset`, e.g. 08:00-20:00.
+        /// Hours of the day it applies, in the server's `[instance] time_zone`, e.g. 08:00-20:00.
         #[arg(long)]
         hours: Option<String>,
         /// Days of the week it applies, e.g. mon-fri or sat,sun.
@@ -539,9 +539,7 @@ async fn dispatch(
         Command::Breakglass(cmd) => crate::breakglass_cmd::online(ctx, cmd).await,
         Command::Backup(cmd) => crate::backup_cmd::run(ctx, cmd).await,
         Command::Snapshot(cmd) => crate::snapshot_cmd::online(ctx, cmd).await,
-        Command::Server(_) | Command::Init(_) | Command::Bench(_) => {
-            Err(anyhow!("internal: not a client command"))
-        }
+        Command::Server(_) | Command::Init(_) => Err(anyhow!("internal: not a client command")),
     }
 }
 

@@ -11,8 +11,6 @@
 //! the same job (never two at once) picks up what a killed one left there.
 
 use super::{probe_name, Progress, Source, SyncStats, TargetError};
-use base64::Engine;
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -76,35 +74,6 @@ pub fn parse_location(text: &str) -> Result<(String, String, String), String> {
     Ok((user.to_owned(), host.to_owned(), path.to_owned()))
 }
 
-/// OpenSSH's `SHA256:...` fingerprints of the keys in a known_hosts text.
-pub fn fingerprints(known_hosts: &str) -> Vec<String> {
-    known_hosts
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .filter_map(|l| {
-            let mut fields = l.split_whitespace();
-            let _hosts = fields.next()?;
-            let kind = fields.next()?;
-            let blob = base64::engine::general_purpose::STANDARD
-                .decode(fields.next()?)
-                .ok()?;
-            let digest = Sha256::digest(&blob);
-            let fp = base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest);
-            Some(format!("{kind} SHA256:{fp}"))
-        })
-        .collect()
-}
-
-/// Checks that a known_hosts text has at least one well-formed key line.
-pub fn check_known_hosts(text: &str) -> Result<(), String> {
-    if fingerprints(text).is_empty() {
-        return Err(
-            "has no host key line (`HOST KEYTYPE BASE64KEY`, as ssh-keyscan prints)".into(),
-        );
-    }
-    Ok(())
-}
-
 /// Asks the host for its keys (`ssh-keyscan`), to pin them at first contact.
 pub async fn keyscan(host: &str, port: u16) -> Result<String, TargetError> {
     reachable(host, port).await?;
@@ -123,7 +92,7 @@ pub async fn keyscan(host: &str, port: u16) -> Result<String, TargetError> {
         .await
         .map_err(|e| TargetError::new(format!("cannot run ssh-keyscan: {e}")))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if fingerprints(&text).is_empty() {
+    if crate::ssh_keys::known_hosts_fingerprints(&text).is_empty() {
         return Err(TargetError::new(format!(
             "{host}:{port} sent no SSH host key: is it an SSH server?"
         )));
@@ -431,18 +400,5 @@ mod tests {
         ] {
             assert!(parse_location(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn fingerprints_match_openssh() {
-        let line = "[127.0.0.1]:2200 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKP/TY4zYuLWcNieFNPnyxvrVuIYqjgJoE+esWTppF4V";
-        let fps = fingerprints(line);
-        assert_eq!(fps.len(), 1);
-        // What `ssh-keygen -lf` prints for this key.
-        assert_eq!(
-            fps[0],
-            "ssh-ed25519 SHA256:ZIFUG+rj5JZ9X0CQ0GcQtN8QT5IJNGA4YIODRw2A3uU"
-        );
-        assert!(check_known_hosts("# nothing\n").is_err());
     }
 }

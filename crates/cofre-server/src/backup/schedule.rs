@@ -1,18 +1,22 @@
-//! Backup schedules: `every 30m`, `every 1h`, `every 2d`, `daily 03:00` (UTC) and `manual`.
+//! Backup schedules: `every 30m`, `every 1h`, `every 2d`, `daily 03:00` and `manual`. Intervals
+//! are the one duration grammar and `HH:MM` the one time of day (`cofre_core::when`); `daily` is
+//! read in the instance's time zone (`[instance] time_zone`), daylight saving included.
 //! Pure: the scheduler asks when a job is next due, given when it last started.
 
-use time::{Duration, OffsetDateTime, Time};
+use cofre_core::when::{self, Zone};
+use time::{Duration, OffsetDateTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schedule {
     /// Only when someone runs it (or, for `credentials`, after a break-glass file is written).
     Manual,
     Every(Duration),
-    /// Once a day at this UTC time.
-    Daily(Time),
+    /// Once a day when the instance's clock shows this many minutes after midnight.
+    Daily(u16),
 }
 
-const EXAMPLES: &str = "use `every 30m`, `every 1h`, `every 2d`, `daily 03:00` (UTC) or `manual`";
+const EXAMPLES: &str =
+    "use `every 30m`, `every 1h`, `every 2d`, `daily 03:00` (the instance's time zone) or `manual`";
 
 impl Schedule {
     /// Parses a schedule; the error says what is wrong and what would be right.
@@ -22,66 +26,36 @@ impl Schedule {
         match words.as_slice() {
             ["manual"] => Ok(Schedule::Manual),
             ["every", amount] => parse_interval(amount).map(Schedule::Every),
-            ["daily", at] => parse_time(at).map(Schedule::Daily),
+            ["daily", at] => when::parse_time_of_day("schedule", at, false)
+                .map(Schedule::Daily)
+                .map_err(|e| format!("`daily {at}`: {}", e.reason)),
             [] => Err(format!("is empty; {EXAMPLES}")),
             _ => Err(format!("`{text}` is not a schedule; {EXAMPLES}")),
         }
     }
 
-    /// When a job that last started at `last` (or was created then) is due next.
-    pub fn next_after(&self, last: OffsetDateTime) -> Option<OffsetDateTime> {
+    /// When a job that last started at `last` (or was created then) is due next; `daily` times
+    /// are read in `zone`.
+    pub fn next_after(&self, last: OffsetDateTime, zone: &Zone) -> Option<OffsetDateTime> {
         match *self {
             Schedule::Manual => None,
             Schedule::Every(d) => Some(last + d),
             Schedule::Daily(at) => {
-                let last = last.to_offset(time::UtcOffset::UTC);
-                let today = last.replace_time(at);
-                Some(if today > last {
-                    today
-                } else {
-                    today + Duration::days(1)
-                })
+                OffsetDateTime::from_unix_timestamp(zone.next_at(last.unix_timestamp(), at)).ok()
             }
         }
     }
 }
 
 fn parse_interval(amount: &str) -> Result<Duration, String> {
-    let split = amount
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(amount.len());
-    let (digits, unit) = amount.split_at(split);
-    let n: i64 = digits
-        .parse()
-        .map_err(|_| format!("`every {amount}`: the interval needs a number, e.g. `every 1h`"))?;
-    let per = match unit {
-        "m" | "min" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "`every {amount}`: the unit must be m (minutes), h (hours) or d (days)"
-            ))
-        }
-    };
-    let seconds = n.saturating_mul(per);
+    let seconds = when::parse_duration("schedule", amount)
+        .map_err(|e| format!("`every {amount}`: {}", e.reason))?;
     if !(60..=31 * 86_400).contains(&seconds) {
         return Err(format!(
             "`every {amount}`: must be between 1 minute and 31 days"
         ));
     }
     Ok(Duration::seconds(seconds))
-}
-
-fn parse_time(at: &str) -> Result<Time, String> {
-    let bad = || format!("`daily {at}`: the time must be HH:MM (24-hour, UTC), e.g. `daily 03:00`");
-    let (h, m) = at.split_once(':').ok_or_else(bad)?;
-    if h.len() != 2 || m.len() != 2 {
-        return Err(bad());
-    }
-    let h: u8 = h.parse().map_err(|_| bad())?;
-    let m: u8 = m.parse().map_err(|_| bad())?;
-    Time::from_hms(h, m, 0).map_err(|_| bad())
 }
 
 #[cfg(test)]
@@ -104,19 +78,16 @@ mod tests {
             Schedule::parse("every 2d"),
             Ok(Schedule::Every(Duration::days(2)))
         );
-        assert_eq!(
-            Schedule::parse("daily 03:00"),
-            Ok(Schedule::Daily(Time::from_hms(3, 0, 0).unwrap()))
-        );
+        assert_eq!(Schedule::parse("daily 03:00"), Ok(Schedule::Daily(180)));
         assert_eq!(Schedule::parse("manual"), Ok(Schedule::Manual));
     }
 
     #[test]
     fn errors_say_what_is_wrong() {
         for (text, needle) in [
-            ("every 1y", "unit must be"),
-            ("every h", "needs a number"),
-            ("every 0m", "between 1 minute"),
+            ("every 1y", "is not a duration"),
+            ("every h", "is not a duration"),
+            ("every 0m", "is not a duration"),
             ("every 90d", "between 1 minute"),
             ("daily 3:00", "HH:MM"),
             ("daily 25:00", "HH:MM"),
@@ -130,15 +101,32 @@ mod tests {
 
     #[test]
     fn next_run() {
+        let utc = Zone::utc();
         let t = datetime!(2026-01-10 02:00 UTC);
         let daily = Schedule::parse("daily 03:00").unwrap();
-        assert_eq!(daily.next_after(t), Some(datetime!(2026-01-10 03:00 UTC)));
         assert_eq!(
-            daily.next_after(datetime!(2026-01-10 03:00 UTC)),
+            daily.next_after(t, &utc),
+            Some(datetime!(2026-01-10 03:00 UTC))
+        );
+        assert_eq!(
+            daily.next_after(datetime!(2026-01-10 03:00 UTC), &utc),
             Some(datetime!(2026-01-11 03:00 UTC))
         );
         let hourly = Schedule::parse("every 1h").unwrap();
-        assert_eq!(hourly.next_after(t), Some(datetime!(2026-01-10 03:00 UTC)));
-        assert_eq!(Schedule::Manual.next_after(t), None);
+        assert_eq!(
+            hourly.next_after(t, &utc),
+            Some(datetime!(2026-01-10 03:00 UTC))
+        );
+        assert_eq!(Schedule::Manual.next_after(t, &utc), None);
+        // In Lisbon, 03:00 is 03:00 UTC in winter and 02:00 UTC from the day summer time begins.
+        let lisbon = Zone::parse("time_zone", "Europe/Lisbon").unwrap();
+        assert_eq!(
+            daily.next_after(datetime!(2026-03-28 03:00 UTC), &lisbon),
+            Some(datetime!(2026-03-29 02:00 UTC))
+        );
+        assert_eq!(
+            daily.next_after(datetime!(2026-03-27 03:00 UTC), &lisbon),
+            Some(datetime!(2026-03-28 03:00 UTC))
+        );
     }
 }

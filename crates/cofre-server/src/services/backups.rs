@@ -75,7 +75,7 @@ fn target_info(t: &BackupTargetRow) -> BackupTargetInfo {
         host_keys: t
             .known_hosts
             .as_deref()
-            .map(rsync::fingerprints)
+            .map(crate::ssh_keys::known_hosts_fingerprints)
             .unwrap_or_default(),
         created_at: t.created_at.clone(),
         created_by: t.created_by.clone(),
@@ -193,8 +193,7 @@ impl App {
                     Error::invalid("ssh_private_key", format!("ssh_private_key: {e}"))
                 })?;
                 if let Some(kh) = &req.known_hosts {
-                    rsync::check_known_hosts(kh)
-                        .map_err(|e| Error::invalid("known_hosts", format!("known_hosts: {e}")))?;
+                    crate::ssh_keys::known_hosts("known_hosts", kh)?;
                     known_hosts = Some(kh.clone());
                 }
                 if req.port == Some(0) {
@@ -288,7 +287,7 @@ impl App {
         .detail("kind", kind)
         .detail("location", location.as_str());
         if let Some(kh) = &known_hosts {
-            entry = entry.detail("host_keys", rsync::fingerprints(kh));
+            entry = entry.detail("host_keys", crate::ssh_keys::known_hosts_fingerprints(kh));
         }
         self.commit(tx, entry).await?;
         let row = self
@@ -389,7 +388,7 @@ impl App {
                         self.pin_host_keys(row, actor, &scanned)
                             .await
                             .map_err(|e| TargetError::new(format!("pinning the host keys: {e}")))?;
-                        pinned.extend(rsync::fingerprints(&scanned));
+                        pinned.extend(crate::ssh_keys::known_hosts_fingerprints(&scanned));
                         scanned
                     }
                 };
@@ -438,7 +437,10 @@ impl App {
                 "backup.host_key_pinned",
                 format!("backup-target:{}", row.name),
             )
-            .detail("host_keys", rsync::fingerprints(known_hosts)),
+            .detail(
+                "host_keys",
+                crate::ssh_keys::known_hosts_fingerprints(known_hosts),
+            ),
         )
         .await
     }
@@ -518,7 +520,7 @@ impl App {
             .unwrap_or_else(|| job.created_at.clone());
         let next_run = Schedule::parse(&job.schedule)
             .ok()
-            .and_then(|s| s.next_after(parse_time(&since)?))
+            .and_then(|s| s.next_after(parse_time(&since)?, &self.config.instance.time_zone))
             .map(timestamp);
         Ok(BackupJobInfo {
             name: job.name.clone(),
@@ -776,23 +778,33 @@ impl App {
         staging: &Path,
     ) -> std::result::Result<Source, TargetError> {
         let data = &self.config.data_dir;
-        let listed = |dir: std::path::PathBuf| -> std::result::Result<Source, TargetError> {
-            let files = list_files(&dir)
-                .map_err(|e| TargetError::new(format!("cannot list {}: {e}", dir.display())))?;
-            Ok(Source {
-                kind: kind.to_owned(),
-                owner: owner.to_owned(),
-                base: dir,
-                files,
-            })
+        // A walk of thousands of recordings is file-system work: on a blocking thread.
+        let listed = |dir: std::path::PathBuf| {
+            let kind = kind.to_owned();
+            let owner = owner.to_owned();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let files = list_files(&dir).map_err(|e| {
+                        TargetError::new(format!("cannot list {}: {e}", dir.display()))
+                    })?;
+                    Ok(Source {
+                        kind,
+                        owner,
+                        base: dir,
+                        files,
+                    })
+                })
+                .await
+                .map_err(|e| TargetError::new(format!("listing the files: {e}")))?
+            }
         };
         match kind {
             // Sealed frame by frame already; a recording still being written is sent as far as
             // it got, and again when it has grown.
-            "recordings" => listed(data.join("recordings")),
+            "recordings" => listed(data.join("recordings")).await,
             // age files, encrypted to the break-glass key.
-            "credentials" => listed(data.join(super::breakglass::DATA_SUBDIR)),
-            "snapshots" => listed(data.join(SNAPSHOTS_SUBDIR)),
+            "credentials" => listed(data.join(super::breakglass::DATA_SUBDIR)).await,
+            "snapshots" => listed(data.join(SNAPSHOTS_SUBDIR)).await,
             "system" => {
                 let files = self.system_source(staging).await?;
                 Ok(Source {
@@ -900,7 +912,9 @@ impl App {
                     .unwrap_or_else(|| job.created_at.clone());
                 let due = Schedule::parse(&job.schedule)
                     .ok()
-                    .and_then(|s| s.next_after(parse_time(&since)?))
+                    .and_then(|s| {
+                        s.next_after(parse_time(&since)?, &self.config.instance.time_zone)
+                    })
                     .is_some_and(|next| next <= now);
                 if !due {
                     continue;

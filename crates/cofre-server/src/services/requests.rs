@@ -163,15 +163,10 @@ fn machine(row: &RequestRow) -> Result<Request> {
 }
 
 impl App {
+    /// The wall-clock time in the instance's zone (`[instance] time_zone`), which policies'
+    /// windows are read in.
     fn local_time(&self, unix: i64) -> time::PrimitiveDateTime {
-        let offset = self
-            .config
-            .approvals
-            .offset()
-            .unwrap_or(time::UtcOffset::UTC);
-        let t = OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let local = t.to_offset(offset);
-        time::PrimitiveDateTime::new(local.date(), local.time())
+        self.config.instance.time_zone.local(unix)
     }
 
     fn request_link(&self, id: &str) -> String {

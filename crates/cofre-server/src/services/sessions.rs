@@ -6,7 +6,6 @@ use super::requests::UseRefused;
 use super::{page_limit, App, Principal, TokenScope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::recording::{read_cast, RecordingWriter};
-use base64::Engine;
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::names::check_text;
 use cofre_core::policy::{check_reason, decide, Access, Decision, Outcome, TargetRef};
@@ -15,7 +14,6 @@ use cofre_crypto::datakey::DataKey;
 use cofre_crypto::{envelope, SealedSecret};
 use cofre_proto::{Page, SessionInfo, SshKeyInfo};
 use cofre_store::gateway::{NewSession, SessionRow};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::watch;
@@ -163,43 +161,10 @@ pub fn parse_gateway_login(s: &str, ssh_port: u16) -> Result<GatewayLogin> {
     })
 }
 
-/// OpenSSH's fingerprint of a public key line (`SHA256:` + unpadded base64 of the key blob's
-/// SHA-256), after checking that the line is a public key.
+/// OpenSSH's fingerprint of a public key line (`SHA256:...`) and the key without its comment,
+/// after russh's parser has read it (`crate::ssh_keys`).
 pub fn ssh_key_fingerprint(line: &str) -> Result<(String, String)> {
-    let bad = |why: &str| Error::invalid("public_key", format!("public_key: {why}"));
-    let mut parts = line.split_whitespace();
-    let (Some(kind), Some(blob_b64)) = (parts.next(), parts.next()) else {
-        return Err(bad("expected one line like `ssh-ed25519 AAAA... comment`"));
-    };
-    const KINDS: [&str; 7] = [
-        "ssh-ed25519",
-        "ssh-rsa",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-    ];
-    if !KINDS.contains(&kind) {
-        return Err(bad(&format!("unsupported key type {kind:?}")));
-    }
-    let blob = base64::engine::general_purpose::STANDARD
-        .decode(blob_b64)
-        .map_err(|_| bad("the key is not valid base64"))?;
-    // The blob starts with its own type name, as an SSH string.
-    let named = blob
-        .get(..4)
-        .and_then(|l| <[u8; 4]>::try_from(l).ok())
-        .map(u32::from_be_bytes)
-        .and_then(|n| blob.get(4..4 + n as usize));
-    if named != Some(kind.as_bytes()) {
-        return Err(bad("the key data does not match its type"));
-    }
-    let fp = format!(
-        "SHA256:{}",
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(&blob))
-    );
-    Ok((fp, format!("{kind} {blob_b64}")))
+    crate::ssh_keys::user_key("public_key", line)
 }
 
 fn session_info(s: SessionRow, live: bool) -> SessionInfo {
@@ -511,7 +476,15 @@ impl App {
                 day.day()
             ))
             .join(format!("{id}.rec"));
-        let recording = RecordingWriter::create(&path, key, &id, &header).map_err(|e| {
+        // Creating the directory and the file and writing the header are file-system work that
+        // can stall on a slow disk: not on an async worker.
+        let created = {
+            let (path, id) = (path.clone(), id.clone());
+            tokio::task::spawn_blocking(move || RecordingWriter::create(&path, key, &id, &header))
+                .await
+                .map_err(|e| Error::internal("starting a recording", e))?
+        };
+        let recording = created.map_err(|e| {
             tracing::error!(error = %e, "cannot start a recording");
             Error::new(
                 ErrorKind::Internal,
@@ -815,18 +788,19 @@ impl App {
             format!("session:{id}"),
         ))
         .await?;
-        read_cast(
-            &crate::snapshot::recording_path(&self.config.data_dir, &s.recording_path),
-            &key,
-            id,
-        )
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Internal,
-                "recording_unreadable",
-                format!("recording of session {id}: {e}"),
-            )
-        })
+        // Reading and decrypting a whole recording is file and CPU work: off the async workers.
+        let path = crate::snapshot::recording_path(&self.config.data_dir, &s.recording_path);
+        let session_id = id.to_owned();
+        tokio::task::spawn_blocking(move || read_cast(&path, &key, &session_id))
+            .await
+            .map_err(|e| Error::internal("reading a recording", e))?
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Internal,
+                    "recording_unreadable",
+                    format!("recording of session {id}: {e}"),
+                )
+            })
     }
 
     pub async fn add_ssh_key(
@@ -912,24 +886,5 @@ mod tests {
             "{}",
             e.message
         );
-    }
-
-    #[test]
-    fn fingerprints_match_openssh() {
-        // `ssh-keygen -lf` prints SHA256:ZIFUG+rj5JZ9X0CQ0GcQtN8QT5IJNGA4YIODRw2A3uU for this key.
-        let line =
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKP/TY4zYuLWcNieFNPnyxvrVuIYqjgJoE+esWTppF4V test";
-        let (fp, key) = ssh_key_fingerprint(line).unwrap();
-        assert_eq!(fp, "SHA256:ZIFUG+rj5JZ9X0CQ0GcQtN8QT5IJNGA4YIODRw2A3uU");
-        assert_eq!(
-            key,
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKP/TY4zYuLWcNieFNPnyxvrVuIYqjgJoE+esWTppF4V"
-        );
-        assert!(ssh_key_fingerprint(
-            "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIKP/TY4zYuLWcNieFNPnyxvrVuIYqjgJoE+esWTppF4V"
-        )
-        .is_err());
-        assert!(ssh_key_fingerprint("ssh-ed25519 !!!").is_err());
-        assert!(ssh_key_fingerprint("").is_err());
     }
 }

@@ -760,20 +760,20 @@ fn remove_leftovers(dir: &Path) {
     }
 }
 
-/// The daily snapshot at `[snapshots] time` (local time), then retention.
+/// The daily snapshot at `[snapshots] time` (in `[instance] time_zone`), then retention.
 pub fn spawn_scheduler(app: &Arc<App>) {
-    let Some((hour, minute)) = snap::parse_hhmm(&app.config.snapshots.time) else {
+    let Some(at) = snap::parse_hhmm(&app.config.snapshots.time) else {
         return; // "off"
     };
     let weak = Arc::downgrade(app);
-    tokio::spawn(scheduler_loop(weak, hour, minute));
+    tokio::spawn(scheduler_loop(weak, at));
 }
 
-async fn scheduler_loop(app: Weak<App>, hour: u8, minute: u8) {
+async fn scheduler_loop(app: Weak<App>, at: u16) {
     loop {
         let wait = {
             let Some(app) = app.upgrade() else { return };
-            until_next(app.now(), local_offset(), hour, minute)
+            until_next(app.now(), &app.config.instance.time_zone, at)
         };
         tokio::time::sleep(wait).await;
         let Some(app) = app.upgrade() else { return };
@@ -828,48 +828,14 @@ impl Principal {
     }
 }
 
-/// The machine's UTC offset now, from `date +%z` (the `time` crate cannot read the local zone
-/// safely in a multi-threaded process). UTC when that fails.
-fn local_offset() -> time::UtcOffset {
-    let parsed = std::process::Command::new("date")
-        .arg("+%z")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| parse_offset(s.trim()));
-    parsed.unwrap_or(time::UtcOffset::UTC)
-}
-
-fn parse_offset(s: &str) -> Option<time::UtcOffset> {
-    let (sign, rest) = match s.as_bytes().first()? {
-        b'+' => (1i8, &s[1..]),
-        b'-' => (-1i8, &s[1..]),
-        _ => return None,
-    };
-    if rest.len() != 4 {
-        return None;
-    }
-    let h: i8 = rest[..2].parse().ok()?;
-    let m: i8 = rest[2..].parse().ok()?;
-    time::UtcOffset::from_hms(sign * h, sign * m, 0).ok()
-}
-
-/// Time from `now` to the next `hour:minute` at `offset`.
+/// Time from `now` to the next time the instance's clock shows `at` (minutes after midnight).
 fn until_next(
     now: time::OffsetDateTime,
-    offset: time::UtcOffset,
-    hour: u8,
-    minute: u8,
+    zone: &cofre_core::when::Zone,
+    at: u16,
 ) -> std::time::Duration {
-    let local = now.to_offset(offset);
-    let Ok(at) = time::Time::from_hms(hour, minute, 0) else {
-        return std::time::Duration::from_secs(24 * 3600);
-    };
-    let mut next = local.replace_time(at);
-    if next <= local {
-        next += time::Duration::days(1);
-    }
-    let secs = (next - local).whole_seconds().max(1);
+    let now = now.unix_timestamp();
+    let secs = zone.next_at(now, at).saturating_sub(now).max(1);
     std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(24 * 3600))
 }
 
@@ -880,19 +846,15 @@ mod tests {
 
     #[test]
     fn next_run_is_today_or_tomorrow_in_local_time() {
+        use cofre_core::when::Zone;
         let now = time::macros::datetime!(2026-03-31 01:30 UTC);
-        let cet = time::UtcOffset::from_hms(2, 0, 0).unwrap();
+        let plus2 = Zone::parse("time_zone", "+02:00").unwrap();
         // 03:30 local now; 03:00 local is tomorrow, 23.5 h away.
-        assert_eq!(until_next(now, cet, 3, 0).as_secs(), 23 * 3600 + 1800);
-        assert_eq!(
-            until_next(now, time::UtcOffset::UTC, 3, 0).as_secs(),
-            3600 + 1800
-        );
-        assert_eq!(parse_offset("+0200"), Some(cet));
-        assert_eq!(
-            parse_offset("-0130"),
-            Some(time::UtcOffset::from_hms(-1, -30, 0).unwrap())
-        );
-        assert_eq!(parse_offset("garbage"), None);
+        assert_eq!(until_next(now, &plus2, 180).as_secs(), 23 * 3600 + 1800);
+        assert_eq!(until_next(now, &Zone::utc(), 180).as_secs(), 3600 + 1800);
+        // The night summer time begins in Lisbon, 03:00 comes 23 h after the previous one.
+        let lisbon = Zone::parse("time_zone", "Europe/Lisbon").unwrap();
+        let before = time::macros::datetime!(2026-03-28 03:00 UTC);
+        assert_eq!(until_next(before, &lisbon, 180).as_secs(), 23 * 3600);
     }
 }

@@ -52,7 +52,7 @@ impl SnapshotConfig {
             return Err(crate::config::ConfigError::Invalid {
                 field: "snapshots.time",
                 reason: format!(
-                    "{:?} is not a time: use HH:MM (24 h, local time) or \"off\"",
+                    "{:?} is not a time: use HH:MM (24 h, in [instance] time_zone) or \"off\"",
                     self.time
                 ),
             });
@@ -81,11 +81,9 @@ impl SnapshotConfig {
     }
 }
 
-/// `(hour, minute)` of `HH:MM`.
-pub fn parse_hhmm(s: &str) -> Option<(u8, u8)> {
-    let (h, m) = s.split_once(':')?;
-    let (h, m): (u8, u8) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60 && s.len() == 5).then_some((h, m))
+/// Minutes after midnight of `HH:MM` (the one grammar, `cofre_core::when`).
+pub fn parse_hhmm(s: &str) -> Option<u16> {
+    cofre_core::when::parse_time_of_day("snapshots.time", s, false).ok()
 }
 
 /// `ID.json`: what `snapshot list` shows without opening the file.
@@ -419,8 +417,8 @@ mod tests {
 
     #[test]
     fn hhmm() {
-        assert_eq!(parse_hhmm("03:00"), Some((3, 0)));
-        assert_eq!(parse_hhmm("23:59"), Some((23, 59)));
+        assert_eq!(parse_hhmm("03:00"), Some(180));
+        assert_eq!(parse_hhmm("23:59"), Some(1439));
         assert_eq!(parse_hhmm("24:00"), None);
         assert_eq!(parse_hhmm("3:00"), None);
     }

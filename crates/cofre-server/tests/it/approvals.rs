@@ -74,11 +74,16 @@ fn principal(name: &str, role: Role, groups: &[&str]) -> Principal {
 
 impl World {
     async fn new(db: Db) -> World {
+        World::with_config(db, |_| {}).await
+    }
+
+    async fn with_config(db: Db, f: impl FnOnce(&mut ServerConfig)) -> World {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig {
             data_dir: dir.path().join("data"),
             ..ServerConfig::default()
         };
+        f(&mut config);
         config.approvals.request_timeout_seconds = 600;
         // These tests are about access requests; dual control over the setup is tested apart.
         config.governance.dual_control = cofre_core::governance::DualControl::Off;
@@ -480,6 +485,27 @@ async fn most_restrictive_wins_with_hours_days_and_duration() {
         w2.request(&alice(), "1h").await.unwrap_err().code,
         "no_approval_needed"
     );
+}
+
+/// `[instance] time_zone = "Europe/Lisbon"`: a policy's 08:00-20:00 is Lisbon's, so the same
+/// UTC hour is outside in winter time and inside from the day summer time begins (2026-03-29).
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_hours_follow_the_zone_across_daylight_saving() {
+    let lisbon = cofre_core::when::Zone::parse("time_zone", "Europe/Lisbon").unwrap();
+    let w = World::with_config(Db::Sqlite, |c| c.instance.time_zone = lisbon).await;
+    w.policy("office", "allow", |p| p.hours = Some("08:00-20:00".into()))
+        .await;
+    // Saturday 2026-03-28 07:30 UTC: 07:30 in Lisbon.
+    w.at(1_774_683_000);
+    let e = w.reveal(&alice()).await.unwrap_err();
+    assert_eq!(e.code, "outside_policy_hours", "{e:?}");
+    // Sunday 2026-03-29 07:30 UTC: 08:30 in Lisbon (summer time since 01:00 UTC).
+    w.at(1_774_769_400);
+    assert_eq!(w.reveal(&alice()).await.unwrap(), "s3cret-root");
+    // 19:30 UTC that Sunday is 20:30 in Lisbon: outside again.
+    w.at(1_774_769_400 + 12 * 3600);
+    let e = w.reveal(&alice()).await.unwrap_err();
+    assert_eq!(e.code, "outside_policy_hours", "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,12 +1,12 @@
-//! `cofre bench backup`: bytes an incremental backup sends after 1% new recordings, against the
+//! `cofre-bench backup`: bytes an incremental backup sends after 1% new recordings, against the
 //! new bytes, in the same run. Recordings are made by real sessions through the gateway (to an
 //! sshd the benchmark starts; needs root and /usr/sbin/sshd), and sent with the real rsync over
 //! ssh to the same sshd, and to a directory.
 
 use super::gateway::{free_port, keygen, start_sshd};
 use super::{login, provision, start_server};
-use crate::client::Client;
 use anyhow::{bail, Context, Result};
+use cofre::client::Client;
 use cofre_proto::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
-//! `cofre bench breakglass`: builds a break-glass file of N credentials × V versions with the real
-//! writer, then measures what a custodian waits for: `cofre breakglass open FILE` (this binary,
+//! `cofre-bench breakglass`: builds a break-glass file of N credentials × V versions with the real
+//! writer, then measures what a custodian waits for: `cofre breakglass open FILE` (the cofre binary,
 //! k share files) until the first line of a search result, next to a plain `age -d` of the same
 //! file when the `age` tool is installed.
 
@@ -90,7 +90,7 @@ fn build_file(path: &Path, recipient: &str, credentials: usize, versions: usize)
 /// Spawns `cofre breakglass open` with the share files and `search QUERY`, and returns the time
 /// until the first result line (a line starting with the target's name) is on its stdout.
 fn open_until_first_result(file: &Path, shares: &[PathBuf], query: &str) -> Result<Duration> {
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    let mut cmd = std::process::Command::new(super::cofre_bin()?);
     cmd.args(["breakglass", "open"]).arg(file);
     for s in shares {
         cmd.arg("--share-file").arg(s);

@@ -1,10 +1,10 @@
-//! `cofre bench gateway`: the SSH gateway against direct OpenSSH, to the same sshd, in the same
+//! `cofre-bench gateway`: the SSH gateway against direct OpenSSH, to the same sshd, in the same
 //! run. Bulk throughput uses the real `ssh` client both ways; round trips and idle sessions use a
 //! russh client so that a thousand tiny exchanges are timed without process start-up in them.
 
 use super::{login, provision, start_server};
-use crate::client::Client;
 use anyhow::{anyhow, bail, Context, Result};
+use cofre::client::Client;
 use cofre_proto::*;
 use russh::keys::PrivateKeyWithHashAlg;
 use russh::ChannelMsg;

@@ -1,11 +1,11 @@
-//! `cofre bench snapshot`: a server on a scratch data dir with N MiB of recordings (random bytes,
+//! `cofre-bench snapshot`: a server on a scratch data dir with N MiB of recordings (random bytes,
 //! which like real sealed frames do not compress). Times `snapshot create` (through the API, as
 //! an admin would) and the offline restore, next to `tar -I 'zstd -1' -cf` and `-xf` of the same
 //! data dir in the same run, and reports the ratios (aim: <= 1.3).
 
 use super::{login, start_server};
-use crate::client::Client;
 use anyhow::{anyhow, bail, Context, Result};
+use cofre::client::Client;
 use cofre_proto::*;
 use cofre_server::snapshot::restore::{self, RestoreOptions, Unlock};
 use std::io::Write;

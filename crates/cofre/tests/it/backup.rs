@@ -1094,7 +1094,7 @@ fn bad_backup_input_names_the_field() {
             "--schedule",
             "every 5y",
         ])
-        .assert_stderr_contains("unit must be m (minutes), h (hours) or d (days)");
+        .assert_stderr_contains("\"5y\" is not a duration (e.g. 30s, 15m, 2h, 1h30m, 7d)");
     admin
         .fail(&[
             "backup",

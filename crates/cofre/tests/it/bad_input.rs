@@ -856,3 +856,90 @@ fn unusable_private_keys_are_refused_when_added() {
         "only the usable key was stored: {listed}"
     );
 }
+
+/// Public keys go through russh's parser wherever they are accepted: a key type without key data,
+/// bad base64 or a blob of another type is refused with the field named (a user's key, a backup
+/// host's known_hosts), and nothing is stored; real keys are taken.
+#[test]
+fn ssh_public_keys_without_key_data_are_refused() {
+    let (inst, server, admin) = setup();
+    let api = server.api();
+    let t = Some(admin.as_str());
+    let mut c = Checks::default();
+    let key = inst.path().join("k");
+    ssh_keygen(&key);
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let private = std::fs::read_to_string(&key).unwrap();
+    let blob = public.split_whitespace().nth(1).unwrap().to_owned();
+    let not_keys = [
+        "ssh-ed25519".to_owned(),
+        "ssh-ed25519 ".to_owned(),
+        "ssh-ed25519 !!!not-base64".to_owned(),
+        "ssh-ed25519 AAAA".to_owned(),
+        format!("ssh-rsa {blob}"),
+        format!("ssh-ed25519 {}", &blob[..blob.len() - 8]),
+    ];
+    for bad in &not_keys {
+        let r = api.post("/api/v1/users/admin/keys", t, json!({ "public_key": bad }));
+        c.expect(&r, 400, Some("invalid_field"), Some("public_key"));
+        let r = api.post(
+            "/api/v1/backup/targets",
+            t,
+            json!({
+                "name": "nas",
+                "ssh": "backup@127.0.0.1:/srv/cofre",
+                "ssh_private_key": private,
+                "known_hosts": format!("127.0.0.1 {bad}\n"),
+            }),
+        );
+        c.expect(&r, 400, Some("invalid_field"), Some("known_hosts"));
+    }
+    // One bad line among good ones is named by its number.
+    let r = api.post(
+        "/api/v1/backup/targets",
+        t,
+        json!({
+            "name": "nas",
+            "ssh": "backup@127.0.0.1:/srv/cofre",
+            "ssh_private_key": private,
+            "known_hosts": format!("# scanned\n127.0.0.1 {}\n127.0.0.1 ssh-ed25519 AAAA\n", public.trim()),
+        }),
+    );
+    c.expect(&r, 400, Some("invalid_field"), Some("known_hosts"));
+    assert!(r.text.contains("line 3"), "{}", r.text);
+    let keys = api.get("/api/v1/users/admin/keys", t);
+    keys.assert_ok();
+    assert_eq!(
+        json_items(&keys.body).len(),
+        0,
+        "nothing was stored: {}",
+        keys.text
+    );
+    let targets = api.get("/api/v1/backup/targets", t);
+    assert!(!targets.text.contains("\"nas\""), "{}", targets.text);
+
+    // The real key, with its comment, is taken (and shown without it).
+    api.post(
+        "/api/v1/users/admin/keys",
+        t,
+        json!({ "public_key": public }),
+    )
+    .assert_ok();
+    api.post(
+        "/api/v1/backup/targets",
+        t,
+        json!({
+            "name": "nas",
+            "ssh": "backup@127.0.0.1:/srv/cofre",
+            "ssh_private_key": private,
+            "known_hosts": format!("127.0.0.1 {}", public.trim()),
+        }),
+    )
+    .assert_ok();
+    assert!(
+        c.problems.is_empty(),
+        "{} wrong answers to bad keys:\n{}",
+        c.problems.len(),
+        c.problems.join("\n")
+    );
+}

@@ -1,6 +1,9 @@
 //! Cofre's integration suite: real `cofre server` processes over HTTPS, the real CLI, real SQLite
 //! and PostgreSQL databases (PostgreSQL at 127.0.0.1:5432 or COFRE_TEST_PG_URL).
 
+// A failed test is a panic: the workspace's errors-are-values lints stop at the tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod accounts;
 mod approvals;
 mod authz;
@@ -17,3 +20,4 @@ mod sealed;
 mod secret_logs;
 mod snapshot;
 mod tamper;
+mod time_zone;

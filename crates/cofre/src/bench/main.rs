@@ -1,20 +1,39 @@
-//! `cofre bench reveal`: starts its own server on a scratch data dir and measures audited reveals
+//! `cofre-bench`: the benchmarks, a binary apart from `cofre` (which does not contain them). Each
+//! starts its own `cofre server` (the `cofre` binary next to this one, or `COFRE_BIN`).
+//! `cofre-bench reveal`: starts its own server on a scratch data dir and measures audited reveals
 //! against the same server's /healthz in the same run, so the ratio is comparable across machines.
-//! `cofre bench breakglass`: see [`breakglass`]. `cofre bench gateway`: see [`gateway`].
-//! `cofre bench backup`: see [`backup`].
+//! `cofre-bench breakglass`: see [`breakglass`]. `cofre-bench gateway`: see [`gateway`].
+//! `cofre-bench backup`: see [`backup`]. `cofre-bench snapshot`: see [`snapshot`].
+
+#[macro_use]
+extern crate cofre;
 
 mod backup;
 mod breakglass;
 mod gateway;
 mod snapshot;
 
-use crate::client::{Client, Target};
 use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
 use clap::Subcommand;
+use cofre::client::{Client, Target};
 use cofre_proto::*;
 use std::io::BufRead;
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "cofre-bench",
+    version,
+    about = "Cofre's benchmarks: each starts its own server (and, for `gateway` and `backup`, its own sshd)",
+    long_about = "Cofre's benchmarks: each starts its own server (and, for `gateway` and `backup`, its \
+own sshd) from the `cofre` binary next to this one (or the one COFRE_BIN names)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCmd,
+}
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
@@ -74,6 +93,23 @@ pub enum BenchCmd {
     },
 }
 
+/// The `cofre` binary the benchmarks run: `COFRE_BIN`, else the one next to this binary (cargo
+/// builds both into the same directory).
+fn cofre_bin() -> Result<std::path::PathBuf> {
+    if let Some(bin) = std::env::var_os("COFRE_BIN") {
+        return Ok(bin.into());
+    }
+    let me = std::env::current_exe().context("where is cofre-bench")?;
+    let bin = me.with_file_name("cofre");
+    if !bin.is_file() {
+        bail!(
+            "no cofre binary at {} (build it too: cargo build --release -p cofre; or set COFRE_BIN)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
 /// The scratch dir lives as long as the server that uses it.
 struct ServerProcess(std::process::Child, #[allow(dead_code)] tempfile::TempDir);
 
@@ -92,7 +128,7 @@ impl Drop for ServerProcess {
 
 async fn start_server(database_url: Option<&str>) -> Result<(ServerProcess, Target, String, u16)> {
     let dir = tempfile::tempdir()?;
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    let mut cmd = std::process::Command::new(cofre_bin()?);
     cmd.arg("server")
         .arg("--data-dir")
         .arg(dir.path().join("data"))
@@ -262,7 +298,23 @@ where
     })
 }
 
-pub async fn run(cmd: BenchCmd) -> Result<ExitCode> {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(run(cli.command)));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     let (clients, seconds, database_url) = match cmd {
         BenchCmd::Reveal {
             clients,
