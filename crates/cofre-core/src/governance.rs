@@ -131,6 +131,12 @@ pub fn user_create_widens(policies: &[Policy], role: Role, groups: &[String]) ->
     is_deciding_role(role) || groups.iter().any(|g| group_is_named(policies, g))
 }
 
+/// Whether enabling a user widens: a disabled user's role, groups, keys and password all work
+/// again at once, so enabling one always does (and enabling an enabled user changes nothing).
+pub fn user_enable_widens(disabled: bool) -> bool {
+    disabled
+}
+
 /// Who changed a user's account, role, groups or password, and when (unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountChange {

@@ -8,6 +8,7 @@
 //! never stalls another.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 
+mod attempts;
 mod channel;
 mod conn;
 mod recorder;
@@ -144,6 +145,8 @@ pub struct Gateway {
     listener: TcpListener,
     config: Arc<russh::server::Config>,
     unauthenticated: Arc<Unauthenticated>,
+    /// Failed authentications, audited per source and minute.
+    attempts: Arc<attempts::Attempts>,
     slots: cofre_server::fd_limit::ConnectionSlots,
     pub addr: SocketAddr,
     /// `SHA256:...` of the gateway's host key, for users' known_hosts.
@@ -197,6 +200,7 @@ impl Gateway {
             listener,
             config: Arc::new(config),
             unauthenticated: Arc::default(),
+            attempts: Arc::default(),
             slots: cofre_server::fd_limit::ConnectionSlots::new(),
             addr,
             host_key_fingerprint,
@@ -206,9 +210,18 @@ impl Gateway {
     /// Accepts connections until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut flush = tokio::time::interval(attempts::WINDOW);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        flush.tick().await;
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = &mut shutdown => break,
+                _ = flush.tick() => {
+                    // Flushed off the accept loop, so a slow audit write never delays accepting.
+                    let (attempts, app) = (self.attempts.clone(), self.app.clone());
+                    tokio::spawn(async move { attempts.flush(&app).await });
+                    continue;
+                }
                 accepted = self.listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -241,8 +254,13 @@ impl Gateway {
                 continue;
             };
             let logged_in = Arc::new(LoggedIn::default());
-            let handler =
-                conn::Connection::new(self.app.clone(), peer, self.addr.port(), logged_in.clone());
+            let handler = conn::Connection::new(
+                self.app.clone(),
+                peer,
+                self.addr.port(),
+                logged_in.clone(),
+                self.attempts.clone(),
+            );
             let config = self.config.clone();
             let grace = Duration::from_secs(limits.ssh_login_grace_seconds);
             tokio::spawn(async move {
@@ -250,6 +268,8 @@ impl Gateway {
                 drop(fd_slot);
             });
         }
+        // What this window noted is audited before the server goes.
+        self.attempts.flush(&self.app).await;
     }
 }
 

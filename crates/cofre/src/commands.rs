@@ -756,12 +756,16 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<ExitCode> {
                 }
             };
             ctx.print(&r, |r| {
-                outln!(
-                    "one-time password: {}",
-                    r.get("one_time_password")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("")
-                );
+                match (
+                    r.get("one_time_password").and_then(|v| v.as_str()),
+                    r.get("sent_to").and_then(|v| v.as_str()),
+                ) {
+                    (Some(p), _) => outln!("one-time password: {p}"),
+                    (None, Some(to)) => outln!(
+                        "the one-time password was sent to {name} by email ({to}); nobody else sees it"
+                    ),
+                    (None, None) => outln!("password reset"),
+                }
             })?;
         }
     }
