@@ -291,6 +291,11 @@ mod tests {
         assert!(user_create_widens(&ps, Role::User, &["leads".into()]));
         assert!(user_create_widens(&ps, Role::Approver, &[]));
         assert!(user_create_widens(&[], Role::Admin, &[]));
+        assert!(
+            user_enable_widens(true),
+            "enabling a disabled user gives it all back"
+        );
+        assert!(!user_enable_widens(false));
     }
 
     #[test]

@@ -75,10 +75,12 @@ pub enum UserCmd {
     List,
     /// One user.
     Show { name: String },
-    /// Lift a lockout after repeated failed logins.
+    /// Lift a lock after failed logins: the account lock (failures from `lockout_sources`
+    /// addresses at once) and every address's back-off wait for this user.
     Unlock { name: String },
     /// Issue a new one-time password (ends the user's sessions). For another user, held for a
-    /// second admin, who then gets the password (dual control).
+    /// second admin (dual control). With mail configured and an address on the account, the
+    /// password goes to the user by email, to nobody else; otherwise to the approving admin.
     ResetPassword { name: String },
     /// Change a user's role (admin, approver, user, auditor, operator, support); gaining admin or
     /// approver is held for a second admin.
@@ -95,7 +97,8 @@ pub enum UserCmd {
         #[arg(long)]
         reason: String,
     },
-    /// Let a disabled user log in again (their old tokens stay ended).
+    /// Let a disabled user log in again (their old tokens stay ended). It gives back all the
+    /// user had, so it is held for a second admin (dual control).
     Enable { name: String },
     /// Delete a user that never did anything (e.g. created by mistake). A user with audit history
     /// is never erased: disable it instead.
