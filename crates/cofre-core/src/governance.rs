@@ -131,6 +131,12 @@ pub fn user_create_widens(policies: &[Policy], role: Role, groups: &[String]) ->
     is_deciding_role(role) || groups.iter().any(|g| group_is_named(policies, g))
 }
 
+/// Whether enabling a user widens: a disabled user's role, groups, keys and password all work
+/// again at once, so enabling one always does (and enabling an enabled user changes nothing).
+pub fn user_enable_widens(disabled: bool) -> bool {
+    disabled
+}
+
 /// Who changed a user's account, role, groups or password, and when (unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountChange {
@@ -285,6 +291,11 @@ mod tests {
         assert!(user_create_widens(&ps, Role::User, &["leads".into()]));
         assert!(user_create_widens(&ps, Role::Approver, &[]));
         assert!(user_create_widens(&[], Role::Admin, &[]));
+        assert!(
+            user_enable_widens(true),
+            "enabling a disabled user gives it all back"
+        );
+        assert!(!user_enable_widens(false));
     }
 
     #[test]

@@ -22,8 +22,11 @@ pub const MAX_CHANNELS: usize = 10;
 
 enum Prompting {
     Nothing,
-    /// Asked for the password (and TOTP code).
+    /// Asked for the password: the same one prompt for every name, known or not, with TOTP or not.
     Password,
+    /// The password was right and the account uses TOTP: asked for the code. Only a right
+    /// password leads here, as only a right password gets `totp_required` from the API.
+    Totp(zeroize::Zeroizing<String>),
     /// Authenticated; asked why (the policy's outcome is `justify`).
     Reason,
 }
@@ -46,6 +49,9 @@ pub struct Connection {
     /// Told once a user has logged in: the pre-authentication deadline and the per-address cap
     /// of unauthenticated connections stop applying.
     authenticated: Arc<crate::LoggedIn>,
+    peer: std::net::IpAddr,
+    /// Where failed attempts are counted (audited per source and minute, not one by one).
+    attempts: Arc<crate::attempts::Attempts>,
 }
 
 /// One running channel's place in its connection's count, given back when the task ends.
@@ -69,6 +75,7 @@ impl Connection {
         peer: SocketAddr,
         port: u16,
         authenticated: Arc<crate::LoggedIn>,
+        attempts: Arc<crate::attempts::Attempts>,
     ) -> Connection {
         Connection {
             app,
@@ -82,7 +89,13 @@ impl Connection {
             bad_reasons: 0,
             channels: Arc::new(AtomicUsize::new(0)),
             authenticated,
+            peer: peer.ip(),
+            attempts,
         }
+    }
+
+    fn failed(&self, kind: &'static str, name: &str) {
+        self.attempts.note(&self.app, self.peer, kind, name);
     }
 
     /// A user is in: the one place a connection counts as authenticated.
@@ -196,10 +209,7 @@ impl russh::server::Handler for Connection {
             Err(e) => {
                 // No SSH message can carry an explanation before authentication, so a malformed
                 // name is let in to a session that can do nothing but print why.
-                let _ = self
-                    .app
-                    .gateway_refusal("anonymous", "gateway", "malformed login name", &self.source)
-                    .await;
+                self.failed("malformed", user);
                 self.refusal = Some(e.message);
                 Ok(Auth::Accept)
             }
@@ -216,12 +226,16 @@ impl russh::server::Handler for Connection {
         }
         // Clients need not try `none` first, so the name is parsed here too.
         let Ok(login) = self.parse(user) else {
+            self.failed("malformed", user);
             return Ok(Self::reject());
         };
         let fp = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
         Ok(match self.app.gateway_key_known(&login.user, &fp).await {
             Ok(true) => Auth::Accept,
-            _ => Self::reject(),
+            _ => {
+                self.failed("publickey", &login.user);
+                Self::reject()
+            }
         })
     }
 
@@ -243,7 +257,10 @@ impl russh::server::Handler for Connection {
             .await
         {
             Ok(p) => p,
-            Err(_) => return Ok(Self::reject()),
+            Err(_) => {
+                self.failed("publickey", &login.user);
+                return Ok(Self::reject());
+            }
         };
         self.login = Some(login);
         Ok(self.after_authentication(principal).await)
@@ -259,6 +276,7 @@ impl russh::server::Handler for Connection {
             return Ok(Self::reject());
         }
         let Ok(login) = self.parse(user) else {
+            self.failed("malformed", user);
             return Ok(Self::reject());
         };
         match (&self.prompting, response) {
@@ -292,17 +310,12 @@ impl russh::server::Handler for Connection {
                 Ok(self.accept())
             }
             (_, None) | (Prompting::Nothing, Some(_)) => {
-                let totp = self.app.user_has_totp(&login.user).await.unwrap_or(false);
-                let mut prompts = vec![(Cow::Borrowed("Password: "), false)];
-                if totp {
-                    prompts.push((Cow::Borrowed("TOTP code: "), true));
-                }
                 self.login = Some(login);
                 self.prompting = Prompting::Password;
                 Ok(Auth::Partial {
                     name: Cow::Borrowed("Cofre"),
                     instructions: Cow::Borrowed(""),
-                    prompts: Cow::Owned(prompts),
+                    prompts: Cow::Owned(vec![(Cow::Borrowed("Password: "), false)]),
                 })
             }
             (Prompting::Password, Some(mut answers)) => {
@@ -313,19 +326,53 @@ impl russh::server::Handler for Connection {
                         .map(|b| String::from_utf8_lossy(&b).into_owned())
                         .unwrap_or_default(),
                 );
-                let code = answers
-                    .next()
-                    .map(|b| String::from_utf8_lossy(&b).trim().to_owned());
                 match self
                     .app
-                    .gateway_password_login(&login.user, &password, code.as_deref(), &self.source)
+                    .gateway_password_login(&login.user, &password, None, &self.source)
                     .await
                 {
                     Ok(principal) => {
                         self.login = Some(login);
                         Ok(self.after_authentication(principal).await)
                     }
-                    Err(_) => Ok(Self::reject()),
+                    Err(e) if e.code == "totp_required" => {
+                        self.login = Some(login);
+                        self.prompting = Prompting::Totp(password);
+                        Ok(Auth::Partial {
+                            name: Cow::Borrowed("Cofre"),
+                            instructions: Cow::Borrowed(""),
+                            prompts: Cow::Owned(vec![(Cow::Borrowed("TOTP code: "), true)]),
+                        })
+                    }
+                    Err(_) => {
+                        self.failed("password", &login.user);
+                        Ok(Self::reject())
+                    }
+                }
+            }
+            (Prompting::Totp(_), Some(mut answers)) => {
+                let Prompting::Totp(password) =
+                    std::mem::replace(&mut self.prompting, Prompting::Nothing)
+                else {
+                    return Ok(Self::reject());
+                };
+                let code = answers
+                    .next()
+                    .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+                    .unwrap_or_default();
+                match self
+                    .app
+                    .gateway_password_login(&login.user, &password, Some(&code), &self.source)
+                    .await
+                {
+                    Ok(principal) => {
+                        self.login = Some(login);
+                        Ok(self.after_authentication(principal).await)
+                    }
+                    Err(_) => {
+                        self.failed("totp", &login.user);
+                        Ok(Self::reject())
+                    }
                 }
             }
         }

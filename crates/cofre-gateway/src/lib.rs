@@ -7,6 +7,7 @@
 //! and moves bytes. Each connection and each channel is its own task, so one slow or broken session
 //! never stalls another.
 
+mod attempts;
 mod channel;
 mod conn;
 mod recorder;
@@ -143,6 +144,8 @@ pub struct Gateway {
     listener: TcpListener,
     config: Arc<russh::server::Config>,
     unauthenticated: Arc<Unauthenticated>,
+    /// Failed authentications, audited per source and minute.
+    attempts: Arc<attempts::Attempts>,
     slots: cofre_server::fd_limit::ConnectionSlots,
     pub addr: SocketAddr,
     /// `SHA256:...` of the gateway's host key, for users' known_hosts.
@@ -196,6 +199,7 @@ impl Gateway {
             listener,
             config: Arc::new(config),
             unauthenticated: Arc::default(),
+            attempts: Arc::default(),
             slots: cofre_server::fd_limit::ConnectionSlots::new(),
             addr,
             host_key_fingerprint,
@@ -205,9 +209,18 @@ impl Gateway {
     /// Accepts connections until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut flush = tokio::time::interval(attempts::WINDOW);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        flush.tick().await;
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = &mut shutdown => break,
+                _ = flush.tick() => {
+                    // Flushed off the accept loop, so a slow audit write never delays accepting.
+                    let (attempts, app) = (self.attempts.clone(), self.app.clone());
+                    tokio::spawn(async move { attempts.flush(&app).await });
+                    continue;
+                }
                 accepted = self.listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -240,8 +253,13 @@ impl Gateway {
                 continue;
             };
             let logged_in = Arc::new(LoggedIn::default());
-            let handler =
-                conn::Connection::new(self.app.clone(), peer, self.addr.port(), logged_in.clone());
+            let handler = conn::Connection::new(
+                self.app.clone(),
+                peer,
+                self.addr.port(),
+                logged_in.clone(),
+                self.attempts.clone(),
+            );
             let config = self.config.clone();
             let grace = Duration::from_secs(limits.ssh_login_grace_seconds);
             tokio::spawn(async move {
@@ -249,6 +267,8 @@ impl Gateway {
                 drop(fd_slot);
             });
         }
+        // What this window noted is audited before the server goes.
+        self.attempts.flush(&self.app).await;
     }
 }
 

@@ -40,6 +40,10 @@ pub struct ChangeDecision {
     /// admin only (never to the proposer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_time_password: Option<SecretString>,
+    /// A password reset with mail configured: the one-time password went to this address, to
+    /// the user alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_to: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

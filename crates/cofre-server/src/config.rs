@@ -19,9 +19,14 @@ pub struct ServerConfig {
     pub mode: Mode,
     /// Lifetime of a login token.
     pub token_ttl_minutes: u64,
-    /// Consecutive failed logins that lock an account.
+    /// Consecutive failed logins for one user from one address before that address waits
+    /// (30 s, doubling with each further failure).
     pub lockout_threshold: u32,
+    /// The longest such wait, and how long failures count towards an account-wide lock.
     pub lockout_minutes: u64,
+    /// Addresses in back-off for one user at once that lock the account for password logins
+    /// (a distributed guess); 0: never. Key logins at the gateway are never locked.
+    pub lockout_sources: u32,
     /// Break-glass backup files (`[breakglass]` in the TOML file).
     pub breakglass: BreakGlassConfig,
     /// Address of the SSH gateway.
@@ -57,6 +62,7 @@ impl Default for ServerConfig {
             token_ttl_minutes: 12 * 60,
             lockout_threshold: 5,
             lockout_minutes: 15,
+            lockout_sources: 10,
             breakglass: BreakGlassConfig::default(),
             ssh_listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
             record_input: true,
@@ -140,6 +146,12 @@ impl ServerConfig {
             return Err(ConfigError::Invalid {
                 field: "lockout_threshold",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.lockout_minutes == 0 || self.lockout_minutes > 24 * 60 {
+            return Err(ConfigError::Invalid {
+                field: "lockout_minutes",
+                reason: "must be between 1 and 1440 (a day)".into(),
             });
         }
         if self.token_ttl_minutes == 0 || self.token_ttl_minutes > 7 * 24 * 60 {

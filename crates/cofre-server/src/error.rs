@@ -14,6 +14,8 @@ pub enum ErrorKind {
     TooLarge,
     UnsupportedMediaType,
     Locked,
+    /// Too many attempts from here: wait (429).
+    TooMany,
     Sealed,
     Internal,
 }

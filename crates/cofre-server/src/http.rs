@@ -31,6 +31,7 @@ impl IntoResponse for Error {
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::Locked => StatusCode::LOCKED,
+            ErrorKind::TooMany => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Sealed => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -321,7 +322,7 @@ async fn unseal(
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 423, body = ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 423, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     Source(src): Source,
@@ -336,6 +337,7 @@ async fn login(
                 password: req.password.expose(),
                 totp_code: req.totp_code.as_deref(),
                 source: &src,
+                aggregated: false,
             })
             .await?,
     ))
@@ -353,10 +355,11 @@ async fn whoami(State(state): State<AppState>, Auth(who): Auth) -> ApiResult<Use
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/password", security(("bearer" = [])), request_body = ChangePasswordRequest,
-    responses((status = 200, body = ChangePasswordResponse), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = ChangePasswordResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 423, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn change_password(
     State(state): State<AppState>,
     Auth(who): Auth,
+    Source(src): Source,
     JsonBody(req): JsonBody<ChangePasswordRequest>,
 ) -> ApiResult<ChangePasswordResponse> {
     Ok(Json(
@@ -366,6 +369,7 @@ async fn change_password(
                 &who,
                 req.current_password.expose(),
                 req.new_password.expose(),
+                &src,
             )
             .await?,
     ))
@@ -465,10 +469,17 @@ async fn unlock_user(
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 struct ResetPasswordResponse {
-    one_time_password: SecretString,
+    /// Shown once, when it was not sent to the user by email.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    one_time_password: Option<SecretString>,
+    /// With mail configured and an address on the account: where the password went instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sent_to: Option<String>,
 }
 
-/// Another user's reset is held for a second admin (202), who gets the one-time password.
+/// Another user's reset is held for a second admin (202). The one-time password goes to the
+/// user's email when mail is configured and the user has an address; else to the approving
+/// admin (or, alone, the admin who asked), once.
 #[utoipa::path(post, path = "/api/v1/users/{username}/reset-password", security(("bearer" = [])), params(("username" = String, Path)),
     responses((status = 200, body = ResetPasswordResponse), (status = 202, body = HeldResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn reset_password(
@@ -478,9 +489,16 @@ async fn reset_password(
 ) -> Result<Response, Error> {
     let a = state.app.reset_password(&who, &username).await?;
     Ok(applied(match a {
-        crate::services::governance::Applied::Done(p) => {
-            crate::services::governance::Applied::Done(ResetPasswordResponse {
-                one_time_password: p,
+        crate::services::governance::Applied::Done(r) => {
+            crate::services::governance::Applied::Done(match r {
+                crate::services::accounts::Reset::Shown(p) => ResetPasswordResponse {
+                    one_time_password: Some(p),
+                    sent_to: None,
+                },
+                crate::services::accounts::Reset::Sent(to) => ResetPasswordResponse {
+                    one_time_password: None,
+                    sent_to: Some(to),
+                },
             })
         }
         crate::services::governance::Applied::Held(c) => {

@@ -70,6 +70,10 @@ impl WriteTx {
                 .execute(&mut *self.tx)
                 .await?;
         }
+        sqlx::query("DELETE FROM login_failures WHERE username = $1")
+            .bind(username)
+            .execute(&mut *self.tx)
+            .await?;
         sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(user_id)
             .execute(&mut *self.tx)

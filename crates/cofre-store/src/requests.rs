@@ -133,6 +133,8 @@ pub struct NotificationRow {
     pub subject: String,
     pub body: String,
     pub attempts: i64,
+    /// A secret body: (seal id, wrapped data key, ciphertext); `body` is then a placeholder.
+    pub sealed: Option<(String, Vec<u8>, Vec<u8>)>,
 }
 
 impl Store {
@@ -238,7 +240,8 @@ impl Store {
     pub async fn due_notifications(&self, at: i64, limit: i64) -> Result<Vec<NotificationRow>> {
         let mut c = self.read().await?;
         let rows = sqlx::query(
-            "SELECT id, channel, recipient, subject, body, attempts FROM notifications \
+            "SELECT id, channel, recipient, subject, body, attempts, seal_id, sealed_key, sealed_body \
+             FROM notifications \
              WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt <= $1 \
              ORDER BY id LIMIT $2",
         )
@@ -255,6 +258,14 @@ impl Store {
                     subject: r.try_get("subject")?,
                     body: r.try_get("body")?,
                     attempts: r.try_get("attempts")?,
+                    sealed: match (
+                        r.try_get::<Option<String>, _>("seal_id")?,
+                        r.try_get::<Option<Vec<u8>>, _>("sealed_key")?,
+                        r.try_get::<Option<Vec<u8>>, _>("sealed_body")?,
+                    ) {
+                        (Some(id), Some(k), Some(b)) => Some((id, k, b)),
+                        _ => None,
+                    },
                 })
             })
             .collect()
@@ -265,7 +276,8 @@ impl Store {
     pub async fn notification_delivered(&self, id: i64, at: i64) -> Result<()> {
         let mut c = self.read().await?;
         sqlx::query(
-            "UPDATE notifications SET delivered_at = $1, attempts = attempts + 1 WHERE id = $2",
+            "UPDATE notifications SET delivered_at = $1, attempts = attempts + 1, \
+             sealed_key = NULL, sealed_body = NULL WHERE id = $2",
         )
         .bind(at)
         .bind(id)
@@ -293,6 +305,15 @@ impl Store {
         .bind(id)
         .execute(&mut *c)
         .await?;
+        if give_up_at.is_some() {
+            // Given up: a sealed secret it carried is of no more use to anyone.
+            sqlx::query(
+                "UPDATE notifications SET sealed_key = NULL, sealed_body = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut *c)
+            .await?;
+        }
         Ok(())
     }
 }
@@ -417,6 +438,36 @@ impl WriteTx {
         .bind(body)
         .bind(at)
         .bind(at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Queues a notification whose body is a secret, sealed by the caller under associated data
+    /// that names `seal_id`; the stored `body` is only a placeholder.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn enqueue_sealed_notification(
+        &mut self,
+        channel: &str,
+        recipient: &str,
+        subject: &str,
+        seal_id: &str,
+        sealed_key: &[u8],
+        sealed_body: &[u8],
+        at: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO notifications (channel, recipient, subject, body, created_at, next_attempt, \
+             seal_id, sealed_key, sealed_body) VALUES ($1, $2, $3, '(sealed)', $4, $5, $6, $7, $8)",
+        )
+        .bind(channel)
+        .bind(recipient)
+        .bind(subject)
+        .bind(at)
+        .bind(at)
+        .bind(seal_id)
+        .bind(sealed_key)
+        .bind(sealed_body)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

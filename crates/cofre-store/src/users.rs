@@ -329,32 +329,15 @@ impl WriteTx {
         Ok(())
     }
 
-    pub async fn record_login_failure(
-        &mut self,
-        user_id: i64,
-        locked_until: Option<i64>,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE users SET failed_logins = failed_logins + 1, locked_until = COALESCE($1, locked_until) WHERE id = $2",
+    /// The last TOTP step used, as this transaction sees it: read under the write lock, so two
+    /// logins at once cannot both use one TOTP code.
+    pub async fn totp_last_step(&mut self, user_id: i64) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT totp_last_step FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_one(&mut *self.tx)
+                .await?,
         )
-        .bind(locked_until)
-        .bind(user_id)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
-    }
-
-    /// `(failed_logins, totp_last_step)` as this transaction sees them: read under the write
-    /// lock, so two logins at once count both failures and cannot both use one TOTP code.
-    pub async fn login_state(&mut self, user_id: i64) -> Result<(i64, Option<i64>)> {
-        let row = sqlx::query("SELECT failed_logins, totp_last_step FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_one(&mut *self.tx)
-            .await?;
-        Ok((
-            row.try_get("failed_logins")?,
-            row.try_get("totp_last_step")?,
-        ))
     }
 
     pub async fn record_login_success(

@@ -75,10 +75,12 @@ pub enum UserCmd {
     List,
     /// One user.
     Show { name: String },
-    /// Lift a lockout after repeated failed logins.
+    /// Lift a lock after failed logins: the account lock (failures from `lockout_sources`
+    /// addresses at once) and every address's back-off wait for this user.
     Unlock { name: String },
     /// Issue a new one-time password (ends the user's sessions). For another user, held for a
-    /// second admin, who then gets the password (dual control).
+    /// second admin (dual control). With mail configured and an address on the account, the
+    /// password goes to the user by email, to nobody else; otherwise to the approving admin.
     ResetPassword { name: String },
     /// Change a user's role (admin, approver, user, auditor, operator, support); gaining admin or
     /// approver is held for a second admin.
@@ -95,7 +97,8 @@ pub enum UserCmd {
         #[arg(long)]
         reason: String,
     },
-    /// Let a disabled user log in again (their old tokens stay ended).
+    /// Let a disabled user log in again (their old tokens stay ended). It gives back all the
+    /// user had, so it is held for a second admin (dual control).
     Enable { name: String },
     /// Delete a user that never did anything (e.g. created by mistake). A user with audit history
     /// is never erased: disable it instead.
@@ -754,12 +757,16 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<ExitCode> {
                 }
             };
             ctx.print(&r, |r| {
-                outln!(
-                    "one-time password: {}",
-                    r.get("one_time_password")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("")
-                );
+                match (
+                    r.get("one_time_password").and_then(|v| v.as_str()),
+                    r.get("sent_to").and_then(|v| v.as_str()),
+                ) {
+                    (Some(p), _) => outln!("one-time password: {p}"),
+                    (None, Some(to)) => outln!(
+                        "the one-time password was sent to {name} by email ({to}); nobody else sees it"
+                    ),
+                    (None, None) => outln!("password reset"),
+                }
             })?;
         }
     }

@@ -99,6 +99,9 @@ pub async fn change(ctx: &Ctx, cmd: ChangeCmd) -> Result<ExitCode> {
                 if let Some(p) = &d.one_time_password {
                     outln!("one-time password: {}", p.expose());
                 }
+                if let Some(to) = &d.sent_to {
+                    outln!("the one-time password was sent to the user by email ({to}); nobody else sees it");
+                }
             })?;
         }
         ChangeCmd::Deny { id, comment } => {

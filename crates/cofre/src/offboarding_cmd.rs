@@ -34,15 +34,20 @@ pub async fn user_disable(ctx: &Ctx, name: &str, reason: String) -> Result<ExitC
     .await
 }
 
+/// Enabling widens access: it may be held for a second admin (printed, exit 0).
 pub async fn user_enable(ctx: &Ctx, name: &str) -> Result<ExitCode> {
-    call(
-        ctx,
-        reqwest::Method::POST,
-        &format!("/api/v1/users/{}/enable", path_segment(name)),
-        NO_BODY,
-        &format!("enabled {name}"),
-    )
-    .await
+    let answer = ctx
+        .propose::<serde_json::Value>(
+            reqwest::Method::POST,
+            &format!("/api/v1/users/{}/enable", path_segment(name)),
+            NO_BODY,
+        )
+        .await?;
+    match answer {
+        crate::commands::Maybe::Done(v) => ctx.print(&v, |_| outln!("enabled {name}"))?,
+        crate::commands::Maybe::Held(h) => ctx.print_held(&h)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn user_delete(ctx: &Ctx, name: &str) -> Result<ExitCode> {

@@ -28,14 +28,18 @@ pub(super) async fn disable_user(
     ))
 }
 
+/// Enabling gives back everything the user had: held for a second admin (202), like every
+/// change that widens access.
 #[utoipa::path(post, path = "/api/v1/users/{username}/enable", security(("bearer" = [])), params(("username" = String, Path)),
-    responses((status = 200, body = UserInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = UserInfo), (status = 202, body = HeldResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn enable_user(
     State(state): State<AppState>,
     Auth(who): Auth,
     Path(username): Path<String>,
-) -> ApiResult<UserInfo> {
-    Ok(Json(state.app.enable_user(&who, &username).await?))
+) -> Result<axum::response::Response, crate::error::Error> {
+    Ok(super::governance::applied(
+        state.app.enable_user(&who, &username).await?,
+    ))
 }
 
 /// Only a user that never acted: one with audit history is refused (409 `user_has_history`) and

@@ -4,6 +4,7 @@ use super::governance::{Applied, Change, Output};
 use super::{page_limit, paginate, timestamp, App, Principal, TokenScope};
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
+use cofre_core::lockout::{source_key, Rules, SourceFailures};
 use cofre_core::names::check_identifier;
 use cofre_core::role::{Action, Role};
 use cofre_crypto::{envelope, password, token, totp, SealedSecret};
@@ -12,8 +13,66 @@ use cofre_proto::{
     TotpEnrollRequest, TotpEnrollResponse, UserInfo,
 };
 use cofre_store::users::{NewUser, UserRow};
+use std::collections::HashMap;
 
 pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// User names that do not exist, counted like real ones so that no answer tells them apart. In
+/// memory (a guess at a name that does not exist changes no account), bounded.
+#[derive(Default)]
+pub struct UnknownFailures(std::sync::Mutex<HashMap<(String, String), SourceFailures>>);
+
+/// Past this many (name, source) pairs the oldest are forgotten.
+const UNKNOWN_FAILURES_CAP: usize = 50_000;
+
+impl UnknownFailures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), SourceFailures>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn rows(&self, username: &str) -> Vec<(String, SourceFailures)> {
+        self.lock()
+            .iter()
+            .filter(|((u, _), _)| u == username)
+            .map(|((_, s), r)| (s.clone(), *r))
+            .collect()
+    }
+
+    pub(crate) fn fail(
+        &self,
+        username: &str,
+        source: &str,
+        now: i64,
+        rules: &Rules,
+    ) -> SourceFailures {
+        let mut map = self.lock();
+        if map.len() >= UNKNOWN_FAILURES_CAP {
+            map.retain(|_, r| now - r.last_failure_at <= rules.max_seconds);
+            while map.len() >= UNKNOWN_FAILURES_CAP {
+                let oldest = map
+                    .iter()
+                    .min_by_key(|(_, r)| r.last_failure_at)
+                    .map(|(k, _)| k.clone());
+                match oldest {
+                    Some(k) => map.remove(&k),
+                    None => break,
+                };
+            }
+        }
+        let key = (username.to_owned(), source_key(source));
+        let after = rules.after_failure(map.get(&key).copied(), now);
+        map.insert(key, after);
+        after
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .map(timestamp)
+        .unwrap_or_default()
+}
 const PASSWORD_CHANGE_TOKEN_MINUTES: i64 = 10;
 
 /// Argon2 is deliberately slow; keep it off the async workers.
@@ -36,7 +95,14 @@ async fn verify_password(pw: &str, hash: String) -> bool {
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2kQFsVSWgzGIN6o1uEdVOG3VOmy3h0JX9U1ux6hfKqs";
 
-fn check_new_password(pw: &str) -> Result<()> {
+/// zxcvbn's score (0 to 4) a new password must reach: 3 is "safely unguessable" (about 10^8
+/// guesses or more), what an online attacker under the back-off cannot reach.
+pub const MIN_PASSWORD_SCORE: u8 = 3;
+
+/// Checks a password someone chose: length, then strength by zxcvbn with the words an attacker
+/// would try first (`user_inputs`: the user name, the product and instance names). The error
+/// names the field and gives zxcvbn's reason, never the password.
+pub(crate) fn check_new_password(pw: &str, user_inputs: &[&str]) -> Result<()> {
     if pw.chars().count() < MIN_PASSWORD_CHARS {
         return Err(Error::invalid(
             "new_password",
@@ -49,7 +115,32 @@ fn check_new_password(pw: &str) -> Result<()> {
             "new_password: must be at most 1024 characters",
         ));
     }
-    Ok(())
+    let mut inputs = vec!["cofre"];
+    inputs.extend_from_slice(user_inputs);
+    // zxcvbn's matching cost grows with length; past 100 characters the score is 4 anyway.
+    let judged: String = pw.chars().take(100).collect();
+    let verdict = zxcvbn::zxcvbn(&judged, &inputs);
+    if u8::from(verdict.score()) >= MIN_PASSWORD_SCORE {
+        return Ok(());
+    }
+    let mut why = Vec::new();
+    if let Some(f) = verdict.feedback() {
+        if let Some(w) = f.warning() {
+            why.push(w.to_string());
+        }
+        why.extend(f.suggestions().iter().map(|s| s.to_string()));
+    }
+    if why.is_empty() {
+        why.push("it would be guessed too easily".to_owned());
+    }
+    Err(Error::invalid(
+        "new_password",
+        format!(
+            "new_password: too weak (strength {} of 4, at least {MIN_PASSWORD_SCORE} needed): {}",
+            u8::from(verdict.score()),
+            why.join(" ")
+        ),
+    ))
 }
 
 pub(crate) fn parse_role(s: &str) -> Result<Role> {
@@ -95,11 +186,23 @@ pub(crate) fn account_disabled() -> Error {
     )
 }
 
+/// Where a reset's one-time password went.
+#[derive(Debug)]
+pub enum Reset {
+    /// To the caller, shown once.
+    Shown(SecretString),
+    /// To the user by email (this address), to nobody else.
+    Sent(String),
+}
+
 pub struct LoginInput<'a> {
     pub username: &'a str,
     pub password: &'a str,
     pub totp_code: Option<&'a str>,
     pub source: &'a str,
+    /// The caller audits failures of unknown names itself, aggregated (the SSH gateway: a flood
+    /// of made-up names must not write one audit entry each).
+    pub aggregated: bool,
 }
 
 impl App {
@@ -164,9 +267,124 @@ impl App {
         })
     }
 
-    /// Checks a user's password (and TOTP), counting failures towards lockout and auditing them.
-    /// On success returns the user, the TOTP step used, and the write transaction in which the
-    /// caller records the success together with its own audit entry.
+    pub(crate) fn lockout_rules(&self) -> Rules {
+        Rules {
+            threshold: self.config.lockout_threshold,
+            max_seconds: i64::try_from(self.config.lockout_minutes * 60).unwrap_or(86_400),
+            sources: self.config.lockout_sources,
+        }
+    }
+
+    /// Refuses, before any password is checked, a login from a source that must wait or for an
+    /// account locked from many sources; audited. Known and unknown names alike.
+    async fn refuse_if_held(
+        &self,
+        input: &LoginInput<'_>,
+        rows: &[(String, SourceFailures)],
+        action: &str,
+        known: bool,
+    ) -> Result<()> {
+        let audited = known || !input.aggregated;
+        let now = self.now().unix_timestamp();
+        let rules = self.lockout_rules();
+        let source = source_key(input.source);
+        let here = rows.iter().find(|(s, _)| *s == source).map(|(_, r)| r);
+        let all: Vec<SourceFailures> = rows.iter().map(|(_, r)| *r).collect();
+        let object = format!("user:{}", input.username);
+        if let Some(until) = rules.waiting(here, now) {
+            if audited {
+                self.record(
+                    NewAuditEntry::new(input.username, action, &*object)
+                        .outcome("denied")
+                        .detail("why", "address waiting after repeated failures")
+                        .detail("until", rfc3339(until))
+                        .detail("source", input.source),
+                )
+                .await?;
+            }
+            metrics::counter!("cofre_login_delayed_total").increment(1);
+            return Err(Error::new(
+                ErrorKind::TooMany,
+                "login_delayed",
+                format!(
+                    "too many failed logins for this user from your address: try again after {} \
+                     (other addresses and SSH keys are not affected)",
+                    rfc3339(until)
+                ),
+            ));
+        }
+        if rules.account_locked(&all, now) {
+            if audited {
+                self.record(
+                    NewAuditEntry::new(input.username, action, &*object)
+                        .outcome("denied")
+                        .detail("why", "account locked")
+                        .detail("source", input.source),
+                )
+                .await?;
+            }
+            return Err(Error::new(
+                ErrorKind::Locked,
+                "account_locked",
+                format!(
+                    "password logins are locked after failures from {} addresses; they open again \
+                     {} minutes after the last one, or an admin unlocks with `cofre user unlock` \
+                     (SSH keys at the gateway still work)",
+                    rules.sources, self.config.lockout_minutes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts one failure of an existing user from this source inside `tx` and commits it with
+    /// `entry` (given the count, the wait and the lock). When the account lock starts (or goes
+    /// on), the user's tokens end in this transaction.
+    async fn count_failure(
+        &self,
+        mut tx: cofre_store::WriteTx,
+        user: &UserRow,
+        source: &str,
+        rows: &[(String, SourceFailures)],
+        entry: NewAuditEntry,
+    ) -> Result<()> {
+        let now = self.now().unix_timestamp();
+        let rules = self.lockout_rules();
+        let key = source_key(source);
+        let before = rows.iter().find(|(s, _)| *s == key).map(|(_, r)| *r);
+        let after = rules.after_failure(before, now);
+        tx.set_login_failures(&user.username, &key, &after, now - rules.max_seconds)
+            .await?;
+        let mut all: Vec<SourceFailures> = rows
+            .iter()
+            .filter(|(s, _)| *s != key)
+            .map(|(_, r)| *r)
+            .collect();
+        all.push(after);
+        let locked = rules.account_locked(&all, now);
+        if locked {
+            // An account under a distributed guess: whatever was already logged in ends too.
+            tx.set_locked_until(user.id, Some(now + rules.max_seconds))
+                .await?;
+            tx.delete_tokens_of(user.id).await?;
+        }
+        let mut entry = entry
+            .detail("failures", after.failures)
+            .detail("source", source);
+        if let Some(until) = after.blocked_until {
+            entry = entry.detail("waits_until", rfc3339(until));
+        }
+        if locked {
+            entry = entry.detail("locked", true);
+        }
+        self.commit(tx, entry).await?;
+        metrics::counter!("cofre_login_failures_total").increment(1);
+        Ok(())
+    }
+
+    /// Checks a user's password (and TOTP), counting failures per user and source address and
+    /// auditing them. On success returns the user, the TOTP step used, and the write transaction
+    /// in which the caller records the success together with its own audit entry.
     pub(crate) async fn verify_login(
         &self,
         input: &LoginInput<'_>,
@@ -180,37 +398,35 @@ impl App {
         };
         let now = self.now().unix_timestamp();
         let object = format!("user:{}", input.username);
-        let Some(user) = self.store.user_by_name(input.username).await? else {
-            verify_password(input.password, DUMMY_HASH.to_owned()).await;
-            self.record(
-                NewAuditEntry::new(input.username, "auth.login_failed", object)
-                    .outcome("denied")
-                    .detail("why", "unknown user")
-                    .detail("source", input.source),
-            )
+        let user = self.store.user_by_name(input.username).await?;
+        let rows = match &user {
+            Some(_) => self.store.login_failures(input.username).await?,
+            None => self.unknown_failures.rows(input.username),
+        };
+        self.refuse_if_held(input, &rows, "auth.login_refused", user.is_some())
             .await?;
+        let Some(user) = user else {
+            // The same work and the same answer as a wrong password for a real user.
+            verify_password(input.password, DUMMY_HASH.to_owned()).await;
+            let after = self.unknown_failures.fail(
+                input.username,
+                input.source,
+                now,
+                &self.lockout_rules(),
+            );
+            if !input.aggregated {
+                self.record(
+                    NewAuditEntry::new(input.username, "auth.login_failed", object)
+                        .outcome("denied")
+                        .detail("why", "unknown user")
+                        .detail("failures", after.failures)
+                        .detail("source", input.source),
+                )
+                .await?;
+            }
             metrics::counter!("cofre_login_failures_total").increment(1);
             return Err(invalid());
         };
-        if let Some(until) = user.locked_until.filter(|t| *t > now) {
-            self.record(
-                NewAuditEntry::new(input.username, "auth.login_refused", &*object)
-                    .outcome("denied")
-                    .detail("why", "account locked")
-                    .detail("source", input.source),
-            )
-            .await?;
-            return Err(Error::new(
-                ErrorKind::Locked,
-                "account_locked",
-                format!(
-                    "account locked after repeated failures until {}; an admin can unlock it with `cofre user unlock`",
-                    time::OffsetDateTime::from_unix_timestamp(until)
-                        .map(timestamp)
-                        .unwrap_or_default()
-                ),
-            ));
-        }
         let password_ok = verify_password(input.password, user.password_hash.clone()).await;
         let mut totp_step = None;
         let mut failure = (!password_ok).then_some("wrong password");
@@ -246,7 +462,22 @@ impl App {
             return Err(account_disabled());
         }
         let mut tx = self.store.write().await?;
-        let (failed_before, last_step) = tx.login_state(user.id).await?;
+        // Read again under the write lock: of a burst of concurrent guesses from one address,
+        // those after the threshold are refused here even if their password was right.
+        let rows = tx.login_failures(input.username).await?;
+        {
+            let rules = self.lockout_rules();
+            let key = source_key(input.source);
+            let here = rows.iter().find(|(s, _)| *s == key).map(|(_, r)| r);
+            let all: Vec<SourceFailures> = rows.iter().map(|(_, r)| *r).collect();
+            if rules.waiting(here, now).is_some() || rules.account_locked(&all, now) {
+                drop(tx);
+                self.refuse_if_held(input, &rows, "auth.login_refused", true)
+                    .await?;
+                return Err(invalid());
+            }
+        }
+        let last_step = tx.totp_last_step(user.id).await?;
         if let (None, Some(step)) = (failure, totp_step) {
             // Another login with the same code committed while this one checked it.
             if last_step.is_some_and(|l| l >= step) {
@@ -255,25 +486,16 @@ impl App {
             }
         }
         if let Some(why) = failure {
-            let failures = failed_before + 1;
-            let lock = (failures >= i64::from(self.config.lockout_threshold)).then(|| {
-                now + i64::try_from(self.config.lockout_minutes * 60).unwrap_or(i64::MAX / 2)
-            });
-            tx.record_login_failure(user.id, lock).await?;
-            if lock.is_some() {
-                // A locked account is one under attack: whatever was already logged in ends too.
-                tx.delete_tokens_of(user.id).await?;
-            }
-            let mut entry = NewAuditEntry::new(input.username, "auth.login_failed", &*object)
-                .outcome("denied")
-                .detail("why", why)
-                .detail("failures", failures)
-                .detail("source", input.source);
-            if lock.is_some() {
-                entry = entry.detail("locked", true);
-            }
-            self.commit(tx, entry).await?;
-            metrics::counter!("cofre_login_failures_total").increment(1);
+            self.count_failure(
+                tx,
+                &user,
+                input.source,
+                &rows,
+                NewAuditEntry::new(input.username, "auth.login_failed", &*object)
+                    .outcome("denied")
+                    .detail("why", why),
+            )
+            .await?;
             return Err(if why.contains("TOTP") {
                 Error::new(ErrorKind::Unauthorized, "totp_invalid", "invalid TOTP code")
                     .with_field("totp_code")
@@ -281,6 +503,8 @@ impl App {
                 invalid()
             });
         }
+        tx.clear_login_failures(input.username, Some(&source_key(input.source)))
+            .await?;
         Ok((user, totp_step, tx))
     }
 
@@ -364,9 +588,19 @@ impl App {
         who: &Principal,
         current: &str,
         new: &str,
+        source: &str,
     ) -> Result<ChangePasswordResponse> {
         who.require(Action::ChangeOwnPassword)?;
-        check_new_password(new)?;
+        {
+            // zxcvbn's matching takes a while on long inputs: off the async workers.
+            let pw = zeroize::Zeroizing::new(new.to_owned());
+            let inputs = [who.username.clone(), self.instance_id().to_owned()];
+            tokio::task::spawn_blocking(move || {
+                check_new_password(&pw, &[inputs[0].as_str(), inputs[1].as_str()])
+            })
+            .await
+            .map_err(|e| Error::internal("checking a password", e))??;
+        }
         if current == new {
             return Err(Error::invalid(
                 "new_password",
@@ -378,8 +612,26 @@ impl App {
             .user_by_name(&who.username)
             .await?
             .ok_or_else(|| Error::not_found("user"))?;
+        // A stolen token must not become a password oracle: wrong current passwords count
+        // towards the same per-address back-off as wrong logins.
+        let as_login = LoginInput {
+            username: &who.username,
+            password: current,
+            totp_code: None,
+            source,
+            aggregated: false,
+        };
+        let rows = self.store.login_failures(&who.username).await?;
+        self.refuse_if_held(&as_login, &rows, "auth.password_change", true)
+            .await?;
         if !verify_password(current, user.password_hash.clone()).await {
-            self.record(
+            let mut tx = self.store.write().await?;
+            let rows = tx.login_failures(&who.username).await?;
+            self.count_failure(
+                tx,
+                &user,
+                source,
+                &rows,
                 NewAuditEntry::new(
                     &who.username,
                     "auth.password_change",
@@ -493,6 +745,7 @@ impl App {
                     password: password.expose(),
                     totp_code: Some(code),
                     source,
+                    aggregated: false,
                 })
                 .await?;
             tx.record_login_success(checked.id, step).await?;
@@ -676,6 +929,7 @@ impl App {
             .await?
             .ok_or_else(|| Error::not_found(format!("user {username}")))?;
         tx.unlock_user(user.id).await?;
+        tx.clear_login_failures(username, None).await?;
         self.commit(
             tx,
             NewAuditEntry::new(&who.username, "user.unlock", format!("user:{username}")),
@@ -686,17 +940,14 @@ impl App {
     /// A new one-time password for a user who lost theirs; ends the user's tokens. For another
     /// user it is dual-controlled: held, the password goes to the approving admin, never to the
     /// admin who asked.
-    pub async fn reset_password(
-        &self,
-        who: &Principal,
-        username: &str,
-    ) -> Result<Applied<SecretString>> {
+    pub async fn reset_password(&self, who: &Principal, username: &str) -> Result<Applied<Reset>> {
         who.require(Action::ManageUsers)?;
         let change = Change::ResetPassword {
             username: username.to_owned(),
         };
         self.propose(who, change).await?.map(|o| match o {
-            Output::OneTimePassword(p) => Ok(p),
+            Output::OneTimePassword(p) => Ok(Reset::Shown(p)),
+            Output::OneTimePasswordSent(to) => Ok(Reset::Sent(to)),
             _ => Err(Error::internal("resetting a password", "unexpected output")),
         })
     }

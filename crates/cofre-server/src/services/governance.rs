@@ -14,7 +14,8 @@ use cofre_core::approval::{Event, Refusal, State, Verdict};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::governance::{
     change_decider_groups, change_request, counts_for, gate, group_is_named, policy_add_widens,
-    policy_remove_widens, role_change_widens, user_create_widens, AccountChange, DualControl, Gate,
+    policy_remove_widens, role_change_widens, user_create_widens, user_enable_widens,
+    AccountChange, DualControl, Gate,
 };
 use cofre_core::names::check_identifier;
 use cofre_core::policy::Policy;
@@ -58,6 +59,8 @@ pub enum Change {
         username: String,
         public_key: String,
     },
+    #[serde(rename = "user.enable")]
+    UserEnable { username: String },
 }
 
 impl Change {
@@ -70,6 +73,7 @@ impl Change {
             Change::SetRole { .. } => "user.set_role",
             Change::ResetPassword { .. } => "user.reset_password",
             Change::AddKey { .. } => "user.ssh_key_add",
+            Change::UserEnable { .. } => "user.enable",
         }
     }
 }
@@ -103,6 +107,8 @@ pub enum Output {
         one_time_password: SecretString,
     },
     OneTimePassword(SecretString),
+    /// The one-time password went to the user by email (this address), to nobody else.
+    OneTimePasswordSent(String),
     Key(SshKeyInfo),
 }
 
@@ -199,6 +205,10 @@ impl App {
                 check_identifier("username", username)?;
                 Prepared::Role(parse_role(role)?)
             }
+            Change::UserEnable { username } => {
+                check_identifier("username", username)?;
+                Prepared::Nothing
+            }
             Change::ResetPassword { username } => {
                 check_identifier("username", username)?;
                 new_password().await?
@@ -286,10 +296,30 @@ impl App {
                     format!("user {username}: role {} -> {role}", user.role),
                 )
             }
+            Change::UserEnable { username } => {
+                let user = self
+                    .store
+                    .user_by_name(username)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("user {username}")))?;
+                if user.disabled_at.is_none() {
+                    return Err(super::offboarding::no_change(
+                        &format!("user {username}"),
+                        false,
+                    ));
+                }
+                (
+                    user_enable_widens(true),
+                    format!(
+                        "user {username}: enabled again (role {}; its groups, SSH keys and password work again)",
+                        user.role
+                    ),
+                )
+            }
             Change::ResetPassword { username } => (
                 *username != who.username,
                 format!(
-                    "user {username}: password reset (the new password goes to the approving admin, once)"
+                    "user {username}: password reset (the new password goes to the user's email when mail is configured, else to the approving admin, once)"
                 ),
             ),
             Change::AddKey {
@@ -336,6 +366,9 @@ impl App {
                 self.commit(tx, entry).await?;
                 if g == Gate::Unilateral {
                     self.unilateral_alert(&who.username, change.kind(), &diff);
+                }
+                if matches!(output, Output::OneTimePasswordSent(_)) {
+                    self.notifier_wake();
                 }
                 Ok(Applied::Done(output))
             }
@@ -518,9 +551,47 @@ impl App {
                 tx.set_password(user.id, &hash, true).await?;
                 tx.delete_tokens_of(user.id).await?;
                 touched = Some((user.id, "password"));
+                let entry =
+                    NewAuditEntry::new(actor, "user.reset_password", format!("user:{username}"));
+                match (&user.email, &self.config.notify.smtp_host) {
+                    // With mail configured, the password goes to the user alone: no admin
+                    // sees it, so none can log in as the user with it.
+                    (Some(email), Some(_)) => {
+                        let body = Zeroizing::new(format!(
+                            "Hello {username},\n\nYour Cofre password was reset. Your one-time password:\n\n    {}\n\n\
+                             It works once: log in with `cofre login --user {username}` and choose \
+                             your own password at once. If you did not expect this, tell your Cofre admins.\n",
+                            otp.as_str()
+                        ));
+                        self.queue_secret_email(tx, email, "[Cofre] your one-time password", &body)
+                            .await?;
+                        (
+                            entry.detail("sent_to", email.as_str()),
+                            Output::OneTimePasswordSent(email.clone()),
+                        )
+                    }
+                    _ => (
+                        entry,
+                        Output::OneTimePassword(SecretString::new(otp.to_string())),
+                    ),
+                }
+            }
+            (Change::UserEnable { username }, _) => {
+                let user = tx
+                    .user_by_name(username)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("user {username}")))?;
+                if user.disabled_at.is_none() {
+                    return Err(super::offboarding::no_change(
+                        &format!("user {username}"),
+                        false,
+                    ));
+                }
+                tx.set_user_disabled(user.id, None, None).await?;
+                touched = Some((user.id, "enabled"));
                 (
-                    NewAuditEntry::new(actor, "user.reset_password", format!("user:{username}")),
-                    Output::OneTimePassword(SecretString::new(otp.to_string())),
+                    NewAuditEntry::new(actor, "user.enable", format!("user:{username}")),
+                    Output::Nothing,
                 )
             }
             (Change::AddKey { username, .. }, Prepared::Key { fingerprint, key }) => {
@@ -726,6 +797,7 @@ impl App {
             return self.change_refused(who, id, verdict, &why, err).await;
         }
         let mut one_time_password = None;
+        let mut sent_to = None;
         if let Some(prepared) = prepared {
             let proposer = tx.user_by_name(&row.proposer).await?;
             if proposer.map(|p| p.role) != Some(Role::Admin.as_str().to_owned()) {
@@ -751,13 +823,15 @@ impl App {
             )
             .await
             .map_err(|e| Error::internal("writing the audit entry", e))?;
-            one_time_password = match output {
+            match output {
                 Output::User {
-                    one_time_password, ..
-                } => Some(one_time_password),
-                Output::OneTimePassword(p) => Some(p),
-                _ => None,
-            };
+                    one_time_password: p,
+                    ..
+                }
+                | Output::OneTimePassword(p) => one_time_password = Some(p),
+                Output::OneTimePasswordSent(to) => sent_to = Some(to),
+                _ => {}
+            }
         }
         let state = if verdict == Verdict::Approve {
             "approved"
@@ -789,9 +863,13 @@ impl App {
             .change(id)
             .await?
             .ok_or_else(|| Error::not_found(format!("change {id}")))?;
+        if sent_to.is_some() {
+            self.notifier_wake();
+        }
         Ok(ChangeDecision {
             change: self.change_info(&row),
             one_time_password,
+            sent_to,
         })
     }
 

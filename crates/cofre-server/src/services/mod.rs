@@ -45,6 +45,8 @@ pub struct App {
     pub(crate) backups: Arc<backups::BackupState>,
     /// Snapshot jobs of this node (see [`snapshots`]).
     pub(crate) snapshots: Arc<snapshots::SnapshotState>,
+    /// Failed logins for user names that do not exist (see [`accounts::UnknownFailures`]).
+    pub(crate) unknown_failures: accounts::UnknownFailures,
 }
 
 /// An event waiting for the audit writer; `done` hears back once it is committed (or not).
@@ -176,6 +178,7 @@ impl App {
             notify_wake: Arc::default(),
             backups: Arc::default(),
             snapshots: Arc::default(),
+            unknown_failures: accounts::UnknownFailures::default(),
         }
     }
 

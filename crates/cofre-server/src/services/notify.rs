@@ -50,7 +50,39 @@ pub fn webhook_signature(key: &[u8], timestamp: i64, body: &str) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// The associated data of a sealed notification body: it opens only as the row it was made for.
+pub(crate) fn notification_aad(seal_id: &str) -> String {
+    format!("cofre:notification:{seal_id}")
+}
+
 impl App {
+    /// Queues an email whose body holds a secret (a one-time password): sealed under the master
+    /// key here, opened only by the delivery task, erased from the row once delivered.
+    pub(crate) async fn queue_secret_email(
+        &self,
+        tx: &mut WriteTx,
+        to: &str,
+        subject: &str,
+        body: &str,
+    ) -> Result<()> {
+        let seal_id = uuid::Uuid::new_v4().simple().to_string();
+        let aad = notification_aad(&seal_id);
+        let sealed = self
+            .with_master(|mk| cofre_crypto::envelope::seal(mk, body.as_bytes(), aad.as_bytes()))?
+            .map_err(|e| Error::internal("sealing a notification", e))?;
+        tx.enqueue_sealed_notification(
+            "email",
+            to,
+            subject,
+            &seal_id,
+            &sealed.wrapped_key,
+            &sealed.ciphertext,
+            self.now().unix_timestamp(),
+        )
+        .await?;
+        Ok(())
+    }
+
     pub(crate) fn notifier_wake(&self) {
         self.notify_wake.notify_one();
     }
@@ -231,7 +263,12 @@ impl Deliverer {
         })
     }
 
-    async fn send(&self, n: &NotificationRow, now: i64) -> std::result::Result<(), String> {
+    async fn send(
+        &self,
+        n: &NotificationRow,
+        body: &str,
+        now: i64,
+    ) -> std::result::Result<(), String> {
         match n.channel.as_str() {
             "webhook" => {
                 let key = self
@@ -243,8 +280,8 @@ impl Deliverer {
                     .post(&n.recipient)
                     .header("content-type", "application/json")
                     .header("x-cofre-timestamp", now.to_string())
-                    .header("x-cofre-signature", webhook_signature(key, now, &n.body))
-                    .body(n.body.clone())
+                    .header("x-cofre-signature", webhook_signature(key, now, body))
+                    .body(body.to_owned())
                     .send()
                     .await
                     .map_err(|e| format!("webhook: {}", e.without_url()))?;
@@ -267,7 +304,7 @@ impl Deliverer {
                     .from(from.clone())
                     .to(to)
                     .subject(n.subject.clone())
-                    .body(n.body.clone())
+                    .body(body.to_owned())
                     .map_err(|e| format!("building the email: {e}"))?;
                 smtp.send(msg)
                     .await
@@ -282,7 +319,26 @@ impl Deliverer {
 async fn deliver_due(app: &App, d: &Deliverer) -> Result<()> {
     let now = app.now().unix_timestamp();
     for n in app.store.due_notifications(now, 50).await? {
-        match d.send(&n, now).await {
+        // A sealed body (a one-time password) is opened here only, for this attempt.
+        let body = match &n.sealed {
+            None => Zeroizing::new(n.body.clone()),
+            Some((seal_id, wrapped_key, ciphertext)) => {
+                let sealed = cofre_crypto::SealedSecret {
+                    wrapped_key: wrapped_key.clone(),
+                    ciphertext: ciphertext.clone(),
+                };
+                let aad = notification_aad(seal_id);
+                let plain = app
+                    .with_master(|mk| cofre_crypto::envelope::open(mk, &sealed, aad.as_bytes()))?
+                    .map_err(|e| Error::internal("opening a sealed notification", e))?;
+                Zeroizing::new(
+                    String::from_utf8(plain.to_vec()).map_err(|_| {
+                        Error::internal("opening a sealed notification", "not UTF-8")
+                    })?,
+                )
+            }
+        };
+        match d.send(&n, &body, now).await {
             Ok(()) => {
                 app.store.notification_delivered(n.id, now).await?;
                 metrics::counter!("cofre_notifications_sent_total", "channel" => n.channel.clone())

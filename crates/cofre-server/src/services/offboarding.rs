@@ -101,23 +101,23 @@ impl App {
         self.get_user(who, username).await
     }
 
-    pub async fn enable_user(&self, who: &Principal, username: &str) -> Result<UserInfo> {
+    /// Enables a disabled user again. That gives back everything the user had (role, groups,
+    /// keys, password), so it widens access: dual-controlled like the other widening changes.
+    pub async fn enable_user(
+        &self,
+        who: &Principal,
+        username: &str,
+    ) -> Result<super::governance::Applied<UserInfo>> {
         who.require(Action::ManageUsers)?;
-        let mut tx = self.store.write().await?;
-        let user = tx
-            .user_by_name(username)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("user {username}")))?;
-        if user.disabled_at.is_none() {
-            return Err(no_change(&format!("user {username}"), false));
+        let change = super::governance::Change::UserEnable {
+            username: username.to_owned(),
+        };
+        match self.propose(who, change).await? {
+            super::governance::Applied::Held(c) => Ok(super::governance::Applied::Held(c)),
+            super::governance::Applied::Done(_) => Ok(super::governance::Applied::Done(
+                self.get_user(who, username).await?,
+            )),
         }
-        tx.set_user_disabled(user.id, None, None).await?;
-        self.commit(
-            tx,
-            NewAuditEntry::new(&who.username, "user.enable", format!("user:{username}")),
-        )
-        .await?;
-        self.get_user(who, username).await
     }
 
     /// Deletes a user that never acted (no audit entry names it as actor). One with history is
@@ -498,7 +498,7 @@ impl App {
 }
 
 /// The answer to disabling what is already disabled, or enabling what is not disabled.
-fn no_change(what: &str, disabled: bool) -> Error {
+pub(crate) fn no_change(what: &str, disabled: bool) -> Error {
     let (code, state) = if disabled {
         ("already_disabled", "already")
     } else {

@@ -130,6 +130,18 @@ impl LiveSessions {
     }
 }
 
+/// Failed SSH authentications from one source in one window (see `cofre_gateway`'s attempts).
+pub struct FailedAttempts<'a> {
+    pub source: &'a str,
+    pub attempts: u64,
+    /// Attempts by kind (`malformed`, `password`, `publickey`).
+    pub kinds: std::collections::BTreeMap<String, u64>,
+    /// A bounded sample of the names tried, control characters escaped.
+    pub names: Vec<String>,
+    pub names_not_shown: u64,
+    pub since: &'a str,
+}
+
 /// What the gateway needs to open and record one session. The secret never leaves the gateway.
 pub struct SessionStart {
     pub id: String,
@@ -302,7 +314,8 @@ impl App {
         self.principal_for(&user, Some(fingerprint)).await
     }
 
-    /// A password (+ TOTP) login at the gateway, with the same lockout and audit as the API's.
+    /// A password (+ TOTP) login at the gateway, with the same per-address back-off and audit as
+    /// the API's (`source` is the SSH client's address).
     pub async fn gateway_password_login(
         &self,
         username: &str,
@@ -315,6 +328,7 @@ impl App {
             password,
             totp_code,
             source,
+            aggregated: true,
         };
         let (user, totp_step, mut tx) = self.verify_login(&input).await?;
         if user.must_change_password {
@@ -334,15 +348,6 @@ impl App {
         )
         .await?;
         self.principal_for(&user, None).await
-    }
-
-    /// Whether a TOTP code will be asked of this user (for the gateway's prompt).
-    pub async fn user_has_totp(&self, username: &str) -> Result<bool> {
-        Ok(self
-            .store
-            .user_by_name(username)
-            .await?
-            .is_some_and(|u| u.totp_enabled))
     }
 
     /// The policy outcome for a session, without side effects (to know whether to ask a reason).
@@ -664,6 +669,26 @@ impl App {
                 .outcome("denied")
                 .detail("why", why)
                 .detail("source", source),
+        )
+        .await
+    }
+
+    /// One source's failed gateway authentications over a window, as one audit entry.
+    pub async fn gateway_failed_attempts(&self, f: FailedAttempts<'_>) -> Result<()> {
+        self.record(
+            NewAuditEntry::new(
+                "anonymous",
+                "gateway.auth_failed",
+                format!("source:{}", f.source),
+            )
+            .outcome("denied")
+            .detail("source", f.source)
+            .detail("attempts", f.attempts)
+            .detail("kinds", serde_json::json!(f.kinds))
+            .detail("names", f.names)
+            .detail("names_not_shown", f.names_not_shown)
+            .detail("since", f.since)
+            .detail("until", self.now_text()),
         )
         .await
     }

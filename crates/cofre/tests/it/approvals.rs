@@ -450,3 +450,49 @@ fn an_undecided_request_expires() {
         .iter()
         .any(|e| e["action"] == "request.expire" && e["object"] == format!("request:{id}")));
 }
+
+/// With mail configured, a reset's one-time password goes to the user by email and to nobody
+/// else: not in the admin's answer, and never in the database in plaintext (the outbox row is
+/// sealed until delivery and erased after it).
+#[test]
+fn a_reset_password_goes_to_the_users_email() {
+    let Some(w) = world(Backend::Sqlite, "") else {
+        return;
+    };
+    let out = w.admin.ok(&["user", "reset-password", "alice"]);
+    out.assert_stdout_contains("sent to alice by email (alice@example.test)");
+    assert!(
+        !out.all().contains("one-time password:"),
+        "the admin never sees it: {}",
+        out.all()
+    );
+    let mail = w
+        .smtp
+        .wait_for("alice@example.test", "your one-time password");
+    let otp = mail
+        .lines()
+        .skip_while(|l| !l.contains("Your one-time password:"))
+        .skip(1)
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_else(|| panic!("a one-time password in the mail:\n{mail}"))
+        .to_owned();
+    assert!(otp.len() >= 12, "{otp:?} in\n{mail}");
+    let r = w._server.api().login("alice", &otp);
+    r.assert_ok();
+    assert_eq!(r.body["password_change_required"], true);
+    // Nowhere in the database files (the main file and its write-ahead log).
+    for name in ["cofre.db", "cofre.db-wal"] {
+        let bytes = std::fs::read(w._inst.data_dir.join(name)).unwrap_or_default();
+        assert!(
+            !bytes.windows(otp.len()).any(|win| win == otp.as_bytes()),
+            "the one-time password is in {name} in plaintext"
+        );
+    }
+    let audit = parse_export(&w.admin.ok(&["audit", "export", "--format", "jsonl"]).stdout);
+    assert!(audit
+        .iter()
+        .any(|e| e["action"] == "user.reset_password"
+            && e["details"]["sent_to"] == "alice@example.test"));
+    assert!(!audit.iter().any(|e| e.to_string().contains(&otp)));
+}

@@ -369,6 +369,50 @@ fn a_reset_password_goes_to_the_second_admin() {
         .any(|e| e["action"] == "user.reset_password" && e["details"]["approved_by"] == "bob"));
 }
 
+/// Enabling a disabled user gives back all it had: held for a second admin, audited with both;
+/// alone, an admin's enable is `unilateral`.
+#[test]
+fn enabling_a_user_waits_for_a_second_admin() {
+    let w = world(Backend::Sqlite, 0);
+    let (_, _, alice_pw) = add_user_cli(&w.inst, &w.server, &w.admin, "alice", "user", &[]);
+    w.admin
+        .ok(&["user", "disable", "alice", "--reason", "left the team"]);
+    let held = w.admin.ok(&["user", "enable", "alice"]);
+    held.assert_stdout_contains("held for a second admin's approval");
+    held.assert_stdout_contains("user alice: enabled again");
+    // Held: alice stays disabled.
+    w.server
+        .api()
+        .login("alice", &alice_pw)
+        .assert_error(403, "account_disabled");
+    approve_held(&w.bob, &held);
+    w.server.api().login("alice", &alice_pw).assert_ok();
+    let entries = audit(&w.admin);
+    assert!(
+        entries.iter().any(|e| e["action"] == "user.enable"
+            && e["actor"] == "admin"
+            && e["details"]["approved_by"] == "bob"),
+        "the enable names both admins"
+    );
+    // An enabled user cannot be enabled again (nothing to approve).
+    w.admin
+        .fail(&["user", "enable", "alice"])
+        .assert_stderr_contains("not_disabled");
+
+    // One admin alone: applied, audited `unilateral`.
+    let inst = Instance::new(Backend::Sqlite);
+    let server = inst.start();
+    let (admin, _) = admin_cli(&inst, &server);
+    add_user_cli(&inst, &server, &admin, "carol", "user", &[]);
+    admin.ok(&["user", "disable", "carol", "--reason", "on leave"]);
+    admin
+        .ok(&["user", "enable", "carol"])
+        .assert_stdout_contains("enabled carol");
+    assert!(audit(&admin)
+        .iter()
+        .any(|e| e["action"] == "user.enable" && e["outcome"] == "unilateral"));
+}
+
 /// Finding 4: only the user adds keys to their own account; an admin's key for someone else waits.
 #[test]
 fn a_key_for_someone_else_waits_for_a_second_admin() {

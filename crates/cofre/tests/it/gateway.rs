@@ -1260,7 +1260,7 @@ fn port_forwarding_is_refused() {
 /// refusal and a non-zero exit, and nothing reaches sshd.
 #[test]
 fn bad_usernames_are_refused() {
-    let Some(gw) = setup(Backend::Sqlite, Some("allow")) else {
+    let Some(mut gw) = setup(Backend::Sqlite, Some("allow")) else {
         return;
     };
     let before = gw.sshd.log().len();
@@ -1335,16 +1335,49 @@ fn bad_usernames_are_refused() {
         assert_eq!(e["actor"], "alice");
         assert_eq!(e["details"]["why"], why);
     }
-    let malformed = audit
-        .iter()
-        .filter(|e| {
-            e["action"] == "session.refused" && e["details"]["why"] == "malformed login name"
-        })
-        .count();
+    // Failed attempts before authentication are not audited one by one: one entry per source
+    // and minute with a count, the kinds and a bounded sample of the names (long names cut),
+    // written at the latest when the server stops.
     assert!(
-        malformed >= 6,
-        "every malformed name is audited: {malformed}"
+        !audit
+            .iter()
+            .any(|e| e["action"] == "session.refused"
+                && e["details"]["why"] == "malformed login name"),
+        "no entry per malformed name"
     );
+    gw.server.stop();
+    let rows: Vec<Value> = audit_rows(&gw.inst.db_url_for_tests())
+        .into_iter()
+        .filter(|r| r.action == "gateway.auth_failed")
+        .map(|r| serde_json::from_str(&r.details).expect("details"))
+        .collect();
+    assert!(
+        (1..=2).contains(&rows.len()),
+        "one entry per source and minute: {rows:#?}"
+    );
+    let sum = |kind: &str| -> u64 {
+        rows.iter()
+            .map(|d| d["kinds"][kind].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert!(
+        sum("malformed") >= 6,
+        "every malformed name counted: {rows:#?}"
+    );
+    assert!(sum("publickey") >= 1, "mallory's key counted: {rows:#?}");
+    let names: Vec<String> = rows
+        .iter()
+        .flat_map(|d| d["names"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect();
+    for name in ["alice", "alice:", ":root@db01", "alice:root", "mallory"] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name:?} in the sample: {names:?}"
+        );
+    }
+    assert!(names.iter().all(|n| n.chars().count() <= 64), "{names:?}");
+    assert!(rows.iter().all(|d| d["source"] == "127.0.0.1"), "{rows:#?}");
 }
 
 /// Writes an SSH_ASKPASS script that answers each keyboard-interactive prompt from `answers`
@@ -1364,6 +1397,15 @@ pub(crate) fn askpass(dir: &Path, answers: &[(&str, &str)]) -> PathBuf {
     std::fs::write(&script, text).expect("askpass script");
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     script
+}
+
+/// The prompts askpass was shown, one a line, without the `(user@host) ` OpenSSH puts first.
+pub(crate) fn prompts_shown(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("askpass.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| format!("{}\n", l.rsplit_once(") ").map_or(l, |(_, p)| p)))
+        .collect()
 }
 
 /// ssh asks `script` instead of a terminal (ssh's stdin is no terminal here).
@@ -1456,16 +1498,36 @@ fn password_and_totp_login() {
         "KbdInteractiveAuthentication=yes",
     ];
 
-    // A wrong password: refused.
-    let script = askpass(
-        &gw.keys,
-        &[("Password", "not-the-password"), ("TOTP", "000000")],
+    // A wrong password: refused. The prompts shown for alice (TOTP), admin (no TOTP) and a name
+    // that does not exist are the same, in the same order: they tell nobody apart.
+    let mut seen = Vec::new();
+    for user in ["alice", "admin", "nobody"] {
+        let _ = std::fs::remove_file(gw.keys.join("askpass.log"));
+        let script = askpass(
+            &gw.keys,
+            &[("Password", "not-the-password"), ("TOTP", "000000")],
+        );
+        let mut cmd = gw.ssh(
+            &format!("{user}:root@db01"),
+            &no_key,
+            Some("echo should-not-run"),
+        );
+        with_askpass(&mut cmd, &script);
+        let out = run_command(cmd, None, "ssh with a wrong password");
+        assert_eq!(out.code, Some(255), "{out:?}");
+        assert!(out.stderr.contains("Permission denied"), "{out:?}");
+        seen.push(prompts_shown(&gw.keys));
+    }
+    assert!(
+        seen[0].contains("Password: ") && !seen[0].contains("TOTP"),
+        "{seen:?}"
     );
-    let mut cmd = gw.ssh("alice:root@db01", &no_key, Some("echo should-not-run"));
-    with_askpass(&mut cmd, &script);
-    let out = run_command(cmd, None, "ssh with a wrong password");
-    assert_eq!(out.code, Some(255), "{out:?}");
-    assert!(out.stderr.contains("Permission denied"), "{out:?}");
+    assert_eq!(
+        seen[0], seen[1],
+        "alice (TOTP) and admin (no TOTP) see the same prompts"
+    );
+    assert_eq!(seen[0], seen[2], "an unknown user sees the same prompts");
+    let _ = std::fs::remove_file(gw.keys.join("askpass.log"));
 
     // The next step's code: in the accepted window and never used.
     let code = totp_at_step(&seed, current_step().max(confirm_step) + 1);
@@ -1478,10 +1540,10 @@ fn password_and_totp_login() {
     let out = run_command(cmd, None, "ssh with password and TOTP");
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(out.stdout, "with-password\n");
-    let prompts = std::fs::read_to_string(gw.keys.join("askpass.log")).unwrap_or_default();
-    assert!(
-        prompts.contains("Password: ") && prompts.contains("TOTP code: "),
-        "prompts: {prompts:?}"
+    let prompts = prompts_shown(&gw.keys);
+    assert_eq!(
+        prompts, "Password: \nTOTP code: \n",
+        "the code is asked only after the right password"
     );
     let audit = gw.audit();
     let login = find_entry(&audit, "gateway.login", |e| {

@@ -563,6 +563,16 @@ impl Server {
     pub fn api(&self) -> Api {
         Api::new(&self.url, &self.fingerprint)
     }
+
+    /// A client whose connections come from `source` (any 127.x.y.z is this host on Linux), so a
+    /// test can be several client addresses at once.
+    pub fn api_from(&self, source: &str) -> Api {
+        Api::with_source(
+            &self.url,
+            &self.fingerprint,
+            Some(source.parse().expect("an IP")),
+        )
+    }
 }
 
 impl Drop for Server {
@@ -1113,6 +1123,10 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str, fingerprint: &str) -> Api {
+        Api::with_source(base, fingerprint, None)
+    }
+
+    pub fn with_source(base: &str, fingerprint: &str, source: Option<std::net::IpAddr>) -> Api {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -1125,6 +1139,7 @@ impl Api {
             .with_no_client_auth();
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
+            .local_address(source)
             .timeout(Duration::from_secs(60))
             .build()
             .expect("HTTP client");

@@ -747,20 +747,69 @@ c.close()
     }
 }
 
-/// Five wrong passwords lock the account for password logins; they never stop the holder of a
-/// registered key (anyone can type wrong passwords for anyone).
+/// Five wrong passwords from one address make that address wait; they never stop the real
+/// user: not by password from another address (API and gateway), not by key from any address.
 #[test]
 fn a_password_lockout_does_not_stop_key_logins() {
     let Some(gw) = setup(Backend::Sqlite, Some("allow")) else {
         return;
     };
-    for _ in 0..5 {
-        let r = gw.server.api().login("alice", "not-her-password-at-all");
-        assert_eq!(r.status, 401, "{}", r.text);
+    // The attacker, at 127.0.0.8: five wrong passwords, three over the gateway's
+    // keyboard-interactive (one prompt per connection) and two over the API.
+    let no_key = [
+        "-o",
+        "PubkeyAuthentication=no",
+        "-o",
+        "PreferredAuthentications=keyboard-interactive",
+        "-o",
+        "BatchMode=no",
+        "-o",
+        "KbdInteractiveAuthentication=yes",
+        "-o",
+        "NumberOfPasswordPrompts=1",
+    ];
+    let wrong = askpass(&gw.keys, &[("Password", "not-her-password-at-all")]);
+    for _ in 0..3 {
+        let mut from_attacker = vec!["-b", "127.0.0.8"];
+        from_attacker.extend(no_key);
+        let mut cmd = gw.ssh(PLUS_LOGIN, &from_attacker, Some("echo no"));
+        with_askpass(&mut cmd, &wrong);
+        let out = run_command(cmd, None, "ssh with a wrong password");
+        assert_eq!(out.code, Some(255), "{out:?}");
     }
-    let r = gw.server.api().login("alice", &gw.alice_password);
-    assert_eq!(r.status, 423, "locked for passwords now: {}", r.text);
-    let out = gw.run_ssh(PLUS_LOGIN, &[], Some("echo by-key"), None);
+    let attacker = gw.server.api_from("127.0.0.8");
+    for _ in 0..2 {
+        attacker
+            .login("alice", "not-her-password-at-all")
+            .assert_error(401, "invalid_credentials");
+    }
+    attacker
+        .login("alice", &gw.alice_password)
+        .assert_error(429, "login_delayed");
+    // alice's key, from the attacker's own address too.
+    let cmd = gw.ssh(PLUS_LOGIN, &["-b", "127.0.0.8"], Some("echo by-key"));
+    let out = run_command(cmd, None, "ssh by key");
     assert_eq!(out.stdout, "by-key\n", "{out:?}");
     assert_eq!(out.code, Some(0), "{out:?}");
+    // alice's password from her own address, over the API and the gateway.
+    gw.server
+        .api()
+        .login("alice", &gw.alice_password)
+        .assert_ok();
+    let right = askpass(&gw.keys, &[("Password", &gw.alice_password)]);
+    let mut cmd = gw.ssh(PLUS_LOGIN, &no_key, Some("echo by-password"));
+    with_askpass(&mut cmd, &right);
+    let out = run_command(cmd, None, "ssh with her password");
+    assert_eq!(out.stdout, "by-password\n", "{out:?}");
+    // The gateway counted its failures under the peer's address.
+    let audit = gw.audit();
+    let from_gateway = audit
+        .iter()
+        .filter(|e| {
+            e["action"] == "auth.login_failed"
+                && e["actor"] == "alice"
+                && e["details"]["source"] == "127.0.0.8"
+        })
+        .count();
+    assert_eq!(from_gateway, 5, "three by ssh, two by the API");
 }
