@@ -8,6 +8,7 @@
 //! These tests need root (sshd) and skip with a printed reason without it; CI runs them as root.
 
 mod clients;
+mod drain;
 
 use crate::harness::*;
 use serde_json::Value;
