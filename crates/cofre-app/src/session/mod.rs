@@ -4,13 +4,16 @@
 //! [`Session::connection`], relays bytes through [`Session::recorder`] while it listens to
 //! [`Session::events`], and hands the reason to [`Session::end`]. Everything in between that is
 //! particular to one protocol (SSH channel requests, exit-status ordering, SFTP) stays in the front
-//! end; everything that is a rule (policy, credential, pinning, recording, audit) is here.
+//! end; everything that is a rule (policy, credential, pinning, recording, audit) is here. A front
+//! end with only a terminal to show (a WebSocket terminal) needs no relay of its own:
+//! [`Session::run_terminal`] takes a channel pair ([`terminal`]).
 //!
 //! Room for watch and lock: both would be further [`Event`]s and a second reader of the recorder's
 //! stream; the front end loop already listens here.
 
 pub mod live;
 pub mod recorder;
+pub mod terminal;
 
 pub use recorder::Recorder;
 

@@ -9,6 +9,7 @@
 
 mod clients;
 mod drain;
+mod terminal;
 
 use crate::harness::*;
 use serde_json::Value;
