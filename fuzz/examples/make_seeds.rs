@@ -8,7 +8,7 @@ use base64::Engine;
 use cofre_breakglass::{CredentialEntry, Header, Secret, TargetEntry, VersionEntry, Writer};
 use cofre_crypto::datakey::DataKey;
 use cofre_crypto::{Keyring, MasterKey};
-use cofre_server::snapshot::format;
+use cofre_app::snapshot::format;
 use std::fs;
 use std::path::Path;
 

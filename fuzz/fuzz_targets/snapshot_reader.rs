@@ -6,7 +6,7 @@
 #![no_main]
 
 use cofre_crypto::MasterKey;
-use cofre_server::snapshot::{format, restore};
+use cofre_app::snapshot::{format, restore};
 use libfuzzer_sys::fuzz_target;
 use std::io::{Cursor, Write};
 

@@ -3,7 +3,7 @@
 
 use cofre_proto::requests::{CreateAccessRequest, DecideRequest, RequestListQuery, RevokeRequest};
 use cofre_proto::*;
-use cofre_server::extract::{parse_json, serde_urlencoded_like};
+use cofre_http::extract::{parse_json, serde_urlencoded_like};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

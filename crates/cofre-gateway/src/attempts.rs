@@ -4,7 +4,7 @@
 //! real users are also audited one by one by the services (`auth.login_failed`): they are what
 //! lockout forensics need, and the per-address back-off keeps their rate low.
 
-use cofre_server::services::App;
+use cofre_app::services::App;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -76,7 +76,7 @@ impl Attempts {
                 .into_iter()
                 .map(|(k, n)| (k.to_owned(), n))
                 .collect();
-            let failed = cofre_server::services::sessions::FailedAttempts {
+            let failed = cofre_app::services::sessions::FailedAttempts {
                 source: &source,
                 attempts: w.attempts,
                 kinds,

@@ -1,17 +1,17 @@
 //! One session channel, from the first request to the end: collect pty and environment, start the
-//! session (policy, credential, recording), connect upstream, then relay and record until either
-//! side ends, an admin kills the session, or the recording cannot be written (then the session
-//! ends: it never runs unrecorded).
+//! session through cofre-app's session layer (policy, credential, recording, the target's
+//! connection), then relay and record until either side ends, the session is ended from outside
+//! (kill, grant over, shutdown), or the recording cannot be written (then the session ends: it
+//! never runs unrecorded). What is SSH's own stays here: the channel requests, and the order of
+//! exit status, EOF and CLOSE that clients are strict about.
 
-use crate::recorder::Recorder;
 use crate::sftp::SftpObserver;
-use crate::upstream;
-use cofre_server::recording::RecordingWriter;
-use cofre_server::services::sessions::GatewayLogin;
-use cofre_server::services::{App, Principal};
+use cofre_app::services::sessions::GatewayLogin;
+use cofre_app::services::{App, Principal};
+use cofre_app::session::{self, Event, Recorder, Session};
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg, Pty};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -62,11 +62,6 @@ async fn finish(to_client: &ToClient, status: u32) {
     let _ = to_client.exit_status(status).await;
     let _ = to_client.eof().await;
     let _ = to_client.close().await;
-}
-
-/// Flushes the recording off the async workers (it ends in an fsync).
-fn flush(rec: &mut RecordingWriter) -> Result<(), String> {
-    tokio::task::block_in_place(|| rec.flush()).map_err(|e| e.to_string())
 }
 
 pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
@@ -145,55 +140,34 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
         "title": format!("{}:{}@{}", login.user, login.account, login.target),
         "env": { "TERM": pty.as_ref().map(|p| p.term.clone()), "SHELL": null },
     });
-    let mut session = match app
-        .start_session(
-            principal,
-            login,
-            kind,
-            &setup.source,
-            setup.reason.as_deref(),
-            header,
-        )
-        .await
-    {
+    let request = session::Request {
+        principal,
+        login,
+        kind,
+        source: &setup.source,
+        reason: setup.reason.as_deref(),
+        header,
+    };
+    let session = match Session::start(app, request).await {
         Ok(s) => s,
-        Err(e) => {
-            tell(&to_client, &format!("cofre: {}", e.message)).await;
+        Err(session::Refused(message)) => {
+            tell(&to_client, &format!("cofre: {message}")).await;
             finish(&to_client, 1).await;
             return;
         }
     };
-    let session_id = session.id.clone();
-    let end = |reason: String, bytes: u64| {
-        let app = app.clone();
-        let session_id = session_id.clone();
-        let user = principal.username.clone();
+    // A failure between the start and the relay: the user is told, the session ends with it.
+    let fail = |session: Session, message: String| {
+        let to_client = &to_client;
         async move {
-            if let Err(e) = app.end_session(&session_id, &user, &reason, bytes).await {
-                tracing::error!(session = %session_id, error = %e, "cannot record the end of a session");
-            }
+            tell(to_client, &format!("cofre: {message}")).await;
+            session.end(&message).await;
+            finish(to_client, 1).await;
         }
     };
-    let upstream = match upstream::connect(app, &session, &login.target).await {
-        Ok(h) => h,
-        Err(message) => {
-            session.recording.marker(&format!("refused: {message}"));
-            let _ = flush(&mut session.recording);
-            tell(&to_client, &format!("cofre: {message}")).await;
-            finish(&to_client, 1).await;
-            end(message, 0).await;
-            return;
-        }
-    };
-    let up = match upstream.channel_open_session().await {
+    let up = match session.connection.session_channel().await {
         Ok(c) => c,
-        Err(e) => {
-            let message = format!("cannot open a session on {}: {e}", login.target);
-            tell(&to_client, &format!("cofre: {message}")).await;
-            finish(&to_client, 1).await;
-            end(message, 0).await;
-            return;
-        }
+        Err(e) => return fail(session, e.to_string()).await,
     };
     if let Some(p) = &pty {
         let _ = up
@@ -214,34 +188,21 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
     let started = match &start {
         Start::Shell => up.request_shell(true).await,
         Start::Exec(command) => {
-            session
-                .recording
-                .marker(&format!("exec {}", String::from_utf8_lossy(command)));
+            let marker = format!("exec {}", String::from_utf8_lossy(command));
+            if let Err(why) = session.recorder.marker(marker).await {
+                return fail(session, why).await;
+            }
             up.exec(true, command.clone()).await
         }
         Start::Sftp => up.request_subsystem(true, "sftp").await,
     };
     if let Err(e) = started {
         let message = format!("the target refused the {kind} request: {e}");
-        tell(&to_client, &format!("cofre: {message}")).await;
-        finish(&to_client, 1).await;
-        end(message, 0).await;
-        return;
+        return fail(session, message).await;
     }
-    let rec = match Recorder::start(session.recording) {
-        Ok(r) => r,
-        Err(e) => {
-            let message = format!("cannot start the session recorder: {e}");
-            tell(&to_client, &format!("cofre: {message}")).await;
-            finish(&to_client, 1).await;
-            end(message, 0).await;
-            return;
-        }
-    };
     let (from_up, to_up) = up.split();
     let relay = Relay {
-        rec,
-        bytes: Arc::new(AtomicU64::new(0)),
+        rec: session.recorder.clone(),
         sftp: Arc::new(Mutex::new(
             matches!(start, Start::Sftp).then(SftpObserver::default),
         )),
@@ -263,7 +224,7 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
         login.target.clone(),
         done_tx,
     ));
-    let kill = &mut session.kill;
+    let mut session = session;
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Set once the client has closed its side: the target gets the same close, and the session
@@ -292,14 +253,13 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
                 break "the client closed the channel before the command ended (no exit status)"
                     .to_owned();
             }
-            changed = kill.changed() => {
-                let why = match changed {
-                    Ok(()) => kill.borrow().clone().unwrap_or_else(|| "terminated".into()),
-                    Err(_) => "terminated".into(),
-                };
-                relay.tell(&format!("\n*** cofre: session {why} ***")).await;
-                break why;
-            }
+            event = session.events.next() => match event {
+                Event::Notice(text) => relay.tell(&format!("cofre: {text}")).await,
+                Event::End(why) => {
+                    relay.tell(&format!("\n*** cofre: session {why} ***")).await;
+                    break why;
+                }
+            },
             _ = tick.tick() => {
                 if let Err(why) = relay.rec.flush().await {
                     relay.tell(RECORDING_FAILED).await;
@@ -319,14 +279,9 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
         .map(SftpObserver::finish)
         .unwrap_or_default();
     let _ = relay.record_all(unanswered).await;
-    if relay.rec.marker(format!("end: {reason}")).await.is_ok() {
-        let _ = relay.rec.flush().await;
-    }
-    let bytes = relay.bytes.load(Ordering::Relaxed);
     relay.close_upstream().await;
-    let _ = upstream
-        .disconnect(russh::Disconnect::ByApplication, "session ended", "en")
-        .await;
+    // The recording's last line, the target's disconnect and the `session.end` entry.
+    session.end(&reason).await;
     // A session the gateway ended (kill, grant over, recording failed) reports a failure; one the
     // target ended without a status reports none, as a direct connection would: a made-up 0
     // would make a failed command look like a success.
@@ -337,7 +292,6 @@ pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
     }
     relay.eof_to_client().await;
     let _ = relay.to_client.close().await;
-    end(reason, bytes).await;
 }
 
 /// How long a session waits, after the client closed its channel, for the target to end the
@@ -377,8 +331,6 @@ const RECORDING_FAILED: &str =
 #[derive(Clone)]
 struct Relay {
     rec: Recorder,
-    /// Output bytes handed to the recorder.
-    bytes: Arc<AtomicU64>,
     sftp: Arc<Mutex<Option<SftpObserver>>>,
     to_client: Arc<ToClient>,
     to_up: Arc<russh::ChannelWriteHalf<russh::client::Msg>>,
@@ -397,7 +349,6 @@ impl Relay {
     }
 
     async fn output(&self, data: &[u8]) -> Result<(), String> {
-        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         self.rec.output(data).await
     }
 

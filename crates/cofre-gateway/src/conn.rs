@@ -3,9 +3,9 @@
 //! (port forwarding, X11, agent forwarding) is refused and audited.
 
 use crate::channel::{self, ChannelSetup};
+use cofre_app::services::sessions::{parse_gateway_login, GatewayLogin};
+use cofre_app::services::{App, Principal};
 use cofre_core::policy::Outcome;
-use cofre_server::services::sessions::{parse_gateway_login, GatewayLogin};
-use cofre_server::services::{App, Principal};
 use russh::keys::HashAlg;
 use russh::server::{
     Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
@@ -104,7 +104,7 @@ impl Connection {
         Auth::Accept
     }
 
-    fn parse(&self, user: &str) -> cofre_server::error::Result<GatewayLogin> {
+    fn parse(&self, user: &str) -> cofre_app::error::Result<GatewayLogin> {
         parse_gateway_login(user, self.port)
     }
 

@@ -3,18 +3,17 @@
 //! services whether she may open a session on `root@db01`, connects upstream with the vaulted
 //! credential (she never sees it), and records the session while relaying it.
 //!
-//! Every rule lives in `cofre_server::services`; this crate only speaks SSH (russh server and client)
-//! and moves bytes. Each connection and each channel is its own task, so one slow or broken session
-//! never stalls another.
+//! Every rule lives in `cofre_app` (its services and its session layer, which connects to the
+//! target through `cofre_connect`); this crate only speaks SSH to users and moves bytes. It does
+//! not depend on the HTTP stack (scripts/test checks its `cargo tree`). Each connection and each
+//! channel is its own task, so one slow or broken session never stalls another.
 
 mod attempts;
 mod channel;
 mod conn;
-mod recorder;
 pub mod sftp;
-mod upstream;
 
-use cofre_server::services::App;
+use cofre_app::services::App;
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::{HashAlg, PrivateKey};
 use std::collections::HashMap;
@@ -146,7 +145,7 @@ pub struct Gateway {
     unauthenticated: Arc<Unauthenticated>,
     /// Failed authentications, audited per source and minute.
     attempts: Arc<attempts::Attempts>,
-    slots: cofre_server::fd_limit::ConnectionSlots,
+    slots: cofre_app::fd_limit::ConnectionSlots,
     pub addr: SocketAddr,
     /// `SHA256:...` of the gateway's host key, for users' known_hosts.
     pub host_key_fingerprint: String,
@@ -200,7 +199,7 @@ impl Gateway {
             config: Arc::new(config),
             unauthenticated: Arc::default(),
             attempts: Arc::default(),
-            slots: cofre_server::fd_limit::ConnectionSlots::new(),
+            slots: cofre_app::fd_limit::ConnectionSlots::new(),
             addr,
             host_key_fingerprint,
         })

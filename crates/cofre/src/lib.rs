@@ -83,7 +83,8 @@ pub enum Output {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: HTTPS API and SSH gateway. First start creates the data dir, keyring, TLS
-    /// certificate, SSH host key and admin.
+    /// certificate, SSH host key and admin. SIGTERM drains: live sessions are told and get
+    /// `[server] drain_seconds` (30) to end before the rest are ended.
     Server(server_cmd::ServerArgs),
     /// Initialise a data dir without starting, e.g. sealed with Shamir unseal shares.
     Init(server_cmd::InitArgs),

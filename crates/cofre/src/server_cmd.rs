@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use cofre_server::config::{Overrides, ServerConfig};
+use cofre_app::config::{Overrides, ServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,34 +98,48 @@ async fn shutdown_signal() {
 pub async fn server(args: ServerArgs) -> Result<ExitCode> {
     init_logging();
     let config = load_config(&args.opts, args.listen, args.ssh_listen)?;
-    let prepared = cofre_server::prepare(config.clone())
+    let started = cofre_app::start(config.clone()).await.context("server")?;
+    let app = started.app.clone();
+    let https = cofre_http::bind(app.clone(), &config)
         .await
         .context("server")?;
-    let gateway = cofre_gateway::Gateway::bind(prepared.app.clone(), config.ssh_listen)
+    let gateway = cofre_gateway::Gateway::bind(app.clone(), config.ssh_listen)
         .await
         .context("ssh gateway")?;
     // stdout is for the operator (and scripts waiting for `ready`); logs go to stderr.
-    let ready = &prepared.ready;
-    outln!("cofre listening on https://{}", ready.addr);
-    outln!("tls fingerprint (sha256): {}", ready.fingerprint);
+    outln!("cofre listening on https://{}", https.addr);
+    outln!("tls fingerprint (sha256): {}", https.fingerprint);
     outln!("ssh gateway listening on {}", gateway.addr);
     outln!("ssh host key: {}", gateway.host_key_fingerprint);
-    if let Some(path) = &ready.admin_password_file {
+    if let Some(path) = &started.admin_password_file {
         outln!("initial admin password written to {}", path.display());
     }
-    if ready.sealed {
+    if started.sealed {
         outln!("sealed: unseal with `cofre operator unseal`");
     }
     outln!("ready");
-    let app = prepared.app.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let api = tokio::spawn(prepared.serve(until_stopped(stopped.clone())));
+    let api = tokio::spawn(https.serve(until_stopped(stopped.clone())));
     let ssh = tokio::spawn(gateway.serve(until_stopped(stopped)));
     shutdown_signal().await;
+    // Draining: both listeners stop accepting, live sessions are told and given
+    // `[server] drain_seconds` to end, the rest are ended (recording flushed, `session.end`
+    // audited), and only then does the process exit.
+    tracing::info!(
+        sessions = app.live.count(),
+        drain_seconds = config.server.drain_seconds,
+        "shutting down"
+    );
     let _ = stop.send(true);
+    let ended = app
+        .drain_sessions(std::time::Duration::from_secs(config.server.drain_seconds))
+        .await;
+    if ended > 0 {
+        tracing::info!(sessions = ended, "sessions ended by the shutdown");
+    }
     let _ = tokio::join!(api, ssh);
     app.store.close().await;
     Ok(ExitCode::SUCCESS)
@@ -135,10 +149,10 @@ pub async fn init(args: InitArgs) -> Result<ExitCode> {
     init_logging();
     let config = load_config(&args.opts, None, None)?;
     let seal = match (args.unseal_shares, args.unseal_threshold) {
-        (Some(shares), Some(threshold)) => cofre_server::SealChoice::Shamir { shares, threshold },
-        _ => cofre_server::SealChoice::KeyFile,
+        (Some(shares), Some(threshold)) => cofre_app::SealChoice::Shamir { shares, threshold },
+        _ => cofre_app::SealChoice::KeyFile,
     };
-    let (app, report) = cofre_server::initialise(&config, seal).await?;
+    let (app, report) = cofre_app::initialise(&config, seal).await?;
     app.store.close().await;
     if !report.keyring_created {
         outln!(
@@ -152,8 +166,8 @@ pub async fn init(args: InitArgs) -> Result<ExitCode> {
         outln!(
             "unseal shares: give each to a different custodian; the server starts sealed and needs {} of them",
             match seal {
-                cofre_server::SealChoice::Shamir { threshold, .. } => threshold,
-                cofre_server::SealChoice::KeyFile => 0,
+                cofre_app::SealChoice::Shamir { threshold, .. } => threshold,
+                cofre_app::SealChoice::KeyFile => 0,
             }
         );
         for (i, share) in report.unseal_shares.iter().enumerate() {

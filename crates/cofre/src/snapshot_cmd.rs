@@ -6,8 +6,8 @@ use crate::commands::Ctx;
 use crate::Output;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
+use cofre_app::snapshot::restore::{self, RestoreOptions, Unlock};
 use cofre_proto::*;
-use cofre_server::snapshot::restore::{self, RestoreOptions, Unlock};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -231,13 +231,13 @@ pub async fn offline(cmd: SnapshotCmd, output: Output) -> Result<ExitCode> {
     let path = if args.snapshot.ends_with(".cofresnap") || args.snapshot.contains('/') {
         PathBuf::from(&args.snapshot)
     } else {
-        if !cofre_server::snapshot::valid_id(&args.snapshot) {
+        if !cofre_app::snapshot::valid_id(&args.snapshot) {
             bail!(
                 "snapshot: {:?} is neither a snapshot id nor a .cofresnap file",
                 args.snapshot
             );
         }
-        cofre_server::snapshot::snapshot_path(&args.from, &args.snapshot)
+        cofre_app::snapshot::snapshot_path(&args.from, &args.snapshot)
     };
     if !path.is_file() {
         bail!(

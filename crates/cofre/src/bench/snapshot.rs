@@ -6,8 +6,8 @@
 use super::{login, start_server};
 use anyhow::{anyhow, bail, Context, Result};
 use cofre::client::Client;
+use cofre_app::snapshot::restore::{self, RestoreOptions, Unlock};
 use cofre_proto::*;
-use cofre_server::snapshot::restore::{self, RestoreOptions, Unlock};
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -92,7 +92,7 @@ pub async fn run(megabytes: u64) -> Result<ExitCode> {
     let t = Instant::now();
     restore::restore(
         RestoreOptions {
-            snapshot: cofre_server::snapshot::snapshot_path(&data_dir.join("snapshots"), &info.id),
+            snapshot: cofre_app::snapshot::snapshot_path(&data_dir.join("snapshots"), &info.id),
             data_dir: scratch.path().join("restored"),
             unlock: Unlock::KeyFile(data_dir.join("master.key")),
             database_url: None,

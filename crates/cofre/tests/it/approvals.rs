@@ -1,7 +1,7 @@
 //! Access requests through the real binary: the CLI's request/approve/deny/grant flow, the
 //! notifications it sends to a real local HTTP receiver (signature checked) and a real SMTP server
 //! (Python's aiosmtpd, writing a Maildir), and the request expiring on its own.
-//! The rules themselves are tested with an injectable clock in cofre-server's `approvals` tests;
+//! The rules themselves are tested with an injectable clock in cofre-app's `approvals` tests;
 //! the gateway end to end is in `gateway::an_approved_request_opens_the_gateway_and_revoking_closes_it`.
 
 use crate::harness::*;

@@ -8,6 +8,8 @@
 //! These tests need root (sshd) and skip with a printed reason without it; CI runs them as root.
 
 mod clients;
+mod drain;
+mod terminal;
 
 use crate::harness::*;
 use serde_json::Value;

@@ -10,6 +10,7 @@ mod authz;
 mod backup;
 mod bad_input;
 mod breakglass;
+mod connect;
 mod crash;
 mod dual_control;
 mod flow;

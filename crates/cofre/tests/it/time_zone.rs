@@ -1,7 +1,7 @@
 //! `[instance] time_zone`: policies' hours are read in the instance's zone, through the real
 //! server and CLI. (Across a daylight-saving change: `cofre-core`
 //! `policy::tests::a_window_across_daylight_saving_follows_the_zone` and the service-level
-//! `cofre-server approvals::policy_hours_follow_the_zone_across_daylight_saving`, which move the
+//! `cofre-app approvals::policy_hours_follow_the_zone_across_daylight_saving`, which move the
 //! clock.)
 
 use crate::harness::*;

@@ -6,7 +6,9 @@
 //! stops, the queue closes, and the next hand-over fails: the session then ends (it never runs
 //! unrecorded).
 
-use cofre_server::recording::RecordingWriter;
+use crate::recording::RecordingWriter;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Seal a frame early when this much is buffered (bulk output), so memory stays bounded; the fsync
@@ -26,6 +28,8 @@ enum Op {
 #[derive(Clone)]
 pub struct Recorder {
     ops: mpsc::Sender<Op>,
+    /// Output bytes handed over, for the session's end entry.
+    output_bytes: Arc<AtomicU64>,
 }
 
 pub const FAILED: &str = "recording failed: the recording can no longer be written";
@@ -72,7 +76,10 @@ impl Recorder {
                     }
                 }
             })?;
-        Ok(Recorder { ops })
+        Ok(Recorder {
+            ops,
+            output_bytes: Arc::default(),
+        })
     }
 
     async fn send(&self, op: Op) -> Result<(), String> {
@@ -80,7 +87,14 @@ impl Recorder {
     }
 
     pub async fn output(&self, data: &[u8]) -> Result<(), String> {
+        self.output_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.send(Op::Output(data.to_vec())).await
+    }
+
+    /// Output bytes handed over so far.
+    pub fn output_bytes(&self) -> u64 {
+        self.output_bytes.load(Ordering::Relaxed)
     }
 
     pub async fn input(&self, data: &[u8]) -> Result<(), String> {

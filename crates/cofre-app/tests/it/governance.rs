@@ -2,13 +2,13 @@
 //! first does not count on the first's changes or access requests until the cooling-off period
 //! has passed, and counts from then on.
 
+use cofre_app::config::ServerConfig;
+use cofre_app::services::governance::Applied;
+use cofre_app::services::{App, Principal, TokenScope};
 use cofre_core::approval::Verdict;
 use cofre_core::role::{Mode, Role};
 use cofre_proto::requests::CreateAccessRequest;
 use cofre_proto::{CreatePolicyRequest, CreateTargetRequest, SecretString};
-use cofre_server::config::ServerConfig;
-use cofre_server::services::governance::Applied;
-use cofre_server::services::{App, Principal, TokenScope};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -37,12 +37,12 @@ async fn a_fresh_second_admin_counts_only_after_cooling_off() {
         ..ServerConfig::default()
     };
     assert_eq!(config.governance.cooling_off_days, 7);
-    let (first, _) = cofre_server::initialise(&config, cofre_server::SealChoice::KeyFile)
+    let (first, _) = cofre_app::initialise(&config, cofre_app::SealChoice::KeyFile)
         .await
         .unwrap();
     let now = Arc::new(AtomicI64::new(START));
     let clock_now = now.clone();
-    let clock: cofre_server::Clock = Arc::new(move || {
+    let clock: cofre_app::Clock = Arc::new(move || {
         time::OffsetDateTime::from_unix_timestamp(clock_now.load(Ordering::SeqCst)).unwrap()
     });
     let app = Arc::new(App::new(

@@ -50,6 +50,23 @@ pub struct ServerConfig {
     pub snapshots: crate::snapshot::SnapshotConfig,
     /// Dual control over changes that widen access (`[governance]`).
     pub governance: GovernanceConfig,
+    /// How the server stops (`[server]`).
+    pub server: ServerSection,
+}
+
+/// `[server]`: how the server stops.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// At SIGTERM, how long live gateway sessions have to end after being told; the rest are
+    /// ended then (recorded and audited as ended by the shutdown).
+    pub drain_seconds: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self { drain_seconds: 30 }
+    }
 }
 
 impl Default for ServerConfig {
@@ -74,6 +91,7 @@ impl Default for ServerConfig {
             config_file: None,
             snapshots: crate::snapshot::SnapshotConfig::default(),
             governance: GovernanceConfig::default(),
+            server: ServerSection::default(),
         }
     }
 }
@@ -142,6 +160,12 @@ impl ServerConfig {
         self.alerts.validate()?;
         self.snapshots.validate()?;
         self.governance.validate()?;
+        if self.server.drain_seconds > 3600 {
+            return Err(ConfigError::Invalid {
+                field: "server.drain_seconds",
+                reason: "must be at most 3600 (an hour)".into(),
+            });
+        }
         if self.lockout_threshold == 0 {
             return Err(ConfigError::Invalid {
                 field: "lockout_threshold",

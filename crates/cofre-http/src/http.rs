@@ -22,7 +22,8 @@ mod snapshots;
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = match self.kind {
+        let Error(e) = self;
+        let status = match e.kind {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
@@ -35,11 +36,11 @@ impl IntoResponse for Error {
             ErrorKind::Sealed => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        metrics::counter!("cofre_http_errors_total", "code" => self.code).increment(1);
+        metrics::counter!("cofre_http_errors_total", "code" => e.code).increment(1);
         let body = ErrorBody {
-            code: self.code.to_owned(),
-            message: self.message,
-            field: self.field,
+            code: e.code.to_owned(),
+            message: e.message,
+            field: e.field,
         };
         (status, Json(body)).into_response()
     }

@@ -14,121 +14,11 @@ use cofre_crypto::datakey::DataKey;
 use cofre_crypto::{envelope, SealedSecret};
 use cofre_proto::{Page, SessionInfo, SshKeyInfo};
 use cofre_store::gateway::{NewSession, SessionRow};
-use std::collections::HashMap;
-use std::sync::Mutex;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
-/// Sessions running on this node, so that an admin can see and end them, and a grant that ends
-/// (or a user, key, target or credential taken away) closes the sessions that depended on it.
-#[derive(Default)]
-pub struct LiveSessions {
-    sessions: Mutex<HashMap<String, LiveSession>>,
-}
-
-struct LiveSession {
-    kill: watch::Sender<Option<String>>,
-    /// The access request (grant) it was opened under.
-    request: Option<String>,
-    who: LiveWho,
-}
-
-/// Who a live session belongs to and what it reaches, for ending the ones that lost their ground.
-#[derive(Debug, Clone)]
-pub(crate) struct LiveWho {
-    pub user: String,
-    /// The SSH key the gateway login used (none for a password login).
-    pub key: Option<String>,
-    pub target: String,
-    pub account: String,
-}
-
-impl LiveSessions {
-    fn insert(
-        &self,
-        id: &str,
-        request: Option<&str>,
-        who: LiveWho,
-    ) -> watch::Receiver<Option<String>> {
-        let (tx, rx) = watch::channel(None);
-        if let Ok(mut map) = self.sessions.lock() {
-            map.insert(
-                id.to_owned(),
-                LiveSession {
-                    kill: tx,
-                    request: request.map(str::to_owned),
-                    who,
-                },
-            );
-        }
-        rx
-    }
-
-    fn remove(&self, id: &str) {
-        if let Ok(mut map) = self.sessions.lock() {
-            map.remove(id);
-        }
-    }
-
-    fn is_live(&self, id: &str) -> bool {
-        self.sessions
-            .lock()
-            .map(|m| m.contains_key(id))
-            .unwrap_or(false)
-    }
-
-    /// Asks a live session to end; false if it is not running here.
-    fn kill(&self, id: &str, reason: &str) -> bool {
-        match self.sessions.lock() {
-            Ok(map) => map
-                .get(id)
-                .map(|s| s.kill.send(Some(reason.to_owned())).is_ok())
-                .unwrap_or(false),
-            Err(_) => false,
-        }
-    }
-
-    /// Ends every live session opened under this grant; returns how many.
-    pub(crate) fn kill_by_request(&self, request: &str, reason: &str) -> usize {
-        match self.sessions.lock() {
-            Ok(map) => map
-                .values()
-                .filter(|s| s.request.as_deref() == Some(request))
-                .filter(|s| s.kill.send(Some(reason.to_owned())).is_ok())
-                .count(),
-            Err(_) => 0,
-        }
-    }
-
-    /// The ids of the live sessions `pick` chooses, with whom they belong to.
-    pub(crate) fn matching(&self, pick: impl Fn(&LiveWho) -> bool) -> Vec<(String, LiveWho)> {
-        match self.sessions.lock() {
-            Ok(map) => map
-                .iter()
-                .filter(|(_, s)| pick(&s.who))
-                .map(|(id, s)| (id.clone(), s.who.clone()))
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    /// Ends every live session `pick` chooses; returns their ids.
-    pub(crate) fn kill_where(&self, pick: impl Fn(&LiveWho) -> bool, reason: &str) -> Vec<String> {
-        match self.sessions.lock() {
-            Ok(map) => map
-                .iter()
-                .filter(|(_, s)| pick(&s.who))
-                .filter(|(_, s)| s.kill.send(Some(reason.to_owned())).is_ok())
-                .map(|(id, _)| id.clone())
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    pub(crate) fn kill_one(&self, id: &str, reason: &str) -> bool {
-        self.kill(id, reason)
-    }
-}
+pub use crate::session::live::LiveSessions;
+pub(crate) use crate::session::live::LiveWho;
 
 /// Failed SSH authentications from one source in one window (see `cofre_gateway`'s attempts).
 pub struct FailedAttempts<'a> {
@@ -632,6 +522,8 @@ impl App {
         reason: &str,
         bytes: u64,
     ) -> Result<()> {
+        // Counted until the entry has committed, so that a shutdown's drain waits for it.
+        let _ending = self.live.ending();
         self.live.remove(id);
         let mut tx = self.store.write().await?;
         let ended = tx

@@ -2,12 +2,12 @@
 //! self-approval, one person once, deny, expiry, most-restrictive-wins, hours and days, grants that
 //! end, emergency access, and concurrent decisions on SQLite and PostgreSQL.
 
+use cofre_app::config::ServerConfig;
+use cofre_app::services::{App, Principal, TokenScope};
 use cofre_core::approval::Verdict;
 use cofre_core::role::{Mode, Role};
 use cofre_proto::requests::CreateAccessRequest;
 use cofre_proto::{CreatePolicyRequest, CreateTargetRequest, RevealRequest, SecretString};
-use cofre_server::config::ServerConfig;
-use cofre_server::services::{App, Principal, TokenScope};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -96,12 +96,12 @@ impl World {
             config.database_url = Some(format!("{base}/{name}"));
             pg = Some((admin_url, name));
         }
-        let (first, _) = cofre_server::initialise(&config, cofre_server::SealChoice::KeyFile)
+        let (first, _) = cofre_app::initialise(&config, cofre_app::SealChoice::KeyFile)
             .await
             .unwrap();
         let now = Arc::new(AtomicI64::new(MONDAY_10));
         let clock_now = now.clone();
-        let clock: cofre_server::Clock = Arc::new(move || {
+        let clock: cofre_app::Clock = Arc::new(move || {
             time::OffsetDateTime::from_unix_timestamp(clock_now.load(Ordering::SeqCst)).unwrap()
         });
         let app = Arc::new(App::new(
@@ -186,7 +186,7 @@ impl World {
         &self,
         who: &Principal,
         duration: &str,
-    ) -> Result<String, cofre_server::error::Error> {
+    ) -> Result<String, cofre_app::error::Error> {
         self.app
             .create_request(
                 who,
@@ -203,7 +203,7 @@ impl World {
             .map(|r| r.id)
     }
 
-    async fn reveal(&self, who: &Principal) -> Result<String, cofre_server::error::Error> {
+    async fn reveal(&self, who: &Principal) -> Result<String, cofre_app::error::Error> {
         self.app
             .reveal(who, "db01", "root", &RevealRequest::default())
             .await
@@ -602,8 +602,8 @@ async fn two_at_once(
     app: &Arc<App>,
     id: &str,
 ) -> (
-    Result<cofre_proto::requests::RequestInfo, cofre_server::error::Error>,
-    Result<cofre_proto::requests::RequestInfo, cofre_server::error::Error>,
+    Result<cofre_proto::requests::RequestInfo, cofre_app::error::Error>,
+    Result<cofre_proto::requests::RequestInfo, cofre_app::error::Error>,
 ) {
     let start = Arc::new(tokio::sync::Barrier::new(2));
     let spawn = |who: Principal| {

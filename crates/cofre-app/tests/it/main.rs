@@ -1,4 +1,4 @@
-//! Service-level tests of cofre-server: the use cases on a real store (SQLite and PostgreSQL) with
+//! Service-level tests of cofre-app: the use cases on a real store (SQLite and PostgreSQL) with
 //! a clock the test moves. One binary, modules per area.
 
 // A failed test is a panic: the workspace's errors-are-values lints stop at the tests.

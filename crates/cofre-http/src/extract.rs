@@ -169,7 +169,7 @@ impl FromRequestParts<AppState> for Auth {
                     "missing bearer token: log in with `cofre login`",
                 )
             })?;
-        state.app.authenticate(token).await.map(Auth)
+        Ok(Auth(state.app.authenticate(token).await?))
     }
 }
 

@@ -1,35 +1,26 @@
-//! Cofre's server: the use cases ([`services`]), the HTTP API ([`http`]), the TLS listener, and the
-//! start-up sequence that turns an empty directory into a running instance.
+//! Cofre's application layer: the use cases ([`services`]), the protocol-independent [`session`]
+//! layer that the front ends drive, and the start-up sequence that turns an empty directory into a
+//! running instance. No HTTP server code: the HTTPS front end (cofre-http) and the SSH gateway
+//! (cofre-gateway) both sit on top of this crate.
 
 pub mod backup;
 pub mod config;
 pub mod error;
-pub mod extract;
 pub mod fd_limit;
-pub mod http;
-pub mod listener;
 pub mod recording;
 pub mod services;
+pub mod session;
 pub mod snapshot;
 pub mod ssh_keys;
-pub mod tls;
 
 use cofre_crypto::{Keyring, SealKind};
 use cofre_store::Store;
 use config::ServerConfig;
-use metrics_exporter_prometheus::PrometheusHandle;
 use services::App;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 pub use services::Clock;
-
-/// What every handler sees.
-#[derive(Clone)]
-pub struct AppState {
-    pub app: Arc<App>,
-    pub metrics: PrometheusHandle,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -41,10 +32,6 @@ pub enum StartError {
     Keyring(#[from] cofre_crypto::CryptoError),
     #[error("database: {0}")]
     Store(#[from] cofre_store::StoreError),
-    #[error("TLS: {0}")]
-    Tls(#[from] tls::TlsError),
-    #[error("cannot listen on {addr}: {message}")]
-    Listen { addr: String, message: String },
     #[error("{0}")]
     Service(#[from] error::Error),
 }
@@ -61,20 +48,6 @@ pub struct InitReport {
     pub keyring_created: bool,
     pub unseal_shares: Vec<cofre_crypto::UnsealShare>,
     pub admin_password_file: Option<std::path::PathBuf>,
-}
-
-fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (tests run several apps in one process);
-            // then this handle renders an empty page, which is harmless.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
 }
 
 fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
@@ -128,16 +101,15 @@ pub async fn initialise(
     Ok((app, report))
 }
 
-/// A server that has opened its keyring (if it can), database and HTTPS socket, but serves nothing
-/// yet: the binary starts the SSH gateway beside it on the same [`App`].
-pub struct Prepared {
+/// A running instance: keyring opened (if it can be), database ready, background tasks started.
+/// The front ends (HTTPS, SSH gateway) are bound beside it on the same [`App`].
+pub struct Started {
     pub app: Arc<App>,
-    pub ready: ServerReady,
-    listener: tokio::net::TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    pub sealed: bool,
+    pub admin_password_file: Option<std::path::PathBuf>,
 }
 
-pub async fn prepare(config: ServerConfig) -> Result<Prepared, StartError> {
+pub async fn start(config: ServerConfig) -> Result<Started, StartError> {
     let (app, report) = initialise(&config, SealChoice::KeyFile).await?;
     if app.keyring.seal == SealKind::KeyFile {
         app.unseal_from_key_file()?;
@@ -145,17 +117,6 @@ pub async fn prepare(config: ServerConfig) -> Result<Prepared, StartError> {
             tracing::error!(error = %e, "cannot sign the audit chain head");
         }
     }
-    let tls = tls::load_or_generate(&config.data_dir)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| StartError::Listen {
-            addr: config.listen.to_string(),
-            message: e.to_string(),
-        })?;
-    let addr = listener.local_addr().map_err(|e| StartError::Listen {
-        addr: config.listen.to_string(),
-        message: e.to_string(),
-    })?;
     let app = Arc::new(app);
     // Break-glass files: after credential changes and on a schedule (services::breakglass).
     services::breakglass::spawn_writer(&app);
@@ -167,53 +128,9 @@ pub async fn prepare(config: ServerConfig) -> Result<Prepared, StartError> {
     services::backups::start(&app).await;
     // Daily snapshots (services::snapshots).
     services::snapshots::spawn_scheduler(&app);
-    let ready = ServerReady {
-        addr,
-        fingerprint: tls.fingerprint.clone(),
+    Ok(Started {
         sealed: app.is_sealed(),
+        app,
         admin_password_file: report.admin_password_file,
-        data_dir: config.data_dir.clone(),
-    };
-    Ok(Prepared {
-        app,
-        ready,
-        listener,
-        tls: tls.config,
-    })
-}
-
-impl Prepared {
-    /// Serves the HTTPS API until `shutdown` resolves.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
-        tracing::info!(addr = %self.ready.addr, sealed = self.ready.sealed, "cofre server listening");
-        let state = AppState {
-            app: self.app.clone(),
-            metrics: metrics_handle(),
-        };
-        let limits = self.app.config.limits.clone();
-        listener::serve(
-            self.listener,
-            self.tls,
-            http::router(state),
-            limits,
-            shutdown,
-        )
-        .await;
-    }
-}
-
-pub struct ServerReady {
-    pub addr: std::net::SocketAddr,
-    pub fingerprint: String,
-    pub sealed: bool,
-    pub admin_password_file: Option<std::path::PathBuf>,
-    pub data_dir: std::path::PathBuf,
-}
-
-/// An app and router on an explicit store, for in-process tests of the HTTP layer.
-pub fn test_router(app: Arc<App>) -> axum::Router {
-    http::router(AppState {
-        app,
-        metrics: metrics_handle(),
     })
 }
