@@ -500,8 +500,10 @@ impl App {
                     .ok_or_else(|| Error::not_found(format!("user {username}")))?;
                 tx.set_role(user.id, role.as_str()).await?;
                 // A new role is a new footing: the user logs in again rather than carry on a
-                // session begun under the old one.
-                tx.delete_tokens_of(user.id).await?;
+                // session begun under the old one. The role it already had is no new footing.
+                if user.role != role.as_str() {
+                    tx.delete_tokens_of(user.id).await?;
+                }
                 touched = Some((user.id, "role"));
                 (
                     NewAuditEntry::new(actor, "user.set_role", format!("user:{username}"))

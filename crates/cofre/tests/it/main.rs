@@ -2,6 +2,7 @@
 //! and PostgreSQL databases (PostgreSQL at 127.0.0.1:5432 or COFRE_TEST_PG_URL).
 
 mod accounts;
+mod api_conformance;
 mod approvals;
 mod authz;
 mod backup;
