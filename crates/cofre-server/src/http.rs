@@ -1,6 +1,7 @@
 //! The HTTP API under `/api/v1`, plus `/healthz` and `/metrics`. Handlers only translate: every
 //! rule lives in [`crate::services`]. The OpenAPI document is generated from these handlers.
 
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind};
 use crate::extract::{Auth, JsonBody, QueryParams, Source};
 use crate::AppState;
@@ -34,9 +35,9 @@ impl IntoResponse for Error {
             ErrorKind::Sealed => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        metrics::counter!("cofre_http_errors_total", "code" => self.code).increment(1);
+        metrics::counter!("cofre_http_errors_total", "code" => self.code.as_str()).increment(1);
         let body = ErrorBody {
-            code: self.code.to_owned(),
+            code: self.code.as_str().to_owned(),
             message: self.message,
             field: self.field,
         };
@@ -71,7 +72,7 @@ type ApiResult<T> = Result<Json<T>, Error>;
         governance::list, governance::show, governance::approve, governance::deny, governance::instance,
         set_role,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, ErrorCode)),
     modifiers(&BearerAuth, &CommonResponses),
 )]
 pub struct ApiDoc;
@@ -326,7 +327,7 @@ async fn no_store(req: axum::extract::Request, next: axum::middleware::Next) -> 
 async fn not_found() -> Error {
     Error::new(
         ErrorKind::NotFound,
-        "not_found",
+        ErrorCode::NotFound,
         "no such endpoint; see /api/v1/openapi.json",
     )
 }
@@ -334,7 +335,7 @@ async fn not_found() -> Error {
 async fn method_not_allowed() -> Response {
     let mut r = Error::new(
         ErrorKind::BadRequest,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "method not allowed on this endpoint",
     )
     .into_response();

@@ -2,6 +2,7 @@
 
 use super::governance::{Applied, Change, Output};
 use super::{page_limit, paginate, timestamp, App, Principal, TokenScope};
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::names::check_identifier;
@@ -90,7 +91,7 @@ pub(crate) fn check_email(email: &str) -> Result<()> {
 pub(crate) fn account_disabled() -> Error {
     Error::new(
         ErrorKind::Forbidden,
-        "account_disabled",
+        ErrorCode::AccountDisabled,
         "this account is disabled; an admin can enable it with `cofre user enable`",
     )
 }
@@ -133,7 +134,7 @@ impl App {
         let unauthorized = || {
             Error::new(
                 ErrorKind::Unauthorized,
-                "unauthenticated",
+                ErrorCode::Unauthenticated,
                 "missing, invalid or expired token: log in with `cofre login`",
             )
         };
@@ -174,7 +175,7 @@ impl App {
         let invalid = || {
             Error::new(
                 ErrorKind::Unauthorized,
-                "invalid_credentials",
+                ErrorCode::InvalidCredentials,
                 "invalid username or password",
             )
         };
@@ -202,7 +203,7 @@ impl App {
             .await?;
             return Err(Error::new(
                 ErrorKind::Locked,
-                "account_locked",
+                ErrorCode::AccountLocked,
                 format!(
                     "account locked after repeated failures until {}; an admin can unlock it with `cofre user unlock`",
                     time::OffsetDateTime::from_unix_timestamp(until)
@@ -219,7 +220,7 @@ impl App {
                 None => {
                     return Err(Error::new(
                         ErrorKind::Unauthorized,
-                        "totp_required",
+                        ErrorCode::TotpRequired,
                         "this account uses TOTP: give the 6-digit code (--totp)",
                     )
                     .with_field("totp_code"))
@@ -275,8 +276,12 @@ impl App {
             self.commit(tx, entry).await?;
             metrics::counter!("cofre_login_failures_total").increment(1);
             return Err(if why.contains("TOTP") {
-                Error::new(ErrorKind::Unauthorized, "totp_invalid", "invalid TOTP code")
-                    .with_field("totp_code")
+                Error::new(
+                    ErrorKind::Unauthorized,
+                    ErrorCode::TotpInvalid,
+                    "invalid TOTP code",
+                )
+                .with_field("totp_code")
             } else {
                 invalid()
             });
@@ -391,7 +396,7 @@ impl App {
             .await?;
             return Err(Error::new(
                 ErrorKind::Forbidden,
-                "invalid_credentials",
+                ErrorCode::InvalidCredentials,
                 "current_password is wrong",
             )
             .with_field("current_password"));
@@ -528,7 +533,7 @@ impl App {
         if user.totp_sealed.is_none() {
             return Err(Error::new(
                 ErrorKind::BadRequest,
-                "totp_not_enrolling",
+                ErrorCode::TotpNotEnrolling,
                 "start with `cofre totp enroll`",
             ));
         }

@@ -4,6 +4,7 @@
 use super::accounts::LoginInput;
 use super::requests::UseRefused;
 use super::{page_limit, App, Principal, TokenScope};
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::recording::{read_cast, RecordingWriter};
 use base64::Engine;
@@ -260,7 +261,7 @@ impl App {
             if !self.gateway_key_known(&who.username, fp).await? {
                 return Err(Error::new(
                     ErrorKind::Forbidden,
-                    "key_removed",
+                    ErrorCode::KeyRemoved,
                     format!(
                         "the SSH key {fp} is no longer registered for {}",
                         who.username
@@ -298,7 +299,7 @@ impl App {
         let refused = || {
             Error::new(
                 ErrorKind::Unauthorized,
-                "invalid_credentials",
+                ErrorCode::InvalidCredentials,
                 "key not registered",
             )
         };
@@ -355,7 +356,7 @@ impl App {
         if user.must_change_password {
             return Err(Error::new(
                 ErrorKind::Forbidden,
-                "password_change_required",
+                ErrorCode::PasswordChangeRequired,
                 "set your own password first with `cofre login`",
             ));
         }
@@ -425,7 +426,7 @@ impl App {
                 self.record(
                     NewAuditEntry::new(&who.username, "session.refused", &*object)
                         .outcome("denied")
-                        .detail("why", e.code)
+                        .detail("why", e.code.as_str())
                         .detail("source", source),
                 )
                 .await?;
@@ -515,7 +516,7 @@ impl App {
             tracing::error!(error = %e, "cannot start a recording");
             Error::new(
                 ErrorKind::Internal,
-                "recording_unavailable",
+                ErrorCode::RecordingUnavailable,
                 "the session cannot be recorded right now, so it is not opened",
             )
         })?;
@@ -617,7 +618,7 @@ impl App {
             .await?;
             return Err(Error::new(
                 ErrorKind::Forbidden,
-                "host_key_mismatch",
+                ErrorCode::HostKeyMismatch,
                 format!("the host key of {target} changed (pinned {pinned}, presented {fingerprint}); refusing to connect"),
             ));
         }
@@ -639,7 +640,7 @@ impl App {
         if pinned != fingerprint {
             return Err(Error::new(
                 ErrorKind::Forbidden,
-                "host_key_mismatch",
+                ErrorCode::HostKeyMismatch,
                 "host key changed while pinning",
             ));
         }
@@ -772,7 +773,7 @@ impl App {
         let not_live = || {
             Error::new(
                 ErrorKind::Conflict,
-                "not_live",
+                ErrorCode::NotLive,
                 format!("session {id} is not running"),
             )
         };
@@ -823,7 +824,7 @@ impl App {
         .map_err(|e| {
             Error::new(
                 ErrorKind::Internal,
-                "recording_unreadable",
+                ErrorCode::RecordingUnreadable,
                 format!("recording of session {id}: {e}"),
             )
         })
