@@ -2,6 +2,7 @@
 //! kind that the HTTP layer maps to a status. Messages never carry secrets.
 
 use cofre_core::FieldError;
+pub use cofre_proto::ErrorCode;
 use cofre_store::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub enum ErrorKind {
 #[error("{message}")]
 pub struct Error {
     pub kind: ErrorKind,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
 }
@@ -32,7 +33,7 @@ pub struct Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             kind,
             code,
@@ -45,22 +46,22 @@ impl Error {
         self
     }
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::BadRequest, "invalid_field", message).with_field(field)
+        Self::new(ErrorKind::BadRequest, ErrorCode::InvalidField, message).with_field(field)
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Forbidden, "forbidden", message)
+        Self::new(ErrorKind::Forbidden, ErrorCode::Forbidden, message)
     }
     pub fn not_found(what: impl std::fmt::Display) -> Self {
         Self::new(
             ErrorKind::NotFound,
-            "not_found",
+            ErrorCode::NotFound,
             format!("{what} not found"),
         )
     }
     pub fn sealed() -> Self {
         Self::new(
             ErrorKind::Sealed,
-            "sealed",
+            ErrorCode::Sealed,
             "the server is sealed: unseal it with `cofre operator unseal` (k of n shares)",
         )
     }
@@ -69,7 +70,7 @@ impl Error {
         tracing::error!(context, error = %detail, "internal error");
         Self::new(
             ErrorKind::Internal,
-            "internal",
+            ErrorCode::Internal,
             format!("internal error while {context}; the server log has details"),
         )
     }
@@ -86,7 +87,7 @@ impl From<StoreError> for Error {
         match e {
             StoreError::Conflict { what } => Error::new(
                 ErrorKind::Conflict,
-                "conflict",
+                ErrorCode::Conflict,
                 format!("{what} already exists"),
             ),
             StoreError::NotFound { what } => Error::not_found(what),

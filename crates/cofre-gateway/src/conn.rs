@@ -335,7 +335,7 @@ impl russh::server::Handler for Connection {
                         self.login = Some(login);
                         Ok(self.after_authentication(principal).await)
                     }
-                    Err(e) if e.code == "totp_required" => {
+                    Err(e) if e.code == cofre_app::error::ErrorCode::TotpRequired => {
                         self.login = Some(login);
                         self.prompting = Prompting::Totp(password);
                         Ok(Auth::Partial {

@@ -1,7 +1,7 @@
 //! The services' error as an HTTP answer. A type of this crate, because the orphan rule keeps
 //! axum's `IntoResponse` off cofre-app's `Error` (and cofre-app knows nothing of HTTP).
 
-pub use cofre_app::error::ErrorKind;
+pub use cofre_app::error::{ErrorCode, ErrorKind};
 
 #[derive(Debug, Clone)]
 pub struct Error(pub cofre_app::error::Error);
@@ -32,7 +32,7 @@ impl std::fmt::Display for Error {
 }
 
 impl Error {
-    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, code: ErrorCode, message: impl Into<String>) -> Self {
         Error(cofre_app::error::Error::new(kind, code, message))
     }
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {

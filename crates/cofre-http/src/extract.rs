@@ -1,7 +1,7 @@
 //! Request extractors that turn every malformed input into an [`Error`] naming the field, never a
 //! panic and never axum's plain-text rejections.
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorCode, ErrorKind};
 use crate::services::Principal;
 use crate::AppState;
 use axum::extract::rejection::BytesRejection;
@@ -53,7 +53,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
                     let shown = field.clone().unwrap_or_else(|| "body".into());
                     let mut e = Error::new(
                         ErrorKind::BadRequest,
-                        "invalid_field",
+                        ErrorCode::InvalidField,
                         format!("{shown}: {}", strip_position(&message)),
                     );
                     e.field = field;
@@ -61,7 +61,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
                 }
                 _ => Err(Error::new(
                     ErrorKind::BadRequest,
-                    "malformed_json",
+                    ErrorCode::MalformedJson,
                     format!("the body is not valid JSON: {}", message),
                 )),
             }
@@ -86,20 +86,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         if !is_json {
             return Err(Error::new(
                 ErrorKind::UnsupportedMediaType,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "send the body as JSON with Content-Type: application/json",
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
             BytesRejection::FailedToBufferBody(_) => Error::new(
                 ErrorKind::TooLarge,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 format!(
                     "the body is larger than {} bytes (or was cut off)",
                     cofre_proto::MAX_BODY_BYTES
                 ),
             ),
-            other => Error::new(ErrorKind::BadRequest, "bad_body", other.body_text()),
+            other => Error::new(ErrorKind::BadRequest, ErrorCode::BadBody, other.body_text()),
         })?;
         parse_json(&bytes).map(JsonBody)
     }
@@ -124,7 +124,7 @@ pub fn serde_urlencoded_like<T: DeserializeOwned>(query: &str) -> Result<T, Erro
     let uri: axum::http::Uri = format!("/?{query}").parse().map_err(|_| {
         Error::new(
             ErrorKind::BadRequest,
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             "the query string is malformed",
         )
     })?;
@@ -139,7 +139,7 @@ pub fn serde_urlencoded_like<T: DeserializeOwned>(query: &str) -> Result<T, Erro
                     .map(|(name, _)| name.to_owned())
                     .filter(|name| name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
             });
-            let mut err = Error::new(ErrorKind::BadRequest, "invalid_query", text);
+            let mut err = Error::new(ErrorKind::BadRequest, ErrorCode::InvalidQuery, text);
             err.field = field;
             err
         })
@@ -165,7 +165,7 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::Unauthorized,
-                    "unauthenticated",
+                    ErrorCode::Unauthenticated,
                     "missing bearer token: log in with `cofre login`",
                 )
             })?;
@@ -214,13 +214,13 @@ mod tests {
         let e = parse_json::<CreateUserRequest>(br#"{"username":"a","role":"user","groups":[1]}"#)
             .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("groups[0]"));
-        assert_eq!(e.code, "invalid_field");
+        assert_eq!(e.code, ErrorCode::InvalidField);
     }
 
     #[test]
     fn malformed_json() {
         let e = parse_json::<CreateUserRequest>(b"{\"username\":").unwrap_err();
-        assert_eq!(e.code, "malformed_json");
+        assert_eq!(e.code, ErrorCode::MalformedJson);
     }
 
     proptest::proptest! {

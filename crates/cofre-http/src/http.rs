@@ -1,6 +1,7 @@
 //! The HTTP API under `/api/v1`, plus `/healthz` and `/metrics`. Handlers only translate: every
 //! rule lives in [`crate::services`]. The OpenAPI document is generated from these handlers.
 
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind};
 use crate::extract::{Auth, JsonBody, QueryParams, Source};
 use crate::AppState;
@@ -36,9 +37,9 @@ impl IntoResponse for Error {
             ErrorKind::Sealed => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        metrics::counter!("cofre_http_errors_total", "code" => e.code).increment(1);
+        metrics::counter!("cofre_http_errors_total", "code" => e.code.as_str()).increment(1);
         let body = ErrorBody {
-            code: e.code.to_owned(),
+            code: e.code.as_str().to_owned(),
             message: e.message,
             field: e.field,
         };
@@ -73,10 +74,84 @@ type ApiResult<T> = Result<Json<T>, Error>;
         governance::list, governance::show, governance::approve, governance::deny, governance::instance,
         set_role,
     ),
-    components(schemas(ErrorBody)),
-    modifiers(&BearerAuth),
+    components(schemas(ErrorBody, ErrorCode)),
+    modifiers(&BearerAuth, &CommonResponses),
 )]
 pub struct ApiDoc;
+
+/// What any operation may answer besides its own outcomes, added wherever a handler's annotation
+/// does not already say it: the extractors, the auth check, the role check, the sealed gate and
+/// internal errors are shared by every handler, so they are documented in one place.
+struct CommonResponses;
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let behind_seal = path.starts_with(API_PREFIX)
+                && !path.ends_with("/sys/seal-status")
+                && !path.ends_with("/sys/unseal");
+            let has_params = path.contains('{');
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let has_body = op.request_body.is_some();
+                let has_input =
+                    has_body || has_params || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let responses = &mut op.responses.responses;
+                let mut add = |status: &str, why: &str| {
+                    responses.entry(status.to_owned()).or_insert_with(|| {
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(why)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                    });
+                };
+                if has_input {
+                    add(
+                        "400",
+                        "A path, query or body field is malformed (`field` names it)",
+                    );
+                }
+                if secured {
+                    add(
+                        "401",
+                        "No bearer token, or one that is unknown, expired or ended",
+                    );
+                    add("403", "The caller's role may not do this");
+                }
+                if has_params {
+                    add("404", "What the path names does not exist");
+                }
+                if has_body {
+                    add("413", "The body is larger than the limit");
+                    add("415", "The body is not sent as application/json");
+                }
+                if behind_seal {
+                    add("503", "The server is sealed");
+                }
+                add(
+                    "500",
+                    "Something failed inside the server (its log has details)",
+                );
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 impl utoipa::Modify for BearerAuth {
@@ -254,7 +329,7 @@ async fn no_store(req: axum::extract::Request, next: axum::middleware::Next) -> 
 async fn not_found() -> Error {
     Error::new(
         ErrorKind::NotFound,
-        "not_found",
+        ErrorCode::NotFound,
         "no such endpoint; see /api/v1/openapi.json",
     )
 }
@@ -262,7 +337,7 @@ async fn not_found() -> Error {
 async fn method_not_allowed() -> Response {
     let mut r = Error::new(
         ErrorKind::BadRequest,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "method not allowed on this endpoint",
     )
     .into_response();

@@ -57,9 +57,227 @@ impl Drop for SecretString {
     }
 }
 
+// codes:begin
+/// Every `code` an error body can carry (snake_case on the wire). Clients match on these; a new
+/// one is added here, an existing one is never renamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    AccountDisabled,
+    AccountLocked,
+    AlreadyDecided,
+    AlreadyDisabled,
+    AlreadyReviewed,
+    ApprovalRequired,
+    BackupRunning,
+    BackupTargetInUse,
+    BadBody,
+    BodyTooLarge,
+    Conflict,
+    CoolingOff,
+    CredentialDisabled,
+    EmergencyNotAllowed,
+    Forbidden,
+    HostKeyMismatch,
+    Internal,
+    InvalidCredentials,
+    InvalidField,
+    InvalidQuery,
+    KeyRemoved,
+    LastAdmin,
+    LoginDelayed,
+    MalformedJson,
+    MethodNotAllowed,
+    NoApprovalNeeded,
+    NoBreakglassEpoch,
+    NoShare,
+    NotAGrant,
+    NotAllowed,
+    NotAnApproverHere,
+    NotDisabled,
+    NotEmergency,
+    NotFound,
+    NotLive,
+    NotPending,
+    NotRequester,
+    OutsidePolicyHours,
+    OwnChange,
+    OwnRequest,
+    PasswordChangeRequired,
+    PolicyDenied,
+    PolicyWithoutLevels,
+    ProposerNotAdmin,
+    RecordingUnavailable,
+    RecordingUnreadable,
+    RequestClosed,
+    Sealed,
+    ShareAlreadyDelivered,
+    ShareDuplicate,
+    ShareInvalid,
+    ShareWrongKeyring,
+    SharesDoNotOpen,
+    SnapshotRunning,
+    TargetDisabled,
+    TotpInvalid,
+    TotpNotEnrolling,
+    TotpRequired,
+    Unauthenticated,
+    UnsealFailed,
+    UnsupportedMediaType,
+    UserHasHistory,
+    UserReferenced,
+}
+
+impl ErrorCode {
+    /// Every code, for the tests that hold the wire names to [`ErrorCode::as_str`].
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::AccountDisabled,
+        ErrorCode::AccountLocked,
+        ErrorCode::AlreadyDecided,
+        ErrorCode::AlreadyDisabled,
+        ErrorCode::AlreadyReviewed,
+        ErrorCode::ApprovalRequired,
+        ErrorCode::BackupRunning,
+        ErrorCode::BackupTargetInUse,
+        ErrorCode::BadBody,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::Conflict,
+        ErrorCode::CoolingOff,
+        ErrorCode::CredentialDisabled,
+        ErrorCode::EmergencyNotAllowed,
+        ErrorCode::Forbidden,
+        ErrorCode::HostKeyMismatch,
+        ErrorCode::Internal,
+        ErrorCode::InvalidCredentials,
+        ErrorCode::InvalidField,
+        ErrorCode::InvalidQuery,
+        ErrorCode::KeyRemoved,
+        ErrorCode::LastAdmin,
+        ErrorCode::LoginDelayed,
+        ErrorCode::MalformedJson,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::NoApprovalNeeded,
+        ErrorCode::NoBreakglassEpoch,
+        ErrorCode::NoShare,
+        ErrorCode::NotAGrant,
+        ErrorCode::NotAllowed,
+        ErrorCode::NotAnApproverHere,
+        ErrorCode::NotDisabled,
+        ErrorCode::NotEmergency,
+        ErrorCode::NotFound,
+        ErrorCode::NotLive,
+        ErrorCode::NotPending,
+        ErrorCode::NotRequester,
+        ErrorCode::OutsidePolicyHours,
+        ErrorCode::OwnChange,
+        ErrorCode::OwnRequest,
+        ErrorCode::PasswordChangeRequired,
+        ErrorCode::PolicyDenied,
+        ErrorCode::PolicyWithoutLevels,
+        ErrorCode::ProposerNotAdmin,
+        ErrorCode::RecordingUnavailable,
+        ErrorCode::RecordingUnreadable,
+        ErrorCode::RequestClosed,
+        ErrorCode::Sealed,
+        ErrorCode::ShareAlreadyDelivered,
+        ErrorCode::ShareDuplicate,
+        ErrorCode::ShareInvalid,
+        ErrorCode::ShareWrongKeyring,
+        ErrorCode::SharesDoNotOpen,
+        ErrorCode::SnapshotRunning,
+        ErrorCode::TargetDisabled,
+        ErrorCode::TotpInvalid,
+        ErrorCode::TotpNotEnrolling,
+        ErrorCode::TotpRequired,
+        ErrorCode::Unauthenticated,
+        ErrorCode::UnsealFailed,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::UserHasHistory,
+        ErrorCode::UserReferenced,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::AccountDisabled => "account_disabled",
+            ErrorCode::AccountLocked => "account_locked",
+            ErrorCode::AlreadyDecided => "already_decided",
+            ErrorCode::AlreadyDisabled => "already_disabled",
+            ErrorCode::AlreadyReviewed => "already_reviewed",
+            ErrorCode::ApprovalRequired => "approval_required",
+            ErrorCode::BackupRunning => "backup_running",
+            ErrorCode::BackupTargetInUse => "backup_target_in_use",
+            ErrorCode::BadBody => "bad_body",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::CoolingOff => "cooling_off",
+            ErrorCode::CredentialDisabled => "credential_disabled",
+            ErrorCode::EmergencyNotAllowed => "emergency_not_allowed",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::HostKeyMismatch => "host_key_mismatch",
+            ErrorCode::Internal => "internal",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::InvalidQuery => "invalid_query",
+            ErrorCode::KeyRemoved => "key_removed",
+            ErrorCode::LastAdmin => "last_admin",
+            ErrorCode::LoginDelayed => "login_delayed",
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::NoApprovalNeeded => "no_approval_needed",
+            ErrorCode::NoBreakglassEpoch => "no_breakglass_epoch",
+            ErrorCode::NoShare => "no_share",
+            ErrorCode::NotAGrant => "not_a_grant",
+            ErrorCode::NotAllowed => "not_allowed",
+            ErrorCode::NotAnApproverHere => "not_an_approver_here",
+            ErrorCode::NotDisabled => "not_disabled",
+            ErrorCode::NotEmergency => "not_emergency",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::NotLive => "not_live",
+            ErrorCode::NotPending => "not_pending",
+            ErrorCode::NotRequester => "not_requester",
+            ErrorCode::OutsidePolicyHours => "outside_policy_hours",
+            ErrorCode::OwnChange => "own_change",
+            ErrorCode::OwnRequest => "own_request",
+            ErrorCode::PasswordChangeRequired => "password_change_required",
+            ErrorCode::PolicyDenied => "policy_denied",
+            ErrorCode::PolicyWithoutLevels => "policy_without_levels",
+            ErrorCode::ProposerNotAdmin => "proposer_not_admin",
+            ErrorCode::RecordingUnavailable => "recording_unavailable",
+            ErrorCode::RecordingUnreadable => "recording_unreadable",
+            ErrorCode::RequestClosed => "request_closed",
+            ErrorCode::Sealed => "sealed",
+            ErrorCode::ShareAlreadyDelivered => "share_already_delivered",
+            ErrorCode::ShareDuplicate => "share_duplicate",
+            ErrorCode::ShareInvalid => "share_invalid",
+            ErrorCode::ShareWrongKeyring => "share_wrong_keyring",
+            ErrorCode::SharesDoNotOpen => "shares_do_not_open",
+            ErrorCode::SnapshotRunning => "snapshot_running",
+            ErrorCode::TargetDisabled => "target_disabled",
+            ErrorCode::TotpInvalid => "totp_invalid",
+            ErrorCode::TotpNotEnrolling => "totp_not_enrolling",
+            ErrorCode::TotpRequired => "totp_required",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::UnsealFailed => "unseal_failed",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::UserHasHistory => "user_has_history",
+            ErrorCode::UserReferenced => "user_referenced",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+// codes:end
+
 /// Every error response: a stable machine `code`, a human `message`, and the offending `field` if any.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
+    /// One of [`ErrorCode`]'s values; kept a string here so that a client older than the server
+    /// still reads an error whose code it does not know.
+    #[schema(value_type = ErrorCode)]
     pub code: String,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -490,4 +708,27 @@ pub struct KillSessionRequest {
     /// Shown to the user whose session ends, and recorded.
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod error_code_tests {
+    use super::ErrorCode;
+
+    /// The wire name (serde) and `as_str` agree for every code, and each is snake_case, unique.
+    #[test]
+    fn codes_are_snake_case_and_serialise_as_their_names() {
+        let mut seen = std::collections::BTreeSet::new();
+        for code in ErrorCode::ALL {
+            let wire = serde_json::to_string(code).unwrap();
+            assert_eq!(wire, format!("\"{}\"", code.as_str()));
+            let back: ErrorCode = serde_json::from_str(&wire).unwrap();
+            assert_eq!(back, *code);
+            assert!(code
+                .as_str()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!(seen.insert(code.as_str()), "{code} twice");
+        }
+    }
 }

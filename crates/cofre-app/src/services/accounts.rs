@@ -2,6 +2,7 @@
 
 use super::governance::{Applied, Change, Output};
 use super::{page_limit, paginate, timestamp, App, Principal, TokenScope};
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::lockout::{source_key, Rules, SourceFailures};
@@ -181,7 +182,7 @@ pub(crate) fn check_email(email: &str) -> Result<()> {
 pub(crate) fn account_disabled() -> Error {
     Error::new(
         ErrorKind::Forbidden,
-        "account_disabled",
+        ErrorCode::AccountDisabled,
         "this account is disabled; an admin can enable it with `cofre user enable`",
     )
 }
@@ -236,7 +237,7 @@ impl App {
         let unauthorized = || {
             Error::new(
                 ErrorKind::Unauthorized,
-                "unauthenticated",
+                ErrorCode::Unauthenticated,
                 "missing, invalid or expired token: log in with `cofre login`",
             )
         };
@@ -305,7 +306,7 @@ impl App {
             metrics::counter!("cofre_login_delayed_total").increment(1);
             return Err(Error::new(
                 ErrorKind::TooMany,
-                "login_delayed",
+                ErrorCode::LoginDelayed,
                 format!(
                     "too many failed logins for this user from your address: try again after {} \
                      (other addresses and SSH keys are not affected)",
@@ -325,7 +326,7 @@ impl App {
             }
             return Err(Error::new(
                 ErrorKind::Locked,
-                "account_locked",
+                ErrorCode::AccountLocked,
                 format!(
                     "password logins are locked after failures from {} addresses; they open again \
                      {} minutes after the last one, or an admin unlocks with `cofre user unlock` \
@@ -392,7 +393,7 @@ impl App {
         let invalid = || {
             Error::new(
                 ErrorKind::Unauthorized,
-                "invalid_credentials",
+                ErrorCode::InvalidCredentials,
                 "invalid username or password",
             )
         };
@@ -435,7 +436,7 @@ impl App {
                 None => {
                     return Err(Error::new(
                         ErrorKind::Unauthorized,
-                        "totp_required",
+                        ErrorCode::TotpRequired,
                         "this account uses TOTP: give the 6-digit code (--totp)",
                     )
                     .with_field("totp_code"))
@@ -497,8 +498,12 @@ impl App {
             )
             .await?;
             return Err(if why.contains("TOTP") {
-                Error::new(ErrorKind::Unauthorized, "totp_invalid", "invalid TOTP code")
-                    .with_field("totp_code")
+                Error::new(
+                    ErrorKind::Unauthorized,
+                    ErrorCode::TotpInvalid,
+                    "invalid TOTP code",
+                )
+                .with_field("totp_code")
             } else {
                 invalid()
             });
@@ -643,7 +648,7 @@ impl App {
             .await?;
             return Err(Error::new(
                 ErrorKind::Forbidden,
-                "invalid_credentials",
+                ErrorCode::InvalidCredentials,
                 "current_password is wrong",
             )
             .with_field("current_password"));
@@ -781,7 +786,7 @@ impl App {
         if user.totp_sealed.is_none() {
             return Err(Error::new(
                 ErrorKind::BadRequest,
-                "totp_not_enrolling",
+                ErrorCode::TotpNotEnrolling,
                 "start with `cofre totp enroll`",
             ));
         }

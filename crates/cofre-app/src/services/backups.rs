@@ -21,6 +21,7 @@ use crate::backup::schedule::Schedule;
 use crate::backup::{
     list_files, local::DirTarget, Progress, Source, SourceFile, Target, TargetError,
 };
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::names::check_identifier;
@@ -603,7 +604,7 @@ impl App {
             .map_err(|e| match e {
                 cofre_store::StoreError::Conflict { .. } => Error::new(
                     ErrorKind::Conflict,
-                    "backup_running",
+                    ErrorCode::BackupRunning,
                     format!(
                         "job {} is already running; `cofre backup status` shows its progress",
                         job.name

@@ -14,6 +14,7 @@
 //!   an error log line and the `cofre_breakglass_write_failures_total` metric.
 
 use super::{App, Principal};
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_breakglass::{CredentialEntry, Header, Secret, TargetEntry, VersionEntry};
 use cofre_core::audit::NewAuditEntry;
@@ -263,7 +264,7 @@ impl App {
             return Err(self
                 .share_refused(
                     who,
-                    "no_share",
+                    ErrorCode::NoShare,
                     ErrorKind::NotFound,
                     "you are not a custodian of any break-glass key epoch".into(),
                 )
@@ -275,7 +276,7 @@ impl App {
             return Err(self
                 .share_refused(
                     who,
-                    "share_already_delivered",
+                    ErrorCode::ShareAlreadyDelivered,
                     ErrorKind::Conflict,
                     format!(
                         "your share of break-glass epoch {epoch} was already delivered ({at}); the server keeps no copy. \
@@ -293,7 +294,7 @@ impl App {
                 None => format!("there is no share of break-glass epoch {epoch} waiting for you"),
             };
             return Err(self
-                .share_refused(who, "no_share", ErrorKind::NotFound, why)
+                .share_refused(who, ErrorCode::NoShare, ErrorKind::NotFound, why)
                 .await);
         };
         let plain = self
@@ -358,7 +359,7 @@ impl App {
     async fn share_refused(
         &self,
         who: &Principal,
-        code: &'static str,
+        code: ErrorCode,
         kind: ErrorKind,
         why: String,
     ) -> Error {
@@ -405,7 +406,7 @@ impl App {
         let built = self.breakglass_build().await?.ok_or_else(|| {
             Error::new(
                 ErrorKind::Conflict,
-                "no_breakglass_epoch",
+                ErrorCode::NoBreakglassEpoch,
                 "no break-glass key epoch is complete yet: run `cofre breakglass ceremony`, and have every custodian fetch their share with `cofre breakglass share`",
             )
         })?;

@@ -9,6 +9,7 @@ use super::accounts::{check_email, hash_password, parse_role, user_info};
 use super::sessions::ssh_key_fingerprint;
 use super::vault::{policy_from_row, policy_info};
 use super::{page_limit, timestamp, App, Principal};
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::approval::{Event, Refusal, State, Verdict};
 use cofre_core::audit::NewAuditEntry;
@@ -533,8 +534,10 @@ impl App {
                     .ok_or_else(|| Error::not_found(format!("user {username}")))?;
                 tx.set_role(user.id, role.as_str()).await?;
                 // A new role is a new footing: the user logs in again rather than carry on a
-                // session begun under the old one.
-                tx.delete_tokens_of(user.id).await?;
+                // session begun under the old one. The role it already had is no new footing.
+                if user.role != role.as_str() {
+                    tx.delete_tokens_of(user.id).await?;
+                }
                 touched = Some((user.id, "role"));
                 (
                     NewAuditEntry::new(actor, "user.set_role", format!("user:{username}"))
@@ -772,9 +775,11 @@ impl App {
                 drop(tx);
             }
             let (kind, code) = match refusal {
-                Refusal::OwnRequest => (ErrorKind::Forbidden, "own_change"),
-                Refusal::NotPending(_) | Refusal::Expired => (ErrorKind::Conflict, "not_pending"),
-                _ => (ErrorKind::Forbidden, "not_allowed"),
+                Refusal::OwnRequest => (ErrorKind::Forbidden, ErrorCode::OwnChange),
+                Refusal::NotPending(_) | Refusal::Expired => {
+                    (ErrorKind::Conflict, ErrorCode::NotPending)
+                }
+                _ => (ErrorKind::Forbidden, ErrorCode::NotAllowed),
             };
             let why = match refusal {
                 Refusal::OwnRequest => "nobody approves their own change".to_owned(),
@@ -793,7 +798,7 @@ impl App {
                 "{} created or changed your account in the last {} days: you do not count on their changes yet",
                 row.proposer, self.config.governance.cooling_off_days
             );
-            let err = Error::new(ErrorKind::Forbidden, "cooling_off", why.clone());
+            let err = Error::new(ErrorKind::Forbidden, ErrorCode::CoolingOff, why.clone());
             return self.change_refused(who, id, verdict, &why, err).await;
         }
         let mut one_time_password = None;
@@ -803,7 +808,11 @@ impl App {
             if proposer.map(|p| p.role) != Some(Role::Admin.as_str().to_owned()) {
                 drop(tx);
                 let why = format!("{} is no longer an admin", row.proposer);
-                let err = Error::new(ErrorKind::Conflict, "proposer_not_admin", why.clone());
+                let err = Error::new(
+                    ErrorKind::Conflict,
+                    ErrorCode::ProposerNotAdmin,
+                    why.clone(),
+                );
                 return self.change_refused(who, id, verdict, &why, err).await;
             }
             let (entry, output) = self
@@ -844,7 +853,7 @@ impl App {
         {
             return Err(Error::new(
                 ErrorKind::Conflict,
-                "not_pending",
+                ErrorCode::NotPending,
                 "the change was decided by someone else first",
             ));
         }

@@ -16,6 +16,7 @@ pub mod snapshots;
 pub mod vault;
 
 use crate::config::ServerConfig;
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::role::{role_may, Action, Mode, Role};
@@ -145,7 +146,7 @@ impl Principal {
         if self.scope == TokenScope::PasswordChange && action != Action::ChangeOwnPassword {
             return Err(Error::new(
                 ErrorKind::Forbidden,
-                "password_change_required",
+                ErrorCode::PasswordChangeRequired,
                 "you logged in with a one-time password: set a new password first (`cofre passwd`)",
             ));
         }

@@ -8,6 +8,7 @@
 
 use super::vault::disabled_refusal;
 use super::{App, Principal};
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::names::check_text;
@@ -20,7 +21,7 @@ const MAX_REASON_CHARS: usize = 500;
 fn last_admin(username: &str, what: &str) -> Error {
     Error::new(
         ErrorKind::Conflict,
-        "last_admin",
+        ErrorCode::LastAdmin,
         format!(
             "{username} is the last enabled admin: {what} would lock everyone out of the instance; give another user the admin role first"
         ),
@@ -138,7 +139,7 @@ impl App {
         if tx.user_has_history(username).await? {
             return Err(Error::new(
                 ErrorKind::Conflict,
-                "user_has_history",
+                ErrorCode::UserHasHistory,
                 format!(
                     "user {username} has audit history and is never erased; disable it instead: `cofre user disable {username} --reason ...`"
                 ),
@@ -147,7 +148,7 @@ impl App {
         tx.delete_user(user.id, username).await.map_err(|e| match e {
             cofre_store::StoreError::Conflict { what } => Error::new(
                 ErrorKind::Conflict,
-                "user_referenced",
+                ErrorCode::UserReferenced,
                 format!("user {username} is still named by {what} (e.g. a break-glass custodianship); disable it instead"),
             ),
             other => other.into(),
@@ -447,7 +448,7 @@ impl App {
         if !jobs.is_empty() {
             return Err(Error::new(
                 ErrorKind::Conflict,
-                "backup_target_in_use",
+                ErrorCode::BackupTargetInUse,
                 format!(
                     "backup target {name} is used by job(s) {}; remove them first (`cofre backup job remove NAME`)",
                     jobs.join(", ")
@@ -478,7 +479,7 @@ impl App {
         if running {
             return Err(Error::new(
                 ErrorKind::Conflict,
-                "backup_running",
+                ErrorCode::BackupRunning,
                 format!(
                     "job {name} is running; remove it once the run has ended (`cofre backup status` shows its progress)"
                 ),
@@ -500,9 +501,9 @@ impl App {
 /// The answer to disabling what is already disabled, or enabling what is not disabled.
 pub(crate) fn no_change(what: &str, disabled: bool) -> Error {
     let (code, state) = if disabled {
-        ("already_disabled", "already")
+        (ErrorCode::AlreadyDisabled, "already")
     } else {
-        ("not_disabled", "not")
+        (ErrorCode::NotDisabled, "not")
     };
     Error::new(
         ErrorKind::Conflict,

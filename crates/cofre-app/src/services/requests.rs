@@ -7,6 +7,7 @@
 //! and PostgreSQL alike: the second one sees the first one's result.
 
 use super::{page_limit, paginate, timestamp, App, Principal};
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::approval::{self, Effect, Event, Refusal, Request, State, Verdict, Vote};
 use cofre_core::audit::NewAuditEntry;
@@ -62,17 +63,17 @@ impl UseRefused {
         match self {
             UseRefused::NoPolicy => Error::new(
                 ErrorKind::Forbidden,
-                "policy_denied",
+                ErrorCode::PolicyDenied,
                 format!("no policy grants you {what} on {target}"),
             ),
             UseRefused::Outside { policy, why } => Error::new(
                 ErrorKind::Forbidden,
-                "outside_policy_hours",
+                ErrorCode::OutsidePolicyHours,
                 format!("policy {policy} does not grant {what} on {target} now: {why}"),
             ),
             UseRefused::ApprovalRequired { policy } => Error::new(
                 ErrorKind::Forbidden,
-                "approval_required",
+                ErrorCode::ApprovalRequired,
                 format!(
                     "policy {policy} requires an approved access request for {target}: \
                      cofre request create --target {target} --account {account} --reason \"...\""
@@ -122,12 +123,14 @@ fn rfc3339(unix: i64) -> String {
 
 fn refusal_error(r: &Refusal) -> Error {
     let (kind, code) = match r {
-        Refusal::NotPending(_) | Refusal::Expired => (ErrorKind::Conflict, "request_closed"),
-        Refusal::OwnRequest => (ErrorKind::Forbidden, "own_request"),
-        Refusal::AlreadyDecided => (ErrorKind::Conflict, "already_decided"),
-        Refusal::NotInGroup { .. } => (ErrorKind::Forbidden, "not_an_approver_here"),
-        Refusal::NotRequester => (ErrorKind::Forbidden, "not_requester"),
-        Refusal::NotApproved(_) => (ErrorKind::Conflict, "not_a_grant"),
+        Refusal::NotPending(_) | Refusal::Expired => {
+            (ErrorKind::Conflict, ErrorCode::RequestClosed)
+        }
+        Refusal::OwnRequest => (ErrorKind::Forbidden, ErrorCode::OwnRequest),
+        Refusal::AlreadyDecided => (ErrorKind::Conflict, ErrorCode::AlreadyDecided),
+        Refusal::NotInGroup { .. } => (ErrorKind::Forbidden, ErrorCode::NotAnApproverHere),
+        Refusal::NotRequester => (ErrorKind::Forbidden, ErrorCode::NotRequester),
+        Refusal::NotApproved(_) => (ErrorKind::Conflict, ErrorCode::NotAGrant),
     };
     Error::new(kind, code, r.to_string())
 }
@@ -313,7 +316,7 @@ impl App {
                     Ruling::Deny => {
                         return Err(Error::new(
                             ErrorKind::Forbidden,
-                            "policy_denied",
+                            ErrorCode::PolicyDenied,
                             format!("no policy grants you {} on {target}", a.as_str()),
                         ))
                     }
@@ -338,7 +341,7 @@ impl App {
             if t.outcome != Outcome::Approve {
                 return Err(Error::new(
                     ErrorKind::Conflict,
-                    "no_approval_needed",
+                    ErrorCode::NoApprovalNeeded,
                     format!(
                         "policy {} grants {} on {target} without approval ({}): no request needed",
                         t.policy,
@@ -375,7 +378,7 @@ impl App {
         if terms.levels.is_empty() {
             return Err(Error::new(
                 ErrorKind::Conflict,
-                "policy_without_levels",
+                ErrorCode::PolicyWithoutLevels,
                 format!(
                     "policy {} asks for approval but names no approval levels; an admin must recreate it with --levels",
                     terms.policy
@@ -636,7 +639,7 @@ impl App {
             .await?;
             return Err(Error::new(
                 ErrorKind::Forbidden,
-                "emergency_not_allowed",
+                ErrorCode::EmergencyNotAllowed,
                 format!(
                     "policy {} does not allow emergency access to {}: ask for approval with `cofre request create`",
                     terms.policy, req.target
@@ -900,7 +903,7 @@ impl App {
                     .detail("why", why.as_str()),
             )
             .await?;
-            return Err(Error::new(ErrorKind::Forbidden, "cooling_off", why));
+            return Err(Error::new(ErrorKind::Forbidden, ErrorCode::CoolingOff, why));
         }
         let event = Event::Decide {
             who: &who.username,
@@ -1057,14 +1060,14 @@ impl App {
         if !row.emergency {
             return Err(Error::new(
                 ErrorKind::Conflict,
-                "not_emergency",
+                ErrorCode::NotEmergency,
                 format!("request {id} was not an emergency access; only those are reviewed"),
             ));
         }
         if row.requester == who.username {
             return Err(Error::new(
                 ErrorKind::Forbidden,
-                "own_request",
+                ErrorCode::OwnRequest,
                 "nobody reviews their own emergency access",
             ));
         }
@@ -1073,7 +1076,7 @@ impl App {
         if !tx.set_review(id, &who.username, now, comment).await? {
             return Err(Error::new(
                 ErrorKind::Conflict,
-                "already_reviewed",
+                ErrorCode::AlreadyReviewed,
                 format!("request {id} was already reviewed"),
             ));
         }

@@ -2,6 +2,7 @@
 //! shares' checksum and keyring id make a mistyped or foreign share fail on its own.
 
 use super::App;
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
 use cofre_crypto::{CryptoError, SealKind, UnsealOutcome};
@@ -34,7 +35,7 @@ impl App {
         let key = self
             .keyring
             .unseal_with_key_file(&self.config.data_dir)
-            .map_err(|e| Error::new(ErrorKind::Internal, "unseal_failed", e.to_string()))?;
+            .map_err(|e| Error::new(ErrorKind::Internal, ErrorCode::UnsealFailed, e.to_string()))?;
         self.set_master(key);
         Ok(())
     }
@@ -81,10 +82,10 @@ impl App {
                 )
                 .await?;
                 let code = match e {
-                    CryptoError::ShareDuplicate => "share_duplicate",
-                    CryptoError::ShareWrongKeyring => "share_wrong_keyring",
-                    CryptoError::SharesDoNotOpen => "shares_do_not_open",
-                    _ => "share_invalid",
+                    CryptoError::ShareDuplicate => ErrorCode::ShareDuplicate,
+                    CryptoError::ShareWrongKeyring => ErrorCode::ShareWrongKeyring,
+                    CryptoError::SharesDoNotOpen => ErrorCode::SharesDoNotOpen,
+                    _ => ErrorCode::ShareInvalid,
                 };
                 Err(Error::new(ErrorKind::BadRequest, code, e.to_string()).with_field("share"))
             }

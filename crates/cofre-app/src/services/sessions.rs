@@ -4,6 +4,7 @@
 use super::accounts::LoginInput;
 use super::requests::UseRefused;
 use super::{page_limit, App, Principal, TokenScope};
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::recording::{read_cast, RecordingWriter};
 use cofre_core::audit::NewAuditEntry;
@@ -127,7 +128,7 @@ impl App {
             if !self.gateway_key_known(&who.username, fp).await? {
                 return Err(Error::new(
                     ErrorKind::Forbidden,
-                    "key_removed",
+                    ErrorCode::KeyRemoved,
                     format!(
                         "the SSH key {fp} is no longer registered for {}",
                         who.username
@@ -165,7 +166,7 @@ impl App {
         let refused = || {
             Error::new(
                 ErrorKind::Unauthorized,
-                "invalid_credentials",
+                ErrorCode::InvalidCredentials,
                 "key not registered",
             )
         };
@@ -224,7 +225,7 @@ impl App {
         if user.must_change_password {
             return Err(Error::new(
                 ErrorKind::Forbidden,
-                "password_change_required",
+                ErrorCode::PasswordChangeRequired,
                 "set your own password first with `cofre login`",
             ));
         }
@@ -285,7 +286,7 @@ impl App {
                 self.record(
                     NewAuditEntry::new(&who.username, "session.refused", &*object)
                         .outcome("denied")
-                        .detail("why", e.code)
+                        .detail("why", e.code.as_str())
                         .detail("source", source),
                 )
                 .await?;
@@ -383,7 +384,7 @@ impl App {
             tracing::error!(error = %e, "cannot start a recording");
             Error::new(
                 ErrorKind::Internal,
-                "recording_unavailable",
+                ErrorCode::RecordingUnavailable,
                 "the session cannot be recorded right now, so it is not opened",
             )
         })?;
@@ -485,7 +486,7 @@ impl App {
             .await?;
             return Err(Error::new(
                 ErrorKind::Forbidden,
-                "host_key_mismatch",
+                ErrorCode::HostKeyMismatch,
                 format!("the host key of {target} changed (pinned {pinned}, presented {fingerprint}); refusing to connect"),
             ));
         }
@@ -507,7 +508,7 @@ impl App {
         if pinned != fingerprint {
             return Err(Error::new(
                 ErrorKind::Forbidden,
-                "host_key_mismatch",
+                ErrorCode::HostKeyMismatch,
                 "host key changed while pinning",
             ));
         }
@@ -662,7 +663,7 @@ impl App {
         let not_live = || {
             Error::new(
                 ErrorKind::Conflict,
-                "not_live",
+                ErrorCode::NotLive,
                 format!("session {id} is not running"),
             )
         };
@@ -714,7 +715,7 @@ impl App {
             .map_err(|e| {
                 Error::new(
                     ErrorKind::Internal,
-                    "recording_unreadable",
+                    ErrorCode::RecordingUnreadable,
                     format!("recording of session {id}: {e}"),
                 )
             })

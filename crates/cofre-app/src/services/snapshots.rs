@@ -8,6 +8,7 @@
 //! `cofre_snapshot_failures_total`.
 
 use super::{App, Principal};
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::snapshot::format::{self, FormatError, Header, Writer};
 use crate::snapshot::{self as snap, SnapshotMeta};
@@ -173,7 +174,7 @@ impl App {
         if self.snapshots.running.try_lock().is_err() {
             return Err(Error::new(
                 ErrorKind::Conflict,
-                "snapshot_running",
+                ErrorCode::SnapshotRunning,
                 "a snapshot is being taken already; wait for it (`cofre snapshot list`)",
             ));
         }
@@ -217,7 +218,7 @@ impl App {
             Ok(_guard) => self.write_snapshot(actor, opts, job).await,
             Err(_) => Err(Error::new(
                 ErrorKind::Conflict,
-                "snapshot_running",
+                ErrorCode::SnapshotRunning,
                 "a snapshot is being taken already",
             )),
         };
@@ -580,7 +581,7 @@ impl App {
         let _running = self.snapshots.running.try_lock().map_err(|_| {
             Error::new(
                 ErrorKind::Conflict,
-                "snapshot_running",
+                ErrorCode::SnapshotRunning,
                 "a snapshot is being taken; prune after it (it prunes when it ends anyway)",
             )
         })?;

@@ -3,6 +3,7 @@
 use super::governance::{Applied, Change, Output};
 use super::requests::UseRefused;
 use super::{page_limit, paginate, App, Principal};
+use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::names::{check_account, check_host, check_identifier, check_text};
@@ -174,7 +175,7 @@ pub(crate) fn disabled_refusal(c: &CredentialRow) -> Option<(&'static str, Error
             "target disabled",
             Error::new(
                 ErrorKind::Forbidden,
-                "target_disabled",
+                ErrorCode::TargetDisabled,
                 format!(
                     "target {} is disabled; an admin can enable it with `cofre target enable {}`",
                     c.target, c.target
@@ -186,7 +187,7 @@ pub(crate) fn disabled_refusal(c: &CredentialRow) -> Option<(&'static str, Error
             "credential disabled",
             Error::new(
                 ErrorKind::Forbidden,
-                "credential_disabled",
+                ErrorCode::CredentialDisabled,
                 format!(
                     "credential {t}/{a} is disabled; an admin can enable it with `cofre credential enable {t} {a}`",
                     t = c.target,
@@ -374,7 +375,7 @@ impl App {
             Some(_) if !must_exist => {
                 return Err(Error::new(
                     ErrorKind::Conflict,
-                    "conflict",
+                    ErrorCode::Conflict,
                     format!("credential {target}/{account} already exists; use `cofre credential update` for a new version"),
                 ))
             }

@@ -245,7 +245,7 @@ async fn two_level_world(db: Db) -> World {
 async fn two_levels_in_order_then_reveal_until_revoked() {
     let w = two_level_world(Db::Sqlite).await;
     let e = w.reveal(&alice()).await.unwrap_err();
-    assert_eq!(e.code, "approval_required", "{e:?}");
+    assert_eq!(e.code.as_str(), "approval_required", "{e:?}");
     let id = w.request(&alice(), "2h").await.unwrap();
     assert_eq!(w.state(&id).await, "pending");
     // Security may not decide before the leads.
@@ -254,7 +254,7 @@ async fn two_levels_in_order_then_reveal_until_revoked() {
         .decide_request(&sam(), &id, Verdict::Approve, None)
         .await
         .unwrap_err();
-    assert_eq!(e.code, "not_an_approver_here", "{e:?}");
+    assert_eq!(e.code.as_str(), "not_an_approver_here", "{e:?}");
     w.app
         .decide_request(&both(), &id, Verdict::Approve, Some("ok"))
         .await
@@ -265,7 +265,7 @@ async fn two_levels_in_order_then_reveal_until_revoked() {
         .decide_request(&both(), &id, Verdict::Approve, None)
         .await
         .unwrap_err();
-    assert_eq!(e.code, "already_decided");
+    assert_eq!(e.code.as_str(), "already_decided");
     assert_eq!(w.state(&id).await, "pending");
     assert!(w.reveal(&alice()).await.is_err(), "not approved yet");
     let info = w
@@ -279,14 +279,17 @@ async fn two_levels_in_order_then_reveal_until_revoked() {
     assert_eq!(w.reveal(&alice()).await.unwrap(), "s3cret-root");
     // Someone else in ops has no grant.
     let boss = principal("boss", Role::Admin, &["ops", "leads"]);
-    assert_eq!(w.reveal(&boss).await.unwrap_err().code, "approval_required");
+    assert_eq!(
+        w.reveal(&boss).await.unwrap_err().code.as_str(),
+        "approval_required"
+    );
     w.app
         .revoke_grant(&w.admin, &id, Some("done early"))
         .await
         .unwrap();
     assert_eq!(w.state(&id).await, "revoked");
     assert_eq!(
-        w.reveal(&alice()).await.unwrap_err().code,
+        w.reveal(&alice()).await.unwrap_err().code.as_str(),
         "approval_required"
     );
 }
@@ -305,7 +308,7 @@ async fn the_requester_never_approves_even_as_an_admin_in_the_group() {
         .decide_request(&boss, &id, Verdict::Approve, None)
         .await
         .unwrap_err();
-    assert_eq!(e.code, "own_request");
+    assert_eq!(e.code.as_str(), "own_request");
     // A user (not an approver role) in the leads group may not decide either.
     let uma = principal("uma", Role::User, &["leads"]);
     assert_eq!(
@@ -313,7 +316,8 @@ async fn the_requester_never_approves_even_as_an_admin_in_the_group() {
             .decide_request(&uma, &id, Verdict::Approve, None)
             .await
             .unwrap_err()
-            .code,
+            .code
+            .as_str(),
         "forbidden"
     );
     assert_eq!(w.state(&id).await, "pending");
@@ -342,7 +346,8 @@ async fn n_distinct_approvers_and_one_refusal_ends_it() {
             .decide_request(&lea(), &id, Verdict::Approve, None)
             .await
             .unwrap_err()
-            .code,
+            .code
+            .as_str(),
         "already_decided"
     );
     assert_eq!(w.state(&id).await, "pending", "one person counted once");
@@ -359,7 +364,7 @@ async fn n_distinct_approvers_and_one_refusal_ends_it() {
         .unwrap();
     assert_eq!(info.state, "denied");
     assert_eq!(
-        w.reveal(&alice()).await.unwrap_err().code,
+        w.reveal(&alice()).await.unwrap_err().code.as_str(),
         "approval_required"
     );
     let both = both();
@@ -368,7 +373,8 @@ async fn n_distinct_approvers_and_one_refusal_ends_it() {
             .decide_request(&both, &id, Verdict::Approve, None)
             .await
             .unwrap_err()
-            .code,
+            .code
+            .as_str(),
         "request_closed"
     );
 }
@@ -391,7 +397,7 @@ async fn an_undecided_request_expires_and_a_late_decision_is_refused() {
         .decide_request(&lea(), &id, Verdict::Approve, None)
         .await
         .unwrap_err();
-    assert_eq!(e.code, "request_closed");
+    assert_eq!(e.code.as_str(), "request_closed");
     // A decision arriving after the deadline but before the sweep also finds it expired.
     let id = w.request(&alice(), "1h").await.unwrap();
     w.advance(700);
@@ -400,7 +406,7 @@ async fn an_undecided_request_expires_and_a_late_decision_is_refused() {
         .decide_request(&lea(), &id, Verdict::Approve, None)
         .await
         .unwrap_err();
-    assert_eq!(e.code, "request_closed");
+    assert_eq!(e.code.as_str(), "request_closed");
     assert_eq!(w.state(&id).await, "expired");
 }
 
@@ -420,7 +426,7 @@ async fn the_grant_ends_with_its_window() {
     assert!(w.reveal(&alice()).await.is_ok());
     w.advance(60);
     assert_eq!(
-        w.reveal(&alice()).await.unwrap_err().code,
+        w.reveal(&alice()).await.unwrap_err().code.as_str(),
         "approval_required"
     );
     let grants = w
@@ -450,7 +456,7 @@ async fn most_restrictive_wins_with_hours_days_and_duration() {
     })
     .await;
     assert_eq!(
-        w.reveal(&alice()).await.unwrap_err().code,
+        w.reveal(&alice()).await.unwrap_err().code.as_str(),
         "approval_required"
     );
     // Longer than the policy's maximum.
@@ -471,18 +477,18 @@ async fn most_restrictive_wins_with_hours_days_and_duration() {
     // Out of hours, even the loose policy does not let anyone in.
     w.at(MONDAY_10 + 11 * 3600); // 21:00
     let e = w.reveal(&alice()).await.unwrap_err();
-    assert_eq!(e.code, "outside_policy_hours", "{e:?}");
+    assert_eq!(e.code.as_str(), "outside_policy_hours", "{e:?}");
     // Saturday 10:00: not a weekday.
     w.at(MONDAY_10 + 5 * 86400);
     assert_eq!(
-        w.reveal(&alice()).await.unwrap_err().code,
+        w.reveal(&alice()).await.unwrap_err().code.as_str(),
         "outside_policy_hours"
     );
     // Requests that need no approval are refused with a reason.
     let w2 = World::new(Db::Sqlite).await;
     w2.policy("loose", "allow", |_| {}).await;
     assert_eq!(
-        w2.request(&alice(), "1h").await.unwrap_err().code,
+        w2.request(&alice(), "1h").await.unwrap_err().code.as_str(),
         "no_approval_needed"
     );
 }
@@ -498,14 +504,14 @@ async fn policy_hours_follow_the_zone_across_daylight_saving() {
     // Saturday 2026-03-28 07:30 UTC: 07:30 in Lisbon.
     w.at(1_774_683_000);
     let e = w.reveal(&alice()).await.unwrap_err();
-    assert_eq!(e.code, "outside_policy_hours", "{e:?}");
+    assert_eq!(e.code.as_str(), "outside_policy_hours", "{e:?}");
     // Sunday 2026-03-29 07:30 UTC: 08:30 in Lisbon (summer time since 01:00 UTC).
     w.at(1_774_769_400);
     assert_eq!(w.reveal(&alice()).await.unwrap(), "s3cret-root");
     // 19:30 UTC that Sunday is 20:30 in Lisbon: outside again.
     w.at(1_774_769_400 + 12 * 3600);
     let e = w.reveal(&alice()).await.unwrap_err();
-    assert_eq!(e.code, "outside_policy_hours", "{e:?}");
+    assert_eq!(e.code.as_str(), "outside_policy_hours", "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -524,7 +530,7 @@ async fn emergency_only_where_allowed_and_reviewed_by_someone_else() {
         duration: Some("1h".into()),
     };
     let e = w.app.emergency_request(&alice(), &req).await.unwrap_err();
-    assert_eq!(e.code, "emergency_not_allowed");
+    assert_eq!(e.code.as_str(), "emergency_not_allowed");
     let w = World::new(Db::Sqlite).await;
     w.policy("prod-root", "approve", |p| {
         p.levels = Some("leads:1".into());
@@ -540,7 +546,7 @@ async fn emergency_only_where_allowed_and_reviewed_by_someone_else() {
         .review_request(&alice(), &info.id, Some("fine by me"))
         .await
         .unwrap_err();
-    assert_eq!(e.code, "forbidden", "a user does not review");
+    assert_eq!(e.code.as_str(), "forbidden", "a user does not review");
     let r = w
         .app
         .review_request(&lea(), &info.id, Some("outage confirmed"))
@@ -553,7 +559,8 @@ async fn emergency_only_where_allowed_and_reviewed_by_someone_else() {
             .review_request(&leo(), &info.id, Some("again"))
             .await
             .unwrap_err()
-            .code,
+            .code
+            .as_str(),
         "already_reviewed"
     );
 }
@@ -586,7 +593,12 @@ async fn visibility_and_pending_lists() {
     assert!(pending(alice()).await.is_empty(), "never one's own");
     let stranger = principal("uma", Role::User, &["leads"]);
     assert_eq!(
-        w.app.get_request(&stranger, &id).await.unwrap_err().code,
+        w.app
+            .get_request(&stranger, &id)
+            .await
+            .unwrap_err()
+            .code
+            .as_str(),
         "not_found"
     );
     w.app
@@ -630,7 +642,7 @@ async fn concurrent_decisions(db: Db) {
             "round {round}: exactly one decision completes the level: {a:?} {b:?}"
         );
         let loser = if a.is_ok() { b } else { a };
-        assert_eq!(loser.unwrap_err().code, "request_closed");
+        assert_eq!(loser.unwrap_err().code.as_str(), "request_closed");
         let r = w.app.get_request(&w.admin, &id).await.unwrap();
         assert_eq!(r.state, "approved");
         assert_eq!(r.decisions.len(), 1, "round {round}: {:?}", r.decisions);
@@ -680,7 +692,7 @@ async fn concurrent_decisions(db: Db) {
                 "round {round}: an accepted decision is kept"
             ),
             Err(e) => {
-                assert_eq!(e.code, "request_closed", "round {round}");
+                assert_eq!(e.code.as_str(), "request_closed", "round {round}");
                 assert!(
                     recorded.is_empty(),
                     "round {round}: a refused decision leaves no trace"

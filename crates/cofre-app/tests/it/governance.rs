@@ -84,7 +84,7 @@ async fn a_fresh_second_admin_counts_only_after_cooling_off() {
         .decide_change(&bob, &change.id, Verdict::Approve, None)
         .await
         .unwrap_err();
-    assert_eq!(refused.code, "cooling_off", "{refused:?}");
+    assert_eq!(refused.code.as_str(), "cooling_off", "{refused:?}");
 
     // Bob made by admin does not count on admin's access requests either.
     now.store(START + 7 * DAY - 1, Ordering::SeqCst);
@@ -92,7 +92,7 @@ async fn a_fresh_second_admin_counts_only_after_cooling_off() {
         .decide_change(&bob, &change.id, Verdict::Approve, None)
         .await
         .unwrap_err();
-    assert_eq!(still.code, "cooling_off");
+    assert_eq!(still.code.as_str(), "cooling_off");
 
     // Seven days on, bob counts.
     now.store(START + 7 * DAY + 1, Ordering::SeqCst);
@@ -162,7 +162,8 @@ async fn a_fresh_second_admin_counts_only_after_cooling_off() {
         .await
         .unwrap_err();
     assert_eq!(
-        refused.code, "cooling_off",
+        refused.code.as_str(),
+        "cooling_off",
         "admin proposed ap1: {refused:?}"
     );
     // Bob counts on admin's request now (seven days passed since admin made him).

@@ -86,6 +86,7 @@ fn write_file(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
         credentials: 2,
         versions: 3,
         recipient: c.recipient.clone(),
+        audit_head: None,
     };
     let version = |v: i64, secret: &str| VersionEntry {
         version: v,
