@@ -40,7 +40,15 @@ fn schemathesis(server: &Server, cert: &Path, token: &str, work: &Path, last: bo
         // every run.
         .args(["--max-examples", "8", "--generation-deterministic"])
         .args(["--workers", "2"])
-        .args(["--request-timeout", "30", "--no-color"]);
+        // A pooled keep-alive connection the server closes as idle just as it is reused is a
+        // transport error, not an answer: retried (the checks judge answers only).
+        .args([
+            "--request-timeout",
+            "30",
+            "--request-retries",
+            "2",
+            "--no-color",
+        ]);
     let flag = if last {
         "--include-path"
     } else {
