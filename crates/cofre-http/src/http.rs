@@ -451,8 +451,10 @@ async fn change_password(
     ))
 }
 
+/// Replacing a TOTP in use checks the password and a current code as a login does (the same
+/// per-address back-off: 429, and the account lock: 423).
 #[utoipa::path(post, path = "/api/v1/auth/totp/enroll", security(("bearer" = [])), request_body = TotpEnrollRequest,
-    responses((status = 200, body = TotpEnrollResponse)))]
+    responses((status = 200, body = TotpEnrollResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 423, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn totp_enroll(
     State(state): State<AppState>,
     Auth(who): Auth,

@@ -454,9 +454,8 @@ fn an_undecided_request_expires() {
 /// With mail configured, a reset's one-time password goes to the user by email and to nobody
 /// else: not in the admin's answer, and never in the database in plaintext (the outbox row is
 /// sealed until delivery and erased after it).
-#[test]
-fn a_reset_password_goes_to_the_users_email() {
-    let Some(w) = world(Backend::Sqlite, "") else {
+fn a_reset_password_goes_to_the_users_email(backend: Backend) {
+    let Some(w) = world(backend, "") else {
         return;
     };
     let out = w.admin.ok(&["user", "reset-password", "alice"]);
@@ -481,7 +480,29 @@ fn a_reset_password_goes_to_the_users_email() {
     let r = w._server.api().login("alice", &otp);
     r.assert_ok();
     assert_eq!(r.body["password_change_required"], true);
-    // Nowhere in the database files (the main file and its write-ahead log).
+    // The outbox row: a placeholder body, its sealed copy erased once delivered.
+    // (The delivery is marked just after the SMTP server took the mail: wait for it.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rows = loop {
+        let rows = outbox_rows(&w._inst.db_url_for_tests(), "alice@example.test");
+        let erased = rows
+            .iter()
+            .any(|(subject, _, erased)| subject.contains("one-time password") && *erased == 1);
+        if erased || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mail_row = rows
+        .iter()
+        .find(|(subject, _, _)| subject.contains("one-time password"))
+        .unwrap_or_else(|| panic!("the outbox row: {rows:?}"));
+    assert_eq!(mail_row.1, "(sealed)", "{rows:?}");
+    assert_eq!(mail_row.2, 1, "erased after delivery: {rows:?}");
+    assert!(!rows
+        .iter()
+        .any(|(s, b, _)| s.contains(&otp) || b.contains(&otp)));
+    // Nowhere in SQLite's files either (the main file and its write-ahead log).
     for name in ["cofre.db", "cofre.db-wal"] {
         let bytes = std::fs::read(w._inst.data_dir.join(name)).unwrap_or_default();
         assert!(
@@ -495,4 +516,37 @@ fn a_reset_password_goes_to_the_users_email() {
         .any(|e| e["action"] == "user.reset_password"
             && e["details"]["sent_to"] == "alice@example.test"));
     assert!(!audit.iter().any(|e| e.to_string().contains(&otp)));
+}
+
+#[test]
+fn a_reset_password_goes_to_the_users_email_sqlite() {
+    a_reset_password_goes_to_the_users_email(Backend::Sqlite);
+}
+
+#[test]
+fn a_reset_password_goes_to_the_users_email_postgres() {
+    a_reset_password_goes_to_the_users_email(Backend::Postgres);
+}
+
+/// (subject, body, sealed copy erased 1/0) of the outbox rows to `to`, read from the database.
+fn outbox_rows(url: &str, to: &str) -> Vec<(String, String, i64)> {
+    use sqlx::{Connection, Row};
+    sqlx::any::install_default_drivers();
+    block_on(async {
+        let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+        let rows = sqlx::query(
+            "SELECT subject, body, CAST(CASE WHEN sealed_body IS NULL AND sealed_key IS NULL \
+             THEN 1 ELSE 0 END AS BIGINT) AS erased FROM notifications WHERE recipient = $1 ORDER BY id",
+        )
+        .bind(to)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let out = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get::<i64, _>(2)))
+            .collect();
+        conn.close().await.ok();
+        out
+    })
 }
