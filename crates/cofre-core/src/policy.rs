@@ -325,7 +325,9 @@ impl Window {
                 )
             })
         };
-        let (a, b) = (time(a, false)?, time(b, true)?);
+        // `24:00` at the start too: policies stored before the one grammar may say so (it
+        // behaves as 00:00 in `check`).
+        let (a, b) = (time(a, true)?, time(b, true)?);
         if a == b {
             return Err(FieldError::new(
                 field,
@@ -654,7 +656,7 @@ mod tests {
             "25:00-26:00",
             "08:00-08:00",
             "08:60-09:00",
-            "24:00-06:00",
+            "24:01-06:00",
             "8:00-20:00",
         ] {
             assert_eq!(

@@ -870,6 +870,10 @@ async fn session_recording(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let cast = state.app.recording_cast(&who, &id).await?;
-    Ok(([("content-type", "application/x-asciicast")], cast).into_response())
+    let frames = state.app.recording_stream(&who, &id).await?;
+    let body =
+        axum::body::Body::from_stream(futures::stream::unfold(frames, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+    Ok(([("content-type", "application/x-asciicast")], body).into_response())
 }

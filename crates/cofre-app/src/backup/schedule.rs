@@ -48,7 +48,9 @@ impl Schedule {
 }
 
 fn parse_interval(amount: &str) -> Result<Duration, String> {
-    let seconds = when::parse_duration("schedule", amount)
+    // `30min` was accepted before the one grammar; jobs stored with it must keep running.
+    let grammar = amount.strip_suffix("min").map(|n| format!("{n}m"));
+    let seconds = when::parse_duration("schedule", grammar.as_deref().unwrap_or(amount))
         .map_err(|e| format!("`every {amount}`: {}", e.reason))?;
     if !(60..=31 * 86_400).contains(&seconds) {
         return Err(format!(
@@ -80,6 +82,10 @@ mod tests {
         );
         assert_eq!(Schedule::parse("daily 03:00"), Ok(Schedule::Daily(180)));
         assert_eq!(Schedule::parse("manual"), Ok(Schedule::Manual));
+        assert_eq!(
+            Schedule::parse("every 30min"),
+            Ok(Schedule::Every(Duration::minutes(30)))
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::requests::UseRefused;
 use super::{page_limit, App, Principal, TokenScope};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
-use crate::recording::{read_cast, RecordingWriter};
+use crate::recording::{RecordingReader, RecordingWriter};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::names::check_text;
 use cofre_core::policy::{check_reason, decide, Access, Decision, Outcome, TargetRef};
@@ -683,8 +683,16 @@ impl App {
         Ok(())
     }
 
-    /// The recording as asciicast v2 text. Viewing is itself audited.
-    pub async fn recording_cast(&self, who: &Principal, id: &str) -> Result<String> {
+    /// The recording as asciicast v2 text, streamed: frame by frame from a blocking thread
+    /// through a bounded queue, so neither the whole recording nor a slow client's backlog sits
+    /// in memory. Viewing is itself audited, before anything is read. A file that is missing or
+    /// not a recording is an error here; a frame that does not decrypt, later, ends the stream
+    /// with an error (the client sees a broken transfer, never a silently short one).
+    pub async fn recording_stream(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>> {
         who.require(Action::ReadRecordings)?;
         let s = self
             .store
@@ -706,19 +714,32 @@ impl App {
             format!("session:{id}"),
         ))
         .await?;
-        // Reading and decrypting a whole recording is file and CPU work: off the async workers.
+        let unreadable = |e: &dyn std::fmt::Display| {
+            Error::new(
+                ErrorKind::Internal,
+                ErrorCode::RecordingUnreadable,
+                format!("recording of session {id}: {e}"),
+            )
+        };
         let path = crate::snapshot::recording_path(&self.config.data_dir, &s.recording_path);
-        let session_id = id.to_owned();
-        tokio::task::spawn_blocking(move || read_cast(&path, &key, &session_id))
+        let reader = tokio::task::spawn_blocking(move || RecordingReader::open(&path))
             .await
             .map_err(|e| Error::internal("reading a recording", e))?
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Internal,
-                    ErrorCode::RecordingUnreadable,
-                    format!("recording of session {id}: {e}"),
-                )
-            })
+            .map_err(|e| unreadable(&e))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let session_id = id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let result = reader.for_each_frame(&key, &session_id, |plain| {
+                tx.blocking_send(Ok(bytes::Bytes::from(plain))).is_ok()
+            });
+            if let Err(e) = result {
+                tracing::error!(session = %session_id, error = %e, "a recording stopped being readable during its export");
+                let _ = tx.blocking_send(Err(std::io::Error::other(format!(
+                    "recording of session {session_id}: {e}"
+                ))));
+            }
+        });
+        Ok(rx)
     }
 
     pub async fn add_ssh_key(
