@@ -111,7 +111,7 @@ impl Connection {
     fn actor(&self) -> String {
         self.principal
             .as_ref()
-            .map_or("anonymous", |p| p.username.as_str())
+            .map_or("anonymous", |p| p.username())
             .to_owned()
     }
 

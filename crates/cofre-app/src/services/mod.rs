@@ -125,22 +125,89 @@ impl TokenScope {
     }
 }
 
-/// The authenticated caller of a use case.
+/// The authenticated caller of a use case. Its fields are private to `services`: a principal is
+/// made only by authentication (`principal_from_token`, the gateway's logins, re-deciding a live
+/// session from its user's row) or by [`Principal::system`], never assembled by a front end.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub user_id: i64,
-    pub username: String,
-    pub role: Role,
-    pub groups: Vec<String>,
-    pub scope: TokenScope,
-    pub token_hash: String,
+    user_id: i64,
+    username: String,
+    role: Role,
+    groups: Vec<String>,
+    scope: TokenScope,
+    token_hash: String,
     /// The instance's mode, which decides who reaches Orbit.
-    pub mode: Mode,
+    mode: Mode,
     /// The SSH key (fingerprint) a gateway login used, so that removing the key ends what it opened.
-    pub via_key: Option<String>,
+    via_key: Option<String>,
 }
 
 impl Principal {
+    /// The instance acting on its own (schedulers, start-up jobs): an admin, or in saas mode the
+    /// operator, that no token or login stands behind.
+    pub fn system(mode: Mode) -> Principal {
+        Principal {
+            user_id: 0,
+            username: "system".into(),
+            role: if mode == Mode::Saas {
+                Role::Operator
+            } else {
+                Role::Admin
+            },
+            groups: Vec::new(),
+            scope: TokenScope::Session,
+            token_hash: String::new(),
+            mode,
+            via_key: None,
+        }
+    }
+
+    /// A principal as the service-level tests need one, without a login. Only with the
+    /// `test-support` feature, which only cofre-app's own test binary turns on.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub fn for_tests(
+        user_id: i64,
+        username: &str,
+        role: Role,
+        groups: &[&str],
+        mode: Mode,
+    ) -> Self {
+        Principal {
+            user_id,
+            username: username.into(),
+            role,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            scope: TokenScope::Session,
+            token_hash: String::new(),
+            mode,
+            via_key: None,
+        }
+    }
+
+    pub fn user_id(&self) -> i64 {
+        self.user_id
+    }
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn groups(&self) -> &[String] {
+        &self.groups
+    }
+    pub fn scope(&self) -> TokenScope {
+        self.scope
+    }
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+    /// The SSH key a gateway login used, if any.
+    pub fn via_key(&self) -> Option<&str> {
+        self.via_key.as_deref()
+    }
+
     /// Checks the role table (and that a password-change token is not used for anything else).
     pub fn require(&self, action: Action) -> Result<()> {
         if self.scope == TokenScope::PasswordChange && action != Action::ChangeOwnPassword {

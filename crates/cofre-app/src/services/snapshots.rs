@@ -805,28 +805,8 @@ async fn scheduler_loop(app: Weak<App>, at: u16) {
 }
 
 fn system_principal(app: &App) -> Principal {
-    Principal {
-        user_id: 0,
-        username: "system".into(),
-        role: cofre_core::role::Role::Admin,
-        groups: Vec::new(),
-        scope: super::TokenScope::Session,
-        token_hash: String::new(),
-        mode: cofre_core::role::Mode::OnPrem,
-        via_key: None,
-    }
-    .with_mode_of(app)
-}
-
-impl Principal {
-    fn with_mode_of(mut self, app: &App) -> Principal {
-        // The scheduler acts as the instance itself; in saas mode only operators reach Orbit.
-        self.mode = app.config.mode;
-        if self.mode == cofre_core::role::Mode::Saas {
-            self.role = cofre_core::role::Role::Operator;
-        }
-        self
-    }
+    // The scheduler acts as the instance itself; in saas mode only operators reach Orbit.
+    Principal::system(app.config.mode)
 }
 
 /// Time from `now` to the next time the instance's clock shows `at` (minutes after midnight).

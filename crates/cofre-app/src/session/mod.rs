@@ -157,7 +157,7 @@ impl Session {
             )
             .await
             .map_err(|e| Refused(e.message))?;
-        let user = req.principal.username.clone();
+        let user = req.principal.username().to_owned();
         let notice = app.live.notices();
         let target = Target {
             name: req.login.target.clone(),

@@ -3,7 +3,7 @@
 //! end, emergency access, and concurrent decisions on SQLite and PostgreSQL.
 
 use cofre_app::config::ServerConfig;
-use cofre_app::services::{App, Principal, TokenScope};
+use cofre_app::services::{App, Principal};
 use cofre_core::approval::Verdict;
 use cofre_core::role::{Mode, Role};
 use cofre_proto::requests::CreateAccessRequest;
@@ -60,16 +60,7 @@ async fn pg_exec(url: &str, sql: &str) {
 }
 
 fn principal(name: &str, role: Role, groups: &[&str]) -> Principal {
-    Principal {
-        user_id: 0,
-        username: name.into(),
-        role,
-        groups: groups.iter().map(|s| s.to_string()).collect(),
-        scope: TokenScope::Session,
-        token_hash: String::new(),
-        mode: Mode::OnPrem,
-        via_key: None,
-    }
+    Principal::for_tests(0, name, role, groups, Mode::OnPrem)
 }
 
 impl World {

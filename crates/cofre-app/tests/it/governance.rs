@@ -4,7 +4,7 @@
 
 use cofre_app::config::ServerConfig;
 use cofre_app::services::governance::Applied;
-use cofre_app::services::{App, Principal, TokenScope};
+use cofre_app::services::{App, Principal};
 use cofre_core::approval::Verdict;
 use cofre_core::role::{Mode, Role};
 use cofre_proto::requests::CreateAccessRequest;
@@ -17,16 +17,7 @@ const DAY: i64 = 86_400;
 
 async fn principal(app: &App, name: &str, role: Role, groups: &[&str]) -> Principal {
     let user = app.store.user_by_name(name).await.unwrap().unwrap();
-    Principal {
-        user_id: user.id,
-        username: name.into(),
-        role,
-        groups: groups.iter().map(|s| s.to_string()).collect(),
-        scope: TokenScope::Session,
-        token_hash: String::new(),
-        mode: Mode::OnPrem,
-        via_key: None,
-    }
+    Principal::for_tests(user.id, name, role, groups, Mode::OnPrem)
 }
 
 #[tokio::test]
