@@ -267,6 +267,11 @@ pub fn data_dir_members(data_dir: &Path, snapshot_dir: &Path) -> std::io::Result
         "initial-admin-password",
         // Backups' scratch space: key files and unsealed database copies while a run needs them.
         ".backup-staging",
+        // The audit anchor is rewritten every few seconds, so the copy read here can be newer
+        // than the database copy taken before it: restored beside that database it would name
+        // entries the restored instance writes differently, and verify would call it tampering.
+        // A restored instance anchors its own head at its first start.
+        "audit-anchor.json",
     ];
     let mut out = Vec::new();
     let mut stack = vec![data_dir.to_path_buf()];
@@ -437,5 +442,19 @@ mod tests {
             recording_path(dir.path(), "/old/data/recordings/2026-01-01/y.rec"),
             PathBuf::from("/old/data/recordings/2026-01-01/y.rec")
         );
+    }
+
+    #[test]
+    fn the_audit_anchor_is_not_a_member() {
+        // A snapshot's anchor file could be newer than its database copy (see SKIP).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("audit-anchor.json"), b"{}").unwrap();
+        std::fs::write(dir.path().join("keyring.json"), b"{}").unwrap();
+        let names: Vec<String> = data_dir_members(dir.path(), &dir.path().join("snapshots"))
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(names, vec!["keyring.json".to_owned()]);
     }
 }
