@@ -888,13 +888,7 @@ impl App {
                 .detail("email", email.unwrap_or("")),
         )
         .await?;
-        let user = self
-            .store
-            .user_by_name(username)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("user {username}")))?;
-        let groups = self.store.user_groups(user.id).await?;
-        Ok(user_info(&user, groups, self.now().unix_timestamp()))
+        self.user_info_of(username).await
     }
 
     pub async fn list_users(
@@ -917,13 +911,7 @@ impl App {
 
     pub async fn get_user(&self, who: &Principal, username: &str) -> Result<UserInfo> {
         who.require(Action::ManageUsers)?;
-        let user = self
-            .store
-            .user_by_name(username)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("user {username}")))?;
-        let groups = self.store.user_groups(user.id).await?;
-        Ok(user_info(&user, groups, self.now().unix_timestamp()))
+        self.user_info_of(username).await
     }
 
     pub async fn unlock_user(&self, who: &Principal, username: &str) -> Result<()> {
