@@ -69,11 +69,7 @@ impl UnknownFailures {
     }
 }
 
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .map(timestamp)
-        .unwrap_or_default()
-}
+use super::rfc3339;
 const PASSWORD_CHANGE_TOKEN_MINUTES: i64 = 10;
 
 /// Argon2 is deliberately slow; keep it off the async workers.
@@ -550,9 +546,7 @@ impl App {
         let groups = self.store.user_groups(user.id).await?;
         Ok(LoginResponse {
             token: SecretString::new(token_text.to_string()),
-            expires_at: time::OffsetDateTime::from_unix_timestamp(expires)
-                .map(timestamp)
-                .unwrap_or_default(),
+            expires_at: rfc3339(expires),
             password_change_required: user.must_change_password,
             user: user_info(&user, groups, now),
         })

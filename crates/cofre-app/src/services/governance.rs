@@ -8,7 +8,7 @@
 use super::accounts::{check_email, hash_password, parse_role, user_info};
 use super::sessions::ssh_key_fingerprint;
 use super::vault::{policy_from_row, policy_info};
-use super::{page_limit, timestamp, App, Principal};
+use super::{page_limit, App, Principal};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::approval::{Event, Refusal, State, Verdict};
@@ -132,11 +132,7 @@ fn internal(e: impl std::fmt::Display) -> Error {
     Error::internal("reading a change request", e)
 }
 
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .map(timestamp)
-        .unwrap_or_default()
-}
+use super::rfc3339;
 
 fn state_of(row: &ChangeRow, now: i64) -> String {
     if row.state == "pending" && now >= row.decide_by {

@@ -311,6 +311,13 @@ pub fn timestamp(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
+/// [`timestamp`] of a moment stored as Unix seconds.
+pub(crate) fn rfc3339(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .map(timestamp)
+        .unwrap_or_else(|_| unix.to_string())
+}
+
 /// Page size from a client's `limit`.
 pub fn page_limit(limit: Option<u32>) -> Result<i64> {
     match limit {

@@ -6,7 +6,7 @@
 //! taken, so concurrent decisions (and a decision racing the expiry sweep) are serialised on SQLite
 //! and PostgreSQL alike: the second one sees the first one's result.
 
-use super::{page_limit, paginate, timestamp, App, Principal};
+use super::{page_limit, paginate, App, Principal};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::approval::{self, Effect, Event, Refusal, Request, State, Verdict, Vote};
@@ -115,11 +115,7 @@ fn check_max_duration(terms: &Terms, duration: i64) -> Result<()> {
     }
 }
 
-fn rfc3339(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .map(timestamp)
-        .unwrap_or_else(|_| unix.to_string())
-}
+use super::rfc3339;
 
 fn refusal_error(r: &Refusal) -> Error {
     let (kind, code) = match r {
