@@ -70,7 +70,7 @@ pub fn system_clock() -> Clock {
 pub async fn initialise(
     config: &ServerConfig,
     seal: SealChoice,
-) -> Result<(App, InitReport), StartError> {
+) -> Result<(Arc<App>, InitReport), StartError> {
     prepare_data_dir(&config.data_dir)?;
     let mut report = InitReport {
         keyring_created: false,
@@ -93,7 +93,7 @@ pub async fn initialise(
     };
     let store = Store::open(&config.database_url()).await?;
     let app = App::new(store, config.clone(), keyring, system_clock());
-    if let Some(otp) = app.bootstrap_admin().await? {
+    if let Some(otp) = app.accounts().bootstrap_admin().await? {
         let path = config.data_dir.join("initial-admin-password");
         cofre_crypto::files::write_private_file(&path, format!("{}\n", otp.as_str()).as_bytes())?;
         report.admin_password_file = Some(path);
@@ -117,7 +117,6 @@ pub async fn start(config: ServerConfig) -> Result<Started, StartError> {
             tracing::error!(error = %e, "cannot sign the audit chain head");
         }
     }
-    let app = Arc::new(app);
     // Break-glass files: after credential changes and on a schedule (services::breakglass).
     services::breakglass::spawn_writer(&app);
     services::requests::spawn_expiry_sweeper(&app);

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long one entry's window lasts.
-pub const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 /// Names kept per source and window; the others are only counted.
 const NAME_SAMPLE: usize = 10;
 /// Characters of a name kept (names are the attacker's text: bounded, control characters escaped).
@@ -29,7 +29,7 @@ struct Window {
 }
 
 #[derive(Default)]
-pub struct Attempts(Mutex<HashMap<Option<IpAddr>, Window>>);
+pub(crate) struct Attempts(Mutex<HashMap<Option<IpAddr>, Window>>);
 
 impl Attempts {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Option<IpAddr>, Window>> {
@@ -39,7 +39,7 @@ impl Attempts {
     }
 
     /// Counts one failed attempt (`kind`: `malformed`, `password`, `publickey`) with `name`.
-    pub fn note(&self, app: &App, ip: IpAddr, kind: &'static str, name: &str) {
+    pub(crate) fn note(&self, app: &App, ip: IpAddr, kind: &'static str, name: &str) {
         let mut map = self.lock();
         let key = if map.len() >= MAX_SOURCES && !map.contains_key(&Some(ip)) {
             None
@@ -67,7 +67,7 @@ impl Attempts {
     }
 
     /// Writes one audit entry per source for what was noted since the last flush.
-    pub async fn flush(&self, app: &App) {
+    pub(crate) async fn flush(&self, app: &App) {
         let taken: Vec<(Option<IpAddr>, Window)> = self.lock().drain().collect();
         for (ip, w) in taken {
             let source = ip.map_or_else(|| "other".to_owned(), |i| i.to_string());
@@ -84,7 +84,7 @@ impl Attempts {
                 names_not_shown: w.names_not_shown,
                 since: &w.since,
             };
-            if let Err(e) = app.gateway_failed_attempts(failed).await {
+            if let Err(e) = app.sessions().record_failed_attempts(failed).await {
                 tracing::error!(error = %e, %source, "cannot audit failed SSH attempts");
             }
         }

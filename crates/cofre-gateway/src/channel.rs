@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 /// Flush the recording at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-pub struct ChannelSetup {
+pub(crate) struct ChannelSetup {
     pub app: Arc<App>,
     pub handle: russh::server::Handle,
     pub source: String,
@@ -31,7 +31,7 @@ pub struct ChannelSetup {
 
 /// Environment variables a client may pass to the target; the rest could change how the target's
 /// shell behaves in ways the recording would not show.
-pub fn env_allowed(name: &str) -> bool {
+pub(crate) fn env_allowed(name: &str) -> bool {
     matches!(name, "LANG" | "TZ" | "TERM" | "COLORTERM") || name.starts_with("LC_")
 }
 
@@ -64,7 +64,7 @@ async fn finish(to_client: &ToClient, status: u32) {
     let _ = to_client.close().await;
 }
 
-pub async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
+pub(crate) async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
     let id = channel.id();
     let (mut from_client, to_client) = channel.split();
     let mut pty: Option<PtyRequest> = None;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 /// Session channels one connection may have open at once: OpenSSH's `MaxSessions` default. Each
 /// opens its own connection to the target, so without a cap one client could open hundreds.
-pub const MAX_CHANNELS: usize = 10;
+pub(crate) const MAX_CHANNELS: usize = 10;
 
 enum Prompting {
     Nothing,
@@ -31,7 +31,7 @@ enum Prompting {
     Reason,
 }
 
-pub struct Connection {
+pub(crate) struct Connection {
     app: Arc<App>,
     /// The gateway's own port, for the login hint's example.
     port: u16,
@@ -55,7 +55,7 @@ pub struct Connection {
 }
 
 /// One running channel's place in its connection's count, given back when the task ends.
-pub struct ChannelSlot(Arc<AtomicUsize>);
+pub(crate) struct ChannelSlot(Arc<AtomicUsize>);
 
 impl Drop for ChannelSlot {
     fn drop(&mut self) {
@@ -70,7 +70,7 @@ fn methods(kinds: &[MethodKind]) -> Option<MethodSet> {
 }
 
 impl Connection {
-    pub fn new(
+    pub(crate) fn new(
         app: Arc<App>,
         peer: SocketAddr,
         port: u16,
@@ -120,7 +120,8 @@ impl Connection {
     async fn refuse_request(&self, what: &str) {
         let _ = self
             .app
-            .gateway_refusal(
+            .sessions()
+            .record_refusal(
                 &self.actor(),
                 what,
                 &format!("{what} is not allowed through the gateway"),
@@ -163,7 +164,8 @@ impl Connection {
         let outcome = match &self.login {
             Some(l) => self
                 .app
-                .session_outcome(&principal, &l.target)
+                .sessions()
+                .decide_session(&principal, &l.target)
                 .await
                 .ok()
                 .flatten(),
@@ -184,7 +186,8 @@ impl Connection {
     async fn refuse_channel(&self, kind: &str, reply: ChannelOpenHandle) {
         let _ = self
             .app
-            .gateway_refusal(
+            .sessions()
+            .record_refusal(
                 &self.actor(),
                 kind,
                 &format!("{kind} is not allowed through the gateway"),
@@ -230,13 +233,15 @@ impl russh::server::Handler for Connection {
             return Ok(Self::reject());
         };
         let fp = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
-        Ok(match self.app.gateway_key_known(&login.user, &fp).await {
-            Ok(true) => Auth::Accept,
-            _ => {
-                self.failed("publickey", &login.user);
-                Self::reject()
-            }
-        })
+        Ok(
+            match self.app.sessions().is_key_known(&login.user, &fp).await {
+                Ok(true) => Auth::Accept,
+                _ => {
+                    self.failed("publickey", &login.user);
+                    Self::reject()
+                }
+            },
+        )
     }
 
     async fn auth_publickey(
@@ -253,7 +258,8 @@ impl russh::server::Handler for Connection {
         let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
         let principal = match self
             .app
-            .gateway_key_login(&login.user, &fp, &self.source)
+            .sessions()
+            .login_by_key(&login.user, &fp, &self.source)
             .await
         {
             Ok(p) => p,
@@ -294,7 +300,8 @@ impl russh::server::Handler for Connection {
                     // Asking forever would keep a client that cannot answer (a script) hanging.
                     let _ = self
                         .app
-                        .gateway_refusal(
+                        .sessions()
+                        .record_refusal(
                             &login.user,
                             &format!("credential:{}/{}", login.target, login.account),
                             "no valid reason given",
@@ -328,7 +335,8 @@ impl russh::server::Handler for Connection {
                 );
                 match self
                     .app
-                    .gateway_password_login(&login.user, &password, None, &self.source)
+                    .sessions()
+                    .login_by_password(&login.user, &password, None, &self.source)
                     .await
                 {
                     Ok(principal) => {
@@ -362,7 +370,8 @@ impl russh::server::Handler for Connection {
                     .unwrap_or_default();
                 match self
                     .app
-                    .gateway_password_login(&login.user, &password, Some(&code), &self.source)
+                    .sessions()
+                    .login_by_password(&login.user, &password, Some(&code), &self.source)
                     .await
                 {
                     Ok(principal) => {
@@ -454,7 +463,8 @@ impl russh::server::Handler for Connection {
     ) -> Result<bool, Self::Error> {
         let _ = self
             .app
-            .gateway_refusal(
+            .sessions()
+            .record_refusal(
                 &self.actor(),
                 &format!("remote forwarding {address}:{port}"),
                 "remote port forwarding is not allowed",

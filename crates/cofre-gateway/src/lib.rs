@@ -155,7 +155,7 @@ impl Gateway {
     /// Binds the listener and closes the sessions a previous run left open, so that by the time the
     /// server reports `ready` the session list tells the truth.
     pub async fn bind(app: Arc<App>, addr: SocketAddr) -> Result<Gateway, GatewayError> {
-        if let Err(e) = app.end_orphaned_sessions().await {
+        if let Err(e) = app.sessions().end_orphaned_sessions().await {
             tracing::error!(error = %e, "cannot close sessions left open by the previous run");
         }
         let host_key = load_or_generate_host_key(&app.config.data_dir)?;

@@ -169,7 +169,7 @@ impl FromRequestParts<AppState> for Auth {
                     "missing bearer token: log in with `cofre login`",
                 )
             })?;
-        Ok(Auth(state.app.authenticate(token).await?))
+        Ok(Auth(state.app.accounts().authenticate(token).await?))
     }
 }
 

@@ -408,6 +408,7 @@ async fn login(
     Ok(Json(
         state
             .app
+            .accounts()
             .login(crate::services::accounts::LoginInput {
                 username: &req.username,
                 password: req.password.expose(),
@@ -421,13 +422,13 @@ async fn login(
 
 #[utoipa::path(post, path = "/api/v1/auth/logout", security(("bearer" = [])), responses((status = 200, body = OkResponse)))]
 async fn logout(State(state): State<AppState>, Auth(who): Auth) -> ApiResult<OkResponse> {
-    state.app.logout(&who).await?;
+    state.app.accounts().logout(&who).await?;
     Ok(Json(OkResponse { ok: true }))
 }
 
 #[utoipa::path(get, path = "/api/v1/auth/whoami", security(("bearer" = [])), responses((status = 200, body = UserInfo)))]
 async fn whoami(State(state): State<AppState>, Auth(who): Auth) -> ApiResult<UserInfo> {
-    Ok(Json(state.app.whoami(&who).await?))
+    Ok(Json(state.app.accounts().whoami(&who).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/password", security(("bearer" = [])), request_body = ChangePasswordRequest,
@@ -441,6 +442,7 @@ async fn change_password(
     Ok(Json(
         state
             .app
+            .accounts()
             .change_password(
                 &who,
                 req.current_password.expose(),
@@ -461,7 +463,9 @@ async fn totp_enroll(
     Source(src): Source,
     JsonBody(req): JsonBody<TotpEnrollRequest>,
 ) -> ApiResult<TotpEnrollResponse> {
-    Ok(Json(state.app.totp_enroll(&who, &req, &src).await?))
+    Ok(Json(
+        state.app.accounts().enroll_totp(&who, &req, &src).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/totp/confirm", security(("bearer" = [])), request_body = TotpConfirmRequest,
@@ -471,7 +475,7 @@ async fn totp_confirm(
     Auth(who): Auth,
     JsonBody(req): JsonBody<TotpConfirmRequest>,
 ) -> ApiResult<OkResponse> {
-    state.app.totp_confirm(&who, &req.code).await?;
+    state.app.accounts().confirm_totp(&who, &req.code).await?;
     Ok(Json(OkResponse { ok: true }))
 }
 
@@ -484,6 +488,7 @@ async fn list_users(
     Ok(Json(
         state
             .app
+            .accounts()
             .list_users(&who, q.limit, q.cursor.as_deref())
             .await?,
     ))
@@ -501,6 +506,7 @@ async fn create_user(
     Ok(applied(
         state
             .app
+            .accounts()
             .create_user(
                 &who,
                 &req.username,
@@ -522,7 +528,11 @@ async fn set_role(
     JsonBody(req): JsonBody<SetRoleRequest>,
 ) -> Result<Response, Error> {
     Ok(applied(
-        state.app.set_role(&who, &username, &req.role).await?,
+        state
+            .app
+            .accounts()
+            .set_role(&who, &username, &req.role)
+            .await?,
     ))
 }
 
@@ -532,7 +542,7 @@ async fn get_user(
     Auth(who): Auth,
     Path(username): Path<String>,
 ) -> ApiResult<UserInfo> {
-    Ok(Json(state.app.get_user(&who, &username).await?))
+    Ok(Json(state.app.accounts().get_user(&who, &username).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/users/{username}/unlock", security(("bearer" = [])), params(("username" = String, Path)), responses((status = 200, body = OkResponse)))]
@@ -541,7 +551,7 @@ async fn unlock_user(
     Auth(who): Auth,
     Path(username): Path<String>,
 ) -> ApiResult<OkResponse> {
-    state.app.unlock_user(&who, &username).await?;
+    state.app.accounts().unlock_user(&who, &username).await?;
     Ok(Json(OkResponse { ok: true }))
 }
 
@@ -565,7 +575,7 @@ async fn reset_password(
     Auth(who): Auth,
     Path(username): Path<String>,
 ) -> Result<Response, Error> {
-    let a = state.app.reset_password(&who, &username).await?;
+    let a = state.app.accounts().reset_password(&who, &username).await?;
     Ok(applied(match a {
         crate::services::governance::Applied::Done(r) => {
             crate::services::governance::Applied::Done(match r {
@@ -594,6 +604,7 @@ async fn list_groups(
     Ok(Json(
         state
             .app
+            .accounts()
             .list_groups(&who, q.limit, q.cursor.as_deref())
             .await?,
     ))
@@ -605,7 +616,9 @@ async fn create_group(
     Auth(who): Auth,
     JsonBody(req): JsonBody<CreateGroupRequest>,
 ) -> ApiResult<GroupInfo> {
-    Ok(Json(state.app.create_group(&who, &req.name).await?))
+    Ok(Json(
+        state.app.accounts().create_group(&who, &req.name).await?,
+    ))
 }
 
 /// To a group that a policy or an approval level names: held for a second admin (202).
@@ -619,6 +632,7 @@ async fn add_group_member(
 ) -> Result<Response, Error> {
     let a = state
         .app
+        .accounts()
         .add_group_member(&who, &name, &req.username)
         .await?
         .map(|_| Ok(OkResponse { ok: true }))?;
@@ -634,6 +648,7 @@ async fn list_targets(
     Ok(Json(
         state
             .app
+            .vault()
             .list_targets(&who, q.limit, q.cursor.as_deref())
             .await?,
     ))
@@ -645,7 +660,7 @@ async fn create_target(
     Auth(who): Auth,
     JsonBody(req): JsonBody<CreateTargetRequest>,
 ) -> ApiResult<TargetInfo> {
-    Ok(Json(state.app.create_target(&who, &req).await?))
+    Ok(Json(state.app.vault().create_target(&who, &req).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/targets/{name}", security(("bearer" = [])), params(("name" = String, Path)), responses((status = 200, body = TargetInfo)))]
@@ -654,7 +669,7 @@ async fn get_target(
     Auth(who): Auth,
     Path(name): Path<String>,
 ) -> ApiResult<TargetInfo> {
-    Ok(Json(state.app.get_target(&who, &name).await?))
+    Ok(Json(state.app.vault().get_target(&who, &name).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/targets/{name}/credentials", security(("bearer" = [])), params(("name" = String, Path), PageQuery), responses((status = 200, body = Page<CredentialInfo>)))]
@@ -667,6 +682,7 @@ async fn list_credentials(
     Ok(Json(
         state
             .app
+            .vault()
             .list_credentials(&who, &name, q.limit, q.cursor.as_deref())
             .await?,
     ))
@@ -682,6 +698,7 @@ async fn create_credential(
     Ok(Json(
         state
             .app
+            .vault()
             .put_credential(
                 &who,
                 &name,
@@ -704,6 +721,7 @@ async fn update_credential(
     Ok(Json(
         state
             .app
+            .vault()
             .put_credential(
                 &who,
                 &name,
@@ -726,7 +744,8 @@ async fn credential_history(
     Ok(Json(
         state
             .app
-            .credential_history(&who, &name, &account, q.limit, q.cursor.as_deref())
+            .vault()
+            .list_credential_versions(&who, &name, &account, q.limit, q.cursor.as_deref())
             .await?,
     ))
 }
@@ -739,7 +758,13 @@ async fn reveal(
     Path((name, account)): Path<(String, String)>,
     JsonBody(req): JsonBody<RevealRequest>,
 ) -> ApiResult<RevealResponse> {
-    Ok(Json(state.app.reveal(&who, &name, &account, &req).await?))
+    Ok(Json(
+        state
+            .app
+            .vault()
+            .reveal(&who, &name, &account, &req)
+            .await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/policies", security(("bearer" = [])), params(PageQuery), responses((status = 200, body = Page<PolicyInfo>)))]
@@ -751,6 +776,7 @@ async fn list_policies(
     Ok(Json(
         state
             .app
+            .vault()
             .list_policies(&who, q.limit, q.cursor.as_deref())
             .await?,
     ))
@@ -764,7 +790,7 @@ async fn create_policy(
     Auth(who): Auth,
     JsonBody(req): JsonBody<CreatePolicyRequest>,
 ) -> Result<Response, Error> {
-    Ok(applied(state.app.create_policy(&who, &req).await?))
+    Ok(applied(state.app.vault().create_policy(&who, &req).await?))
 }
 
 /// Removing a policy that restricted another of its group is held for a second admin (202).
@@ -777,6 +803,7 @@ async fn delete_policy(
 ) -> Result<Response, Error> {
     let a = state
         .app
+        .vault()
         .delete_policy(&who, &name)
         .await?
         .map(|_| Ok(OkResponse { ok: true }))?;
@@ -792,6 +819,7 @@ async fn list_audit(
     Ok(Json(
         state
             .app
+            .audit()
             .list_audit(&who, q.limit, q.cursor.as_deref())
             .await?,
     ))
@@ -802,7 +830,7 @@ async fn verify_audit(
     State(state): State<AppState>,
     Auth(who): Auth,
 ) -> ApiResult<AuditVerifyResponse> {
-    Ok(Json(state.app.verify_audit(&who).await?))
+    Ok(Json(state.app.audit().verify_audit(&who).await?))
 }
 
 /// A key for someone else's account is held for a second admin (202); one's own applies at once.
@@ -817,6 +845,7 @@ async fn add_ssh_key(
     Ok(applied(
         state
             .app
+            .accounts()
             .add_ssh_key(&who, &username, &req.public_key)
             .await?,
     ))
@@ -830,7 +859,7 @@ async fn list_ssh_keys(
 ) -> ApiResult<Page<SshKeyInfo>> {
     // A user has a handful of keys: one page always holds them all.
     Ok(Json(Page {
-        items: state.app.list_ssh_keys(&who, &username).await?,
+        items: state.app.accounts().list_ssh_keys(&who, &username).await?,
         next_cursor: None,
     }))
 }
@@ -844,6 +873,7 @@ async fn list_sessions(
     Ok(Json(
         state
             .app
+            .sessions()
             .list_sessions(&who, q.live.unwrap_or(false), q.limit, q.cursor.as_deref())
             .await?,
     ))
@@ -858,6 +888,7 @@ async fn kill_session(
 ) -> ApiResult<OkResponse> {
     state
         .app
+        .sessions()
         .kill_session(&who, &id, req.reason.as_deref())
         .await?;
     Ok(Json(OkResponse { ok: true }))
@@ -870,7 +901,7 @@ async fn session_recording(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let frames = state.app.recording_stream(&who, &id).await?;
+    let frames = state.app.sessions().export_recording(&who, &id).await?;
     let body =
         axum::body::Body::from_stream(futures::stream::unfold(frames, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))

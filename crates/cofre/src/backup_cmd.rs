@@ -12,7 +12,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 #[derive(Subcommand)]
-pub enum BackupCmd {
+pub(crate) enum BackupCmd {
     /// Where backups go: a directory, a host over rsync+SSH, or an S3-compatible bucket.
     #[command(subcommand)]
     Target(TargetCmd),
@@ -32,7 +32,7 @@ pub enum BackupCmd {
 }
 
 #[derive(Subcommand)]
-pub enum TargetCmd {
+pub(crate) enum TargetCmd {
     /// Add a target. Examples:
     ///   cofre backup target add local --dir /mnt/backup
     ///   cofre backup target add client-nas --ssh backup@nas.corp:/srv/cofre --key-file id_ed25519
@@ -52,7 +52,7 @@ pub enum TargetCmd {
 }
 
 #[derive(Args)]
-pub struct TargetAddArgs {
+pub(crate) struct TargetAddArgs {
     /// A lowercase name, e.g. client-nas.
     name: String,
     /// An absolute directory on the server's machine (a NAS mount, a removable disk).
@@ -94,7 +94,7 @@ pub struct TargetAddArgs {
 }
 
 #[derive(Subcommand)]
-pub enum JobCmd {
+pub(crate) enum JobCmd {
     /// Add a job, e.g. `cofre backup job add --kind recordings --target client-nas --schedule "every 1h"`.
     Add {
         /// recordings (incremental), credentials (break-glass files; also after each new file),
@@ -168,7 +168,7 @@ fn print_target(t: &BackupTargetInfo) {
     }
 }
 
-pub async fn run(ctx: &Ctx, cmd: BackupCmd) -> Result<ExitCode> {
+pub(crate) async fn run(ctx: &Ctx, cmd: BackupCmd) -> Result<ExitCode> {
     match cmd {
         BackupCmd::Target(TargetCmd::Add(a)) => target_add(ctx, a).await,
         BackupCmd::Target(TargetCmd::Remove { name }) => {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
-pub enum BreakglassCmd {
+pub(crate) enum BreakglassCmd {
     /// Start a key ceremony (admin; audited): a new key epoch, an age X25519 identity whose secret
     /// is split among the custodians, any THRESHOLD of whom can open its files. The server keeps
     /// only the public key and, until each custodian fetches it, that custodian's sealed share.
@@ -54,12 +54,12 @@ pub enum BreakglassCmd {
 
 impl BreakglassCmd {
     /// `open` and `combine` run without a server.
-    pub fn is_offline(&self) -> bool {
+    pub(crate) fn is_offline(&self) -> bool {
         matches!(self, BreakglassCmd::Open(_) | BreakglassCmd::Combine(_))
     }
 }
 
-pub fn offline(cmd: BreakglassCmd, output: Output) -> Result<ExitCode> {
+pub(crate) fn offline(cmd: BreakglassCmd, output: Output) -> Result<ExitCode> {
     match cmd {
         BreakglassCmd::Open(args) => cofre_opener::open(args, output == Output::Json),
         BreakglassCmd::Combine(args) => cofre_opener::combine(args),
@@ -107,7 +107,7 @@ fn print_epoch(e: &EpochInfo) {
     }
 }
 
-pub async fn online(ctx: &Ctx, cmd: BreakglassCmd) -> Result<ExitCode> {
+pub(crate) async fn online(ctx: &Ctx, cmd: BreakglassCmd) -> Result<ExitCode> {
     match cmd {
         BreakglassCmd::Ceremony {
             custodians,

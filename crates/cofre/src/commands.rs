@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use zeroize::Zeroizing;
 
 #[derive(Args)]
-pub struct LoginArgs {
+pub(crate) struct LoginArgs {
     /// Your Cofre user name.
     #[arg(long)]
     user: String,
@@ -26,14 +26,14 @@ pub struct LoginArgs {
 }
 
 #[derive(Args)]
-pub struct PasswdArgs {
+pub(crate) struct PasswdArgs {
     /// Read the current and the new password from the first two lines of stdin.
     #[arg(long)]
     stdin: bool,
 }
 
 #[derive(Subcommand)]
-pub enum TotpCmd {
+pub(crate) enum TotpCmd {
     /// Start enrolment: prints the secret and an otpauth:// URI for your authenticator app.
     /// Replacing a TOTP in use needs a current code (--totp) and your password (asked, or stdin).
     Enroll {
@@ -49,7 +49,7 @@ pub enum TotpCmd {
 }
 
 #[derive(Subcommand)]
-pub enum UserCmd {
+pub(crate) enum UserCmd {
     /// Create a user; prints a one-time password that must be changed at first login.
     Add {
         name: String,
@@ -106,7 +106,7 @@ pub enum UserCmd {
 }
 
 #[derive(Subcommand)]
-pub enum GroupCmd {
+pub(crate) enum GroupCmd {
     /// Create a group (policies and approval levels name groups).
     Add { name: String },
     /// Every group and its members.
@@ -119,7 +119,7 @@ pub enum GroupCmd {
 }
 
 #[derive(Subcommand)]
-pub enum TargetCmd {
+pub(crate) enum TargetCmd {
     /// Add a target: a host with a protocol, port and tags.
     Add {
         name: String,
@@ -145,7 +145,7 @@ pub enum TargetCmd {
 }
 
 #[derive(Args)]
-pub struct SecretSource {
+pub(crate) struct SecretSource {
     /// Read the password from the first line of stdin.
     #[arg(long, conflicts_with = "key_file")]
     password_stdin: bool,
@@ -155,7 +155,7 @@ pub struct SecretSource {
 }
 
 #[derive(Subcommand)]
-pub enum CredentialCmd {
+pub(crate) enum CredentialCmd {
     /// Vault an account's password or key (version 1).
     Add {
         target: String,
@@ -197,7 +197,7 @@ pub enum CredentialCmd {
 // Parsed once per process: the size of the biggest variant does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
-pub enum PolicyCmd {
+pub(crate) enum PolicyCmd {
     /// Grant a group session and/or reveal on targets, with an outcome and limits; held for a second admin when it widens access.
     Add {
         name: String,
@@ -243,7 +243,7 @@ pub enum PolicyCmd {
 }
 
 #[derive(Subcommand)]
-pub enum AuditCmd {
+pub(crate) enum AuditCmd {
     /// Check the hash chain; exit 1 and name the first broken entry if it was tampered with.
     Verify,
     /// Print every entry.
@@ -259,12 +259,12 @@ pub enum AuditCmd {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-pub enum ExportFormat {
+pub(crate) enum ExportFormat {
     Jsonl,
 }
 
 #[derive(Subcommand)]
-pub enum OperatorCmd {
+pub(crate) enum OperatorCmd {
     /// Sealed or not, and unseal progress.
     SealStatus,
     /// Give one unseal share (each custodian runs this once with their own share).
@@ -278,20 +278,20 @@ pub enum OperatorCmd {
     },
 }
 
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub client: Client,
     pub output: Output,
 }
 
 /// The answer of a command whose change may wait for a second admin (dual control).
-pub enum Maybe<T> {
+pub(crate) enum Maybe<T> {
     Done(T),
     Held(Box<HeldResponse>),
 }
 
 impl Ctx {
     /// Calls an endpoint that answers 200 with `T`, or 202 with the held change request.
-    pub async fn propose<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn propose<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -305,14 +305,14 @@ impl Ctx {
     }
 
     /// Says that a change waits (exit 0: the proposal itself succeeded).
-    pub fn print_held(&self, h: &HeldResponse) -> Result<()> {
+    pub(crate) fn print_held(&self, h: &HeldResponse) -> Result<()> {
         self.print(h, |h| {
             outln!("held for a second admin's approval: change {}", h.change.id);
             outln!("  {}", h.change.diff);
         })
     }
 
-    pub fn print<T: Serialize>(&self, value: &T, text: impl FnOnce(&T)) -> Result<()> {
+    pub(crate) fn print<T: Serialize>(&self, value: &T, text: impl FnOnce(&T)) -> Result<()> {
         match self.output {
             Output::Json => outln!("{}", serde_json::to_string_pretty(value)?),
             Output::Text => text(value),
@@ -322,7 +322,7 @@ impl Ctx {
 
     /// A list: as JSON, or a line per item, or (on stderr, so that counting lines still gives
     /// 0) a note that there is none.
-    pub fn print_list<T: Serialize>(
+    pub(crate) fn print_list<T: Serialize>(
         &self,
         items: &[T],
         noun: &str,
@@ -337,7 +337,7 @@ impl Ctx {
     }
 
     /// Walks every page of a list.
-    pub async fn all<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
+    pub(crate) async fn all<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -402,7 +402,7 @@ fn target_of(g: &GlobalArgs, saved: &ClientConfig) -> Result<Target> {
     })
 }
 
-pub async fn run(g: &GlobalArgs, command: Command) -> Result<ExitCode> {
+pub(crate) async fn run(g: &GlobalArgs, command: Command) -> Result<ExitCode> {
     let config_path = client_config_path(g);
     let saved = ClientConfig::load(&config_path)?;
     let target = target_of(g, &saved)?;

@@ -8,7 +8,7 @@ use cofre_proto::*;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
-pub enum ChangeCmd {
+pub(crate) enum ChangeCmd {
     /// Change requests, newest first; --pending: only those waiting for a second admin.
     List {
         #[arg(long)]
@@ -32,7 +32,7 @@ pub enum ChangeCmd {
 }
 
 #[derive(Subcommand)]
-pub enum InstanceCmd {
+pub(crate) enum InstanceCmd {
     /// Version, mode, dual control, admins, pending changes, and warnings.
     Show,
 }
@@ -67,7 +67,7 @@ fn print_full(c: &ChangeInfo) {
     }
 }
 
-pub async fn change(ctx: &Ctx, cmd: ChangeCmd) -> Result<ExitCode> {
+pub(crate) async fn change(ctx: &Ctx, cmd: ChangeCmd) -> Result<ExitCode> {
     match cmd {
         ChangeCmd::List { pending } => {
             let url = if pending {
@@ -122,7 +122,7 @@ pub async fn change(ctx: &Ctx, cmd: ChangeCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn instance(ctx: &Ctx, cmd: InstanceCmd) -> Result<ExitCode> {
+pub(crate) async fn instance(ctx: &Ctx, cmd: InstanceCmd) -> Result<ExitCode> {
     match cmd {
         InstanceCmd::Show => {
             let i: InstanceInfo = ctx.client.get("/api/v1/instance").await?;

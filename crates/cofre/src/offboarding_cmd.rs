@@ -23,7 +23,7 @@ async fn call(
 
 const NO_BODY: Option<&()> = None;
 
-pub async fn user_disable(ctx: &Ctx, name: &str, reason: String) -> Result<ExitCode> {
+pub(crate) async fn user_disable(ctx: &Ctx, name: &str, reason: String) -> Result<ExitCode> {
     call(
         ctx,
         reqwest::Method::POST,
@@ -35,7 +35,7 @@ pub async fn user_disable(ctx: &Ctx, name: &str, reason: String) -> Result<ExitC
 }
 
 /// Enabling widens access: it may be held for a second admin (printed, exit 0).
-pub async fn user_enable(ctx: &Ctx, name: &str) -> Result<ExitCode> {
+pub(crate) async fn user_enable(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     let answer = ctx
         .propose::<serde_json::Value>(
             reqwest::Method::POST,
@@ -50,7 +50,7 @@ pub async fn user_enable(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn user_delete(ctx: &Ctx, name: &str) -> Result<ExitCode> {
+pub(crate) async fn user_delete(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     call(
         ctx,
         reqwest::Method::DELETE,
@@ -61,7 +61,7 @@ pub async fn user_delete(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     .await
 }
 
-pub async fn key_remove(ctx: &Ctx, user: &str, fingerprint: String) -> Result<ExitCode> {
+pub(crate) async fn key_remove(ctx: &Ctx, user: &str, fingerprint: String) -> Result<ExitCode> {
     let done = format!("removed key {fingerprint} of {user}");
     call(
         ctx,
@@ -73,7 +73,7 @@ pub async fn key_remove(ctx: &Ctx, user: &str, fingerprint: String) -> Result<Ex
     .await
 }
 
-pub async fn group_remove_member(ctx: &Ctx, group: &str, user: &str) -> Result<ExitCode> {
+pub(crate) async fn group_remove_member(ctx: &Ctx, group: &str, user: &str) -> Result<ExitCode> {
     call(
         ctx,
         reqwest::Method::DELETE,
@@ -89,7 +89,7 @@ pub async fn group_remove_member(ctx: &Ctx, group: &str, user: &str) -> Result<E
 }
 
 /// `what` is `disable`, `enable` or `delete`.
-pub async fn target(ctx: &Ctx, what: &str, name: &str) -> Result<ExitCode> {
+pub(crate) async fn target(ctx: &Ctx, what: &str, name: &str) -> Result<ExitCode> {
     let base = format!("/api/v1/targets/{}", path_segment(name));
     let (method, path) = match what {
         "delete" => (reqwest::Method::DELETE, base),
@@ -106,7 +106,12 @@ pub async fn target(ctx: &Ctx, what: &str, name: &str) -> Result<ExitCode> {
 }
 
 /// `what` is `disable`, `enable` or `delete`.
-pub async fn credential(ctx: &Ctx, what: &str, target: &str, account: &str) -> Result<ExitCode> {
+pub(crate) async fn credential(
+    ctx: &Ctx,
+    what: &str,
+    target: &str,
+    account: &str,
+) -> Result<ExitCode> {
     let base = format!(
         "/api/v1/targets/{}/credentials/{}",
         path_segment(target),
@@ -126,7 +131,7 @@ pub async fn credential(ctx: &Ctx, what: &str, target: &str, account: &str) -> R
     .await
 }
 
-pub async fn backup_target_remove(ctx: &Ctx, name: &str) -> Result<ExitCode> {
+pub(crate) async fn backup_target_remove(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     call(
         ctx,
         reqwest::Method::DELETE,
@@ -137,7 +142,7 @@ pub async fn backup_target_remove(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     .await
 }
 
-pub async fn backup_job_remove(ctx: &Ctx, name: &str) -> Result<ExitCode> {
+pub(crate) async fn backup_job_remove(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     call(
         ctx,
         reqwest::Method::DELETE,

@@ -8,7 +8,7 @@ use cofre_proto::requests::*;
 use std::process::ExitCode;
 
 #[derive(Args)]
-pub struct RequestArgs {
+pub(crate) struct RequestArgs {
     /// The target (host) name, e.g. db01.
     #[arg(long)]
     target: String,
@@ -27,7 +27,7 @@ pub struct RequestArgs {
 }
 
 #[derive(Subcommand)]
-pub enum RequestCmd {
+pub(crate) enum RequestCmd {
     /// Ask for access that policy puts under approval; prints the request id.
     Create {
         #[command(flatten)]
@@ -75,7 +75,7 @@ pub enum RequestCmd {
 }
 
 #[derive(Subcommand)]
-pub enum GrantCmd {
+pub(crate) enum GrantCmd {
     /// Approved requests whose window has not ended (yours; --all: everyone's, admin).
     List {
         #[arg(long)]
@@ -200,7 +200,7 @@ fn body(args: RequestArgs, start: Option<String>) -> CreateAccessRequest {
     }
 }
 
-pub async fn request(ctx: &Ctx, cmd: RequestCmd) -> Result<ExitCode> {
+pub(crate) async fn request(ctx: &Ctx, cmd: RequestCmd) -> Result<ExitCode> {
     let path = |id: &str, what: &str| format!("/api/v1/requests/{}/{what}", path_segment(id));
     match cmd {
         RequestCmd::Create { args, start } => {
@@ -300,7 +300,7 @@ pub async fn request(ctx: &Ctx, cmd: RequestCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn grant(ctx: &Ctx, cmd: GrantCmd) -> Result<ExitCode> {
+pub(crate) async fn grant(ctx: &Ctx, cmd: GrantCmd) -> Result<ExitCode> {
     match cmd {
         GrantCmd::List { all } => {
             let url = if all {

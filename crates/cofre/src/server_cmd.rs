@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args, Clone)]
-pub struct ServerOptions {
+pub(crate) struct ServerOptions {
     /// Where the instance keeps its state (created on first start).
     #[arg(long, env = "COFRE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -21,7 +21,7 @@ pub struct ServerOptions {
 }
 
 #[derive(Args)]
-pub struct ServerArgs {
+pub(crate) struct ServerArgs {
     #[command(flatten)]
     pub opts: ServerOptions,
     /// Address of the HTTPS API (default 127.0.0.1:8443; port 0 picks a free one).
@@ -33,7 +33,7 @@ pub struct ServerArgs {
 }
 
 #[derive(Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     #[command(flatten)]
     pub opts: ServerOptions,
     /// Split the unseal key into this many Shamir shares (give one to each custodian).
@@ -95,7 +95,7 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-pub async fn server(args: ServerArgs) -> Result<ExitCode> {
+pub(crate) async fn server(args: ServerArgs) -> Result<ExitCode> {
     init_logging();
     let config = load_config(&args.opts, args.listen, args.ssh_listen)?;
     let started = cofre_app::start(config.clone()).await.context("server")?;
@@ -135,6 +135,7 @@ pub async fn server(args: ServerArgs) -> Result<ExitCode> {
     );
     let _ = stop.send(true);
     let ended = app
+        .sessions()
         .drain_sessions(std::time::Duration::from_secs(config.server.drain_seconds))
         .await;
     if ended > 0 {
@@ -145,7 +146,7 @@ pub async fn server(args: ServerArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn init(args: InitArgs) -> Result<ExitCode> {
+pub(crate) async fn init(args: InitArgs) -> Result<ExitCode> {
     init_logging();
     let config = load_config(&args.opts, None, None)?;
     let seal = match (args.unseal_shares, args.unseal_threshold) {

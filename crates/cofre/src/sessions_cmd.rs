@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Subcommand)]
-pub enum KeyCmd {
+pub(crate) enum KeyCmd {
     /// Register an SSH public key for gateway logins (your own, or anyone's as admin).
     Add {
         user: String,
@@ -32,7 +32,7 @@ pub enum KeyCmd {
 }
 
 #[derive(Subcommand)]
-pub enum SessionCmd {
+pub(crate) enum SessionCmd {
     /// Gateway sessions, newest first: who, where, since when, from which address.
     List {
         /// Only sessions still running.
@@ -48,7 +48,7 @@ pub enum SessionCmd {
 }
 
 #[derive(Subcommand)]
-pub enum RecordingCmd {
+pub(crate) enum RecordingCmd {
     /// Write a session's recording as asciicast v2 (`asciinema play FILE` plays it).
     Export {
         id: String,
@@ -71,7 +71,7 @@ pub enum RecordingCmd {
     },
 }
 
-pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
+pub(crate) async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
     match cmd {
         KeyCmd::Add { user, file } => {
             let text = if file.as_os_str() == "-" {
@@ -121,7 +121,7 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<ExitCode> {
+pub(crate) async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<ExitCode> {
     match cmd {
         SessionCmd::List { live } => {
             let path = if live {
@@ -168,7 +168,7 @@ pub async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn recording(ctx: &Ctx, cmd: RecordingCmd) -> Result<ExitCode> {
+pub(crate) async fn recording(ctx: &Ctx, cmd: RecordingCmd) -> Result<ExitCode> {
     let fetch = |id: &str| {
         let path = format!("/api/v1/sessions/{}/recording", path_segment(id));
         async move { ctx.client.get_text(&path).await }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 #[derive(Subcommand)]
-pub enum SnapshotCmd {
+pub(crate) enum SnapshotCmd {
     /// Take a snapshot of the whole instance now, while it keeps serving: a consistent copy of the
     /// database, the recordings, config, sealed keyring, TLS certificate and SSH host key, in one
     /// compressed, encrypted file in DATA_DIR/snapshots. Shows progress; prints id, size,
@@ -48,13 +48,13 @@ pub enum SnapshotCmd {
 }
 
 impl SnapshotCmd {
-    pub fn is_offline(&self) -> bool {
+    pub(crate) fn is_offline(&self) -> bool {
         matches!(self, SnapshotCmd::Restore(_))
     }
 }
 
 #[derive(Args)]
-pub struct RestoreArgs {
+pub(crate) struct RestoreArgs {
     /// A snapshot id (looked up in --from) or the path of a .cofresnap file.
     snapshot: String,
     /// The new data dir: must be empty or not exist.
@@ -79,7 +79,7 @@ pub struct RestoreArgs {
     database_url: Option<String>,
 }
 
-pub async fn online(ctx: &Ctx, cmd: SnapshotCmd) -> Result<ExitCode> {
+pub(crate) async fn online(ctx: &Ctx, cmd: SnapshotCmd) -> Result<ExitCode> {
     match cmd {
         SnapshotCmd::Create {
             reason,
@@ -224,7 +224,7 @@ async fn create(ctx: &Ctx, reason: String, include_recordings: bool) -> Result<E
     }
 }
 
-pub async fn offline(cmd: SnapshotCmd, output: Output) -> Result<ExitCode> {
+pub(crate) async fn offline(cmd: SnapshotCmd, output: Output) -> Result<ExitCode> {
     let SnapshotCmd::Restore(args) = cmd else {
         bail!("internal: not an offline command");
     };
@@ -333,7 +333,7 @@ fn share_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<Zeroizing<String
         .collect()
 }
 
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;

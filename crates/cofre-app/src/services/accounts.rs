@@ -1,6 +1,7 @@
 //! Users, groups and authentication: login with lockout and TOTP, one-time passwords, tokens.
 
 use super::governance::{Applied, Change, Output};
+use super::Accounts;
 use super::{page_limit, paginate, timestamp, App, Principal, TokenScope};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
@@ -202,7 +203,7 @@ pub struct LoginInput<'a> {
     pub aggregated: bool,
 }
 
-impl App {
+impl Accounts<'_> {
     /// Creates the first admin with a one-time password if the instance has no user yet.
     pub async fn bootstrap_admin(&self) -> Result<Option<zeroize::Zeroizing<String>>> {
         if self.store.user_count().await? > 0 {
@@ -271,7 +272,9 @@ impl App {
             sources: self.config.lockout_sources,
         }
     }
+}
 
+impl App {
     /// Refuses, before any password is checked, a login from a source that must wait or for an
     /// account locked from many sources; audited. Known and unknown names alike.
     async fn refuse_if_held(
@@ -283,7 +286,7 @@ impl App {
     ) -> Result<()> {
         let audited = known || !input.aggregated;
         let now = self.now().unix_timestamp();
-        let rules = self.lockout_rules();
+        let rules = self.accounts().lockout_rules();
         let source = source_key(input.source);
         let here = rows.iter().find(|(s, _)| *s == source).map(|(_, r)| r);
         let all: Vec<SourceFailures> = rows.iter().map(|(_, r)| *r).collect();
@@ -346,7 +349,7 @@ impl App {
         entry: NewAuditEntry,
     ) -> Result<()> {
         let now = self.now().unix_timestamp();
-        let rules = self.lockout_rules();
+        let rules = self.accounts().lockout_rules();
         let key = source_key(source);
         let before = rows.iter().find(|(s, _)| *s == key).map(|(_, r)| *r);
         let after = rules.after_failure(before, now);
@@ -378,7 +381,9 @@ impl App {
         metrics::counter!("cofre_login_failures_total").increment(1);
         Ok(())
     }
+}
 
+impl Accounts<'_> {
     /// Checks a user's password (and TOTP), counting failures per user and source address and
     /// auditing them. On success returns the user, the TOTP step used, and the write transaction
     /// in which the caller records the success together with its own audit entry.
@@ -688,7 +693,9 @@ impl App {
         }
         Ok(response)
     }
+}
 
+impl App {
     fn open_totp_seed(&self, user: &UserRow) -> Result<zeroize::Zeroizing<Vec<u8>>> {
         let (wrapped_key, ciphertext) = user
             .totp_sealed
@@ -702,9 +709,11 @@ impl App {
         self.with_master(|mk| envelope::open(mk, &sealed, aad.as_bytes()))?
             .map_err(|e| Error::internal("opening the TOTP seed", e))
     }
+}
 
-    /// Starts TOTP enrolment: a new seed, shown once, active after `totp_confirm`.
-    pub async fn totp_enroll(
+impl Accounts<'_> {
+    /// Starts TOTP enrolment: a new seed, shown once, active after `confirm_totp`.
+    pub async fn enroll_totp(
         &self,
         who: &Principal,
         reauth: &TotpEnrollRequest,
@@ -770,7 +779,7 @@ impl App {
         })
     }
 
-    pub async fn totp_confirm(&self, who: &Principal, code: &str) -> Result<()> {
+    pub async fn confirm_totp(&self, who: &Principal, code: &str) -> Result<()> {
         who.require(Action::OwnAccount)?;
         let user = self
             .store
@@ -823,7 +832,7 @@ impl App {
             groups: groups.to_vec(),
             email: email.map(str::to_owned),
         };
-        let applied = self.propose(who, change).await?;
+        let applied = self.approvals().propose_change(who, change).await?;
         let otp = match applied {
             Applied::Held(c) => return Ok(Applied::Held(c)),
             Applied::Done(Output::User {
@@ -851,7 +860,7 @@ impl App {
             username: username.to_owned(),
             role: role.to_owned(),
         };
-        match self.propose(who, change).await? {
+        match self.approvals().propose_change(who, change).await? {
             Applied::Held(c) => Ok(Applied::Held(c)),
             Applied::Done(_) => Ok(Applied::Done(self.user_info_of(username).await?)),
         }
@@ -932,11 +941,14 @@ impl App {
         let change = Change::ResetPassword {
             username: username.to_owned(),
         };
-        self.propose(who, change).await?.map(|o| match o {
-            Output::OneTimePassword(p) => Ok(Reset::Shown(p)),
-            Output::OneTimePasswordSent(to) => Ok(Reset::Sent(to)),
-            _ => Err(Error::internal("resetting a password", "unexpected output")),
-        })
+        self.approvals()
+            .propose_change(who, change)
+            .await?
+            .map(|o| match o {
+                Output::OneTimePassword(p) => Ok(Reset::Shown(p)),
+                Output::OneTimePasswordSent(to) => Ok(Reset::Sent(to)),
+                _ => Err(Error::internal("resetting a password", "unexpected output")),
+            })
     }
 
     pub async fn create_group(&self, who: &Principal, name: &str) -> Result<GroupInfo> {
@@ -971,7 +983,10 @@ impl App {
             group: group.to_owned(),
             username: username.to_owned(),
         };
-        self.propose(who, change).await?.map(|_| Ok(()))
+        self.approvals()
+            .propose_change(who, change)
+            .await?
+            .map(|_| Ok(()))
     }
 
     pub async fn list_groups(

@@ -1,7 +1,8 @@
 //! Reading and verifying the audit trail.
 
 use super::anchor::FoundAnchor;
-use super::{page_limit, paginate, App, Principal};
+use super::Audit;
+use super::{page_limit, paginate, Principal};
 use crate::error::{Error, Result};
 use cofre_core::audit::{ChainBreak, ChainVerifier};
 use cofre_core::role::Action;
@@ -11,7 +12,7 @@ use cofre_store::audit::AuditHead;
 
 const VERIFY_BATCH: i64 = 2000;
 
-impl App {
+impl Audit<'_> {
     pub async fn list_audit(
         &self,
         who: &Principal,

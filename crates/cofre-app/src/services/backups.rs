@@ -14,6 +14,7 @@
 //!   files (age), snapshots (encrypted by their writer), and for `system` a database copy and the
 //!   config file sealed under the master key, with the keyring (wrapped by its key-encryption key).
 
+use super::Orbit;
 use super::{timestamp, App, Principal};
 use crate::backup::rsync::{self, SshTarget};
 use crate::backup::s3::{self, S3Settings, S3Target};
@@ -144,14 +145,14 @@ fn forbid(field: &str, set: bool, kind: &str) -> Result<()> {
     }
 }
 
-impl App {
+impl Orbit<'_> {
     /// A break-glass file was written: the `credentials` jobs should copy it soon.
     pub(crate) fn backups_breakglass_written(&self) {
         self.backups.credentials_due.store(true, Ordering::SeqCst);
         self.backups.notify.notify_one();
     }
 
-    pub async fn backup_target_add(
+    pub async fn add_backup_target(
         &self,
         who: &Principal,
         req: &NewBackupTargetRequest,
@@ -299,7 +300,7 @@ impl App {
         Ok(target_info(&row))
     }
 
-    pub async fn backup_targets(&self, who: &Principal) -> Result<Vec<BackupTargetInfo>> {
+    pub async fn list_backup_targets(&self, who: &Principal) -> Result<Vec<BackupTargetInfo>> {
         who.require(Action::Orbit)?;
         Ok(self
             .store
@@ -311,7 +312,7 @@ impl App {
     }
 
     /// The write test, on demand (pins an SSH host's keys if this is the first contact).
-    pub async fn backup_target_test(
+    pub async fn test_backup_target(
         &self,
         who: &Principal,
         name: &str,
@@ -349,7 +350,9 @@ impl App {
             pinned_host_keys: pinned,
         })
     }
+}
 
+impl App {
     /// Opens a target for one operation. An SSH target seen for the first time has its host keys
     /// pinned (audited) first; they are reported in `pinned`.
     async fn open_target(
@@ -445,8 +448,10 @@ impl App {
         )
         .await
     }
+}
 
-    pub async fn backup_job_add(
+impl Orbit<'_> {
+    pub async fn add_backup_job(
         &self,
         who: &Principal,
         req: &NewBackupJobRequest,
@@ -509,7 +514,9 @@ impl App {
             .ok_or_else(|| Error::not_found(format!("backup job {name}")))?;
         self.job_info(&job).await
     }
+}
 
+impl App {
     async fn job_info(&self, job: &BackupJobRow) -> Result<BackupJobInfo> {
         let last_success = self.store.backup_last_run(job.id, Some("ok")).await?;
         let last_failure = self.store.backup_last_run(job.id, Some("failed")).await?;
@@ -546,8 +553,10 @@ impl App {
             .get(&run_id)
             .map(|(_, p)| p.snapshot())
     }
+}
 
-    pub async fn backup_status(&self, who: &Principal) -> Result<BackupStatus> {
+impl Orbit<'_> {
+    pub async fn get_backup_status(&self, who: &Principal) -> Result<BackupStatus> {
         who.require(Action::Orbit)?;
         let targets = self
             .store
@@ -563,7 +572,7 @@ impl App {
         Ok(BackupStatus { targets, jobs })
     }
 
-    pub async fn backup_run_info(&self, who: &Principal, id: i64) -> Result<BackupRunInfo> {
+    pub async fn get_backup_run(&self, who: &Principal, id: i64) -> Result<BackupRunInfo> {
         who.require(Action::Orbit)?;
         let run = self
             .store
@@ -574,8 +583,8 @@ impl App {
     }
 
     /// Starts a run of a job now; it goes on in the background (follow it with
-    /// [`App::backup_run_info`]).
-    pub async fn backup_run_now(&self, who: &Principal, job: &str) -> Result<BackupRunInfo> {
+    /// [`Orbit::get_backup_run`]).
+    pub async fn run_backup_now(&self, who: &Principal, job: &str) -> Result<BackupRunInfo> {
         who.require(Action::Orbit)?;
         let job = self
             .store
@@ -583,9 +592,11 @@ impl App {
             .await?
             .ok_or_else(|| Error::not_found(format!("backup job {job}")))?;
         let id = self.start_run(&job, &who.username, "manual").await?;
-        self.backup_run_info(who, id).await
+        self.get_backup_run(who, id).await
     }
+}
 
+impl App {
     /// Records the run as started (audited) and hands it to a task.
     async fn start_run(&self, job: &BackupJobRow, actor: &str, reason: &str) -> Result<i64> {
         let app = self
@@ -828,6 +839,7 @@ impl App {
         staging: &Path,
     ) -> std::result::Result<Vec<SourceFile>, TargetError> {
         let meta = self
+            .orbit()
             .write_system_snapshot(staging)
             .await
             .map_err(|e| TargetError::new(format!("taking the system snapshot: {}", e.message)))?;
@@ -847,7 +859,9 @@ impl App {
         }
         Ok(files)
     }
+}
 
+impl Orbit<'_> {
     /// Marks runs a previous process left `running` as failed, with an alert each.
     pub async fn fail_interrupted_backup_runs(&self) -> Result<()> {
         let why = "interrupted: the server stopped during the run";
@@ -883,7 +897,9 @@ impl App {
         }
         Ok(())
     }
+}
 
+impl App {
     /// One look at the jobs: starts those that are due (and the `credentials` jobs after a new
     /// break-glass file).
     async fn run_due_jobs(&self) -> Result<()> {
@@ -959,7 +975,7 @@ pub async fn start(app: &Arc<App>) {
             tracing::error!(path = %staging.display(), error = %e, "cannot remove a killed backup run's staging directory");
         }
     }
-    if let Err(e) = app.fail_interrupted_backup_runs().await {
+    if let Err(e) = app.orbit().fail_interrupted_backup_runs().await {
         tracing::error!(error = %e, "could not mark interrupted backup runs as failed");
     }
     let weak = Arc::downgrade(app);

@@ -13,6 +13,7 @@
 //!   `DATA_DIR/breakglass/` and to the configured directory. A failed write alerts: an audit entry,
 //!   an error log line and the `cofre_breakglass_write_failures_total` metric.
 
+use super::Orbit;
 use super::{App, Principal};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
@@ -104,9 +105,11 @@ impl App {
         self.breakglass.dirty.store(true, Ordering::SeqCst);
         self.breakglass.notify.notify_one();
     }
+}
 
+impl Orbit<'_> {
     /// Starts a key ceremony.
-    pub async fn breakglass_ceremony(
+    pub async fn start_breakglass_ceremony(
         &self,
         who: &Principal,
         req: &CeremonyRequest,
@@ -251,7 +254,7 @@ impl App {
     }
 
     /// Hands the caller their share of the newest epoch they are a custodian of, exactly once.
-    pub async fn breakglass_take_share(&self, who: &Principal) -> Result<ShareResponse> {
+    pub async fn take_breakglass_share(&self, who: &Principal) -> Result<ShareResponse> {
         who.require(Action::OwnAccount)?;
         if self.is_sealed() {
             return Err(Error::sealed());
@@ -353,7 +356,9 @@ impl App {
             ceremony_closed: closed,
         })
     }
+}
 
+impl App {
     /// A refused share request: audited (after the caller's transaction is gone, since the audit
     /// writer needs the write lock), then the error to return.
     async fn share_refused(
@@ -371,8 +376,10 @@ impl App {
             Err(e) => e,
         }
     }
+}
 
-    pub async fn breakglass_status(&self, who: &Principal) -> Result<BreakGlassStatus> {
+impl Orbit<'_> {
+    pub async fn get_breakglass_status(&self, who: &Principal) -> Result<BreakGlassStatus> {
         who.require(Action::ManageBreakGlass)?;
         let epochs = self.store.breakglass_epochs().await?;
         let active = epochs
@@ -401,9 +408,9 @@ impl App {
 
     /// A file on demand for an admin (the same file the writer writes), audited before it is
     /// returned. It holds only ciphertext: opening it takes the custodians' shares.
-    pub async fn breakglass_export(&self, who: &Principal) -> Result<BuiltFile> {
+    pub async fn export_breakglass(&self, who: &Principal) -> Result<BuiltFile> {
         who.require(Action::ManageBreakGlass)?;
-        let built = self.breakglass_build().await?.ok_or_else(|| {
+        let built = self.build_breakglass().await?.ok_or_else(|| {
             Error::new(
                 ErrorKind::Conflict,
                 ErrorCode::NoBreakglassEpoch,
@@ -425,7 +432,7 @@ impl App {
     }
 
     /// Builds a file of the whole vault under the active epoch; `None` when no epoch is closed.
-    pub async fn breakglass_build(&self) -> Result<Option<BuiltFile>> {
+    pub async fn build_breakglass(&self) -> Result<Option<BuiltFile>> {
         let Some(epoch) = self.store.breakglass_active_epoch().await? else {
             return Ok(None);
         };
@@ -469,8 +476,8 @@ impl App {
     }
 
     /// Writes a file to every directory (each failure alerted).
-    pub async fn breakglass_write_files(&self, reason: &str) -> WriteOutcome {
-        let built = match self.breakglass_build().await {
+    pub async fn write_breakglass_files(&self, reason: &str) -> WriteOutcome {
+        let built = match self.build_breakglass().await {
             Ok(Some(b)) => b,
             Ok(None) => {
                 tracing::debug!("no closed break-glass epoch yet; no file written");
@@ -537,7 +544,9 @@ impl App {
             WriteOutcome::Failed
         }
     }
+}
 
+impl App {
     /// A failed write: error log, metric, audit entry, and the status's `last_error`.
     async fn breakglass_alert(&self, dir: Option<&Path>, epoch: Option<u32>, error: &str) {
         let dir_text = dir.map(|d| d.display().to_string()).unwrap_or_default();
@@ -804,7 +813,7 @@ async fn writer_loop(app: Weak<App>, state: Arc<WriterState>, mut timing: Timing
         // Cleared before reading the vault: a change committed from here on marks it again and
         // gets its own file, so the last change always ends up in a file.
         state.dirty.store(false, Ordering::SeqCst);
-        match app.breakglass_write_files(reason).await {
+        match app.orbit().write_breakglass_files(reason).await {
             WriteOutcome::Written => timing.wrote(Instant::now()),
             WriteOutcome::NoEpoch => timing.skipped(Instant::now()),
             WriteOutcome::Failed => {

@@ -1,6 +1,6 @@
-//! Dual control: every change that can widen someone's access goes through [`App::propose`]. It
+//! Dual control: every change that can widen someone's access goes through [`Approvals::propose_change`]. It
 //! applies at once when it widens nothing; otherwise it waits as a change request until a second
-//! admin approves it ([`App::approve_change`]), and the change is applied, re-validated, in the
+//! admin approves it ([`Approvals::decide_change`]), and the change is applied, re-validated, in the
 //! transaction of that approval. On an instance with one admin (and `dual_control =
 //! "when-possible"`) it applies alone, audited `unilateral`, with an alert. What "widens" means is
 //! decided in `cofre_core::governance`.
@@ -9,6 +9,7 @@ use super::accounts::{check_email, hash_password, parse_role, user_info};
 use super::sessions::ssh_key_fingerprint;
 use super::vault::{policy_from_row, policy_info};
 use super::{page_limit, App, Principal};
+use super::{Accounts, Approvals, Orbit};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::approval::{Event, Refusal, State, Verdict};
@@ -172,7 +173,9 @@ impl App {
     /// Validates a change and does the slow part (hashing a new password) before any lock.
     async fn prepare(&self, change: &Change) -> Result<Prepared> {
         Ok(match change {
-            Change::PolicyCreate { policy } => Prepared::Policy(self.prepare_policy(policy).await?),
+            Change::PolicyCreate { policy } => {
+                Prepared::Policy(self.vault().prepare_policy(policy).await?)
+            }
             Change::PolicyDelete { name } => {
                 check_identifier("name", name)?;
                 Prepared::Nothing
@@ -227,7 +230,7 @@ impl App {
         let policies = self.parsed_policies().await?;
         Ok(match change {
             Change::PolicyCreate { policy } => {
-                let row = self.prepare_policy(policy).await?;
+                let row = self.vault().prepare_policy(policy).await?;
                 let parsed = policy_from_row(&row)
                     .ok_or_else(|| Error::internal("judging a policy", "does not parse"))?;
                 let mut diff = format!(
@@ -341,9 +344,15 @@ impl App {
             .filter(|a| a.as_str() != who)
             .count())
     }
+}
 
+impl Approvals<'_> {
     /// Applies a change now, or holds it for a second admin (see the module's comment).
-    pub(crate) async fn propose(&self, who: &Principal, change: Change) -> Result<Applied<Output>> {
+    pub(crate) async fn propose_change(
+        &self,
+        who: &Principal,
+        change: Change,
+    ) -> Result<Applied<Output>> {
         let prepared = self.prepare(&change).await?;
         let (widens, diff) = self.judge(who, &change).await?;
         let setting = self.config.governance.dual_control;
@@ -371,7 +380,9 @@ impl App {
             }
         }
     }
+}
 
+impl App {
     /// A widening change made by the only admin: nobody could approve it, so say so loudly.
     fn unilateral_alert(&self, who: &str, kind: &str, diff: &str) {
         tracing::error!(
@@ -631,7 +642,9 @@ impl App {
         }
         Ok((entry, output))
     }
+}
 
+impl Approvals<'_> {
     /// Whether `approver` (a user id) counts on `requester`'s requests now: not during the
     /// cooling-off period after the requester created or changed the approver's account.
     pub(crate) async fn approver_counts(
@@ -692,7 +705,9 @@ impl App {
             .ok_or_else(|| Error::not_found(format!("change {id}")))?;
         Ok(self.change_info(&row))
     }
+}
 
+impl App {
     /// A refused decision: audited, then reported.
     async fn change_refused(
         &self,
@@ -711,7 +726,9 @@ impl App {
         .await?;
         Err(err)
     }
+}
 
+impl Approvals<'_> {
     /// The second admin's decision. On approval the change is re-validated and applied in the
     /// same transaction as the decision, so the decision and the change land together or not at all.
     pub async fn decide_change(
@@ -877,9 +894,11 @@ impl App {
             sent_to,
         })
     }
+}
 
+impl Orbit<'_> {
     /// Instance facts and what needs attention.
-    pub async fn instance_info(&self, who: &Principal) -> Result<InstanceInfo> {
+    pub async fn get_instance(&self, who: &Principal) -> Result<InstanceInfo> {
         who.require(Action::ViewInstance)?;
         let admins = self.store.usernames_with_role(Role::Admin.as_str()).await?;
         let setting = self.config.governance.dual_control;
@@ -912,7 +931,9 @@ impl App {
             warnings,
         })
     }
+}
 
+impl Accounts<'_> {
     /// The user as the API shows it, after a change.
     pub(crate) async fn user_info_of(&self, username: &str) -> Result<UserInfo> {
         let user = self

@@ -29,6 +29,8 @@ use time::OffsetDateTime;
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
 pub struct App {
+    /// Itself, for [`App::shared`].
+    me: std::sync::Weak<App>,
     pub store: Store,
     pub config: ServerConfig,
     pub keyring: Keyring,
@@ -49,6 +51,69 @@ pub struct App {
     /// Failed logins for user names that do not exist (see [`accounts::UnknownFailures`]).
     pub(crate) unknown_failures: accounts::UnknownFailures,
 }
+
+/// A group of `App`'s use cases, one per domain: `app.vault().reveal(..)`, `app.accounts()
+/// .create_user(..)`. A group is a view of the one `App` (its store, clock, keyring and the
+/// background tasks' state), which it dereferences to, so a use case reads `self.store` and calls
+/// the shared helpers (`commit`, `record`, `now`) as `App`'s own would; a use case of another
+/// domain is reached through that domain's group. Method names are `verb_noun` throughout.
+macro_rules! domain {
+    ($(#[$doc:meta])* $group:ident, $accessor:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy)]
+        pub struct $group<'a>(&'a App);
+
+        impl std::ops::Deref for $group<'_> {
+            type Target = App;
+            fn deref(&self) -> &App {
+                self.0
+            }
+        }
+
+        impl App {
+            $(#[$doc])*
+            pub fn $accessor(&self) -> $group<'_> {
+                $group(self)
+            }
+        }
+    };
+}
+
+domain!(
+    /// Logins, tokens, passwords, TOTP, users, groups and users' SSH keys (`accounts`,
+    /// and the user side of `offboarding`).
+    Accounts,
+    accounts
+);
+domain!(
+    /// Targets, credentials, reveals and policies (`vault`, and the target and credential side
+    /// of `offboarding`).
+    Vault,
+    vault
+);
+domain!(
+    /// Gateway logins and sessions: the decision, start, end, kill and drain, host-key pinning,
+    /// recordings (`sessions`, `crate::session`).
+    Sessions,
+    sessions
+);
+domain!(
+    /// Access requests, grants and emergency access (`requests`), and dual control's change
+    /// requests (`governance`).
+    Approvals,
+    approvals
+);
+domain!(
+    /// Orbit, the operations of the instance: backups, snapshots, break-glass, the instance's
+    /// facts (`backups`, `snapshots`, `breakglass`, `governance::get_instance`).
+    Orbit,
+    orbit
+);
+domain!(
+    /// The audit trail: listing and verifying the chain (`audit`).
+    Audit,
+    audit
+);
 
 /// An event waiting for the audit writer; `done` hears back once it is committed (or not).
 struct PendingAudit {
@@ -229,11 +294,12 @@ impl Principal {
 }
 
 impl App {
-    pub fn new(store: Store, config: ServerConfig, keyring: Keyring, clock: Clock) -> App {
+    pub fn new(store: Store, config: ServerConfig, keyring: Keyring, clock: Clock) -> Arc<App> {
         let unseal = keyring.unseal_progress();
         let (audit_queue, queue_rx) = tokio::sync::mpsc::channel(4 * AUDIT_BATCH);
         tokio::spawn(audit_writer(store.clone(), clock.clone(), queue_rx));
-        App {
+        Arc::new_cyclic(|me| App {
+            me: me.clone(),
             store,
             config,
             keyring,
@@ -247,7 +313,15 @@ impl App {
             backups: Arc::default(),
             snapshots: Arc::default(),
             unknown_failures: accounts::UnknownFailures::default(),
-        }
+        })
+    }
+
+    /// The `Arc` this `App` lives in, for use cases that hand work to a task of its own (a
+    /// snapshot job). Always there while a use case runs, since the caller holds the `Arc`.
+    pub(crate) fn shared(&self) -> Result<Arc<App>> {
+        self.me
+            .upgrade()
+            .ok_or_else(|| Error::internal("starting a task", "the server is shutting down"))
     }
 
     pub fn now(&self) -> OffsetDateTime {

@@ -101,7 +101,7 @@ impl App {
             return Ok(());
         }
         let now = self.now().unix_timestamp();
-        let info = self.request_info(r);
+        let info = self.approvals().request_info(r);
         let subject = subject(event, r);
         if let Some(url) = &cfg.webhook_url {
             let body = serde_json::json!({

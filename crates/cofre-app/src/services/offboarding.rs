@@ -7,6 +7,7 @@
 //! token is refused by the lookup itself.
 
 use super::vault::disabled_refusal;
+use super::{Accounts, Orbit, Vault};
 use super::{App, Principal};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
@@ -37,7 +38,7 @@ impl App {
         target: &str,
         account: &str,
     ) -> Result<()> {
-        self.gateway_principal_now(who).await?;
+        self.sessions().gateway_principal_now(who).await?;
         let cred = self
             .store
             .credential(target, account)
@@ -48,7 +49,9 @@ impl App {
             None => Ok(()),
         }
     }
+}
 
+impl Accounts<'_> {
     /// Disables a user: every token ends in the same transaction, live gateway sessions end right
     /// after it commits, and no key or password of theirs authenticates until `enable_user`.
     pub async fn disable_user(
@@ -113,7 +116,7 @@ impl App {
         let change = super::governance::Change::UserEnable {
             username: username.to_owned(),
         };
-        match self.propose(who, change).await? {
+        match self.approvals().propose_change(who, change).await? {
             super::governance::Applied::Held(c) => Ok(super::governance::Applied::Held(c)),
             super::governance::Applied::Done(_) => Ok(super::governance::Applied::Done(
                 self.get_user(who, username).await?,
@@ -263,18 +266,19 @@ impl App {
                 };
                 let principal = Principal {
                     via_key: s.key.clone(),
-                    ..self.principal_for_name(username).await?
+                    ..self.sessions().principal_for_name(username).await?
                 };
                 Ok::<_, Error>(
-                    self.authorise_use(
-                        &principal,
-                        &s.target,
-                        &target.tags,
-                        &s.account,
-                        Access::Session,
-                    )
-                    .await?
-                    .is_ok(),
+                    self.approvals()
+                        .authorise_use(
+                            &principal,
+                            &s.target,
+                            &target.tags,
+                            &s.account,
+                            Access::Session,
+                        )
+                        .await?
+                        .is_ok(),
                 )
             }
             .await;
@@ -290,7 +294,9 @@ impl App {
         }
         Ok(())
     }
+}
 
+impl Vault<'_> {
     pub async fn set_target_disabled(
         &self,
         who: &Principal,
@@ -435,10 +441,12 @@ impl App {
         self.breakglass_changed();
         Ok(())
     }
+}
 
+impl Orbit<'_> {
     /// Removes a backup target no job uses (their names are given otherwise). Its sealed secret is
     /// dropped; the row stays for the runs' history.
-    pub async fn backup_target_remove(&self, who: &Principal, name: &str) -> Result<()> {
+    pub async fn remove_backup_target(&self, who: &Principal, name: &str) -> Result<()> {
         who.require(Action::Orbit)?;
         let mut tx = self.store.write().await?;
         let (id, jobs) = tx
@@ -469,7 +477,7 @@ impl App {
 
     /// Removes a backup job that is not running; its runs stay listed in the audit trail and in
     /// `backup/runs`. Nothing already on the target is deleted.
-    pub async fn backup_job_remove(&self, who: &Principal, name: &str) -> Result<()> {
+    pub async fn remove_backup_job(&self, who: &Principal, name: &str) -> Result<()> {
         who.require(Action::Orbit)?;
         let mut tx = self.store.write().await?;
         let (id, running) = tx

@@ -1,11 +1,12 @@
 //! Access requests and grants: the core's approval machine (`cofre_core::approval`) driven by the
 //! store, the clock and the users' groups; policy checks that consult grants (reveal and gateway
-//! sessions both come through [`App::authorise_use`]); notifications queued with each change.
+//! sessions both come through [`Approvals::authorise_use`]); notifications queued with each change.
 //!
 //! Every change reads the request inside its write transaction, after the audit head's lock is
 //! taken, so concurrent decisions (and a decision racing the expiry sweep) are serialised on SQLite
 //! and PostgreSQL alike: the second one sees the first one's result.
 
+use super::Approvals;
 use super::{page_limit, paginate, App, Principal};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
@@ -177,7 +178,9 @@ impl App {
             .unwrap_or_else(|| format!("https://{}", self.config.listen));
         format!("{}/api/v1/requests/{id}", base.trim_end_matches('/'))
     }
+}
 
+impl Approvals<'_> {
     pub(crate) fn request_info(&self, row: &RequestRow) -> RequestInfo {
         let now = self.now().unix_timestamp();
         let m = machine(row).ok();
@@ -232,7 +235,9 @@ impl App {
             link: self.request_link(&row.id),
         }
     }
+}
 
+impl App {
     /// What the caller's policies say about one access to one target at one moment.
     async fn terms_at(
         &self,
@@ -242,7 +247,7 @@ impl App {
         access: Access,
         at: i64,
     ) -> Result<Ruling> {
-        let policies = self.policies_of_groups(&who.groups).await?;
+        let policies = self.vault().policies_of_groups(&who.groups).await?;
         Ok(rule(
             &policies,
             &who.groups,
@@ -251,7 +256,9 @@ impl App {
             self.local_time(at),
         ))
     }
+}
 
+impl Approvals<'_> {
     /// The one check before a secret is revealed or a session opened: policy at this moment, and
     /// for `approve` an approved request whose window is open now.
     pub(crate) async fn authorise_use(
@@ -292,7 +299,9 @@ impl App {
             }),
         })
     }
+}
 
+impl App {
     /// The combined terms for every requested access, or why a request cannot be made.
     async fn request_terms(
         &self,
@@ -477,7 +486,9 @@ impl App {
         }
         Ok(t.tags)
     }
+}
 
+impl Approvals<'_> {
     pub async fn create_request(
         &self,
         who: &Principal,
@@ -539,7 +550,9 @@ impl App {
         self.notifier_wake();
         Ok(self.request_info(&row))
     }
+}
 
+impl App {
     /// The requested grant length, or the configured default.
     fn requested_duration(&self, req: &CreateAccessRequest) -> Result<i64> {
         Ok(match &req.duration {
@@ -599,10 +612,12 @@ impl App {
             decisions: Vec::new(),
         }
     }
+}
 
+impl Approvals<'_> {
     /// Emergency access: only where every matching policy allows it; no approval, every approver
     /// told at once, flagged for review afterwards.
-    pub async fn emergency_request(
+    pub async fn create_emergency_request(
         &self,
         who: &Principal,
         req: &CreateAccessRequest,
@@ -663,7 +678,9 @@ impl App {
         self.notifier_wake();
         Ok(self.request_info(&row))
     }
+}
 
+impl App {
     /// Whether the caller may see this request: its requester, an admin or auditor, or a member
     /// of one of its approval groups who may decide requests.
     fn may_see_request(&self, who: &Principal, row: &RequestRow) -> bool {
@@ -688,7 +705,9 @@ impl App {
             _ => Err(Error::not_found(format!("request {id}"))),
         }
     }
+}
 
+impl Approvals<'_> {
     pub async fn get_request(&self, who: &Principal, id: &str) -> Result<RequestInfo> {
         who.require(Action::OwnAccount)?;
         let row = self.visible_request(who, id).await?;
@@ -763,7 +782,9 @@ impl App {
             next_cursor: page.next_cursor,
         })
     }
+}
 
+impl App {
     /// Applies one event to a request inside a write transaction and persists what changed.
     async fn apply_event(
         &self,
@@ -841,7 +862,9 @@ impl App {
             _ => Ok(false),
         }
     }
+}
 
+impl Approvals<'_> {
     /// Expires every pending request past its deadline (the sweeper calls this every second).
     pub async fn expire_due_requests(&self) -> Result<usize> {
         let now = self.now().unix_timestamp();
@@ -1106,7 +1129,7 @@ pub fn spawn_expiry_sweeper(app: &std::sync::Arc<App>) {
             if app.is_sealed() {
                 continue;
             }
-            if let Err(e) = app.expire_due_requests().await {
+            if let Err(e) = app.approvals().expire_due_requests().await {
                 tracing::warn!(error = %e, "expiring access requests failed; retrying");
             }
         }

@@ -4,6 +4,7 @@
 use super::accounts::LoginInput;
 use super::requests::UseRefused;
 use super::{page_limit, App, Principal, TokenScope};
+use super::{Accounts, Sessions};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::recording::{RecordingReader, RecordingWriter};
@@ -105,7 +106,9 @@ impl App {
             via_key: via_key.map(str::to_owned),
         })
     }
+}
 
+impl Sessions<'_> {
     /// A user as a gateway session's principal (for re-deciding a live session).
     pub(crate) async fn principal_for_name(&self, username: &str) -> Result<Principal> {
         let user = self
@@ -125,7 +128,7 @@ impl App {
             _ => return Err(super::accounts::account_disabled()),
         };
         if let Some(fp) = &who.via_key {
-            if !self.gateway_key_known(&who.username, fp).await? {
+            if !self.is_key_known(&who.username, fp).await? {
                 return Err(Error::new(
                     ErrorKind::Forbidden,
                     ErrorCode::KeyRemoved,
@@ -143,7 +146,7 @@ impl App {
 
     /// Whether `username` has registered this key (for the SSH `publickey` offer, before any
     /// signature is checked: nothing is audited here).
-    pub async fn gateway_key_known(&self, username: &str, fingerprint: &str) -> Result<bool> {
+    pub async fn is_key_known(&self, username: &str, fingerprint: &str) -> Result<bool> {
         match self.store.user_by_name(username).await? {
             Some(u) if u.disabled_at.is_none() => {}
             _ => return Ok(false),
@@ -157,7 +160,7 @@ impl App {
     }
 
     /// A verified public-key login at the gateway.
-    pub async fn gateway_key_login(
+    pub async fn login_by_key(
         &self,
         username: &str,
         fingerprint: &str,
@@ -190,7 +193,7 @@ impl App {
             .await?;
             return Err(super::accounts::account_disabled());
         }
-        if !self.gateway_key_known(username, fingerprint).await? {
+        if !self.is_key_known(username, fingerprint).await? {
             return Err(refused());
         }
         // No lockout check: a lock comes from wrong passwords, which anyone can type for any
@@ -207,7 +210,7 @@ impl App {
 
     /// A password (+ TOTP) login at the gateway, with the same per-address back-off and audit as
     /// the API's (`source` is the SSH client's address).
-    pub async fn gateway_password_login(
+    pub async fn login_by_password(
         &self,
         username: &str,
         password: &str,
@@ -221,7 +224,7 @@ impl App {
             source,
             aggregated: true,
         };
-        let (user, totp_step, mut tx) = self.verify_login(&input).await?;
+        let (user, totp_step, mut tx) = self.accounts().verify_login(&input).await?;
         if user.must_change_password {
             return Err(Error::new(
                 ErrorKind::Forbidden,
@@ -242,11 +245,11 @@ impl App {
     }
 
     /// The policy outcome for a session, without side effects (to know whether to ask a reason).
-    pub async fn session_outcome(&self, who: &Principal, target: &str) -> Result<Option<Outcome>> {
+    pub async fn decide_session(&self, who: &Principal, target: &str) -> Result<Option<Outcome>> {
         let Some(t) = self.store.target_by_name(target).await? else {
             return Ok(None);
         };
-        let policies = self.policies_of_groups(&who.groups).await?;
+        let policies = self.vault().policies_of_groups(&who.groups).await?;
         Ok(
             match decide(
                 &policies,
@@ -306,6 +309,7 @@ impl App {
             return Err(UseRefused::NoPolicy.error(target, account, Access::Session));
         };
         let allowed = match self
+            .approvals()
             .authorise_use(who, target, &target_row.tags, account, Access::Session)
             .await?
         {
@@ -550,7 +554,7 @@ impl App {
     }
 
     /// Records a refusal that happened before a session existed (bad login name, port forwarding).
-    pub async fn gateway_refusal(
+    pub async fn record_refusal(
         &self,
         actor: &str,
         object: &str,
@@ -567,7 +571,7 @@ impl App {
     }
 
     /// One source's failed gateway authentications over a window, as one audit entry.
-    pub async fn gateway_failed_attempts(&self, f: FailedAttempts<'_>) -> Result<()> {
+    pub async fn record_failed_attempts(&self, f: FailedAttempts<'_>) -> Result<()> {
         self.record(
             NewAuditEntry::new(
                 "anonymous",
@@ -688,7 +692,7 @@ impl App {
     /// in memory. Viewing is itself audited, before anything is read. A file that is missing or
     /// not a recording is an error here; a frame that does not decrypt, later, ends the stream
     /// with an error (the client sees a broken transfer, never a silently short one).
-    pub async fn recording_stream(
+    pub async fn export_recording(
         &self,
         who: &Principal,
         id: &str,
@@ -741,7 +745,9 @@ impl App {
         });
         Ok(rx)
     }
+}
 
+impl Accounts<'_> {
     pub async fn add_ssh_key(
         &self,
         who: &Principal,
@@ -756,10 +762,14 @@ impl App {
                 username: username.to_owned(),
                 public_key: public_key.to_owned(),
             };
-            return self.propose(who, change).await?.map(|o| match o {
-                super::governance::Output::Key(k) => Ok(k),
-                _ => Err(Error::internal("adding a key", "unexpected output")),
-            });
+            return self
+                .approvals()
+                .propose_change(who, change)
+                .await?
+                .map(|o| match o {
+                    super::governance::Output::Key(k) => Ok(k),
+                    _ => Err(Error::internal("adding a key", "unexpected output")),
+                });
         }
         who.require(Action::OwnAccount)?;
         let (fingerprint, key) = ssh_key_fingerprint(public_key)?;

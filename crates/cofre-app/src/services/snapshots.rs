@@ -7,6 +7,7 @@
 //! audited; a failure is an alert: an audit entry with outcome `failed`, an error in the log and
 //! `cofre_snapshot_failures_total`.
 
+use super::Orbit;
 use super::{App, Principal};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
@@ -138,7 +139,7 @@ fn io_error(context: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::internal(context, e)
 }
 
-impl App {
+impl Orbit<'_> {
     pub fn snapshot_dir(&self) -> PathBuf {
         self.config.snapshots.dir(&self.config.data_dir)
     }
@@ -152,7 +153,7 @@ impl App {
 
     /// `POST /snapshots`: starts the job and returns at once.
     pub async fn start_snapshot(
-        self: &Arc<Self>,
+        &self,
         who: &Principal,
         req: &CreateSnapshotRequest,
     ) -> Result<SnapshotJob> {
@@ -186,7 +187,7 @@ impl App {
                 jobs.pop_front();
             }
         }
-        let app = self.clone();
+        let app = self.shared()?;
         let actor = who.username.clone();
         let running = job.clone();
         tokio::spawn(async move {
@@ -195,7 +196,7 @@ impl App {
         Ok(job.view())
     }
 
-    pub fn snapshot_job(&self, who: &Principal, id: &str) -> Result<SnapshotJob> {
+    pub fn get_snapshot_job(&self, who: &Principal, id: &str) -> Result<SnapshotJob> {
         who.require(Action::Orbit)?;
         let jobs = self
             .snapshots
@@ -207,7 +208,9 @@ impl App {
             .map(|j| j.view())
             .ok_or_else(|| Error::not_found(format!("snapshot job {id}")))
     }
+}
 
+impl App {
     async fn create_snapshot_as(
         &self,
         actor: &str,
@@ -257,7 +260,7 @@ impl App {
         opts: SnapshotOptions,
         job: &Arc<Job>,
     ) -> Result<SnapshotMeta> {
-        let dir = self.snapshot_dir();
+        let dir = self.orbit().snapshot_dir();
         let meta = self.write_snapshot_into(&dir, opts, job).await?;
         let id = meta.id.clone();
         let mut entry = NewAuditEntry::new(actor, "snapshot.create", format!("snapshot:{id}"));
@@ -314,7 +317,9 @@ impl App {
             }
         }
     }
+}
 
+impl Orbit<'_> {
     /// What a `system` backup ships: a snapshot of everything but the recordings, written into
     /// `dir` (a backup's staging dir: never listed or pruned here). `cofre snapshot restore FILE`
     /// restores it like any snapshot. The backup run audits it.
@@ -327,7 +332,9 @@ impl App {
         };
         self.write_snapshot_into(dir, opts, &job).await
     }
+}
 
+impl App {
     #[allow(clippy::too_many_arguments)]
     async fn write_snapshot_files(
         &self,
@@ -358,8 +365,9 @@ impl App {
 
         job.set_phase("files");
         // The snapshot directory is never inside a snapshot, wherever this one is written.
-        let mut members = snap::data_dir_members(&self.config.data_dir, &self.snapshot_dir())
-            .map_err(io_error("listing the data dir"))?;
+        let mut members =
+            snap::data_dir_members(&self.config.data_dir, &self.orbit().snapshot_dir())
+                .map_err(io_error("listing the data dir"))?;
         members.retain(|m| {
             m.name != CONFIG_MEMBER
                 && (opts.include_recordings || !m.name.starts_with("recordings/"))
@@ -435,7 +443,9 @@ impl App {
         snap::sync_dir(dir).map_err(io_error("syncing the snapshot directory"))?;
         Ok(meta)
     }
+}
 
+impl Orbit<'_> {
     pub fn list_snapshots(&self, who: &Principal) -> Result<SnapshotList> {
         who.require(Action::Orbit)?;
         let dir = self.snapshot_dir();
@@ -445,7 +455,9 @@ impl App {
             directory: dir.display().to_string(),
         })
     }
+}
 
+impl App {
     fn find_snapshot(&self, id: &str) -> Result<(PathBuf, SnapshotMeta)> {
         if !snap::valid_id(id) {
             return Err(Error::invalid(
@@ -453,7 +465,7 @@ impl App {
                 "id: not a snapshot id (see `cofre snapshot list`)",
             ));
         }
-        let dir = self.snapshot_dir();
+        let dir = self.orbit().snapshot_dir();
         let all = snap::list(&dir).map_err(io_error("listing snapshots"))?;
         let meta = all
             .into_iter()
@@ -461,7 +473,9 @@ impl App {
             .ok_or_else(|| Error::not_found(format!("snapshot {id}")))?;
         Ok((snap::snapshot_path(&dir, id), meta))
     }
+}
 
+impl Orbit<'_> {
     /// Reads the whole snapshot: every frame decrypts, every member's size and SHA-256 match
     /// the manifest, and the database copy opens. Audited; a damaged snapshot is an alert.
     pub async fn verify_snapshot(
@@ -587,11 +601,13 @@ impl App {
         })?;
         self.apply_retention(&who.username).await
     }
+}
 
+impl App {
     /// Removes what retention does not keep; audited as `snapshot.prune` (nothing removed:
     /// nothing recorded). The audit entry is committed before any file goes.
     async fn apply_retention(&self, actor: &str) -> Result<PruneSnapshotsResponse> {
-        let dir = self.snapshot_dir();
+        let dir = self.orbit().snapshot_dir();
         let all = snap::list(&dir).map_err(io_error("listing snapshots"))?;
         let gone = snap::to_prune(
             &all,
@@ -789,11 +805,11 @@ async fn scheduler_loop(app: Weak<App>, at: u16) {
             reason: SnapshotReason::Daily,
             include_recordings: true,
         };
-        match app.create_snapshot(opts).await {
+        match app.orbit().create_snapshot(opts).await {
             Ok(meta) => {
                 // A daily snapshot is read back at once, so retention has a verified one to keep.
                 let system = system_principal(&app);
-                if let Err(e) = app.verify_snapshot(&system, &meta.id).await {
+                if let Err(e) = app.orbit().verify_snapshot(&system, &meta.id).await {
                     alert("verify", &e.message);
                 }
             }

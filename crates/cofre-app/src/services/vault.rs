@@ -2,6 +2,7 @@
 
 use super::governance::{Applied, Change, Output};
 use super::requests::UseRefused;
+use super::Vault;
 use super::{page_limit, paginate, App, Principal};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
@@ -204,7 +205,7 @@ pub(crate) fn secret_aad(credential_id: i64, version: i64) -> String {
     format!("cofre:credential:{credential_id}:v{version}")
 }
 
-impl App {
+impl Vault<'_> {
     pub async fn create_target(
         &self,
         who: &Principal,
@@ -264,17 +265,23 @@ impl App {
             disabled: false,
         })
     }
+}
 
+impl App {
     /// Policies of the principal's groups, parsed.
     async fn policies_of(&self, who: &Principal) -> Result<Vec<Policy>> {
-        self.policies_of_groups(&who.groups).await
+        self.vault().policies_of_groups(&who.groups).await
     }
+}
 
+impl Vault<'_> {
     pub(crate) async fn policies_of_groups(&self, groups: &[String]) -> Result<Vec<Policy>> {
         let rows = self.store.policies_for_groups(groups).await?;
         Ok(rows.iter().filter_map(policy_from_row).collect())
     }
+}
 
+impl App {
     /// Whether `who` may see a target: admins see all, others what some policy of theirs covers.
     fn may_see(who: &Principal, policies: &[Policy], t: &TargetRow) -> bool {
         who.role == cofre_core::role::Role::Admin
@@ -288,7 +295,9 @@ impl App {
                 )
             })
     }
+}
 
+impl Vault<'_> {
     pub async fn list_targets(
         &self,
         who: &Principal,
@@ -304,13 +313,15 @@ impl App {
         Ok(Page {
             items: items
                 .into_iter()
-                .filter(|t| Self::may_see(who, &policies, t))
+                .filter(|t| App::may_see(who, &policies, t))
                 .map(target_info)
                 .collect(),
             next_cursor: page.next_cursor,
         })
     }
+}
 
+impl App {
     async fn visible_target(&self, who: &Principal, name: &str) -> Result<TargetRow> {
         let not_found = || Error::not_found(format!("target {name}"));
         let target = self
@@ -319,13 +330,15 @@ impl App {
             .await?
             .ok_or_else(not_found)?;
         let policies = self.policies_of(who).await?;
-        if Self::may_see(who, &policies, &target) {
+        if App::may_see(who, &policies, &target) {
             Ok(target)
         } else {
             Err(not_found())
         }
     }
+}
 
+impl Vault<'_> {
     pub async fn get_target(&self, who: &Principal, name: &str) -> Result<TargetInfo> {
         who.require(Action::ListTargets)?;
         Ok(target_info(self.visible_target(who, name).await?))
@@ -443,7 +456,7 @@ impl App {
         })
     }
 
-    pub async fn credential_history(
+    pub async fn list_credential_versions(
         &self,
         who: &Principal,
         target: &str,
@@ -514,6 +527,7 @@ impl App {
             }
         };
         let allowed = match self
+            .approvals()
             .authorise_use(who, target, &tags, account, Access::Reveal)
             .await?
         {
@@ -597,10 +611,13 @@ impl App {
         let change = Change::PolicyCreate {
             policy: req.clone(),
         };
-        self.propose(who, change).await?.map(|o| match o {
-            Output::Policy(p) => Ok(p),
-            _ => Err(Error::internal("creating a policy", "unexpected output")),
-        })
+        self.approvals()
+            .propose_change(who, change)
+            .await?
+            .map(|o| match o {
+                Output::Policy(p) => Ok(p),
+                _ => Err(Error::internal("creating a policy", "unexpected output")),
+            })
     }
 
     /// Validates a proposed policy into the row that would be stored (canonical form).
@@ -726,6 +743,9 @@ impl App {
         let change = Change::PolicyDelete {
             name: name.to_owned(),
         };
-        self.propose(who, change).await?.map(|_| Ok(()))
+        self.approvals()
+            .propose_change(who, change)
+            .await?
+            .map(|_| Ok(()))
     }
 }

@@ -18,6 +18,7 @@ pub mod terminal;
 pub use recorder::Recorder;
 
 use crate::services::sessions::GatewayLogin;
+use crate::services::Sessions;
 use crate::services::{App, Principal};
 use cofre_connect::{Connection, HostKey, HostKeyPolicy, Login, Secret, Target};
 use std::sync::Arc;
@@ -131,6 +132,7 @@ impl HostKeyPolicy for Pinned {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
             self.app
+                .sessions()
                 .check_host_key(&self.session, &self.target, &key.fingerprint)
                 .await
                 .map_err(|e| e.message)
@@ -147,6 +149,7 @@ impl Session {
             return Err(Refused(SHUTDOWN_NOTICE.to_owned()));
         }
         let start = app
+            .sessions()
             .start_session(
                 req.principal,
                 req.login,
@@ -228,12 +231,12 @@ impl Session {
 }
 
 async fn end_audit(app: &App, id: &str, user: &str, reason: &str, bytes: u64) {
-    if let Err(e) = app.end_session(id, user, reason, bytes).await {
+    if let Err(e) = app.sessions().end_session(id, user, reason, bytes).await {
         tracing::error!(session = %id, error = %e, "cannot record the end of a session");
     }
 }
 
-impl App {
+impl Sessions<'_> {
     /// The shutdown's drain: no new session starts, every live one is told [`SHUTDOWN_NOTICE`],
     /// and those still running after `wait` are ended (each flushes its recording and audits its
     /// end, as for a kill). Returns how many had to be ended.

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 
 /// Worker threads for sealing or opening frames: the cores there are, between 2 and 4 (more
 /// would only add memory; the hashing and the file I/O stay one thread each).
-pub fn worker_count() -> usize {
+pub(super) fn worker_count() -> usize {
     std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(2)
@@ -21,9 +21,9 @@ pub fn worker_count() -> usize {
 
 /// Jobs in flight per worker: one being worked on, one waiting, so a worker never idles while
 /// the caller is busy with the previous result.
-pub const DEPTH: usize = 2;
+pub(super) const DEPTH: usize = 2;
 
-pub struct Ordered<I, O> {
+pub(super) struct Ordered<I, O> {
     inputs: Vec<SyncSender<I>>,
     outputs: Vec<Receiver<O>>,
     threads: Vec<JoinHandle<()>>,
@@ -34,11 +34,11 @@ pub struct Ordered<I, O> {
 
 /// A worker thread is gone (it can only stop if its channel closed: the pool is broken).
 #[derive(Debug)]
-pub struct Stopped;
+pub(super) struct Stopped;
 
 impl<I: Send + 'static, O: Send + 'static> Ordered<I, O> {
     /// One thread per entry of `workers`; each keeps its own state (a compressor, a key copy).
-    pub fn new<W>(name: &str, workers: Vec<W>, depth: usize) -> std::io::Result<Self>
+    pub(super) fn new<W>(name: &str, workers: Vec<W>, depth: usize) -> std::io::Result<Self>
     where
         W: FnMut(I) -> O + Send + 'static,
     {
@@ -70,16 +70,16 @@ impl<I: Send + 'static, O: Send + 'static> Ordered<I, O> {
         Ok(pool)
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(super) fn in_flight(&self) -> usize {
         self.submitted - self.taken
     }
 
     /// Take a result before the next submit.
-    pub fn is_full(&self) -> bool {
+    pub(super) fn is_full(&self) -> bool {
         self.in_flight() >= self.inputs.len() * self.depth
     }
 
-    pub fn submit(&mut self, job: I) -> Result<(), Stopped> {
+    pub(super) fn submit(&mut self, job: I) -> Result<(), Stopped> {
         let n = self.inputs.len();
         let tx = self.inputs.get(self.submitted % n.max(1)).ok_or(Stopped)?;
         tx.send(job).map_err(|_| Stopped)?;
@@ -88,7 +88,7 @@ impl<I: Send + 'static, O: Send + 'static> Ordered<I, O> {
     }
 
     /// The result of the oldest job in flight; `None` when nothing is in flight.
-    pub fn take(&mut self) -> Option<Result<O, Stopped>> {
+    pub(super) fn take(&mut self) -> Option<Result<O, Stopped>> {
         if self.in_flight() == 0 {
             return None;
         }

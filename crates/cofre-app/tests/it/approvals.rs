@@ -95,12 +95,7 @@ impl World {
         let clock: cofre_app::Clock = Arc::new(move || {
             time::OffsetDateTime::from_unix_timestamp(clock_now.load(Ordering::SeqCst)).unwrap()
         });
-        let app = Arc::new(App::new(
-            first.store.clone(),
-            config,
-            first.keyring.clone(),
-            clock,
-        ));
+        let app = App::new(first.store.clone(), config, first.keyring.clone(), clock);
         app.unseal_from_key_file().unwrap();
         let admin = principal("admin", Role::Admin, &[]);
         let w = World {
@@ -121,11 +116,13 @@ impl World {
         ] {
             let groups: Vec<String> = groups.iter().map(|s| s.to_string()).collect();
             w.app
+                .accounts()
                 .create_user(&w.admin, name, role, &groups, None)
                 .await
                 .unwrap();
         }
         w.app
+            .vault()
             .create_target(
                 &w.admin,
                 &CreateTargetRequest {
@@ -139,6 +136,7 @@ impl World {
             .await
             .unwrap();
         w.app
+            .vault()
             .put_credential(
                 &w.admin,
                 "db01",
@@ -170,7 +168,11 @@ impl World {
             ..Default::default()
         };
         f(&mut p);
-        self.app.create_policy(&self.admin, &p).await.unwrap();
+        self.app
+            .vault()
+            .create_policy(&self.admin, &p)
+            .await
+            .unwrap();
     }
 
     async fn request(
@@ -179,6 +181,7 @@ impl World {
         duration: &str,
     ) -> Result<String, cofre_app::error::Error> {
         self.app
+            .approvals()
             .create_request(
                 who,
                 &CreateAccessRequest {
@@ -196,13 +199,19 @@ impl World {
 
     async fn reveal(&self, who: &Principal) -> Result<String, cofre_app::error::Error> {
         self.app
+            .vault()
             .reveal(who, "db01", "root", &RevealRequest::default())
             .await
             .map(|r| r.secret.expose().to_owned())
     }
 
     async fn state(&self, id: &str) -> String {
-        self.app.get_request(&self.admin, id).await.unwrap().state
+        self.app
+            .approvals()
+            .get_request(&self.admin, id)
+            .await
+            .unwrap()
+            .state
     }
 }
 
@@ -242,17 +251,20 @@ async fn two_levels_in_order_then_reveal_until_revoked() {
     // Security may not decide before the leads.
     let e = w
         .app
+        .approvals()
         .decide_request(&sam(), &id, Verdict::Approve, None)
         .await
         .unwrap_err();
     assert_eq!(e.code.as_str(), "not_an_approver_here", "{e:?}");
     w.app
+        .approvals()
         .decide_request(&both(), &id, Verdict::Approve, Some("ok"))
         .await
         .unwrap();
     // One person counts once, even when also in the next level's group.
     let e = w
         .app
+        .approvals()
         .decide_request(&both(), &id, Verdict::Approve, None)
         .await
         .unwrap_err();
@@ -261,6 +273,7 @@ async fn two_levels_in_order_then_reveal_until_revoked() {
     assert!(w.reveal(&alice()).await.is_err(), "not approved yet");
     let info = w
         .app
+        .approvals()
         .decide_request(&sam(), &id, Verdict::Approve, Some("fine"))
         .await
         .unwrap();
@@ -275,6 +288,7 @@ async fn two_levels_in_order_then_reveal_until_revoked() {
         "approval_required"
     );
     w.app
+        .approvals()
         .revoke_grant(&w.admin, &id, Some("done early"))
         .await
         .unwrap();
@@ -296,6 +310,7 @@ async fn the_requester_never_approves_even_as_an_admin_in_the_group() {
     let id = w.request(&boss, "1h").await.unwrap();
     let e = w
         .app
+        .approvals()
         .decide_request(&boss, &id, Verdict::Approve, None)
         .await
         .unwrap_err();
@@ -304,6 +319,7 @@ async fn the_requester_never_approves_even_as_an_admin_in_the_group() {
     let uma = principal("uma", Role::User, &["leads"]);
     assert_eq!(
         w.app
+            .approvals()
             .decide_request(&uma, &id, Verdict::Approve, None)
             .await
             .unwrap_err()
@@ -313,6 +329,7 @@ async fn the_requester_never_approves_even_as_an_admin_in_the_group() {
     );
     assert_eq!(w.state(&id).await, "pending");
     w.app
+        .approvals()
         .decide_request(&lea(), &id, Verdict::Approve, None)
         .await
         .unwrap();
@@ -329,11 +346,13 @@ async fn n_distinct_approvers_and_one_refusal_ends_it() {
     .await;
     let id = w.request(&alice(), "1h").await.unwrap();
     w.app
+        .approvals()
         .decide_request(&lea(), &id, Verdict::Approve, None)
         .await
         .unwrap();
     assert_eq!(
         w.app
+            .approvals()
             .decide_request(&lea(), &id, Verdict::Approve, None)
             .await
             .unwrap_err()
@@ -344,12 +363,14 @@ async fn n_distinct_approvers_and_one_refusal_ends_it() {
     assert_eq!(w.state(&id).await, "pending", "one person counted once");
     let e = w
         .app
+        .approvals()
         .decide_request(&leo(), &id, Verdict::Deny, None)
         .await
         .unwrap_err();
     assert_eq!(e.field.as_deref(), Some("comment"), "a denial says why");
     let info = w
         .app
+        .approvals()
         .decide_request(&leo(), &id, Verdict::Deny, Some("not during the freeze"))
         .await
         .unwrap();
@@ -361,6 +382,7 @@ async fn n_distinct_approvers_and_one_refusal_ends_it() {
     let both = both();
     assert_eq!(
         w.app
+            .approvals()
             .decide_request(&both, &id, Verdict::Approve, None)
             .await
             .unwrap_err()
@@ -379,12 +401,13 @@ async fn an_undecided_request_expires_and_a_late_decision_is_refused() {
     .await;
     let id = w.request(&alice(), "1h").await.unwrap();
     w.advance(599);
-    assert_eq!(w.app.expire_due_requests().await.unwrap(), 0);
+    assert_eq!(w.app.approvals().expire_due_requests().await.unwrap(), 0);
     w.advance(1);
-    assert_eq!(w.app.expire_due_requests().await.unwrap(), 1);
+    assert_eq!(w.app.approvals().expire_due_requests().await.unwrap(), 1);
     assert_eq!(w.state(&id).await, "expired");
     let e = w
         .app
+        .approvals()
         .decide_request(&lea(), &id, Verdict::Approve, None)
         .await
         .unwrap_err();
@@ -394,6 +417,7 @@ async fn an_undecided_request_expires_and_a_late_decision_is_refused() {
     w.advance(700);
     let e = w
         .app
+        .approvals()
         .decide_request(&lea(), &id, Verdict::Approve, None)
         .await
         .unwrap_err();
@@ -410,6 +434,7 @@ async fn the_grant_ends_with_its_window() {
     .await;
     let id = w.request(&alice(), "30m").await.unwrap();
     w.app
+        .approvals()
         .decide_request(&lea(), &id, Verdict::Approve, None)
         .await
         .unwrap();
@@ -422,6 +447,7 @@ async fn the_grant_ends_with_its_window() {
     );
     let grants = w
         .app
+        .approvals()
         .list_requests(&alice(), &Default::default(), true)
         .await
         .unwrap();
@@ -461,6 +487,7 @@ async fn most_restrictive_wins_with_hours_days_and_duration() {
     w.at(MONDAY_10);
     let id = w.request(&alice(), "2h").await.unwrap();
     w.app
+        .approvals()
         .decide_request(&lea(), &id, Verdict::Approve, None)
         .await
         .unwrap();
@@ -520,7 +547,12 @@ async fn emergency_only_where_allowed_and_reviewed_by_someone_else() {
         start: None,
         duration: Some("1h".into()),
     };
-    let e = w.app.emergency_request(&alice(), &req).await.unwrap_err();
+    let e = w
+        .app
+        .approvals()
+        .create_emergency_request(&alice(), &req)
+        .await
+        .unwrap_err();
     assert_eq!(e.code.as_str(), "emergency_not_allowed");
     let w = World::new(Db::Sqlite).await;
     w.policy("prod-root", "approve", |p| {
@@ -528,18 +560,25 @@ async fn emergency_only_where_allowed_and_reviewed_by_someone_else() {
         p.emergency = true;
     })
     .await;
-    let info = w.app.emergency_request(&alice(), &req).await.unwrap();
+    let info = w
+        .app
+        .approvals()
+        .create_emergency_request(&alice(), &req)
+        .await
+        .unwrap();
     assert_eq!(info.state, "approved");
     assert!(info.emergency && info.review_pending);
     assert!(w.reveal(&alice()).await.is_ok());
     let e = w
         .app
+        .approvals()
         .review_request(&alice(), &info.id, Some("fine by me"))
         .await
         .unwrap_err();
     assert_eq!(e.code.as_str(), "forbidden", "a user does not review");
     let r = w
         .app
+        .approvals()
         .review_request(&lea(), &info.id, Some("outage confirmed"))
         .await
         .unwrap();
@@ -547,6 +586,7 @@ async fn emergency_only_where_allowed_and_reviewed_by_someone_else() {
     assert_eq!(r.review.unwrap().by, "lea");
     assert_eq!(
         w.app
+            .approvals()
             .review_request(&leo(), &info.id, Some("again"))
             .await
             .unwrap_err()
@@ -563,20 +603,21 @@ async fn visibility_and_pending_lists() {
     let pending = |p: Principal| {
         let app = w.app.clone();
         async move {
-            app.list_requests(
-                &p,
-                &cofre_proto::requests::RequestListQuery {
-                    pending: Some(true),
-                    ..Default::default()
-                },
-                false,
-            )
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|r| r.id)
-            .collect::<Vec<_>>()
+            app.approvals()
+                .list_requests(
+                    &p,
+                    &cofre_proto::requests::RequestListQuery {
+                        pending: Some(true),
+                        ..Default::default()
+                    },
+                    false,
+                )
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
         }
     };
     assert_eq!(pending(lea()).await, vec![id.clone()]);
@@ -585,6 +626,7 @@ async fn visibility_and_pending_lists() {
     let stranger = principal("uma", Role::User, &["leads"]);
     assert_eq!(
         w.app
+            .approvals()
             .get_request(&stranger, &id)
             .await
             .unwrap_err()
@@ -593,6 +635,7 @@ async fn visibility_and_pending_lists() {
         "not_found"
     );
     w.app
+        .approvals()
         .decide_request(&lea(), &id, Verdict::Approve, None)
         .await
         .unwrap();
@@ -613,7 +656,9 @@ async fn two_at_once(
         let (app, id, start) = (app.clone(), id.to_owned(), start.clone());
         tokio::spawn(async move {
             start.wait().await;
-            app.decide_request(&who, &id, Verdict::Approve, None).await
+            app.approvals()
+                .decide_request(&who, &id, Verdict::Approve, None)
+                .await
         })
     };
     let (a, b) = (spawn(lea()), spawn(leo()));
@@ -634,10 +679,14 @@ async fn concurrent_decisions(db: Db) {
         );
         let loser = if a.is_ok() { b } else { a };
         assert_eq!(loser.unwrap_err().code.as_str(), "request_closed");
-        let r = w.app.get_request(&w.admin, &id).await.unwrap();
+        let r = w.app.approvals().get_request(&w.admin, &id).await.unwrap();
         assert_eq!(r.state, "approved");
         assert_eq!(r.decisions.len(), 1, "round {round}: {:?}", r.decisions);
-        w.app.revoke_grant(&w.admin, &id, None).await.unwrap();
+        w.app
+            .approvals()
+            .revoke_grant(&w.admin, &id, None)
+            .await
+            .unwrap();
     }
     let w = World::new(db).await;
     w.policy("two", "approve", |p| p.levels = Some("leads:2".into()))
@@ -648,10 +697,14 @@ async fn concurrent_decisions(db: Db) {
         let (a, b) = two_at_once(&w.app, &id).await;
         a.unwrap();
         b.unwrap();
-        let r = w.app.get_request(&w.admin, &id).await.unwrap();
+        let r = w.app.approvals().get_request(&w.admin, &id).await.unwrap();
         assert_eq!(r.state, "approved", "round {round}");
         assert_eq!(r.decisions.len(), 2);
-        w.app.revoke_grant(&w.admin, &id, None).await.unwrap();
+        w.app
+            .approvals()
+            .revoke_grant(&w.admin, &id, None)
+            .await
+            .unwrap();
     }
     // A decision racing the expiry sweep (this level needs two): the decision is either counted
     // and kept (whatever the sweep then does), or refused, reported, and absent.
@@ -664,16 +717,17 @@ async fn concurrent_decisions(db: Db) {
             tokio::spawn(async move {
                 // The deadline passes while the decision is on its way.
                 now.fetch_add(1, Ordering::SeqCst);
-                app.expire_due_requests().await.unwrap()
+                app.approvals().expire_due_requests().await.unwrap()
             })
         };
         let decided = w
             .app
+            .approvals()
             .decide_request(&leo(), &id, Verdict::Approve, None)
             .await;
         sweeper.await.unwrap();
-        w.app.expire_due_requests().await.unwrap();
-        let r = w.app.get_request(&w.admin, &id).await.unwrap();
+        w.app.approvals().expire_due_requests().await.unwrap();
+        let r = w.app.approvals().get_request(&w.admin, &id).await.unwrap();
         assert_eq!(r.state, "expired", "round {round}: the deadline has passed");
         let recorded: Vec<&str> = r.decisions.iter().map(|d| d.approver.as_str()).collect();
         match &decided {
@@ -691,7 +745,7 @@ async fn concurrent_decisions(db: Db) {
             }
         }
     }
-    let verify = w.app.verify_audit(&w.admin).await.unwrap();
+    let verify = w.app.audit().verify_audit(&w.admin).await.unwrap();
     assert!(verify.intact, "{:?}", verify.first_broken);
 }
 

@@ -36,24 +36,21 @@ async fn a_fresh_second_admin_counts_only_after_cooling_off() {
     let clock: cofre_app::Clock = Arc::new(move || {
         time::OffsetDateTime::from_unix_timestamp(clock_now.load(Ordering::SeqCst)).unwrap()
     });
-    let app = Arc::new(App::new(
-        first.store.clone(),
-        config,
-        first.keyring.clone(),
-        clock,
-    ));
+    let app = App::new(first.store.clone(), config, first.keyring.clone(), clock);
     app.unseal_from_key_file().unwrap();
     let admin = principal(&app, "admin", Role::Admin, &["vault"]).await;
 
     // Alone: applied (unilateral).
-    app.create_group(&admin, "vault").await.unwrap();
-    app.create_group(&admin, "leads").await.unwrap();
+    app.accounts().create_group(&admin, "vault").await.unwrap();
+    app.accounts().create_group(&admin, "leads").await.unwrap();
     let made = app
+        .accounts()
         .create_user(&admin, "bob", "admin", &["leads".into()], None)
         .await
         .unwrap();
     assert!(matches!(made, Applied::Done(_)));
-    app.add_group_member(&admin, "vault", "admin")
+    app.accounts()
+        .add_group_member(&admin, "vault", "admin")
         .await
         .unwrap();
     let bob = principal(&app, "bob", Role::Admin, &["leads"]).await;
@@ -68,10 +65,11 @@ async fn a_fresh_second_admin_counts_only_after_cooling_off() {
         levels: Some("leads:1".into()),
         ..Default::default()
     };
-    let Applied::Held(change) = app.create_policy(&admin, &policy).await.unwrap() else {
+    let Applied::Held(change) = app.vault().create_policy(&admin, &policy).await.unwrap() else {
         panic!("a widening policy with two admins is held");
     };
     let refused = app
+        .approvals()
         .decide_change(&bob, &change.id, Verdict::Approve, None)
         .await
         .unwrap_err();
@@ -80,6 +78,7 @@ async fn a_fresh_second_admin_counts_only_after_cooling_off() {
     // Bob made by admin does not count on admin's access requests either.
     now.store(START + 7 * DAY - 1, Ordering::SeqCst);
     let still = app
+        .approvals()
         .decide_change(&bob, &change.id, Verdict::Approve, None)
         .await
         .unwrap_err();
@@ -88,6 +87,7 @@ async fn a_fresh_second_admin_counts_only_after_cooling_off() {
     // Seven days on, bob counts.
     now.store(START + 7 * DAY + 1, Ordering::SeqCst);
     let decided = app
+        .approvals()
         .decide_change(&bob, &change.id, Verdict::Approve, Some("ok"))
         .await
         .unwrap();
@@ -96,29 +96,32 @@ async fn a_fresh_second_admin_counts_only_after_cooling_off() {
 
     // And an access request of admin, decided by bob (in leads), is refused while bob is fresh:
     // a new approver made now by admin.
-    app.create_target(
-        &admin,
-        &CreateTargetRequest {
-            name: "db01".into(),
-            host: "127.0.0.1".into(),
-            port: Some(22),
-            protocol: None,
-            tags: vec!["prod".into()],
-        },
-    )
-    .await
-    .unwrap();
-    app.put_credential(
-        &admin,
-        "db01",
-        "root",
-        Some(&SecretString::new("s3cret".into())),
-        None,
-        false,
-    )
-    .await
-    .unwrap();
+    app.vault()
+        .create_target(
+            &admin,
+            &CreateTargetRequest {
+                name: "db01".into(),
+                host: "127.0.0.1".into(),
+                port: Some(22),
+                protocol: None,
+                tags: vec!["prod".into()],
+            },
+        )
+        .await
+        .unwrap();
+    app.vault()
+        .put_credential(
+            &admin,
+            "db01",
+            "root",
+            Some(&SecretString::new("s3cret".into())),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
     let Applied::Held(change) = app
+        .accounts()
         .create_user(&admin, "ap1", "approver", &["leads".into()], None)
         .await
         .unwrap()
@@ -126,6 +129,7 @@ async fn a_fresh_second_admin_counts_only_after_cooling_off() {
         panic!("a new approver with two admins is held");
     };
     let decided = app
+        .approvals()
         .decide_change(&bob, &change.id, Verdict::Approve, None)
         .await
         .unwrap();
@@ -135,6 +139,7 @@ async fn a_fresh_second_admin_counts_only_after_cooling_off() {
     );
     let ap1 = principal(&app, "ap1", Role::Approver, &["leads"]).await;
     let request = app
+        .approvals()
         .create_request(
             &admin,
             &CreateAccessRequest {
@@ -149,6 +154,7 @@ async fn a_fresh_second_admin_counts_only_after_cooling_off() {
         .await
         .unwrap();
     let refused = app
+        .approvals()
         .decide_request(&ap1, &request.id, Verdict::Approve, None)
         .await
         .unwrap_err();
@@ -159,6 +165,7 @@ async fn a_fresh_second_admin_counts_only_after_cooling_off() {
     );
     // Bob counts on admin's request now (seven days passed since admin made him).
     let approved = app
+        .approvals()
         .decide_request(&bob, &request.id, Verdict::Approve, None)
         .await
         .unwrap();

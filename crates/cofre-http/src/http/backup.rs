@@ -15,7 +15,7 @@ pub(super) async fn status(
     State(state): State<AppState>,
     Auth(who): Auth,
 ) -> ApiResult<BackupStatus> {
-    Ok(Json(state.app.backup_status(&who).await?))
+    Ok(Json(state.app.orbit().get_backup_status(&who).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/backup/targets", security(("bearer" = [])),
@@ -24,7 +24,7 @@ pub(super) async fn list_targets(
     State(state): State<AppState>,
     Auth(who): Auth,
 ) -> ApiResult<Vec<BackupTargetInfo>> {
-    Ok(Json(state.app.backup_targets(&who).await?))
+    Ok(Json(state.app.orbit().list_backup_targets(&who).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/backup/targets", security(("bearer" = [])), request_body = NewBackupTargetRequest,
@@ -34,7 +34,7 @@ pub(super) async fn add_target(
     Auth(who): Auth,
     JsonBody(req): JsonBody<NewBackupTargetRequest>,
 ) -> ApiResult<BackupTargetInfo> {
-    Ok(Json(state.app.backup_target_add(&who, &req).await?))
+    Ok(Json(state.app.orbit().add_backup_target(&who, &req).await?))
 }
 
 /// The write test: a probe file written, read back and deleted. A failure is reported in the body.
@@ -45,7 +45,9 @@ pub(super) async fn test_target(
     Auth(who): Auth,
     Path(name): Path<String>,
 ) -> ApiResult<BackupTestResult> {
-    Ok(Json(state.app.backup_target_test(&who, &name).await?))
+    Ok(Json(
+        state.app.orbit().test_backup_target(&who, &name).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/backup/jobs", security(("bearer" = [])), request_body = NewBackupJobRequest,
@@ -55,7 +57,7 @@ pub(super) async fn add_job(
     Auth(who): Auth,
     JsonBody(req): JsonBody<NewBackupJobRequest>,
 ) -> ApiResult<BackupJobInfo> {
-    Ok(Json(state.app.backup_job_add(&who, &req).await?))
+    Ok(Json(state.app.orbit().add_backup_job(&who, &req).await?))
 }
 
 /// Starts a run now; it goes on in the background: follow it at `/api/v1/backup/runs/{id}`.
@@ -66,7 +68,7 @@ pub(super) async fn run_job(
     Auth(who): Auth,
     Path(name): Path<String>,
 ) -> ApiResult<BackupRunInfo> {
-    Ok(Json(state.app.backup_run_now(&who, &name).await?))
+    Ok(Json(state.app.orbit().run_backup_now(&who, &name).await?))
 }
 
 /// A run: its status, and while it runs, its progress.
@@ -80,5 +82,5 @@ pub(super) async fn get_run(
     let id: i64 = id
         .parse()
         .map_err(|_| Error::invalid("id", "id: a run id is a number"))?;
-    Ok(Json(state.app.backup_run_info(&who, id).await?))
+    Ok(Json(state.app.orbit().get_backup_run(&who, id).await?))
 }

@@ -17,7 +17,7 @@ pub(super) async fn status(
     State(state): State<AppState>,
     Auth(who): Auth,
 ) -> ApiResult<BreakGlassStatus> {
-    Ok(Json(state.app.breakglass_status(&who).await?))
+    Ok(Json(state.app.orbit().get_breakglass_status(&who).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/breakglass/ceremony", security(("bearer" = [])), request_body = CeremonyRequest,
@@ -27,7 +27,13 @@ pub(super) async fn ceremony(
     Auth(who): Auth,
     JsonBody(req): JsonBody<CeremonyRequest>,
 ) -> ApiResult<CeremonyResponse> {
-    Ok(Json(state.app.breakglass_ceremony(&who, &req).await?))
+    Ok(Json(
+        state
+            .app
+            .orbit()
+            .start_breakglass_ceremony(&who, &req)
+            .await?,
+    ))
 }
 
 /// The caller's share of the newest ceremony they are a custodian of: delivered once, then deleted.
@@ -37,7 +43,7 @@ pub(super) async fn share(
     State(state): State<AppState>,
     Auth(who): Auth,
 ) -> ApiResult<ShareResponse> {
-    Ok(Json(state.app.breakglass_take_share(&who).await?))
+    Ok(Json(state.app.orbit().take_breakglass_share(&who).await?))
 }
 
 /// The break-glass file (an age file) of the whole vault under the active epoch.
@@ -48,7 +54,7 @@ pub(super) async fn export(
     State(state): State<AppState>,
     Auth(who): Auth,
 ) -> Result<Response, Error> {
-    let built = state.app.breakglass_export(&who).await?;
+    let built = state.app.orbit().export_breakglass(&who).await?;
     let mut resp = built.bytes.into_response();
     let headers = resp.headers_mut();
     headers.insert(

@@ -39,6 +39,7 @@ pub(super) async fn list(
     Ok(Json(
         state
             .app
+            .approvals()
             .list_changes(
                 &who,
                 q.pending.unwrap_or(false),
@@ -56,7 +57,7 @@ pub(super) async fn show(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<ChangeInfo> {
-    Ok(Json(state.app.get_change(&who, &id).await?))
+    Ok(Json(state.app.approvals().get_change(&who, &id).await?))
 }
 
 /// A second admin approves: the change is applied now. A reset's or a new user's one-time
@@ -73,6 +74,7 @@ pub(super) async fn approve(
     Ok(Json(
         state
             .app
+            .approvals()
             .decide_change(&who, &id, Verdict::Approve, req.comment.as_deref())
             .await?,
     ))
@@ -90,6 +92,7 @@ pub(super) async fn deny(
     Ok(Json(
         state
             .app
+            .approvals()
             .decide_change(&who, &id, Verdict::Deny, req.comment.as_deref())
             .await?,
     ))
@@ -102,5 +105,5 @@ pub(super) async fn instance(
     State(state): State<AppState>,
     Auth(who): Auth,
 ) -> ApiResult<InstanceInfo> {
-    Ok(Json(state.app.instance_info(&who).await?))
+    Ok(Json(state.app.orbit().get_instance(&who).await?))
 }

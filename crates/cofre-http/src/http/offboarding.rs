@@ -24,7 +24,11 @@ pub(super) async fn disable_user(
     JsonBody(req): JsonBody<DisableUserRequest>,
 ) -> ApiResult<UserInfo> {
     Ok(Json(
-        state.app.disable_user(&who, &username, &req.reason).await?,
+        state
+            .app
+            .accounts()
+            .disable_user(&who, &username, &req.reason)
+            .await?,
     ))
 }
 
@@ -38,7 +42,7 @@ pub(super) async fn enable_user(
     Path(username): Path<String>,
 ) -> Result<axum::response::Response, crate::error::Error> {
     Ok(super::governance::applied(
-        state.app.enable_user(&who, &username).await?,
+        state.app.accounts().enable_user(&who, &username).await?,
     ))
 }
 
@@ -51,7 +55,7 @@ pub(super) async fn delete_user(
     Auth(who): Auth,
     Path(username): Path<String>,
 ) -> ApiResult<OkResponse> {
-    state.app.delete_user(&who, &username).await?;
+    state.app.accounts().delete_user(&who, &username).await?;
     ok()
 }
 
@@ -66,6 +70,7 @@ pub(super) async fn remove_ssh_key(
 ) -> ApiResult<OkResponse> {
     state
         .app
+        .accounts()
         .remove_ssh_key(&who, &username, &req.fingerprint)
         .await?;
     ok()
@@ -80,6 +85,7 @@ pub(super) async fn remove_group_member(
 ) -> ApiResult<OkResponse> {
     state
         .app
+        .accounts()
         .remove_group_member(&who, &name, &username)
         .await?;
     ok()
@@ -92,7 +98,11 @@ pub(super) async fn disable_target(
     Auth(who): Auth,
     Path(name): Path<String>,
 ) -> ApiResult<OkResponse> {
-    state.app.set_target_disabled(&who, &name, true).await?;
+    state
+        .app
+        .vault()
+        .set_target_disabled(&who, &name, true)
+        .await?;
     ok()
 }
 
@@ -103,7 +113,11 @@ pub(super) async fn enable_target(
     Auth(who): Auth,
     Path(name): Path<String>,
 ) -> ApiResult<OkResponse> {
-    state.app.set_target_disabled(&who, &name, false).await?;
+    state
+        .app
+        .vault()
+        .set_target_disabled(&who, &name, false)
+        .await?;
     ok()
 }
 
@@ -115,7 +129,7 @@ pub(super) async fn delete_target(
     Auth(who): Auth,
     Path(name): Path<String>,
 ) -> ApiResult<OkResponse> {
-    state.app.delete_target(&who, &name).await?;
+    state.app.vault().delete_target(&who, &name).await?;
     ok()
 }
 
@@ -128,6 +142,7 @@ pub(super) async fn disable_credential(
 ) -> ApiResult<OkResponse> {
     state
         .app
+        .vault()
         .set_credential_disabled(&who, &name, &account, true)
         .await?;
     ok()
@@ -142,6 +157,7 @@ pub(super) async fn enable_credential(
 ) -> ApiResult<OkResponse> {
     state
         .app
+        .vault()
         .set_credential_disabled(&who, &name, &account, false)
         .await?;
     ok()
@@ -155,7 +171,11 @@ pub(super) async fn delete_credential(
     Auth(who): Auth,
     Path((name, account)): Path<(String, String)>,
 ) -> ApiResult<OkResponse> {
-    state.app.delete_credential(&who, &name, &account).await?;
+    state
+        .app
+        .vault()
+        .delete_credential(&who, &name, &account)
+        .await?;
     ok()
 }
 
@@ -167,7 +187,7 @@ pub(super) async fn remove_backup_target(
     Auth(who): Auth,
     Path(name): Path<String>,
 ) -> ApiResult<OkResponse> {
-    state.app.backup_target_remove(&who, &name).await?;
+    state.app.orbit().remove_backup_target(&who, &name).await?;
     ok()
 }
 
@@ -179,6 +199,6 @@ pub(super) async fn remove_backup_job(
     Auth(who): Auth,
     Path(name): Path<String>,
 ) -> ApiResult<OkResponse> {
-    state.app.backup_job_remove(&who, &name).await?;
+    state.app.orbit().remove_backup_job(&who, &name).await?;
     ok()
 }

@@ -17,7 +17,9 @@ pub(super) async fn create(
     Auth(who): Auth,
     JsonBody(req): JsonBody<CreateAccessRequest>,
 ) -> ApiResult<RequestInfo> {
-    Ok(Json(state.app.create_request(&who, &req).await?))
+    Ok(Json(
+        state.app.approvals().create_request(&who, &req).await?,
+    ))
 }
 
 /// Emergency access: no approval where policy allows it; every approver is notified.
@@ -28,7 +30,13 @@ pub(super) async fn emergency(
     Auth(who): Auth,
     JsonBody(req): JsonBody<CreateAccessRequest>,
 ) -> ApiResult<RequestInfo> {
-    Ok(Json(state.app.emergency_request(&who, &req).await?))
+    Ok(Json(
+        state
+            .app
+            .approvals()
+            .create_emergency_request(&who, &req)
+            .await?,
+    ))
 }
 
 /// One's own requests; `pending=true`: those waiting for the caller's decision; `all=true`:
@@ -40,7 +48,9 @@ pub(super) async fn list(
     Auth(who): Auth,
     QueryParams(q): QueryParams<RequestListQuery>,
 ) -> ApiResult<Page<RequestInfo>> {
-    Ok(Json(state.app.list_requests(&who, &q, false).await?))
+    Ok(Json(
+        state.app.approvals().list_requests(&who, &q, false).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/requests/{id}", security(("bearer" = [])), params(("id" = String, Path)),
@@ -50,7 +60,7 @@ pub(super) async fn show(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<RequestInfo> {
-    Ok(Json(state.app.get_request(&who, &id).await?))
+    Ok(Json(state.app.approvals().get_request(&who, &id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/requests/{id}/approve", security(("bearer" = [])), params(("id" = String, Path)), request_body = DecideRequest,
@@ -64,6 +74,7 @@ pub(super) async fn approve(
     Ok(Json(
         state
             .app
+            .approvals()
             .decide_request(&who, &id, Verdict::Approve, req.comment.as_deref())
             .await?,
     ))
@@ -80,6 +91,7 @@ pub(super) async fn deny(
     Ok(Json(
         state
             .app
+            .approvals()
             .decide_request(&who, &id, Verdict::Deny, req.comment.as_deref())
             .await?,
     ))
@@ -93,7 +105,7 @@ pub(super) async fn cancel(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<RequestInfo> {
-    Ok(Json(state.app.cancel_request(&who, &id).await?))
+    Ok(Json(state.app.approvals().cancel_request(&who, &id).await?))
 }
 
 /// After-the-fact review of an emergency access.
@@ -108,6 +120,7 @@ pub(super) async fn review(
     Ok(Json(
         state
             .app
+            .approvals()
             .review_request(&who, &id, req.comment.as_deref())
             .await?,
     ))
@@ -121,7 +134,9 @@ pub(super) async fn grants(
     Auth(who): Auth,
     QueryParams(q): QueryParams<RequestListQuery>,
 ) -> ApiResult<Page<RequestInfo>> {
-    Ok(Json(state.app.list_requests(&who, &q, true).await?))
+    Ok(Json(
+        state.app.approvals().list_requests(&who, &q, true).await?,
+    ))
 }
 
 /// Ends a grant now and closes its live gateway sessions.
@@ -136,6 +151,7 @@ pub(super) async fn revoke(
     Ok(Json(
         state
             .app
+            .approvals()
             .revoke_grant(&who, &id, req.reason.as_deref())
             .await?,
     ))
@@ -153,6 +169,7 @@ pub(super) async fn set_email(
     Ok(Json(
         state
             .app
+            .accounts()
             .set_email(&who, &username, req.email.as_deref())
             .await?,
     ))

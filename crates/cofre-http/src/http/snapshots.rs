@@ -18,7 +18,7 @@ pub(super) async fn create(
     Auth(who): Auth,
     JsonBody(req): JsonBody<CreateSnapshotRequest>,
 ) -> Result<(StatusCode, Json<SnapshotJob>), crate::error::Error> {
-    let job = state.app.start_snapshot(&who, &req).await?;
+    let job = state.app.orbit().start_snapshot(&who, &req).await?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
@@ -28,7 +28,7 @@ pub(super) async fn list(
     State(state): State<AppState>,
     Auth(who): Auth,
 ) -> ApiResult<SnapshotList> {
-    Ok(Json(state.app.list_snapshots(&who)?))
+    Ok(Json(state.app.orbit().list_snapshots(&who)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/snapshots/jobs/{id}", security(("bearer" = [])),
@@ -39,7 +39,7 @@ pub(super) async fn job(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<SnapshotJob> {
-    Ok(Json(state.app.snapshot_job(&who, &id)?))
+    Ok(Json(state.app.orbit().get_snapshot_job(&who, &id)?))
 }
 
 /// Reads the whole snapshot back: checksums, decryption, the database copy opens.
@@ -51,7 +51,7 @@ pub(super) async fn verify(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<SnapshotVerifyResponse> {
-    Ok(Json(state.app.verify_snapshot(&who, &id).await?))
+    Ok(Json(state.app.orbit().verify_snapshot(&who, &id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/snapshots/prune", security(("bearer" = [])), request_body = PruneSnapshotsRequest,
@@ -61,5 +61,5 @@ pub(super) async fn prune(
     Auth(who): Auth,
     JsonBody(req): JsonBody<PruneSnapshotsRequest>,
 ) -> ApiResult<PruneSnapshotsResponse> {
-    Ok(Json(state.app.prune_snapshots(&who, &req).await?))
+    Ok(Json(state.app.orbit().prune_snapshots(&who, &req).await?))
 }

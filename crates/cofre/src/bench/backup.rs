@@ -96,7 +96,7 @@ async fn run_job(admin: &Client, job: &str) -> Result<BackupRunInfo> {
     }
 }
 
-pub async fn run(megabytes: u64, recordings: usize) -> Result<ExitCode> {
+pub(crate) async fn run(megabytes: u64, recordings: usize) -> Result<ExitCode> {
     if recordings < 100 {
         bail!("--recordings: at least 100, so that one new recording is 1%");
     }

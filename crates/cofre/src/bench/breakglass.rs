@@ -149,7 +149,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-pub fn run(credentials: usize, versions: usize, dir: Option<PathBuf>) -> Result<ExitCode> {
+pub(crate) fn run(credentials: usize, versions: usize, dir: Option<PathBuf>) -> Result<ExitCode> {
     if credentials == 0 || versions == 0 {
         bail!("--credentials and --versions must be at least 1");
     }

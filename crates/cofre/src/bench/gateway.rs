@@ -192,7 +192,7 @@ fn random_file(path: &Path, megabytes: u64) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(megabytes: u64, echoes: usize, idle: usize) -> Result<ExitCode> {
+pub(crate) async fn run(megabytes: u64, echoes: usize, idle: usize) -> Result<ExitCode> {
     let scratch = tempfile::tempdir()?;
     let dir: PathBuf = scratch.path().to_owned();
     keygen(&dir.join("root_key"))?;

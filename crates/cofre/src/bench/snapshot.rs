@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// Files of this size, like a day's worth of long sessions.
 const FILE_MIB: u64 = 16;
 
-pub async fn run(megabytes: u64) -> Result<ExitCode> {
+pub(crate) async fn run(megabytes: u64) -> Result<ExitCode> {
     let (server, target, otp, _) = start_server(None).await?;
     let data_dir = server.1.path().join("data");
     seed(&data_dir, megabytes)?;

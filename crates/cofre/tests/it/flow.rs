@@ -4,7 +4,7 @@ use crate::harness::*;
 use serde_json::Value;
 
 /// What the flow leaves behind, for tests that build on it (secret_logs).
-pub struct Flow {
+pub(crate) struct Flow {
     // Field order is drop order: the server goes before the instance (and its database).
     pub server: Server,
     pub admin: Cli,
@@ -15,9 +15,9 @@ pub struct Flow {
     pub inst: Instance,
 }
 
-pub const REASON: &str = "INC-42 disk full";
+pub(crate) const REASON: &str = "INC-42 disk full";
 
-pub fn run_flow(backend: Backend, server_env: &[(&str, &str)]) -> Flow {
+pub(crate) fn run_flow(backend: Backend, server_env: &[(&str, &str)]) -> Flow {
     let inst = Instance::new(backend);
     let server = inst.start_with_env(server_env);
 

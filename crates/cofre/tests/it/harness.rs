@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A debug build starting on PostgreSQL (migrations) can take a while on a busy 2-core machine.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// Any single CLI invocation; argon2 in a debug build is the slow part (well under a second).
-pub const CLI_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const CLI_TIMEOUT: Duration = Duration::from_secs(90);
 
-pub fn bin() -> &'static str {
+pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cofre")
 }
 
@@ -27,7 +27,7 @@ pub fn bin() -> &'static str {
 // Randomness (no extra crate): unique names and secrets per test, and a deterministic PRNG.
 
 /// Hex that differs between calls, processes and runs (sha256 of time, pid and a counter).
-pub fn random_hex(n: usize) -> String {
+pub(crate) fn random_hex(n: usize) -> String {
     use sha2::{Digest, Sha256};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut out = String::new();
@@ -45,13 +45,13 @@ pub fn random_hex(n: usize) -> String {
 }
 
 /// xorshift64*: deterministic, so a garbage body that breaks the server can be replayed.
-pub struct Prng(u64);
+pub(crate) struct Prng(u64);
 
 impl Prng {
-    pub fn new(seed: u64) -> Prng {
+    pub(crate) fn new(seed: u64) -> Prng {
         Prng(seed.max(1))
     }
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -60,13 +60,13 @@ impl Prng {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     /// Uniform-enough in `0..n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
     }
-    pub fn chance(&mut self, percent: usize) -> bool {
+    pub(crate) fn chance(&mut self, percent: usize) -> bool {
         self.below(100) < percent
     }
 }
@@ -74,7 +74,7 @@ impl Prng {
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL: one database per test.
 
-pub fn pg_admin_url() -> String {
+pub(crate) fn pg_admin_url() -> String {
     std::env::var("COFRE_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
@@ -94,7 +94,7 @@ fn pg_url_for(admin_url: &str, db: &str) -> String {
     }
 }
 
-pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -103,7 +103,7 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// Runs statements (no results) on a database, through sqlx's Any driver.
-pub fn sql_exec(url: &str, statements: &[String]) -> Result<(), String> {
+pub(crate) fn sql_exec(url: &str, statements: &[String]) -> Result<(), String> {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
     block_on(async {
@@ -123,7 +123,7 @@ pub fn sql_exec(url: &str, statements: &[String]) -> Result<(), String> {
 
 /// One row of `audit_log`, as stored.
 #[derive(Debug, Clone)]
-pub struct AuditRow {
+pub(crate) struct AuditRow {
     pub seq: i64,
     pub ts: String,
     pub actor: String,
@@ -135,7 +135,7 @@ pub struct AuditRow {
     pub hash: String,
 }
 
-pub fn audit_rows(url: &str) -> Vec<AuditRow> {
+pub(crate) fn audit_rows(url: &str) -> Vec<AuditRow> {
     use sqlx::{Connection, Row};
     sqlx::any::install_default_drivers();
     block_on(async {
@@ -168,23 +168,23 @@ pub fn audit_rows(url: &str) -> Vec<AuditRow> {
 }
 
 /// SQL string literal.
-pub fn sql_quote(s: &str) -> String {
+pub(crate) fn sql_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-pub struct PgDb {
+pub(crate) struct PgDb {
     pub name: String,
     pub url: String,
     admin_url: String,
 }
 
 impl PgDb {
-    pub fn create() -> PgDb {
+    pub(crate) fn create() -> PgDb {
         Self::create_from(None)
     }
 
     /// A new database, empty or as a copy of `template` (which must have no open connections).
-    pub fn create_from(template: Option<&str>) -> PgDb {
+    pub(crate) fn create_from(template: Option<&str>) -> PgDb {
         let admin_url = pg_admin_url();
         let name = format!("cofre_it_{}", random_hex(16));
         let stmt = match template {
@@ -220,12 +220,12 @@ impl Drop for PgDb {
 // An instance: what survives restarts (data dir, database), and server processes on it.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
 
-pub struct Instance {
+pub(crate) struct Instance {
     /// Holds the data dir, the server logs and every client's home.
     pub root: tempfile::TempDir,
     pub data_dir: PathBuf,
@@ -235,7 +235,7 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub fn new(backend: Backend) -> Instance {
+    pub(crate) fn new(backend: Backend) -> Instance {
         let root = tempfile::Builder::new()
             .prefix("cofre-it-")
             .tempdir()
@@ -251,16 +251,16 @@ impl Instance {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.root.path()
     }
 
-    pub fn database_url(&self) -> Option<String> {
+    pub(crate) fn database_url(&self) -> Option<String> {
         self.pg.as_ref().map(|p| p.url.clone())
     }
 
     /// A URL the test itself can open (sqlx), whatever the backend.
-    pub fn db_url_for_tests(&self) -> String {
+    pub(crate) fn db_url_for_tests(&self) -> String {
         match &self.pg {
             Some(p) => p.url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("cofre.db").display()),
@@ -268,7 +268,7 @@ impl Instance {
     }
 
     /// A copy of this instance (data dir and database) taken while no server runs on it.
-    pub fn fork(&self) -> Instance {
+    pub(crate) fn fork(&self) -> Instance {
         let root = tempfile::Builder::new()
             .prefix("cofre-it-fork-")
             .tempdir()
@@ -303,11 +303,11 @@ impl Instance {
         cmd
     }
 
-    pub fn start(&self) -> Server {
+    pub(crate) fn start(&self) -> Server {
         self.start_with_env(&[("COFRE_LOG", "info")])
     }
 
-    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Server {
+    pub(crate) fn start_with_env(&self, env: &[(&str, &str)]) -> Server {
         let n = self.starts.fetch_add(1, Ordering::Relaxed) + 1;
         let stderr_path = self.path().join(format!("server-{n}.stderr"));
         let stderr = std::fs::File::create(&stderr_path).expect("server stderr file");
@@ -428,7 +428,7 @@ impl Instance {
     }
 
     /// `cofre init --unseal-shares N --unseal-threshold K`: the shares and the admin password file.
-    pub fn init_shamir(&self, shares: u8, threshold: u8) -> (Vec<String>, PathBuf) {
+    pub(crate) fn init_shamir(&self, shares: u8, threshold: u8) -> (Vec<String>, PathBuf) {
         let mut cmd = self.server_command(&["init"]);
         cmd.args([
             "--unseal-shares",
@@ -477,7 +477,7 @@ impl Instance {
     }
 }
 
-pub fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create dir");
     for entry in std::fs::read_dir(from).expect("read dir") {
         let entry = entry.expect("dir entry");
@@ -493,7 +493,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A running `cofre server`; killed (SIGKILL) when dropped.
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     pub url: String,
     pub port: u16,
@@ -509,20 +509,20 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn stdout_text(&self) -> String {
+    pub(crate) fn stdout_text(&self) -> String {
         self.stdout_lines.lock().unwrap().join("\n")
     }
 
-    pub fn stdout_lines(&self) -> Vec<String> {
+    pub(crate) fn stdout_lines(&self) -> Vec<String> {
         self.stdout_lines.lock().unwrap().clone()
     }
 
-    pub fn stderr_text(&self) -> String {
+    pub(crate) fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.stderr_path).unwrap_or_default()).into_owned()
     }
 
     /// The one-time admin password from the file the first start named.
-    pub fn initial_admin_password(&self) -> String {
+    pub(crate) fn initial_admin_password(&self) -> String {
         let path = self.admin_password_file.clone().unwrap_or_else(|| {
             panic!(
                 "the first start must print `initial admin password written to PATH`:\n{}",
@@ -533,13 +533,13 @@ impl Server {
     }
 
     /// SIGKILL, no warning: what a power cut does to the process.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// SIGTERM, then SIGKILL if it has not stopped within 15 s.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
@@ -557,14 +557,14 @@ impl Server {
     }
 
     /// SIGTERM, without waiting.
-    pub fn sigterm(&self) {
+    pub(crate) fn sigterm(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
     }
 
     /// Waits for the server to exit; None if it still runs after `within`.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -577,17 +577,17 @@ impl Server {
         }
     }
 
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    pub fn api(&self) -> Api {
+    pub(crate) fn api(&self) -> Api {
         Api::new(&self.url, &self.fingerprint)
     }
 
     /// A client whose connections come from `source` (any 127.x.y.z is this host on Linux), so a
     /// test can be several client addresses at once.
-    pub fn api_from(&self, source: &str) -> Api {
+    pub(crate) fn api_from(&self, source: &str) -> Api {
         Api::with_source(
             &self.url,
             &self.fingerprint,
@@ -604,7 +604,7 @@ impl Drop for Server {
 }
 
 /// Reads a one-time password file: checks it is 0600 and holds the password and a newline.
-pub fn read_password_file(path: &Path) -> String {
+pub(crate) fn read_password_file(path: &Path) -> String {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(
@@ -630,7 +630,7 @@ pub fn read_password_file(path: &Path) -> String {
 // Running commands.
 
 #[derive(Debug, Clone)]
-pub struct Out {
+pub(crate) struct Out {
     pub what: String,
     pub code: Option<i32>,
     pub stdout: String,
@@ -645,13 +645,13 @@ impl Out {
         )
     }
 
-    pub fn assert_ok(&self) -> &Out {
+    pub(crate) fn assert_ok(&self) -> &Out {
         assert_eq!(self.code, Some(0), "expected success: {}", self.describe());
         self
     }
 
     /// The CLI's error contract: exit status 1, stderr starting with `error: `.
-    pub fn assert_error(&self) -> &Out {
+    pub(crate) fn assert_error(&self) -> &Out {
         assert_eq!(
             self.code,
             Some(1),
@@ -666,7 +666,7 @@ impl Out {
         self
     }
 
-    pub fn assert_stderr_contains(&self, needle: &str) -> &Out {
+    pub(crate) fn assert_stderr_contains(&self, needle: &str) -> &Out {
         assert!(
             self.stderr.contains(needle),
             "stderr should mention {needle:?}: {}",
@@ -675,7 +675,7 @@ impl Out {
         self
     }
 
-    pub fn assert_stdout_contains(&self, needle: &str) -> &Out {
+    pub(crate) fn assert_stdout_contains(&self, needle: &str) -> &Out {
         assert!(
             self.stdout.contains(needle),
             "stdout should mention {needle:?}: {}",
@@ -684,17 +684,17 @@ impl Out {
         self
     }
 
-    pub fn all(&self) -> String {
+    pub(crate) fn all(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(self.stdout.trim())
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.describe()))
     }
 
     /// The token after `prefix` on the first stdout line that starts with it.
-    pub fn value_after(&self, prefix: &str) -> String {
+    pub(crate) fn value_after(&self, prefix: &str) -> String {
         self.stdout
             .lines()
             .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
@@ -702,7 +702,7 @@ impl Out {
     }
 }
 
-pub fn run_command(mut cmd: Command, stdin: Option<&str>, what: &str) -> Out {
+pub(crate) fn run_command(mut cmd: Command, stdin: Option<&str>, what: &str) -> Out {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -760,7 +760,7 @@ pub fn run_command(mut cmd: Command, stdin: Option<&str>, what: &str) -> Out {
 
 /// The CLI as one person uses it: own HOME and own client config.
 #[derive(Debug, Clone)]
-pub struct Cli {
+pub(crate) struct Cli {
     pub name: String,
     pub home: PathBuf,
     pub config: PathBuf,
@@ -771,7 +771,7 @@ pub struct Cli {
 }
 
 impl Cli {
-    pub fn new(inst: &Instance, name: &str) -> Cli {
+    pub(crate) fn new(inst: &Instance, name: &str) -> Cli {
         let home = inst.path().join(format!("home-{name}"));
         std::fs::create_dir_all(&home).expect("client home");
         Cli {
@@ -785,7 +785,7 @@ impl Cli {
     }
 
     /// Points this client at `server` explicitly on every command.
-    pub fn at(mut self, server: &Server) -> Cli {
+    pub(crate) fn at(mut self, server: &Server) -> Cli {
         self.server = Some(server.url.clone());
         self.fingerprint = Some(server.fingerprint.clone());
         self
@@ -793,19 +793,19 @@ impl Cli {
 
     /// This user's saved token, sent to `server` (a restarted server listens on a new port, and the
     /// CLI keeps a saved token for the server it was saved for) through COFRE_TOKEN.
-    pub fn at_with_token(&self, server: &Server) -> Cli {
+    pub(crate) fn at_with_token(&self, server: &Server) -> Cli {
         let mut c = self.clone().at(server);
         c.env.push(("COFRE_TOKEN".into(), self.token()));
         c
     }
 
-    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Out {
+    pub(crate) fn run(&self, args: &[&str], stdin: Option<&str>) -> Out {
         let (cmd, shown) = self.command(args);
         run_command(cmd, stdin, &shown)
     }
 
     /// The `cofre` command this client runs for `args`, and how to show it.
-    pub fn command(&self, args: &[&str]) -> (Command, String) {
+    pub(crate) fn command(&self, args: &[&str]) -> (Command, String) {
         let mut cmd = Command::new(bin());
         for (k, _) in std::env::vars() {
             if k.starts_with("COFRE_") || k == "RUST_LOG" {
@@ -833,31 +833,31 @@ impl Cli {
         (cmd, format!("[{}] {}", self.name, shown.join(" ")))
     }
 
-    pub fn ok(&self, args: &[&str]) -> Out {
+    pub(crate) fn ok(&self, args: &[&str]) -> Out {
         let out = self.run(args, None);
         out.assert_ok();
         out
     }
 
-    pub fn ok_in(&self, args: &[&str], stdin: &str) -> Out {
+    pub(crate) fn ok_in(&self, args: &[&str], stdin: &str) -> Out {
         let out = self.run(args, Some(stdin));
         out.assert_ok();
         out
     }
 
-    pub fn fail(&self, args: &[&str]) -> Out {
+    pub(crate) fn fail(&self, args: &[&str]) -> Out {
         let out = self.run(args, None);
         out.assert_error();
         out
     }
 
-    pub fn fail_in(&self, args: &[&str], stdin: &str) -> Out {
+    pub(crate) fn fail_in(&self, args: &[&str], stdin: &str) -> Out {
         let out = self.run(args, Some(stdin));
         out.assert_error();
         out
     }
 
-    pub fn config_text(&self) -> String {
+    pub(crate) fn config_text(&self) -> String {
         std::fs::read_to_string(&self.config).unwrap_or_else(|e| {
             panic!(
                 "{}'s client config {}: {e}",
@@ -868,7 +868,7 @@ impl Cli {
     }
 
     /// The bearer token `login` saved.
-    pub fn token(&self) -> String {
+    pub(crate) fn token(&self) -> String {
         let text = self.config_text();
         let value: toml::Value = toml::from_str(&text).expect("the client config is TOML");
         fn find(v: &toml::Value) -> Option<String> {
@@ -885,7 +885,7 @@ impl Cli {
     }
 
     /// `cofre login --user NAME --password-stdin` with a password that is already set.
-    pub fn login(&self, user: &str, password: &str) -> Out {
+    pub(crate) fn login(&self, user: &str, password: &str) -> Out {
         self.ok_in(
             &["login", "--user", user, "--password-stdin"],
             &format!("{password}\n"),
@@ -893,7 +893,7 @@ impl Cli {
     }
 
     /// First login with a one-time password: the CLI sets `new_password` and logs in again.
-    pub fn first_login(&self, user: &str, one_time: &str, new_password: &str) -> Out {
+    pub(crate) fn first_login(&self, user: &str, one_time: &str, new_password: &str) -> Out {
         self.ok_in(
             &["login", "--user", user, "--password-stdin"],
             &format!("{one_time}\n{new_password}\n"),
@@ -902,7 +902,7 @@ impl Cli {
 }
 
 /// Parses `one-time password: XXXX-...` from `user add` / `user reset-password`.
-pub fn one_time_password(out: &Out) -> String {
+pub(crate) fn one_time_password(out: &Out) -> String {
     let otp = out.value_after("one-time password:");
     assert!(
         otp.len() >= 12,
@@ -912,18 +912,18 @@ pub fn one_time_password(out: &Out) -> String {
 }
 
 /// A new password that passes the policy (12+ characters) and is unique to this run.
-pub fn new_password(who: &str) -> String {
+pub(crate) fn new_password(who: &str) -> String {
     format!("{who}-Pw-{}", random_hex(12))
 }
 
 /// The usual start of a test: an admin logged in through the CLI with the one-time password from
 /// the file, which it replaced with a new one. Returns the admin's client and password.
-pub fn admin_cli(inst: &Instance, server: &Server) -> (Cli, String) {
+pub(crate) fn admin_cli(inst: &Instance, server: &Server) -> (Cli, String) {
     let otp = server.initial_admin_password();
     admin_cli_with(inst, server, &otp)
 }
 
-pub fn admin_cli_with(inst: &Instance, server: &Server, otp: &str) -> (Cli, String) {
+pub(crate) fn admin_cli_with(inst: &Instance, server: &Server, otp: &str) -> (Cli, String) {
     let admin = Cli::new(inst, "admin").at(server);
     let pw = new_password("admin");
     let out = admin.first_login("admin", otp, &pw);
@@ -939,7 +939,7 @@ pub fn admin_cli_with(inst: &Instance, server: &Server, otp: &str) -> (Cli, Stri
 
 /// Admin may reveal on `tag:prod` targets through group `vault` and policy `vault-prod`: admins
 /// reveal only through a policy, like anyone.
-pub fn grant_admin_reveal(admin: &Cli, outcome: &str) {
+pub(crate) fn grant_admin_reveal(admin: &Cli, outcome: &str) {
     admin.ok(&["group", "add", "vault"]);
     admin.ok(&["group", "add-member", "vault", "admin"]);
     admin.ok(&[
@@ -958,7 +958,7 @@ pub fn grant_admin_reveal(admin: &Cli, outcome: &str) {
 }
 
 /// `user add NAME --role ROLE [--group G]`, then the new user's first login through the CLI.
-pub fn add_user_cli(
+pub(crate) fn add_user_cli(
     inst: &Instance,
     server: &Server,
     admin: &Cli,
@@ -986,7 +986,7 @@ pub fn add_user_cli(
 
 /// The items of a list printed with `--output json`: the API's page `{items, next_cursor}`, or the
 /// items alone (a CLI that follows the cursors itself prints every page's items as one array).
-pub fn json_items(v: &Value) -> Vec<Value> {
+pub(crate) fn json_items(v: &Value) -> Vec<Value> {
     match v {
         Value::Array(a) => a.clone(),
         other => other["items"]
@@ -997,7 +997,7 @@ pub fn json_items(v: &Value) -> Vec<Value> {
 }
 
 /// Parses `cofre audit export --format jsonl`, checking every line's shape.
-pub fn parse_export(text: &str) -> Vec<Value> {
+pub(crate) fn parse_export(text: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value = serde_json::from_str(line)
@@ -1085,7 +1085,7 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCert {
 
 /// A response: status and body (JSON when it parses, else `Value::Null` and the text).
 #[derive(Debug, Clone)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub what: String,
     pub status: u16,
     pub body: Value,
@@ -1094,13 +1094,13 @@ pub struct Resp {
 }
 
 impl Resp {
-    pub fn code(&self) -> &str {
+    pub(crate) fn code(&self) -> &str {
         self.body.get("code").and_then(Value::as_str).unwrap_or("")
     }
-    pub fn field(&self) -> Option<&str> {
+    pub(crate) fn field(&self) -> Option<&str> {
         self.body.get("field").and_then(Value::as_str)
     }
-    pub fn assert_ok(&self) -> &Resp {
+    pub(crate) fn assert_ok(&self) -> &Resp {
         assert!(
             (200..300).contains(&self.status),
             "{} should succeed: {} {}",
@@ -1111,7 +1111,7 @@ impl Resp {
         self
     }
     /// An error in the API's shape: `{code, message, field?}` with the given status and code.
-    pub fn assert_error(&self, status: u16, code: &str) -> &Resp {
+    pub(crate) fn assert_error(&self, status: u16, code: &str) -> &Resp {
         assert_eq!(self.status, status, "{}: {}", self.what, self.text);
         assert_eq!(self.code(), code, "{}: {}", self.what, self.text);
         assert!(
@@ -1127,7 +1127,7 @@ impl Resp {
     }
 }
 
-pub enum Body<'a> {
+pub(crate) enum Body<'a> {
     None,
     Json(Value),
     Raw {
@@ -1136,18 +1136,22 @@ pub enum Body<'a> {
     },
 }
 
-pub struct Api {
+pub(crate) struct Api {
     rt: tokio::runtime::Runtime,
     client: reqwest::Client,
     pub base: String,
 }
 
 impl Api {
-    pub fn new(base: &str, fingerprint: &str) -> Api {
+    pub(crate) fn new(base: &str, fingerprint: &str) -> Api {
         Api::with_source(base, fingerprint, None)
     }
 
-    pub fn with_source(base: &str, fingerprint: &str, source: Option<std::net::IpAddr>) -> Api {
+    pub(crate) fn with_source(
+        base: &str,
+        fingerprint: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Api {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -1174,7 +1178,13 @@ impl Api {
         }
     }
 
-    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Body<'_>) -> Resp {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Body<'_>,
+    ) -> Resp {
         let what = format!("{method} {path}");
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self
@@ -1212,15 +1222,15 @@ impl Api {
         })
     }
 
-    pub fn get(&self, path: &str, token: Option<&str>) -> Resp {
+    pub(crate) fn get(&self, path: &str, token: Option<&str>) -> Resp {
         self.call("GET", path, token, Body::None)
     }
 
-    pub fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+    pub(crate) fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
         self.call("POST", path, token, Body::Json(body))
     }
 
-    pub fn login(&self, user: &str, password: &str) -> Resp {
+    pub(crate) fn login(&self, user: &str, password: &str) -> Resp {
         self.post(
             "/api/v1/auth/login",
             None,
@@ -1229,7 +1239,7 @@ impl Api {
     }
 
     /// Logs in with a one-time password, sets `new_password`, and returns a session token.
-    pub fn first_login(&self, user: &str, one_time: &str, new_password: &str) -> String {
+    pub(crate) fn first_login(&self, user: &str, one_time: &str, new_password: &str) -> String {
         let r = self.login(user, one_time);
         r.assert_ok();
         assert_eq!(
@@ -1257,7 +1267,7 @@ impl Api {
     }
 
     /// Creates a user (as `admin_token`) and returns its one-time password.
-    pub fn create_user(
+    pub(crate) fn create_user(
         &self,
         admin_token: &str,
         name: &str,
@@ -1277,7 +1287,7 @@ impl Api {
     }
 
     /// Creates, first-logs-in and returns (session token, password).
-    pub fn make_user(
+    pub(crate) fn make_user(
         &self,
         admin_token: &str,
         name: &str,
@@ -1291,7 +1301,7 @@ impl Api {
 }
 
 /// The admin over HTTP only: one-time password from the file, replaced; returns a session token.
-pub fn admin_token(server: &Server) -> (String, String) {
+pub(crate) fn admin_token(server: &Server) -> (String, String) {
     let otp = server.initial_admin_password();
     let pw = new_password("admin");
     (server.api().first_login("admin", &otp, &pw), pw)
@@ -1301,7 +1311,7 @@ pub fn admin_token(server: &Server) -> (String, String) {
 // RFC 6238 (TOTP, SHA-1, 6 digits, 30 s), written here so the server's implementation is checked
 // against an independent one.
 
-pub fn base32_decode(s: &str) -> Vec<u8> {
+pub(crate) fn base32_decode(s: &str) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut bits: u64 = 0;
     let mut nbits = 0;
@@ -1323,7 +1333,7 @@ pub fn base32_decode(s: &str) -> Vec<u8> {
     out
 }
 
-pub fn totp_at_step(secret: &[u8], step: u64) -> String {
+pub(crate) fn totp_at_step(secret: &[u8], step: u64) -> String {
     use hmac::{Mac, SimpleHmac};
     let mut mac = SimpleHmac::<sha1::Sha1>::new_from_slice(secret).expect("HMAC key");
     mac.update(&step.to_be_bytes());
@@ -1336,7 +1346,7 @@ pub fn totp_at_step(secret: &[u8], step: u64) -> String {
     format!("{:06}", bin % 1_000_000)
 }
 
-pub fn current_step() -> u64 {
+pub(crate) fn current_step() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -1377,10 +1387,10 @@ fn pg_url_rewrites_the_database() {
 // ---------------------------------------------------------------------------------------------
 // A real OpenSSH sshd on a loopback port, for the gateway's tests.
 
-pub const SSHD: &str = "/usr/sbin/sshd";
+pub(crate) const SSHD: &str = "/usr/sbin/sshd";
 
 /// Whether this process runs as root (sshd must, to log in as root and to drop privileges).
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -1390,7 +1400,7 @@ pub fn is_root() -> bool {
 
 /// Why the sshd-needing tests cannot run here, if they cannot (they then print it and pass).
 /// As root (CI) they always run: a missing sshd is a failure, not a skip.
-pub fn sshd_unavailable() -> Option<String> {
+pub(crate) fn sshd_unavailable() -> Option<String> {
     if !is_root() {
         return Some("not running as root: sshd cannot log in as root".into());
     }
@@ -1402,7 +1412,7 @@ pub fn sshd_unavailable() -> Option<String> {
 }
 
 /// A port that was free a moment ago (bind to port 0, read it, release it).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -1410,7 +1420,7 @@ pub fn free_port() -> u16 {
 }
 
 /// `ssh-keygen -t ed25519` without a passphrase: `path` (private, 0600) and `path.pub`.
-pub fn ssh_keygen(path: &Path) {
+pub(crate) fn ssh_keygen(path: &Path) {
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(path.with_extension("pub"));
     let mut cmd = Command::new("ssh-keygen");
@@ -1420,7 +1430,7 @@ pub fn ssh_keygen(path: &Path) {
 }
 
 /// OpenSSH's `SHA256:...` fingerprint of a public key file.
-pub fn ssh_fingerprint(pub_file: &Path) -> String {
+pub(crate) fn ssh_fingerprint(pub_file: &Path) -> String {
     let mut cmd = Command::new("ssh-keygen");
     cmd.arg("-lf").arg(pub_file);
     let out = run_command(cmd, None, "ssh-keygen -lf");
@@ -1434,7 +1444,7 @@ pub fn ssh_fingerprint(pub_file: &Path) -> String {
 
 /// An OpenSSH server in its own directory, on its own port, killed when dropped. Root logs in
 /// with the keys in `DIR/authorized_keys`; everything sshd does goes to `DIR/sshd.log`.
-pub struct Sshd {
+pub(crate) struct Sshd {
     pub dir: PathBuf,
     pub port: u16,
     child: Option<Child>,
@@ -1442,7 +1452,7 @@ pub struct Sshd {
 
 impl Sshd {
     /// Starts sshd in `dir` (created) with a fresh host key, on a free port.
-    pub fn start(dir: &Path) -> Sshd {
+    pub(crate) fn start(dir: &Path) -> Sshd {
         std::fs::create_dir_all(dir).expect("sshd dir");
         // Privilege separation wants this directory (systemd makes it; a container may not).
         std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
@@ -1463,25 +1473,25 @@ impl Sshd {
         panic!("sshd did not start:\n{}", sshd.log());
     }
 
-    pub fn host_key_path(&self) -> PathBuf {
+    pub(crate) fn host_key_path(&self) -> PathBuf {
         self.dir.join("host_key")
     }
 
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.join("sshd.log")
     }
 
     /// Everything every start of this sshd logged.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(self.log_path()).unwrap_or_default()).into_owned()
     }
 
     /// The host key's `SHA256:...` fingerprint.
-    pub fn host_key_fingerprint(&self) -> String {
+    pub(crate) fn host_key_fingerprint(&self) -> String {
         ssh_fingerprint(&self.host_key_path().with_extension("pub"))
     }
 
-    pub fn authorize(&self, pub_key_file: &Path) {
+    pub(crate) fn authorize(&self, pub_key_file: &Path) {
         let key = std::fs::read_to_string(pub_key_file).expect("public key");
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -1491,7 +1501,7 @@ impl Sshd {
     }
 
     /// Stops sshd and starts it again on the same port with a new host key.
-    pub fn restart_with_new_host_key(&mut self) {
+    pub(crate) fn restart_with_new_host_key(&mut self) {
         self.stop();
         ssh_keygen(&self.host_key_path());
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -1506,7 +1516,7 @@ impl Sshd {
         }
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -1586,7 +1596,7 @@ impl Drop for Sshd {
 impl Instance {
     /// A new instance of the same backend whose data dir does not exist yet and, for PostgreSQL,
     /// whose database is empty: what `cofre snapshot restore` fills.
-    pub fn empty_like(&self) -> Instance {
+    pub(crate) fn empty_like(&self) -> Instance {
         let root = tempfile::Builder::new()
             .prefix("cofre-it-restored-")
             .tempdir()
@@ -1605,10 +1615,10 @@ impl Instance {
 
 /// A tmpfs mounted with `options` (e.g. `size=64k`, `size=2m,ro`); lazily unmounted when dropped,
 /// since a server may still hold a file open on it. Needs root.
-pub struct Tmpfs(PathBuf);
+pub(crate) struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    pub fn mount(dir: &Path, options: &str) -> Result<Tmpfs, String> {
+    pub(crate) fn mount(dir: &Path, options: &str) -> Result<Tmpfs, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", options, "tmpfs"])
@@ -1632,7 +1642,7 @@ impl Drop for Tmpfs {
 /// What the gateway tests stand on: alice (user, group ops) with the SSH key `keys/alice_key`, and
 /// the target db01 (tag prod) at `sshd_port` with root's private key `keys/root_key` in the vault.
 /// Returns alice's CLI, her password, and what `user key add` printed.
-pub fn gateway_world(
+pub(crate) fn gateway_world(
     inst: &Instance,
     server: &Server,
     admin: &Cli,
@@ -1671,7 +1681,7 @@ pub fn gateway_world(
 }
 
 /// A policy `p` granting ops sessions on tag:prod with this outcome.
-pub fn allow_sessions(admin: &Cli, outcome: &str) {
+pub(crate) fn allow_sessions(admin: &Cli, outcome: &str) {
     admin.ok(&[
         "policy",
         "add",
@@ -1691,7 +1701,7 @@ pub fn allow_sessions(admin: &Cli, outcome: &str) {
 // Dual control.
 
 /// Starts the server with `config` (TOML) as its config file.
-pub fn start_with_config(inst: &Instance, config: &str) -> Server {
+pub(crate) fn start_with_config(inst: &Instance, config: &str) -> Server {
     let path = inst.path().join("cofre.toml");
     std::fs::write(&path, config).expect("config file");
     inst.start_with_env(&[
@@ -1701,13 +1711,13 @@ pub fn start_with_config(inst: &Instance, config: &str) -> Server {
 }
 
 /// The change id from a proposing command's `held for a second admin's approval: change ID`.
-pub fn held_change(out: &Out) -> String {
+pub(crate) fn held_change(out: &Out) -> String {
     out.value_after("held for a second admin's approval: change")
 }
 
 /// The second admin approves the change `out` was held as; returns the approval's output (which
 /// holds the one-time password of a reset or a new user).
-pub fn approve_held(second_admin: &Cli, out: &Out) -> Out {
+pub(crate) fn approve_held(second_admin: &Cli, out: &Out) -> Out {
     let id = held_change(out);
     second_admin.ok(&["change", "approve", &id, "--comment", "second pair of eyes"])
 }

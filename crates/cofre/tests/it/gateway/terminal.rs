@@ -24,9 +24,9 @@ fn a_terminal_front_end_drives_a_recorded_session() {
             .await
             .expect("open the instance");
         app.unseal_from_key_file().expect("unseal");
-        let app = Arc::new(app);
         let alice = app
-            .gateway_key_login("alice", &fingerprint, "127.0.0.1")
+            .sessions()
+            .login_by_key("alice", &fingerprint, "127.0.0.1")
             .await
             .expect("alice logs in with her key");
         let login = cofre_app::services::sessions::parse_gateway_login("alice+root+db01", 22)
