@@ -127,7 +127,12 @@ mod tests {
         encode(&mut buf, Kind::Output, 0, b"");
         encode(&mut buf, Kind::Input, 127, b"x");
         encode(&mut buf, Kind::Output, 1 << 40, &big);
-        encode(&mut buf, Kind::Resize, u64::MAX, &[0, 0, 0, 80, 0, 0, 0, 24]);
+        encode(
+            &mut buf,
+            Kind::Resize,
+            u64::MAX,
+            &[0, 0, 0, 80, 0, 0, 0, 24],
+        );
         let got: Vec<Event<'_>> = decode(&buf).map(Result::unwrap).collect();
         assert_eq!(got.len(), 4);
         assert_eq!(got[1].micros, 127);

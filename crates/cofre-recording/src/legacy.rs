@@ -298,6 +298,4 @@ pub(crate) mod old_writer {
             Ok(())
         }
     }
-
 }
-

@@ -54,9 +54,14 @@ impl std::fmt::Display for Problem {
                 f,
                 "the file is cut off inside frame {frame} (only {bytes} bytes of it are there)"
             ),
-            Problem::BadEvents { frame } => write!(f, "frame {frame} holds events that do not parse"),
+            Problem::BadEvents { frame } => {
+                write!(f, "frame {frame} holds events that do not parse")
+            }
             Problem::AfterEnd { frame } => {
-                write!(f, "frame {frame} follows the frame that ended the recording")
+                write!(
+                    f,
+                    "frame {frame} follows the frame that ended the recording"
+                )
             }
         }
     }
@@ -98,7 +103,10 @@ pub(crate) enum FrameRead {
 }
 
 /// Reads the next frame's body into `body`.
-pub(crate) fn read_one_frame(file: &mut impl Read, body: &mut Vec<u8>) -> Result<FrameRead, RecordingError> {
+pub(crate) fn read_one_frame(
+    file: &mut impl Read,
+    body: &mut Vec<u8>,
+) -> Result<FrameRead, RecordingError> {
     let mut len = [0u8; 4];
     let got = read_up_to(file, &mut len)?;
     if got == 0 {
@@ -335,4 +343,3 @@ pub fn frame_offsets(path: &Path) -> Result<Vec<(u64, u64)>, RecordingError> {
     }
     Ok(out)
 }
-

@@ -272,9 +272,13 @@ impl Task {
         let mut sink = self.sink.take().ok_or(RecordingError::Failed)?;
         let plain = self.frame.take(self.spare.take());
         self.sealing = Some(self.pool.run(move || {
-            let result = sink
-                .seal(plain)
-                .and_then(|buf| if sync { sink.sync().map(|()| buf) } else { Ok(buf) });
+            let result = sink.seal(plain).and_then(|buf| {
+                if sync {
+                    sink.sync().map(|()| buf)
+                } else {
+                    Ok(buf)
+                }
+            });
             (sink, result)
         }));
         Ok(())
@@ -288,7 +292,11 @@ impl Task {
     }
 
     fn give_back_memory(&mut self) {
-        if self.spare.as_ref().is_some_and(|b| b.capacity() > IDLE_BUFFER) {
+        if self
+            .spare
+            .as_ref()
+            .is_some_and(|b| b.capacity() > IDLE_BUFFER)
+        {
             self.spare = None;
         }
         self.frame.shrink(IDLE_BUFFER);

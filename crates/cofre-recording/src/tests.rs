@@ -266,12 +266,20 @@ async fn the_recorder_keeps_everything_handed_over_in_order() {
         sent.extend_from_slice(c);
     }
     rec.flush().await.unwrap();
-    rec.input(bytes::Bytes::from_static(b"exit\r")).await.unwrap();
+    rec.input(bytes::Bytes::from_static(b"exit\r"))
+        .await
+        .unwrap();
     let summary = rec.end("ended").await.unwrap();
-    assert!(rec.output(bytes::Bytes::from_static(b"late")).await.is_err());
+    assert!(rec
+        .output(bytes::Bytes::from_static(b"late"))
+        .await
+        .is_err());
     assert_eq!(rec.output_bytes(), sent.len() as u64);
     let out = exported(&path, &key, "s1", Export::Raw(Stream::Output));
-    assert!(out == sent, "the raw export differs from what was handed over");
+    assert!(
+        out == sent,
+        "the raw export differs from what was handed over"
+    );
     let scan = verify(&path, &key, "s1").unwrap();
     assert_eq!(scan.problem, None);
     assert_eq!(

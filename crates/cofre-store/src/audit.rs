@@ -96,7 +96,11 @@ impl Store {
     }
 
     /// The newest entry with this action on this object (e.g. a session's `session.end`).
-    pub async fn audit_latest_for(&self, action: &str, object: &str) -> Result<Option<AuditRecord>> {
+    pub async fn audit_latest_for(
+        &self,
+        action: &str,
+        object: &str,
+    ) -> Result<Option<AuditRecord>> {
         let mut c = self.read().await?;
         let row = sqlx::query(
             "SELECT seq, ts, actor, action, object, outcome, details, prev_hash, hash \

@@ -269,7 +269,11 @@ impl Client {
 
     /// A GET whose answer (a recording) is copied to `out` as it arrives, never held whole; or
     /// the API's JSON error. The bytes written.
-    pub async fn get_to(&self, path: &str, out: &mut dyn std::io::Write) -> Result<u64, ApiFailure> {
+    pub async fn get_to(
+        &self,
+        path: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64, ApiFailure> {
         let mut req = self.http.get(self.url(path));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -292,11 +296,12 @@ impl Client {
         let mut written = 0u64;
         // A transfer the server breaks off (a frame that stops decrypting) is an error here,
         // never a silently short file.
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| ApiFailure::Transport(format!("the transfer broke off: {}", describe_transport(&e))))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            ApiFailure::Transport(format!(
+                "the transfer broke off: {}",
+                describe_transport(&e)
+            ))
+        })? {
             out.write_all(&chunk)
                 .map_err(|e| ApiFailure::Transport(format!("writing the output: {e}")))?;
             written += chunk.len() as u64;

@@ -697,10 +697,7 @@ impl App {
 
     /// The session's row and its recording's data key and path: the part that reading a
     /// recording (export, verify) always needs.
-    async fn open_recording(
-        &self,
-        id: &str,
-    ) -> Result<(SessionRow, DataKey, std::path::PathBuf)> {
+    async fn open_recording(&self, id: &str) -> Result<(SessionRow, DataKey, std::path::PathBuf)> {
         let s = self
             .store
             .session(id)
@@ -877,7 +874,11 @@ impl App {
         };
         let mut entry =
             NewAuditEntry::new(&who.username, "recording.verify", format!("session:{id}"))
-                .outcome(if status == "tampered" { "failure" } else { "success" })
+                .outcome(if status == "tampered" {
+                    "failure"
+                } else {
+                    "success"
+                })
                 .detail("status", status)
                 .detail("frames", scan.frames);
         if let Some(f) = problem_frame {

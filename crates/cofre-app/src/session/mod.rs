@@ -219,7 +219,15 @@ impl Session {
         };
         let bytes = self.recorder.output_bytes();
         self.connection.disconnect("session ended").await;
-        end_audit(&self.app, &self.id, &self.user, reason, bytes, summary.as_ref()).await;
+        end_audit(
+            &self.app,
+            &self.id,
+            &self.user,
+            reason,
+            bytes,
+            summary.as_ref(),
+        )
+        .await;
     }
 }
 

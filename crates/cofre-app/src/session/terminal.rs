@@ -77,7 +77,8 @@ impl Session {
                 match input.recv().await {
                     Some(Input::Data(data)) => {
                         if record_input {
-                            if let Err(why) = rec.input(bytes::Bytes::copy_from_slice(&data)).await {
+                            if let Err(why) = rec.input(bytes::Bytes::copy_from_slice(&data)).await
+                            {
                                 break why;
                             }
                         }

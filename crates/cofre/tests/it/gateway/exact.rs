@@ -155,7 +155,9 @@ fn raw_export_is_exactly_what_the_client_received() {
         e["details"]["format"] == "raw" && e["details"]["stream"] == "output"
     });
     find_entry(&audit, "session.end", |e| {
-        e["details"]["recording_frames"].as_u64().is_some_and(|n| n > 2)
+        e["details"]["recording_frames"]
+            .as_u64()
+            .is_some_and(|n| n > 2)
             && e["details"]["recording_hash"]
                 .as_str()
                 .is_some_and(|h| h.len() == 64)
@@ -185,7 +187,11 @@ fn typed_input_is_exact_in_the_raw_input_export() {
             ssh.wait_for_stdout(a, Duration::from_secs(30));
         }
     }
-    assert!(ssh.wait(Duration::from_secs(30)).is_some(), "{}", ssh.describe());
+    assert!(
+        ssh.wait(Duration::from_secs(30)).is_some(),
+        "{}",
+        ssh.describe()
+    );
     let id = gw.newest_session("shell")["id"]
         .as_str()
         .expect("id")
@@ -249,7 +255,11 @@ fn tampered_recordings_are_reported_at_their_frame() {
     let frames = frames_of(&original);
     assert!(frames.len() >= 6, "several frames: {}", frames.len());
     let (code, report) = gw.verify_recording(&id);
-    assert_eq!((code, &report["status"]), (Some(0), &Value::from("intact")), "{report}");
+    assert_eq!(
+        (code, &report["status"]),
+        (Some(0), &Value::from("intact")),
+        "{report}"
+    );
     assert_eq!(report["frames"], frames.len() as u64, "{report}");
 
     let last = frames.len() - 1;
@@ -295,7 +305,10 @@ fn tampered_recordings_are_reported_at_their_frame() {
         let (code, report) = gw.verify_recording(&id);
         assert_eq!(code, Some(1), "{what}: verify fails: {report}");
         assert_eq!(report["status"], "tampered", "{what}: {report}");
-        assert_eq!(report["problem_frame"], at, "{what}: reported at its frame: {report}");
+        assert_eq!(
+            report["problem_frame"], at,
+            "{what}: reported at its frame: {report}"
+        );
         assert!(
             report["message"]
                 .as_str()
