@@ -1083,4 +1083,94 @@ mod tests {
             e.message
         );
     }
+
+    fn scan(frames: u64, ended: bool, problem: Option<Problem>) -> cofre_recording::Scan {
+        cofre_recording::Scan {
+            format: "chained",
+            frames,
+            hash: Some("h".repeat(64)),
+            ended: ended.then(|| "ended".to_owned()),
+            output_bytes: 0,
+            input_bytes: 0,
+            problem,
+        }
+    }
+
+    #[test]
+    fn a_restart_torn_frame_is_not_tampering_but_a_cut_is() {
+        let hash = "h".repeat(64);
+        let torn = Some(Problem::Torn {
+            frame: 7,
+            bytes: 10,
+        });
+        let ok = |s: &cofre_recording::Scan, reason| {
+            judge(s, false, Some(reason), Some(7), Some(&hash)).0
+        };
+        // As session.end says: intact.
+        assert_eq!(ok(&scan(7, true, None), "ended"), "intact");
+        // The gateway restarted: no summary, a torn last frame or none.
+        let restart =
+            |s: &cofre_recording::Scan| judge(s, false, Some("gateway restarted"), None, None);
+        assert_eq!(restart(&scan(7, false, torn.clone())).0, "ended_by_restart");
+        assert_eq!(restart(&scan(7, false, None)).0, "ended_by_restart");
+        // The same torn frame in a session that ended normally: cut off.
+        let (status, at, _) = judge(
+            &scan(7, false, torn),
+            false,
+            Some("ended"),
+            Some(8),
+            Some(&hash),
+        );
+        assert_eq!((status, at), ("tampered", Some(7)));
+        // Whole frames missing at the end, or added.
+        let (status, at, why) = judge(
+            &scan(5, true, None),
+            false,
+            Some("ended"),
+            Some(7),
+            Some(&hash),
+        );
+        assert_eq!((status, at), ("tampered", Some(5)));
+        assert!(why.contains("frame 5"), "{why}");
+        assert_eq!(
+            judge(
+                &scan(9, true, None),
+                false,
+                Some("ended"),
+                Some(7),
+                Some(&hash)
+            )
+            .1,
+            Some(7)
+        );
+        // The same count but another chain.
+        assert_eq!(
+            judge(
+                &scan(7, true, None),
+                false,
+                Some("ended"),
+                Some(7),
+                Some("x")
+            )
+            .0,
+            "tampered"
+        );
+        // A session ended because its recording failed: not tampering.
+        assert_eq!(
+            judge(
+                &scan(3, false, None),
+                false,
+                Some("recording failed: disk full"),
+                None,
+                None
+            )
+            .0,
+            "recording_failed"
+        );
+        // Still live.
+        assert_eq!(
+            judge(&scan(3, false, None), true, None, None, None).0,
+            "live"
+        );
+    }
 }
