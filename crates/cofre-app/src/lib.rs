@@ -7,7 +7,6 @@ pub mod backup;
 pub mod config;
 pub mod error;
 pub mod fd_limit;
-pub mod recording;
 pub mod services;
 pub mod session;
 pub mod snapshot;

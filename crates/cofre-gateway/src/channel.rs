@@ -188,8 +188,11 @@ pub(crate) async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
     let started = match &start {
         Start::Shell => up.request_shell(true).await,
         Start::Exec(command) => {
-            let marker = format!("exec {}", String::from_utf8_lossy(command));
-            if let Err(why) = session.recorder.marker(marker).await {
+            let recorded = session
+                .recorder
+                .exec(bytes::Bytes::copy_from_slice(command))
+                .await;
+            if let Err(why) = recorded {
                 return fail(session, why).await;
             }
             up.exec(true, command.clone()).await
@@ -348,13 +351,13 @@ impl Relay {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn output(&self, data: &[u8]) -> Result<(), String> {
-        self.rec.output(data).await
+    async fn output(&self, data: &bytes::Bytes) -> Result<(), String> {
+        self.rec.output(data.clone()).await
     }
 
     async fn record_all(&self, events: Vec<String>) -> Result<(), String> {
         for event in events {
-            self.rec.marker(event).await?;
+            self.rec.sftp(event).await?;
         }
         Ok(())
     }
@@ -422,7 +425,7 @@ impl Relay {
                     let events = self.lock_sftp().as_mut().map(|s| s.client_data(&data));
                     let recorded = match events {
                         Some(events) => self.record_all(events).await,
-                        None if self.record_input => self.rec.input(&data).await,
+                        None if self.record_input => self.rec.input(data.clone()).await,
                         None => Ok(()),
                     };
                     if let Err(why) = recorded {

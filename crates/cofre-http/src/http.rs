@@ -59,7 +59,7 @@ type ApiResult<T> = Result<Json<T>, Error>;
         update_credential, credential_history, reveal, list_policies, create_policy, delete_policy,
         list_audit, verify_audit,
         breakglass::status, breakglass::ceremony, breakglass::share, breakglass::export,
-        add_ssh_key, list_ssh_keys, list_sessions, kill_session, session_recording,
+        add_ssh_key, list_ssh_keys, list_sessions, kill_session, session_recording, verify_recording,
         requests::create, requests::emergency, requests::list, requests::show, requests::approve,
         requests::deny, requests::cancel, requests::review, requests::grants, requests::revoke,
         requests::set_email,
@@ -252,6 +252,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}/kill", post(kill_session))
         .route("/sessions/{id}/recording", get(session_recording))
+        .route("/sessions/{id}/recording/verify", get(verify_recording))
         .route("/requests", get(requests::list).post(requests::create))
         .route("/requests/emergency", post(requests::emergency))
         .route("/requests/{id}", get(requests::show))
@@ -894,17 +895,38 @@ async fn kill_session(
     Ok(Json(OkResponse { ok: true }))
 }
 
-/// The recording as asciicast v2 (`asciinema play` reads it).
-#[utoipa::path(get, path = "/api/v1/sessions/{id}/recording", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, content_type = "application/x-asciicast", body = String)))]
+/// The recording, streamed: asciicast v2 (`asciinema play` reads it) by default, or with
+/// `format=raw` exactly the bytes of one stream (`stream=output`, the default, or `input`).
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/recording", security(("bearer" = [])), params(("id" = String, Path), RecordingQuery), responses((status = 200, content_type = "application/x-asciicast", body = String), (status = 200, content_type = "application/octet-stream", body = Vec<u8>)))]
 async fn session_recording(
     State(state): State<AppState>,
     Auth(who): Auth,
     Path(id): Path<String>,
+    QueryParams(q): QueryParams<RecordingQuery>,
 ) -> Result<Response, Error> {
-    let frames = state.app.sessions().export_recording(&who, &id).await?;
+    let format = q.format.unwrap_or_default();
+    let frames = state
+        .app
+        .recording_stream(&who, &id, format, q.stream)
+        .await?;
     let body =
         axum::body::Body::from_stream(futures::stream::unfold(frames, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         }));
-    Ok(([("content-type", "application/x-asciicast")], body).into_response())
+    let content_type = match format {
+        RecordingFormat::Asciicast => "application/x-asciicast",
+        RecordingFormat::Raw => "application/octet-stream",
+    };
+    Ok(([("content-type", content_type)], body).into_response())
+}
+
+/// Whether the recording is whole, in order, untruncated, and as the `session.end` audit entry
+/// says it ended; where not, the frame at which it is not.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/recording/verify", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = RecordingVerification)))]
+async fn verify_recording(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<RecordingVerification> {
+    Ok(Json(state.app.verify_recording(&who, &id).await?))
 }

@@ -702,6 +702,69 @@ pub struct SessionQuery {
     pub cursor: Option<String>,
 }
 
+/// How a recording is exported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingFormat {
+    /// asciicast v2 (what `asciinema play` reads): text, with bytes that are not UTF-8 repaired.
+    #[default]
+    Asciicast,
+    /// Exactly the bytes of one stream.
+    Raw,
+}
+
+/// Which bytes a raw export gives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingStream {
+    /// What the user's terminal received.
+    #[default]
+    Output,
+    /// What the user typed or sent.
+    Input,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RecordingQuery {
+    /// `asciicast` (the default) or `raw`.
+    #[param(inline)]
+    pub format: Option<RecordingFormat>,
+    /// With `format=raw`: `output` (the default) or `input`.
+    #[param(inline)]
+    pub stream: Option<RecordingStream>,
+}
+
+/// What `recording verify` found.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecordingVerification {
+    pub session: String,
+    /// `intact`: whole, in order, untruncated, as `session.end` says it ended.
+    /// `ended_by_restart`: the gateway stopped mid-session (a crash or kill); every frame up to
+    /// then is intact, a torn last frame is what the stop cut off. `live`: still being recorded;
+    /// what is written so far is intact. `intact_unchained`: a recording of the previous format,
+    /// whose frames are checked one by one (that format cannot show a cut at a frame boundary).
+    /// `tampered`: see `problem`.
+    pub status: String,
+    /// `chained` or `previous`.
+    pub format: String,
+    /// Frames that authenticated, in order.
+    pub frames: u64,
+    /// The chain hash after the last of them.
+    pub hash: Option<String>,
+    /// What the `session.end` audit entry says, when it says it.
+    pub expected_frames: Option<u64>,
+    pub expected_hash: Option<String>,
+    /// The frame (counted from 0) where the problem is.
+    pub problem_frame: Option<u64>,
+    /// In words, for people.
+    pub message: String,
+    pub end_reason: Option<String>,
+    pub output_bytes: u64,
+    pub input_bytes: u64,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KillSessionRequest {

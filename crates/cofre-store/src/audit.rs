@@ -95,6 +95,24 @@ impl Store {
         })
     }
 
+    /// The newest entry with this action on this object (e.g. a session's `session.end`).
+    pub async fn audit_latest_for(
+        &self,
+        action: &str,
+        object: &str,
+    ) -> Result<Option<AuditRecord>> {
+        let mut c = self.read().await?;
+        let row = sqlx::query(
+            "SELECT seq, ts, actor, action, object, outcome, details, prev_hash, hash \
+             FROM audit_log WHERE object = $1 AND action = $2 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(object)
+        .bind(action)
+        .fetch_optional(&mut *c)
+        .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
     /// The entry at `seq`, if there is one.
     pub async fn audit_entry(&self, seq: i64) -> Result<Option<AuditRecord>> {
         let mut c = self.read().await?;

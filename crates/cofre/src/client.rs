@@ -267,6 +267,48 @@ impl Client {
             .map_err(|_| ApiFailure::Transport("the answer is not UTF-8 text".into()))
     }
 
+    /// A GET whose answer (a recording) is copied to `out` as it arrives, never held whole; or
+    /// the API's JSON error. The bytes written.
+    pub async fn get_to(
+        &self,
+        path: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64, ApiFailure> {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| ApiFailure::Transport(describe_transport(&e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| ApiFailure::Transport(e.to_string()))?;
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => ApiFailure::Api { body },
+                Err(_) => ApiFailure::Transport(format!("HTTP {status}")),
+            });
+        }
+        let mut written = 0u64;
+        // A transfer the server breaks off (a frame that stops decrypting) is an error here,
+        // never a silently short file.
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            ApiFailure::Transport(format!(
+                "the transfer broke off: {}",
+                describe_transport(&e)
+            ))
+        })? {
+            out.write_all(&chunk)
+                .map_err(|e| ApiFailure::Transport(format!("writing the output: {e}")))?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
+    }
+
     /// POST without a body, for an answer that is not JSON (a break-glass file): the bytes and the
     /// `x-cofre-breakglass-file` header, or the API's JSON error.
     pub async fn post_bytes(&self, path: &str) -> Result<(Vec<u8>, Option<String>), ApiFailure> {

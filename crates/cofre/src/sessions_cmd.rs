@@ -48,14 +48,27 @@ pub(crate) enum SessionCmd {
 }
 
 #[derive(Subcommand)]
-pub(crate) enum RecordingCmd {
-    /// Write a session's recording as asciicast v2 (`asciinema play FILE` plays it).
+pub enum RecordingCmd {
+    /// Write a session's recording: asciicast v2 (`asciinema play FILE` plays it), or with
+    /// `--format raw` exactly the bytes the user's terminal received (`--stream input`: exactly
+    /// what the user sent). Streamed: the recording's length does not matter.
     Export {
         id: String,
-        /// Output file (default: stdout).
+        /// Output file (default: stdout). Written whole or not at all.
         #[arg(short = 'o', long = "file", value_name = "FILE")]
         file: Option<PathBuf>,
+        /// `asciicast`: text for players (bytes that are not UTF-8 shown as U+FFFD); `raw`: the
+        /// exact bytes of one stream.
+        #[arg(long, value_enum, default_value_t = FormatArg::Asciicast)]
+        format: FormatArg,
+        /// With `--format raw`: `output` (what the user saw) or `input` (what the user typed).
+        #[arg(long, value_enum)]
+        stream: Option<StreamArg>,
     },
+    /// Check that a recording is whole, in order, untruncated and as the audit trail says it
+    /// ended; otherwise say at which frame it is not. Exit status 0 when it is (or when the
+    /// gateway's restart ended it, which leaves a torn last frame), 1 when it was tampered with.
+    Verify { id: String },
     /// Play a recording in this terminal.
     Play {
         id: String,
@@ -71,7 +84,19 @@ pub(crate) enum RecordingCmd {
     },
 }
 
-pub(crate) async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum FormatArg {
+    Asciicast,
+    Raw,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum StreamArg {
+    Output,
+    Input,
+}
+
+pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
     match cmd {
         KeyCmd::Add { user, file } => {
             let text = if file.as_os_str() == "-" {
@@ -168,22 +193,68 @@ pub(crate) async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn recording(ctx: &Ctx, cmd: RecordingCmd) -> Result<ExitCode> {
-    let fetch = |id: &str| {
-        let path = format!("/api/v1/sessions/{}/recording", path_segment(id));
-        async move { ctx.client.get_text(&path).await }
-    };
+pub async fn recording(ctx: &Ctx, cmd: RecordingCmd) -> Result<ExitCode> {
+    let recording_path = |id: &str| format!("/api/v1/sessions/{}/recording", path_segment(id));
     match cmd {
-        RecordingCmd::Export { id, file } => {
-            let cast = fetch(&id).await?;
-            match file {
-                Some(path) => {
-                    std::fs::write(&path, cast.as_bytes())
-                        .with_context(|| format!("-o {}", path.display()))?;
-                    eprintln!("wrote {}", path.display());
+        RecordingCmd::Export {
+            id,
+            file,
+            format,
+            stream,
+        } => {
+            let mut path = recording_path(&id);
+            match (format, stream) {
+                (FormatArg::Asciicast, None) => {}
+                (FormatArg::Asciicast, Some(_)) => {
+                    bail!("--stream: only with --format raw (asciicast holds both streams)")
                 }
-                None => out!("{cast}"),
+                (FormatArg::Raw, stream) => {
+                    let stream = match stream {
+                        Some(StreamArg::Input) => "input",
+                        Some(StreamArg::Output) | None => "output",
+                    };
+                    path.push_str(&format!("?format=raw&stream={stream}"));
+                }
             }
+            match file {
+                Some(file) => {
+                    // Into a temporary file beside it, renamed when complete: a broken transfer
+                    // leaves no partial recording under the name asked for.
+                    let dir = file
+                        .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
+                        .unwrap_or(std::path::Path::new("."));
+                    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                        .with_context(|| format!("-o {}", file.display()))?;
+                    ctx.client.get_to(&path, tmp.as_file_mut()).await?;
+                    tmp.as_file().sync_all()?;
+                    tmp.persist(&file)
+                        .with_context(|| format!("-o {}", file.display()))?;
+                    eprintln!("wrote {}", file.display());
+                }
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    ctx.client.get_to(&path, &mut out).await?;
+                    out.flush()?;
+                }
+            }
+        }
+        RecordingCmd::Verify { id } => {
+            let r: RecordingVerification = ctx
+                .client
+                .get(&format!("{}/verify", recording_path(&id)))
+                .await?;
+            ctx.print(&r, |r| {
+                outln!("recording of session {}: {}", r.session, r.message);
+                if let Some(hash) = &r.hash {
+                    outln!("frames: {}, final hash: {hash}", r.frames);
+                }
+            })?;
+            return Ok(if r.status == "tampered" {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            });
         }
         RecordingCmd::Play {
             id,
@@ -194,7 +265,7 @@ pub(crate) async fn recording(ctx: &Ctx, cmd: RecordingCmd) -> Result<ExitCode> 
             if !speed.is_finite() || speed <= 0.0 {
                 bail!("--speed: must be greater than 0");
             }
-            let cast = fetch(&id).await?;
+            let cast = ctx.client.get_text(&recording_path(&id)).await?;
             play(&cast, speed, seek, max_wait)?;
         }
     }

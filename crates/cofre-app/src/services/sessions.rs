@@ -7,14 +7,16 @@ use super::{page_limit, App, Principal, TokenScope};
 use super::{Accounts, Sessions};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
-use crate::recording::{RecordingReader, RecordingWriter};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::names::check_text;
 use cofre_core::policy::{check_reason, decide, Access, Decision, Outcome, TargetRef};
 use cofre_core::role::{Action, Role};
 use cofre_crypto::datakey::DataKey;
 use cofre_crypto::{envelope, SealedSecret};
-use cofre_proto::{Page, SessionInfo, SshKeyInfo};
+use cofre_proto::{
+    Page, RecordingFormat, RecordingStream, RecordingVerification, SessionInfo, SshKeyInfo,
+};
+use cofre_recording::{Export, Problem, Stream, Summary, Writer};
 use cofre_store::gateway::{NewSession, SessionRow};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
@@ -43,7 +45,7 @@ pub struct SessionStart {
     /// `password` or `private_key`.
     pub secret_kind: String,
     pub secret: Zeroizing<String>,
-    pub recording: RecordingWriter,
+    pub recording: Writer,
     /// Receives the reason when the session must end (killed by an admin).
     pub kill: watch::Receiver<Option<String>>,
 }
@@ -380,7 +382,7 @@ impl Sessions<'_> {
         // can stall on a slow disk: not on an async worker.
         let created = {
             let (path, id) = (path.clone(), id.clone());
-            tokio::task::spawn_blocking(move || RecordingWriter::create(&path, key, &id, &header))
+            tokio::task::spawn_blocking(move || Writer::create(&path, key, &id, &header))
                 .await
                 .map_err(|e| Error::internal("starting a recording", e))?
         };
@@ -437,7 +439,13 @@ impl Sessions<'_> {
         // Offboarding commits first and then ends the live sessions it finds: a session that was
         // registered after that sweep sees the committed change here and ends itself.
         if let Err(e) = self.still_usable(who, target, account).await {
-            self.end_session(&id, &who.username, &e.message, 0).await?;
+            let why = e.message.clone();
+            let ended = tokio::task::spawn_blocking(move || recording.end(&why))
+                .await
+                .ok()
+                .and_then(|r| r.ok());
+            self.end_session(&id, &who.username, &e.message, 0, ended.as_ref())
+                .await?;
             return Err(e);
         }
         if let Some(g) = &grant {
@@ -526,6 +534,7 @@ impl Sessions<'_> {
         username: &str,
         reason: &str,
         bytes: u64,
+        recording: Option<&Summary>,
     ) -> Result<()> {
         // Counted until the entry has committed, so that a shutdown's drain waits for it.
         let _ending = self.live.ending();
@@ -542,13 +551,16 @@ impl Sessions<'_> {
         if !ended {
             return Ok(());
         }
-        self.commit(
-            tx,
-            NewAuditEntry::new(username, "session.end", format!("session:{id}"))
-                .detail("reason", reason)
-                .detail("bytes", bytes),
-        )
-        .await?;
+        let mut entry = NewAuditEntry::new(username, "session.end", format!("session:{id}"))
+            .detail("reason", reason)
+            .detail("bytes", bytes);
+        // What `recording verify` holds the recording to: a cut at a frame boundary changes both.
+        if let Some(r) = recording {
+            entry = entry
+                .detail("recording_frames", r.frames)
+                .detail("recording_hash", r.hash.as_str());
+        }
+        self.commit(tx, entry).await?;
         metrics::gauge!("cofre_gateway_live_sessions").decrement(1.0);
         Ok(())
     }
@@ -687,37 +699,65 @@ impl Sessions<'_> {
         Ok(())
     }
 
-    /// The recording as asciicast v2 text, streamed: frame by frame from a blocking thread
-    /// through a bounded queue, so neither the whole recording nor a slow client's backlog sits
-    /// in memory. Viewing is itself audited, before anything is read. A file that is missing or
-    /// not a recording is an error here; a frame that does not decrypt, later, ends the stream
-    /// with an error (the client sees a broken transfer, never a silently short one).
-    pub async fn export_recording(
-        &self,
-        who: &Principal,
-        id: &str,
-    ) -> Result<tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>> {
-        who.require(Action::ReadRecordings)?;
+    /// The session's row and its recording's data key and path: the part that reading a
+    /// recording (export, verify) always needs.
+    async fn open_recording(&self, id: &str) -> Result<(SessionRow, DataKey, std::path::PathBuf)> {
         let s = self
             .store
             .session(id)
             .await?
             .ok_or_else(|| Error::not_found(format!("session {id}")))?;
         let sealed = SealedSecret {
-            wrapped_key: s.recording_wrapped_key,
-            ciphertext: s.recording_key_ciphertext,
+            wrapped_key: s.recording_wrapped_key.clone(),
+            ciphertext: s.recording_key_ciphertext.clone(),
         };
         let key = self
             .with_master(|mk| {
                 DataKey::open(mk, &sealed, format!("cofre:recording-key:{id}").as_bytes())
             })?
             .map_err(|e| Error::internal("opening the recording key", e))?;
-        self.record(NewAuditEntry::new(
-            &who.username,
-            "recording.view",
-            format!("session:{id}"),
-        ))
-        .await?;
+        let path = crate::snapshot::recording_path(&self.config.data_dir, &s.recording_path);
+        Ok((s, key, path))
+    }
+
+    /// The recording, streamed: asciicast v2 text made from the events as they are read, or the
+    /// exact bytes of one stream. Frame by frame from a blocking thread through a bounded queue,
+    /// so neither the whole recording nor a slow client's backlog sits in memory. Viewing is
+    /// itself audited, before anything is read. A file that is missing, not a recording, or (for
+    /// raw) of the previous format is an error here; a frame that does not decrypt, later, ends
+    /// the stream with an error (the client sees a broken transfer, never a silently short one).
+    pub async fn recording_stream(
+        &self,
+        who: &Principal,
+        id: &str,
+        format: RecordingFormat,
+        stream: Option<RecordingStream>,
+    ) -> Result<tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>> {
+        who.require(Action::ReadRecordings)?;
+        let what = match (format, stream) {
+            (RecordingFormat::Asciicast, None) => Export::Asciicast,
+            (RecordingFormat::Asciicast, Some(_)) => {
+                return Err(Error::invalid(
+                    "stream",
+                    "stream: only with format=raw (asciicast holds both streams)",
+                ))
+            }
+            (RecordingFormat::Raw, None | Some(RecordingStream::Output)) => {
+                Export::Raw(Stream::Output)
+            }
+            (RecordingFormat::Raw, Some(RecordingStream::Input)) => Export::Raw(Stream::Input),
+        };
+        let (_, key, path) = self.open_recording(id).await?;
+        let mut entry =
+            NewAuditEntry::new(&who.username, "recording.view", format!("session:{id}"));
+        if let Export::Raw(stream) = what {
+            let stream = match stream {
+                Stream::Output => "output",
+                Stream::Input => "input",
+            };
+            entry = entry.detail("format", "raw").detail("stream", stream);
+        }
+        self.record(entry).await?;
         let unreadable = |e: &dyn std::fmt::Display| {
             Error::new(
                 ErrorKind::Internal,
@@ -725,16 +765,25 @@ impl Sessions<'_> {
                 format!("recording of session {id}: {e}"),
             )
         };
-        let path = crate::snapshot::recording_path(&self.config.data_dir, &s.recording_path);
-        let reader = tokio::task::spawn_blocking(move || RecordingReader::open(&path))
-            .await
-            .map_err(|e| Error::internal("reading a recording", e))?
-            .map_err(|e| unreadable(&e))?;
+        let checked = {
+            let (path, key, id) = (path.clone(), key.clone(), id.to_owned());
+            tokio::task::spawn_blocking(move || cofre_recording::reader::check(&path, &key, &id))
+                .await
+                .map_err(|e| Error::internal("reading a recording", e))?
+        };
+        checked.map_err(|e| unreadable(&e))?;
+        if let (Export::Raw(_), Err(e)) = (what, self.raw_export_possible(&path).await) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                ErrorCode::RecordingUnreadable,
+                format!("recording of session {id}: {e}"),
+            ));
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let session_id = id.to_owned();
         tokio::task::spawn_blocking(move || {
-            let result = reader.for_each_frame(&key, &session_id, |plain| {
-                tx.blocking_send(Ok(bytes::Bytes::from(plain))).is_ok()
+            let result = cofre_recording::export(&path, &key, &session_id, what, |bytes| {
+                tx.blocking_send(Ok(bytes::Bytes::from(bytes))).is_ok()
             });
             if let Err(e) = result {
                 tracing::error!(session = %session_id, error = %e, "a recording stopped being readable during its export");
@@ -744,6 +793,103 @@ impl Sessions<'_> {
             }
         });
         Ok(rx)
+    }
+
+    /// A raw export needs the exact bytes, which recordings of the previous format do not hold.
+    async fn raw_export_possible(
+        &self,
+        path: &std::path::Path,
+    ) -> std::result::Result<(), cofre_recording::RecordingError> {
+        let path = path.to_owned();
+        let magic = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut magic = [0u8; 18];
+            std::fs::File::open(&path)
+                .and_then(|mut f| f.read_exact(&mut magic))
+                .map(|()| magic)
+        })
+        .await
+        .map_err(|e| cofre_recording::RecordingError::Io(std::io::Error::other(e)))??;
+        if magic == cofre_recording::legacy::MAGIC {
+            return Err(cofre_recording::RecordingError::NoExactBytes);
+        }
+        Ok(())
+    }
+
+    /// Reads the whole recording and holds it to what the audit trail says: every frame
+    /// authenticates in its place, nothing is cut off, and the count and final hash are those of
+    /// the session's `session.end` entry. A session the gateway's restart ended has no such
+    /// entry (the process was gone): its recording is intact up to where it stopped, and a torn
+    /// last frame is what the stop cut off, not tampering. Audited, with what was found.
+    pub async fn verify_recording(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<RecordingVerification> {
+        who.require(Action::ReadRecordings)?;
+        let (row, key, path) = self.open_recording(id).await?;
+        let scan = {
+            let id = id.to_owned();
+            tokio::task::spawn_blocking(move || cofre_recording::verify(&path, &key, &id))
+                .await
+                .map_err(|e| Error::internal("reading a recording", e))?
+        };
+        let scan = scan.map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                ErrorCode::RecordingUnreadable,
+                format!("recording of session {id}: {e}"),
+            )
+        })?;
+        let end = self
+            .store
+            .audit_latest_for("session.end", &format!("session:{id}"))
+            .await?;
+        let expected_frames = end
+            .as_ref()
+            .and_then(|e| e.details.get("recording_frames"))
+            .and_then(serde_json::Value::as_u64);
+        let expected_hash = end
+            .as_ref()
+            .and_then(|e| e.details.get("recording_hash"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        let live = self.live.is_live(id) || row.ended_at.is_none();
+        let (status, problem_frame, message) = judge(
+            &scan,
+            live,
+            row.end_reason.as_deref(),
+            expected_frames,
+            expected_hash.as_deref(),
+        );
+        let report = RecordingVerification {
+            session: id.to_owned(),
+            status: status.to_owned(),
+            format: scan.format.to_owned(),
+            frames: scan.frames,
+            hash: scan.hash.clone(),
+            expected_frames,
+            expected_hash,
+            problem_frame,
+            message,
+            end_reason: row.end_reason,
+            output_bytes: scan.output_bytes,
+            input_bytes: scan.input_bytes,
+        };
+        let mut entry =
+            NewAuditEntry::new(&who.username, "recording.verify", format!("session:{id}"))
+                .outcome(if status == "tampered" {
+                    "failure"
+                } else {
+                    "success"
+                })
+                .detail("status", status)
+                .detail("frames", scan.frames);
+        if let Some(f) = problem_frame {
+            entry = entry.detail("problem_frame", f);
+        }
+        self.record(entry).await?;
+        Ok(report)
     }
 }
 
@@ -817,6 +963,117 @@ impl Accounts<'_> {
     }
 }
 
+/// The verdict on a recording: its status, the frame where a problem is, and what to tell people.
+fn judge(
+    scan: &cofre_recording::Scan,
+    live: bool,
+    end_reason: Option<&str>,
+    expected_frames: Option<u64>,
+    expected_hash: Option<&str>,
+) -> (&'static str, Option<u64>, String) {
+    let frames = scan.frames;
+    let restarted = end_reason == Some("gateway restarted");
+    // The session was ended because its recording could not be written (storage full): the
+    // recording stops where writing failed, and says so in no end event.
+    let failed = end_reason.is_some_and(|r| r.starts_with("recording failed"));
+    let tampered = |frame: Option<u64>, why: String| ("tampered", frame, why);
+    match &scan.problem {
+        Some(Problem::Torn { frame, bytes }) if restarted || live => {
+            let why = if live {
+                format!("still being recorded: {frames} frames intact so far, frame {frame} is being written")
+            } else {
+                format!(
+                    "ended by a restart of the gateway: {frames} frames intact up to the stop; \
+                     the last frame ({frame}, {bytes} bytes written) was cut off by it"
+                )
+            };
+            return (if live { "live" } else { "ended_by_restart" }, None, why);
+        }
+        Some(p) => return tampered(Some(p.frame()), p.to_string()),
+        None => {}
+    }
+    if scan.format == "previous" {
+        return (
+            "intact_unchained",
+            None,
+            format!(
+                "{frames} frames, each intact in its place; this recording predates chained \
+                 frames, so a cut after a whole frame cannot be detected"
+            ),
+        );
+    }
+    if live {
+        return (
+            "live",
+            None,
+            format!("still being recorded: {frames} frames intact so far"),
+        );
+    }
+    match (expected_frames, expected_hash) {
+        (Some(n), Some(hash)) => {
+            if frames < n {
+                tampered(
+                    Some(frames),
+                    format!(
+                        "cut off: the recording ends after {frames} frames, the session.end \
+                         audit entry says it had {n}; frame {frames} onwards is missing"
+                    ),
+                )
+            } else if frames > n {
+                tampered(
+                    Some(n),
+                    format!(
+                        "{} frames more than the session.end audit entry says ({n}); frame {n} \
+                         onwards was added",
+                        frames - n
+                    ),
+                )
+            } else if scan.hash.as_deref() != Some(hash) {
+                tampered(
+                    None,
+                    "the final chain hash differs from the session.end audit entry's".to_owned(),
+                )
+            } else if scan.ended.is_none() {
+                tampered(None, "the recording has no end event".to_owned())
+            } else {
+                (
+                    "intact",
+                    None,
+                    format!(
+                        "intact: {frames} frames, whole, in order, and as the session.end audit \
+                         entry says it ended"
+                    ),
+                )
+            }
+        }
+        _ if failed => (
+            "recording_failed",
+            None,
+            format!(
+                "the recording could not be written to its end, so the session was ended: \
+                 {frames} frames intact up to there"
+            ),
+        ),
+        _ if restarted => (
+            "ended_by_restart",
+            None,
+            format!("ended by a restart of the gateway: {frames} frames intact up to the stop"),
+        ),
+        _ => tampered(
+            Some(frames),
+            format!(
+                "{frames} frames intact, but the session.end audit entry holds no frame count \
+                 and hash to check them against{}",
+                if scan.ended.is_none() {
+                    ", and the recording has no end event: it may have been cut off"
+                } else {
+                    ""
+                }
+            ),
+        ),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -834,6 +1091,96 @@ mod tests {
             e.message.contains("ssh -p 2022 alice+root+db01@"),
             "{}",
             e.message
+        );
+    }
+
+    fn scan(frames: u64, ended: bool, problem: Option<Problem>) -> cofre_recording::Scan {
+        cofre_recording::Scan {
+            format: "chained",
+            frames,
+            hash: Some("h".repeat(64)),
+            ended: ended.then(|| "ended".to_owned()),
+            output_bytes: 0,
+            input_bytes: 0,
+            problem,
+        }
+    }
+
+    #[test]
+    fn a_restart_torn_frame_is_not_tampering_but_a_cut_is() {
+        let hash = "h".repeat(64);
+        let torn = Some(Problem::Torn {
+            frame: 7,
+            bytes: 10,
+        });
+        let ok = |s: &cofre_recording::Scan, reason| {
+            judge(s, false, Some(reason), Some(7), Some(&hash)).0
+        };
+        // As session.end says: intact.
+        assert_eq!(ok(&scan(7, true, None), "ended"), "intact");
+        // The gateway restarted: no summary, a torn last frame or none.
+        let restart =
+            |s: &cofre_recording::Scan| judge(s, false, Some("gateway restarted"), None, None);
+        assert_eq!(restart(&scan(7, false, torn.clone())).0, "ended_by_restart");
+        assert_eq!(restart(&scan(7, false, None)).0, "ended_by_restart");
+        // The same torn frame in a session that ended normally: cut off.
+        let (status, at, _) = judge(
+            &scan(7, false, torn),
+            false,
+            Some("ended"),
+            Some(8),
+            Some(&hash),
+        );
+        assert_eq!((status, at), ("tampered", Some(7)));
+        // Whole frames missing at the end, or added.
+        let (status, at, why) = judge(
+            &scan(5, true, None),
+            false,
+            Some("ended"),
+            Some(7),
+            Some(&hash),
+        );
+        assert_eq!((status, at), ("tampered", Some(5)));
+        assert!(why.contains("frame 5"), "{why}");
+        assert_eq!(
+            judge(
+                &scan(9, true, None),
+                false,
+                Some("ended"),
+                Some(7),
+                Some(&hash)
+            )
+            .1,
+            Some(7)
+        );
+        // The same count but another chain.
+        assert_eq!(
+            judge(
+                &scan(7, true, None),
+                false,
+                Some("ended"),
+                Some(7),
+                Some("x")
+            )
+            .0,
+            "tampered"
+        );
+        // A session ended because its recording failed: not tampering.
+        assert_eq!(
+            judge(
+                &scan(3, false, None),
+                false,
+                Some("recording failed: disk full"),
+                None,
+                None
+            )
+            .0,
+            "recording_failed"
+        );
+        // Still live.
+        assert_eq!(
+            judge(&scan(3, false, None), true, None, None, None).0,
+            "live"
         );
     }
 }

@@ -12,10 +12,9 @@
 //! stream; the front end loop already listens here.
 
 pub mod live;
-pub mod recorder;
 pub mod terminal;
 
-pub use recorder::Recorder;
+pub use cofre_recording::Recorder;
 
 use crate::services::sessions::GatewayLogin;
 use crate::services::Sessions;
@@ -180,34 +179,26 @@ impl Session {
             session: start.id.clone(),
             target: target.name.clone(),
         });
-        let mut recording = start.recording;
+        let recording = start.recording;
         let connection = match Connection::open(&target, &login, policy).await {
             Ok(c) => c,
             Err(e) => {
                 let message = e.to_string();
                 let marker = format!("refused: {message}");
-                let flushed = tokio::task::spawn_blocking(move || {
-                    recording.marker(&marker);
-                    recording.flush()
-                })
-                .await;
-                if !matches!(flushed, Ok(Ok(()))) {
-                    tracing::error!(session = %start.id, "cannot write the refusal to the recording");
-                }
-                end_audit(app, &start.id, &user, &message, 0).await;
+                let ended = tokio::task::spawn_blocking(move || recording.end(&marker)).await;
+                let summary = match ended {
+                    Ok(Ok(summary)) => Some(summary),
+                    _ => {
+                        tracing::error!(session = %start.id, "cannot write the refusal to the recording");
+                        None
+                    }
+                };
+                end_audit(app, &start.id, &user, &message, 0, summary.as_ref()).await;
                 return Err(Refused(message));
             }
         };
         drop(login);
-        let recorder = match Recorder::start(recording) {
-            Ok(r) => r,
-            Err(e) => {
-                let message = format!("cannot start the session recorder: {e}");
-                connection.disconnect("session ended").await;
-                end_audit(app, &start.id, &user, &message, 0).await;
-                return Err(Refused(message));
-            }
-        };
+        let recorder = Recorder::start(recording);
         Ok(Session {
             app: app.clone(),
             id: start.id,
@@ -218,20 +209,40 @@ impl Session {
         })
     }
 
-    /// Ends the session: the recording's last line says why (then it is flushed to disk), the
-    /// target connection closes, and `session.end` is audited with the bytes recorded.
+    /// Ends the session: the recording's last event says why (then it is synced to disk), the
+    /// target connection closes, and `session.end` is audited with the bytes recorded and the
+    /// recording's frame count and final hash (which `recording verify` checks it against).
     pub async fn end(self, reason: &str) {
-        if self.recorder.marker(format!("end: {reason}")).await.is_ok() {
-            let _ = self.recorder.flush().await;
-        }
+        let summary = match self.recorder.end(reason).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(session = %self.id, error = %e, "the recording's end cannot be written");
+                None
+            }
+        };
         let bytes = self.recorder.output_bytes();
         self.connection.disconnect("session ended").await;
-        end_audit(&self.app, &self.id, &self.user, reason, bytes).await;
+        end_audit(
+            &self.app,
+            &self.id,
+            &self.user,
+            reason,
+            bytes,
+            summary.as_ref(),
+        )
+        .await;
     }
 }
 
-async fn end_audit(app: &App, id: &str, user: &str, reason: &str, bytes: u64) {
-    if let Err(e) = app.sessions().end_session(id, user, reason, bytes).await {
+async fn end_audit(
+    app: &App,
+    id: &str,
+    user: &str,
+    reason: &str,
+    bytes: u64,
+    recording: Option<&cofre_recording::Summary>,
+) {
+    if let Err(e) = app.end_session(id, user, reason, bytes, recording).await {
         tracing::error!(session = %id, error = %e, "cannot record the end of a session");
     }
 }

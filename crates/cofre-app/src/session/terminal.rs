@@ -77,7 +77,8 @@ impl Session {
                 match input.recv().await {
                     Some(Input::Data(data)) => {
                         if record_input {
-                            if let Err(why) = rec.input(&data).await {
+                            if let Err(why) = rec.input(bytes::Bytes::copy_from_slice(&data)).await
+                            {
                                 break why;
                             }
                         }
@@ -106,7 +107,7 @@ impl Session {
             tokio::select! {
                 msg = from_up.wait() => match msg {
                     Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
-                        if let Err(why) = self.recorder.output(&data).await {
+                        if let Err(why) = self.recorder.output(data.clone()).await {
                             break why;
                         }
                         if output.send(Output::Data(data.to_vec())).await.is_err() {

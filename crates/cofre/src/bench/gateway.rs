@@ -42,12 +42,21 @@ pub(super) fn keygen(path: &Path) -> Result<()> {
 }
 
 pub(super) fn start_sshd(dir: &Path, port: u16) -> Result<Sshd> {
+    start_sshd_with(dir, port, "")
+}
+
+/// The one cipher both paths use, so that the comparison is of relaying and recording, not of
+/// ciphers: AES-256-GCM, which OpenSSH, the gateway and its upstream client all offer.
+const CIPHER: &str = "aes256-gcm@openssh.com";
+
+/// sshd with `extra` lines in its configuration.
+fn start_sshd_with(dir: &Path, port: u16, extra: &str) -> Result<Sshd> {
     keygen(&dir.join("host_key"))?;
     std::fs::copy(dir.join("root_key.pub"), dir.join("authorized_keys"))?;
     let config = format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
          AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin yes\nUsePAM no\n\
-         MaxStartups 1000\nMaxSessions 1000\nLogLevel ERROR\n",
+         MaxStartups 1000\nMaxSessions 1000\nLogLevel ERROR\n{extra}",
         d = dir.display()
     );
     std::fs::write(dir.join("sshd_config"), config)?;
@@ -73,6 +82,8 @@ fn bulk(port: u16, key: &Path, login: &str, file: &Path) -> Result<f64> {
     let started = Instant::now();
     let status = Command::new("ssh")
         .args([
+            "-c",
+            CIPHER,
             "-o",
             "StrictHostKeyChecking=no",
             "-o",
@@ -169,6 +180,86 @@ async fn echo(port: u16, user: &str, key: &Path, n: usize) -> Result<(f64, f64)>
     Ok((pct(0.5), pct(0.99)))
 }
 
+/// CPU seconds a process has used (user + system), and those of its children it has waited for,
+/// from /proc/PID/stat.
+fn cpu_seconds(pid: &str, ticks: f64) -> Result<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("/proc/{pid}/stat: no command name"))?;
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // utime, stime, cutime, cstime are fields 14-17 of the line: 12-15 after the name.
+    let get = |i: usize| f.get(i).copied().unwrap_or(0.0) / ticks;
+    Ok((get(11) + get(12), get(13) + get(14)))
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU seconds of the three processes of one path: the ssh client (a child of this process),
+/// the gateway (the server; 0 on the direct path), sshd (its listener and the per-connection
+/// children it has reaped).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    client: f64,
+    gateway: f64,
+    sshd: f64,
+}
+
+fn cpu_now(server: u32, sshd: u32, ticks: f64) -> Result<Cpu> {
+    let (_, client) = cpu_seconds("self", ticks)?;
+    let (gateway, _) = cpu_seconds(&server.to_string(), ticks)?;
+    let (own, reaped) = cpu_seconds(&sshd.to_string(), ticks)?;
+    Ok(Cpu {
+        client,
+        gateway,
+        sshd: own + reaped,
+    })
+}
+
+/// `bulk`, with the CPU each process spent on it.
+fn bulk_cpu(
+    port: u16,
+    key: &Path,
+    login: &str,
+    file: &Path,
+    pids: (u32, u32),
+    ticks: f64,
+) -> Result<(f64, Cpu)> {
+    let before = cpu_now(pids.0, pids.1, ticks)?;
+    let secs = bulk(port, key, login, file)?;
+    // sshd's listener reaps the connection's process just after the client has exited.
+    let mut after = cpu_now(pids.0, pids.1, ticks)?;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(50));
+        let again = cpu_now(pids.0, pids.1, ticks)?;
+        let settled = again.sshd == after.sshd;
+        after = again;
+        if settled && after.sshd > before.sshd {
+            break;
+        }
+    }
+    Ok((
+        secs,
+        Cpu {
+            client: after.client - before.client,
+            gateway: after.gateway - before.gateway,
+            sshd: after.sshd - before.sshd,
+        },
+    ))
+}
+
 fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -198,7 +289,8 @@ pub(crate) async fn run(megabytes: u64, echoes: usize, idle: usize) -> Result<Ex
     keygen(&dir.join("root_key"))?;
     keygen(&dir.join("user_key"))?;
     let sshd_port = free_port()?;
-    let _sshd = start_sshd(&dir, sshd_port)?;
+    let sshd = start_sshd_with(&dir, sshd_port, &format!("Ciphers {CIPHER}\n"))?;
+    let ticks = clock_ticks();
     let (server, target, otp, gw_port) = start_server(None).await?;
     let anon = Client::new(&target, None)?;
     let admin = login(&anon, "admin", &otp, "bench-admin-password").await?;
@@ -228,7 +320,8 @@ pub(crate) async fn run(megabytes: u64, echoes: usize, idle: usize) -> Result<Ex
         .await?;
     let (root_key, user_key) = (dir.join("root_key"), dir.join("user_key"));
     let gw_login = "bench:root@db01";
-    outln!("direct = OpenSSH client -> sshd; gateway = OpenSSH client -> cofre (recording) -> sshd; all on this machine");
+    outln!("direct = OpenSSH client -> sshd; gateway = OpenSSH client -> cofre (recording) -> sshd; all on this machine; cipher {CIPHER} on every hop");
+    let pids = (server.pid(), sshd.0.id());
 
     // Random bytes are the recorder's worst case (every byte needs escaping or replacing);
     // base64 text is what terminal output looks like.
@@ -251,13 +344,22 @@ pub(crate) async fn run(megabytes: u64, echoes: usize, idle: usize) -> Result<Ex
     ] {
         bulk(sshd_port, &root_key, "root", path)?;
         bulk(gw_port, &user_key, gw_login, path)?;
-        let direct = bulk(sshd_port, &root_key, "root", path)?;
-        let via = bulk(gw_port, &user_key, gw_login, path)?;
+        let (direct, dcpu) = bulk_cpu(sshd_port, &root_key, "root", path, pids, ticks)?;
+        let (via, gcpu) = bulk_cpu(gw_port, &user_key, gw_login, path, pids, ticks)?;
         outln!(
-            "bulk cat of {size:.0} MiB of {what}: direct {:.0} MiB/s, gateway {:.0} MiB/s, ratio gateway/direct {:.2}",
+            "bulk cat of {size:.0} MiB of {what}: direct {:.0} MiB/s, gateway (recorded) {:.0} MiB/s, ratio gateway/direct {:.2}",
             size / direct,
             size / via,
             direct / via
+        );
+        let gib = size / 1024.0;
+        outln!(
+            "  CPU s/GiB: direct: client {:.2}, sshd {:.2}; gateway: client {:.2}, gateway {:.2}, sshd {:.2}",
+            dcpu.client / gib,
+            dcpu.sshd / gib,
+            gcpu.client / gib,
+            gcpu.gateway / gib,
+            gcpu.sshd / gib
         );
     }
 

@@ -615,6 +615,16 @@ fn authorization_matrix() {
                     Rule::Roles(AUDIT),
                 )
             },
+            Row {
+                succeeds: false,
+                ..row(
+                    "GET",
+                    "/api/v1/sessions/{id}/recording/verify",
+                    "/api/v1/sessions/no-such-session/recording/verify",
+                    None,
+                    Rule::Roles(AUDIT),
+                )
+            },
             // Backups (Orbit: admin on-prem).
             row(
                 "GET",

@@ -9,6 +9,7 @@
 
 mod clients;
 mod drain;
+mod exact;
 mod terminal;
 
 use crate::harness::*;
@@ -1065,6 +1066,18 @@ fn server_crash_keeps_the_recording() {
     eprintln!(
         "the user saw line-{last_seen}; the recording holds up to line-{:?}",
         recorded.iter().max()
+    );
+    // Not tampering: every frame up to the kill is intact, and a torn last one is the kill's.
+    let verified = admin.run(&["--output", "json", "recording", "verify", &id], None);
+    let report: Value = serde_json::from_str(&verified.stdout)
+        .unwrap_or_else(|e| panic!("recording verify prints JSON ({e}): {verified:?}"));
+    assert_eq!(verified.code, Some(0), "{report}");
+    assert_eq!(report["status"], "ended_by_restart", "{report}");
+    assert!(
+        report["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ended by a restart")),
+        "{report}"
     );
 
     let audit = parse_export(&admin.ok(&["audit", "export", "--format", "jsonl"]).stdout);
