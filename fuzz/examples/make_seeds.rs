@@ -247,7 +247,10 @@ fn main() {
         (
             "RequestListQuery",
             "pending=true&all=false&limit=1000&cursor=x%20y",
-        ),
+        ),        ("SetPasswordPolicyRequest", r#"{"length":24,"classes":"upper,lower,digit,symbol","exclude":"\u0027\""}"#),
+        ("RotateRequest", r#"{"method":"chpasswd","as":"db01/root"}"#),
+        ("SetRotationRequest", r#"{"every":"30d","after_reveal":true,"after_session":true,"after_grant":false,"method":"key","verify_every":"1d"}"#),
+        ("RotationListQuery", r#"failed=true&limit=10&cursor=db01%2Froot"#),
     ];
     for (name, text) in requests {
         let pick = cofre_fuzz::PARSERS

@@ -54,4 +54,8 @@ pub const PARSERS: &[(&str, fn(&[u8]))] = &[
     ("PageQuery", query::<PageQuery>),
     ("SessionQuery", query::<SessionQuery>),
     ("RequestListQuery", query::<RequestListQuery>),
+    ("SetPasswordPolicyRequest", body::<SetPasswordPolicyRequest>),
+    ("RotateRequest", body::<RotateRequest>),
+    ("SetRotationRequest", body::<SetRotationRequest>),
+    ("RotationListQuery", query::<RotationListQuery>),
 ];

@@ -126,6 +126,8 @@ pub async fn start(config: ServerConfig) -> Result<Started, StartError> {
     services::backups::start(&app).await;
     // Daily snapshots (services::snapshots).
     services::snapshots::spawn_scheduler(&app);
+    // Credential rotation: cut-short rotations resolved, then the scheduler (services::rotation).
+    services::rotation::start(&app).await;
     Ok(Started {
         sealed: app.is_sealed(),
         app,

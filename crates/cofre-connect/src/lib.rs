@@ -300,6 +300,18 @@ impl Connection {
         prompts: &[Prompt],
         timeout: Duration,
     ) -> Result<ExecOutput, ConnectError> {
+        self.exec_with_input(command, prompts, None, timeout).await
+    }
+
+    /// As [`Connection::exec`], and first writes `input` to the command's standard input and
+    /// closes it (what `chpasswd` reads). The input is never kept in the output.
+    pub async fn exec_with_input(
+        &self,
+        command: &str,
+        prompts: &[Prompt],
+        input: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, ConnectError> {
         let channel_err = |e: russh::Error| ConnectError::Channel {
             target: self.target.clone(),
             message: e.to_string(),
@@ -312,6 +324,10 @@ impl Connection {
                 .map_err(channel_err)?;
         }
         channel.exec(true, command).await.map_err(channel_err)?;
+        if let Some(input) = input {
+            channel.data(input).await.map_err(channel_err)?;
+            channel.eof().await.map_err(channel_err)?;
+        }
         let run = async {
             let mut out = ExecOutput::default();
             let mut next = 0usize;

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod governance;
 pub mod lockout;
 pub mod names;
+pub mod password_policy;
 pub mod policy;
 pub mod role;
 pub mod when;

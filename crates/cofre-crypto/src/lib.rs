@@ -8,6 +8,7 @@ pub mod audit_mac;
 pub mod datakey;
 pub mod envelope;
 pub mod files;
+pub mod generate;
 pub mod keyring;
 pub mod password;
 pub mod share_text;

@@ -19,6 +19,7 @@ mod governance;
 mod offboarding;
 use governance::applied;
 mod requests;
+mod rotation;
 mod snapshots;
 
 impl IntoResponse for Error {
@@ -73,6 +74,8 @@ type ApiResult<T> = Result<Json<T>, Error>;
         offboarding::remove_backup_target, offboarding::remove_backup_job,
         governance::list, governance::show, governance::approve, governance::deny, governance::instance,
         set_role,
+        rotation::get_policy, rotation::set_policy, rotation::rotate, rotation::set_rotation,
+        rotation::verify, rotation::status,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -237,6 +240,23 @@ pub fn router(state: AppState) -> Router {
             get(credential_history),
         )
         .route("/targets/{name}/credentials/{account}/reveal", post(reveal))
+        .route(
+            "/targets/{name}/credentials/{account}/rotate",
+            post(rotation::rotate),
+        )
+        .route(
+            "/targets/{name}/credentials/{account}/rotation",
+            put(rotation::set_rotation),
+        )
+        .route(
+            "/targets/{name}/credentials/{account}/verify",
+            post(rotation::verify),
+        )
+        .route("/rotations", get(rotation::status))
+        .route(
+            "/password-policy",
+            get(rotation::get_policy).put(rotation::set_policy),
+        )
         .route("/policies", get(list_policies).post(create_policy))
         .route("/policies/{name}", axum::routing::delete(delete_policy))
         .route("/audit", get(list_audit))

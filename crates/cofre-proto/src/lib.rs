@@ -17,6 +17,8 @@ pub mod snapshot;
 pub use snapshot::*;
 pub mod offboarding;
 pub use offboarding::*;
+pub mod rotation;
+pub use rotation::*;
 
 pub const API_PREFIX: &str = "/api/v1";
 /// Largest accepted request body. Secrets and keys fit easily; anything bigger is refused with 413.
@@ -110,6 +112,7 @@ pub enum ErrorCode {
     RecordingUnavailable,
     RecordingUnreadable,
     RequestClosed,
+    RotationInProgress,
     Sealed,
     ShareAlreadyDelivered,
     ShareDuplicate,
@@ -178,6 +181,7 @@ impl ErrorCode {
         ErrorCode::RecordingUnavailable,
         ErrorCode::RecordingUnreadable,
         ErrorCode::RequestClosed,
+        ErrorCode::RotationInProgress,
         ErrorCode::Sealed,
         ErrorCode::ShareAlreadyDelivered,
         ErrorCode::ShareDuplicate,
@@ -245,6 +249,7 @@ impl ErrorCode {
             ErrorCode::RecordingUnavailable => "recording_unavailable",
             ErrorCode::RecordingUnreadable => "recording_unreadable",
             ErrorCode::RequestClosed => "request_closed",
+            ErrorCode::RotationInProgress => "rotation_in_progress",
             ErrorCode::Sealed => "sealed",
             ErrorCode::ShareAlreadyDelivered => "share_already_delivered",
             ErrorCode::ShareDuplicate => "share_duplicate",

@@ -192,6 +192,41 @@ pub(crate) enum CredentialCmd {
     /// Delete it. Its versions and audit entries are kept; a new credential of the same account
     /// starts at version 1 and shares nothing with the old one.
     Delete { target: String, account: String },
+    /// Change it on the target now: a new secret (the password policy, or a new key pair) is
+    /// stored as a pending version, applied over SSH, and verified by a fresh login before it
+    /// becomes current; on failure the old one stays (exit 1, audited and alerted). Waits while
+    /// a session on it is live. Prints the new version, never the secret.
+    Rotate {
+        target: String,
+        account: String,
+        #[command(flatten)]
+        how: crate::rotation_cmd::MethodArgs,
+    },
+    /// When it rotates by itself (admin; audited): on a schedule and/or after each reveal,
+    /// session or grant, and how (--method, --as, --key).
+    SetRotation {
+        target: String,
+        account: String,
+        /// A schedule, e.g. 30d.
+        #[arg(long)]
+        every: Option<String>,
+        #[arg(long)]
+        after_reveal: bool,
+        #[arg(long)]
+        after_session: bool,
+        /// When an access grant on it ends (its window, or a revocation).
+        #[arg(long)]
+        after_grant: bool,
+        /// Check the vaulted secret against the target this often (drift alerts; reset
+        /// through --as when set).
+        #[arg(long)]
+        verify_every: Option<String>,
+        #[command(flatten)]
+        how: crate::rotation_cmd::MethodArgs,
+    },
+    /// Does the vaulted secret still log in on the target? exit 1 on drift (alerted); with
+    /// --as set by set-rotation, a drifted one is reset to a new vaulted secret.
+    Verify { target: String, account: String },
 }
 
 // Parsed once per process: the size of the biggest variant does not matter.
@@ -542,6 +577,8 @@ async fn dispatch(
         Command::Breakglass(cmd) => crate::breakglass_cmd::online(ctx, cmd).await,
         Command::Backup(cmd) => crate::backup_cmd::run(ctx, cmd).await,
         Command::Snapshot(cmd) => crate::snapshot_cmd::online(ctx, cmd).await,
+        Command::Rotation(cmd) => crate::rotation_cmd::rotation(ctx, cmd).await,
+        Command::PasswordPolicy(cmd) => crate::rotation_cmd::password_policy(ctx, cmd).await,
         Command::Server(_) | Command::Init(_) => Err(anyhow!("internal: not a client command")),
     }
 }
@@ -987,6 +1024,37 @@ async fn credential(ctx: &Ctx, cmd: CredentialCmd) -> Result<ExitCode> {
         }
         CredentialCmd::Delete { target, account } => {
             return crate::offboarding_cmd::credential(ctx, "delete", &target, &account).await
+        }
+        CredentialCmd::Rotate {
+            target,
+            account,
+            how,
+        } => return crate::rotation_cmd::rotate(ctx, &target, &account, &how).await,
+        CredentialCmd::SetRotation {
+            target,
+            account,
+            every,
+            after_reveal,
+            after_session,
+            after_grant,
+            verify_every,
+            how,
+        } => {
+            return crate::rotation_cmd::set_rotation(
+                ctx,
+                &target,
+                &account,
+                every,
+                after_reveal,
+                after_session,
+                after_grant,
+                verify_every,
+                &how,
+            )
+            .await
+        }
+        CredentialCmd::Verify { target, account } => {
+            return crate::rotation_cmd::verify(ctx, &target, &account).await
         }
         CredentialCmd::History { target, account } => {
             let vs: Vec<CredentialVersionInfo> = ctx

@@ -29,6 +29,7 @@ mod governance_cmd;
 mod offboarding_cmd;
 pub mod output;
 mod requests_cmd;
+mod rotation_cmd;
 mod server_cmd;
 mod sessions_cmd;
 mod snapshot_cmd;
@@ -145,6 +146,13 @@ enum Command {
     /// Backups to your own storage: targets (directory, rsync over SSH, S3), jobs, runs, status.
     #[command(subcommand)]
     Backup(backup_cmd::BackupCmd),
+    /// Credential rotation: status of every credential that rotates (`credential rotate`,
+    /// `set-rotation` and `verify` act on one).
+    #[command(subcommand)]
+    Rotation(rotation_cmd::RotationCmd),
+    /// The policy for passwords Cofre generates when it rotates credentials (admin).
+    #[command(subcommand, name = "password-policy")]
+    PasswordPolicy(rotation_cmd::PasswordPolicyCmd),
     /// Snapshots of the whole instance (Orbit): create, list, verify, prune, and the offline
     /// restore into a new data dir.
     #[command(subcommand)]

@@ -10,6 +10,7 @@ pub mod governance;
 pub mod notify;
 pub mod offboarding;
 pub mod requests;
+pub mod rotation;
 pub mod seal;
 pub mod sessions;
 pub mod snapshots;
@@ -48,6 +49,8 @@ pub struct App {
     pub(crate) backups: Arc<backups::BackupState>,
     /// Snapshot jobs of this node (see [`snapshots`]).
     pub(crate) snapshots: Arc<snapshots::SnapshotState>,
+    /// Credential rotation: this node's lease identity and the scheduler (see [`rotation`]).
+    pub(crate) rotation: Arc<rotation::RotationState>,
     /// Failed logins for user names that do not exist (see [`accounts::UnknownFailures`]).
     pub(crate) unknown_failures: accounts::UnknownFailures,
 }
@@ -312,6 +315,7 @@ impl App {
             notify_wake: Arc::default(),
             backups: Arc::default(),
             snapshots: Arc::default(),
+            rotation: Arc::default(),
             unknown_failures: accounts::UnknownFailures::default(),
         })
     }

@@ -1044,6 +1044,8 @@ impl Approvals<'_> {
             entry = entry.detail("reason", reason);
         }
         self.commit(tx, entry).await?;
+        // A credential set to rotate after a grant is due now (services::rotation).
+        self.rotation.wake.notify_one();
         let closed = self.live.kill_by_request(
             id,
             &format!("access grant {id} was revoked by {}", who.username),

@@ -562,6 +562,12 @@ impl Sessions<'_> {
         }
         self.commit(tx, entry).await?;
         metrics::gauge!("cofre_gateway_live_sessions").decrement(1.0);
+        // A rotation waiting for this session may run now; one after sessions is asked for.
+        if let Some(s) = self.store.session(id).await? {
+            self.rotation_after_use(&s.target, &s.account, "session")
+                .await;
+        }
+        self.rotation.wake.notify_one();
         Ok(())
     }
 

@@ -392,7 +392,8 @@ impl Vault<'_> {
                     format!("credential {target}/{account} already exists; use `cofre credential update` for a new version"),
                 ))
             }
-            Some((id, current)) => (id, current + 1),
+            // Past pending rotation versions too, which are stored but not current.
+            Some((id, _)) => (id, tx.next_credential_version(id).await?),
             None if must_exist => {
                 return Err(Error::not_found(format!("credential {target}/{account}")))
             }
@@ -591,6 +592,8 @@ impl Vault<'_> {
         }
         self.record(entry).await?;
         metrics::counter!("cofre_reveals_total").increment(1);
+        // A secret someone has seen should not stay valid, where the credential is set so.
+        self.rotation_after_use(target, account, "reveal").await;
         Ok(RevealResponse {
             target: target.to_owned(),
             account: account.to_owned(),

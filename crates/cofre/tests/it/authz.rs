@@ -175,6 +175,19 @@ fn authorization_matrix() {
         json!({"account": "root", "password": "pw-root-1"}),
     )
     .assert_ok();
+    // A target nothing listens on, for the rotation rows: a rotation there fails at once.
+    api.post(
+        "/api/v1/targets",
+        Some(&admin),
+        json!({"name": "rot01", "host": "127.0.0.1", "port": 1, "tags": ["dev"]}),
+    )
+    .assert_ok();
+    api.post(
+        "/api/v1/targets/rot01/credentials",
+        Some(&admin),
+        json!({"account": "app", "password": "pw-app-1"}),
+    )
+    .assert_ok();
     api.post("/api/v1/groups", Some(&admin), json!({"name": "ops"}))
         .assert_ok();
     api.post("/api/v1/groups", Some(&admin), json!({"name": "spare"}))
@@ -264,7 +277,7 @@ fn authorization_matrix() {
             .map(|t| t["name"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(names(Who::Admin), vec!["db01", "db02"]);
+    assert_eq!(names(Who::Admin), vec!["db01", "db02", "rot01"]);
     assert_eq!(
         names(Who::User),
         vec!["db01"],
@@ -500,6 +513,48 @@ fn authorization_matrix() {
                 "/api/v1/targets/db01/credentials/root/reveal",
                 Some(json!({"reason": "matrix"})),
                 Rule::Reveal,
+            ),
+            row(
+                "POST",
+                "/api/v1/targets/{name}/credentials/{account}/rotate",
+                "/api/v1/targets/rot01/credentials/app/rotate",
+                Some(json!({"method": "passwd"})),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "PUT",
+                "/api/v1/targets/{name}/credentials/{account}/rotation",
+                "/api/v1/targets/rot01/credentials/app/rotation",
+                Some(json!({"every": "30d", "method": "passwd", "after_reveal": true})),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/targets/{name}/credentials/{account}/verify",
+                "/api/v1/targets/rot01/credentials/app/verify",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "GET",
+                "/api/v1/rotations",
+                "/api/v1/rotations",
+                None,
+                Rule::Roles(HISTORY),
+            ),
+            row(
+                "GET",
+                "/api/v1/password-policy",
+                "/api/v1/password-policy",
+                None,
+                Rule::Roles(HISTORY),
+            ),
+            row(
+                "PUT",
+                "/api/v1/password-policy",
+                "/api/v1/password-policy",
+                Some(json!({"length": 24, "classes": "upper,lower,digit,symbol"})),
+                Rule::Roles(ADMIN),
             ),
             row(
                 "GET",

@@ -583,12 +583,12 @@ fn s3_target_snapshots_and_system() {
 }
 
 /// A webhook receiver: every request body it gets.
-struct Webhook {
-    url: String,
-    bodies: Arc<Mutex<Vec<String>>>,
+pub(crate) struct Webhook {
+    pub(crate) url: String,
+    pub(crate) bodies: Arc<Mutex<Vec<String>>>,
 }
 
-fn webhook() -> Webhook {
+pub(crate) fn webhook() -> Webhook {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let bodies = Arc::new(Mutex::new(Vec::new()));

@@ -1448,11 +1448,21 @@ pub(crate) struct Sshd {
     pub dir: PathBuf,
     pub port: u16,
     child: Option<Child>,
+    /// Lines appended to sshd_config (e.g. a `Match User` block); see [`Sshd::reconfigure`].
+    extra: String,
+    /// Users' own `~/.ssh/authorized_keys` count too (besides `DIR/authorized_keys`).
+    per_user_keys: bool,
 }
 
 impl Sshd {
     /// Starts sshd in `dir` (created) with a fresh host key, on a free port.
-    pub(crate) fn start(dir: &Path) -> Sshd {
+    pub fn start(dir: &Path) -> Sshd {
+        Sshd::start_with(dir, false, "")
+    }
+
+    /// [`Sshd::start`], where users' own `~/.ssh/authorized_keys` count too (if `per_user_keys`)
+    /// and `extra` ends the config.
+    pub fn start_with(dir: &Path, per_user_keys: bool, extra: &str) -> Sshd {
         std::fs::create_dir_all(dir).expect("sshd dir");
         // Privilege separation wants this directory (systemd makes it; a container may not).
         std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
@@ -1461,6 +1471,8 @@ impl Sshd {
             dir: dir.to_owned(),
             port: 0,
             child: None,
+            extra: extra.to_owned(),
+            per_user_keys,
         };
         ssh_keygen(&sshd.host_key_path());
         // Another test may take the port between free_port() and sshd's bind: try a few.
@@ -1516,7 +1528,23 @@ impl Sshd {
         }
     }
 
-    pub(crate) fn stop(&mut self) {
+    /// Restarts sshd on the same port and host key with `extra` ending its config instead.
+    pub fn reconfigure(&mut self, extra: &str) {
+        self.stop();
+        self.extra = extra.to_owned();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.spawn() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not start again on port {}:\n{}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -1533,7 +1561,7 @@ impl Sshd {
                  ListenAddress 127.0.0.1\n\
                  HostKey {host_key}\n\
                  PidFile {dir}/sshd.pid\n\
-                 AuthorizedKeysFile {dir}/authorized_keys\n\
+                 AuthorizedKeysFile {dir}/authorized_keys{own_keys}\n\
                  StrictModes no\n\
                  PermitRootLogin yes\n\
                  PasswordAuthentication yes\n\
@@ -1541,7 +1569,14 @@ impl Sshd {
                  UsePAM no\n\
                  Subsystem sftp internal-sftp\n\
                  AcceptEnv LANG LC_* COFRE_IT_*\n\
-                 LogLevel VERBOSE\n",
+                 LogLevel VERBOSE\n\
+                 {extra}\n",
+                own_keys = if self.per_user_keys {
+                    " .ssh/authorized_keys"
+                } else {
+                    ""
+                },
+                extra = self.extra,
                 port = self.port,
                 host_key = self.host_key_path().display(),
                 dir = self.dir.display(),
