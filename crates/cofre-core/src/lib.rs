@@ -9,6 +9,7 @@ pub mod lockout;
 pub mod names;
 pub mod policy;
 pub mod role;
+pub mod siem;
 pub mod when;
 
 /// A rejected input: which field and why. Front ends turn it into a 4xx with the field named.
