@@ -17,6 +17,8 @@ pub mod snapshot;
 pub use snapshot::*;
 pub mod offboarding;
 pub use offboarding::*;
+pub mod siem;
+pub use siem::*;
 
 pub const API_PREFIX: &str = "/api/v1";
 /// Largest accepted request body. Secrets and keys fit easily; anything bigger is refused with 413.

@@ -17,6 +17,7 @@ pub mod lockout;
 pub mod offboarding;
 pub mod policies;
 pub mod requests;
+pub mod siem;
 pub mod targets;
 pub mod users;
 
