@@ -248,6 +248,10 @@ fn main() {
             "RequestListQuery",
             "pending=true&all=false&limit=1000&cursor=x%20y",
         ),
+        (
+            "NewSiemRequest",
+            r#"{"name":"corp","syslog":"tls://siem.corp:6514","format":"cef","ca_cert":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}"#,
+        ),
     ];
     for (name, text) in requests {
         let pick = cofre_fuzz::PARSERS

@@ -54,4 +54,5 @@ pub const PARSERS: &[(&str, fn(&[u8]))] = &[
     ("PageQuery", query::<PageQuery>),
     ("SessionQuery", query::<SessionQuery>),
     ("RequestListQuery", query::<RequestListQuery>),
+    ("NewSiemRequest", body::<NewSiemRequest>),
 ];

@@ -19,6 +19,7 @@ mod governance;
 mod offboarding;
 use governance::applied;
 mod requests;
+mod siem;
 mod snapshots;
 
 impl IntoResponse for Error {
@@ -73,6 +74,7 @@ type ApiResult<T> = Result<Json<T>, Error>;
         offboarding::remove_backup_target, offboarding::remove_backup_job,
         governance::list, governance::show, governance::approve, governance::deny, governance::instance,
         set_role,
+        siem::list, siem::add, siem::status, siem::remove,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -275,6 +277,9 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshots/jobs/{id}", get(snapshots::job))
         .route("/snapshots/prune", post(snapshots::prune))
         .route("/snapshots/{id}/verify", post(snapshots::verify))
+        .route("/siem", get(siem::list).post(siem::add))
+        .route("/siem/status", get(siem::status))
+        .route("/siem/{name}", axum::routing::delete(siem::remove))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             sealed_gate,

@@ -542,6 +542,7 @@ async fn dispatch(
         Command::Breakglass(cmd) => crate::breakglass_cmd::online(ctx, cmd).await,
         Command::Backup(cmd) => crate::backup_cmd::run(ctx, cmd).await,
         Command::Snapshot(cmd) => crate::snapshot_cmd::online(ctx, cmd).await,
+        Command::Siem(cmd) => crate::siem_cmd::run(ctx, cmd).await,
         Command::Server(_) | Command::Init(_) => Err(anyhow!("internal: not a client command")),
     }
 }
