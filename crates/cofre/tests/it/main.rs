@@ -20,6 +20,7 @@ mod harness;
 mod offboarding;
 mod sealed;
 mod secret_logs;
+mod siem;
 mod snapshot;
 mod tamper;
 mod time_zone;
