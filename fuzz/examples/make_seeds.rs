@@ -251,6 +251,11 @@ fn main() {
         ("RotateRequest", r#"{"method":"chpasswd","as":"db01/root"}"#),
         ("SetRotationRequest", r#"{"every":"30d","after_reveal":true,"after_session":true,"after_grant":false,"method":"key","verify_every":"1d"}"#),
         ("RotationListQuery", r#"failed=true&limit=10&cursor=db01%2Froot"#),
+        ),
+        (
+            "NewSiemRequest",
+            r#"{"name":"corp","syslog":"tls://siem.corp:6514","format":"cef","ca_cert":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}"#,
+        ),
     ];
     for (name, text) in requests {
         let pick = cofre_fuzz::PARSERS

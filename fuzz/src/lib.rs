@@ -58,4 +58,5 @@ pub const PARSERS: &[(&str, fn(&[u8]))] = &[
     ("RotateRequest", body::<RotateRequest>),
     ("SetRotationRequest", body::<SetRotationRequest>),
     ("RotationListQuery", query::<RotationListQuery>),
+    ("NewSiemRequest", body::<NewSiemRequest>),
 ];

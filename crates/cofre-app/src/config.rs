@@ -52,6 +52,47 @@ pub struct ServerConfig {
     pub governance: GovernanceConfig,
     /// How the server stops (`[server]`).
     pub server: ServerSection,
+    /// Forwarding the audit trail to SIEMs (`[siem]`).
+    pub siem: SiemConfig,
+}
+
+/// `[siem]`: forwarding the audit trail (the destinations themselves are added with `cofre siem add`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiemConfig {
+    /// A destination that has received nothing for this long raises an alert (once per outage).
+    pub alert_after_minutes: u64,
+    /// The HOSTNAME field of every message; the machine's host name when absent.
+    pub hostname: Option<String>,
+}
+
+impl Default for SiemConfig {
+    fn default() -> Self {
+        Self {
+            alert_after_minutes: 15,
+            hostname: None,
+        }
+    }
+}
+
+impl SiemConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.alert_after_minutes == 0 {
+            return Err(ConfigError::Invalid {
+                field: "siem.alert_after_minutes",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if let Some(h) = &self.hostname {
+            if h.is_empty() || h.len() > 255 || !h.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(ConfigError::Invalid {
+                    field: "siem.hostname",
+                    reason: "must be 1 to 255 printable ASCII characters without spaces".into(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[server]`: how the server stops.
@@ -92,6 +133,7 @@ impl Default for ServerConfig {
             snapshots: crate::snapshot::SnapshotConfig::default(),
             governance: GovernanceConfig::default(),
             server: ServerSection::default(),
+            siem: SiemConfig::default(),
         }
     }
 }
@@ -160,6 +202,7 @@ impl ServerConfig {
         self.alerts.validate()?;
         self.snapshots.validate()?;
         self.governance.validate()?;
+        self.siem.validate()?;
         if self.server.drain_seconds > 3600 {
             return Err(ConfigError::Invalid {
                 field: "server.drain_seconds",

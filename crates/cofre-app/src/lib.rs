@@ -122,6 +122,7 @@ pub async fn start(config: ServerConfig) -> Result<Started, StartError> {
     // The audit head's anchor outside the database (services::anchor).
     services::anchor::spawn_anchor_writer(&app);
     services::notify::spawn_notifier(&app)?;
+    services::siem::spawn_forwarder(&app);
     // Backups: interrupted runs marked failed, then the scheduler (services::backups).
     services::backups::start(&app).await;
     // Daily snapshots (services::snapshots).

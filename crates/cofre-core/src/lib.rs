@@ -10,6 +10,7 @@ pub mod names;
 pub mod password_policy;
 pub mod policy;
 pub mod role;
+pub mod siem;
 pub mod when;
 
 /// A rejected input: which field and why. Front ends turn it into a 4xx with the field named.

@@ -117,10 +117,15 @@ pub enum Action {
     ViewInstance,
     /// approve or deny a change request of another admin (dual control).
     DecideChanges,
+    /// add and remove SIEM destinations (where the audit trail is forwarded): the customer's
+    /// admin in every mode, since the trail is the customer's.
+    ManageSiem,
+    /// list SIEM destinations and their delivery status.
+    ViewSiem,
 }
 
 impl Action {
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 22] = [
         Action::OwnAccount,
         Action::ChangeOwnPassword,
         Action::ManageUsers,
@@ -141,6 +146,8 @@ impl Action {
         Action::Orbit,
         Action::ViewInstance,
         Action::DecideChanges,
+        Action::ManageSiem,
+        Action::ViewSiem,
     ];
 }
 
@@ -159,13 +166,15 @@ pub fn role_may(mode: Mode, role: Role, action: Action) -> bool {
         ManageGrants | DecideChanges => role == Admin,
         ViewInstance => matches!(role, Admin | Auditor),
         ReviewEmergency => matches!(role, Admin | Approver),
-        ManageUsers | ManageTargets | ManagePolicies | KillSessions | ManageBreakGlass => {
-            role == Admin
-        }
+        ManageUsers | ManageTargets | ManagePolicies | KillSessions | ManageBreakGlass
+        | ManageSiem => role == Admin,
         ListTargets | UseCredentials => matches!(role, Admin | Approver | User),
-        ViewCredentialHistory | ViewPolicies | ReadAudit | ListSessions | ReadRecordings => {
-            matches!(role, Admin | Auditor)
-        }
+        ViewCredentialHistory
+        | ViewPolicies
+        | ReadAudit
+        | ListSessions
+        | ReadRecordings
+        | ViewSiem => matches!(role, Admin | Auditor),
     }
 }
 

@@ -20,6 +20,7 @@ mod offboarding;
 use governance::applied;
 mod requests;
 mod rotation;
+mod siem;
 mod snapshots;
 
 impl IntoResponse for Error {
@@ -76,6 +77,7 @@ type ApiResult<T> = Result<Json<T>, Error>;
         set_role,
         rotation::get_policy, rotation::set_policy, rotation::rotate, rotation::set_rotation,
         rotation::verify, rotation::status,
+        siem::list, siem::add, siem::status, siem::remove,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -296,6 +298,9 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshots/jobs/{id}", get(snapshots::job))
         .route("/snapshots/prune", post(snapshots::prune))
         .route("/snapshots/{id}/verify", post(snapshots::verify))
+        .route("/siem", get(siem::list).post(siem::add))
+        .route("/siem/status", get(siem::status))
+        .route("/siem/{name}", axum::routing::delete(siem::remove))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             sealed_gate,

@@ -19,6 +19,8 @@ pub mod offboarding;
 pub use offboarding::*;
 pub mod rotation;
 pub use rotation::*;
+pub mod siem;
+pub use siem::*;
 
 pub const API_PREFIX: &str = "/api/v1";
 /// Largest accepted request body. Secrets and keys fit easily; anything bigger is refused with 413.

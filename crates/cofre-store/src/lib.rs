@@ -18,6 +18,7 @@ pub mod offboarding;
 pub mod policies;
 pub mod requests;
 pub mod rotation;
+pub mod siem;
 pub mod targets;
 pub mod users;
 

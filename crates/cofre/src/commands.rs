@@ -579,6 +579,7 @@ async fn dispatch(
         Command::Snapshot(cmd) => crate::snapshot_cmd::online(ctx, cmd).await,
         Command::Rotation(cmd) => crate::rotation_cmd::rotation(ctx, cmd).await,
         Command::PasswordPolicy(cmd) => crate::rotation_cmd::password_policy(ctx, cmd).await,
+        Command::Siem(cmd) => crate::siem_cmd::run(ctx, cmd).await,
         Command::Server(_) | Command::Init(_) => Err(anyhow!("internal: not a client command")),
     }
 }

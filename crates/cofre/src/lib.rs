@@ -32,6 +32,7 @@ mod requests_cmd;
 mod rotation_cmd;
 mod server_cmd;
 mod sessions_cmd;
+mod siem_cmd;
 mod snapshot_cmd;
 
 use clap::{Args, Parser, Subcommand};
@@ -157,6 +158,10 @@ enum Command {
     /// restore into a new data dir.
     #[command(subcommand)]
     Snapshot(snapshot_cmd::SnapshotCmd),
+    /// Forward the audit trail to SIEMs (syslog RFC 5424 or CEF over TCP, TLS or UDP): add,
+    /// list, remove, status.
+    #[command(subcommand)]
+    Siem(siem_cmd::SiemCmd),
 }
 
 /// The `cofre` command: parses the arguments and runs them.

@@ -13,6 +13,7 @@ pub mod requests;
 pub mod rotation;
 pub mod seal;
 pub mod sessions;
+pub mod siem;
 pub mod snapshots;
 pub mod vault;
 
@@ -41,6 +42,8 @@ pub struct App {
     audit_queue: tokio::sync::mpsc::Sender<PendingAudit>,
     /// Wakes the notification delivery task when a change queued one.
     pub(crate) notify_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the SIEM forwarder when a destination is added or removed.
+    pub(crate) siem_wake: Arc<tokio::sync::Notify>,
     /// The break-glass file writer's state (see [`breakglass`]).
     pub(crate) breakglass: Arc<breakglass::WriterState>,
     /// Gateway sessions running on this node.
@@ -313,6 +316,7 @@ impl App {
             breakglass: Arc::default(),
             live: Arc::default(),
             notify_wake: Arc::default(),
+            siem_wake: Arc::default(),
             backups: Arc::default(),
             snapshots: Arc::default(),
             rotation: Arc::default(),

@@ -6,3 +6,4 @@
 
 mod approvals;
 mod governance;
+mod siem;

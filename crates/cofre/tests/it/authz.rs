@@ -320,6 +320,12 @@ fn authorization_matrix() {
             json!({"name": format!("obj-{tag}"), "kind": "recordings", "target": format!("obt-{tag}"), "schedule": "manual"}),
         )
         .assert_ok();
+        api.post(
+            "/api/v1/siem",
+            Some(&admin),
+            json!({"name": format!("sd-{tag}"), "syslog": "udp://127.0.0.1:9", "format": "cef"}),
+        )
+        .assert_ok();
     }
 
     let who_list: Vec<Who> = tokens.keys().copied().collect();
@@ -1030,6 +1036,37 @@ fn authorization_matrix() {
                 None,
                 Rule::Roles(ADMIN),
             ),
+            // SIEM forwarding: the customer's admin manages it in every mode; auditors read it.
+            row(
+                "GET",
+                "/api/v1/siem",
+                "/api/v1/siem",
+                None,
+                Rule::Roles(AUDIT),
+            ),
+            row(
+                "POST",
+                "/api/v1/siem",
+                "/api/v1/siem",
+                Some(
+                    json!({"name": format!("s-{tag}"), "syslog": "udp://127.0.0.1:9", "format": "rfc5424"}),
+                ),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "GET",
+                "/api/v1/siem/status",
+                "/api/v1/siem/status",
+                None,
+                Rule::Roles(AUDIT),
+            ),
+            row(
+                "DELETE",
+                "/api/v1/siem/{name}",
+                &format!("/api/v1/siem/sd-{tag}"),
+                None,
+                Rule::Roles(ADMIN),
+            ),
             // Last: it ends the token.
             row(
                 "POST",
@@ -1152,5 +1189,10 @@ fn orbit_follows_the_mode() {
         // Whatever the mode, the operator never reads credentials or the audit trail.
         operator.fail(&["audit", "verify"]);
         operator.fail(&["target", "list"]);
+        // SIEM forwarding is the customer's in every mode: its admin, never the vendor.
+        admin.ok(&["siem", "list"]);
+        admin.ok(&["siem", "status"]);
+        assert!(operator.fail(&["siem", "status"]).all().contains("may not"));
+        operator.fail(&["siem", "add", "x", "--syslog", "udp://127.0.0.1:9"]);
     }
 }

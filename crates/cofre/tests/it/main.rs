@@ -21,6 +21,7 @@ mod offboarding;
 mod rotation;
 mod sealed;
 mod secret_logs;
+mod siem;
 mod snapshot;
 mod tamper;
 mod time_zone;
