@@ -52,6 +52,28 @@ pub struct ServerConfig {
     pub governance: GovernanceConfig,
     /// How the server stops (`[server]`).
     pub server: ServerSection,
+    /// Updates: which release signatures are trusted (`[maintenance]`).
+    pub maintenance: MaintenanceConfig,
+}
+
+/// `[maintenance]`: updates in maintenance windows.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// minisign public keys (the second line of `minisign.pub`) whose signatures make a release
+    /// file trusted; none: no release is accepted.
+    pub release_public_keys: Vec<String>,
+}
+
+impl MaintenanceConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        crate::release::parse_keys(&self.release_public_keys)
+            .map(|_| ())
+            .map_err(|reason| ConfigError::Invalid {
+                field: "maintenance.release_public_keys",
+                reason,
+            })
+    }
 }
 
 /// `[server]`: how the server stops.
@@ -92,6 +114,7 @@ impl Default for ServerConfig {
             snapshots: crate::snapshot::SnapshotConfig::default(),
             governance: GovernanceConfig::default(),
             server: ServerSection::default(),
+            maintenance: MaintenanceConfig::default(),
         }
     }
 }
@@ -160,6 +183,7 @@ impl ServerConfig {
         self.alerts.validate()?;
         self.snapshots.validate()?;
         self.governance.validate()?;
+        self.maintenance.validate()?;
         if self.server.drain_seconds > 3600 {
             return Err(ConfigError::Invalid {
                 field: "server.drain_seconds",

@@ -7,8 +7,10 @@ pub mod audit;
 pub mod backups;
 pub mod breakglass;
 pub mod governance;
+pub mod instance;
 pub mod notify;
 pub mod offboarding;
+pub mod releases;
 pub mod requests;
 pub mod seal;
 pub mod sessions;
@@ -48,6 +50,8 @@ pub struct App {
     pub(crate) snapshots: Arc<snapshots::SnapshotState>,
     /// Failed logins for user names that do not exist (see [`accounts::UnknownFailures`]).
     pub(crate) unknown_failures: accounts::UnknownFailures,
+    /// This node's copy of the instance's type and enabled state (see [`instance`]).
+    pub(crate) instance: instance::StateCache,
 }
 
 /// An event waiting for the audit writer; `done` hears back once it is committed (or not).
@@ -247,6 +251,7 @@ impl App {
             backups: Arc::default(),
             snapshots: Arc::default(),
             unknown_failures: accounts::UnknownFailures::default(),
+            instance: instance::StateCache::default(),
         }
     }
 

@@ -18,6 +18,7 @@ mod flow;
 mod gateway;
 mod harness;
 mod offboarding;
+mod orbit;
 mod sealed;
 mod secret_logs;
 mod snapshot;
