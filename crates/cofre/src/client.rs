@@ -316,14 +316,18 @@ impl Client {
 }
 
 /// A contingency or demo instance marks every answer (`x-cofre-banner`); the CLI shows it once
-/// per command, on stderr, so the answer on stdout stays what scripts parse.
+/// at the end of the command, on stderr, so the answer on stdout stays what scripts parse.
+static BANNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn show_banner(headers: &reqwest::header::HeaderMap) {
-    static SHOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if let Some(banner) = headers.get("x-cofre-banner").and_then(|v| v.to_str().ok()) {
-        if !SHOWN.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            eprintln!("cofre: {banner}");
-        }
+        let _ = BANNER.set(banner.to_owned());
     }
+}
+
+/// The banner the server sent during this command, if any.
+pub fn banner_seen() -> Option<&'static str> {
+    BANNER.get().map(String::as_str)
 }
 
 fn describe_transport(e: &reqwest::Error) -> String {

@@ -193,11 +193,16 @@ pub fn main() -> std::process::ExitCode {
 }
 
 fn report(result: anyhow::Result<std::process::ExitCode>) -> std::process::ExitCode {
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    };
+    // Last, so that an error is still the first thing on stderr.
+    if let Some(banner) = client::banner_seen() {
+        eprintln!("cofre: {banner}");
     }
+    code
 }
