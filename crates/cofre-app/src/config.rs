@@ -95,6 +95,30 @@ impl SiemConfig {
     }
 }
 
+    /// Updates: which release signatures are trusted (`[maintenance]`).
+    pub maintenance: MaintenanceConfig,
+}
+
+/// `[maintenance]`: updates in maintenance windows.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// minisign public keys (the second line of `minisign.pub`) whose signatures make a release
+    /// file trusted; none: no release is accepted.
+    pub release_public_keys: Vec<String>,
+}
+
+impl MaintenanceConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        crate::release::parse_keys(&self.release_public_keys)
+            .map(|_| ())
+            .map_err(|reason| ConfigError::Invalid {
+                field: "maintenance.release_public_keys",
+                reason,
+            })
+    }
+}
+
 /// `[server]`: how the server stops.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -134,6 +158,7 @@ impl Default for ServerConfig {
             governance: GovernanceConfig::default(),
             server: ServerSection::default(),
             siem: SiemConfig::default(),
+            maintenance: MaintenanceConfig::default(),
         }
     }
 }
@@ -203,6 +228,7 @@ impl ServerConfig {
         self.snapshots.validate()?;
         self.governance.validate()?;
         self.siem.validate()?;
+        self.maintenance.validate()?;
         if self.server.drain_seconds > 3600 {
             return Err(ConfigError::Invalid {
                 field: "server.drain_seconds",

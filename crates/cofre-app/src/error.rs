@@ -18,6 +18,8 @@ pub enum ErrorKind {
     /// Too many attempts from here: wait (429).
     TooMany,
     Sealed,
+    /// The service is switched off for now (503), e.g. the application disabled by Orbit.
+    Unavailable,
     Internal,
 }
 

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod config;
 pub mod error;
 pub mod fd_limit;
+pub mod release;
 pub mod services;
 pub mod session;
 pub mod snapshot;
@@ -98,6 +99,24 @@ pub async fn initialise(
         report.admin_password_file = Some(path);
     }
     Ok((app, report))
+}
+
+/// `cofre init --demo` on a new key-file instance: opens the keyring, loads the sample data
+/// (`App::load_demo`) and writes the sample users' one-time passwords to `DATA_DIR/demo-passwords`
+/// (0600), like the first admin's.
+pub async fn load_demo(app: &App, config: &ServerConfig) -> Result<std::path::PathBuf, StartError> {
+    app.unseal_from_key_file()?;
+    let passwords = app.load_demo().await?;
+    let mut text = zeroize::Zeroizing::new(String::new());
+    for (user, otp) in &passwords {
+        text.push_str(user);
+        text.push(' ');
+        text.push_str(otp.as_str());
+        text.push('\n');
+    }
+    let path = config.data_dir.join("demo-passwords");
+    cofre_crypto::files::write_private_file(&path, text.as_bytes())?;
+    Ok(path)
 }
 
 /// A running instance: keyring opened (if it can be), database ready, background tasks started.

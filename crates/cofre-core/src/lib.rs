@@ -5,6 +5,7 @@
 pub mod approval;
 pub mod audit;
 pub mod governance;
+pub mod instance;
 pub mod lockout;
 pub mod names;
 pub mod password_policy;

@@ -113,6 +113,9 @@ pub enum Action {
     ReviewEmergency,
     /// the operations plane: snapshots, backup targets and jobs (who depends on the mode).
     Orbit,
+    /// the instance's type, disabling and enabling the application, promotion (Orbit: who
+    /// depends on the mode); they may also read the instance facts.
+    ManageInstance,
     /// instance facts and warnings; list and show change requests (dual control).
     ViewInstance,
     /// approve or deny a change request of another admin (dual control).
@@ -125,7 +128,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 23] = [
         Action::OwnAccount,
         Action::ChangeOwnPassword,
         Action::ManageUsers,
@@ -144,6 +147,7 @@ impl Action {
         Action::ManageGrants,
         Action::ReviewEmergency,
         Action::Orbit,
+        Action::ManageInstance,
         Action::ViewInstance,
         Action::DecideChanges,
         Action::ManageSiem,
@@ -157,7 +161,7 @@ pub fn role_may(mode: Mode, role: Role, action: Action) -> bool {
     use Role::*;
     match action {
         OwnAccount | ChangeOwnPassword => true,
-        Orbit => match mode {
+        Orbit | ManageInstance => match mode {
             Mode::OnPrem => role == Admin,
             Mode::PrivateSaas => matches!(role, Admin | Operator),
             Mode::Saas => role == Operator,
@@ -219,6 +223,15 @@ mod tests {
         assert_eq!(who(Mode::OnPrem), vec![Role::Admin]);
         assert_eq!(who(Mode::PrivateSaas), vec![Role::Admin, Role::Operator]);
         assert_eq!(who(Mode::Saas), vec![Role::Operator]);
+        for mode in [Mode::OnPrem, Mode::PrivateSaas, Mode::Saas] {
+            for r in Role::ALL {
+                assert_eq!(
+                    role_may(mode, r, Action::ManageInstance),
+                    role_may(mode, r, Action::Orbit),
+                    "{mode:?} {r:?}"
+                );
+            }
+        }
     }
 
     #[test]

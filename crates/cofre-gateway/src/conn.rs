@@ -203,6 +203,16 @@ impl Connection {
 impl russh::server::Handler for Connection {
     type Error = russh::Error;
 
+    /// A contingency or demo instance says so before anyone logs in (OpenSSH prints it on the
+    /// terminal), so nobody mistakes it for production.
+    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        Ok(self
+            .app
+            .instance_banner()
+            .await
+            .map(|b| format!("cofre: {b}\r\n")))
+    }
+
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         match self.parse(user) {
             Ok(login) => {

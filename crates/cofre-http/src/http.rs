@@ -18,6 +18,7 @@ mod breakglass;
 mod governance;
 mod offboarding;
 use governance::applied;
+mod orbit;
 mod requests;
 mod rotation;
 mod siem;
@@ -36,7 +37,7 @@ impl IntoResponse for Error {
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::Locked => StatusCode::LOCKED,
             ErrorKind::TooMany => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::Sealed => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Sealed | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         metrics::counter!("cofre_http_errors_total", "code" => e.code.as_str()).increment(1);
@@ -74,6 +75,8 @@ type ApiResult<T> = Result<Json<T>, Error>;
         offboarding::enable_credential, offboarding::delete_credential,
         offboarding::remove_backup_target, offboarding::remove_backup_job,
         governance::list, governance::show, governance::approve, governance::deny, governance::instance,
+        orbit::set_type, orbit::disable, orbit::enable, orbit::promote,
+        orbit::upload_release, orbit::list_releases,
         set_role,
         rotation::get_policy, rotation::set_policy, rotation::rotate, rotation::set_rotation,
         rotation::verify, rotation::status,
@@ -147,7 +150,10 @@ impl utoipa::Modify for CommonResponses {
                     add("415", "The body is not sent as application/json");
                 }
                 if behind_seal {
-                    add("503", "The server is sealed");
+                    add(
+                        "503",
+                        "The server is sealed (`sealed`), or the application is disabled and this is not Orbit (`application_disabled`, with the reason)",
+                    );
                 }
                 add(
                     "500",
@@ -222,6 +228,14 @@ pub fn router(state: AppState) -> Router {
         .route("/changes/{id}/approve", post(governance::approve))
         .route("/changes/{id}/deny", post(governance::deny))
         .route("/instance", get(governance::instance))
+        .route("/instance/type", put(orbit::set_type))
+        .route("/instance/disable", post(orbit::disable))
+        .route("/instance/enable", post(orbit::enable))
+        .route("/instance/promote", post(orbit::promote))
+        .route(
+            "/releases",
+            get(orbit::list_releases).post(orbit::upload_release),
+        )
         .route("/groups", get(list_groups).post(create_group))
         .route("/groups/{name}/members", post(add_group_member))
         .route("/targets", get(list_targets).post(create_target))
@@ -303,6 +317,10 @@ pub fn router(state: AppState) -> Router {
         .route("/siem/{name}", axum::routing::delete(siem::remove))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            instance_gate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             sealed_gate,
         ));
     Router::new()
@@ -331,6 +349,47 @@ async fn sealed_gate(
         return Error::sealed().into_response();
     }
     next.run(req).await
+}
+
+/// What answers while the application is disabled: Orbit (snapshots, backups, maintenance,
+/// instance), and what one needs to reach it (logging in, the seal, the API description).
+const OPEN_WHILE_DISABLED: &[&str] = &[
+    "/openapi.json",
+    "/sys/",
+    "/auth/",
+    "/instance",
+    "/snapshots",
+    "/backup/",
+    "/maintenance",
+    "/releases",
+];
+
+/// While the application is disabled, everything but Orbit answers 503 `application_disabled`
+/// with the reason. Every answer of a contingency or demo instance carries its banner
+/// (`x-cofre-banner`), which the CLI prints.
+async fn instance_gate(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    let path = path.strip_prefix(API_PREFIX).unwrap_or(path);
+    let orbit = OPEN_WHILE_DISABLED.iter().any(|p| path.starts_with(p));
+    let instance = match state.app.instance_state().await {
+        Ok(s) => s,
+        Err(e) => return Error::from(e).into_response(),
+    };
+    let mut res = match &instance.disabled {
+        Some(d) if !orbit => {
+            Error::from(crate::services::instance::disabled_error(d)).into_response()
+        }
+        _ => next.run(req).await,
+    };
+    if let Some(banner) = instance.instance_type.banner() {
+        res.headers_mut()
+            .insert("x-cofre-banner", HeaderValue::from_static(banner));
+    }
+    res
 }
 
 /// Responses may carry secrets: no cache may keep them. And HTTPS only, from the first visit on.

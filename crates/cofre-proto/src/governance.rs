@@ -73,6 +73,13 @@ pub struct SetRoleRequest {
 pub struct InstanceInfo {
     pub version: String,
     pub mode: String,
+    /// `production`, `contingency`, `testing` or `demo`.
+    #[serde(rename = "type")]
+    pub instance_type: String,
+    /// What every CLI answer and SSH login shows (contingency and demo instances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub banner: Option<String>,
+    pub application: crate::ApplicationState,
     /// `required`, `when-possible` or `off` (`[governance] dual_control`).
     pub dual_control: String,
     pub cooling_off_days: u32,

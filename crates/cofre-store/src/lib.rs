@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod export;
 pub mod gateway;
 pub mod governance;
+pub mod instance;
 pub mod lockout;
 pub mod offboarding;
 pub mod policies;

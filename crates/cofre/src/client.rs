@@ -224,11 +224,18 @@ impl Client {
         body: Option<&impl Serialize>,
     ) -> Result<(reqwest::header::HeaderMap, bytes::Bytes), ApiFailure> {
         let mut req = self.http.request(method, self.url(path));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
         if let Some(b) = body {
             req = req.json(b);
+        }
+        self.send_request(req).await
+    }
+
+    async fn send_request(
+        &self,
+        mut req: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::header::HeaderMap, bytes::Bytes), ApiFailure> {
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
         }
         let resp = req
             .send()
@@ -236,6 +243,7 @@ impl Client {
             .map_err(|e| ApiFailure::Transport(describe_transport(&e)))?;
         let status = resp.status();
         let headers = resp.headers().clone();
+        show_banner(&headers);
         let bytes = resp
             .bytes()
             .await
@@ -320,6 +328,22 @@ impl Client {
         Ok((bytes.to_vec(), name))
     }
 
+    /// POSTs `bytes` as they are (a release file), for a JSON answer.
+    pub async fn post_octets<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<T, ApiFailure> {
+        let req = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/octet-stream")
+            .body(bytes);
+        let (_, bytes) = self.send_request(req).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiFailure::Transport(format!("unexpected response: {e}")))
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiFailure> {
         self.call(reqwest::Method::GET, path, None::<&()>).await
     }
@@ -331,6 +355,21 @@ impl Client {
     ) -> Result<T, ApiFailure> {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
+}
+
+/// A contingency or demo instance marks every answer (`x-cofre-banner`); the CLI shows it once
+/// at the end of the command, on stderr, so the answer on stdout stays what scripts parse.
+static BANNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn show_banner(headers: &reqwest::header::HeaderMap) {
+    if let Some(banner) = headers.get("x-cofre-banner").and_then(|v| v.to_str().ok()) {
+        let _ = BANNER.set(banner.to_owned());
+    }
+}
+
+/// The banner the server sent during this command, if any.
+pub fn banner_seen() -> Option<&'static str> {
+    BANNER.get().map(String::as_str)
 }
 
 fn describe_transport(e: &reqwest::Error) -> String {

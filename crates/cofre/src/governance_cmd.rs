@@ -1,4 +1,4 @@
-//! `cofre change` and `cofre instance`: dual control's change requests, and instance warnings.
+//! `cofre change`: dual control's change requests.
 
 use crate::client::path_segment;
 use crate::commands::Ctx;
@@ -29,12 +29,6 @@ pub(crate) enum ChangeCmd {
         #[arg(long)]
         comment: String,
     },
-}
-
-#[derive(Subcommand)]
-pub(crate) enum InstanceCmd {
-    /// Version, mode, dual control, admins, pending changes, and warnings.
-    Show,
 }
 
 fn print_row(c: &ChangeInfo) {
@@ -116,26 +110,6 @@ pub(crate) async fn change(ctx: &Ctx, cmd: ChangeCmd) -> Result<ExitCode> {
                 .await?;
             ctx.print(&d, |d| {
                 outln!("denied change {} ({})", d.change.id, d.change.kind)
-            })?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) async fn instance(ctx: &Ctx, cmd: InstanceCmd) -> Result<ExitCode> {
-    match cmd {
-        InstanceCmd::Show => {
-            let i: InstanceInfo = ctx.client.get("/api/v1/instance").await?;
-            ctx.print(&i, |i| {
-                outln!("version: {}", i.version);
-                outln!("mode: {}", i.mode);
-                outln!("dual control: {}", i.dual_control);
-                outln!("cooling off: {} days", i.cooling_off_days);
-                outln!("admins: {}", i.admins.join(","));
-                outln!("pending changes: {}", i.pending_changes);
-                for w in &i.warnings {
-                    outln!("WARNING: {w}");
-                }
             })?;
         }
     }

@@ -26,6 +26,7 @@ mod breakglass_cmd;
 pub mod client;
 mod commands;
 mod governance_cmd;
+mod instance_cmd;
 mod offboarding_cmd;
 pub mod output;
 mod requests_cmd;
@@ -119,9 +120,12 @@ enum Command {
     /// Dual control: changes that widen access, held for a second admin (list, show, approve, deny).
     #[command(subcommand)]
     Change(governance_cmd::ChangeCmd),
-    /// Instance facts and warnings (e.g. a single admin: dual control cannot apply).
+    /// The instance (Orbit): facts and warnings, its type, disabling and enabling the application.
     #[command(subcommand)]
-    Instance(governance_cmd::InstanceCmd),
+    Instance(instance_cmd::InstanceCmd),
+    /// Release files for updates (Orbit): upload (verified by the server), list.
+    #[command(subcommand)]
+    Release(instance_cmd::ReleaseCmd),
     /// Access requests: ask for approval, decide (approvers), emergency access, review.
     #[command(subcommand)]
     Request(requests_cmd::RequestCmd),
@@ -202,11 +206,16 @@ pub fn main() -> std::process::ExitCode {
 }
 
 fn report(result: anyhow::Result<std::process::ExitCode>) -> std::process::ExitCode {
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    };
+    // Last, so that an error is still the first thing on stderr.
+    if let Some(banner) = client::banner_seen() {
+        eprintln!("cofre: {banner}");
     }
+    code
 }

@@ -42,6 +42,12 @@ pub(crate) struct InitArgs {
     /// How many shares it takes to unseal.
     #[arg(long, requires = "unseal_shares")]
     pub unseal_threshold: Option<u8>,
+    /// A demo instance: sample users (demo-alice, demo-bob, demo-carol; their passwords in
+    /// DATA_DIR/demo-passwords, kept, not one-time, and the admin's too), the group demo-ops,
+    /// targets demo-web01 and demo-db01 with credentials, and two policies, all marked as sample
+    /// data. `cofre instance promote --to production` later reports what is left of them.
+    #[arg(long, conflicts_with = "unseal_shares")]
+    pub demo: bool,
 }
 
 fn load_config(
@@ -154,6 +160,11 @@ pub(crate) async fn init(args: InitArgs) -> Result<ExitCode> {
         _ => cofre_app::SealChoice::KeyFile,
     };
     let (app, report) = cofre_app::initialise(&config, seal).await?;
+    let demo_passwords = if args.demo && report.keyring_created {
+        Some(cofre_app::load_demo(&app, &config).await)
+    } else {
+        None
+    };
     app.store.close().await;
     if !report.keyring_created {
         outln!(
@@ -177,6 +188,11 @@ pub(crate) async fn init(args: InitArgs) -> Result<ExitCode> {
     }
     if let Some(path) = &report.admin_password_file {
         outln!("initial admin password written to {}", path.display());
+    }
+    if let Some(demo) = demo_passwords {
+        let path = demo.context("loading the demo data")?;
+        outln!("demo data loaded (type: demo)");
+        outln!("sample users' passwords written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

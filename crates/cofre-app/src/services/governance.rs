@@ -24,8 +24,8 @@ use cofre_core::policy::Policy;
 use cofre_core::role::{Action, Role};
 use cofre_crypto::password;
 use cofre_proto::{
-    ChangeDecision, ChangeInfo, CreatePolicyRequest, InstanceInfo, Page, PolicyInfo, SecretString,
-    SshKeyInfo, UserInfo,
+    ChangeDecision, ChangeInfo, CreatePolicyRequest, Page, PolicyInfo, SecretString, SshKeyInfo,
+    UserInfo,
 };
 use cofre_store::governance::ChangeRow;
 use cofre_store::policies::PolicyRow;
@@ -896,10 +896,9 @@ impl Approvals<'_> {
     }
 }
 
-impl Orbit<'_> {
-    /// Instance facts and what needs attention.
-    pub async fn get_instance(&self, who: &Principal) -> Result<InstanceInfo> {
-        who.require(Action::ViewInstance)?;
+    /// Dual control's part of the instance facts (`services::instance`): the admins, and the
+    /// warnings about how dual control applies with them.
+    pub(crate) async fn governance_facts(&self) -> Result<(Vec<String>, Vec<String>)> {
         let admins = self.store.usernames_with_role(Role::Admin.as_str()).await?;
         let setting = self.config.governance.dual_control;
         let mut warnings = Vec::new();
@@ -921,15 +920,7 @@ impl Orbit<'_> {
                     .to_owned(),
             );
         }
-        Ok(InstanceInfo {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            mode: self.config.mode.as_str().to_owned(),
-            dual_control: setting.as_str().to_owned(),
-            cooling_off_days: self.config.governance.cooling_off_days,
-            admins,
-            pending_changes: self.store.pending_change_count().await?,
-            warnings,
-        })
+        Ok((admins, warnings))
     }
 }
 

@@ -7,8 +7,10 @@ pub mod audit;
 pub mod backups;
 pub mod breakglass;
 pub mod governance;
+pub mod instance;
 pub mod notify;
 pub mod offboarding;
+pub mod releases;
 pub mod requests;
 pub mod rotation;
 pub mod seal;
@@ -56,6 +58,8 @@ pub struct App {
     pub(crate) rotation: Arc<rotation::RotationState>,
     /// Failed logins for user names that do not exist (see [`accounts::UnknownFailures`]).
     pub(crate) unknown_failures: accounts::UnknownFailures,
+    /// This node's copy of the instance's type and enabled state (see [`instance`]).
+    pub(crate) instance: instance::StateCache,
 }
 
 /// A group of `App`'s use cases, one per domain: `app.vault().reveal(..)`, `app.accounts()
@@ -321,6 +325,7 @@ impl App {
             snapshots: Arc::default(),
             rotation: Arc::default(),
             unknown_failures: accounts::UnknownFailures::default(),
+            instance: instance::StateCache::default(),
         })
     }
 

@@ -285,6 +285,16 @@ impl Sessions<'_> {
         }
         let (target, account) = (login.target.as_str(), login.account.as_str());
         let object = format!("credential:{target}/{account}");
+        if let Some(refusal) = self.application_refusal().await? {
+            self.record(
+                NewAuditEntry::new(&who.username, "session.refused", &*object)
+                    .outcome("denied")
+                    .detail("why", refusal.code.as_str())
+                    .detail("source", source),
+            )
+            .await?;
+            return Err(refusal);
+        }
         let current = match self.gateway_principal_now(who).await {
             Ok(p) => p,
             Err(e) => {

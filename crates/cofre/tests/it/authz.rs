@@ -1064,6 +1064,51 @@ fn authorization_matrix() {
                 "DELETE",
                 "/api/v1/siem/{name}",
                 &format!("/api/v1/siem/sd-{tag}"),
+            // Orbit's instance (admin on-prem; instance_management_follows_the_mode has the
+            // other modes). In order: the admin's disable is undone by the next row.
+            row(
+                "PUT",
+                "/api/v1/instance/type",
+                "/api/v1/instance/type",
+                Some(json!({"type": "testing"})),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/instance/disable",
+                "/api/v1/instance/disable",
+                Some(json!({"reason": "authz matrix"})),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/instance/enable",
+                "/api/v1/instance/enable",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/instance/promote",
+                "/api/v1/instance/promote",
+                Some(json!({"to": "production", "confirm": true})),
+                Rule::Roles(ADMIN),
+            ),
+            // No release keys are configured here: the admin's upload is refused (400).
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/releases",
+                    "/api/v1/releases",
+                    Some(json!({})),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            row(
+                "GET",
+                "/api/v1/releases",
+                "/api/v1/releases",
                 None,
                 Rule::Roles(ADMIN),
             ),

@@ -427,6 +427,15 @@ impl Instance {
         server
     }
 
+    /// `cofre init --demo`: a new instance with the sample data.
+    pub fn init_demo(&self) -> Out {
+        run_command(
+            self.server_command(&["init", "--demo"]),
+            None,
+            "cofre init --demo",
+        )
+    }
+
     /// `cofre init --unseal-shares N --unseal-threshold K`: the shares and the admin password file.
     pub(crate) fn init_shamir(&self, shares: u8, threshold: u8) -> (Vec<String>, PathBuf) {
         let mut cmd = self.server_command(&["init"]);

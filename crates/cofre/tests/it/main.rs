@@ -19,6 +19,7 @@ mod gateway;
 mod harness;
 mod offboarding;
 mod rotation;
+mod orbit;
 mod sealed;
 mod secret_logs;
 mod siem;
