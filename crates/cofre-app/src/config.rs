@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub server: ServerSection,
     /// Forwarding the audit trail to SIEMs (`[siem]`).
     pub siem: SiemConfig,
+    /// Updates: which release signatures are trusted (`[maintenance]`).
+    pub maintenance: MaintenanceConfig,
 }
 
 /// `[siem]`: forwarding the audit trail (the destinations themselves are added with `cofre siem add`).
@@ -93,10 +95,6 @@ impl SiemConfig {
         }
         Ok(())
     }
-}
-
-    /// Updates: which release signatures are trusted (`[maintenance]`).
-    pub maintenance: MaintenanceConfig,
 }
 
 /// `[maintenance]`: updates in maintenance windows.

@@ -106,7 +106,7 @@ pub async fn initialise(
 /// (0600), like the first admin's.
 pub async fn load_demo(app: &App, config: &ServerConfig) -> Result<std::path::PathBuf, StartError> {
     app.unseal_from_key_file()?;
-    let passwords = app.load_demo().await?;
+    let passwords = app.orbit().load_demo().await?;
     let mut text = zeroize::Zeroizing::new(String::new());
     for (user, otp) in &passwords {
         text.push_str(user);

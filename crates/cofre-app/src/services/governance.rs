@@ -896,6 +896,7 @@ impl Approvals<'_> {
     }
 }
 
+impl App {
     /// Dual control's part of the instance facts (`services::instance`): the admins, and the
     /// warnings about how dual control applies with them.
     pub(crate) async fn governance_facts(&self) -> Result<(Vec<String>, Vec<String>)> {

@@ -7,6 +7,7 @@
 //! instance follows it; each node keeps a copy read at most [`STATE_MAX_AGE`] ago (a change made
 //! on this node is seen at once, one made on another node within that time).
 
+use super::{Orbit};
 use super::{App, Principal};
 use crate::error::{Error, ErrorCode, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
@@ -152,10 +153,12 @@ impl App {
             .ok()
             .and_then(|s| s.instance_type.banner())
     }
+}
 
+impl Orbit<'_> {
     /// Instance facts and what needs attention. Admins and auditors read them, and whoever
     /// manages the instance in this mode (the vendor's operator in saas and private-saas).
-    pub async fn instance_info(&self, who: &Principal) -> Result<InstanceInfo> {
+    pub async fn get_instance(&self, who: &Principal) -> Result<InstanceInfo> {
         if who.require(Action::ViewInstance).is_err() {
             who.require(Action::ManageInstance)?;
         }
@@ -195,7 +198,7 @@ impl App {
         )
         .await?;
         self.reload_instance_state().await?;
-        self.instance_info(who).await
+        self.get_instance(who).await
     }
 
     /// `cofre instance disable --reason`: every non-Orbit endpoint and every new gateway session
@@ -223,7 +226,7 @@ impl App {
         }
         self.commit(tx, entry).await?;
         self.reload_instance_state().await?;
-        self.instance_info(who).await
+        self.get_instance(who).await
     }
 
     /// `cofre instance enable`: the application answers again, exactly as before it was
@@ -249,19 +252,23 @@ impl App {
         )
         .await?;
         self.reload_instance_state().await?;
-        self.instance_info(who).await
+        self.get_instance(who).await
     }
+}
 
+impl App {
     /// Reads the row again (after a change on this node, so it is seen at once).
     pub(crate) async fn reload_instance_state(&self) -> Result<InstanceState> {
         let state = InstanceState::from_row(self.store.instance_state().await?)?;
         self.instance.put(state.clone());
         Ok(state)
     }
+}
 
+impl Orbit<'_> {
     /// `cofre instance promote --to production`: the drift report, and with `confirm` the
     /// promotion, audited `instance.promote` with the report. Without `confirm` nothing changes.
-    pub async fn promote(&self, who: &Principal, to: &str, confirm: bool) -> Result<PromoteReport> {
+    pub async fn promote_instance(&self, who: &Principal, to: &str, confirm: bool) -> Result<PromoteReport> {
         who.require(Action::ManageInstance)?;
         if InstanceType::parse("to", to)? != InstanceType::Production {
             return Err(Error::invalid(

@@ -3,6 +3,7 @@
 //! with a row that maintenance windows name. A refused file is deleted and audited
 //! (`release.refused`, with why); an accepted one is audited `release.upload`.
 
+use super::{Orbit};
 use super::{page_limit, paginate, App, Principal};
 use crate::error::{Error, ErrorCode, ErrorKind, Result};
 use crate::release::{self, ReleaseError};
@@ -59,7 +60,9 @@ impl App {
     fn releases_dir(&self) -> PathBuf {
         self.config.data_dir.join("releases")
     }
+}
 
+impl Orbit<'_> {
     /// Where the verified release `id` is kept.
     pub fn release_path(&self, id: &str) -> PathBuf {
         self.releases_dir().join(format!("{id}.release"))

@@ -16,6 +16,7 @@
 //! rotation waits while a gateway session on the credential is live (on any node: the sessions
 //! table).
 
+use super::{Vault};
 use super::{rfc3339, App, Principal};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
@@ -226,7 +227,7 @@ impl HostKeyPolicy for Pinned {
     > {
         Box::pin(async move {
             self.app
-                .check_host_key(&self.label, &self.target, &key.fingerprint)
+                .sessions().check_host_key(&self.label, &self.target, &key.fingerprint)
                 .await
                 .map_err(|e| e.message)
         })
@@ -273,7 +274,9 @@ impl App {
                 .map_err(|e| Error::internal("reading the password policy", e)),
         }
     }
+}
 
+impl Vault<'_> {
     pub async fn get_password_policy(&self, who: &Principal) -> Result<PasswordPolicyInfo> {
         who.require(Action::ViewCredentialHistory)?;
         Ok(policy_info(&self.password_policy().await?))
@@ -304,7 +307,9 @@ impl App {
         .await?;
         Ok(policy_info(&policy))
     }
+}
 
+impl App {
     // --- settings and status ---
 
     async fn live_credential(&self, target: &str, account: &str) -> Result<CredentialRow> {
@@ -379,7 +384,9 @@ impl App {
         }
         Ok(Plan { method, as_account })
     }
+}
 
+impl Vault<'_> {
     pub async fn set_rotation(
         &self,
         who: &Principal,
@@ -465,7 +472,9 @@ impl App {
             .ok_or_else(|| Error::internal("reading the rotation settings", "row missing"))?;
         self.rotation_info(row).await
     }
+}
 
+impl App {
     async fn rotation_info(&self, r: RotationRow) -> Result<RotationInfo> {
         let next = [
             r.due_at,
@@ -506,8 +515,10 @@ impl App {
             last_verify_outcome: r.last_verify_outcome,
         })
     }
+}
 
-    pub async fn rotation_status(
+impl Vault<'_> {
+    pub async fn get_rotation_status(
         &self,
         who: &Principal,
         failed_only: bool,
@@ -539,7 +550,9 @@ impl App {
         };
         Ok(Page { items, next_cursor })
     }
+}
 
+impl App {
     // --- triggers ---
 
     /// After a reveal, a session or a grant on this credential: asks for a rotation where its
@@ -582,7 +595,9 @@ impl App {
         self.rotation.wake.notify_one();
         Ok(())
     }
+}
 
+impl Vault<'_> {
     // --- rotate, verify ---
 
     /// `credential rotate`: now, or (while a session on it is live) as soon as it ends.
@@ -645,7 +660,9 @@ impl App {
         self.run_rotation(&who.username, &cred, &plan, "manual")
             .await
     }
+}
 
+impl App {
     fn open_version(
         &self,
         credential_id: i64,
@@ -931,7 +948,7 @@ impl App {
         self.commit(tx, entry).await?;
 
         // The break-glass file holds the new version before the old one stops working.
-        let ending = if self.breakglass_write_files("rotation").await
+        let ending = if self.orbit().write_breakglass_files("rotation").await
             == super::breakglass::WriteOutcome::Failed
         {
             Ending {
@@ -1238,7 +1255,9 @@ impl App {
             .await
             .map(Some)
     }
+}
 
+impl Vault<'_> {
     /// `credential verify`: does the vaulted secret still log in? Drift is alerted, and where a
     /// reconcile account is set (`--as`), reset to a new vaulted secret through it.
     pub async fn verify_credential(
@@ -1254,7 +1273,9 @@ impl App {
         self.live_credential(target, account).await?;
         self.verify_as(&who.username, target, account).await
     }
+}
 
+impl App {
     async fn verify_as(&self, actor: &str, target: &str, account: &str) -> Result<VerifyResult> {
         let (cred, secret) = self.current_secret(target, account).await?;
         let t = self.target_of(target).await?;

@@ -742,7 +742,7 @@ impl Sessions<'_> {
     /// itself audited, before anything is read. A file that is missing, not a recording, or (for
     /// raw) of the previous format is an error here; a frame that does not decrypt, later, ends
     /// the stream with an error (the client sees a broken transfer, never a silently short one).
-    pub async fn recording_stream(
+    pub async fn export_recording(
         &self,
         who: &Principal,
         id: &str,

@@ -14,6 +14,7 @@
 //! a batch counts as sent unless the receiver's host answers that no one listens (ICMP port
 //! unreachable, seen as a refused send or receive on the connected socket).
 
+use super::{Audit};
 use super::backups::send_webhook;
 use super::{App, Principal};
 use crate::error::{Error, Result};
@@ -89,8 +90,8 @@ fn tls_config(field: &str, ca_pem: Option<&str>) -> Result<rustls::ClientConfig>
         .with_no_client_auth())
 }
 
-impl App {
-    pub async fn siem_add(&self, who: &Principal, req: &NewSiemRequest) -> Result<SiemInfo> {
+impl Audit<'_> {
+    pub async fn add_siem_destination(&self, who: &Principal, req: &NewSiemRequest) -> Result<SiemInfo> {
         who.require(Action::ManageSiem)?;
         cofre_core::names::check_identifier("name", &req.name)?;
         let address = Address::parse("syslog", &req.syslog)?;
@@ -135,7 +136,7 @@ impl App {
         Ok(info(&row))
     }
 
-    pub async fn siem_list(&self, who: &Principal) -> Result<Vec<SiemInfo>> {
+    pub async fn list_siem_destinations(&self, who: &Principal) -> Result<Vec<SiemInfo>> {
         who.require(Action::ViewSiem)?;
         Ok(self
             .store
@@ -146,7 +147,7 @@ impl App {
             .collect())
     }
 
-    pub async fn siem_remove(&self, who: &Principal, name: &str) -> Result<()> {
+    pub async fn remove_siem_destination(&self, who: &Principal, name: &str) -> Result<()> {
         who.require(Action::ManageSiem)?;
         let mut tx = self.store.write().await?;
         let row = tx
@@ -161,7 +162,7 @@ impl App {
         Ok(())
     }
 
-    pub async fn siem_status(&self, who: &Principal) -> Result<SiemStatus> {
+    pub async fn get_siem_status(&self, who: &Principal) -> Result<SiemStatus> {
         who.require(Action::ViewSiem)?;
         let head = self.store.audit_head().await?.0;
         let destinations = self
@@ -186,7 +187,9 @@ impl App {
             destinations,
         })
     }
+}
 
+impl App {
     /// A destination down for longer than `[siem] alert_after_minutes`: once per outage, an
     /// audit entry, an `ALERT` log line, a metric and the `[alerts]` webhook.
     async fn siem_alert_if_due(&self, row: &SiemRow) -> Result<()> {

@@ -34,7 +34,7 @@ async fn actions(app: &App, who: &Principal) -> Vec<String> {
     let mut cursor: Option<String> = None;
     loop {
         let page = app
-            .list_audit(who, Some(500), cursor.as_deref())
+            .audit().list_audit(who, Some(500), cursor.as_deref())
             .await
             .unwrap();
         out.extend(page.items.into_iter().map(|e| e.action));
@@ -103,7 +103,7 @@ async fn a_destination_down_too_long_is_alerted_once_and_catches_up() {
         .local_addr()
         .unwrap()
         .port();
-    app.siem_add(
+    app.audit().add_siem_destination(
         &admin,
         &NewSiemRequest {
             name: "corp".into(),
@@ -115,11 +115,11 @@ async fn a_destination_down_too_long_is_alerted_once_and_catches_up() {
     .await
     .unwrap();
     wait_until("the failure in the status", || async {
-        let s = app.siem_status(&admin).await.unwrap();
+        let s = app.audit().get_siem_status(&admin).await.unwrap();
         s.destinations[0].failing_since.is_some() && s.destinations[0].last_error.is_some()
     })
     .await;
-    let s = app.siem_status(&admin).await.unwrap();
+    let s = app.audit().get_siem_status(&admin).await.unwrap();
     assert_eq!(s.destinations[0].last_delivered_seq, 0);
     assert!(s.destinations[0].lag > 0);
     assert!(
@@ -158,11 +158,11 @@ async fn a_destination_down_too_long_is_alerted_once_and_catches_up() {
         .unwrap();
     tokio::spawn(receiver(listener, got.clone()));
     wait_until("delivery up to the head", || async {
-        let s = app.siem_status(&admin).await.unwrap();
+        let s = app.audit().get_siem_status(&admin).await.unwrap();
         s.destinations[0].lag == 0 && s.destinations[0].failing_since.is_none()
     })
     .await;
-    let head = app.siem_status(&admin).await.unwrap().audit_head_seq;
+    let head = app.audit().get_siem_status(&admin).await.unwrap().audit_head_seq;
     let msgs = got.lock().unwrap().clone();
     let seqs: Vec<i64> = msgs
         .iter()

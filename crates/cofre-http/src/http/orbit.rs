@@ -25,7 +25,7 @@ pub(super) async fn set_type(
     Ok(Json(
         state
             .app
-            .set_instance_type(&who, &req.instance_type)
+            .orbit().set_instance_type(&who, &req.instance_type)
             .await?,
     ))
 }
@@ -41,7 +41,7 @@ pub(super) async fn disable(
     JsonBody(req): JsonBody<DisableApplicationRequest>,
 ) -> ApiResult<InstanceInfo> {
     Ok(Json(
-        state.app.disable_application(&who, &req.reason).await?,
+        state.app.orbit().disable_application(&who, &req.reason).await?,
     ))
 }
 
@@ -52,7 +52,7 @@ pub(super) async fn enable(
     State(state): State<AppState>,
     Auth(who): Auth,
 ) -> ApiResult<InstanceInfo> {
-    Ok(Json(state.app.enable_application(&who).await?))
+    Ok(Json(state.app.orbit().enable_application(&who).await?))
 }
 
 /// The drift report of a promotion to production; with `confirm: true` also the promotion
@@ -65,7 +65,7 @@ pub(super) async fn promote(
     Auth(who): Auth,
     JsonBody(req): JsonBody<PromoteRequest>,
 ) -> ApiResult<PromoteReport> {
-    Ok(Json(state.app.promote(&who, &req.to, req.confirm).await?))
+    Ok(Json(state.app.orbit().promote_instance(&who, &req.to, req.confirm).await?))
 }
 
 /// Uploads a release file (the body: the tar file as it is). It is verified before it is kept:
@@ -80,7 +80,7 @@ pub(super) async fn upload_release(
     body: axum::body::Body,
 ) -> ApiResult<ReleaseInfo> {
     let stream = body.into_data_stream();
-    Ok(Json(state.app.upload_release(&who, stream).await?))
+    Ok(Json(state.app.orbit().upload_release(&who, stream).await?))
 }
 
 /// The verified releases.
@@ -94,7 +94,7 @@ pub(super) async fn list_releases(
     Ok(Json(
         state
             .app
-            .list_releases(&who, q.limit, q.cursor.as_deref())
+            .orbit().list_releases(&who, q.limit, q.cursor.as_deref())
             .await?,
     ))
 }

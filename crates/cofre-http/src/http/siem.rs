@@ -14,7 +14,7 @@ pub(super) async fn list(
     State(state): State<AppState>,
     Auth(who): Auth,
 ) -> ApiResult<Vec<SiemInfo>> {
-    Ok(Json(state.app.siem_list(&who).await?))
+    Ok(Json(state.app.audit().list_siem_destinations(&who).await?))
 }
 
 /// Adds a destination: it receives the whole audit trail, from the first entry, in order.
@@ -25,7 +25,7 @@ pub(super) async fn add(
     Auth(who): Auth,
     JsonBody(req): JsonBody<NewSiemRequest>,
 ) -> ApiResult<SiemInfo> {
-    Ok(Json(state.app.siem_add(&who, &req).await?))
+    Ok(Json(state.app.audit().add_siem_destination(&who, &req).await?))
 }
 
 /// Per destination: the last audit sequence delivered, the lag behind the head, the last error.
@@ -35,7 +35,7 @@ pub(super) async fn status(
     State(state): State<AppState>,
     Auth(who): Auth,
 ) -> ApiResult<SiemStatus> {
-    Ok(Json(state.app.siem_status(&who).await?))
+    Ok(Json(state.app.audit().get_siem_status(&who).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/siem/{name}", security(("bearer" = [])), params(("name" = String, Path)),
@@ -45,6 +45,6 @@ pub(super) async fn remove(
     Auth(who): Auth,
     Path(name): Path<String>,
 ) -> ApiResult<OkResponse> {
-    state.app.siem_remove(&who, &name).await?;
+    state.app.audit().remove_siem_destination(&who, &name).await?;
     Ok(Json(OkResponse { ok: true }))
 }

@@ -1064,6 +1064,9 @@ fn authorization_matrix() {
                 "DELETE",
                 "/api/v1/siem/{name}",
                 &format!("/api/v1/siem/sd-{tag}"),
+                None,
+                Rule::Roles(ADMIN),
+            ),
             // Orbit's instance (admin on-prem; instance_management_follows_the_mode has the
             // other modes). In order: the admin's disable is undone by the next row.
             row(
