@@ -991,7 +991,8 @@ async fn session_recording(
     let format = q.format.unwrap_or_default();
     let frames = state
         .app
-        .sessions().export_recording(&who, &id, format, q.stream)
+        .sessions()
+        .export_recording(&who, &id, format, q.stream)
         .await?;
     let body =
         axum::body::Body::from_stream(futures::stream::unfold(frames, |mut rx| async move {
@@ -1012,5 +1013,7 @@ async fn verify_recording(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<RecordingVerification> {
-    Ok(Json(state.app.sessions().verify_recording(&who, &id).await?))
+    Ok(Json(
+        state.app.sessions().verify_recording(&who, &id).await?,
+    ))
 }

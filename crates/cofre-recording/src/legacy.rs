@@ -145,7 +145,7 @@ pub(crate) mod old_writer {
     use std::io::Write;
     use std::time::Instant;
 
-    pub struct LegacyWriter {
+    pub(crate) struct LegacyWriter {
         file: std::fs::File,
         key: DataKey,
         session_id: String,
@@ -163,7 +163,7 @@ pub(crate) mod old_writer {
 
     impl LegacyWriter {
         /// Creates the file (never overwriting one) and writes the asciicast header.
-        pub fn create(
+        pub(crate) fn create(
             path: &Path,
             key: DataKey,
             session_id: &str,
@@ -230,27 +230,27 @@ pub(crate) mod old_writer {
             }
         }
 
-        pub fn output(&mut self, data: &[u8]) {
+        pub(crate) fn output(&mut self, data: &[u8]) {
             self.bytes += data.len() as u64;
             self.bytes_event("o", data, false);
         }
 
-        pub fn input(&mut self, data: &[u8]) {
+        pub(crate) fn input(&mut self, data: &[u8]) {
             self.bytes_event("i", data, true);
         }
 
-        pub fn resize(&mut self, cols: u32, rows: u32) {
+        pub(crate) fn resize(&mut self, cols: u32, rows: u32) {
             self.event("r", &format!("{cols}x{rows}"));
         }
 
         /// A labelled event: exec commands, file transfers, the reason a session ended.
-        pub fn marker(&mut self, label: &str) {
+        pub(crate) fn marker(&mut self, label: &str) {
             self.event("m", label);
         }
 
         /// Seals what is buffered into one frame, appends it and syncs it to disk (the once-a-second
         /// path: after it, a crash of the machine loses nothing recorded so far).
-        pub fn flush(&mut self) -> Result<(), RecordingError> {
+        pub(crate) fn flush(&mut self) -> Result<(), RecordingError> {
             self.write_frame()?;
             if self.unsynced {
                 if let Err(e) = self.file.sync_data() {
@@ -265,7 +265,7 @@ pub(crate) mod old_writer {
         /// Seals what is buffered into one frame and hands it to the OS without waiting for the disk:
         /// for bulk output between two [`LegacyWriter::flush`]es. A killed process loses nothing
         /// written this way; only a crash of the whole machine can lose up to a second.
-        pub fn write_frame(&mut self) -> Result<(), RecordingError> {
+        pub(crate) fn write_frame(&mut self) -> Result<(), RecordingError> {
             if self.buf.is_empty() {
                 return Ok(());
             }

@@ -7,7 +7,7 @@ use cofre_proto::*;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
-pub enum InstanceCmd {
+pub(crate) enum InstanceCmd {
     /// Version, mode, type, whether the application is enabled, dual control, admins, pending
     /// changes, and warnings.
     Show,
@@ -83,7 +83,7 @@ fn print_report(r: &PromoteReport) {
     }
 }
 
-pub async fn instance(ctx: &Ctx, cmd: InstanceCmd) -> Result<ExitCode> {
+pub(crate) async fn instance(ctx: &Ctx, cmd: InstanceCmd) -> Result<ExitCode> {
     let info: InstanceInfo = match cmd {
         InstanceCmd::Promote { to, confirm } => {
             let r: PromoteReport = ctx
@@ -128,7 +128,7 @@ pub async fn instance(ctx: &Ctx, cmd: InstanceCmd) -> Result<ExitCode> {
 }
 
 #[derive(Subcommand)]
-pub enum ReleaseCmd {
+pub(crate) enum ReleaseCmd {
     /// Upload a release file (a tar of manifest.json, its minisign signature
     /// manifest.json.minisig, and the `cofre` binary). The server keeps it only if the signature
     /// is good under `[maintenance] release_public_keys`, the binary is the one the manifest
@@ -151,7 +151,7 @@ fn print_release(r: &ReleaseInfo) {
     );
 }
 
-pub async fn release(ctx: &Ctx, cmd: ReleaseCmd) -> Result<ExitCode> {
+pub(crate) async fn release(ctx: &Ctx, cmd: ReleaseCmd) -> Result<ExitCode> {
     match cmd {
         ReleaseCmd::Upload { file } => {
             let bytes = tokio::fs::read(&file)

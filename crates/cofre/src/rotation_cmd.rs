@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 /// How a credential is changed on its target.
 #[derive(Args, Clone, Default)]
-pub struct MethodArgs {
+pub(crate) struct MethodArgs {
     /// chpasswd (as the --as account, e.g. root), passwd (as the account itself, answering its
     /// prompts) or key (a new key pair; its line replaces the old one in authorized_keys).
     #[arg(long)]
@@ -33,7 +33,7 @@ impl MethodArgs {
 }
 
 #[derive(Subcommand)]
-pub enum RotationCmd {
+pub(crate) enum RotationCmd {
     /// Per credential with rotation: last attempt (when, trigger, outcome, reason) and next.
     Status {
         /// Only those whose last attempt did not succeed.
@@ -43,7 +43,7 @@ pub enum RotationCmd {
 }
 
 #[derive(Subcommand)]
-pub enum PasswordPolicyCmd {
+pub(crate) enum PasswordPolicyCmd {
     /// Passwords Cofre generates when it rotates: length, classes that must appear, characters
     /// never used. A policy under 64 bits of entropy is refused.
     Set {
@@ -99,7 +99,12 @@ fn result_code(outcome: &str) -> ExitCode {
     }
 }
 
-pub async fn rotate(ctx: &Ctx, target: &str, account: &str, how: &MethodArgs) -> Result<ExitCode> {
+pub(crate) async fn rotate(
+    ctx: &Ctx,
+    target: &str,
+    account: &str,
+    how: &MethodArgs,
+) -> Result<ExitCode> {
     let r: RotationResult = ctx
         .client
         .post(
@@ -115,7 +120,7 @@ pub async fn rotate(ctx: &Ctx, target: &str, account: &str, how: &MethodArgs) ->
 }
 
 #[allow(clippy::too_many_arguments)]
-pub async fn set_rotation(
+pub(crate) async fn set_rotation(
     ctx: &Ctx,
     target: &str,
     account: &str,
@@ -180,7 +185,7 @@ fn settings_text(r: &RotationInfo) -> String {
     parts.join(", ")
 }
 
-pub async fn verify(ctx: &Ctx, target: &str, account: &str) -> Result<ExitCode> {
+pub(crate) async fn verify(ctx: &Ctx, target: &str, account: &str) -> Result<ExitCode> {
     let r: VerifyResult = ctx
         .client
         .post(
@@ -219,7 +224,7 @@ pub async fn verify(ctx: &Ctx, target: &str, account: &str) -> Result<ExitCode> 
     })
 }
 
-pub async fn rotation(ctx: &Ctx, cmd: RotationCmd) -> Result<ExitCode> {
+pub(crate) async fn rotation(ctx: &Ctx, cmd: RotationCmd) -> Result<ExitCode> {
     match cmd {
         RotationCmd::Status { failed } => {
             let path = if failed {
@@ -258,7 +263,7 @@ pub async fn rotation(ctx: &Ctx, cmd: RotationCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn password_policy(ctx: &Ctx, cmd: PasswordPolicyCmd) -> Result<ExitCode> {
+pub(crate) async fn password_policy(ctx: &Ctx, cmd: PasswordPolicyCmd) -> Result<ExitCode> {
     let p: PasswordPolicyInfo = match cmd {
         PasswordPolicyCmd::Set {
             length,

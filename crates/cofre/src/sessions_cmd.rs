@@ -48,7 +48,7 @@ pub(crate) enum SessionCmd {
 }
 
 #[derive(Subcommand)]
-pub enum RecordingCmd {
+pub(crate) enum RecordingCmd {
     /// Write a session's recording: asciicast v2 (`asciinema play FILE` plays it), or with
     /// `--format raw` exactly the bytes the user's terminal received (`--stream input`: exactly
     /// what the user sent). Streamed: the recording's length does not matter.
@@ -85,18 +85,18 @@ pub enum RecordingCmd {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-pub enum FormatArg {
+pub(crate) enum FormatArg {
     Asciicast,
     Raw,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-pub enum StreamArg {
+pub(crate) enum StreamArg {
     Output,
     Input,
 }
 
-pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
+pub(crate) async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
     match cmd {
         KeyCmd::Add { user, file } => {
             let text = if file.as_os_str() == "-" {
@@ -193,7 +193,7 @@ pub(crate) async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn recording(ctx: &Ctx, cmd: RecordingCmd) -> Result<ExitCode> {
+pub(crate) async fn recording(ctx: &Ctx, cmd: RecordingCmd) -> Result<ExitCode> {
     let recording_path = |id: &str| format!("/api/v1/sessions/{}/recording", path_segment(id));
     match cmd {
         RecordingCmd::Export {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
-pub enum SiemCmd {
+pub(crate) enum SiemCmd {
     /// Add a destination; it receives every audit entry, from the first, in order. Examples:
     ///   cofre siem add corp --syslog tls://siem.corp:6514 --format rfc5424 --ca-cert corp-ca.pem
     ///   cofre siem add lab --syslog udp://10.0.0.9:514 --format cef
@@ -41,7 +41,7 @@ pub enum SiemCmd {
     Status,
 }
 
-pub async fn run(ctx: &Ctx, cmd: SiemCmd) -> Result<ExitCode> {
+pub(crate) async fn run(ctx: &Ctx, cmd: SiemCmd) -> Result<ExitCode> {
     match cmd {
         SiemCmd::Add {
             name,

@@ -9,7 +9,7 @@ use super::accounts::{check_email, hash_password, parse_role, user_info};
 use super::sessions::ssh_key_fingerprint;
 use super::vault::{policy_from_row, policy_info};
 use super::{page_limit, App, Principal};
-use super::{Accounts, Approvals, Orbit};
+use super::{Accounts, Approvals};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::approval::{Event, Refusal, State, Verdict};

@@ -7,7 +7,7 @@
 //! instance follows it; each node keeps a copy read at most [`STATE_MAX_AGE`] ago (a change made
 //! on this node is seen at once, one made on another node within that time).
 
-use super::{Orbit};
+use super::Orbit;
 use super::{App, Principal};
 use crate::error::{Error, ErrorCode, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
@@ -268,7 +268,12 @@ impl App {
 impl Orbit<'_> {
     /// `cofre instance promote --to production`: the drift report, and with `confirm` the
     /// promotion, audited `instance.promote` with the report. Without `confirm` nothing changes.
-    pub async fn promote_instance(&self, who: &Principal, to: &str, confirm: bool) -> Result<PromoteReport> {
+    pub async fn promote_instance(
+        &self,
+        who: &Principal,
+        to: &str,
+        confirm: bool,
+    ) -> Result<PromoteReport> {
         who.require(Action::ManageInstance)?;
         if InstanceType::parse("to", to)? != InstanceType::Production {
             return Err(Error::invalid(

@@ -3,7 +3,7 @@
 //! with a row that maintenance windows name. A refused file is deleted and audited
 //! (`release.refused`, with why); an accepted one is audited `release.upload`.
 
-use super::{Orbit};
+use super::Orbit;
 use super::{page_limit, paginate, App, Principal};
 use crate::error::{Error, ErrorCode, ErrorKind, Result};
 use crate::release::{self, ReleaseError};

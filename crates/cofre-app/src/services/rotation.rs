@@ -16,7 +16,7 @@
 //! rotation waits while a gateway session on the credential is live (on any node: the sessions
 //! table).
 
-use super::{Vault};
+use super::Vault;
 use super::{rfc3339, App, Principal};
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
@@ -227,7 +227,8 @@ impl HostKeyPolicy for Pinned {
     > {
         Box::pin(async move {
             self.app
-                .sessions().check_host_key(&self.label, &self.target, &key.fingerprint)
+                .sessions()
+                .check_host_key(&self.label, &self.target, &key.fingerprint)
                 .await
                 .map_err(|e| e.message)
         })

@@ -14,8 +14,8 @@
 //! a batch counts as sent unless the receiver's host answers that no one listens (ICMP port
 //! unreachable, seen as a refused send or receive on the connected socket).
 
-use super::{Audit};
 use super::backups::send_webhook;
+use super::Audit;
 use super::{App, Principal};
 use crate::error::{Error, Result};
 use cofre_core::audit::{AuditRecord, NewAuditEntry};
@@ -91,7 +91,11 @@ fn tls_config(field: &str, ca_pem: Option<&str>) -> Result<rustls::ClientConfig>
 }
 
 impl Audit<'_> {
-    pub async fn add_siem_destination(&self, who: &Principal, req: &NewSiemRequest) -> Result<SiemInfo> {
+    pub async fn add_siem_destination(
+        &self,
+        who: &Principal,
+        req: &NewSiemRequest,
+    ) -> Result<SiemInfo> {
         who.require(Action::ManageSiem)?;
         cofre_core::names::check_identifier("name", &req.name)?;
         let address = Address::parse("syslog", &req.syslog)?;

@@ -242,7 +242,11 @@ async fn end_audit(
     bytes: u64,
     recording: Option<&cofre_recording::Summary>,
 ) {
-    if let Err(e) = app.sessions().end_session(id, user, reason, bytes, recording).await {
+    if let Err(e) = app
+        .sessions()
+        .end_session(id, user, reason, bytes, recording)
+        .await
+    {
         tracing::error!(session = %id, error = %e, "cannot record the end of a session");
     }
 }

@@ -34,7 +34,8 @@ async fn actions(app: &App, who: &Principal) -> Vec<String> {
     let mut cursor: Option<String> = None;
     loop {
         let page = app
-            .audit().list_audit(who, Some(500), cursor.as_deref())
+            .audit()
+            .list_audit(who, Some(500), cursor.as_deref())
             .await
             .unwrap();
         out.extend(page.items.into_iter().map(|e| e.action));
@@ -103,17 +104,18 @@ async fn a_destination_down_too_long_is_alerted_once_and_catches_up() {
         .local_addr()
         .unwrap()
         .port();
-    app.audit().add_siem_destination(
-        &admin,
-        &NewSiemRequest {
-            name: "corp".into(),
-            syslog: format!("tcp://127.0.0.1:{port}"),
-            format: "rfc5424".into(),
-            ca_cert: None,
-        },
-    )
-    .await
-    .unwrap();
+    app.audit()
+        .add_siem_destination(
+            &admin,
+            &NewSiemRequest {
+                name: "corp".into(),
+                syslog: format!("tcp://127.0.0.1:{port}"),
+                format: "rfc5424".into(),
+                ca_cert: None,
+            },
+        )
+        .await
+        .unwrap();
     wait_until("the failure in the status", || async {
         let s = app.audit().get_siem_status(&admin).await.unwrap();
         s.destinations[0].failing_since.is_some() && s.destinations[0].last_error.is_some()
@@ -162,7 +164,12 @@ async fn a_destination_down_too_long_is_alerted_once_and_catches_up() {
         s.destinations[0].lag == 0 && s.destinations[0].failing_since.is_none()
     })
     .await;
-    let head = app.audit().get_siem_status(&admin).await.unwrap().audit_head_seq;
+    let head = app
+        .audit()
+        .get_siem_status(&admin)
+        .await
+        .unwrap()
+        .audit_head_seq;
     let msgs = got.lock().unwrap().clone();
     let seqs: Vec<i64> = msgs
         .iter()

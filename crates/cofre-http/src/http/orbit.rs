@@ -25,7 +25,8 @@ pub(super) async fn set_type(
     Ok(Json(
         state
             .app
-            .orbit().set_instance_type(&who, &req.instance_type)
+            .orbit()
+            .set_instance_type(&who, &req.instance_type)
             .await?,
     ))
 }
@@ -41,7 +42,11 @@ pub(super) async fn disable(
     JsonBody(req): JsonBody<DisableApplicationRequest>,
 ) -> ApiResult<InstanceInfo> {
     Ok(Json(
-        state.app.orbit().disable_application(&who, &req.reason).await?,
+        state
+            .app
+            .orbit()
+            .disable_application(&who, &req.reason)
+            .await?,
     ))
 }
 
@@ -65,7 +70,13 @@ pub(super) async fn promote(
     Auth(who): Auth,
     JsonBody(req): JsonBody<PromoteRequest>,
 ) -> ApiResult<PromoteReport> {
-    Ok(Json(state.app.orbit().promote_instance(&who, &req.to, req.confirm).await?))
+    Ok(Json(
+        state
+            .app
+            .orbit()
+            .promote_instance(&who, &req.to, req.confirm)
+            .await?,
+    ))
 }
 
 /// Uploads a release file (the body: the tar file as it is). It is verified before it is kept:
@@ -94,7 +105,8 @@ pub(super) async fn list_releases(
     Ok(Json(
         state
             .app
-            .orbit().list_releases(&who, q.limit, q.cursor.as_deref())
+            .orbit()
+            .list_releases(&who, q.limit, q.cursor.as_deref())
             .await?,
     ))
 }

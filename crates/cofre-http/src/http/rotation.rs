@@ -26,7 +26,9 @@ pub(super) async fn set_policy(
     Auth(who): Auth,
     JsonBody(req): JsonBody<SetPasswordPolicyRequest>,
 ) -> ApiResult<PasswordPolicyInfo> {
-    Ok(Json(state.app.vault().set_password_policy(&who, &req).await?))
+    Ok(Json(
+        state.app.vault().set_password_policy(&who, &req).await?,
+    ))
 }
 
 /// Rotates now: the new secret is verified by a fresh login before it becomes current. A failed
@@ -44,7 +46,8 @@ pub(super) async fn rotate(
     Ok(Json(
         state
             .app
-            .vault().rotate_credential(&who, &name, &account, &req)
+            .vault()
+            .rotate_credential(&who, &name, &account, &req)
             .await?,
     ))
 }
@@ -59,7 +62,11 @@ pub(super) async fn set_rotation(
     JsonBody(req): JsonBody<SetRotationRequest>,
 ) -> ApiResult<RotationInfo> {
     Ok(Json(
-        state.app.vault().set_rotation(&who, &name, &account, &req).await?,
+        state
+            .app
+            .vault()
+            .set_rotation(&who, &name, &account, &req)
+            .await?,
     ))
 }
 
@@ -73,7 +80,11 @@ pub(super) async fn verify(
     Path((name, account)): Path<(String, String)>,
 ) -> ApiResult<VerifyResult> {
     Ok(Json(
-        state.app.vault().verify_credential(&who, &name, &account).await?,
+        state
+            .app
+            .vault()
+            .verify_credential(&who, &name, &account)
+            .await?,
     ))
 }
 
@@ -87,7 +98,8 @@ pub(super) async fn status(
     Ok(Json(
         state
             .app
-            .vault().get_rotation_status(
+            .vault()
+            .get_rotation_status(
                 &who,
                 q.failed.unwrap_or(false),
                 q.limit,

@@ -25,7 +25,9 @@ pub(super) async fn add(
     Auth(who): Auth,
     JsonBody(req): JsonBody<NewSiemRequest>,
 ) -> ApiResult<SiemInfo> {
-    Ok(Json(state.app.audit().add_siem_destination(&who, &req).await?))
+    Ok(Json(
+        state.app.audit().add_siem_destination(&who, &req).await?,
+    ))
 }
 
 /// Per destination: the last audit sequence delivered, the lag behind the head, the last error.
@@ -45,6 +47,10 @@ pub(super) async fn remove(
     Auth(who): Auth,
     Path(name): Path<String>,
 ) -> ApiResult<OkResponse> {
-    state.app.audit().remove_siem_destination(&who, &name).await?;
+    state
+        .app
+        .audit()
+        .remove_siem_destination(&who, &name)
+        .await?;
     Ok(Json(OkResponse { ok: true }))
 }

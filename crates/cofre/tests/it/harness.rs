@@ -428,7 +428,7 @@ impl Instance {
     }
 
     /// `cofre init --demo`: a new instance with the sample data.
-    pub fn init_demo(&self) -> Out {
+    pub(crate) fn init_demo(&self) -> Out {
         run_command(
             self.server_command(&["init", "--demo"]),
             None,
@@ -1465,13 +1465,13 @@ pub(crate) struct Sshd {
 
 impl Sshd {
     /// Starts sshd in `dir` (created) with a fresh host key, on a free port.
-    pub fn start(dir: &Path) -> Sshd {
+    pub(crate) fn start(dir: &Path) -> Sshd {
         Sshd::start_with(dir, false, "")
     }
 
     /// [`Sshd::start`], where users' own `~/.ssh/authorized_keys` count too (if `per_user_keys`)
     /// and `extra` ends the config.
-    pub fn start_with(dir: &Path, per_user_keys: bool, extra: &str) -> Sshd {
+    pub(crate) fn start_with(dir: &Path, per_user_keys: bool, extra: &str) -> Sshd {
         std::fs::create_dir_all(dir).expect("sshd dir");
         // Privilege separation wants this directory (systemd makes it; a container may not).
         std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
@@ -1538,7 +1538,7 @@ impl Sshd {
     }
 
     /// Restarts sshd on the same port and host key with `extra` ending its config instead.
-    pub fn reconfigure(&mut self, extra: &str) {
+    pub(crate) fn reconfigure(&mut self, extra: &str) {
         self.stop();
         self.extra = extra.to_owned();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -1553,7 +1553,7 @@ impl Sshd {
         }
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
