@@ -168,6 +168,7 @@ impl Store {
     }
 }
 
+#[derive(Clone, Copy)]
 pub struct NewVersion<'a> {
     pub kind: &'a str,
     pub wrapped_key: &'a [u8],
@@ -227,20 +228,8 @@ impl WriteTx {
         version: i64,
         v: NewVersion<'_>,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO credential_versions (credential_id, version, kind, wrapped_key, ciphertext, created_at, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(credential_id)
-        .bind(version)
-        .bind(v.kind)
-        .bind(v.wrapped_key)
-        .bind(v.ciphertext)
-        .bind(v.created_at)
-        .bind(v.created_by)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(|e| StoreError::conflict_or(e, format!("credential version {version}")))?;
+        self.add_pending_credential_version(credential_id, version, v)
+            .await?;
         sqlx::query(
             "UPDATE credentials SET current_version = $1, kind = $2, updated_at = $3, updated_by = $4 WHERE id = $5",
         )

@@ -1,7 +1,7 @@
 //! Credential rotation: per-credential settings, the lease that keeps two rotations of one
 //! credential apart (across nodes), the pending version a rotation stored, and how the last went.
 
-use crate::{bool_int, Result, Store, WriteTx};
+use crate::{bool_int, Result, Store, StoreError, WriteTx};
 use sqlx::Row;
 
 #[derive(Debug, Clone, Default)]
@@ -428,7 +428,8 @@ impl WriteTx {
         Ok(max.unwrap_or(0) + 1)
     }
 
-    /// Adds a version without making it current (a rotation's pending secret).
+    /// Adds a version without making it current (a rotation's pending secret); `add_credential_version`
+    /// adds one and makes it current. The primary key refuses two writers adding the same version.
     pub async fn add_pending_credential_version(
         &mut self,
         credential_id: i64,
@@ -447,7 +448,8 @@ impl WriteTx {
         .bind(v.created_at)
         .bind(v.created_by)
         .execute(&mut *self.tx)
-        .await?;
+        .await
+        .map_err(|e| StoreError::conflict_or(e, format!("credential version {version}")))?;
         Ok(())
     }
 
