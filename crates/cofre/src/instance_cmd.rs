@@ -168,7 +168,12 @@ pub(crate) async fn release(ctx: &Ctx, cmd: ReleaseCmd) -> Result<ExitCode> {
         }
         ReleaseCmd::List => {
             let rs: Vec<ReleaseInfo> = ctx.all("/api/v1/releases").await?;
-            ctx.print(&rs, |rs| rs.iter().for_each(print_release))?;
+            ctx.print(&rs, |rs| {
+                if rs.is_empty() {
+                    outln!("no releases (`cofre release upload FILE` adds one)");
+                }
+                rs.iter().for_each(print_release)
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)

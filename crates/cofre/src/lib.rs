@@ -141,7 +141,7 @@ enum Command {
     /// SSH gateway sessions: list live ones, terminate one.
     #[command(subcommand)]
     Session(sessions_cmd::SessionCmd),
-    /// Session recordings (asciicast v2): export or play.
+    /// Session recordings: export (asciicast v2, or the exact bytes), verify, play.
     #[command(subcommand)]
     Recording(sessions_cmd::RecordingCmd),
     /// Break the glass: key ceremony, custodians' shares, the credential backup file, and the
