@@ -1044,7 +1044,11 @@ impl Approvals<'_> {
             entry = entry.detail("reason", reason);
         }
         self.commit(tx, entry).await?;
-        // A credential set to rotate after a grant is due now (services::rotation).
+        // A credential set to rotate after a grant is due now (services::rotation). Marked here
+        // rather than left to the scheduler's query, which compares whole seconds: a revoke in
+        // the second the last rotation ended would never count as after it.
+        self.rotation_after_use(&next.target, &next.account, "grant")
+            .await;
         self.rotation.wake.notify_one();
         let closed = self.live.kill_by_request(
             id,
