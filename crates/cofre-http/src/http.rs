@@ -52,6 +52,11 @@ impl IntoResponse for Error {
 
 type ApiResult<T> = Result<Json<T>, Error>;
 
+/// The answer of an action that returns nothing but its success.
+fn ok() -> ApiResult<OkResponse> {
+    Ok(Json(OkResponse { ok: true }))
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Cofre API", description = "Privileged access management: vault, policies, audit trail."),
@@ -508,7 +513,7 @@ async fn login(
 #[utoipa::path(post, path = "/api/v1/auth/logout", security(("bearer" = [])), responses((status = 200, body = OkResponse)))]
 async fn logout(State(state): State<AppState>, Auth(who): Auth) -> ApiResult<OkResponse> {
     state.app.accounts().logout(&who).await?;
-    Ok(Json(OkResponse { ok: true }))
+    ok()
 }
 
 #[utoipa::path(get, path = "/api/v1/auth/whoami", security(("bearer" = [])), responses((status = 200, body = UserInfo)))]
@@ -561,7 +566,7 @@ async fn totp_confirm(
     JsonBody(req): JsonBody<TotpConfirmRequest>,
 ) -> ApiResult<OkResponse> {
     state.app.accounts().confirm_totp(&who, &req.code).await?;
-    Ok(Json(OkResponse { ok: true }))
+    ok()
 }
 
 #[utoipa::path(get, path = "/api/v1/users", security(("bearer" = [])), params(PageQuery), responses((status = 200, body = Page<UserInfo>)))]
@@ -637,7 +642,7 @@ async fn unlock_user(
     Path(username): Path<String>,
 ) -> ApiResult<OkResponse> {
     state.app.accounts().unlock_user(&who, &username).await?;
-    Ok(Json(OkResponse { ok: true }))
+    ok()
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -976,7 +981,7 @@ async fn kill_session(
         .sessions()
         .kill_session(&who, &id, req.reason.as_deref())
         .await?;
-    Ok(Json(OkResponse { ok: true }))
+    ok()
 }
 
 /// The recording, streamed: asciicast v2 (`asciinema play` reads it) by default, or with

@@ -397,24 +397,8 @@ impl Vault<'_> {
     ) -> Result<RotationInfo> {
         who.require(Action::ManageTargets)?;
         let cred = self.live_credential(target, account).await?;
-        let every = match req
-            .every
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            Some(e) => Some(cofre_core::when::parse_duration("every", e)?),
-            None => None,
-        };
-        let verify_every = match req
-            .verify_every
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            Some(e) => Some(cofre_core::when::parse_duration("verify_every", e)?),
-            None => None,
-        };
+        let every = optional_duration("every", req.every.as_deref())?;
+        let verify_every = optional_duration("verify_every", req.verify_every.as_deref())?;
         // Validated as a rotation would use it, so a setting that cannot work is refused now.
         let plan = self.plan(
             &cred,
@@ -1498,4 +1482,12 @@ pub async fn start(app: &Arc<App>) {
             }
         }
     });
+}
+
+/// An optional duration setting: absent or blank is none, anything else must parse.
+fn optional_duration(field: &str, value: Option<&str>) -> Result<Option<i64>> {
+    match value.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(v) => Ok(Some(cofre_core::when::parse_duration(field, v)?)),
+        None => Ok(None),
+    }
 }

@@ -2,16 +2,12 @@
 //! disable, enable and delete targets and credentials; remove backup targets and jobs. Handlers
 //! only translate; the rules live in `services::offboarding`.
 
-use super::ApiResult;
+use super::{ok, ApiResult};
 use crate::extract::{Auth, JsonBody};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::Json;
 use cofre_proto::*;
-
-fn ok() -> ApiResult<OkResponse> {
-    Ok(Json(OkResponse { ok: true }))
-}
 
 /// Ends the user's tokens and live gateway sessions at once; no key or password of theirs works
 /// until enabled again. The last enabled admin cannot be disabled (409 `last_admin`).

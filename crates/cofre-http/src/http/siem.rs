@@ -1,7 +1,7 @@
 //! SIEM destinations: where the audit trail is forwarded, and how far each has got. Handlers only
 //! translate; the rules live in `services::siem`.
 
-use super::ApiResult;
+use super::{ok, ApiResult};
 use crate::extract::{Auth, JsonBody};
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -52,5 +52,5 @@ pub(super) async fn remove(
         .audit()
         .remove_siem_destination(&who, &name)
         .await?;
-    Ok(Json(OkResponse { ok: true }))
+    ok()
 }
