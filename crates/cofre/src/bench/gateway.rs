@@ -53,10 +53,12 @@ const CIPHER: &str = "aes256-gcm@openssh.com";
 fn start_sshd_with(dir: &Path, port: u16, extra: &str) -> Result<Sshd> {
     keygen(&dir.join("host_key"))?;
     std::fs::copy(dir.join("root_key.pub"), dir.join("authorized_keys"))?;
+    // SHLVL=1: commands skip the machine's ~/.bashrc (see the tests' Sshd), so both paths
+    // measure the relay and not a profile.
     let config = format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
          AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPermitRootLogin yes\nUsePAM no\n\
-         MaxStartups 1000\nMaxSessions 1000\nLogLevel ERROR\n{extra}",
+         SetEnv SHLVL=1\nMaxStartups 1000\nMaxSessions 1000\nLogLevel ERROR\n{extra}",
         d = dir.display()
     );
     std::fs::write(dir.join("sshd_config"), config)?;

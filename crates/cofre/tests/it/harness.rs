@@ -1561,6 +1561,11 @@ impl Sshd {
     }
 
     /// Starts sshd on `self.port`; false if it exited (port taken) instead of listening.
+    ///
+    /// `SetEnv SHLVL=1`: bash run by sshd for a command reads the account's `~/.bashrc` only
+    /// when SHLVL starts below 2. The machine's root profile (pyenv's `init`, which rehashes
+    /// and can complain on stderr when commands run at once) would otherwise change what the
+    /// tests compare byte for byte, and differ from machine to machine.
     fn spawn(&mut self) -> bool {
         let config = self.dir.join("sshd_config");
         std::fs::write(
@@ -1578,6 +1583,7 @@ impl Sshd {
                  UsePAM no\n\
                  Subsystem sftp internal-sftp\n\
                  AcceptEnv LANG LC_* COFRE_IT_*\n\
+                 SetEnv SHLVL=1\n\
                  LogLevel VERBOSE\n\
                  {extra}\n",
                 own_keys = if self.per_user_keys {
