@@ -11,6 +11,7 @@ pub mod names;
 pub mod password_policy;
 pub mod policy;
 pub mod role;
+pub mod rotation_template;
 pub mod siem;
 pub mod when;
 

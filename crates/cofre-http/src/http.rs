@@ -65,7 +65,7 @@ fn ok() -> ApiResult<OkResponse> {
         list_users, create_user, get_user, unlock_user, reset_password, list_groups, create_group,
         add_group_member, list_targets, create_target, get_target, list_credentials, create_credential,
         update_credential, credential_history, reveal, list_policies, create_policy, delete_policy,
-        list_audit, verify_audit,
+        list_audit, verify_audit, verify_recordings,
         breakglass::status, breakglass::ceremony, breakglass::share, breakglass::export,
         add_ssh_key, list_ssh_keys, list_sessions, kill_session, session_recording, verify_recording,
         requests::create, requests::emergency, requests::list, requests::show, requests::approve,
@@ -282,6 +282,7 @@ pub fn router(state: AppState) -> Router {
         .route("/policies/{name}", axum::routing::delete(delete_policy))
         .route("/audit", get(list_audit))
         .route("/audit/verify", get(verify_audit))
+        .route("/audit/verify/recordings", get(verify_recordings))
         .route("/breakglass", get(breakglass::status))
         .route("/breakglass/ceremony", post(breakglass::ceremony))
         .route("/breakglass/share", post(breakglass::share))
@@ -921,6 +922,15 @@ async fn verify_audit(
     Auth(who): Auth,
 ) -> ApiResult<AuditVerifyResponse> {
     Ok(Json(state.app.audit().verify_audit(&who).await?))
+}
+
+/// Every session's recording checked against the audit trail (`audit verify --recordings`).
+#[utoipa::path(get, path = "/api/v1/audit/verify/recordings", security(("bearer" = [])), responses((status = 200, body = RecordingsVerification), (status = 403, body = ErrorBody)))]
+async fn verify_recordings(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+) -> ApiResult<RecordingsVerification> {
+    Ok(Json(state.app.audit().verify_recordings(&who).await?))
 }
 
 /// A key for someone else's account is held for a second admin (202); one's own applies at once.

@@ -677,6 +677,28 @@ pub struct AuditVerifyResponse {
     pub anchor: Option<AuditAnchorInfo>,
 }
 
+/// `audit verify --recordings`: every session's recording checked against its `session.end`
+/// audit entry.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecordingsVerification {
+    /// Recordings read.
+    pub checked: u64,
+    /// Whole and as the trail says they ended (`intact`, `intact_unchained`, `ended_by_restart`).
+    pub intact: u64,
+    /// Still being recorded: what is written so far is intact.
+    pub live: u64,
+    /// Every recording that is not whole or cannot be read, in the order checked.
+    pub problems: Vec<RecordingProblem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecordingProblem {
+    pub session: String,
+    /// `tampered` or `unreadable`.
+    pub status: String,
+    pub message: String,
+}
+
 /// Where the chain's head was last seen outside the database.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuditAnchorInfo {

@@ -69,7 +69,7 @@ pub struct SetRotationRequest {
     pub after_session: bool,
     #[serde(default)]
     pub after_grant: bool,
-    /// `chpasswd`, `passwd` or `key`.
+    /// `chpasswd`, `passwd`, `key` or `command`.
     #[serde(default)]
     pub method: Option<String>,
     #[serde(default, rename = "as")]
@@ -77,6 +77,11 @@ pub struct SetRotationRequest {
     /// A duration: how often the vaulted secret is checked against the target (drift).
     #[serde(default)]
     pub verify_every: Option<String>,
+    /// A command template (TOML: `command`, `stdin`, `[[prompt]]` `expect`/`answer`,
+    /// `success_output`) for the `command` method; it is stored as the credential's next template
+    /// version. Without it, `command` keeps running the latest stored version.
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -117,6 +122,9 @@ pub struct RotationInfo {
     pub last_verify_at: Option<String>,
     #[serde(default)]
     pub last_verify_outcome: Option<String>,
+    /// The command template version a `command` rotation runs with.
+    #[serde(default)]
+    pub template_version: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, IntoParams)]

@@ -36,6 +36,8 @@ pub struct RotationRow {
     pub last_verify_outcome: Option<String>,
     pub failures: i64,
     pub retry_at: Option<i64>,
+    /// The command template a `command` rotation runs with (its version in `rotation_templates`).
+    pub template_version: Option<i64>,
 }
 
 const COLUMNS: &str = "r.credential_id, t.name AS target, c.account, c.kind, c.current_version, \
@@ -43,7 +45,7 @@ const COLUMNS: &str = "r.credential_id, t.name AS target, c.account, c.kind, c.c
     r.verify_every_seconds, r.due_at, r.due_trigger, r.lease_owner, r.lease_until, \
     r.pending_version, r.pending_method, r.pending_as, r.pending_trigger, r.last_at, \
     r.last_trigger, r.last_method, r.last_outcome, r.last_reason, r.last_success_at, \
-    r.last_verify_at, r.last_verify_outcome, r.failures, r.retry_at";
+    r.last_verify_at, r.last_verify_outcome, r.failures, r.retry_at, r.template_version";
 
 const FROM: &str = "credential_rotation r JOIN credentials c ON c.id = r.credential_id \
     JOIN targets t ON t.id = c.target_id";
@@ -80,6 +82,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<RotationRow> {
         last_verify_outcome: row.try_get("last_verify_outcome")?,
         failures: row.try_get("failures")?,
         retry_at: row.try_get("retry_at")?,
+        template_version: row.try_get("template_version")?,
     })
 }
 
@@ -93,6 +96,7 @@ pub struct RotationSettings<'a> {
     pub after_session: bool,
     pub after_grant: bool,
     pub verify_every_seconds: Option<i64>,
+    pub template_version: Option<i64>,
     pub at: i64,
 }
 
@@ -120,6 +124,24 @@ impl Store {
         .fetch_optional(&mut *c)
         .await?;
         row.as_ref().map(from_row).transpose()
+    }
+
+    /// A credential's command template at `version`: its text and SHA-256.
+    pub async fn rotation_template(
+        &self,
+        credential_id: i64,
+        version: i64,
+    ) -> Result<Option<(String, String)>> {
+        let mut c = self.read().await?;
+        let row = sqlx::query(
+            "SELECT body, sha256 FROM rotation_templates WHERE credential_id = $1 AND version = $2",
+        )
+        .bind(credential_id)
+        .bind(version)
+        .fetch_optional(&mut *c)
+        .await?;
+        row.map(|r| Ok((r.try_get("body")?, r.try_get("sha256")?)))
+            .transpose()
     }
 
     /// Rotation rows of live credentials ordered by (target, account), after `after` (`target/account`).
@@ -258,8 +280,8 @@ impl WriteTx {
         self.ensure_rotation_row(credential_id).await?;
         sqlx::query(
             "UPDATE credential_rotation SET method = $1, as_account = $2, every_seconds = $3, \
-             after_reveal = $4, after_session = $5, after_grant = $6, verify_every_seconds = $7, settings_at = $9 \
-             WHERE credential_id = $8",
+             after_reveal = $4, after_session = $5, after_grant = $6, verify_every_seconds = $7, settings_at = $9, \
+             template_version = $10 WHERE credential_id = $8",
         )
         .bind(s.method)
         .bind(s.as_account)
@@ -270,6 +292,7 @@ impl WriteTx {
         .bind(s.verify_every_seconds)
         .bind(credential_id)
         .bind(s.at)
+        .bind(s.template_version)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -415,6 +438,38 @@ impl WriteTx {
         .execute(&mut *self.tx)
         .await?;
         Ok(())
+    }
+
+    /// Stores a new version of a credential's command template; returns its version.
+    pub async fn add_rotation_template(
+        &mut self,
+        credential_id: i64,
+        body: &str,
+        sha256: &str,
+        by: &str,
+        at: i64,
+    ) -> Result<i64> {
+        let max: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(version) FROM rotation_templates WHERE credential_id = $1",
+        )
+        .bind(credential_id)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let version = max.unwrap_or(0) + 1;
+        sqlx::query(
+            "INSERT INTO rotation_templates (credential_id, version, body, sha256, set_by, set_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(credential_id)
+        .bind(version)
+        .bind(body)
+        .bind(sha256)
+        .bind(by)
+        .bind(at)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| StoreError::conflict_or(e, format!("rotation template version {version}")))?;
+        Ok(version)
     }
 
     /// The next version number: past every stored one, pending ones included.

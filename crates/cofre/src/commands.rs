@@ -207,22 +207,8 @@ pub(crate) enum CredentialCmd {
     SetRotation {
         target: String,
         account: String,
-        /// A schedule, e.g. 30d.
-        #[arg(long)]
-        every: Option<String>,
-        #[arg(long)]
-        after_reveal: bool,
-        #[arg(long)]
-        after_session: bool,
-        /// When an access grant on it ends (its window, or a revocation).
-        #[arg(long)]
-        after_grant: bool,
-        /// Check the vaulted secret against the target this often (drift alerts; reset
-        /// through --as when set).
-        #[arg(long)]
-        verify_every: Option<String>,
         #[command(flatten)]
-        how: crate::rotation_cmd::MethodArgs,
+        settings: crate::rotation_cmd::SettingsArgs,
     },
     /// Does the vaulted secret still log in on the target? exit 1 on drift (alerted); with
     /// --as set by set-rotation, a drifted one is reset to a new vaulted secret.
@@ -280,7 +266,12 @@ pub(crate) enum PolicyCmd {
 #[derive(Subcommand)]
 pub(crate) enum AuditCmd {
     /// Check the hash chain; exit 1 and name the first broken entry if it was tampered with.
-    Verify,
+    Verify {
+        /// Also check every session's recording against the trail (whole, in order,
+        /// untruncated, as its session.end entry says it ended); exit 1 names each that is not.
+        #[arg(long)]
+        recordings: bool,
+    },
     /// Print every entry.
     Export {
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
@@ -1035,26 +1026,8 @@ async fn credential(ctx: &Ctx, cmd: CredentialCmd) -> Result<ExitCode> {
         CredentialCmd::SetRotation {
             target,
             account,
-            every,
-            after_reveal,
-            after_session,
-            after_grant,
-            verify_every,
-            how,
-        } => {
-            return crate::rotation_cmd::set_rotation(
-                ctx,
-                &target,
-                &account,
-                every,
-                after_reveal,
-                after_session,
-                after_grant,
-                verify_every,
-                &how,
-            )
-            .await
-        }
+            settings,
+        } => return crate::rotation_cmd::set_rotation(ctx, &target, &account, &settings).await,
         CredentialCmd::Verify { target, account } => {
             return crate::rotation_cmd::verify(ctx, &target, &account).await
         }
@@ -1175,9 +1148,20 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
 
 async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<ExitCode> {
     match cmd {
-        AuditCmd::Verify => {
+        AuditCmd::Verify { recordings } => {
             let r: AuditVerifyResponse = ctx.client.get("/api/v1/audit/verify").await?;
-            ctx.print(&r, |r| {
+            let checked: Option<RecordingsVerification> = if recordings {
+                Some(ctx.client.get("/api/v1/audit/verify/recordings").await?)
+            } else {
+                None
+            };
+            let whole = r.intact && checked.as_ref().is_none_or(|c| c.problems.is_empty());
+            // The chain's answer as before, with the recordings' beside it when asked for.
+            let mut report = serde_json::to_value(&r)?;
+            if let Some(c) = &checked {
+                report["recordings"] = serde_json::to_value(c)?;
+            }
+            ctx.print(&report, |_| {
                 match &r.first_broken {
                     None => outln!("audit chain intact: {} entries", r.entries_checked),
                     Some(b) => outln!("audit chain broken at entry {}: {}", b.seq, b.reason),
@@ -1190,8 +1174,20 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<ExitCode> {
                         a.written_at
                     );
                 }
+                if let Some(c) = &checked {
+                    outln!(
+                        "recordings: {} checked, {} intact, {} live, {} not intact",
+                        c.checked,
+                        c.intact,
+                        c.live,
+                        c.problems.len()
+                    );
+                    for p in &c.problems {
+                        outln!("  session {}: {}: {}", p.session, p.status, p.message);
+                    }
+                }
             })?;
-            Ok(if r.intact {
+            Ok(if whole {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

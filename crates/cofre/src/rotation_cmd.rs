@@ -2,7 +2,7 @@
 
 use crate::client::path_segment;
 use crate::commands::Ctx;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use cofre_proto::*;
 use std::process::ExitCode;
@@ -11,7 +11,8 @@ use std::process::ExitCode;
 #[derive(Args, Clone, Default)]
 pub(crate) struct MethodArgs {
     /// chpasswd (as the --as account, e.g. root), passwd (as the account itself, answering its
-    /// prompts) or key (a new key pair; its line replaces the old one in authorized_keys).
+    /// prompts), key (a new key pair; its line replaces the old one in authorized_keys) or
+    /// command (the credential's template, set with set-rotation --template-file).
     #[arg(long)]
     method: Option<String>,
     /// The account on the same target that makes the change: ACCOUNT or TARGET/ACCOUNT.
@@ -30,6 +31,33 @@ impl MethodArgs {
             self.method.clone()
         }
     }
+}
+
+/// `credential set-rotation`: when and how a credential rotates.
+#[derive(Args, Clone, Default)]
+pub(crate) struct SettingsArgs {
+    /// A schedule, e.g. 30d.
+    #[arg(long)]
+    every: Option<String>,
+    #[arg(long)]
+    after_reveal: bool,
+    #[arg(long)]
+    after_session: bool,
+    /// When an access grant on it ends (its window, or a revocation).
+    #[arg(long)]
+    after_grant: bool,
+    /// Check the vaulted secret against the target this often (drift alerts; reset through
+    /// --as when set).
+    #[arg(long)]
+    verify_every: Option<String>,
+    /// A command template for devices without chpasswd or passwd (TOML: `command`, optional
+    /// `stdin`, `[[prompt]]` with `expect` and `answer`, optional `success_output`; placeholders
+    /// {account}, {old}, {new}, the secrets only in stdin and answers). Stored as the
+    /// credential's next template version; implies --method command.
+    #[arg(long, value_name = "FILE")]
+    template_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    how: MethodArgs,
 }
 
 #[derive(Subcommand)]
@@ -119,31 +147,34 @@ pub(crate) async fn rotate(
     Ok(result_code(&r.outcome))
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn set_rotation(
     ctx: &Ctx,
     target: &str,
     account: &str,
-    every: Option<String>,
-    after_reveal: bool,
-    after_session: bool,
-    after_grant: bool,
-    verify_every: Option<String>,
-    how: &MethodArgs,
+    settings: &SettingsArgs,
 ) -> Result<ExitCode> {
+    let template = match &settings.template_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--template-file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let how = &settings.how;
     let r: RotationInfo = ctx
         .client
         .call(
             reqwest::Method::PUT,
             &cred_path(target, account, "rotation"),
             Some(&SetRotationRequest {
-                every,
-                after_reveal,
-                after_session,
-                after_grant,
+                every: settings.every.clone(),
+                after_reveal: settings.after_reveal,
+                after_session: settings.after_session,
+                after_grant: settings.after_grant,
                 method: how.method(),
                 as_account: how.as_account.clone(),
-                verify_every,
+                verify_every: settings.verify_every.clone(),
+                template,
             }),
         )
         .await?;
@@ -181,6 +212,9 @@ fn settings_text(r: &RotationInfo) -> String {
     }
     if let Some(v) = &r.verify_every {
         parts.push(format!("verify every {v}"));
+    }
+    if let (Some("command"), Some(v)) = (r.method.as_deref(), r.template_version) {
+        parts.push(format!("template version {v}"));
     }
     parts.join(", ")
 }

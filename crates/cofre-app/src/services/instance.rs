@@ -476,8 +476,7 @@ const INITIAL_ADMIN: &str = "admin";
 const INITIAL_ADMIN_HASH_META: &str = "demo_initial_admin_hash";
 
 fn digest(text: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    super::sha256_hex(text.as_bytes())
 }
 
 /// The sample data of `cofre init --demo`: every name starts with `demo-`, so nobody mistakes

@@ -405,6 +405,12 @@ pub(crate) fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|_| unix.to_string())
 }
 
+/// SHA-256 in lower-case hex: how stored texts (templates, the demo's password hash) are named.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 /// Page size from a client's `limit`.
 pub fn page_limit(limit: Option<u32>) -> Result<i64> {
     match limit {

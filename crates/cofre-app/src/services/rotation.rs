@@ -25,6 +25,7 @@ use cofre_core::audit::NewAuditEntry;
 use cofre_core::names::check_account;
 use cofre_core::password_policy::{Class, PasswordPolicy};
 use cofre_core::role::Action;
+use cofre_core::rotation_template::{self, Part, Template, Text as TemplateText};
 use cofre_crypto::{envelope, SealedSecret};
 use cofre_proto::{
     Page, PasswordPolicyInfo, RotateRequest, RotationInfo, RotationResult,
@@ -60,6 +61,8 @@ enum Method {
     Chpasswd,
     Passwd,
     Key,
+    /// The credential's own command template (cofre-core `rotation_template`).
+    Command,
 }
 
 impl Method {
@@ -68,6 +71,7 @@ impl Method {
             "chpasswd" => Some(Method::Chpasswd),
             "passwd" => Some(Method::Passwd),
             "key" => Some(Method::Key),
+            "command" => Some(Method::Command),
             _ => None,
         }
     }
@@ -76,15 +80,40 @@ impl Method {
             Method::Chpasswd => "chpasswd",
             Method::Passwd => "passwd",
             Method::Key => "key",
+            Method::Command => "command",
         }
     }
 }
 
-/// How one rotation changes the secret: the method and the account that runs it (None: itself).
+/// How one rotation changes the secret: the method and the account that runs it (None: itself),
+/// and for `command` the template it runs.
 #[derive(Debug, Clone)]
 struct Plan {
     method: Method,
     as_account: Option<String>,
+    template: Option<Arc<StoredTemplate>>,
+}
+
+/// One version of a credential's command template, as stored and as read.
+#[derive(Debug)]
+struct StoredTemplate {
+    version: i64,
+    sha256: String,
+    template: Template,
+}
+
+/// A template's text with `{account}`, `{old}` and `{new}` filled in, kept from the logs.
+fn render(text: &TemplateText, account: &str, old: &Plain, new: &Plain) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::new());
+    for part in text.parts() {
+        match part {
+            Part::Literal(s) => out.push_str(s),
+            Part::Account => out.push_str(account),
+            Part::Old => out.push_str(old.text()),
+            Part::New => out.push_str(new.text()),
+        }
+    }
+    out
 }
 
 /// A secret in the open, for the length of an attempt only.
@@ -347,7 +376,7 @@ impl App {
             Some(m) => Method::parse(m).ok_or_else(|| {
                 Error::invalid(
                     "method",
-                    format!("method: {m:?} is not one of chpasswd, passwd, key"),
+                    format!("method: {m:?} is not one of chpasswd, passwd, key, command"),
                 )
             })?,
             None if cred.kind == "private_key" => Method::Key,
@@ -362,7 +391,7 @@ impl App {
             (Method::Key, _) => {
                 return Err(Error::invalid(
                     "method",
-                    "method: key rotates a private key credential; this one is a password (chpasswd or passwd)",
+                    "method: key rotates a private key credential; this one is a password (chpasswd, passwd or command)",
                 ))
             }
             (_, "private_key") => {
@@ -383,7 +412,56 @@ impl App {
         if let Some(a) = &as_account {
             shell_safe_account("as", a)?;
         }
-        Ok(Plan { method, as_account })
+        Ok(Plan {
+            method,
+            as_account,
+            template: None,
+        })
+    }
+
+    /// [`App::plan`] with the stored template a `command` rotation runs with.
+    async fn plan_with_template(
+        &self,
+        cred: &CredentialRow,
+        settings: Option<&RotationRow>,
+        method: Option<&str>,
+        as_account: Option<&str>,
+    ) -> Result<Plan> {
+        let mut plan = self.plan(cred, settings, method, as_account)?;
+        if plan.method == Method::Command {
+            let version = settings.and_then(|s| s.template_version).ok_or_else(|| {
+                Error::invalid(
+                    "method",
+                    format!(
+                        "method: command runs the credential's template, and {}/{} has none yet (credential set-rotation --method command --template-file FILE)",
+                        cred.target, cred.account
+                    ),
+                )
+            })?;
+            plan.template = Some(Arc::new(self.stored_template(cred.id, version).await?));
+        }
+        Ok(plan)
+    }
+
+    async fn stored_template(&self, credential_id: i64, version: i64) -> Result<StoredTemplate> {
+        let (body, sha256) = self
+            .store
+            .rotation_template(credential_id, version)
+            .await?
+            .ok_or_else(|| {
+                Error::internal(
+                    "reading the rotation template",
+                    format!("version {version} missing"),
+                )
+            })?;
+        // Checked when it was uploaded; read again, so a template only ever runs as parsed.
+        let template = rotation_template::parse(&body)
+            .map_err(|e| Error::internal("reading the rotation template", e))?;
+        Ok(StoredTemplate {
+            version,
+            sha256,
+            template,
+        })
     }
 }
 
@@ -399,13 +477,35 @@ impl Vault<'_> {
         let cred = self.live_credential(target, account).await?;
         let every = optional_duration("every", req.every.as_deref())?;
         let verify_every = optional_duration("verify_every", req.verify_every.as_deref())?;
+        let template = req
+            .template
+            .as_deref()
+            .map(|text| rotation_template::parse(text).map(|_| text))
+            .transpose()?;
+        // A template says the method; naming another one beside it is a mistake.
+        let method = match (req.method.as_deref().map(str::trim), template) {
+            (None | Some(""), Some(_)) => Some("command"),
+            (Some(m), Some(_)) if m != "command" => {
+                return Err(Error::invalid(
+                    "template",
+                    format!("template: a template is run by the command method, not {m}"),
+                ))
+            }
+            (m, _) => m,
+        };
         // Validated as a rotation would use it, so a setting that cannot work is refused now.
-        let plan = self.plan(
-            &cred,
-            None,
-            req.method.as_deref(),
-            req.as_account.as_deref(),
-        )?;
+        let plan = self.plan(&cred, None, method, req.as_account.as_deref())?;
+        let existing_template = self
+            .store
+            .rotation(cred.id)
+            .await?
+            .and_then(|r| r.template_version);
+        if plan.method == Method::Command && template.is_none() && existing_template.is_none() {
+            return Err(Error::invalid(
+                "template",
+                "template: the command method runs a template; give one (--template-file FILE)",
+            ));
+        }
         if let Some(a) = &plan.as_account {
             if self.store.credential(target, a).await?.is_none() {
                 return Err(Error::invalid(
@@ -416,6 +516,23 @@ impl Vault<'_> {
         }
         let method = plan.method.as_str();
         let mut tx = self.store.write().await?;
+        let new_template = match template {
+            Some(text) => {
+                let sha256 = super::sha256_hex(text.as_bytes());
+                let version = tx
+                    .add_rotation_template(
+                        cred.id,
+                        text,
+                        &sha256,
+                        &who.username,
+                        self.now().unix_timestamp(),
+                    )
+                    .await?;
+                Some((version, sha256))
+            }
+            None => None,
+        };
+        let template_version = new_template.as_ref().map(|t| t.0).or(existing_template);
         tx.set_rotation_settings(
             cred.id,
             &RotationSettings {
@@ -426,6 +543,7 @@ impl Vault<'_> {
                 after_session: req.after_session,
                 after_grant: req.after_grant,
                 verify_every_seconds: verify_every,
+                template_version,
                 at: self.now().unix_timestamp(),
             },
         )
@@ -447,6 +565,14 @@ impl Vault<'_> {
         }
         if let Some(v) = verify_every {
             entry = entry.detail("verify_every_seconds", v);
+        }
+        if plan.method == Method::Command {
+            if let Some(v) = template_version {
+                entry = entry.detail("template_version", v);
+            }
+            if let Some((_, sha)) = &new_template {
+                entry = entry.detail("template_sha256", sha.as_str());
+            }
         }
         self.commit(tx, entry).await?;
         self.rotation.wake.notify_one();
@@ -498,6 +624,7 @@ impl App {
             failures: r.failures,
             last_verify_at: r.last_verify_at.map(rfc3339),
             last_verify_outcome: r.last_verify_outcome,
+            template_version: r.template_version,
         })
     }
 }
@@ -602,12 +729,14 @@ impl Vault<'_> {
             return Err(error);
         }
         let settings = self.store.rotation(cred.id).await?;
-        let plan = self.plan(
-            &cred,
-            settings.as_ref(),
-            req.method.as_deref(),
-            req.as_account.as_deref(),
-        )?;
+        let plan = self
+            .plan_with_template(
+                &cred,
+                settings.as_ref(),
+                req.method.as_deref(),
+                req.as_account.as_deref(),
+            )
+            .await?;
         if let Some(r) = &settings {
             if r.pending_version.is_some() {
                 return Err(in_progress(target, account));
@@ -818,6 +947,46 @@ impl App {
                 conn.exec("LC_ALL=C passwd", &prompts, COMMAND_TIMEOUT)
                     .await
             }
+            (Method::Command, Plain::Password(_)) => {
+                let Some(stored) = &plan.template else {
+                    conn.disconnect("done").await;
+                    return Err(not_run("the command method has no template".into()));
+                };
+                let t = &stored.template;
+                let prompts: Vec<Prompt> = t
+                    .prompts
+                    .iter()
+                    .map(|p| Prompt {
+                        expect: p.expect.clone(),
+                        answer: render(&p.answer, account, old, new),
+                    })
+                    .collect();
+                let input = t.stdin.as_ref().map(|s| render(s, account, old, new));
+                let run = conn
+                    .exec_with_input(
+                        &t.command.with_account(account),
+                        &prompts,
+                        input.as_ref().map(|s| s.as_bytes()),
+                        COMMAND_TIMEOUT,
+                    )
+                    .await;
+                // A device may exit 0 whatever happened; the template can name what success
+                // prints.
+                if let (Ok(out), Some(expected)) = (&run, &t.success_output) {
+                    let mut said = String::from_utf8_lossy(&out.stdout).into_owned();
+                    said.push(' ');
+                    said.push_str(&String::from_utf8_lossy(&out.stderr));
+                    if out.exit_status == Some(0) && !said.contains(expected.as_str()) {
+                        conn.disconnect("done").await;
+                        return Err(ran(format!(
+                            "command on {} exited 0 without printing the template's success_output {expected:?}: {}",
+                            target.name,
+                            scrub(&said, &secrets)
+                        )));
+                    }
+                }
+                run
+            }
             (Method::Key, Plain::Key(k)) => {
                 let new_blob =
                     public_blob(k).ok_or_else(|| not_run("the new key cannot be read".into()))?;
@@ -929,6 +1098,11 @@ impl App {
             .detail("version", version);
         if let Some(a) = &plan.as_account {
             entry = entry.detail("as", a.as_str());
+        }
+        if let Some(t) = &plan.template {
+            entry = entry
+                .detail("template_version", t.version)
+                .detail("template_sha256", t.sha256.as_str());
         }
         self.commit(tx, entry).await?;
 
@@ -1297,7 +1471,7 @@ impl App {
             );
             let settings = self.store.rotation(cred.id).await?;
             if let Some(s) = settings.as_ref().filter(|s| s.as_account.is_some()) {
-                let plan = self.plan(&cred, Some(s), None, None)?;
+                let plan = self.plan_with_template(&cred, Some(s), None, None).await?;
                 if plan.method != Method::Passwd && s.pending_version.is_none() {
                     reconciled = Some(self.run_rotation(actor, &cred, &plan, "reconcile").await?);
                 }
@@ -1372,7 +1546,7 @@ impl App {
             let Ok(cred) = self.live_credential(&r.target, &r.account).await else {
                 continue;
             };
-            let plan = match self.plan(&cred, Some(&r), None, None) {
+            let plan = match self.plan_with_template(&cred, Some(&r), None, None).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(credential = %name, error = %e, "rotation settings do not fit the credential");

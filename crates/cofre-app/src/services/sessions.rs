@@ -843,6 +843,28 @@ impl Sessions<'_> {
         id: &str,
     ) -> Result<RecordingVerification> {
         who.require(Action::ReadRecordings)?;
+        let report = self.check_recording(id).await?;
+        let (status, frames, problem_frame) =
+            (report.status.as_str(), report.frames, report.problem_frame);
+        let mut entry =
+            NewAuditEntry::new(&who.username, "recording.verify", format!("session:{id}"))
+                .outcome(if status == "tampered" {
+                    "failure"
+                } else {
+                    "success"
+                })
+                .detail("status", status)
+                .detail("frames", frames);
+        if let Some(f) = problem_frame {
+            entry = entry.detail("problem_frame", f);
+        }
+        self.record(entry).await?;
+        Ok(report)
+    }
+
+    /// Whether one recording is whole, as [`Sessions::verify_recording`] reports it, without
+    /// the audit entry (the caller writes one for all it checked).
+    pub(crate) async fn check_recording(&self, id: &str) -> Result<RecordingVerification> {
         let (row, key, path) = self.open_recording(id).await?;
         let scan = {
             let id = id.to_owned();
@@ -878,7 +900,7 @@ impl Sessions<'_> {
             expected_frames,
             expected_hash.as_deref(),
         );
-        let report = RecordingVerification {
+        Ok(RecordingVerification {
             session: id.to_owned(),
             status: status.to_owned(),
             format: scan.format.to_owned(),
@@ -891,21 +913,7 @@ impl Sessions<'_> {
             end_reason: row.end_reason,
             output_bytes: scan.output_bytes,
             input_bytes: scan.input_bytes,
-        };
-        let mut entry =
-            NewAuditEntry::new(&who.username, "recording.verify", format!("session:{id}"))
-                .outcome(if status == "tampered" {
-                    "failure"
-                } else {
-                    "success"
-                })
-                .detail("status", status)
-                .detail("frames", scan.frames);
-        if let Some(f) = problem_frame {
-            entry = entry.detail("problem_frame", f);
-        }
-        self.record(entry).await?;
-        Ok(report)
+        })
     }
 }
 

@@ -601,6 +601,13 @@ fn authorization_matrix() {
             ),
             row(
                 "GET",
+                "/api/v1/audit/verify/recordings",
+                "/api/v1/audit/verify/recordings",
+                None,
+                Rule::Roles(AUDIT),
+            ),
+            row(
+                "GET",
                 "/api/v1/breakglass",
                 "/api/v1/breakglass",
                 None,

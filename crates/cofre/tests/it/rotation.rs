@@ -706,6 +706,187 @@ fn after_reveal_and_after_grant_triggers_rotate() {
     );
 }
 
+/// `--method command --template-file`: a template that answers `passwd`'s prompts as root changes
+/// the password (old refused, new works, every template version kept and named in the audit);
+/// a template whose `success_output` does not appear fails and the old password stays.
+#[test]
+fn a_command_template_changes_the_password() {
+    let Some(gw) = setup(Backend::Sqlite, &[], None) else {
+        return;
+    };
+    let u = LocalUser::new("crc");
+    let old = format!("Old-{}-pw", random_hex(8));
+    u.set_password(&old);
+    add_password_credential(&gw, &u.name, &old);
+    let template = gw.inst.path().join("change.tmpl");
+    std::fs::write(
+        &template,
+        "# passwd as root asks twice and never for the old one\n\
+         command = \"LC_ALL=C passwd {account}\"\n\
+         success_output = \"updated successfully\"\n\
+         [[prompt]]\nexpect = \"New password:\"\nanswer = \"{new}\"\n\
+         [[prompt]]\nexpect = \"Retype new password:\"\nanswer = \"{new}\"\n",
+    )
+    .unwrap();
+    let set = gw.admin.ok(&[
+        "credential",
+        "set-rotation",
+        "db01",
+        &u.name,
+        "--template-file",
+        template.to_str().unwrap(),
+        "--as",
+        "db01/root",
+    ]);
+    set.assert_stdout_contains("method command as root");
+    set.assert_stdout_contains("template version 1");
+
+    let out = rotate(&gw, &u.name, &[]);
+    out.assert_ok();
+    assert_eq!(out.json()["outcome"], "rotated", "{}", out.stdout);
+    assert_eq!(out.json()["method"], "command");
+    let (version, new) = reveal(&gw, &u.name, None);
+    assert_eq!(version, 2);
+    assert!(
+        !password_login_works(&gw, &u.name, &old),
+        "the old password still works"
+    );
+    assert!(
+        password_login_works(&gw, &u.name, &new),
+        "the new password is refused"
+    );
+    let started = rotate_entries(&gw, &u.name)
+        .into_iter()
+        .find(|e| e["outcome"] == "started")
+        .unwrap();
+    assert_eq!(started["details"]["template_version"], 1, "{started:#}");
+    let sha = started["details"]["template_sha256"].as_str().unwrap();
+    assert_eq!(sha.len(), 64);
+    assert_not_in_audit(&gw, &[&old, &new]);
+
+    // Version 2 runs a device that reads the password and changes nothing, exiting 0: the
+    // template's success_output is what tells, and the vault keeps what the target has.
+    std::fs::write(
+        &template,
+        "command = \"cat > /dev/null; echo the device said no\"\n\
+         stdin = \"{new}\\n\"\n\
+         success_output = \"password changed\"\n",
+    )
+    .unwrap();
+    gw.admin
+        .ok(&[
+            "credential",
+            "set-rotation",
+            "db01",
+            &u.name,
+            "--template-file",
+            template.to_str().unwrap(),
+            "--as",
+            "root",
+        ])
+        .assert_stdout_contains("template version 2");
+    let out = rotate(&gw, &u.name, &[]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    let r = out.json();
+    assert_eq!(r["outcome"], "failed", "{r:#}");
+    assert!(
+        r["reason"].as_str().unwrap().contains("success_output"),
+        "{r:#}"
+    );
+    let (version, current) = reveal(&gw, &u.name, None);
+    assert_eq!((version, current.as_str()), (2, new.as_str()));
+    assert!(
+        password_login_works(&gw, &u.name, &new),
+        "vault and target disagree"
+    );
+    let sets: Vec<Value> = gw
+        .audit()
+        .into_iter()
+        .filter(|e| e["action"] == "credential.set_rotation")
+        .map(|e| e["details"]["template_version"].clone())
+        .collect();
+    assert_eq!(sets, [1, 2]);
+}
+
+/// `--every` rotates on the schedule; `--verify-every` finds drift on its own and, with a
+/// reconcile account (`--as`), resets the credential to a new vaulted secret through it;
+/// `--after-session` rotates once a session on the credential has ended.
+#[test]
+fn schedules_verify_reconcile_and_after_session() {
+    let Some(gw) = setup(Backend::Sqlite, &[], None) else {
+        return;
+    };
+    let u = LocalUser::new("crs");
+    let old = format!("Old-{}-pw", random_hex(8));
+    u.set_password(&old);
+    add_password_credential(&gw, &u.name, &old);
+    let set = |extra: &[&str]| {
+        let mut args = vec![
+            "credential",
+            "set-rotation",
+            "db01",
+            &u.name,
+            "--method",
+            "chpasswd",
+            "--as",
+            "db01/root",
+        ];
+        args.extend(extra);
+        gw.admin.ok(&args);
+    };
+
+    set(&["--every", "1s"]);
+    wait_until("a scheduled rotation", Duration::from_secs(60), || {
+        let s = status_of(&gw, &u.name);
+        s["last_trigger"] == "schedule" && s["last_outcome"] == "rotated"
+    });
+    let (_, scheduled) = reveal(&gw, &u.name, None);
+    assert!(!password_login_works(&gw, &u.name, &old));
+    assert!(password_login_works(&gw, &u.name, &scheduled));
+
+    // No schedule now; someone changes the password on the target behind the vault's back.
+    set(&["--verify-every", "1s"]);
+    let rotations = rotate_entries(&gw, &u.name).len();
+    u.set_password(&format!("Drift-{}-pw", random_hex(8)));
+    wait_until(
+        "the scheduled verify and its reconcile",
+        Duration::from_secs(60),
+        || {
+            let s = status_of(&gw, &u.name);
+            s["last_verify_outcome"] == "drift" && s["last_trigger"] == "reconcile"
+        },
+    );
+    assert_eq!(status_of(&gw, &u.name)["last_outcome"], "rotated");
+    let (_, reconciled) = reveal(&gw, &u.name, None);
+    assert!(
+        password_login_works(&gw, &u.name, &reconciled),
+        "the reconciled secret is refused"
+    );
+    let drift = gw
+        .audit()
+        .into_iter()
+        .find(|e| e["action"] == "credential.verify" && e["outcome"] == "drift")
+        .unwrap();
+    assert_eq!(drift["actor"], "system");
+    assert!(rotate_entries(&gw, &u.name).len() > rotations);
+
+    // After a session: it rotates once the session has ended.
+    set(&["--after-session"]);
+    assert!(gateway_login_works(&gw, &u.name));
+    wait_until(
+        "the rotation after the session",
+        Duration::from_secs(60),
+        || {
+            let s = status_of(&gw, &u.name);
+            s["last_trigger"] == "session" && s["last_outcome"] == "rotated"
+        },
+    );
+    let (_, after) = reveal(&gw, &u.name, None);
+    assert_ne!(after, reconciled);
+    assert!(!password_login_works(&gw, &u.name, &reconciled));
+    assert!(password_login_works(&gw, &u.name, &after));
+}
+
 /// `credential verify`: ok while the vaulted secret logs in; drift (exit 1, audited) once
 /// someone changed it on the target.
 #[test]
@@ -788,6 +969,8 @@ fn rotation_input_names_the_field() {
             "as",
         ),
         (serde_json::json!({"method": "passwd", "as": "root"}), "as"),
+        // A template is set with set-rotation first.
+        (serde_json::json!({"method": "command"}), "method"),
     ] {
         let r = api.post(rot, Some(&token), body);
         r.assert_error(400, "invalid_field");
@@ -801,4 +984,32 @@ fn rotation_input_names_the_field() {
     );
     r.assert_error(400, "invalid_field");
     assert_eq!(r.field(), Some("every"));
+    for (body, says) in [
+        (
+            serde_json::json!({"template": "command = \"setpw {account} {new}\"\nstdin = \"{new}\"\n"}),
+            "command: {old} and {new} may not appear on the command line",
+        ),
+        (
+            serde_json::json!({"template": "command = \"x\"\nstdin = \"{nwe}\"\n"}),
+            "unknown placeholder {nwe}",
+        ),
+        (
+            serde_json::json!({"template": "command = \"x\"\nstdin = \"{new}\"\n", "method": "chpasswd"}),
+            "run by the command method, not chpasswd",
+        ),
+        (
+            serde_json::json!({"method": "command"}),
+            "give one (--template-file FILE)",
+        ),
+    ] {
+        let r = api.call(
+            "PUT",
+            "/api/v1/targets/db01/credentials/app/rotation",
+            Some(&token),
+            Body::Json(body),
+        );
+        r.assert_error(400, "invalid_field");
+        assert_eq!(r.field(), Some("template"));
+        assert!(r.text.contains(says), "{}", r.text);
+    }
 }

@@ -316,11 +316,55 @@ fn tampered_recordings_are_reported_at_their_frame() {
             "{what}: the message names the frame: {report}"
         );
     }
+    // `audit verify --recordings` walks every session: a second session's recording, cut
+    // inside a frame, is named; the intact ones are counted.
+    let other_received = gw.exec_bytes("head -c 3M /dev/urandom");
+    assert_eq!(other_received.len(), 3 << 20);
+    let other = gw.newest_session("exec")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let other_file = gw.recording_file(&other);
+    let other_bytes = std::fs::read(&other_file).expect("recording");
+    std::fs::write(&other_file, &other_bytes[..other_bytes.len() - 50]).expect("tamper");
+    let out = gw.admin.run(
+        &["--output", "json", "audit", "verify", "--recordings"],
+        None,
+    );
+    let report: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("audit verify prints JSON ({e}): {out:?}"));
+    assert_eq!(out.code, Some(1), "{report}");
+    assert_eq!(
+        report["intact"], true,
+        "the chain itself is intact: {report}"
+    );
+    let checked = &report["recordings"];
+    let problems = checked["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 2, "{checked}");
+    assert!(
+        problems.iter().any(|p| p["session"] == other.as_str()
+            && p["status"] == "tampered"
+            && p["message"].as_str().is_some_and(|m| m.contains("frame"))),
+        "{checked}"
+    );
+    assert!(
+        problems.iter().any(|p| p["session"] == id.as_str()),
+        "{checked}"
+    );
+    assert!(checked["checked"].as_u64().unwrap() >= 2, "{checked}");
+
     std::fs::write(&file, &original).expect("restore");
+    std::fs::write(&other_file, &other_bytes).expect("restore");
     let out = gw.admin.ok(&["recording", "verify", &id]);
     out.assert_stdout_contains("intact");
+    gw.admin
+        .ok(&["audit", "verify", "--recordings"])
+        .assert_stdout_contains(" 0 not intact");
     let audit = gw.audit();
     find_entry(&audit, "recording.verify", |e| {
         e["outcome"] == "failure" && e["details"]["status"] == "tampered"
+    });
+    find_entry(&audit, "recording.verify_all", |e| {
+        e["outcome"] == "failure" && e["details"]["problems"] == 2
     });
 }
