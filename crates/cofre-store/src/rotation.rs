@@ -20,6 +20,9 @@ pub struct RotationRow {
     pub verify_every_seconds: Option<i64>,
     pub due_at: Option<i64>,
     pub due_trigger: Option<String>,
+    /// The method and account a deferred `credential rotate` asked for (None: the settings').
+    pub due_method: Option<String>,
+    pub due_as: Option<String>,
     pub lease_owner: Option<String>,
     pub lease_until: Option<i64>,
     pub pending_version: Option<i64>,
@@ -42,7 +45,7 @@ pub struct RotationRow {
 
 const COLUMNS: &str = "r.credential_id, t.name AS target, c.account, c.kind, c.current_version, \
     r.method, r.as_account, r.every_seconds, r.after_reveal, r.after_session, r.after_grant, \
-    r.verify_every_seconds, r.due_at, r.due_trigger, r.lease_owner, r.lease_until, \
+    r.verify_every_seconds, r.due_at, r.due_trigger, r.due_method, r.due_as, r.lease_owner, r.lease_until, \
     r.pending_version, r.pending_method, r.pending_as, r.pending_trigger, r.last_at, \
     r.last_trigger, r.last_method, r.last_outcome, r.last_reason, r.last_success_at, \
     r.last_verify_at, r.last_verify_outcome, r.failures, r.retry_at, r.template_version";
@@ -66,6 +69,8 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<RotationRow> {
         verify_every_seconds: row.try_get("verify_every_seconds")?,
         due_at: row.try_get("due_at")?,
         due_trigger: row.try_get("due_trigger")?,
+        due_method: row.try_get("due_method")?,
+        due_as: row.try_get("due_as")?,
         lease_owner: row.try_get("lease_owner")?,
         lease_until: row.try_get("lease_until")?,
         pending_version: row.try_get("pending_version")?,
@@ -298,12 +303,16 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Asks for a rotation (kept if one is asked for already: the earliest trigger stays).
+    /// Asks for a rotation (kept if one is asked for already: the earliest trigger stays). A
+    /// method or account given by hand is kept for the deferred run even then: the next rotation
+    /// is the one the admin asked for.
     pub async fn mark_rotation_due(
         &mut self,
         credential_id: i64,
         at: i64,
         trigger: &str,
+        method: Option<&str>,
+        as_account: Option<&str>,
     ) -> Result<()> {
         self.ensure_rotation_row(credential_id).await?;
         sqlx::query(
@@ -315,6 +324,16 @@ impl WriteTx {
         .bind(credential_id)
         .execute(&mut *self.tx)
         .await?;
+        if method.is_some() || as_account.is_some() {
+            sqlx::query(
+                "UPDATE credential_rotation SET due_method = $1, due_as = $2 WHERE credential_id = $3",
+            )
+            .bind(method)
+            .bind(as_account)
+            .bind(credential_id)
+            .execute(&mut *self.tx)
+            .await?;
+        }
         Ok(())
     }
 
@@ -335,7 +354,8 @@ impl WriteTx {
         self.ensure_rotation_row(credential_id).await?;
         let done = sqlx::query(
             "UPDATE credential_rotation SET lease_owner = $1, lease_until = $2, pending_version = $3, \
-             pending_method = $4, pending_as = $5, pending_trigger = $6, due_at = NULL, due_trigger = NULL \
+             pending_method = $4, pending_as = $5, pending_trigger = $6, due_at = NULL, due_trigger = NULL, \
+             due_method = NULL, due_as = NULL \
              WHERE credential_id = $7 AND pending_version IS NULL \
              AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until < $8)",
         )

@@ -692,7 +692,7 @@ impl App {
             return Ok(());
         }
         let mut tx = self.store.write().await?;
-        tx.mark_rotation_due(cred.id, self.now().unix_timestamp(), trigger)
+        tx.mark_rotation_due(cred.id, self.now().unix_timestamp(), trigger, None, None)
             .await?;
         self.commit(
             tx,
@@ -745,8 +745,14 @@ impl Vault<'_> {
         let live = self.store.live_sessions_on(target, account).await?;
         if live > 0 {
             let mut tx = self.store.write().await?;
-            tx.mark_rotation_due(cred.id, self.now().unix_timestamp(), "manual")
-                .await?;
+            tx.mark_rotation_due(
+                cred.id,
+                self.now().unix_timestamp(),
+                "manual",
+                req.method.as_deref(),
+                req.as_account.as_deref(),
+            )
+            .await?;
             self.commit(
                 tx,
                 NewAuditEntry::new(
@@ -755,6 +761,7 @@ impl Vault<'_> {
                     format!("credential:{target}/{account}"),
                 )
                 .detail("trigger", "manual")
+                .detail("method", plan.method.as_str())
                 .detail("waiting_for", format!("{live} live session(s)")),
             )
             .await?;
@@ -1498,7 +1505,7 @@ impl App {
         let now = self.now().unix_timestamp();
         for (id, target, account) in self.store.rotations_after_grant(now).await? {
             let mut tx = self.store.write().await?;
-            tx.mark_rotation_due(id, now, "grant").await?;
+            tx.mark_rotation_due(id, now, "grant", None, None).await?;
             self.commit(
                 tx,
                 NewAuditEntry::new(
@@ -1546,7 +1553,15 @@ impl App {
             let Ok(cred) = self.live_credential(&r.target, &r.account).await else {
                 continue;
             };
-            let plan = match self.plan_with_template(&cred, Some(&r), None, None).await {
+            let plan = match self
+                .plan_with_template(
+                    &cred,
+                    Some(&r),
+                    r.due_method.as_deref(),
+                    r.due_as.as_deref(),
+                )
+                .await
+            {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(credential = %name, error = %e, "rotation settings do not fit the credential");

@@ -589,6 +589,10 @@ fn a_rotation_waits_for_the_live_session() {
     assert_eq!(version, 2);
     assert!(password_login_works(&gw, &u.name, &new));
     assert!(!password_login_works(&gw, &u.name, &old));
+    // It ran the way it was asked for, not with the (unset) settings' default.
+    let last = rotate_entries(&gw, &u.name).pop().unwrap();
+    assert_eq!(last["details"]["method"], "chpasswd", "{last:#}");
+    assert_eq!(last["details"]["trigger"], "manual", "{last:#}");
 }
 
 /// `set-rotation --after-reveal`: alice's reveal makes it rotate (the secret she saw stops
@@ -1012,4 +1016,66 @@ fn rotation_input_names_the_field() {
         assert_eq!(r.field(), Some("template"));
         assert!(r.text.contains(says), "{}", r.text);
     }
+}
+
+/// Two rotations of one credential never run at once, across nodes too: while another node
+/// holds the credential's lease in the shared database (a row as that node writes it), a
+/// rotation here is refused and leaves the target alone; once the lease has run out, it runs.
+#[test]
+fn a_lease_held_by_another_node_keeps_a_rotation_out() {
+    let Some(gw) = setup(Backend::Postgres, &[], None) else {
+        return;
+    };
+    let u = LocalUser::new("crl");
+    let old = format!("Old-{}-pw", random_hex(8));
+    u.set_password(&old);
+    add_password_credential(&gw, &u.name, &old);
+    gw.admin.ok(&[
+        "credential",
+        "set-rotation",
+        "db01",
+        &u.name,
+        "--method",
+        "chpasswd",
+        "--as",
+        "db01/root",
+    ]);
+    let url = gw.inst.db_url_for_tests();
+    let set_lease = |until: &str| {
+        sql_exec(
+            &url,
+            &[format!(
+                "UPDATE credential_rotation SET lease_owner = 'node-elsewhere', lease_until = {until} \
+                 WHERE credential_id = (SELECT c.id FROM credentials c JOIN targets t ON t.id = c.target_id \
+                 WHERE t.name = 'db01' AND c.account = {})",
+                sql_quote(&u.name)
+            )],
+        )
+        .expect("writing the other node's lease");
+    };
+    set_lease("CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) + 600");
+
+    let out = rotate(&gw, &u.name, &[]);
+    assert_ne!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.all().contains("already in progress"),
+        "the refusal does not say why: {}",
+        out.all()
+    );
+    assert_eq!(reveal(&gw, &u.name, None), (1, old.clone()));
+    assert!(
+        password_login_works(&gw, &u.name, &old),
+        "the refused rotation touched the target"
+    );
+    assert!(rotate_entries(&gw, &u.name).is_empty());
+
+    // A minute past (not a second: the cast rounds, and the server compares whole seconds).
+    set_lease("CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) - 60");
+    let out = rotate(&gw, &u.name, &[]);
+    out.assert_ok();
+    assert_eq!(out.json()["outcome"], "rotated", "{}", out.stdout);
+    let (version, new) = reveal(&gw, &u.name, None);
+    assert_eq!(version, 2);
+    assert!(password_login_works(&gw, &u.name, &new));
+    assert!(!password_login_works(&gw, &u.name, &old));
 }
