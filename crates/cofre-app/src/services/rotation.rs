@@ -235,6 +235,18 @@ fn authorized_keys_command(
 }
 
 /// The scheduler's back-off after the n-th failure in a row: 1 min, 2, 4, ... at most 1 h.
+/// When a credential's next rotation is due. A failed automatic attempt's back-off holds every
+/// trigger, the schedule too: otherwise `--every` would retry on each scheduler round.
+fn next_rotation_at(r: &RotationRow) -> Option<i64> {
+    if r.retry_at.is_some() {
+        return r.retry_at;
+    }
+    let every = r
+        .every_seconds
+        .map(|e| r.last_success_at.unwrap_or(0).max(0) + e);
+    [r.due_at, every].into_iter().flatten().min()
+}
+
 fn backoff_seconds(failures: i64) -> i64 {
     let n = u32::try_from(failures.clamp(0, 6)).unwrap_or(6);
     (60 * 2i64.pow(n)).min(3600)
@@ -587,15 +599,7 @@ impl Vault<'_> {
 
 impl App {
     async fn rotation_info(&self, r: RotationRow) -> Result<RotationInfo> {
-        let next = [
-            r.due_at,
-            r.retry_at,
-            r.every_seconds
-                .map(|e| r.last_success_at.unwrap_or(0).max(0) + e),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let next = next_rotation_at(&r);
         let waiting_for = if r.due_at.is_some() || r.retry_at.is_some() {
             let live = self.store.live_sessions_on(&r.target, &r.account).await?;
             (live > 0).then(|| format!("{live} live session(s) on {}/{}", r.target, r.account))
@@ -1532,11 +1536,7 @@ impl App {
                     tracing::error!(credential = %name, error = %e, "scheduled verify failed");
                 }
             }
-            let rotate_due = r.due_at.is_some_and(|d| d <= now)
-                || r.retry_at.is_some_and(|d| d <= now)
-                || r.every_seconds
-                    .is_some_and(|e| r.last_success_at.unwrap_or(0) + e <= now);
-            if !rotate_due {
+            if !next_rotation_at(&r).is_some_and(|at| at <= now) {
                 continue;
             }
             if self.store.live_sessions_on(&r.target, &r.account).await? > 0 {
@@ -1678,5 +1678,34 @@ fn optional_duration(field: &str, value: Option<&str>) -> Result<Option<i64>> {
     match value.map(str::trim).filter(|s| !s.is_empty()) {
         Some(v) => Ok(Some(cofre_core::when::parse_duration(field, v)?)),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_back_off_holds_the_schedule_and_the_triggers() {
+        let scheduled = RotationRow {
+            every_seconds: Some(30),
+            last_success_at: Some(1000),
+            ..RotationRow::default()
+        };
+        assert_eq!(next_rotation_at(&scheduled), Some(1030));
+        let asked = RotationRow {
+            due_at: Some(1010),
+            ..scheduled.clone()
+        };
+        assert_eq!(next_rotation_at(&asked), Some(1010));
+        let failed = RotationRow {
+            retry_at: Some(1100),
+            ..asked
+        };
+        assert_eq!(next_rotation_at(&failed), Some(1100));
+        assert_eq!(next_rotation_at(&RotationRow::default()), None);
+        assert_eq!(backoff_seconds(0), 60);
+        assert_eq!(backoff_seconds(1), 120);
+        assert_eq!(backoff_seconds(40), 3600);
     }
 }

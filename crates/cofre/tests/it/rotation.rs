@@ -1079,3 +1079,67 @@ fn a_lease_held_by_another_node_keeps_a_rotation_out() {
     assert!(password_login_works(&gw, &u.name, &new));
     assert!(!password_login_works(&gw, &u.name, &old));
 }
+
+/// A scheduled rotation that the target refuses is retried with back-off, not on every
+/// scheduler round: with `--every 1s` and a verify each second (so each round reads the row),
+/// two further rounds pass without a second attempt, and the next one is a minute after the
+/// failure.
+#[test]
+fn a_failing_scheduled_rotation_backs_off() {
+    let Some(gw) = setup(Backend::Sqlite, &[], None) else {
+        return;
+    };
+    let u = LocalUser::new("crb");
+    let old = format!("Old-{}-pw", random_hex(8));
+    u.set_password(&old);
+    let mut chage = Command::new("chage");
+    chage.args(["-m", "30", &u.name]);
+    run_command(chage, None, "chage").assert_ok();
+    add_password_credential(&gw, &u.name, &old);
+    gw.admin.ok(&[
+        "credential",
+        "set-rotation",
+        "db01",
+        &u.name,
+        "--method",
+        "passwd",
+        "--every",
+        "1s",
+        "--verify-every",
+        "1s",
+    ]);
+    wait_until("the scheduled attempt", Duration::from_secs(60), || {
+        status_of(&gw, &u.name)["failures"] == 1
+    });
+    let failed = status_of(&gw, &u.name);
+    assert_eq!(failed["last_outcome"], "failed", "{failed:#}");
+    let at = |field: &str, s: &Value| {
+        time::OffsetDateTime::parse(
+            s[field].as_str().unwrap_or_default(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap_or_else(|e| panic!("{field} in {s:#}: {e}"))
+    };
+    assert_eq!(
+        (at("next_at", &failed) - at("last_at", &failed)).whole_seconds(),
+        60,
+        "{failed:#}"
+    );
+    for round in 0..2 {
+        let seen = status_of(&gw, &u.name)["last_verify_at"].clone();
+        wait_until(
+            &format!("scheduler round {round} after the failure"),
+            Duration::from_secs(60),
+            || status_of(&gw, &u.name)["last_verify_at"] != seen,
+        );
+    }
+    let now = status_of(&gw, &u.name);
+    assert_eq!(now["failures"], 1, "retried before its back-off: {now:#}");
+    let attempts = rotate_entries(&gw, &u.name)
+        .into_iter()
+        .filter(|e| e["outcome"] == "failed")
+        .count();
+    assert_eq!(attempts, 1);
+    assert_eq!(reveal(&gw, &u.name, None), (1, old.clone()));
+    assert!(password_login_works(&gw, &u.name, &old));
+}
