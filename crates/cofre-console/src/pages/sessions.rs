@@ -130,7 +130,7 @@ pub(crate) async fn player(
         &["xterm.js", "player.js"],
         &["xterm.css"],
         html! {
-            p role="status" { "Integrity: " (serde_json::to_value(&check).ok().and_then(|j| j.get("intact").map(|i| if i == true { "intact" } else { "NOT intact" })).unwrap_or("unknown")) }
+            p role="status" { "Integrity: " strong { (check.status) } " — " (check.message) }
             div id="player" data-cast={ "/recordings/" (enc) "/cast" } {
                 div class="controls" role="group" aria-label="Playback" {
                     button type="button" id="play" { "Play" }
