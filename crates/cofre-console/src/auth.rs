@@ -123,11 +123,9 @@ pub(crate) struct Change<T> {
 }
 
 #[derive(Deserialize)]
-struct WithCsrf<T> {
+struct CsrfField {
     #[serde(default)]
     csrf: String,
-    #[serde(flatten)]
-    form: T,
 }
 
 impl<T: DeserializeOwned + Send> FromRequest<Console> for Change<T> {
@@ -136,23 +134,21 @@ impl<T: DeserializeOwned + Send> FromRequest<Console> for Change<T> {
     async fn from_request(req: Request, state: &Console) -> Result<Self, Response> {
         let (mut parts, body) = req.into_parts();
         let viewer = Viewer::from_request_parts(&mut parts, state).await?;
-        // Checked before the body is parsed: a forged request learns nothing from a parse error.
         if !same_origin(&parts.headers) {
             return Err(PageError::csrf().into_response());
         }
         let req = Request::from_parts(parts, body);
-        let axum::Form(WithCsrf::<T> { csrf, form }) =
-            axum::Form::<WithCsrf<T>>::from_request(req, state)
-                .await
-                .map_err(|e| {
-                    let csrf_missing = e.body_text().contains("csrf");
-                    if csrf_missing {
-                        PageError::csrf().into_response()
-                    } else {
-                        PageError::new(StatusCode::BAD_REQUEST, e.body_text()).into_response()
-                    }
-                })?;
-        viewer.check_csrf(&csrf).map_err(IntoResponse::into_response)?;
+        let axum::extract::RawForm(bytes) = axum::extract::RawForm::from_request(req, state)
+            .await
+            .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e.body_text()).into_response())?;
+        // The token first: a forged request learns nothing from how its form would parse.
+        let token = serde_urlencoded::from_bytes::<CsrfField>(&bytes)
+            .map(|f| f.csrf)
+            .unwrap_or_default();
+        viewer.check_csrf(&token).map_err(IntoResponse::into_response)?;
+        let form = serde_urlencoded::from_bytes::<T>(&bytes).map_err(|e| {
+            PageError::new(StatusCode::BAD_REQUEST, format!("the form: {e}")).into_response()
+        })?;
         Ok(Change { viewer, form })
     }
 }

@@ -45,7 +45,7 @@ pub const WEB_SHELL: &str = "web-shell";
 /// The console's routes, to merge into the HTTPS server's router (any state: the console
 /// carries its own).
 pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
-    Router::new()
+    Router::<Console>::new()
         .route("/", get(pages::home))
         .route("/login", get(pages::auth::login_form).post(pages::auth::login))
         .route("/logout", post(pages::auth::logout))

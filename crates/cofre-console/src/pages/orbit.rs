@@ -12,8 +12,8 @@ fn section(title: &str, r: Result<serde_json::Value, cofre_app::error::Error>) -
         section aria-labelledby={ "s-" (title) } {
             h2 id={ "s-" (title) } { (title) }
             @match r {
-                Ok(v) => (layout::json_view(&v)),
-                Err(e) => p role="alert" { (e.message) },
+                Ok(v) => { (layout::json_view(&v)) }
+                Err(e) => { p role="alert" { (e.message) } }
             }
         }
     }
