@@ -59,7 +59,6 @@ pub(crate) fn csrf_token(session_token: &str) -> String {
 /// The logged-in viewer of a page.
 pub(crate) struct Viewer {
     pub(crate) who: Principal,
-    token: String,
     pub(crate) csrf: String,
 }
 
@@ -70,9 +69,6 @@ impl Viewer {
         } else {
             Err(PageError::csrf())
         }
-    }
-    pub(crate) fn token(&self) -> &str {
-        &self.token
     }
 }
 
@@ -102,7 +98,7 @@ impl FromRequestParts<Console> for Viewer {
             return Err(Redirect::to("/password").into_response());
         }
         let csrf = csrf_token(&token);
-        Ok(Viewer { who, token, csrf })
+        Ok(Viewer { who, csrf })
     }
 }
 
