@@ -142,7 +142,7 @@ pub(crate) async fn player(
                     label for="speed" { "Speed" }
                     select id="speed" { option value="0.5" { "0.5×" } option value="1" selected { "1×" } option value="2" { "2×" } option value="4" { "4×" } option value="8" { "8×" } }
                 }
-                div id="screen" class="terminal" role="img" aria-label="The session's terminal as it was recorded" {}
+                section id="screen" class="terminal" aria-label="The session's terminal as it was recorded" {}
                 h2 { "Markers" }
                 p { "Commands, file transfers and the session's end; choose one to jump to it." }
                 ol id="markers" {}

@@ -141,7 +141,9 @@ fn every_role_in_a_real_browser() {
     }
 
     // The web session is a session like the gateway's: listed with its kind, recorded, its
-    // start and end audited, its recording whole.
+    // start and end audited, its recording whole. (A new client: the server closed the first
+    // one's idle connection while the browser ran.)
+    let api = server.api();
     let sessions = api.get("/api/v1/sessions", Some(&admin));
     let web = sessions.body["items"]
         .as_array()
