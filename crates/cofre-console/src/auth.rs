@@ -93,8 +93,7 @@ impl FromRequestParts<Console> for Viewer {
             }
             Err(e) => return Err(PageError::from(e).into_response()),
         };
-        if who.scope() == TokenScope::PasswordChange && !open_to_password_change(parts.uri.path())
-        {
+        if who.scope() == TokenScope::PasswordChange && !open_to_password_change(parts.uri.path()) {
             return Err(Redirect::to("/password").into_response());
         }
         let csrf = csrf_token(&token);
@@ -141,7 +140,9 @@ impl<T: DeserializeOwned + Send> FromRequest<Console> for Change<T> {
         let token = serde_urlencoded::from_bytes::<CsrfField>(&bytes)
             .map(|f| f.csrf)
             .unwrap_or_default();
-        viewer.check_csrf(&token).map_err(IntoResponse::into_response)?;
+        viewer
+            .check_csrf(&token)
+            .map_err(IntoResponse::into_response)?;
         let form = serde_urlencoded::from_bytes::<T>(&bytes).map_err(|e| {
             PageError::new(StatusCode::BAD_REQUEST, format!("the form: {e}")).into_response()
         })?;

@@ -47,7 +47,10 @@ pub const WEB_SHELL: &str = "web-shell";
 pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
     Router::<Console>::new()
         .route("/", get(pages::home))
-        .route("/login", get(pages::auth::login_form).post(pages::auth::login))
+        .route(
+            "/login",
+            get(pages::auth::login_form).post(pages::auth::login),
+        )
         .route("/logout", post(pages::auth::logout))
         .route(
             "/password",
@@ -78,9 +81,15 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
         .route("/requests/{id}/decide", post(pages::requests::decide))
         .route("/grants", get(pages::requests::grants))
         .route("/grants/{id}/revoke", post(pages::requests::revoke))
-        .route("/users", get(pages::admin::users).post(pages::admin::create_user))
+        .route(
+            "/users",
+            get(pages::admin::users).post(pages::admin::create_user),
+        )
         .route("/users/{name}/unlock", post(pages::admin::unlock_user))
-        .route("/groups", get(pages::admin::groups).post(pages::admin::create_group))
+        .route(
+            "/groups",
+            get(pages::admin::groups).post(pages::admin::create_group),
+        )
         .route("/groups/members", post(pages::admin::add_member))
         .route("/policies", get(pages::admin::policies))
         .route("/audit", get(pages::audit::trail))

@@ -116,7 +116,11 @@ async fn run(
         "title": format!("{}:{}@{}", login.user, account, target),
         "env": { "TERM": "xterm-256color", "SHELL": null },
     });
-    let reason = open.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    let reason = open
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
     let request = Request {
         principal: &v.who,
         login: &login,
@@ -129,14 +133,18 @@ async fn run(
         Ok(s) => s,
         Err(refused) => {
             let _ = socket
-                .send(text(serde_json::json!({"type": "ended", "reason": refused.0, "exit_status": null})))
+                .send(text(
+                    serde_json::json!({"type": "ended", "reason": refused.0, "exit_status": null}),
+                ))
                 .await;
             let _ = socket.send(Message::Close(None)).await;
             return;
         }
     };
     let _ = socket
-        .send(text(serde_json::json!({"type": "started", "session": session.id})))
+        .send(text(
+            serde_json::json!({"type": "started", "session": session.id}),
+        ))
         .await;
     let (to_session, input) = mpsc::channel::<Input>(64);
     let (output, mut from_session) = mpsc::channel::<Output>(64);
@@ -199,4 +207,3 @@ fn resize(t: &str) -> Option<(u32, u32)> {
     let rows = u32::try_from(v.get("rows")?.as_u64()?).ok()?.clamp(5, 300);
     Some((cols, rows))
 }
-

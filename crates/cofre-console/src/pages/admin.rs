@@ -11,7 +11,12 @@ use cofre_app::services::governance::Applied;
 use maud::html;
 use serde::Deserialize;
 
-fn held(v: &Viewer, current: &str, title: &str, c: &cofre_proto::governance::ChangeInfo) -> axum::response::Response {
+fn held(
+    v: &Viewer,
+    current: &str,
+    title: &str,
+    c: &cofre_proto::governance::ChangeInfo,
+) -> axum::response::Response {
     layout::page(
         v,
         current,

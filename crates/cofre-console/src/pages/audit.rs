@@ -66,7 +66,12 @@ pub(crate) async fn trail(
     }
     let next = cursor.map(|c| {
         let mut q = format!("?cursor={}", super::urlencode(&c));
-        for (k, val) in [("actor", &f.actor), ("action", &f.action), ("object", &f.object), ("since", &f.since)] {
+        for (k, val) in [
+            ("actor", &f.actor),
+            ("action", &f.action),
+            ("object", &f.object),
+            ("since", &f.since),
+        ] {
             if let Some(val) = val {
                 q.push_str(&format!("&{k}={}", super::urlencode(val)));
             }

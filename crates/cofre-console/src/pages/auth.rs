@@ -2,8 +2,7 @@
 //! QR code, logout: the accounts service's, with the API's lockout and audit.
 
 use crate::auth::{
-    cleared_cookie, cross_site_refusal, same_origin, session_cookie, Change, Source,
-    Viewer,
+    cleared_cookie, cross_site_refusal, same_origin, session_cookie, Change, Source, Viewer,
 };
 use crate::layout::{self, csrf_field, notice, PageError, PageResult};
 use crate::Console;
@@ -12,11 +11,15 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use cofre_app::error::ErrorCode;
 use cofre_app::services::accounts::LoginInput;
-use cofre_proto::{TotpEnrollRequest, SecretString};
+use cofre_proto::{SecretString, TotpEnrollRequest};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-fn login_page(status: StatusCode, message: Option<&str>, totp_for: Option<(&str, &str)>) -> Response {
+fn login_page(
+    status: StatusCode,
+    message: Option<&str>,
+    totp_for: Option<(&str, &str)>,
+) -> Response {
     layout::bare(
         status,
         "Log in",
@@ -68,7 +71,11 @@ pub(crate) async fn login(
     if let Err(e) = cofre_core::names::check_text("username", &f.username, 64) {
         return login_page(StatusCode::BAD_REQUEST, Some(&e.to_string()), None);
     }
-    let code = f.totp_code.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    let code = f
+        .totp_code
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
     let r = c
         .app
         .accounts()
@@ -115,7 +122,8 @@ pub(crate) struct Empty {}
 pub(crate) async fn logout(State(c): State<Console>, ch: Change<Empty>) -> PageResult {
     c.app.accounts().logout(&ch.viewer.who).await?;
     let mut res = Redirect::to("/login").into_response();
-    res.headers_mut().insert(header::SET_COOKIE, cleared_cookie());
+    res.headers_mut()
+        .insert(header::SET_COOKIE, cleared_cookie());
     Ok(res)
 }
 
@@ -137,7 +145,12 @@ fn password_body(v: &Viewer, message: Option<&str>) -> Markup {
 }
 
 pub(crate) async fn password_form(v: Viewer) -> Response {
-    layout::page(&v, "/password", "Change your password", password_body(&v, None))
+    layout::page(
+        &v,
+        "/password",
+        "Change your password",
+        password_body(&v, None),
+    )
 }
 
 #[derive(Deserialize)]
@@ -155,12 +168,17 @@ pub(crate) async fn change_password(
     let r = c
         .app
         .accounts()
-        .change_password(&v.who, &ch.form.current_password, &ch.form.new_password, &src)
+        .change_password(
+            &v.who,
+            &ch.form.current_password,
+            &ch.form.new_password,
+            &src,
+        )
         .await;
     match r {
         Ok(done) => {
-            let mut res = Redirect::to(if done.token.is_some() { "/" } else { "/login" })
-                .into_response();
+            let mut res =
+                Redirect::to(if done.token.is_some() { "/" } else { "/login" }).into_response();
             let cookie = match &done.token {
                 Some(t) => session_cookie(
                     t.expose(),
@@ -174,7 +192,12 @@ pub(crate) async fn change_password(
         }
         Err(e) => {
             let status = layout::status_of(e.kind);
-            let mut res = layout::page(v, "/password", "Change your password", password_body(v, Some(&PageError::from(e).message)));
+            let mut res = layout::page(
+                v,
+                "/password",
+                "Change your password",
+                password_body(v, Some(&PageError::from(e).message)),
+            );
             *res.status_mut() = status;
             res
         }
@@ -201,7 +224,12 @@ fn totp_body(v: &Viewer, enabled: bool, message: Option<&str>) -> Markup {
 
 pub(crate) async fn totp_page(State(c): State<Console>, v: Viewer) -> PageResult {
     let me = c.app.accounts().whoami(&v.who).await?;
-    Ok(layout::page(&v, "/totp", "Two-factor (TOTP)", totp_body(&v, me.totp_enabled, None)))
+    Ok(layout::page(
+        &v,
+        "/totp",
+        "Two-factor (TOTP)",
+        totp_body(&v, me.totp_enabled, None),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -234,7 +262,11 @@ pub(crate) async fn totp_enroll(
 ) -> PageResult {
     let v = &ch.viewer;
     let req = TotpEnrollRequest {
-        password: ch.form.password.filter(|p| !p.is_empty()).map(SecretString::new),
+        password: ch
+            .form
+            .password
+            .filter(|p| !p.is_empty())
+            .map(SecretString::new),
         totp_code: ch.form.totp_code.filter(|p| !p.is_empty()),
     };
     let r = c.app.accounts().enroll_totp(&v.who, &req, &src).await?;
@@ -265,7 +297,10 @@ pub(crate) struct ConfirmForm {
 }
 
 pub(crate) async fn totp_confirm(State(c): State<Console>, ch: Change<ConfirmForm>) -> PageResult {
-    c.app.accounts().confirm_totp(&ch.viewer.who, &ch.form.code).await?;
+    c.app
+        .accounts()
+        .confirm_totp(&ch.viewer.who, &ch.form.code)
+        .await?;
     Ok(layout::page(
         &ch.viewer,
         "/totp",

@@ -19,7 +19,9 @@ fn section(title: &str, r: Result<serde_json::Value, cofre_app::error::Error>) -
     }
 }
 
-fn json<T: serde::Serialize>(r: Result<T, cofre_app::error::Error>) -> Result<serde_json::Value, cofre_app::error::Error> {
+fn json<T: serde::Serialize>(
+    r: Result<T, cofre_app::error::Error>,
+) -> Result<serde_json::Value, cofre_app::error::Error> {
     r.and_then(|t| {
         serde_json::to_value(t).map_err(|e| cofre_app::error::Error::internal("rendering Orbit", e))
     })

@@ -98,7 +98,11 @@ pub(crate) async fn create(State(c): State<Console>, ch: Change<NewRequest>) -> 
         start: None,
         duration: f.duration.filter(|d| !d.trim().is_empty()),
     };
-    let r = c.app.approvals().create_request(&ch.viewer.who, &req).await?;
+    let r = c
+        .app
+        .approvals()
+        .create_request(&ch.viewer.who, &req)
+        .await?;
     Ok(Redirect::to(&format!("/requests/{}", urlencode(&r.id))).into_response())
 }
 

@@ -84,7 +84,12 @@ pub(crate) async fn terminate(
     Path(id): Path<String>,
     ch: Change<TerminateForm>,
 ) -> PageResult {
-    let reason = ch.form.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    let reason = ch
+        .form
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
     c.app
         .sessions()
         .kill_session(&ch.viewer.who, &id, reason)
@@ -162,8 +167,9 @@ pub(crate) async fn cast(
         .sessions()
         .export_recording(&v.who, &id, RecordingFormat::Asciicast, None)
         .await?;
-    let body = axum::body::Body::from_stream(futures::stream::unfold(frames, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
+    let body =
+        axum::body::Body::from_stream(futures::stream::unfold(frames, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
     Ok(([("content-type", "application/x-asciicast")], body).into_response())
 }

@@ -18,8 +18,12 @@ fn coverage(o: Option<Outcome>) -> Markup {
     match o {
         None => html! { span class="tag deny" { "not covered" } },
         Some(Outcome::Allow) => html! { span class="tag allow" { "allow" } },
-        Some(Outcome::Justify) => html! { span class="tag justify" { "justify: a reason is asked" } },
-        Some(Outcome::Approve) => html! { span class="tag approve" { "approve: request access first" } },
+        Some(Outcome::Justify) => {
+            html! { span class="tag justify" { "justify: a reason is asked" } }
+        }
+        Some(Outcome::Approve) => {
+            html! { span class="tag approve" { "approve: request access first" } }
+        }
     }
 }
 
@@ -92,10 +96,7 @@ fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
-pub(crate) async fn create_target(
-    State(c): State<Console>,
-    ch: Change<TargetForm>,
-) -> PageResult {
+pub(crate) async fn create_target(State(c): State<Console>, ch: Change<TargetForm>) -> PageResult {
     let f = ch.form;
     let port = match f.port.trim() {
         "" => None,

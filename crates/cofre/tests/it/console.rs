@@ -378,8 +378,17 @@ fn console_pages_per_role() {
     bogus.cookie = Some(format!("cofre_{}", random_hex(40)));
     let r = bogus.get("/");
     assert_eq!((r.status, location(&r)), (303, "/login"));
-    assert!(cookie_from(&r).is_some_and(|c| c.is_empty()), "{:?}", r.headers);
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        cookie_from(&r).is_some_and(|c| c.is_empty()),
+        "{:?}",
+        r.headers
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// The login form with a one-time password (forced change), TOTP enrolment with a QR code, the
@@ -405,7 +414,11 @@ fn console_login_password_change_and_totp() {
     let pw = new_password("carol");
     let r = b.post(
         "/password",
-        &[("current_password", &otp), ("new_password", &pw), ("csrf", &csrf)],
+        &[
+            ("current_password", &otp),
+            ("new_password", &pw),
+            ("csrf", &csrf),
+        ],
     );
     assert_eq!((r.status, location(&r)), (303, "/"), "{}", r.text);
     b.cookie = cookie_from(&r);
@@ -417,7 +430,11 @@ fn console_login_password_change_and_totp() {
     let csrf = csrf_of(&home.text);
     let r = b.post("/totp/enroll", &[("csrf", &csrf)]);
     assert_eq!(r.status, 200, "{}", r.text);
-    assert!(r.text.contains("<img src=\"data:image/svg+xml;base64,"), "{}", r.text);
+    assert!(
+        r.text.contains("<img src=\"data:image/svg+xml;base64,"),
+        "{}",
+        r.text
+    );
     let secret = r
         .text
         .split("<code class=\"secret\">")
@@ -433,7 +450,10 @@ fn console_login_password_change_and_totp() {
         / 30;
     let r = b.post(
         "/totp/confirm",
-        &[("code", &totp_at_step(&seed, step)), ("csrf", &csrf_of(&r.text))],
+        &[
+            ("code", &totp_at_step(&seed, step)),
+            ("csrf", &csrf_of(&r.text)),
+        ],
     );
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.text.contains("TOTP is enabled"));
@@ -463,7 +483,12 @@ fn console_login_password_change_and_totp() {
         .filter(|e| e["actor"] == "carol")
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    for want in ["auth.login", "auth.logout", "auth.totp_enabled", "auth.login_failed"] {
+    for want in [
+        "auth.login",
+        "auth.logout",
+        "auth.totp_enabled",
+        "auth.login_failed",
+    ] {
         assert!(actions.contains(&want), "{want} in {actions:?}");
     }
 
@@ -564,7 +589,10 @@ fn console_escapes_markup_and_sets_headers() {
     }
     let r = auditor.get("/audit?action=request");
     assert_eq!(r.status, 200);
-    assert!(!r.text.contains(XSS), "the audit trail renders the markup raw");
+    assert!(
+        !r.text.contains(XSS),
+        "the audit trail renders the markup raw"
+    );
 
     // Headers: the CSP and friends.
     let r = b.get("/");
@@ -576,8 +604,14 @@ fn console_escapes_markup_and_sets_headers() {
             .to_owned()
     };
     let csp = h("content-security-policy");
-    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
-    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(h("cache-control"), "no-store");
     assert_eq!(h("x-frame-options"), "DENY");
@@ -590,12 +624,19 @@ fn console_escapes_markup_and_sets_headers() {
         .nth(1)
         .and_then(|s| s.split('"').next())
         .expect("a style sheet");
-    assert!(css.starts_with("console.") && css.ends_with(".css"), "{css}");
+    assert!(
+        css.starts_with("console.") && css.ends_with(".css"),
+        "{css}"
+    );
     let a = b.get(&format!("/assets/{css}"));
     assert_eq!(a.status, 200);
     assert_eq!(
         a.headers.get("cache-control").and_then(|v| v.to_str().ok()),
         Some("public, max-age=31536000, immutable")
     );
-    assert_eq!(b.get("/assets/console.css").status, 404, "only hashed names");
+    assert_eq!(
+        b.get("/assets/console.css").status,
+        404,
+        "only hashed names"
+    );
 }

@@ -137,7 +137,10 @@ fn every_role_in_a_real_browser() {
     assert!(ended.contains("terminated by admin"), "{results}");
     for p in results["pages"].as_array().expect("pages") {
         let p = Path::new(p.as_str().unwrap());
-        assert!(p.exists() && std::fs::metadata(p).unwrap().len() > 1000, "{p:?}");
+        assert!(
+            p.exists() && std::fs::metadata(p).unwrap().len() > 1000,
+            "{p:?}"
+        );
     }
 
     // The web session is a session like the gateway's: listed with its kind, recorded, its
@@ -155,7 +158,10 @@ fn every_role_in_a_real_browser() {
     assert_eq!(web["live"], false);
     assert_eq!(web["username"], "alice");
     let id = web["id"].as_str().unwrap();
-    let v = api.get(&format!("/api/v1/sessions/{id}/recording/verify"), Some(&admin));
+    let v = api.get(
+        &format!("/api/v1/sessions/{id}/recording/verify"),
+        Some(&admin),
+    );
     v.assert_ok();
     assert_eq!(v.body["status"], "intact", "{}", v.text);
     let cast = api.get(&format!("/api/v1/sessions/{id}/recording"), Some(&admin));
