@@ -132,6 +132,18 @@ pub(crate) async fn target(
     let how = c.app.sessions().decide_session(&v.who, &name).await?;
     let user = v.who.require(Action::UseCredentials).is_ok();
     let admin = v.who.require(Action::ManageTargets).is_ok();
+    // Version history (metadata only) where the role may read it.
+    let mut history = Vec::new();
+    if v.who.require(Action::ViewCredentialHistory).is_ok() {
+        for cr in &creds.items {
+            let versions = c
+                .app
+                .vault()
+                .list_credential_versions(&v.who, &name, &cr.account, None, None)
+                .await?;
+            history.push((cr.account.clone(), versions.items));
+        }
+    }
     let enc = urlencode(&t.name);
     Ok(layout::page(
         &v,
@@ -169,6 +181,17 @@ pub(crate) async fn target(
                                 input id={ "rq-duration-" (cr.account) } name="duration";
                                 button type="submit" { "Send the request" }
                             }
+                        }
+                    }
+                }
+            }
+            @for (account, versions) in &history {
+                table {
+                    caption { "Versions of " (account) }
+                    thead { tr { th scope="col" { "Version" } th scope="col" { "Kind" } th scope="col" { "Made" } th scope="col" { "By" } th scope="col" { "Current" } } }
+                    tbody {
+                        @for ver in versions {
+                            tr { td { (ver.version) } td { (ver.kind) } td { (ver.created_at) } td { (ver.created_by) } td { @if ver.current { "current" } @else { "older" } } }
                         }
                     }
                 }
