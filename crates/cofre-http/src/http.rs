@@ -333,6 +333,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .nest(API_PREFIX, api)
+        // The web console's pages and assets, at the same address (cofre-console).
+        .merge(cofre_console::router(state.app.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -402,7 +404,10 @@ async fn instance_gate(
 async fn no_store(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let mut res = next.run(req).await;
     let headers = res.headers_mut();
-    headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    // Only the console's hashed assets say otherwise (their name changes with their content).
+    headers
+        .entry("cache-control")
+        .or_insert(HeaderValue::from_static("no-store"));
     // The server only speaks HTTPS: a browser that has seen it once never tries plain HTTP.
     headers.insert(
         "strict-transport-security",

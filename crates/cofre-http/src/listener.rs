@@ -115,6 +115,9 @@ pub async fn serve(
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(PeerAddr(peer));
+                    // The console reads the address as axum's own type (it cannot name ours).
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
                     let in_flight = InFlight::start(&requests);
                     let response = app.clone().oneshot(req.map(axum::body::Body::new));
                     async move {
@@ -134,7 +137,8 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .keep_alive_interval(Some(Duration::from_secs(30)))
                 .keep_alive_timeout(Duration::from_secs(20));
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            // With upgrades: the console's web terminal is a WebSocket (HTTP/1.1 upgrade).
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let mut check = tokio::time::interval(IDLE_CHECK);
             let mut closing = false;

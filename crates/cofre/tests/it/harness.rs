@@ -1161,6 +1161,20 @@ impl Api {
         fingerprint: &str,
         source: Option<std::net::IpAddr>,
     ) -> Api {
+        Api::build(base, fingerprint, source, true)
+    }
+
+    /// A client that follows no redirect (the console's answers are checked as they are).
+    pub(crate) fn without_redirects(base: &str, fingerprint: &str) -> Api {
+        Api::build(base, fingerprint, None, false)
+    }
+
+    fn build(
+        base: &str,
+        fingerprint: &str,
+        source: Option<std::net::IpAddr>,
+        follow_redirects: bool,
+    ) -> Api {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -1174,6 +1188,11 @@ impl Api {
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .local_address(source)
+            .redirect(if follow_redirects {
+                reqwest::redirect::Policy::default()
+            } else {
+                reqwest::redirect::Policy::none()
+            })
             .timeout(Duration::from_secs(60))
             .build()
             .expect("HTTP client");
@@ -1212,6 +1231,44 @@ impl Api {
                 bytes,
             } => req.header("content-type", content_type).body(bytes),
         };
+        self.rt.block_on(async {
+            let res = req
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{what}: request failed: {e:?}"));
+            let status = res.status().as_u16();
+            let headers = res.headers().clone();
+            let text = res.text().await.unwrap_or_default();
+            let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+            Resp {
+                what,
+                status,
+                body,
+                text,
+                headers,
+            }
+        })
+    }
+
+    /// A request with these headers and, if any, this body (content type, bytes).
+    pub(crate) fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Resp {
+        let what = format!("{method} {path}");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some((content_type, bytes)) = body {
+            req = req.header("content-type", content_type).body(bytes);
+        }
         self.rt.block_on(async {
             let res = req
                 .send()

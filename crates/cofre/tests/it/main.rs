@@ -12,6 +12,8 @@ mod backup;
 mod bad_input;
 mod breakglass;
 mod connect;
+mod console;
+mod console_browser;
 mod crash;
 mod dual_control;
 mod flow;

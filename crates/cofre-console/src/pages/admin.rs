@@ -1,0 +1,247 @@
+//! The admin's users (add, unlock), groups (add, members) and policies (read). Changes that
+//! widen access are held for a second admin by the services; the page says so.
+
+use super::{next_link, urlencode, Paging};
+use crate::auth::{Change, Viewer};
+use crate::layout::{self, csrf_field, notice, PageResult};
+use crate::Console;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect};
+use cofre_app::services::governance::Applied;
+use maud::html;
+use serde::Deserialize;
+
+fn held(
+    v: &Viewer,
+    current: &str,
+    title: &str,
+    c: &cofre_proto::governance::ChangeInfo,
+) -> axum::response::Response {
+    layout::page(
+        v,
+        current,
+        title,
+        html! {
+            (notice("This change widens access: it waits for a second admin's approval."))
+            dl { dt { "Change" } dd { (c.id) } dt { "What" } dd { (c.diff) } }
+            p { a href=(current) { "Back" } }
+        },
+    )
+}
+
+pub(crate) async fn users(
+    State(c): State<Console>,
+    v: Viewer,
+    Query(q): Query<Paging>,
+) -> PageResult {
+    let page = c
+        .app
+        .accounts()
+        .list_users(&v.who, None, q.cursor.as_deref())
+        .await?;
+    Ok(layout::page(
+        &v,
+        "/users",
+        "Users",
+        html! {
+            table {
+                caption { "Users" }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Groups" } th scope="col" { "TOTP" } th scope="col" { "State" } th scope="col" { "Actions" } } }
+                tbody {
+                    @for u in &page.items {
+                        tr {
+                            td { (u.username) }
+                            td { (u.role) }
+                            td { (u.groups.join(", ")) }
+                            td { @if u.totp_enabled { "yes" } @else { "no" } }
+                            td {
+                                @if u.disabled { "disabled " }
+                                @if u.locked { "locked " }
+                                @if u.must_change_password { "must change password" }
+                                @if !u.disabled && !u.locked && !u.must_change_password { "active" }
+                            }
+                            td {
+                                @if u.locked {
+                                    form method="post" action={ "/users/" (urlencode(&u.username)) "/unlock" } {
+                                        (csrf_field(&v))
+                                        button type="submit" { "Unlock " (u.username) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            (next_link("/users", page.next_cursor.as_deref()))
+            h2 { "Add a user" }
+            form method="post" action="/users" {
+                (csrf_field(&v))
+                label for="u-name" { "User name" } input id="u-name" name="username" required;
+                label for="u-role" { "Role" }
+                select id="u-role" name="role" {
+                    @for r in ["user", "approver", "auditor", "admin", "operator", "support"] { option value=(r) { (r) } }
+                }
+                label for="u-groups" { "Groups (comma-separated)" } input id="u-groups" name="groups";
+                label for="u-email" { "Email (optional)" } input id="u-email" name="email" type="email";
+                button type="submit" { "Add the user" }
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct UserForm {
+    username: String,
+    role: String,
+    #[serde(default)]
+    groups: String,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+pub(crate) async fn create_user(State(c): State<Console>, ch: Change<UserForm>) -> PageResult {
+    let f = ch.form;
+    let groups: Vec<String> = f
+        .groups
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let email = f.email.as_deref().map(str::trim).filter(|e| !e.is_empty());
+    let v = &ch.viewer;
+    match c
+        .app
+        .accounts()
+        .create_user(&v.who, &f.username, &f.role, &groups, email)
+        .await?
+    {
+        Applied::Done(r) => Ok(layout::page(
+            v,
+            "/users",
+            &format!("User {} added", r.user.username),
+            html! {
+                p { "Give the user this one-time password; they must change it at first login. It is shown once." }
+                pre class="secret" { (r.one_time_password.expose()) }
+                p { a href="/users" { "Back to users" } }
+            },
+        )),
+        Applied::Held(ch) => Ok(held(v, "/users", "User held for approval", &ch)),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Empty {}
+
+pub(crate) async fn unlock_user(
+    State(c): State<Console>,
+    Path(name): Path<String>,
+    ch: Change<Empty>,
+) -> PageResult {
+    c.app.accounts().unlock_user(&ch.viewer.who, &name).await?;
+    Ok(Redirect::to("/users").into_response())
+}
+
+pub(crate) async fn groups(
+    State(c): State<Console>,
+    v: Viewer,
+    Query(q): Query<Paging>,
+) -> PageResult {
+    let page = c
+        .app
+        .accounts()
+        .list_groups(&v.who, None, q.cursor.as_deref())
+        .await?;
+    Ok(layout::page(
+        &v,
+        "/groups",
+        "Groups",
+        html! {
+            table {
+                caption { "Groups and their members" }
+                thead { tr { th scope="col" { "Group" } th scope="col" { "Members" } } }
+                tbody { @for g in &page.items { tr { td { (g.name) } td { (g.members.join(", ")) } } } }
+            }
+            (next_link("/groups", page.next_cursor.as_deref()))
+            h2 { "Add a group" }
+            form method="post" action="/groups" {
+                (csrf_field(&v))
+                label for="g-name" { "Name" } input id="g-name" name="name" required;
+                button type="submit" { "Add the group" }
+            }
+            h2 { "Add a member" }
+            form method="post" action="/groups/members" {
+                (csrf_field(&v))
+                label for="m-group" { "Group" } input id="m-group" name="group" required;
+                label for="m-user" { "User name" } input id="m-user" name="username" required;
+                button type="submit" { "Add the member" }
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct GroupForm {
+    name: String,
+}
+
+pub(crate) async fn create_group(State(c): State<Console>, ch: Change<GroupForm>) -> PageResult {
+    c.app
+        .accounts()
+        .create_group(&ch.viewer.who, &ch.form.name)
+        .await?;
+    Ok(Redirect::to("/groups").into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct MemberForm {
+    group: String,
+    username: String,
+}
+
+pub(crate) async fn add_member(State(c): State<Console>, ch: Change<MemberForm>) -> PageResult {
+    let v = &ch.viewer;
+    match c
+        .app
+        .accounts()
+        .add_group_member(&v.who, &ch.form.group, &ch.form.username)
+        .await?
+    {
+        Applied::Done(()) => Ok(Redirect::to("/groups").into_response()),
+        Applied::Held(change) => Ok(held(v, "/groups", "Member held for approval", &change)),
+    }
+}
+
+pub(crate) async fn policies(
+    State(c): State<Console>,
+    v: Viewer,
+    Query(q): Query<Paging>,
+) -> PageResult {
+    let page = c
+        .app
+        .vault()
+        .list_policies(&v.who, None, q.cursor.as_deref())
+        .await?;
+    Ok(layout::page(
+        &v,
+        "/policies",
+        "Policies",
+        html! {
+            table {
+                caption { "Policies (the most restrictive matching outcome wins)" }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Group" } th scope="col" { "Targets" } th scope="col" { "Allows" } th scope="col" { "Outcome" } th scope="col" { "Limits" } } }
+                tbody {
+                    @for p in &page.items {
+                        tr {
+                            td { (p.name) } td { (p.group) } td { (p.targets.join(", ")) }
+                            td { (p.allow.join(", ")) } td { (p.outcome) }
+                            td { (layout::json_view(&serde_json::to_value(&p.limits).unwrap_or_default())) }
+                        }
+                    }
+                }
+            }
+            (next_link("/policies", page.next_cursor.as_deref()))
+            p { "Policies are added and removed with " code { "cofre policy" } " (dual control applies)." }
+        },
+    ))
+}
