@@ -49,7 +49,9 @@ pub(super) async fn watch(
     });
     use futures::StreamExt as _;
     Ok(Sse::new(first.chain(rest))
-        .keep_alive(KeepAlive::default())
+        // A comment every few seconds: a watcher that went away without closing is noticed
+        // (and a moderated session held) within that time.
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(2)))
         .into_response())
 }
 
