@@ -184,3 +184,47 @@ impl Drop for Watching {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn blocked_input_and_its_notices() {
+        let (control, mut notices) = Control::new(false, 80, 24);
+        assert!(!control.input_blocked());
+        assert!(control.lock("admin", "checking"));
+        assert!(!control.lock("admin", "again"), "locked once");
+        assert!(control.input_blocked());
+        assert!(notices.recv().await.unwrap().contains("blocked by admin: checking"));
+        assert!(control.unlock("admin"));
+        assert!(!control.unlock("admin"), "unlocked once");
+        assert!(notices.recv().await.unwrap().contains("unblocked by admin"));
+        assert!(notices.try_recv().is_err(), "one notice each");
+    }
+
+    #[tokio::test]
+    async fn a_moderated_session_is_held_while_no_moderator_watches() {
+        let (control, mut notices) = Control::new(true, 100, 30);
+        assert!(control.is_held());
+        let auditor = control.watch(false);
+        assert!(control.is_held(), "a watcher who is no moderator holds nothing open");
+        let moderator = control.watch(true);
+        assert!(!control.is_held());
+        control.while_held().await;
+        assert!(notices.recv().await.unwrap().contains("moderator is watching"));
+        control.output(&Bytes::from_static(b"hello"));
+        let mut moderator = moderator;
+        assert_eq!(moderator.output.recv().await.unwrap(), &b"hello"[..]);
+        assert_eq!(moderator.size(), (100, 30));
+        drop(moderator);
+        assert!(control.is_held());
+        assert!(notices.recv().await.unwrap().contains("paused"));
+        drop(auditor);
+        assert!(notices.try_recv().is_err(), "an auditor leaving says nothing");
+        let (plain, _) = Control::new(false, 80, 24);
+        assert!(!plain.is_held());
+        plain.while_held().await;
+    }
+}
