@@ -64,7 +64,7 @@ fn watch_lock_unlock_and_terminate() {
     watcher.wait_for_stdout("watched-42", Duration::from_secs(30));
 
     let (auditor, _, _) = add_user_cli(&gw.inst, &gw.server, &gw.admin, "audrey", "auditor", &[]);
-    let mut audit_watch = watch(&auditor, &id);
+    let audit_watch = watch(&auditor, &id);
     wait_for_stderr(&audit_watch, &format!("watching session {id}"), Duration::from_secs(30));
     assert!(
         !audit_watch.stderr().contains("moderator"),
