@@ -632,7 +632,8 @@ pub struct PolicyLimits {
     pub until: Option<String>,
     /// Allows emergency access (no approval; every approver notified; reviewed afterwards).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub emergency: bool,    /// Sessions wait for a moderator (an admin, or an approver of the user's groups) to watch,
+    pub emergency: bool,
+    /// Sessions wait for a moderator (an admin, or an approver of the user's groups) to watch,
     /// and are held while none does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub moderated: bool,
@@ -669,7 +670,8 @@ pub struct CreatePolicyRequest {
     pub until: Option<String>,
     /// Allows emergency access (no approval; every approver notified; reviewed afterwards).
     #[serde(default)]
-    pub emergency: bool,    /// Sessions wait for a moderator (an admin, or an approver of the user's groups) to watch,
+    pub emergency: bool,
+    /// Sessions wait for a moderator (an admin, or an approver of the user's groups) to watch,
     /// and are held while none does.
     #[serde(default)]
     pub moderated: bool,

@@ -354,7 +354,7 @@ impl WriteTx {
         Ok(done.rows_affected() == 1)
     }
 
-        pub async fn record_login_success(
+    pub async fn record_login_success(
         &mut self,
         user_id: i64,
         totp_step: Option<i64>,

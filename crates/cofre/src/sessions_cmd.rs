@@ -249,8 +249,16 @@ async fn watch(ctx: &Ctx, id: &str) -> Result<ExitCode> {
                             s.session,
                             s.cols,
                             s.rows,
-                            if s.moderator { ", as its moderator" } else { "" },
-                            if s.input_blocked { ", input blocked" } else { "" },
+                            if s.moderator {
+                                ", as its moderator"
+                            } else {
+                                ""
+                            },
+                            if s.input_blocked {
+                                ", input blocked"
+                            } else {
+                                ""
+                            },
                         );
                     }
                 }
@@ -315,7 +323,10 @@ impl SseParser {
             let line = line.trim_end_matches(['\n', '\r']);
             if line.is_empty() {
                 if !self.event.is_empty() || !self.data.is_empty() {
-                    done.push((std::mem::take(&mut self.event), std::mem::take(&mut self.data)));
+                    done.push((
+                        std::mem::take(&mut self.event),
+                        std::mem::take(&mut self.data),
+                    ));
                 }
             } else if let Some(v) = line.strip_prefix("event:") {
                 self.event = v.trim_start().to_owned();

@@ -57,7 +57,11 @@ impl InstanceState {
             }),
             _ => None,
         };
-        let locked_down = match (row.locked_down_at, row.locked_down_by, row.locked_down_reason) {
+        let locked_down = match (
+            row.locked_down_at,
+            row.locked_down_by,
+            row.locked_down_reason,
+        ) {
             (Some(at), by, reason) => Some(Disabled {
                 at,
                 by: by.unwrap_or_default(),

@@ -248,15 +248,16 @@ impl Sessions<'_> {
         .await?;
         let why = format!("terminated by {} (emergency): {reason}", who.username());
         // Those that started since the list was read end too: the panel means every session.
-        Ok(self.live.kill_where(|_| true, &why).into_iter().fold(
-            ids,
-            |mut all, id| {
+        Ok(self
+            .live
+            .kill_where(|_| true, &why)
+            .into_iter()
+            .fold(ids, |mut all, id| {
                 if !all.contains(&id) {
                     all.push(id);
                 }
                 all
-            },
-        ))
+            }))
     }
 
     /// Whether the instance is locked down. Admins only (everyone else is refused anyway).
@@ -281,7 +282,8 @@ impl Sessions<'_> {
         let mut tx = self.store.write().await?;
         if let Err(e) = self.check_step_up(&mut tx, who, totp_code).await {
             drop(tx);
-            self.refused_emergency(who, "emergency.lockdown", &e).await?;
+            self.refused_emergency(who, "emergency.lockdown", &e)
+                .await?;
             return Err(e);
         }
         let before = tx.instance_state().await?;

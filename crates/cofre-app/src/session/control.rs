@@ -125,7 +125,9 @@ impl Control {
     pub(crate) fn unlock(&self, by: &str) -> bool {
         let unlocked = self.locked.send_if_modified(|l| l.take().is_some());
         if unlocked {
-            self.notice(format!("your input is unblocked by {by}; you can type again"));
+            self.notice(format!(
+                "your input is unblocked by {by}; you can type again"
+            ));
         }
         unlocked
     }
@@ -197,7 +199,11 @@ mod tests {
         assert!(control.lock("admin", "checking"));
         assert!(!control.lock("admin", "again"), "locked once");
         assert!(control.input_blocked());
-        assert!(notices.recv().await.unwrap().contains("blocked by admin: checking"));
+        assert!(notices
+            .recv()
+            .await
+            .unwrap()
+            .contains("blocked by admin: checking"));
         assert!(control.unlock("admin"));
         assert!(!control.unlock("admin"), "unlocked once");
         assert!(notices.recv().await.unwrap().contains("unblocked by admin"));
@@ -209,11 +215,18 @@ mod tests {
         let (control, mut notices) = Control::new(true, 100, 30);
         assert!(control.is_held());
         let auditor = control.watch(false);
-        assert!(control.is_held(), "a watcher who is no moderator holds nothing open");
+        assert!(
+            control.is_held(),
+            "a watcher who is no moderator holds nothing open"
+        );
         let moderator = control.watch(true);
         assert!(!control.is_held());
         control.while_held().await;
-        assert!(notices.recv().await.unwrap().contains("moderator is watching"));
+        assert!(notices
+            .recv()
+            .await
+            .unwrap()
+            .contains("moderator is watching"));
         control.output(&Bytes::from_static(b"hello"));
         let mut moderator = moderator;
         assert_eq!(moderator.output.recv().await.unwrap(), &b"hello"[..]);
@@ -222,7 +235,10 @@ mod tests {
         assert!(control.is_held());
         assert!(notices.recv().await.unwrap().contains("paused"));
         drop(auditor);
-        assert!(notices.try_recv().is_err(), "an auditor leaving says nothing");
+        assert!(
+            notices.try_recv().is_err(),
+            "an auditor leaving says nothing"
+        );
         let (plain, _) = Control::new(false, 80, 24);
         assert!(!plain.is_held());
         plain.while_held().await;

@@ -20,15 +20,19 @@ fn wait_for_stderr(client: &Running, needle: &str, timeout: Duration) {
 /// The id of alice's live session that is not one of `known`.
 fn new_live_session(gw: &Gw, known: &[String]) -> String {
     let mut found = None;
-    wait_until("the session is listed as live", Duration::from_secs(30), || {
-        let listed = gw.admin.ok(&["session", "list", "--live"]).stdout;
-        found = listed
-            .lines()
-            .filter(|l| l.contains("alice:root@db01") && l.ends_with("live"))
-            .map(|l| l.split('\t').next().expect("id").to_owned())
-            .find(|id| !known.contains(id));
-        found.is_some()
-    });
+    wait_until(
+        "the session is listed as live",
+        Duration::from_secs(30),
+        || {
+            let listed = gw.admin.ok(&["session", "list", "--live"]).stdout;
+            found = listed
+                .lines()
+                .filter(|l| l.contains("alice:root@db01") && l.ends_with("live"))
+                .map(|l| l.split('\t').next().expect("id").to_owned())
+                .find(|id| !known.contains(id));
+            found.is_some()
+        },
+    );
     found.expect("a live session")
 }
 
@@ -57,7 +61,11 @@ fn watch_lock_unlock_and_terminate() {
     let id = new_live_session(&gw, &[]);
 
     let mut watcher = watch(&gw.admin, &id);
-    wait_for_stderr(&watcher, &format!("watching session {id}"), Duration::from_secs(30));
+    wait_for_stderr(
+        &watcher,
+        &format!("watching session {id}"),
+        Duration::from_secs(30),
+    );
     // The typed line echoes `watched-$((6*7))`; only the shell's answer has the digits.
     ssh.send("echo watched-$((6*7))\n");
     ssh.wait_for_stdout("watched-42", Duration::from_secs(30));
@@ -65,15 +73,25 @@ fn watch_lock_unlock_and_terminate() {
 
     let (auditor, _, _) = add_user_cli(&gw.inst, &gw.server, &gw.admin, "audrey", "auditor", &[]);
     let audit_watch = watch(&auditor, &id);
-    wait_for_stderr(&audit_watch, &format!("watching session {id}"), Duration::from_secs(30));
+    wait_for_stderr(
+        &audit_watch,
+        &format!("watching session {id}"),
+        Duration::from_secs(30),
+    );
     assert!(
         !audit_watch.stderr().contains("moderator"),
         "an auditor watches, never moderates: {}",
         audit_watch.describe()
     );
     drop(audit_watch);
-    let (approver, _, _) =
-        add_user_cli(&gw.inst, &gw.server, &gw.admin, "percy", "approver", &["ops"]);
+    let (approver, _, _) = add_user_cli(
+        &gw.inst,
+        &gw.server,
+        &gw.admin,
+        "percy",
+        "approver",
+        &["ops"],
+    );
     approver
         .fail(&["session", "watch", &id])
         .assert_stderr_contains("moderated");
@@ -95,7 +113,11 @@ fn watch_lock_unlock_and_terminate() {
     gw.admin
         .ok(&["session", "unlock", &id, "--reason", "cleared"])
         .assert_stdout_contains("input unblocked");
-    wait_for_stderr(&ssh, "your input is unblocked by admin", Duration::from_secs(10));
+    wait_for_stderr(
+        &ssh,
+        "your input is unblocked by admin",
+        Duration::from_secs(10),
+    );
     gw.admin
         .fail(&["session", "unlock", &id, "--reason", "again"])
         .assert_stderr_contains("session_not_locked");
@@ -112,7 +134,11 @@ fn watch_lock_unlock_and_terminate() {
     gw.admin
         .ok(&["session", "kill", &id, "--reason", "enough"])
         .assert_stdout_contains("terminated");
-    assert!(ssh.wait(Duration::from_secs(10)).is_some(), "{}", ssh.describe());
+    assert!(
+        ssh.wait(Duration::from_secs(10)).is_some(),
+        "{}",
+        ssh.describe()
+    );
     let status = watcher.wait(Duration::from_secs(10));
     assert_eq!(
         status.and_then(|s| s.code()),
@@ -120,25 +146,33 @@ fn watch_lock_unlock_and_terminate() {
         "the watch ends with the session: {}",
         watcher.describe()
     );
-    wait_for_stderr(&watcher, &format!("session {id} ended"), Duration::from_secs(1));
+    wait_for_stderr(
+        &watcher,
+        &format!("session {id} ended"),
+        Duration::from_secs(1),
+    );
     gw.admin
         .fail(&["session", "watch", &id])
         .assert_stderr_contains("not running");
 
     let object = format!("session:{id}");
     let mut audit = Vec::new();
-    wait_until("both watches' ends are audited", Duration::from_secs(10), || {
-        audit = gw.audit();
-        audit
-            .iter()
-            .filter(|e| {
-                e["action"] == "session.watch"
-                    && e["object"] == object
-                    && e["details"]["event"] == "end"
-            })
-            .count()
-            == 2
-    });
+    wait_until(
+        "both watches' ends are audited",
+        Duration::from_secs(10),
+        || {
+            audit = gw.audit();
+            audit
+                .iter()
+                .filter(|e| {
+                    e["action"] == "session.watch"
+                        && e["object"] == object
+                        && e["details"]["event"] == "end"
+                })
+                .count()
+                == 2
+        },
+    );
     let start = find_entry(&audit, "session.watch", |e| {
         e["object"] == object && e["actor"] == "admin" && e["details"]["event"] == "start"
     });
@@ -229,8 +263,16 @@ fn a_moderated_session_waits_for_its_moderator_and_pauses_without_one() {
         "nothing ran while paused"
     );
     ssh.send("exit\n");
-    assert!(ssh.wait(Duration::from_secs(30)).is_some(), "{}", ssh.describe());
-    assert!(again.wait(Duration::from_secs(10)).is_some(), "{}", again.describe());
+    assert!(
+        ssh.wait(Duration::from_secs(30)).is_some(),
+        "{}",
+        ssh.describe()
+    );
+    assert!(
+        again.wait(Duration::from_secs(10)).is_some(),
+        "{}",
+        again.describe()
+    );
 
     // No moderator in time: refused, and nothing ran.
     let started = Instant::now();
@@ -279,12 +321,20 @@ fn emergency_terminate_all_and_a_lockdown_only_a_second_admin_lifts() {
         return;
     };
     gw.admin
-        .fail(&["emergency", "lockdown", "--totp", "123456", "--reason", "drill"])
+        .fail(&[
+            "emergency",
+            "lockdown",
+            "--totp",
+            "123456",
+            "--reason",
+            "drill",
+        ])
         .assert_stderr_contains("totp_not_enrolled");
     let secret = gw.admin.ok(&["totp", "enroll"]).value_after("secret:");
     let seed = base32_decode(&secret);
     let mut used = current_step().saturating_sub(2);
-    gw.admin.ok(&["totp", "confirm", &next_code(&seed, &mut used)]);
+    gw.admin
+        .ok(&["totp", "confirm", &next_code(&seed, &mut used)]);
 
     let mut first = shell(&gw, "ssh -tt (first)");
     first.send("echo one-$((1+1))\n");
@@ -296,7 +346,14 @@ fn emergency_terminate_all_and_a_lockdown_only_a_second_admin_lifts() {
     let two = new_live_session(&gw, std::slice::from_ref(&one));
 
     gw.admin
-        .fail(&["emergency", "terminate-all", "--totp", "000000", "--reason", "breach"])
+        .fail(&[
+            "emergency",
+            "terminate-all",
+            "--totp",
+            "000000",
+            "--reason",
+            "breach",
+        ])
         .assert_stderr_contains("totp");
     let code = next_code(&seed, &mut used);
     let ended = gw.admin.ok(&[
@@ -322,7 +379,14 @@ fn emergency_terminate_all_and_a_lockdown_only_a_second_admin_lifts() {
     }
     // One code, one action.
     gw.admin
-        .fail(&["emergency", "lockdown", "--totp", &code, "--reason", "reused"])
+        .fail(&[
+            "emergency",
+            "lockdown",
+            "--totp",
+            &code,
+            "--reason",
+            "reused",
+        ])
         .assert_stderr_contains("totp");
 
     let (bob, _, _) = add_user_cli(&gw.inst, &gw.server, &gw.admin, "bob", "admin", &[]);
@@ -343,11 +407,15 @@ fn emergency_terminate_all_and_a_lockdown_only_a_second_admin_lifts() {
     let refused = gw.run_ssh("alice:root@db01", &[], Some("echo hi-$((1+2))"), None);
     assert_eq!(refused.code, Some(1), "{refused:?}");
     assert!(
-        refused.stderr.contains("the instance is locked down: incident 42"),
+        refused
+            .stderr
+            .contains("the instance is locked down: incident 42"),
         "{refused:?}"
     );
     assert!(!refused.stdout.contains("hi-3"), "{refused:?}");
-    gw.admin.ok(&["target", "list"]).assert_stdout_contains("db01");
+    gw.admin
+        .ok(&["target", "list"])
+        .assert_stdout_contains("db01");
 
     gw.admin
         .fail(&["emergency", "lift", "--reason", "all clear"])
@@ -369,7 +437,9 @@ fn emergency_terminate_all_and_a_lockdown_only_a_second_admin_lifts() {
     assert_eq!(all["details"]["reason"], "breach suspected");
     let ids = all["details"]["sessions"].as_array().expect("ids").clone();
     assert!(ids.contains(&Value::from(one.as_str())) && ids.contains(&Value::from(two.as_str())));
-    find_entry(&audit, "emergency.terminate_all", |e| e["outcome"] == "denied");
+    find_entry(&audit, "emergency.terminate_all", |e| {
+        e["outcome"] == "denied"
+    });
     find_entry(&audit, "emergency.lockdown", |e| {
         e["outcome"] == "ok" && e["details"]["reason"] == "incident 42"
     });
