@@ -259,6 +259,23 @@ mod tests {
     }
 
     #[test]
+    fn live_control_and_the_emergency_panel() {
+        let who = |a| {
+            Role::ALL
+                .into_iter()
+                .filter(|r| role_may(Mode::OnPrem, *r, a))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(who(Action::LockSessions), vec![Role::Admin]);
+        assert_eq!(who(Action::Emergency), vec![Role::Admin]);
+        // Approvers only as a moderated session's moderator, which the service checks.
+        assert_eq!(
+            who(Action::WatchSessions),
+            vec![Role::Admin, Role::Approver, Role::Auditor]
+        );
+    }
+
+    #[test]
     fn auditor_reads_only() {
         assert!(role_may(Mode::OnPrem, Role::Auditor, Action::ReadAudit));
         assert!(!role_may(

@@ -775,6 +775,15 @@ pub struct SessionInfo {
     /// Output bytes recorded.
     pub bytes: i64,
     pub live: bool,
+    /// Live and its input blocked by an admin (`session lock`).
+    #[serde(default)]
+    pub input_blocked: bool,
+    /// Live under a `--moderated` policy.
+    #[serde(default)]
+    pub moderated: bool,
+    /// Live, moderated, and held now: no moderator watches.
+    #[serde(default)]
+    pub held: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]

@@ -185,7 +185,18 @@ pub(crate) async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<ExitCode> {
                         s.source,
                         s.started_at,
                         if s.live {
-                            "live".to_owned()
+                            let mut state = "live".to_owned();
+                            for (on, what) in [
+                                (s.input_blocked, "input blocked"),
+                                (s.moderated, "moderated"),
+                                (s.held, "held: no moderator watching"),
+                            ] {
+                                if on {
+                                    state.push('\t');
+                                    state.push_str(what);
+                                }
+                            }
+                            state
                         } else {
                             format!(
                                 "ended {} ({})",

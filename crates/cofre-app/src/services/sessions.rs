@@ -77,9 +77,14 @@ pub fn ssh_key_fingerprint(line: &str) -> Result<(String, String)> {
     crate::ssh_keys::user_key("public_key", line)
 }
 
-fn session_info(s: SessionRow, live: bool) -> SessionInfo {
+/// A session's row, and its control while it is live on this node.
+fn session_info(s: SessionRow, control: Option<&crate::session::Control>) -> SessionInfo {
+    let control = control.filter(|_| s.ended_at.is_none());
     SessionInfo {
-        live: live && s.ended_at.is_none(),
+        live: control.is_some(),
+        input_blocked: control.is_some_and(|c| c.input_blocked()),
+        moderated: control.is_some_and(|c| c.moderated()),
+        held: control.is_some_and(|c| c.is_held()),
         id: s.id,
         username: s.username,
         target: s.target,
@@ -698,8 +703,8 @@ impl Sessions<'_> {
             items: rows
                 .into_iter()
                 .map(|r| {
-                    let live = self.live.is_live(&r.id);
-                    session_info(r, live)
+                    let control = self.live.control(&r.id).map(|(c, _)| c);
+                    session_info(r, control.as_deref())
                 })
                 .collect(),
             next_cursor,

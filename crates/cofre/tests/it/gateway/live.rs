@@ -27,7 +27,7 @@ fn new_live_session(gw: &Gw, known: &[String]) -> String {
             let listed = gw.admin.ok(&["session", "list", "--live"]).stdout;
             found = listed
                 .lines()
-                .filter(|l| l.contains("alice:root@db01") && l.ends_with("live"))
+                .filter(|l| l.contains("alice:root@db01") && l.split('\t').any(|f| f == "live"))
                 .map(|l| l.split('\t').next().expect("id").to_owned())
                 .find(|id| !known.contains(id));
             found.is_some()
@@ -104,6 +104,9 @@ fn watch_lock_unlock_and_terminate() {
         "your input is blocked by admin: suspicious commands",
         Duration::from_secs(10),
     );
+    gw.admin
+        .ok(&["session", "list", "--live"])
+        .assert_stdout_contains("live\tinput blocked");
     gw.admin
         .fail(&["session", "lock", &id, "--reason", "again"])
         .assert_stderr_contains("session_locked");
@@ -234,6 +237,9 @@ fn a_moderated_session_waits_for_its_moderator_and_pauses_without_one() {
     wait_for_stderr(&ssh, "waiting for a moderator", Duration::from_secs(30));
     ssh.send("echo early-$((3*3))\n");
     let id = new_live_session(&gw, &[]);
+    gw.admin
+        .ok(&["session", "list", "--live"])
+        .assert_stdout_contains("moderated\theld: no moderator watching");
     assert!(
         !ssh.stdout().contains("early-9"),
         "nothing runs before a moderator watches: {}",
