@@ -522,6 +522,20 @@ impl Accounts<'_> {
         let now = self.now().unix_timestamp();
         let object = format!("user:{}", input.username);
         let (user, totp_step, mut tx) = self.verify_login(&input).await?;
+        // The emergency lockdown: no token for anyone but an admin (audited as refused).
+        let role = Role::parse(&user.role)
+            .ok_or_else(|| Error::internal("reading a user", "unknown role in the database"))?;
+        if let Some(refusal) = self.lockdown_refusal(role).await? {
+            drop(tx);
+            self.record(
+                NewAuditEntry::new(input.username, "auth.login_refused", &*object)
+                    .outcome("denied")
+                    .detail("why", refusal.code.as_str())
+                    .detail("source", input.source),
+            )
+            .await?;
+            return Err(refusal);
+        }
         tx.record_login_success(user.id, totp_step).await?;
         let (scope, ttl) = if user.must_change_password {
             (

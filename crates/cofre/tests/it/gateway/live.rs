@@ -259,7 +259,16 @@ fn a_moderated_session_waits_for_its_moderator_and_pauses_without_one() {
     ssh.send("echo during-$((5*5))\n");
     let paused_at = ssh.stdout().len();
 
-    let mut again = watch(&gw.admin, &id);
+    // An approver who shares a group with alice moderates too.
+    let (approver, _, _) = add_user_cli(
+        &gw.inst,
+        &gw.server,
+        &gw.admin,
+        "percy",
+        "approver",
+        &["ops"],
+    );
+    let mut again = watch(&approver, &id);
     wait_for_stderr(&again, "as its moderator", Duration::from_secs(30));
     // Held, not lost: what was typed while paused runs now, and the moderator sees it.
     ssh.wait_for_stdout("during-25", Duration::from_secs(30));
@@ -409,6 +418,13 @@ fn emergency_terminate_all_and_a_lockdown_only_a_second_admin_lifts() {
         .assert_stdout_contains("locked down since");
     gw.alice
         .fail(&["target", "list"])
+        .assert_stderr_contains("instance_locked_down");
+    let device = Cli::new(&gw.inst, "alice-laptop").at(&gw.server);
+    device
+        .fail_in(
+            &["login", "--user", "alice", "--password-stdin"],
+            &format!("{}\n", gw.alice_password),
+        )
         .assert_stderr_contains("instance_locked_down");
     let refused = gw.run_ssh("alice:root@db01", &[], Some("echo hi-$((1+2))"), None);
     assert_eq!(refused.code, Some(1), "{refused:?}");
