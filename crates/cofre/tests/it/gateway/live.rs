@@ -475,3 +475,48 @@ fn emergency_terminate_all_and_a_lockdown_only_a_second_admin_lifts() {
         e["details"]["why"] == "instance_locked_down"
     });
 }
+
+/// The lockdown is in the database: a second node of an active-active instance (PostgreSQL)
+/// refuses a user within seconds of the lockdown on the first, and serves again once a second
+/// admin lifted it there.
+#[test]
+fn every_node_follows_the_lockdown_postgres() {
+    let inst = Instance::new(Backend::Postgres);
+    let node_a = inst.start();
+    let (admin, _) = admin_cli(&inst, &node_a);
+    let (user, _, _) = add_user_cli(&inst, &node_a, &admin, "ursula", "user", &[]);
+    let (bob, _, _) = add_user_cli(&inst, &node_a, &admin, "bob", "admin", &[]);
+    let secret = admin.ok(&["totp", "enroll"]).value_after("secret:");
+    let seed = base32_decode(&secret);
+    let mut used = current_step().saturating_sub(2);
+    admin.ok(&["totp", "confirm", &next_code(&seed, &mut used)]);
+    let node_b = inst.start();
+    let api_b = node_b.api();
+    let token = user.token();
+    api_b.get("/api/v1/auth/whoami", Some(&token)).assert_ok();
+
+    admin.ok(&[
+        "emergency",
+        "lockdown",
+        "--totp",
+        &next_code(&seed, &mut used),
+        "--reason",
+        "drill on every node",
+    ]);
+    wait_until("node b refuses the user", Duration::from_secs(10), || {
+        let r = api_b.get("/api/v1/auth/whoami", Some(&token));
+        if r.status == 403 {
+            r.assert_error(403, "instance_locked_down");
+            assert!(r.text.contains("drill on every node"), "{}", r.text);
+            return true;
+        }
+        r.assert_ok();
+        false
+    });
+    bob.ok(&["emergency", "lift", "--reason", "drill over"]);
+    wait_until(
+        "node b serves the user again",
+        Duration::from_secs(10),
+        || api_b.get("/api/v1/auth/whoami", Some(&token)).status == 200,
+    );
+}
