@@ -256,6 +256,9 @@ fn main() {
             "NewSiemRequest",
             r#"{"name":"corp","syslog":"tls://siem.corp:6514","format":"cef","ca_cert":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}"#,
         ),
+        ("LockSessionRequest", r#"{"reason":"checking"}"#),
+        ("EmergencyRequest", r#"{"totp_code":"123456","reason":"breach"}"#),
+        ("LiftLockdownRequest", r#"{"reason":"all clear"}"#),
     ];
     for (name, text) in requests {
         let pick = cofre_fuzz::PARSERS

@@ -59,4 +59,7 @@ pub const PARSERS: &[(&str, fn(&[u8]))] = &[
     ("SetRotationRequest", body::<SetRotationRequest>),
     ("RotationListQuery", query::<RotationListQuery>),
     ("NewSiemRequest", body::<NewSiemRequest>),
+    ("LockSessionRequest", body::<LockSessionRequest>),
+    ("EmergencyRequest", body::<EmergencyRequest>),
+    ("LiftLockdownRequest", body::<LiftLockdownRequest>),
 ];

@@ -117,18 +117,24 @@ impl MaintenanceConfig {
     }
 }
 
-/// `[server]`: how the server stops.
+/// `[server]`: how the server stops, and how long a moderated session waits for its moderator.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// At SIGTERM, how long live gateway sessions have to end after being told; the rest are
     /// ended then (recorded and audited as ended by the shutdown).
     pub drain_seconds: u64,
+    /// How long a session under a `--moderated` policy waits for a moderator to watch before it
+    /// is refused.
+    pub moderator_wait_seconds: u64,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
-        Self { drain_seconds: 30 }
+        Self {
+            drain_seconds: 30,
+            moderator_wait_seconds: 300,
+        }
     }
 }
 
@@ -231,6 +237,12 @@ impl ServerConfig {
             return Err(ConfigError::Invalid {
                 field: "server.drain_seconds",
                 reason: "must be at most 3600 (an hour)".into(),
+            });
+        }
+        if !(1..=86_400).contains(&self.server.moderator_wait_seconds) {
+            return Err(ConfigError::Invalid {
+                field: "server.moderator_wait_seconds",
+                reason: "must be between 1 and 86400 (a day)".into(),
             });
         }
         if self.lockout_threshold == 0 {

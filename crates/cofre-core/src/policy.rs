@@ -122,6 +122,9 @@ pub struct Limits {
     pub levels: Vec<crate::approval::Level>,
     /// Whether emergency access (no approval, reviewed afterwards) is allowed.
     pub emergency: bool,
+    /// A session waits for a moderator (an admin, or an approver of the user's groups) to watch,
+    /// and is held while none does.
+    pub moderated: bool,
 }
 
 impl Policy {
@@ -169,6 +172,8 @@ pub struct Terms {
     pub max_duration_minutes: Option<u32>,
     /// Only when every matching `approve` policy allows it.
     pub emergency: bool,
+    /// When any matching policy asks for a moderator.
+    pub moderated: bool,
 }
 
 /// Decides one access at one local moment: like [`decide`], and every matching policy's window
@@ -222,6 +227,7 @@ pub fn rule(
             .filter_map(|p| p.limits.max_duration_minutes)
             .min(),
         emergency: !approve.is_empty() && approve.iter().all(|p| p.limits.emergency),
+        moderated: matching.iter().any(|p| p.limits.moderated),
     })
 }
 

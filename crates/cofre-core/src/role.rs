@@ -125,10 +125,17 @@ pub enum Action {
     ManageSiem,
     /// list SIEM destinations and their delivery status.
     ViewSiem,
+    /// watch a live session's output as it happens (approvers: only as the moderator of a
+    /// moderated session of one of their groups, which the service checks).
+    WatchSessions,
+    /// block and unblock a live session's input.
+    LockSessions,
+    /// the emergency panel: terminate every live session, lock the instance down, lift it.
+    Emergency,
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 26] = [
         Action::OwnAccount,
         Action::ChangeOwnPassword,
         Action::ManageUsers,
@@ -152,6 +159,9 @@ impl Action {
         Action::DecideChanges,
         Action::ManageSiem,
         Action::ViewSiem,
+        Action::WatchSessions,
+        Action::LockSessions,
+        Action::Emergency,
     ];
 }
 
@@ -171,7 +181,8 @@ pub fn role_may(mode: Mode, role: Role, action: Action) -> bool {
         ViewInstance => matches!(role, Admin | Auditor),
         ReviewEmergency => matches!(role, Admin | Approver),
         ManageUsers | ManageTargets | ManagePolicies | KillSessions | ManageBreakGlass
-        | ManageSiem => role == Admin,
+        | ManageSiem | LockSessions | Emergency => role == Admin,
+        WatchSessions => matches!(role, Admin | Auditor | Approver),
         ListTargets | UseCredentials => matches!(role, Admin | Approver | User),
         ViewCredentialHistory
         | ViewPolicies
@@ -245,6 +256,23 @@ mod tests {
                 assert!(!role_may(mode, Role::Operator, a), "{mode:?} {a:?}");
             }
         }
+    }
+
+    #[test]
+    fn live_control_and_the_emergency_panel() {
+        let who = |a| {
+            Role::ALL
+                .into_iter()
+                .filter(|r| role_may(Mode::OnPrem, *r, a))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(who(Action::LockSessions), vec![Role::Admin]);
+        assert_eq!(who(Action::Emergency), vec![Role::Admin]);
+        // Approvers only as a moderated session's moderator, which the service checks.
+        assert_eq!(
+            who(Action::WatchSessions),
+            vec![Role::Admin, Role::Approver, Role::Auditor]
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use crate::sftp::SftpObserver;
 use cofre_app::services::sessions::GatewayLogin;
 use cofre_app::services::{App, Principal};
-use cofre_app::session::{self, Event, Recorder, Session};
+use cofre_app::session::{self, Control, Event, Recorder, Session, MODERATOR_WAIT_NOTICE};
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg, Pty};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -148,7 +148,7 @@ pub(crate) async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
         reason: setup.reason.as_deref(),
         header,
     };
-    let session = match Session::start(app, request).await {
+    let mut session = match Session::start(app, request).await {
         Ok(s) => s,
         Err(session::Refused(message)) => {
             tell(&to_client, &format!("cofre: {message}")).await;
@@ -165,6 +165,13 @@ pub(crate) async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
             finish(to_client, 1).await;
         }
     };
+    // A moderated session asks nothing of the target until a moderator watches.
+    if session.control.is_held() {
+        tell(&to_client, &format!("cofre: {MODERATOR_WAIT_NOTICE}")).await;
+        if let Err(why) = session.wait_for_moderator().await {
+            return fail(session, why).await;
+        }
+    }
     let up = match session.connection.session_channel().await {
         Ok(c) => c,
         Err(e) => return fail(session, e.to_string()).await,
@@ -206,6 +213,7 @@ pub(crate) async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
     let (from_up, to_up) = up.split();
     let relay = Relay {
         rec: session.recorder.clone(),
+        control: session.control.clone(),
         sftp: Arc::new(Mutex::new(
             matches!(start, Start::Sftp).then(SftpObserver::default),
         )),
@@ -227,7 +235,6 @@ pub(crate) async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
         login.target.clone(),
         done_tx,
     ));
-    let mut session = session;
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Set once the client has closed its side: the target gets the same close, and the session
@@ -334,6 +341,8 @@ const RECORDING_FAILED: &str =
 #[derive(Clone)]
 struct Relay {
     rec: Recorder,
+    /// Watchers get the output; blocked input is dropped; a held session passes nothing.
+    control: Arc<Control>,
     sftp: Arc<Mutex<Option<SftpObserver>>>,
     to_client: Arc<ToClient>,
     to_up: Arc<russh::ChannelWriteHalf<russh::client::Msg>>,
@@ -352,7 +361,9 @@ impl Relay {
     }
 
     async fn output(&self, data: &bytes::Bytes) -> Result<(), String> {
-        self.rec.output(data.clone()).await
+        self.rec.output(data.clone()).await?;
+        self.control.output(data);
+        Ok(())
     }
 
     async fn record_all(&self, events: Vec<String>) -> Result<(), String> {
@@ -422,6 +433,15 @@ impl Relay {
         let why = loop {
             match from_client.wait().await {
                 Some(ChannelMsg::Data { data }) => {
+                    self.control.while_held().await;
+                    if self.control.input_blocked() {
+                        if self.lock_sftp().is_none() {
+                            // Dropped, not queued: what was typed while blocked never runs.
+                            continue;
+                        }
+                        // SFTP packets cannot be dropped without breaking the stream: held.
+                        self.control.while_blocked().await;
+                    }
                     let events = self.lock_sftp().as_mut().map(|s| s.client_data(&data));
                     let recorded = match events {
                         Some(events) => self.record_all(events).await,
@@ -448,12 +468,13 @@ impl Relay {
                         self.tell(RECORDING_FAILED).await;
                         break Done::Failed(why);
                     }
+                    self.control.resize(col_width, row_height);
                     let _ = self
                         .to_up
                         .window_change(col_width, row_height, pix_width, pix_height)
                         .await;
                 }
-                Some(ChannelMsg::Signal { signal }) => {
+                Some(ChannelMsg::Signal { signal }) if !self.control.input_blocked() => {
                     let _ = self.to_up.signal(signal).await;
                 }
                 Some(ChannelMsg::Close) | None => break Done::ClientClosed,
@@ -473,7 +494,15 @@ impl Relay {
         done: mpsc::Sender<Done>,
     ) {
         let why = loop {
-            match from_up.wait().await {
+            let msg = from_up.wait().await;
+            if matches!(
+                msg,
+                Some(ChannelMsg::Data { .. } | ChannelMsg::ExtendedData { .. })
+            ) {
+                // Held here, unread behind it: SSH's window keeps the rest at the target.
+                self.control.while_held().await;
+            }
+            match msg {
                 Some(ChannelMsg::Data { data }) => {
                     let sftp = self.lock_sftp().as_mut().map(|s| s.server_data(&data));
                     let recorded = match sftp {

@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 mod backup;
 mod breakglass;
 mod governance;
+mod live;
 mod offboarding;
 use governance::applied;
 mod orbit;
@@ -68,6 +69,8 @@ fn ok() -> ApiResult<OkResponse> {
         list_audit, verify_audit, verify_recordings,
         breakglass::status, breakglass::ceremony, breakglass::share, breakglass::export,
         add_ssh_key, list_ssh_keys, list_sessions, kill_session, session_recording, verify_recording,
+        live::watch, live::lock, live::unlock, live::terminate_all, live::lockdown_status,
+        live::lockdown, live::lift,
         requests::create, requests::emergency, requests::list, requests::show, requests::approve,
         requests::deny, requests::cancel, requests::review, requests::grants, requests::revoke,
         requests::set_email,
@@ -293,6 +296,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}/kill", post(kill_session))
+        .route("/sessions/{id}/watch", get(live::watch))
+        .route("/sessions/{id}/lock", post(live::lock))
+        .route("/sessions/{id}/unlock", post(live::unlock))
+        .route("/emergency/terminate-all", post(live::terminate_all))
+        .route(
+            "/emergency/lockdown",
+            get(live::lockdown_status).post(live::lockdown),
+        )
+        .route("/emergency/lockdown/lift", post(live::lift))
         .route("/sessions/{id}/recording", get(session_recording))
         .route("/sessions/{id}/recording/verify", get(verify_recording))
         .route("/requests", get(requests::list).post(requests::create))

@@ -23,6 +23,8 @@ pub mod siem;
 pub use siem::*;
 pub mod instance;
 pub use instance::*;
+pub mod live;
+pub use live::*;
 
 pub const API_PREFIX: &str = "/api/v1";
 /// Largest accepted request body. Secrets and keys fit easily; anything bigger is refused with 413.
@@ -73,6 +75,7 @@ pub enum ErrorCode {
     AccountLocked,
     AlreadyDecided,
     AlreadyDisabled,
+    AlreadyLockedDown,
     AlreadyReviewed,
     ApplicationDisabled,
     ApprovalRequired,
@@ -86,12 +89,14 @@ pub enum ErrorCode {
     EmergencyNotAllowed,
     Forbidden,
     HostKeyMismatch,
+    InstanceLockedDown,
     Internal,
     InvalidCredentials,
     InvalidField,
     InvalidQuery,
     KeyRemoved,
     LastAdmin,
+    LockdownNeedsSecondAdmin,
     LoginDelayed,
     MalformedJson,
     MethodNotAllowed,
@@ -105,6 +110,7 @@ pub enum ErrorCode {
     NotEmergency,
     NotFound,
     NotLive,
+    NotLockedDown,
     NotPending,
     NotRequester,
     OutsidePolicyHours,
@@ -126,6 +132,8 @@ pub enum ErrorCode {
     RequestClosed,
     RotationInProgress,
     Sealed,
+    SessionLocked,
+    SessionNotLocked,
     ShareAlreadyDelivered,
     ShareDuplicate,
     ShareInvalid,
@@ -134,6 +142,7 @@ pub enum ErrorCode {
     SnapshotRunning,
     TargetDisabled,
     TotpInvalid,
+    TotpNotEnrolled,
     TotpNotEnrolling,
     TotpRequired,
     Unauthenticated,
@@ -150,6 +159,7 @@ impl ErrorCode {
         ErrorCode::AccountLocked,
         ErrorCode::AlreadyDecided,
         ErrorCode::AlreadyDisabled,
+        ErrorCode::AlreadyLockedDown,
         ErrorCode::AlreadyReviewed,
         ErrorCode::ApplicationDisabled,
         ErrorCode::ApprovalRequired,
@@ -163,12 +173,14 @@ impl ErrorCode {
         ErrorCode::EmergencyNotAllowed,
         ErrorCode::Forbidden,
         ErrorCode::HostKeyMismatch,
+        ErrorCode::InstanceLockedDown,
         ErrorCode::Internal,
         ErrorCode::InvalidCredentials,
         ErrorCode::InvalidField,
         ErrorCode::InvalidQuery,
         ErrorCode::KeyRemoved,
         ErrorCode::LastAdmin,
+        ErrorCode::LockdownNeedsSecondAdmin,
         ErrorCode::LoginDelayed,
         ErrorCode::MalformedJson,
         ErrorCode::MethodNotAllowed,
@@ -182,6 +194,7 @@ impl ErrorCode {
         ErrorCode::NotEmergency,
         ErrorCode::NotFound,
         ErrorCode::NotLive,
+        ErrorCode::NotLockedDown,
         ErrorCode::NotPending,
         ErrorCode::NotRequester,
         ErrorCode::OutsidePolicyHours,
@@ -203,6 +216,8 @@ impl ErrorCode {
         ErrorCode::RequestClosed,
         ErrorCode::RotationInProgress,
         ErrorCode::Sealed,
+        ErrorCode::SessionLocked,
+        ErrorCode::SessionNotLocked,
         ErrorCode::ShareAlreadyDelivered,
         ErrorCode::ShareDuplicate,
         ErrorCode::ShareInvalid,
@@ -211,6 +226,7 @@ impl ErrorCode {
         ErrorCode::SnapshotRunning,
         ErrorCode::TargetDisabled,
         ErrorCode::TotpInvalid,
+        ErrorCode::TotpNotEnrolled,
         ErrorCode::TotpNotEnrolling,
         ErrorCode::TotpRequired,
         ErrorCode::Unauthenticated,
@@ -226,6 +242,7 @@ impl ErrorCode {
             ErrorCode::AccountLocked => "account_locked",
             ErrorCode::AlreadyDecided => "already_decided",
             ErrorCode::AlreadyDisabled => "already_disabled",
+            ErrorCode::AlreadyLockedDown => "already_locked_down",
             ErrorCode::AlreadyReviewed => "already_reviewed",
             ErrorCode::ApplicationDisabled => "application_disabled",
             ErrorCode::ApprovalRequired => "approval_required",
@@ -239,12 +256,14 @@ impl ErrorCode {
             ErrorCode::EmergencyNotAllowed => "emergency_not_allowed",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::HostKeyMismatch => "host_key_mismatch",
+            ErrorCode::InstanceLockedDown => "instance_locked_down",
             ErrorCode::Internal => "internal",
             ErrorCode::InvalidCredentials => "invalid_credentials",
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::InvalidQuery => "invalid_query",
             ErrorCode::KeyRemoved => "key_removed",
             ErrorCode::LastAdmin => "last_admin",
+            ErrorCode::LockdownNeedsSecondAdmin => "lockdown_needs_second_admin",
             ErrorCode::LoginDelayed => "login_delayed",
             ErrorCode::MalformedJson => "malformed_json",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -258,6 +277,7 @@ impl ErrorCode {
             ErrorCode::NotEmergency => "not_emergency",
             ErrorCode::NotFound => "not_found",
             ErrorCode::NotLive => "not_live",
+            ErrorCode::NotLockedDown => "not_locked_down",
             ErrorCode::NotPending => "not_pending",
             ErrorCode::NotRequester => "not_requester",
             ErrorCode::OutsidePolicyHours => "outside_policy_hours",
@@ -279,6 +299,8 @@ impl ErrorCode {
             ErrorCode::RequestClosed => "request_closed",
             ErrorCode::RotationInProgress => "rotation_in_progress",
             ErrorCode::Sealed => "sealed",
+            ErrorCode::SessionLocked => "session_locked",
+            ErrorCode::SessionNotLocked => "session_not_locked",
             ErrorCode::ShareAlreadyDelivered => "share_already_delivered",
             ErrorCode::ShareDuplicate => "share_duplicate",
             ErrorCode::ShareInvalid => "share_invalid",
@@ -287,6 +309,7 @@ impl ErrorCode {
             ErrorCode::SnapshotRunning => "snapshot_running",
             ErrorCode::TargetDisabled => "target_disabled",
             ErrorCode::TotpInvalid => "totp_invalid",
+            ErrorCode::TotpNotEnrolled => "totp_not_enrolled",
             ErrorCode::TotpNotEnrolling => "totp_not_enrolling",
             ErrorCode::TotpRequired => "totp_required",
             ErrorCode::Unauthenticated => "unauthenticated",
@@ -610,6 +633,10 @@ pub struct PolicyLimits {
     /// Allows emergency access (no approval; every approver notified; reviewed afterwards).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub emergency: bool,
+    /// Sessions wait for a moderator (an admin, or an approver of the user's groups) to watch,
+    /// and are held while none does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moderated: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -644,6 +671,10 @@ pub struct CreatePolicyRequest {
     /// Allows emergency access (no approval; every approver notified; reviewed afterwards).
     #[serde(default)]
     pub emergency: bool,
+    /// Sessions wait for a moderator (an admin, or an approver of the user's groups) to watch,
+    /// and are held while none does.
+    #[serde(default)]
+    pub moderated: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -744,6 +775,15 @@ pub struct SessionInfo {
     /// Output bytes recorded.
     pub bytes: i64,
     pub live: bool,
+    /// Live and its input blocked by an admin (`session lock`).
+    #[serde(default)]
+    pub input_blocked: bool,
+    /// Live under a `--moderated` policy.
+    #[serde(default)]
+    pub moderated: bool,
+    /// Live, moderated, and held now: no moderator watches.
+    #[serde(default)]
+    pub held: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]

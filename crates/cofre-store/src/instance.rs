@@ -10,10 +10,14 @@ pub struct InstanceStateRow {
     pub disabled_at: Option<String>,
     pub disabled_by: Option<String>,
     pub disabled_reason: Option<String>,
+    /// The emergency lockdown (migration 0019): since when, by whom, why.
+    pub locked_down_at: Option<String>,
+    pub locked_down_by: Option<String>,
+    pub locked_down_reason: Option<String>,
 }
 
-const STATE: &str =
-    "SELECT instance_type, disabled_at, disabled_by, disabled_reason FROM instance_state WHERE id = 1";
+const STATE: &str = "SELECT instance_type, disabled_at, disabled_by, disabled_reason, \
+     locked_down_at, locked_down_by, locked_down_reason FROM instance_state WHERE id = 1";
 
 fn state_of(row: &sqlx::any::AnyRow) -> Result<InstanceStateRow> {
     Ok(InstanceStateRow {
@@ -21,6 +25,9 @@ fn state_of(row: &sqlx::any::AnyRow) -> Result<InstanceStateRow> {
         disabled_at: row.try_get(1)?,
         disabled_by: row.try_get(2)?,
         disabled_reason: row.try_get(3)?,
+        locked_down_at: row.try_get(4)?,
+        locked_down_by: row.try_get(5)?,
+        locked_down_reason: row.try_get(6)?,
     })
 }
 
@@ -58,6 +65,23 @@ impl WriteTx {
         };
         sqlx::query(
             "UPDATE instance_state SET disabled_at = $1, disabled_by = $2, disabled_reason = $3 WHERE id = 1",
+        )
+        .bind(at)
+        .bind(by)
+        .bind(reason)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// `None` lifts the lockdown.
+    pub async fn set_lockdown(&mut self, lockdown: Option<(&str, &str, &str)>) -> Result<()> {
+        let (at, by, reason) = match lockdown {
+            Some((at, by, reason)) => (Some(at), Some(by), Some(reason)),
+            None => (None, None, None),
+        };
+        sqlx::query(
+            "UPDATE instance_state SET locked_down_at = $1, locked_down_by = $2, locked_down_reason = $3 WHERE id = 1",
         )
         .bind(at)
         .bind(by)

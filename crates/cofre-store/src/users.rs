@@ -340,6 +340,20 @@ impl WriteTx {
         )
     }
 
+    /// Uses up a TOTP step outside a login (an emergency action's step-up); false if this step
+    /// or a later one was used already, so one code serves one action.
+    pub async fn use_totp_step(&mut self, user_id: i64, step: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET totp_last_step = $1 WHERE id = $2 \
+             AND (totp_last_step IS NULL OR totp_last_step < $1)",
+        )
+        .bind(step)
+        .bind(user_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn record_login_success(
         &mut self,
         user_id: i64,

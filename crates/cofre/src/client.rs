@@ -317,6 +317,46 @@ impl Client {
         Ok(written)
     }
 
+    /// A GET whose answer streams for as long as the server sends it (a watch's events), each
+    /// chunk handed to `each` as it arrives; or the API's JSON error. `each` returns false to
+    /// stop. No overall deadline: a watch lasts as long as its session.
+    pub async fn get_streaming(
+        &self,
+        path: &str,
+        mut each: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), ApiFailure> {
+        let mut req = self
+            .http
+            .get(self.url(path))
+            .timeout(std::time::Duration::from_secs(365 * 86_400));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| ApiFailure::Transport(describe_transport(&e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| ApiFailure::Transport(e.to_string()))?;
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => ApiFailure::Api { body },
+                Err(_) => ApiFailure::Transport(format!("HTTP {status}")),
+            });
+        }
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            ApiFailure::Transport(format!("the stream broke off: {}", describe_transport(&e)))
+        })? {
+            if !each(&chunk) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// POST without a body, for an answer that is not JSON (a break-glass file): the bytes and the
     /// `x-cofre-breakglass-file` header, or the API's JSON error.
     pub async fn post_bytes(&self, path: &str) -> Result<(Vec<u8>, Option<String>), ApiFailure> {

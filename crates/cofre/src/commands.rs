@@ -256,6 +256,11 @@ pub(crate) enum PolicyCmd {
         /// reviewed afterwards).
         #[arg(long)]
         emergency: bool,
+        /// Sessions wait (up to `[server] moderator_wait_seconds`) until an admin or an approver
+        /// of the user's groups watches them (`cofre session watch`), and are held, input and
+        /// output, while none does.
+        #[arg(long)]
+        moderated: bool,
     },
     /// Every policy with its outcome and limits.
     List,
@@ -563,6 +568,7 @@ async fn dispatch(
         Command::Audit(cmd) => audit(ctx, cmd).await,
         Command::Operator(cmd) => operator(ctx, cmd).await,
         Command::Session(cmd) => crate::sessions_cmd::session(ctx, cmd).await,
+        Command::Emergency(cmd) => crate::emergency_cmd::run(ctx, cmd).await,
         Command::Request(cmd) => crate::requests_cmd::request(ctx, cmd).await,
         Command::Grant(cmd) => crate::requests_cmd::grant(ctx, cmd).await,
         Command::Recording(cmd) => crate::sessions_cmd::recording(ctx, cmd).await,
@@ -1067,6 +1073,7 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
             from,
             until,
             emergency,
+            moderated,
         } => {
             let p: PolicyInfo = match ctx
                 .propose(
@@ -1085,6 +1092,7 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
                         from,
                         until,
                         emergency,
+                        moderated,
                     }),
                 )
                 .await?
@@ -1117,6 +1125,9 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
                     }
                     if l.emergency {
                         extra.push_str("\temergency");
+                    }
+                    if l.moderated {
+                        extra.push_str("\tmoderated");
                     }
                     outln!(
                         "{}\tgroup={}\ttargets={}\tallow={}\toutcome={}{extra}",

@@ -25,6 +25,7 @@ mod backup_cmd;
 mod breakglass_cmd;
 pub mod client;
 mod commands;
+mod emergency_cmd;
 mod governance_cmd;
 mod instance_cmd;
 mod offboarding_cmd;
@@ -138,9 +139,13 @@ enum Command {
     /// Seal status and unsealing with Shamir shares.
     #[command(subcommand)]
     Operator(commands::OperatorCmd),
-    /// SSH gateway sessions: list live ones, terminate one.
+    /// SSH gateway sessions: list live ones; watch, block the input of, or terminate one.
     #[command(subcommand)]
     Session(sessions_cmd::SessionCmd),
+    /// The emergency panel (admin): terminate every live session, lock the instance down (each
+    /// with your TOTP code and a reason), lift the lockdown (a second admin), status.
+    #[command(subcommand)]
+    Emergency(emergency_cmd::EmergencyCmd),
     /// Session recordings: export (asciicast v2, or the exact bytes), verify, play.
     #[command(subcommand)]
     Recording(sessions_cmd::RecordingCmd),

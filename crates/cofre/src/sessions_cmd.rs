@@ -45,6 +45,24 @@ pub(crate) enum SessionCmd {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Watch a live session in this terminal: what its user sees, as it happens, until the
+    /// session ends or Ctrl-C. Audited. An admin's watch (or an approver's, of a moderated
+    /// session of its groups) is the session's moderator.
+    Watch { id: String },
+    /// Block a live session's input: the user is told why; what they type is dropped until
+    /// `session unlock`.
+    Lock {
+        id: String,
+        /// Shown to the user and recorded.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Give a blocked session its input back; the user is told.
+    Unlock {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -167,7 +185,18 @@ pub(crate) async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<ExitCode> {
                         s.source,
                         s.started_at,
                         if s.live {
-                            "live".to_owned()
+                            let mut state = "live".to_owned();
+                            for (on, what) in [
+                                (s.input_blocked, "input blocked"),
+                                (s.moderated, "moderated"),
+                                (s.held, "held: no moderator watching"),
+                            ] {
+                                if on {
+                                    state.push('\t');
+                                    state.push_str(what);
+                                }
+                            }
+                            state
                         } else {
                             format!(
                                 "ended {} ({})",
@@ -189,8 +218,138 @@ pub(crate) async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<ExitCode> {
                 .await?;
             outln!("session {id} terminated");
         }
+        SessionCmd::Watch { id } => return watch(ctx, &id).await,
+        SessionCmd::Lock { id, reason } => {
+            let _: OkResponse = ctx
+                .client
+                .post(
+                    &format!("/api/v1/sessions/{}/lock", path_segment(&id)),
+                    &LockSessionRequest { reason },
+                )
+                .await?;
+            outln!("session {id}: input blocked");
+        }
+        SessionCmd::Unlock { id, reason } => {
+            let _: OkResponse = ctx
+                .client
+                .post(
+                    &format!("/api/v1/sessions/{}/unlock", path_segment(&id)),
+                    &LockSessionRequest { reason },
+                )
+                .await?;
+            outln!("session {id}: input unblocked");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `session watch`: the watch's Server-Sent Events, the output's bytes written to stdout as
+/// they come, the rest said on stderr.
+async fn watch(ctx: &Ctx, id: &str) -> Result<ExitCode> {
+    let path = format!("/api/v1/sessions/{}/watch", path_segment(id));
+    let mut events = SseParser::default();
+    let mut failure: Option<anyhow::Error> = None;
+    let mut ended = false;
+    let stream = ctx.client.get_streaming(&path, |chunk| {
+        for (event, data) in events.feed(chunk) {
+            match event.as_str() {
+                "start" => {
+                    if let Ok(s) = serde_json::from_str::<WatchStart>(&data) {
+                        eprintln!(
+                            "watching session {} ({}x{}{}{}); Ctrl-C to stop\r",
+                            s.session,
+                            s.cols,
+                            s.rows,
+                            if s.moderator {
+                                ", as its moderator"
+                            } else {
+                                ""
+                            },
+                            if s.input_blocked {
+                                ", input blocked"
+                            } else {
+                                ""
+                            },
+                        );
+                    }
+                }
+                "output" => {
+                    use base64::Engine as _;
+                    match base64::engine::general_purpose::STANDARD.decode(data.trim()) {
+                        Ok(bytes) => {
+                            let mut out = std::io::stdout().lock();
+                            if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
+                                // A closed stdout ends the watch quietly.
+                                return false;
+                            }
+                        }
+                        Err(e) => {
+                            failure = Some(anyhow!("a watch event is not base64: {e}"));
+                            return false;
+                        }
+                    }
+                }
+                "missed" => eprintln!("\r\n[cofre: {data} chunks of output missed]\r"),
+                "end" => {
+                    ended = true;
+                    return false;
+                }
+                _ => {}
+            }
+        }
+        true
+    });
+    tokio::select! {
+        done = stream => done?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\r\nstopped watching session {id}\r");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if ended {
+        eprintln!("\r\nsession {id} ended\r");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Server-Sent Events out of a byte stream: `event:` and `data:` lines, an empty line ends one;
+/// comments (the keep-alives) are skipped.
+#[derive(Default)]
+struct SseParser {
+    buf: Vec<u8>,
+    event: String,
+    data: String,
+}
+
+impl SseParser {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<(String, String)> {
+        self.buf.extend_from_slice(chunk);
+        let mut done = Vec::new();
+        while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !self.event.is_empty() || !self.data.is_empty() {
+                    done.push((
+                        std::mem::take(&mut self.event),
+                        std::mem::take(&mut self.data),
+                    ));
+                }
+            } else if let Some(v) = line.strip_prefix("event:") {
+                self.event = v.trim_start().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !self.data.is_empty() {
+                    self.data.push('\n');
+                }
+                self.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        done
+    }
 }
 
 pub(crate) async fn recording(ctx: &Ctx, cmd: RecordingCmd) -> Result<ExitCode> {

@@ -253,6 +253,10 @@ impl Accounts<'_> {
             "password_change" => TokenScope::PasswordChange,
             _ => return Err(unauthorized()),
         };
+        // The emergency lockdown: every API call (and console page) of anyone but an admin.
+        if let Some(refusal) = self.lockdown_refusal(role).await? {
+            return Err(refusal);
+        }
         Ok(Principal {
             user_id: row.user.id,
             username: row.user.username,
@@ -518,6 +522,20 @@ impl Accounts<'_> {
         let now = self.now().unix_timestamp();
         let object = format!("user:{}", input.username);
         let (user, totp_step, mut tx) = self.verify_login(&input).await?;
+        // The emergency lockdown: no token for anyone but an admin (audited as refused).
+        let role = Role::parse(&user.role)
+            .ok_or_else(|| Error::internal("reading a user", "unknown role in the database"))?;
+        if let Some(refusal) = self.lockdown_refusal(role).await? {
+            drop(tx);
+            self.record(
+                NewAuditEntry::new(input.username, "auth.login_refused", &*object)
+                    .outcome("denied")
+                    .detail("why", refusal.code.as_str())
+                    .detail("source", input.source),
+            )
+            .await?;
+            return Err(refusal);
+        }
         tx.record_login_success(user.id, totp_step).await?;
         let (scope, ttl) = if user.must_change_password {
             (
@@ -708,6 +726,50 @@ impl App {
         let aad = format!("cofre:totp:{}", user.id);
         self.with_master(|mk| envelope::open(mk, &sealed, aad.as_bytes()))?
             .map_err(|e| Error::internal("opening the TOTP seed", e))
+    }
+}
+
+impl App {
+    /// An emergency action's step-up: the acting user's own current TOTP code, used up in the
+    /// action's transaction (`tx`), so one code serves one action. An account without TOTP
+    /// cannot take one (`totp_not_enrolled`): a stolen token alone must not end every session.
+    pub(crate) async fn check_step_up(
+        &self,
+        tx: &mut cofre_store::WriteTx,
+        who: &Principal,
+        code: &str,
+    ) -> Result<()> {
+        let user = self
+            .store
+            .user_by_name(who.username())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("user {}", who.username())))?;
+        if !user.totp_enabled {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                ErrorCode::TotpNotEnrolled,
+                "totp_code: an emergency action needs your TOTP, and this account has none (enrol with `cofre totp enroll`)",
+            )
+            .with_field("totp_code"));
+        }
+        let invalid = || {
+            Error::new(
+                ErrorKind::Unauthorized,
+                ErrorCode::TotpInvalid,
+                "totp_code: wrong or reused TOTP code",
+            )
+            .with_field("totp_code")
+        };
+        let seed = self.open_totp_seed(&user)?;
+        let t = u64::try_from(self.now().unix_timestamp()).unwrap_or(0);
+        let last = user.totp_last_step.and_then(|s| u64::try_from(s).ok());
+        let step = totp::verify(&seed, code.trim(), t, last)
+            .and_then(|s| i64::try_from(s).ok())
+            .ok_or_else(invalid)?;
+        if !tx.use_totp_step(user.id, step).await? {
+            return Err(invalid());
+        }
+        Ok(())
     }
 }
 

@@ -34,6 +34,8 @@ const MAX_REASON_CHARS: usize = 500;
 pub struct InstanceState {
     pub instance_type: InstanceType,
     pub disabled: Option<Disabled>,
+    /// The emergency lockdown (who locked it, when, why): only admins are served meanwhile.
+    pub locked_down: Option<Disabled>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,9 +57,22 @@ impl InstanceState {
             }),
             _ => None,
         };
+        let locked_down = match (
+            row.locked_down_at,
+            row.locked_down_by,
+            row.locked_down_reason,
+        ) {
+            (Some(at), by, reason) => Some(Disabled {
+                at,
+                by: by.unwrap_or_default(),
+                reason: reason.unwrap_or_default(),
+            }),
+            _ => None,
+        };
         Ok(InstanceState {
             instance_type,
             disabled,
+            locked_down,
         })
     }
 
@@ -115,6 +130,18 @@ pub fn disabled_error(d: &Disabled) -> Error {
     )
 }
 
+/// The refusal everyone but admins gets while the instance is locked down.
+pub fn locked_down_error(d: &Disabled) -> Error {
+    Error::new(
+        ErrorKind::Forbidden,
+        ErrorCode::InstanceLockedDown,
+        format!(
+            "the instance is locked down: {} (by {} at {}); only admins are served until a second admin lifts it",
+            d.reason, d.by, d.at
+        ),
+    )
+}
+
 impl App {
     /// The instance's state, from this node's copy if it is fresh enough.
     pub async fn instance_state(&self) -> Result<InstanceState> {
@@ -144,6 +171,20 @@ impl App {
             .disabled
             .as_ref()
             .map(disabled_error))
+    }
+
+    /// Why this role is refused now, if the instance is locked down and the role is not admin.
+    /// The API (on every authenticated request) and the gateway (at a session's start) ask it.
+    pub async fn lockdown_refusal(&self, role: cofre_core::role::Role) -> Result<Option<Error>> {
+        if role == cofre_core::role::Role::Admin {
+            return Ok(None);
+        }
+        Ok(self
+            .instance_state()
+            .await?
+            .locked_down
+            .as_ref()
+            .map(locked_down_error))
     }
 
     /// The banner of a contingency or demo instance (CLI answers, SSH logins).

@@ -8,6 +8,7 @@ pub mod backups;
 pub mod breakglass;
 pub mod governance;
 pub mod instance;
+pub mod live;
 pub mod notify;
 pub mod offboarding;
 pub mod releases;

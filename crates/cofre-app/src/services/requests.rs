@@ -89,6 +89,8 @@ impl UseRefused {
 pub(crate) struct UseAllowed {
     pub policy: String,
     pub outcome: Outcome,
+    /// A moderator must watch (any matching policy is `--moderated`).
+    pub moderated: bool,
     /// The grant it comes through, for `approve`.
     pub grant: Option<RequestRow>,
 }
@@ -279,6 +281,7 @@ impl Approvals<'_> {
             return Ok(Ok(UseAllowed {
                 policy: terms.policy,
                 outcome: terms.outcome,
+                moderated: terms.moderated,
                 grant: None,
             }));
         }
@@ -292,6 +295,7 @@ impl Approvals<'_> {
             Some(g) => Ok(UseAllowed {
                 policy: terms.policy,
                 outcome: terms.outcome,
+                moderated: terms.moderated,
                 grant: Some(g),
             }),
             None => Err(UseRefused::ApprovalRequired {
@@ -374,6 +378,7 @@ impl App {
                             (a, b) => a.or(b),
                         },
                         emergency: c.emergency && t.emergency,
+                        moderated: c.moderated || t.moderated,
                     }
                 }
             });

@@ -48,6 +48,10 @@ pub struct SessionStart {
     pub recording: Writer,
     /// Receives the reason when the session must end (killed by an admin).
     pub kill: watch::Receiver<Option<String>>,
+    /// Watch, lock and moderation of this session.
+    pub control: std::sync::Arc<crate::session::Control>,
+    /// Lines for this session's user from its control.
+    pub notices: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
 pub use cofre_core::names::GatewayLogin;
@@ -73,9 +77,14 @@ pub fn ssh_key_fingerprint(line: &str) -> Result<(String, String)> {
     crate::ssh_keys::user_key("public_key", line)
 }
 
-fn session_info(s: SessionRow, live: bool) -> SessionInfo {
+/// A session's row, and its control while it is live on this node.
+fn session_info(s: SessionRow, control: Option<&crate::session::Control>) -> SessionInfo {
+    let control = control.filter(|_| s.ended_at.is_none());
     SessionInfo {
-        live: live && s.ended_at.is_none(),
+        live: control.is_some(),
+        input_blocked: control.is_some_and(|c| c.input_blocked()),
+        moderated: control.is_some_and(|c| c.moderated()),
+        held: control.is_some_and(|c| c.is_held()),
         id: s.id,
         username: s.username,
         target: s.target,
@@ -309,6 +318,17 @@ impl Sessions<'_> {
             }
         };
         let who = &current;
+        // The emergency lockdown, judged on the user's role as it is now.
+        if let Some(refusal) = self.lockdown_refusal(who.role).await? {
+            self.record(
+                NewAuditEntry::new(&who.username, "session.refused", &*object)
+                    .outcome("denied")
+                    .detail("why", refusal.code.as_str())
+                    .detail("source", source),
+            )
+            .await?;
+            return Err(refusal);
+        }
         let refused_unknown = |why: &'static str| {
             NewAuditEntry::new(&who.username, "session.refused", &*object)
                 .outcome("denied")
@@ -343,6 +363,14 @@ impl Sessions<'_> {
         }
         let policy = allowed.policy;
         let grant = allowed.grant;
+        let moderated = allowed.moderated;
+        let dimension = |key: &str, default: u32| {
+            header[key]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(default)
+        };
+        let size = (dimension("width", 80), dimension("height", 24));
         let Some((cred, _, version)) = self.store.credential_secret(target, account, None).await?
         else {
             self.record(refused_unknown("no credential for this account"))
@@ -429,13 +457,16 @@ impl Sessions<'_> {
         if let Some(r) = reason {
             entry = entry.detail("reason", r);
         }
+        if moderated {
+            entry = entry.detail("moderated", true);
+        }
         if let Some(g) = &grant {
             entry = entry
                 .detail("request", g.id.as_str())
                 .detail("request_reason", g.reason.as_str());
         }
         self.commit(tx, entry).await?;
-        let kill = self.live.insert(
+        let registered = self.live.insert(
             &id,
             grant.as_ref().map(|g| g.id.as_str()),
             LiveWho {
@@ -443,7 +474,10 @@ impl Sessions<'_> {
                 key: who.via_key.clone(),
                 target: target.to_owned(),
                 account: account.to_owned(),
+                groups: who.groups.clone(),
             },
+            moderated,
+            size,
         );
         metrics::gauge!("cofre_gateway_live_sessions").increment(1.0);
         // Offboarding commits first and then ends the live sessions it finds: a session that was
@@ -479,7 +513,9 @@ impl Sessions<'_> {
             secret_kind: cred.kind,
             secret,
             recording,
-            kill,
+            kill: registered.kill,
+            control: registered.control,
+            notices: registered.notices,
         })
     }
 
@@ -667,8 +703,8 @@ impl Sessions<'_> {
             items: rows
                 .into_iter()
                 .map(|r| {
-                    let live = self.live.is_live(&r.id);
-                    session_info(r, live)
+                    let control = self.live.control(&r.id).map(|(c, _)| c);
+                    session_info(r, control.as_deref())
                 })
                 .collect(),
             next_cursor,

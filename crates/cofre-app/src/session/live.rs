@@ -2,10 +2,11 @@
 //! them, a grant that ends (or a user, key, target or credential taken away) closes the sessions
 //! that depended on it, and a shutdown can tell every one of them and wait for them to end.
 
+use super::control::Control;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-use tokio::sync::watch;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
 
 pub struct LiveSessions {
     sessions: Mutex<HashMap<String, LiveSession>>,
@@ -33,6 +34,8 @@ impl Default for LiveSessions {
 
 struct LiveSession {
     kill: watch::Sender<Option<String>>,
+    /// Watch, lock and moderation (see [`Control`]).
+    control: Arc<Control>,
     /// The access request (grant) it was opened under.
     request: Option<String>,
     who: LiveWho,
@@ -46,6 +49,15 @@ pub(crate) struct LiveWho {
     pub key: Option<String>,
     pub target: String,
     pub account: String,
+    /// The user's groups when the session started (who may moderate it).
+    pub groups: Vec<String>,
+}
+
+/// What registering a session gives its front end.
+pub(crate) struct Registered {
+    pub kill: watch::Receiver<Option<String>>,
+    pub control: Arc<Control>,
+    pub notices: mpsc::UnboundedReceiver<String>,
 }
 
 impl LiveSessions {
@@ -60,19 +72,44 @@ impl LiveSessions {
         id: &str,
         request: Option<&str>,
         who: LiveWho,
-    ) -> watch::Receiver<Option<String>> {
+        moderated: bool,
+        size: (u32, u32),
+    ) -> Registered {
         let (tx, rx) = watch::channel(None);
+        let (control, notices) = Control::new(moderated, size.0, size.1);
         let mut map = self.lock();
         map.insert(
             id.to_owned(),
             LiveSession {
                 kill: tx,
+                control: control.clone(),
                 request: request.map(str::to_owned),
                 who,
             },
         );
         self.count.send_replace(map.len());
-        rx
+        Registered {
+            kill: rx,
+            control,
+            notices,
+        }
+    }
+
+    /// A live session's control and whom it belongs to.
+    pub(crate) fn control(&self, id: &str) -> Option<(Arc<Control>, LiveWho)> {
+        self.lock()
+            .get(id)
+            .map(|s| (s.control.clone(), s.who.clone()))
+    }
+
+    /// Ends when the session leaves the registry (or at once if it is not live).
+    pub(crate) async fn wait_gone(&self, id: &str) {
+        let mut count = self.count.subscribe();
+        while self.is_live(id) {
+            if count.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     pub(crate) fn remove(&self, id: &str) {

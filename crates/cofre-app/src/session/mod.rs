@@ -8,11 +8,15 @@
 //! end with only a terminal to show (a WebSocket terminal) needs no relay of its own:
 //! [`Session::run_terminal`] takes a channel pair ([`terminal`]).
 //!
-//! Room for watch and lock: both would be further [`Event`]s and a second reader of the recorder's
-//! stream; the front end loop already listens here.
+//! Watch, lock and moderation are the session's [`Control`]: the front end hands it each chunk
+//! of output, asks it before passing input on (blocked input is dropped, a held session passes
+//! nothing), and shows its notices to the user as [`Event::Notice`]s.
 
+pub mod control;
 pub mod live;
 pub mod terminal;
+
+pub use control::{Control, Watching, MODERATOR_WAIT_NOTICE};
 
 pub use cofre_recording::Recorder;
 
@@ -60,6 +64,9 @@ pub struct Events {
     kill: watch::Receiver<Option<String>>,
     notice: watch::Receiver<Option<String>>,
     notice_open: bool,
+    /// This session's own lines (input blocked and back, moderator joined or left).
+    own: tokio::sync::mpsc::UnboundedReceiver<String>,
+    own_open: bool,
     /// A notice that was out before this session started listening.
     notice_pending: bool,
 }
@@ -68,12 +75,15 @@ impl Events {
     fn new(
         kill: watch::Receiver<Option<String>>,
         notice: watch::Receiver<Option<String>>,
+        own: tokio::sync::mpsc::UnboundedReceiver<String>,
     ) -> Events {
         let notice_pending = notice.borrow().is_some();
         Events {
             kill,
             notice,
             notice_open: true,
+            own,
+            own_open: true,
             notice_pending,
         }
     }
@@ -102,6 +112,10 @@ impl Events {
                     }
                     Err(_) => self.notice_open = false,
                 },
+                own = self.own.recv(), if self.own_open => match own {
+                    Some(text) => return Event::Notice(text),
+                    None => self.own_open = false,
+                },
             }
         }
     }
@@ -115,6 +129,8 @@ pub struct Session {
     pub connection: Connection,
     pub recorder: Recorder,
     pub events: Events,
+    /// Watch, lock and moderation: hand it the output, ask it before passing input on.
+    pub control: Arc<Control>,
 }
 
 /// The services' pin check as cofre-connect's host-key policy.
@@ -205,8 +221,40 @@ impl Session {
             user,
             connection,
             recorder,
-            events: Events::new(start.kill, notice),
+            events: Events::new(start.kill, notice, start.notices),
+            control: start.control,
         })
+    }
+
+    /// For a moderated session with no moderator yet: waits until one watches, for
+    /// `[server] moderator_wait_seconds` at most (the front end has told the user
+    /// [`MODERATOR_WAIT_NOTICE`]). Nothing has been asked of the target yet. An `Err` is why the
+    /// session cannot go on (no moderator in time, or it was ended meanwhile); the front end
+    /// ends the session with it.
+    pub async fn wait_for_moderator(&mut self) -> Result<(), String> {
+        if !self.control.is_held() {
+            return Ok(());
+        }
+        let wait = self.app.config.server.moderator_wait_seconds;
+        let control = self.control.clone();
+        let deadline = tokio::time::sleep(Duration::from_secs(wait));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                // First, so the moderator's arrival notice stays for the front end's loop.
+                biased;
+                () = control.while_held() => return Ok(()),
+                () = &mut deadline => {
+                    return Err(format!("refused: no moderator watched within {wait} seconds"));
+                }
+                event = self.events.next() => match event {
+                    Event::End(why) => return Err(why),
+                    // The moderator's arrival is said by whoever waited; others are dropped
+                    // until the session runs.
+                    Event::Notice(_) => {}
+                },
+            }
+        }
     }
 
     /// Ends the session: the recording's last event says why (then it is synced to disk), the

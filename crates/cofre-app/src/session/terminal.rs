@@ -53,6 +53,22 @@ impl Session {
         mut input: mpsc::Receiver<Input>,
         output: mpsc::Sender<Output>,
     ) {
+        // A moderated session asks nothing of the target until a moderator watches.
+        if self.control.is_held() {
+            let _ = output
+                .send(Output::Notice(super::MODERATOR_WAIT_NOTICE.to_owned()))
+                .await;
+            if let Err(reason) = self.wait_for_moderator().await {
+                self.end(&reason).await;
+                let _ = output
+                    .send(Output::Ended {
+                        exit_status: None,
+                        reason,
+                    })
+                    .await;
+                return;
+            }
+        }
         let channel = match self.open_shell(&pty).await {
             Ok(c) => c,
             Err(reason) => {
@@ -69,6 +85,7 @@ impl Session {
         let (mut from_up, to_up) = channel.split();
         let record_input = self.app.config.record_input;
         let rec = self.recorder.clone();
+        let control = self.control.clone();
         // Input on a task of its own: a write waiting for the target's window must never keep
         // the output from being read (both sides busy would deadlock).
         let (closed_tx, mut closed) = mpsc::channel::<String>(1);
@@ -76,6 +93,11 @@ impl Session {
             let why = loop {
                 match input.recv().await {
                     Some(Input::Data(data)) => {
+                        control.while_held().await;
+                        if control.input_blocked() {
+                            // Dropped, not queued: what was typed while blocked never runs.
+                            continue;
+                        }
                         if record_input {
                             if let Err(why) = rec.input(bytes::Bytes::copy_from_slice(&data)).await
                             {
@@ -91,6 +113,7 @@ impl Session {
                         if let Err(why) = rec.resize(cols, rows).await {
                             break why;
                         }
+                        control.resize(cols, rows);
                         let _ = to_up.window_change(cols, rows, 0, 0).await;
                     }
                     Some(Input::Close) | None => break "the client closed the terminal".to_owned(),
@@ -103,13 +126,18 @@ impl Session {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut exit_status = None;
+        let mut moderators = self.control.moderators();
         let reason = loop {
+            // A held session reads nothing from the target (SSH's window keeps it there).
+            let held = self.control.is_held();
             tokio::select! {
-                msg = from_up.wait() => match msg {
+                _ = moderators.changed(), if held => {}
+                msg = from_up.wait(), if !held => match msg {
                     Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
                         if let Err(why) = self.recorder.output(data.clone()).await {
                             break why;
                         }
+                        self.control.output(&data);
                         if output.send(Output::Data(data.to_vec())).await.is_err() {
                             break "the client closed the terminal".to_owned();
                         }

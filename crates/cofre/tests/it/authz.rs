@@ -85,6 +85,8 @@ fn row(
 }
 
 const ADMIN: &[Who] = &[Who::Admin];
+/// Who may watch a live session (approvers only as a moderated session's moderator).
+const WATCHERS: &[Who] = &[Who::Admin, Who::Approver, Who::Auditor];
 /// A valid OpenSSH public key for the key rows.
 const TEST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKP/TY4zYuLWcNieFNPnyxvrVuIYqjgJoE+esWTppF4V";
@@ -691,6 +693,77 @@ fn authorization_matrix() {
                     "/api/v1/sessions/no-such-session/recording/verify",
                     None,
                     Rule::Roles(AUDIT),
+                )
+            },
+            // Live control: watching (approvers only as moderators, which the service checks
+            // on the live session), blocking input; no such session answers 404 to those allowed.
+            Row {
+                succeeds: false,
+                ..row(
+                    "GET",
+                    "/api/v1/sessions/{id}/watch",
+                    "/api/v1/sessions/no-such-session/watch",
+                    None,
+                    Rule::Roles(WATCHERS),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/sessions/{id}/lock",
+                    "/api/v1/sessions/no-such-session/lock",
+                    Some(json!({"reason": "matrix"})),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/sessions/{id}/unlock",
+                    "/api/v1/sessions/no-such-session/unlock",
+                    Some(json!({"reason": "matrix"})),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            // The emergency panel: admin only. An empty reason is refused (400) before the TOTP
+            // is asked, so the matrix neither ends sessions nor locks the instance down.
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/emergency/terminate-all",
+                    "/api/v1/emergency/terminate-all",
+                    Some(json!({"totp_code": "000000", "reason": ""})),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            row(
+                "GET",
+                "/api/v1/emergency/lockdown",
+                "/api/v1/emergency/lockdown",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/emergency/lockdown",
+                    "/api/v1/emergency/lockdown",
+                    Some(json!({"totp_code": "000000", "reason": ""})),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/emergency/lockdown/lift",
+                    "/api/v1/emergency/lockdown/lift",
+                    Some(json!({"reason": ""})),
+                    Rule::Roles(ADMIN),
                 )
             },
             // Backups (Orbit: admin on-prem).

@@ -10,6 +10,7 @@
 mod clients;
 mod drain;
 mod exact;
+mod live;
 mod terminal;
 
 use crate::harness::*;
