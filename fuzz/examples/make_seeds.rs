@@ -256,6 +256,10 @@ fn main() {
             "NewSiemRequest",
             r#"{"name":"corp","syslog":"tls://siem.corp:6514","format":"cef","ca_cert":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}"#,
         ),
+        (
+            "SetNetworkRequest",
+            r#"{"listener":"api","allow":["10.20.0.0/16","2001:db8::/32"],"trusted_proxies":["10.20.0.5"],"force":false}"#,
+        ),
     ];
     for (name, text) in requests {
         let pick = cofre_fuzz::PARSERS

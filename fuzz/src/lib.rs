@@ -59,4 +59,5 @@ pub const PARSERS: &[(&str, fn(&[u8]))] = &[
     ("SetRotationRequest", body::<SetRotationRequest>),
     ("RotationListQuery", query::<RotationListQuery>),
     ("NewSiemRequest", body::<NewSiemRequest>),
+    ("SetNetworkRequest", body::<SetNetworkRequest>),
 ];

@@ -125,10 +125,15 @@ pub enum Action {
     ManageSiem,
     /// list SIEM destinations and their delivery status.
     ViewSiem,
+    /// set a listener's network policy: the customer's admin in every mode (the customer's
+    /// networks), the vendor's operator where the vendor runs the instance (its own networks).
+    ManageNetwork,
+    /// read the network policy.
+    ViewNetwork,
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 25] = [
         Action::OwnAccount,
         Action::ChangeOwnPassword,
         Action::ManageUsers,
@@ -152,6 +157,8 @@ impl Action {
         Action::DecideChanges,
         Action::ManageSiem,
         Action::ViewSiem,
+        Action::ManageNetwork,
+        Action::ViewNetwork,
     ];
 }
 
@@ -165,6 +172,14 @@ pub fn role_may(mode: Mode, role: Role, action: Action) -> bool {
             Mode::OnPrem => role == Admin,
             Mode::PrivateSaas => matches!(role, Admin | Operator),
             Mode::Saas => role == Operator,
+        },
+        ManageNetwork => match mode {
+            Mode::OnPrem => role == Admin,
+            Mode::PrivateSaas | Mode::Saas => matches!(role, Admin | Operator),
+        },
+        ViewNetwork => match mode {
+            Mode::OnPrem => matches!(role, Admin | Auditor),
+            Mode::PrivateSaas | Mode::Saas => matches!(role, Admin | Auditor | Operator),
         },
         DecideRequests => matches!(role, Admin | Approver),
         ManageGrants | DecideChanges => role == Admin,

@@ -23,6 +23,8 @@ pub mod siem;
 pub use siem::*;
 pub mod instance;
 pub use instance::*;
+pub mod network;
+pub use network::*;
 
 pub const API_PREFIX: &str = "/api/v1";
 /// Largest accepted request body. Secrets and keys fit easily; anything bigger is refused with 413.
@@ -95,6 +97,8 @@ pub enum ErrorCode {
     LoginDelayed,
     MalformedJson,
     MethodNotAllowed,
+    NetworkRefused,
+    NetworkSelfLockout,
     NoApprovalNeeded,
     NoBreakglassEpoch,
     NoShare,
@@ -172,6 +176,8 @@ impl ErrorCode {
         ErrorCode::LoginDelayed,
         ErrorCode::MalformedJson,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::NetworkRefused,
+        ErrorCode::NetworkSelfLockout,
         ErrorCode::NoApprovalNeeded,
         ErrorCode::NoBreakglassEpoch,
         ErrorCode::NoShare,
@@ -248,6 +254,8 @@ impl ErrorCode {
             ErrorCode::LoginDelayed => "login_delayed",
             ErrorCode::MalformedJson => "malformed_json",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::NetworkRefused => "network_refused",
+            ErrorCode::NetworkSelfLockout => "network_self_lockout",
             ErrorCode::NoApprovalNeeded => "no_approval_needed",
             ErrorCode::NoBreakglassEpoch => "no_breakglass_epoch",
             ErrorCode::NoShare => "no_share",
@@ -610,6 +618,9 @@ pub struct PolicyLimits {
     /// Allows emergency access (no approval; every approver notified; reviewed afterwards).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub emergency: bool,
+    /// The source networks (CIDRs) the policy applies from; outside them it does not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -644,6 +655,10 @@ pub struct CreatePolicyRequest {
     /// Allows emergency access (no approval; every approver notified; reviewed afterwards).
     #[serde(default)]
     pub emergency: bool,
+    /// Source networks (CIDRs or addresses, IPv4 or IPv6) the policy applies from; outside them
+    /// it does not match. Empty: from anywhere.
+    #[serde(default)]
+    pub networks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

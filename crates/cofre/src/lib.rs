@@ -33,6 +33,7 @@ mod requests_cmd;
 mod rotation_cmd;
 mod server_cmd;
 mod sessions_cmd;
+mod network_cmd;
 mod siem_cmd;
 mod snapshot_cmd;
 
@@ -166,6 +167,9 @@ enum Command {
     /// list, remove, status.
     #[command(subcommand)]
     Siem(siem_cmd::SiemCmd),
+    /// Which networks the API and the SSH gateway accept (Orbit): show, set.
+    #[command(subcommand)]
+    Network(network_cmd::NetworkCmd),
 }
 
 /// The `cofre` command: parses the arguments and runs them.

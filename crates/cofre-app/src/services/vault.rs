@@ -83,6 +83,9 @@ fn limits_from(l: &PolicyLimits) -> std::result::Result<Limits, cofre_core::Fiel
         out.max_duration_minutes = Some(parse_duration_minutes("max_duration", m)?);
     }
     out.emergency = l.emergency;
+    if let Some(n) = &l.networks {
+        out.networks = cofre_core::network::parse_networks("networks", n)?;
+    }
     Ok(out)
 }
 
@@ -672,6 +675,7 @@ impl Vault<'_> {
             from: req.from.clone().filter(|s| !s.trim().is_empty()),
             until: req.until.clone().filter(|s| !s.trim().is_empty()),
             emergency: req.emergency,
+            networks: (!req.networks.is_empty()).then(|| req.networks.clone()),
         };
         let parsed = limits_from(&limits)?;
         // Stored in canonical form, so what `policy list` shows is what is enforced.
@@ -684,6 +688,8 @@ impl Vault<'_> {
             from: parsed.window.from.map(|d| d.to_string()),
             until: parsed.window.until.map(|d| d.to_string()),
             emergency: parsed.emergency,
+            networks: (!parsed.networks.is_empty())
+                .then(|| cofre_core::network::to_strings(&parsed.networks)),
         };
         if let (Some(from), Some(until)) = (parsed.window.from, parsed.window.until) {
             if from > until {
