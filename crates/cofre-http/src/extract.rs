@@ -172,7 +172,7 @@ impl FromRequestParts<AppState> for Auth {
         let who = state.app.accounts().authenticate(token).await?;
         // Where the request came from, after the network gate put the real client here.
         Ok(Auth(match parts.extensions.get::<PeerAddr>() {
-            Some(p) => who.from_source(p.0.ip()),
+            Some(p) => who.with_source(p.0.ip()),
             None => who,
         }))
     }

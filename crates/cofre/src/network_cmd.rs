@@ -77,7 +77,9 @@ pub(crate) async fn run(ctx: &Ctx, cmd: NetworkCmd) -> Result<ExitCode> {
             force,
         } => {
             // `--allow ''` is an empty list, not one empty network.
-            let clean = |v: Vec<String>| v.into_iter().filter(|s| !s.trim().is_empty()).collect();
+            let clean = |v: Vec<String>| -> Vec<String> {
+                v.into_iter().filter(|s| !s.trim().is_empty()).collect()
+            };
             let req = SetNetworkRequest {
                 listener,
                 allow: clean(allow),

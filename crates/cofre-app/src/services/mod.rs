@@ -292,7 +292,7 @@ impl Principal {
     }
     /// The same principal acting from `source` (the front end knows where a request came from;
     /// who the caller is stays what authentication made).
-    pub fn from_source(mut self, source: std::net::IpAddr) -> Principal {
+    pub fn with_source(mut self, source: std::net::IpAddr) -> Principal {
         self.source = Some(cofre_core::network::canonical(source));
         self
     }

@@ -263,6 +263,7 @@ impl Sessions<'_> {
                     tags: &t.tags,
                 },
                 Access::Session,
+                who.source(),
             ) {
                 Decision::Deny => None,
                 Decision::Granted { outcome, .. } => Some(outcome),
