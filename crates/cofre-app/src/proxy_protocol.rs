@@ -77,14 +77,18 @@ pub async fn read_header(tcp: &mut TcpStream) -> Result<Option<SocketAddr>, Prox
 
 /// The client address a whole header names (see [`read_header`]).
 pub fn parse(bytes: &[u8]) -> Result<Option<SocketAddr>, ProxyHeaderError> {
-    let header = ppp::v2::Header::try_from(bytes)
-        .map_err(|e| ProxyHeaderError::Malformed(e.to_string()))?;
+    let header =
+        ppp::v2::Header::try_from(bytes).map_err(|e| ProxyHeaderError::Malformed(e.to_string()))?;
     if header.command == ppp::v2::Command::Local {
         return Ok(None);
     }
     Ok(match header.addresses {
-        ppp::v2::Addresses::IPv4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-        ppp::v2::Addresses::IPv6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+        ppp::v2::Addresses::IPv4(a) => {
+            Some(SocketAddr::new(a.source_address.into(), a.source_port))
+        }
+        ppp::v2::Addresses::IPv6(a) => {
+            Some(SocketAddr::new(a.source_address.into(), a.source_port))
+        }
         ppp::v2::Addresses::Unix(_) | ppp::v2::Addresses::Unspecified => None,
     })
 }

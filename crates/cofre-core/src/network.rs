@@ -41,10 +41,7 @@ impl Listener {
             .into_iter()
             .find(|l| l.as_str() == s)
             .ok_or_else(|| {
-                FieldError::new(
-                    field,
-                    format!("`{s}` is not a listener (api or gateway)"),
-                )
+                FieldError::new(field, format!("`{s}` is not a listener (api or gateway)"))
             })
     }
 }
@@ -70,9 +67,7 @@ pub enum Decision {
 /// `::ffff:a.b.c.d` as `a.b.c.d`; everything else as it is.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }
@@ -166,7 +161,12 @@ impl ListenerPolicy {
     /// only regroups several old networks into one: that errs towards asking a second admin.
     pub fn widens(&self, new: &ListenerPolicy) -> bool {
         let covered = |net: &IpNet, by: &[IpNet]| by.iter().any(|o| o.contains(net));
-        let old_allow: Vec<IpNet> = self.allow.iter().chain(&self.vendor_allow).copied().collect();
+        let old_allow: Vec<IpNet> = self
+            .allow
+            .iter()
+            .chain(&self.vendor_allow)
+            .copied()
+            .collect();
         let new_allow: Vec<IpNet> = new.allow.iter().chain(&new.vendor_allow).copied().collect();
         let allow_widens = if self.is_open() {
             false

@@ -745,7 +745,8 @@ mod tests {
         other.limits.levels = crate::approval::parse_levels("l", "leads:1").unwrap();
         let g = vec!["ops".to_string()];
         let pols = vec![loose.clone(), strict.clone(), other.clone()];
-        let Ruling::Granted(terms) = rule(&pols, &g, &t, Access::Session, at("2026-11-23 10:00"), None)
+        let Ruling::Granted(terms) =
+            rule(&pols, &g, &t, Access::Session, at("2026-11-23 10:00"), None)
         else {
             panic!("granted")
         };
@@ -762,9 +763,14 @@ mod tests {
             rule(&pols, &g, &t, Access::Session, at("2026-11-23 21:00"), None),
             Ruling::Outside { policy, .. } if policy == "strict"
         ));
-        let Ruling::Granted(terms) =
-            rule(&[strict], &g, &t, Access::Session, at("2026-11-23 10:00"), None)
-        else {
+        let Ruling::Granted(terms) = rule(
+            &[strict],
+            &g,
+            &t,
+            Access::Session,
+            at("2026-11-23 10:00"),
+            None,
+        ) else {
             panic!("granted")
         };
         assert!(terms.emergency);

@@ -27,13 +27,13 @@ pub mod client;
 mod commands;
 mod governance_cmd;
 mod instance_cmd;
+mod network_cmd;
 mod offboarding_cmd;
 pub mod output;
 mod requests_cmd;
 mod rotation_cmd;
 mod server_cmd;
 mod sessions_cmd;
-mod network_cmd;
 mod siem_cmd;
 mod snapshot_cmd;
 

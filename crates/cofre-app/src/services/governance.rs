@@ -6,8 +6,8 @@
 //! decided in `cofre_core::governance`.
 
 use super::accounts::{check_email, hash_password, parse_role, user_info};
-use super::sessions::ssh_key_fingerprint;
 use super::network::network_change;
+use super::sessions::ssh_key_fingerprint;
 use super::vault::{policy_from_row, policy_info};
 use super::{page_limit, App, Principal};
 use super::{Accounts, Approvals};
@@ -685,27 +685,21 @@ impl App {
                 _,
             ) => {
                 let rows = tx.network_policy().await?;
-                let (mut row, old, new) = network_change(
-                    &rows,
-                    listener,
-                    allow,
-                    *vendor,
-                    trusted_proxies.as_deref(),
-                )?;
+                let (mut row, old, new) =
+                    network_change(&rows, listener, allow, *vendor, trusted_proxies.as_deref())?;
                 row.updated_at = Some(now_text.clone());
                 row.updated_by = Some(actor.to_owned());
                 tx.set_network_policy(&row).await?;
                 let strings = cofre_core::network::to_strings;
-                let entry =
-                    NewAuditEntry::new(actor, "network.set", format!("network:{listener}"))
-                        .detail("listener", listener.as_str())
-                        .detail("list", if *vendor { "vendor_allow" } else { "allow" })
-                        .detail("allow_from", strings(&old.allow))
-                        .detail("allow", strings(&new.allow))
-                        .detail("vendor_allow_from", strings(&old.vendor_allow))
-                        .detail("vendor_allow", strings(&new.vendor_allow))
-                        .detail("trusted_proxies_from", strings(&old.trusted_proxies))
-                        .detail("trusted_proxies", strings(&new.trusted_proxies));
+                let entry = NewAuditEntry::new(actor, "network.set", format!("network:{listener}"))
+                    .detail("listener", listener.as_str())
+                    .detail("list", if *vendor { "vendor_allow" } else { "allow" })
+                    .detail("allow_from", strings(&old.allow))
+                    .detail("allow", strings(&new.allow))
+                    .detail("vendor_allow_from", strings(&old.vendor_allow))
+                    .detail("vendor_allow", strings(&new.vendor_allow))
+                    .detail("trusted_proxies_from", strings(&old.trusted_proxies))
+                    .detail("trusted_proxies", strings(&new.trusted_proxies));
                 (entry, Output::Network(tx.network_policy().await?))
             }
             (Change::AddKey { username, .. }, Prepared::Key { fingerprint, key }) => {

@@ -13,9 +13,7 @@ use super::governance::{Applied, Change, Output};
 use super::{App, Orbit, Principal};
 use crate::error::{Error, ErrorCode, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
-use cofre_core::network::{
-    parse_networks, to_strings, Decision, Listener, ListenerPolicy,
-};
+use cofre_core::network::{parse_networks, to_strings, Decision, Listener, ListenerPolicy};
 use cofre_core::role::{Action, Role};
 use cofre_proto::{ListenerNetworkInfo, NetworkPolicyInfo, SetNetworkRequest};
 use cofre_store::network::NetworkPolicyRow;
@@ -73,9 +71,8 @@ fn split(list: &str) -> Vec<String> {
 }
 
 fn listener_policy_of(row: &NetworkPolicyRow) -> std::result::Result<ListenerPolicy, String> {
-    let parse = |field: &str, text: &str| {
-        parse_networks(field, &split(text)).map_err(|e| e.to_string())
-    };
+    let parse =
+        |field: &str, text: &str| parse_networks(field, &split(text)).map_err(|e| e.to_string());
     Ok(ListenerPolicy {
         allow: parse("allow", &row.allow)?,
         vendor_allow: parse("vendor_allow", &row.vendor_allow)?,
@@ -192,15 +189,12 @@ impl App {
         metrics::counter!("cofre_network_refused_total", "listener" => listener.as_str())
             .increment(1);
         if let Some(unaudited) = self.network.audit_now(listener, source) {
-            let entry = NewAuditEntry::new(
-                "anonymous",
-                "network.refused",
-                format!("source:{source}"),
-            )
-            .outcome("denied")
-            .detail("listener", listener.as_str())
-            .detail("source", source.to_string())
-            .detail("refused_before_unaudited", unaudited);
+            let entry =
+                NewAuditEntry::new("anonymous", "network.refused", format!("source:{source}"))
+                    .outcome("denied")
+                    .detail("listener", listener.as_str())
+                    .detail("source", source.to_string())
+                    .detail("refused_before_unaudited", unaudited);
             if let Err(e) = self.record(entry).await {
                 tracing::error!(error = %e, %source, "cannot audit a network refusal");
             }
@@ -244,8 +238,11 @@ pub(crate) fn network_change(
     let row = rows
         .iter()
         .find(|r| r.listener == l.as_str())
-        .ok_or_else(|| Error::internal("reading the network policy", "a listener's row is missing"))?;
-    let old = listener_policy_of(row).map_err(|e| Error::internal("reading the network policy", e))?;
+        .ok_or_else(|| {
+            Error::internal("reading the network policy", "a listener's row is missing")
+        })?;
+    let old =
+        listener_policy_of(row).map_err(|e| Error::internal("reading the network policy", e))?;
     let mut new = old.clone();
     if vendor {
         new.vendor_allow = allow;
@@ -318,7 +315,10 @@ impl Orbit<'_> {
         self.network.invalidate();
         applied.map(|o| match o {
             Output::Network(rows) => Ok(info_of(&rows, source)),
-            _ => Err(Error::internal("setting the network policy", "unexpected output")),
+            _ => Err(Error::internal(
+                "setting the network policy",
+                "unexpected output",
+            )),
         })
     }
 }

@@ -102,7 +102,13 @@ impl Host {
             "link", "add", &self.veth, "type", "veth", "peer", "name", &inner,
         ]);
         ip_ok(&["link", "set", &inner, "netns", &self.ns]);
-        ip_ok(&["addr", "add", &format!("{}/24", self.gateway()), "dev", &self.veth]);
+        ip_ok(&[
+            "addr",
+            "add",
+            &format!("{}/24", self.gateway()),
+            "dev",
+            &self.veth,
+        ]);
         ip_ok(&["link", "set", &self.veth, "up"]);
         let inside = |args: &[&str]| {
             let mut all = vec!["netns", "exec", &self.ns, "ip"];
@@ -168,8 +174,17 @@ impl Host {
             .env("HOME", &home)
             .args(["-v"])
             .args(client_options(&gw.keys))
-            .args(["-p", &port.to_string(), &format!("alice:root@db01@{addr}"), remote]);
-        run_command(cmd, None, &format!("ssh via {addr}:{port} from {}", self.ns))
+            .args([
+                "-p",
+                &port.to_string(),
+                &format!("alice:root@db01@{addr}"),
+                remote,
+            ]);
+        run_command(
+            cmd,
+            None,
+            &format!("ssh via {addr}:{port} from {}", self.ns),
+        )
     }
 }
 
@@ -313,7 +328,10 @@ fn allowed_and_refused_hosts_on_the_api_and_the_gateway() {
         let v: Value = serde_json::from_str(&body).expect("a JSON error");
         assert_eq!(v["code"], "network_refused", "{body}");
         assert!(
-            v["message"].as_str().unwrap_or("").contains(&elsewhere.addr()),
+            v["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&elsewhere.addr()),
             "{body}"
         );
     }
@@ -335,8 +353,16 @@ fn allowed_and_refused_hosts_on_the_api_and_the_gateway() {
     );
 
     let all = audit(&gw.admin);
-    assert_eq!(refused_from(&all, "api", &elsewhere.addr()), 1, "rate-limited");
-    assert_eq!(refused_from(&all, "gateway", &elsewhere.addr()), 1, "rate-limited");
+    assert_eq!(
+        refused_from(&all, "api", &elsewhere.addr()),
+        1,
+        "rate-limited"
+    );
+    assert_eq!(
+        refused_from(&all, "gateway", &elsewhere.addr()),
+        1,
+        "rate-limited"
+    );
     assert_eq!(refused_from(&all, "api", &office.addr()), 0);
     let set = entries(&all, "network.set");
     assert_eq!(set.len(), 2);
@@ -404,7 +430,9 @@ fn haproxy_with_proxy_protocol_shows_the_real_client() {
         "the API's audit names the client behind the proxy"
     );
     assert_eq!(
-        entries(&all, "gateway.login").last().expect("gateway login")["details"]["source"],
+        entries(&all, "gateway.login")
+            .last()
+            .expect("gateway login")["details"]["source"],
         client.addr(),
         "the gateway's audit names the client behind the proxy"
     );
@@ -502,8 +530,19 @@ fn a_policy_with_from_applies_only_from_its_networks() {
     // A bad network names the field.
     gw.admin
         .fail(&[
-            "policy", "add", "bad", "--group", "ops", "--targets", "*", "--allow", "session",
-            "--outcome", "allow", "--from", "10.0.0.1/8",
+            "policy",
+            "add",
+            "bad",
+            "--group",
+            "ops",
+            "--targets",
+            "*",
+            "--allow",
+            "session",
+            "--outcome",
+            "allow",
+            "--from",
+            "10.0.0.1/8",
         ])
         .assert_stderr_contains("networks");
 }
@@ -519,7 +558,14 @@ fn self_lockout_needs_force_and_widening_waits_for_a_second_admin() {
     let (bob, _, _) = add_user_cli(&inst, &server, &admin, "bob", "admin", &[]);
 
     admin
-        .ok(&["network", "set", "--listener", "gateway", "--allow", "10.1.0.0/16"])
+        .ok(&[
+            "network",
+            "set",
+            "--listener",
+            "gateway",
+            "--allow",
+            "10.1.0.0/16",
+        ])
         .assert_stdout_contains("gateway: allow 10.1.0.0/16");
     // Wider: held; nothing changes until bob approves.
     let held = admin.ok(&[
@@ -546,14 +592,35 @@ fn self_lockout_needs_force_and_widening_waits_for_a_second_admin() {
 
     // Bad input names the field.
     admin
-        .fail(&["network", "set", "--listener", "web", "--allow", "10.0.0.0/8"])
+        .fail(&[
+            "network",
+            "set",
+            "--listener",
+            "web",
+            "--allow",
+            "10.0.0.0/8",
+        ])
         .assert_stderr_contains("listener");
     admin
-        .fail(&["network", "set", "--listener", "api", "--allow", "10.0.0.300/8"])
+        .fail(&[
+            "network",
+            "set",
+            "--listener",
+            "api",
+            "--allow",
+            "10.0.0.300/8",
+        ])
         .assert_stderr_contains("allow");
 
     // The admin's own address (127.0.0.1) outside the list: refused, then forced.
-    let out = admin.fail(&["network", "set", "--listener", "api", "--allow", "10.99.0.0/16"]);
+    let out = admin.fail(&[
+        "network",
+        "set",
+        "--listener",
+        "api",
+        "--allow",
+        "10.99.0.0/16",
+    ]);
     out.assert_stderr_contains("network_self_lockout");
     admin
         .ok(&["network", "show"])
@@ -567,7 +634,9 @@ fn self_lockout_needs_force_and_widening_waits_for_a_second_admin() {
         "10.99.0.0/16",
         "--force",
     ]);
-    admin.fail(&["whoami"]).assert_stderr_contains("network_refused");
+    admin
+        .fail(&["whoami"])
+        .assert_stderr_contains("network_refused");
     let rows = audit_rows(&inst.db_url_for_tests());
     let set: Vec<_> = rows.iter().filter(|r| r.action == "network.set").collect();
     assert_eq!(set.len(), 3, "two direct changes, one approved");
