@@ -641,3 +641,94 @@ fn self_lockout_needs_force_and_widening_waits_for_a_second_admin() {
     let set: Vec<_> = rows.iter().filter(|r| r.action == "network.set").collect();
     assert_eq!(set.len(), 3, "two direct changes, one approved");
 }
+
+/// Two nodes on one PostgreSQL database: a policy set through one is enforced by the other
+/// within seconds (each node's copy is at most 2 s old).
+#[test]
+fn every_node_follows_the_network_policy_postgres() {
+    let inst = Instance::new(Backend::Postgres);
+    let node_a = inst.start();
+    let (admin, _) = admin_cli(&inst, &node_a);
+    let node_b = inst.start();
+    let other = node_b.api_from("127.0.0.2");
+    other.get("/healthz", None).assert_ok();
+    admin.ok(&[
+        "network",
+        "set",
+        "--listener",
+        "api",
+        "--allow",
+        "127.0.0.1/32",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = other.get("/api/v1/auth/whoami", None);
+        if r.status == 403 {
+            r.assert_error(403, "network_refused");
+            assert!(r.text.contains("127.0.0.2"), "{}", r.text);
+            break;
+        }
+        assert_eq!(r.status, 401, "{}", r.text);
+        assert!(
+            Instant::now() < deadline,
+            "node b still lets 127.0.0.2 in 10 s after node a closed the API to it"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The admin, inside the list, still works on both nodes.
+    node_b
+        .api()
+        .get("/api/v1/network", Some(&admin.token()))
+        .assert_ok();
+}
+
+/// In saas the vendor's operator keeps its own networks beside the customer's: its `set`
+/// changes the vendor list, the admin's the customer's, and both let their networks in.
+#[test]
+fn the_vendor_keeps_its_own_networks_in_saas() {
+    let inst = Instance::new(Backend::Sqlite);
+    let server = start_with_config(&inst, "mode = \"saas\"\n");
+    let (admin, _) = admin_cli(&inst, &server);
+    let (operator, _, _) = add_user_cli(&inst, &server, &admin, "op1", "operator", &[]);
+    operator.ok(&[
+        "network",
+        "set",
+        "--listener",
+        "api",
+        "--allow",
+        "127.0.0.0/8",
+    ]);
+    let shown = admin.ok(&["network", "show"]);
+    shown.assert_stdout_contains("api: allow -");
+    shown.assert_stdout_contains("vendor networks: 127.0.0.0/8");
+    admin.ok(&[
+        "network",
+        "set",
+        "--listener",
+        "api",
+        "--allow",
+        "127.0.0.1/32",
+    ]);
+    let shown = operator.ok(&["network", "show"]);
+    shown.assert_stdout_contains("api: allow 127.0.0.1/32");
+    shown.assert_stdout_contains("vendor networks: 127.0.0.0/8");
+    // 127.0.0.9 is in the vendor's networks only: let in.
+    let api = server.api_from("127.0.0.9");
+    assert_eq!(api.get("/api/v1/auth/whoami", None).status, 401);
+    let rows = audit_rows(&inst.db_url_for_tests());
+    let lists: Vec<(String, String)> = rows
+        .iter()
+        .filter(|r| r.action == "network.set")
+        .map(|r| {
+            let d: Value = serde_json::from_str(&r.details).expect("details");
+            (r.actor.clone(), d["list"].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    assert_eq!(
+        lists,
+        vec![
+            ("op1".to_owned(), "vendor_allow".to_owned()),
+            ("admin".to_owned(), "allow".to_owned())
+        ]
+    );
+}
