@@ -7,7 +7,8 @@
 //! failing read never opens a closed listener; with none read yet the connection is refused.
 //!
 //! A refusal is counted in `cofre_network_refused_total` every time, and audited
-//! (`network.refused`) once per listener and source per minute, so a scan cannot flood the trail.
+//! (`network.refused`) once per listener and source per minute, and at most 100 times a minute
+//! in all, so a scan cannot flood the trail.
 
 use super::governance::{Applied, Change, Output};
 use super::{App, Orbit, Principal};
@@ -28,6 +29,8 @@ const POLICY_MAX_AGE: Duration = Duration::from_secs(2);
 const REFUSAL_AUDIT_WINDOW: Duration = Duration::from_secs(60);
 /// Sources remembered for the rate limit; past this the oldest are forgotten.
 const MAX_REMEMBERED_SOURCES: usize = 10_000;
+/// At most this many `network.refused` entries per window, whatever the number of sources.
+const MAX_AUDITED_PER_WINDOW: u32 = 100;
 
 /// Both listeners' policies as stored.
 #[derive(Debug, Clone, Default)]
@@ -84,7 +87,28 @@ fn listener_policy_of(row: &NetworkPolicyRow) -> std::result::Result<ListenerPol
 #[derive(Default)]
 pub(crate) struct NetworkState {
     cache: RwLock<Option<(Instant, Arc<NetworkPolicy>)>>,
-    audited: Mutex<HashMap<(Listener, IpAddr), (Instant, u64)>>,
+    audited: Mutex<Audited>,
+}
+
+/// The refusals' audit rate limit: per listener and source, and overall.
+struct Audited {
+    /// When each source's last refusal was audited, and how many since were not.
+    sources: HashMap<(Listener, IpAddr), (Instant, u64)>,
+    window_start: Instant,
+    used: u32,
+    /// Refusals the overall budget left unaudited, told by the next entry.
+    unaudited: u64,
+}
+
+impl Default for Audited {
+    fn default() -> Self {
+        Audited {
+            sources: HashMap::new(),
+            window_start: Instant::now(),
+            used: 0,
+            unaudited: 0,
+        }
+    }
 }
 
 impl NetworkState {
@@ -117,33 +141,42 @@ impl NetworkState {
         }
     }
 
-    /// Whether this refusal is to be audited now, with how many went unaudited before it.
-    fn audit_now(&self, listener: Listener, source: IpAddr) -> Option<u64> {
-        let mut map = self
+    /// Whether this refusal is to be audited now: `Some((this source's refusals not audited
+    /// since its last entry, other sources' refusals left unaudited by the overall budget))`.
+    fn audit_now(&self, listener: Listener, source: IpAddr) -> Option<(u64, u64)> {
+        let mut a = self
             .audited
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
-        if let Some((at, skipped)) = map.get_mut(&(listener, source)) {
+        let key = (listener, source);
+        if let Some((at, skipped)) = a.sources.get_mut(&key) {
             if now.duration_since(*at) < REFUSAL_AUDIT_WINDOW {
                 *skipped += 1;
                 return None;
             }
-            let before = *skipped;
-            *at = now;
-            *skipped = 0;
-            return Some(before);
         }
-        if map.len() >= MAX_REMEMBERED_SOURCES {
-            map.retain(|_, (at, _)| now.duration_since(*at) < REFUSAL_AUDIT_WINDOW);
-            if map.len() >= MAX_REMEMBERED_SOURCES {
-                // A scan from more sources than we remember: audit none of the new ones until
-                // the window frees room (the metric still counts them).
-                return None;
-            }
+        // A scan from many sources: past the overall budget, refusals are only counted (and
+        // the next entry says how many), so the trail grows by at most the budget a minute.
+        if now.duration_since(a.window_start) >= REFUSAL_AUDIT_WINDOW {
+            a.window_start = now;
+            a.used = 0;
         }
-        map.insert((listener, source), (now, 0));
-        Some(0)
+        if a.used >= MAX_AUDITED_PER_WINDOW {
+            a.unaudited += 1;
+            return None;
+        }
+        a.used += 1;
+        let elsewhere = std::mem::take(&mut a.unaudited);
+        if a.sources.len() >= MAX_REMEMBERED_SOURCES {
+            a.sources
+                .retain(|_, (at, _)| now.duration_since(*at) < REFUSAL_AUDIT_WINDOW);
+        }
+        let before = a
+            .sources
+            .insert(key, (now, 0))
+            .map_or(0, |(_, skipped)| skipped);
+        Some((before, elsewhere))
     }
 }
 
@@ -188,13 +221,14 @@ impl App {
         }
         metrics::counter!("cofre_network_refused_total", "listener" => listener.as_str())
             .increment(1);
-        if let Some(unaudited) = self.network.audit_now(listener, source) {
+        if let Some((unaudited, elsewhere)) = self.network.audit_now(listener, source) {
             let entry =
                 NewAuditEntry::new("anonymous", "network.refused", format!("source:{source}"))
                     .outcome("denied")
                     .detail("listener", listener.as_str())
                     .detail("source", source.to_string())
-                    .detail("refused_before_unaudited", unaudited);
+                    .detail("refused_before_unaudited", unaudited)
+                    .detail("others_unaudited", elsewhere);
             if let Err(e) = self.record(entry).await {
                 tracing::error!(error = %e, %source, "cannot audit a network refusal");
             }
@@ -320,5 +354,31 @@ impl Orbit<'_> {
                 "unexpected output",
             )),
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_audited_once_per_source_and_within_an_overall_budget() {
+        let state = NetworkState::default();
+        let ip = |n: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+        assert_eq!(state.audit_now(Listener::Api, ip(1)), Some((0, 0)));
+        assert_eq!(state.audit_now(Listener::Api, ip(1)), None);
+        assert_eq!(state.audit_now(Listener::Api, ip(1)), None);
+        // The other listener is judged on its own.
+        assert_eq!(state.audit_now(Listener::Gateway, ip(1)), Some((0, 0)));
+        for n in 2..=(MAX_AUDITED_PER_WINDOW - 1) {
+            assert!(
+                state.audit_now(Listener::Api, ip(n)).is_some(),
+                "source {n}"
+            );
+        }
+        // The budget is spent: a new source is counted, not audited.
+        assert_eq!(state.audit_now(Listener::Api, ip(100_000)), None);
+        assert_eq!(state.audit_now(Listener::Api, ip(100_001)), None);
     }
 }
