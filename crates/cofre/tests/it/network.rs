@@ -715,6 +715,23 @@ fn the_vendor_keeps_its_own_networks_in_saas() {
     // 127.0.0.9 is in the vendor's networks only: let in.
     let api = server.api_from("127.0.0.9");
     assert_eq!(api.get("/api/v1/auth/whoami", None).status, 401);
+    // The vendor widening its own list waits for the customer's admin.
+    let held = operator.ok(&[
+        "network",
+        "set",
+        "--listener",
+        "api",
+        "--allow",
+        "127.0.0.0/8,10.0.0.0/8",
+    ]);
+    let change = held_change(&held);
+    admin
+        .ok(&["network", "show"])
+        .assert_stdout_contains("vendor networks: 127.0.0.0/8\n");
+    admin.ok(&["change", "approve", &change]);
+    admin
+        .ok(&["network", "show"])
+        .assert_stdout_contains("vendor networks: 127.0.0.0/8,10.0.0.0/8");
     let rows = audit_rows(&inst.db_url_for_tests());
     let lists: Vec<(String, String)> = rows
         .iter()
@@ -728,7 +745,74 @@ fn the_vendor_keeps_its_own_networks_in_saas() {
         lists,
         vec![
             ("op1".to_owned(), "vendor_allow".to_owned()),
-            ("admin".to_owned(), "allow".to_owned())
+            ("admin".to_owned(), "allow".to_owned()),
+            ("op1".to_owned(), "vendor_allow".to_owned())
         ]
     );
+}
+
+/// X-Forwarded-For is believed from a trusted proxy only: its rightmost untrusted hop is the
+/// client the allow-list judges (curl bound to a loopback address as the proxy).
+#[test]
+fn forwarded_for_is_read_from_a_trusted_proxy_only() {
+    let inst = Instance::new(Backend::Sqlite);
+    let server = inst.start();
+    let (admin, _) = admin_cli(&inst, &server);
+    admin.ok(&[
+        "network",
+        "set",
+        "--listener",
+        "api",
+        "--allow",
+        "127.0.0.1/32,127.0.0.3/32",
+        "--trusted-proxies",
+        "127.0.0.3",
+    ]);
+    let url = format!("{}/api/v1/auth/whoami", server.url);
+    let curl = |from: &str, xff: &str| {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sk",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args([
+            "--interface",
+            from,
+            "-H",
+            &format!("X-Forwarded-For: {xff}"),
+        ])
+        .arg(&url);
+        run_command(cmd, None, "curl with X-Forwarded-For")
+            .stdout
+            .trim()
+            .to_owned()
+    };
+    // From the proxy: the header names the client.
+    assert_eq!(
+        curl("127.0.0.3", "10.9.9.9"),
+        "403",
+        "an outside client behind the proxy"
+    );
+    assert_eq!(
+        curl("127.0.0.3", "10.9.9.9, 127.0.0.1"),
+        "401",
+        "an allowed one"
+    );
+    // From anyone else the header is ignored: 127.0.0.4 stays itself, 127.0.0.1 too.
+    assert_eq!(curl("127.0.0.4", "127.0.0.1"), "403");
+    assert_eq!(curl("127.0.0.1", "10.9.9.9"), "401");
+    let rows = audit_rows(&inst.db_url_for_tests());
+    let refused: Vec<Value> = rows
+        .iter()
+        .filter(|r| r.action == "network.refused")
+        .map(|r| serde_json::from_str(&r.details).expect("details"))
+        .collect();
+    assert!(refused.iter().any(|d| d["source"] == "10.9.9.9"));
+    assert!(refused.iter().any(|d| d["source"] == "127.0.0.4"));
+    assert!(!refused.iter().any(|d| d["source"] == "127.0.0.3"));
 }
