@@ -37,7 +37,6 @@ const MAX_AUDITED_PER_WINDOW: u32 = 100;
 pub struct NetworkPolicy {
     pub api: ListenerPolicy,
     pub gateway: ListenerPolicy,
-    rows: Vec<NetworkPolicyRow>,
 }
 
 impl NetworkPolicy {
@@ -48,9 +47,9 @@ impl NetworkPolicy {
         }
     }
 
-    fn from_rows(rows: Vec<NetworkPolicyRow>) -> Result<NetworkPolicy> {
+    fn from_rows(rows: &[NetworkPolicyRow]) -> Result<NetworkPolicy> {
         let mut p = NetworkPolicy::default();
-        for row in &rows {
+        for row in rows {
             let l = Listener::parse("listener", &row.listener)
                 .map_err(|e| Error::internal("reading the network policy", e))?;
             let parsed = listener_policy_of(row)
@@ -60,7 +59,6 @@ impl NetworkPolicy {
                 Listener::Gateway => p.gateway = parsed,
             }
         }
-        p.rows = rows;
         Ok(p)
     }
 }
@@ -200,7 +198,7 @@ impl App {
         }
         match self.store.network_policy().await {
             Ok(rows) => {
-                let p = Arc::new(NetworkPolicy::from_rows(rows)?);
+                let p = Arc::new(NetworkPolicy::from_rows(&rows)?);
                 self.network.put(p.clone());
                 Ok(p)
             }
