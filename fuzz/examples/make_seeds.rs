@@ -259,6 +259,10 @@ fn main() {
         ("LockSessionRequest", r#"{"reason":"checking"}"#),
         ("EmergencyRequest", r#"{"totp_code":"123456","reason":"breach"}"#),
         ("LiftLockdownRequest", r#"{"reason":"all clear"}"#),
+        (
+            "SetNetworkRequest",
+            r#"{"listener":"api","allow":["10.20.0.0/16","2001:db8::/32"],"trusted_proxies":["10.20.0.5"],"force":false}"#,
+        ),
     ];
     for (name, text) in requests {
         let pick = cofre_fuzz::PARSERS

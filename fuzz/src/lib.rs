@@ -62,4 +62,5 @@ pub const PARSERS: &[(&str, fn(&[u8]))] = &[
     ("LockSessionRequest", body::<LockSessionRequest>),
     ("EmergencyRequest", body::<EmergencyRequest>),
     ("LiftLockdownRequest", body::<LiftLockdownRequest>),
+    ("SetNetworkRequest", body::<SetNetworkRequest>),
 ];

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod config;
 pub mod error;
 pub mod fd_limit;
+pub mod proxy_protocol;
 pub mod release;
 pub mod services;
 pub mod session;

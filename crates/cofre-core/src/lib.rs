@@ -8,6 +8,7 @@ pub mod governance;
 pub mod instance;
 pub mod lockout;
 pub mod names;
+pub mod network;
 pub mod password_policy;
 pub mod policy;
 pub mod role;

@@ -5,6 +5,7 @@
 
 use crate::FieldError;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -125,11 +126,30 @@ pub struct Limits {
     /// A session waits for a moderator (an admin, or an approver of the user's groups) to watch,
     /// and is held while none does.
     pub moderated: bool,
+    /// The source networks the policy applies from (`policy add --from`); empty: anywhere.
+    pub networks: Vec<ipnet::IpNet>,
 }
 
 impl Policy {
     pub fn covers(&self, groups: &[String], target: &TargetRef<'_>) -> bool {
         groups.contains(&self.group) && self.targets.iter().any(|s| s.matches(target))
+    }
+
+    /// Whether the policy applies to a request from `source`: outside its networks it does not
+    /// match at all, and an unknown source is outside every network.
+    pub fn applies_from(&self, source: Option<IpAddr>) -> bool {
+        self.limits.networks.is_empty()
+            || source.is_some_and(|s| crate::network::contains(&self.limits.networks, s))
+    }
+
+    fn matches(
+        &self,
+        groups: &[String],
+        target: &TargetRef<'_>,
+        access: Access,
+        source: Option<IpAddr>,
+    ) -> bool {
+        self.access.contains(&access) && self.covers(groups, target) && self.applies_from(source)
     }
 }
 
@@ -184,10 +204,11 @@ pub fn rule(
     target: &TargetRef<'_>,
     access: Access,
     at: time::PrimitiveDateTime,
+    source: Option<IpAddr>,
 ) -> Ruling {
     let matching: Vec<&Policy> = policies
         .iter()
-        .filter(|p| p.access.contains(&access) && p.covers(groups, target))
+        .filter(|p| p.matches(groups, target, access, source))
         .collect();
     for p in &matching {
         if let Err(why) = p.limits.window.check(at) {
@@ -231,16 +252,18 @@ pub fn rule(
     })
 }
 
-/// Decides one access by one user (through its groups) to one target.
+/// Decides one access by one user (through its groups) to one target, from `source` (the
+/// client's address; policies with networks match only from inside them).
 pub fn decide(
     policies: &[Policy],
     groups: &[String],
     target: &TargetRef<'_>,
     access: Access,
+    source: Option<IpAddr>,
 ) -> Decision {
     policies
         .iter()
-        .filter(|p| p.access.contains(&access) && p.covers(groups, target))
+        .filter(|p| p.matches(groups, target, access, source))
         // Most restrictive first; among equals the name decides, so the answer is stable.
         .max_by(|a, b| a.outcome.cmp(&b.outcome).then_with(|| b.name.cmp(&a.name)))
         .map_or(Decision::Deny, |p| Decision::Granted {
@@ -476,9 +499,35 @@ mod tests {
             tags: &tags,
         };
         assert_eq!(
-            decide(&[], &["ops".into()], &t, Access::Reveal),
+            decide(&[], &["ops".into()], &t, Access::Reveal, None),
             Decision::Deny
         );
+    }
+
+    #[test]
+    fn a_policy_with_networks_matches_only_from_them() {
+        let t = TargetRef {
+            name: "db01",
+            tags: &[],
+        };
+        let mut only_office = p("office", "ops", "*", &[Access::Session], Outcome::Allow);
+        only_office.limits.networks = vec!["10.20.30.0/24".parse().unwrap()];
+        let pols = vec![only_office];
+        let g = ["ops".to_string()];
+        let from = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert!(matches!(
+            decide(&pols, &g, &t, Access::Session, from("10.20.30.7")),
+            Decision::Granted { .. }
+        ));
+        assert!(matches!(
+            decide(&pols, &g, &t, Access::Session, from("::ffff:10.20.30.7")),
+            Decision::Granted { .. }
+        ));
+        assert_eq!(
+            decide(&pols, &g, &t, Access::Session, from("10.20.31.7")),
+            Decision::Deny
+        );
+        assert_eq!(decide(&pols, &g, &t, Access::Session, None), Decision::Deny);
     }
 
     #[test]
@@ -496,11 +545,11 @@ mod tests {
             Outcome::Allow,
         )];
         assert_eq!(
-            decide(&pols, &["ops".into()], &t, Access::Reveal),
+            decide(&pols, &["ops".into()], &t, Access::Reveal, None),
             Decision::Deny
         );
         assert_eq!(
-            decide(&pols, &["dev".into()], &t, Access::Session),
+            decide(&pols, &["dev".into()], &t, Access::Session, None),
             Decision::Deny
         );
         let other = TargetRef {
@@ -508,11 +557,11 @@ mod tests {
             tags: &[],
         };
         assert_eq!(
-            decide(&pols, &["ops".into()], &other, Access::Session),
+            decide(&pols, &["ops".into()], &other, Access::Session, None),
             Decision::Deny
         );
         assert!(matches!(
-            decide(&pols, &["ops".into()], &t, Access::Session),
+            decide(&pols, &["ops".into()], &t, Access::Session, None),
             Decision::Granted {
                 outcome: Outcome::Allow,
                 ..
@@ -546,14 +595,14 @@ mod tests {
         ];
         let groups = vec!["ops".to_string(), "leads".to_string()];
         assert_eq!(
-            decide(&pols, &groups, &t, Access::Reveal),
+            decide(&pols, &groups, &t, Access::Reveal, None),
             Decision::Granted {
                 outcome: Outcome::Approve,
                 policy: "strict".into()
             }
         );
         assert_eq!(
-            decide(&pols, &["ops".into()], &t, Access::Reveal),
+            decide(&pols, &["ops".into()], &t, Access::Reveal, None),
             Decision::Granted {
                 outcome: Outcome::Justify,
                 policy: "mid".into()
@@ -702,7 +751,8 @@ mod tests {
         other.limits.levels = crate::approval::parse_levels("l", "leads:1").unwrap();
         let g = vec!["ops".to_string()];
         let pols = vec![loose.clone(), strict.clone(), other.clone()];
-        let Ruling::Granted(terms) = rule(&pols, &g, &t, Access::Session, at("2026-11-23 10:00"))
+        let Ruling::Granted(terms) =
+            rule(&pols, &g, &t, Access::Session, at("2026-11-23 10:00"), None)
         else {
             panic!("granted")
         };
@@ -716,12 +766,17 @@ mod tests {
         assert!(!terms.emergency, "`other` does not allow emergency access");
         // Out of `strict`'s hours, `loose` does not widen it.
         assert!(matches!(
-            rule(&pols, &g, &t, Access::Session, at("2026-11-23 21:00")),
+            rule(&pols, &g, &t, Access::Session, at("2026-11-23 21:00"), None),
             Ruling::Outside { policy, .. } if policy == "strict"
         ));
-        let Ruling::Granted(terms) =
-            rule(&[strict], &g, &t, Access::Session, at("2026-11-23 10:00"))
-        else {
+        let Ruling::Granted(terms) = rule(
+            &[strict],
+            &g,
+            &t,
+            Access::Session,
+            at("2026-11-23 10:00"),
+            None,
+        ) else {
             panic!("granted")
         };
         assert!(terms.emergency);
@@ -731,7 +786,8 @@ mod tests {
                 &["dev".into()],
                 &t,
                 Access::Session,
-                at("2026-11-23 10:00")
+                at("2026-11-23 10:00"),
+                None
             ),
             Ruling::Deny
         );
@@ -780,7 +836,7 @@ mod tests {
             let mut two = one.clone();
             two.push(p("b", "ops", "db01", &[Access::Reveal], o(extra)));
             let (Decision::Granted { outcome: o1, .. }, Decision::Granted { outcome: o2, .. }) =
-                (decide(&one, &g, &t, Access::Reveal), decide(&two, &g, &t, Access::Reveal))
+                (decide(&one, &g, &t, Access::Reveal, None), decide(&two, &g, &t, Access::Reveal, None))
             else { panic!("both must grant") };
             proptest::prop_assert!(o2 >= o1);
         }

@@ -132,10 +132,15 @@ pub enum Action {
     LockSessions,
     /// the emergency panel: terminate every live session, lock the instance down, lift it.
     Emergency,
+    /// set a listener's network policy: the customer's admin in every mode (the customer's
+    /// networks), the vendor's operator where the vendor runs the instance (its own networks).
+    ManageNetwork,
+    /// read the network policy.
+    ViewNetwork,
 }
 
 impl Action {
-    pub const ALL: [Action; 26] = [
+    pub const ALL: [Action; 28] = [
         Action::OwnAccount,
         Action::ChangeOwnPassword,
         Action::ManageUsers,
@@ -162,6 +167,8 @@ impl Action {
         Action::WatchSessions,
         Action::LockSessions,
         Action::Emergency,
+        Action::ManageNetwork,
+        Action::ViewNetwork,
     ];
 }
 
@@ -175,6 +182,14 @@ pub fn role_may(mode: Mode, role: Role, action: Action) -> bool {
             Mode::OnPrem => role == Admin,
             Mode::PrivateSaas => matches!(role, Admin | Operator),
             Mode::Saas => role == Operator,
+        },
+        ManageNetwork => match mode {
+            Mode::OnPrem => role == Admin,
+            Mode::PrivateSaas | Mode::Saas => matches!(role, Admin | Operator),
+        },
+        ViewNetwork => match mode {
+            Mode::OnPrem => matches!(role, Admin | Auditor),
+            Mode::PrivateSaas | Mode::Saas => matches!(role, Admin | Auditor | Operator),
         },
         DecideRequests => matches!(role, Admin | Approver),
         ManageGrants | DecideChanges => role == Admin,

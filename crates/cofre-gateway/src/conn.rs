@@ -161,6 +161,7 @@ impl Connection {
 
     /// After the user is known: accept, or first ask for a reason where policy wants one.
     async fn after_authentication(&mut self, principal: Principal) -> Auth {
+        let principal = principal.with_source(self.peer);
         let outcome = match &self.login {
             Some(l) => self
                 .app

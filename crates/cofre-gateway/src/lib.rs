@@ -234,40 +234,95 @@ impl Gateway {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let limits = &self.app.config.limits;
-            let Some(slot) = self
-                .unauthenticated
-                .enter(peer.ip(), limits.ssh_unauthenticated_per_source)
-            else {
-                tracing::warn!(%peer, "refused: too many unauthenticated SSH connections from this address");
-                // RFC 4253 4.2: lines before the version string are for the user to read.
-                tokio::spawn(async move {
-                    let mut tcp = tcp;
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        tcp.write_all(b"cofre: too many connections from your address are waiting to log in; try again later\r\n"),
-                    )
-                    .await;
-                });
-                continue;
-            };
-            let logged_in = Arc::new(LoggedIn::default());
-            let handler = conn::Connection::new(
+            let (app, unauthenticated, attempts, config) = (
                 self.app.clone(),
-                peer,
-                self.addr.port(),
-                logged_in.clone(),
+                self.unauthenticated.clone(),
                 self.attempts.clone(),
+                self.config.clone(),
             );
-            let config = self.config.clone();
-            let grace = Duration::from_secs(limits.ssh_login_grace_seconds);
+            let port = self.addr.port();
             tokio::spawn(async move {
+                let mut tcp = tcp;
+                // The network policy judges the client before anything of SSH is said.
+                let Some(peer) = admitted_peer(&app, &mut tcp, peer).await else {
+                    return;
+                };
+                let limits = &app.config.limits;
+                let Some(slot) =
+                    unauthenticated.enter(peer.ip(), limits.ssh_unauthenticated_per_source)
+                else {
+                    tracing::warn!(%peer, "refused: too many unauthenticated SSH connections from this address");
+                    say_and_close(&mut tcp, "cofre: too many connections from your address are waiting to log in; try again later").await;
+                    return;
+                };
+                let logged_in = Arc::new(LoggedIn::default());
+                let handler =
+                    conn::Connection::new(app.clone(), peer, port, logged_in.clone(), attempts);
+                let grace = Duration::from_secs(limits.ssh_login_grace_seconds);
                 serve_connection(config, tcp, peer, handler, logged_in, slot, grace).await;
                 drop(fd_slot);
             });
         }
         // What this window noted is audited before the server goes.
         self.attempts.flush(&self.app).await;
+    }
+}
+
+/// RFC 4253 4.2: lines before the version string are for the user to read (OpenSSH prints
+/// them), so a refusal before the handshake is one line, then the close.
+async fn say_and_close(tcp: &mut tokio::net::TcpStream, line: &str) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tcp.write_all(format!("{line}\r\n").as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+}
+
+/// The client's address if the network policy lets it in: a trusted proxy's PROXY protocol v2
+/// header names it (a trusted proxy must send one, since an SSH client may wait for the server
+/// to speak first and the header could not be told from silence), anyone else is its own TCP
+/// peer. A refused client is told in one line and closed, before authentication.
+async fn admitted_peer(
+    app: &App,
+    tcp: &mut tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Option<SocketAddr> {
+    use cofre_app::proxy_protocol;
+    let policy = match app.network_policy().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the network policy; refusing the connection");
+            return None;
+        }
+    };
+    let mut client = peer;
+    if policy.gateway.is_trusted_proxy(peer.ip()) {
+        match proxy_protocol::starts_with_header(tcp, proxy_protocol::HEADER_TIMEOUT).await {
+            Ok(true) => match proxy_protocol::read_header(tcp).await {
+                Ok(Some(c)) => client = c,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "refused a connection from a trusted proxy");
+                    return None;
+                }
+            },
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "a trusted proxy sent no PROXY header");
+                return None;
+            }
+        }
+    }
+    match app
+        .admit_source(cofre_core::network::Listener::Gateway, client.ip())
+        .await
+    {
+        Ok(()) => Some(client),
+        Err(e) => {
+            tracing::info!(%client, "refused by the network policy");
+            say_and_close(tcp, &format!("cofre: {}", e.message)).await;
+            None
+        }
     }
 }
 

@@ -169,7 +169,12 @@ impl FromRequestParts<AppState> for Auth {
                     "missing bearer token: log in with `cofre login`",
                 )
             })?;
-        Ok(Auth(state.app.accounts().authenticate(token).await?))
+        let who = state.app.accounts().authenticate(token).await?;
+        // Where the request came from, after the network gate put the real client here.
+        Ok(Auth(match parts.extensions.get::<PeerAddr>() {
+            Some(p) => who.with_source(p.0.ip()),
+            None => who,
+        }))
     }
 }
 

@@ -17,6 +17,7 @@ mod backup;
 mod breakglass;
 mod governance;
 mod live;
+mod network;
 mod offboarding;
 use governance::applied;
 mod orbit;
@@ -89,6 +90,7 @@ fn ok() -> ApiResult<OkResponse> {
         rotation::get_policy, rotation::set_policy, rotation::rotate, rotation::set_rotation,
         rotation::verify, rotation::status,
         siem::list, siem::add, siem::status, siem::remove,
+        network::show, network::set,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -333,6 +335,7 @@ pub fn router(state: AppState) -> Router {
         .route("/siem", get(siem::list).post(siem::add))
         .route("/siem/status", get(siem::status))
         .route("/siem/{name}", axum::routing::delete(siem::remove))
+        .route("/network", get(network::show).put(network::set))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             instance_gate,
@@ -350,6 +353,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            network::gate,
+        ))
         .layer(axum::middleware::from_fn(no_store))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -382,6 +389,7 @@ const OPEN_WHILE_DISABLED: &[&str] = &[
     "/backup/",
     "/maintenance",
     "/releases",
+    "/network",
 ];
 
 /// While the application is disabled, everything but Orbit answers 503 `application_disabled`

@@ -89,6 +89,7 @@ impl Bound {
         };
         let limits = self.app.config.limits.clone();
         listener::serve(
+            self.app.clone(),
             self.listener,
             self.tls,
             http::router(state),

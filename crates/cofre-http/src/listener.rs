@@ -61,7 +61,49 @@ impl Drop for InFlight {
     }
 }
 
+/// The client's address: the PROXY protocol v2 header's when a trusted proxy sent one, else the
+/// TCP peer's. `None` closes the connection: a header from a peer that is not a trusted proxy (it
+/// could name any address), a malformed one, or none in time from a proxy that began one. The
+/// TLS client speaks first, so peeking at its first bytes costs no round trip.
+async fn proxied_peer(
+    core: &cofre_app::services::App,
+    tcp: &mut tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    within: Duration,
+) -> Option<std::net::SocketAddr> {
+    use cofre_app::proxy_protocol;
+    match proxy_protocol::starts_with_header(tcp, within).await {
+        Ok(false) => return Some(peer),
+        Ok(true) => {}
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "no first bytes from the client");
+            return None;
+        }
+    }
+    let trusted = match core.network_policy().await {
+        Ok(p) => p.api.is_trusted_proxy(peer.ip()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the network policy");
+            false
+        }
+    };
+    if !trusted {
+        tracing::warn!(%peer, "refused a PROXY protocol header from a peer that is not a trusted proxy");
+        metrics::counter!("cofre_network_refused_total", "listener" => "api").increment(1);
+        return None;
+    }
+    match proxy_protocol::read_header(tcp).await {
+        Ok(Some(client)) => Some(client),
+        Ok(None) => Some(peer),
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "refused a connection from a trusted proxy");
+            None
+        }
+    }
+}
+
 pub async fn serve(
+    core: Arc<cofre_app::services::App>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
@@ -93,9 +135,14 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let core = core.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            let mut tcp = tcp;
             let _ = tcp.set_nodelay(true);
+            let Some(peer) = proxied_peer(&core, &mut tcp, peer, header_read).await else {
+                return;
+            };
             let stream = match tokio::time::timeout(header_read, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {

@@ -25,6 +25,8 @@ pub mod instance;
 pub use instance::*;
 pub mod live;
 pub use live::*;
+pub mod network;
+pub use network::*;
 
 pub const API_PREFIX: &str = "/api/v1";
 /// Largest accepted request body. Secrets and keys fit easily; anything bigger is refused with 413.
@@ -100,6 +102,8 @@ pub enum ErrorCode {
     LoginDelayed,
     MalformedJson,
     MethodNotAllowed,
+    NetworkRefused,
+    NetworkSelfLockout,
     NoApprovalNeeded,
     NoBreakglassEpoch,
     NoShare,
@@ -184,6 +188,8 @@ impl ErrorCode {
         ErrorCode::LoginDelayed,
         ErrorCode::MalformedJson,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::NetworkRefused,
+        ErrorCode::NetworkSelfLockout,
         ErrorCode::NoApprovalNeeded,
         ErrorCode::NoBreakglassEpoch,
         ErrorCode::NoShare,
@@ -267,6 +273,8 @@ impl ErrorCode {
             ErrorCode::LoginDelayed => "login_delayed",
             ErrorCode::MalformedJson => "malformed_json",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::NetworkRefused => "network_refused",
+            ErrorCode::NetworkSelfLockout => "network_self_lockout",
             ErrorCode::NoApprovalNeeded => "no_approval_needed",
             ErrorCode::NoBreakglassEpoch => "no_breakglass_epoch",
             ErrorCode::NoShare => "no_share",
@@ -637,6 +645,9 @@ pub struct PolicyLimits {
     /// and are held while none does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub moderated: bool,
+    /// The source networks (CIDRs) the policy applies from; outside them it does not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -675,6 +686,10 @@ pub struct CreatePolicyRequest {
     /// and are held while none does.
     #[serde(default)]
     pub moderated: bool,
+    /// Source networks (CIDRs or addresses, IPv4 or IPv6) the policy applies from; outside them
+    /// it does not match. Empty: from anywhere.
+    #[serde(default)]
+    pub networks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

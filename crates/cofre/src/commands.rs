@@ -246,12 +246,16 @@ pub(crate) enum PolicyCmd {
         /// Days of the week it applies, e.g. mon-fri or sat,sun.
         #[arg(long)]
         days: Option<String>,
-        /// First day it applies (YYYY-MM-DD).
-        #[arg(long)]
-        from: Option<String>,
+        /// First day it applies (YYYY-MM-DD). (Was `--from`, which now names source networks.)
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
         /// Last day it applies (YYYY-MM-DD).
-        #[arg(long)]
+        #[arg(long, value_name = "DATE")]
         until: Option<String>,
+        /// Comma-separated source networks (CIDRs or addresses, IPv4 or IPv6) the policy applies
+        /// from, e.g. 10.20.30.0/24: a request from anywhere else is not matched by this policy.
+        #[arg(long, value_delimiter = ',', value_name = "CIDR,...")]
+        from: Vec<String>,
         /// For approve: allow `cofre request emergency` (no approval; every approver notified;
         /// reviewed afterwards).
         #[arg(long)]
@@ -578,6 +582,7 @@ async fn dispatch(
         Command::Rotation(cmd) => crate::rotation_cmd::rotation(ctx, cmd).await,
         Command::PasswordPolicy(cmd) => crate::rotation_cmd::password_policy(ctx, cmd).await,
         Command::Siem(cmd) => crate::siem_cmd::run(ctx, cmd).await,
+        Command::Network(cmd) => crate::network_cmd::run(ctx, cmd).await,
         Command::Server(_) | Command::Init(_) => Err(anyhow!("internal: not a client command")),
     }
 }
@@ -1070,8 +1075,9 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
             max_duration,
             hours,
             days,
-            from,
+            since,
             until,
+            from,
             emergency,
             moderated,
         } => {
@@ -1089,10 +1095,11 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
                         max_duration,
                         hours,
                         days,
-                        from,
+                        from: since,
                         until,
                         emergency,
                         moderated,
+                        networks: from,
                     }),
                 )
                 .await?
@@ -1128,6 +1135,9 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
                     }
                     if l.moderated {
                         extra.push_str("\tmoderated");
+                    }
+                    if let Some(n) = &l.networks {
+                        extra.push_str(&format!("\tnetworks={}", n.join(",")));
                     }
                     outln!(
                         "{}\tgroup={}\ttargets={}\tallow={}\toutcome={}{extra}",

@@ -28,6 +28,7 @@ mod commands;
 mod emergency_cmd;
 mod governance_cmd;
 mod instance_cmd;
+mod network_cmd;
 mod offboarding_cmd;
 pub mod output;
 mod requests_cmd;
@@ -171,6 +172,9 @@ enum Command {
     /// list, remove, status.
     #[command(subcommand)]
     Siem(siem_cmd::SiemCmd),
+    /// Which networks the API and the SSH gateway accept (Orbit): show, set.
+    #[command(subcommand)]
+    Network(network_cmd::NetworkCmd),
 }
 
 /// The `cofre` command: parses the arguments and runs them.

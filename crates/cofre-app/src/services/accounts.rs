@@ -266,6 +266,7 @@ impl Accounts<'_> {
             token_hash: hash,
             mode: self.config.mode,
             via_key: None,
+            source: None,
         })
     }
 

@@ -6,6 +6,7 @@
 //! decided in `cofre_core::governance`.
 
 use super::accounts::{check_email, hash_password, parse_role, user_info};
+use super::network::network_change;
 use super::sessions::ssh_key_fingerprint;
 use super::vault::{policy_from_row, policy_info};
 use super::{page_limit, App, Principal};
@@ -63,6 +64,15 @@ pub enum Change {
     },
     #[serde(rename = "user.enable")]
     UserEnable { username: String },
+    /// One listener's allow-list (the vendor's own list when `vendor`), and its trusted proxies
+    /// when given.
+    #[serde(rename = "network.set")]
+    NetworkSet {
+        listener: String,
+        allow: Vec<String>,
+        vendor: bool,
+        trusted_proxies: Option<Vec<String>>,
+    },
 }
 
 impl Change {
@@ -76,6 +86,7 @@ impl Change {
             Change::ResetPassword { .. } => "user.reset_password",
             Change::AddKey { .. } => "user.ssh_key_add",
             Change::UserEnable { .. } => "user.enable",
+            Change::NetworkSet { .. } => "network.set",
         }
     }
 }
@@ -112,6 +123,8 @@ pub enum Output {
     /// The one-time password went to the user by email (this address), to nobody else.
     OneTimePasswordSent(String),
     Key(SshKeyInfo),
+    /// The network policy's rows after the change.
+    Network(Vec<cofre_store::network::NetworkPolicyRow>),
 }
 
 /// The work done before the write transaction (validation, hashing), so the lock is short.
@@ -207,6 +220,21 @@ impl App {
             }
             Change::UserEnable { username } => {
                 check_identifier("username", username)?;
+                Prepared::Nothing
+            }
+            Change::NetworkSet {
+                listener,
+                allow,
+                vendor,
+                trusted_proxies,
+            } => {
+                network_change(
+                    &self.store.network_policy().await?,
+                    listener,
+                    allow,
+                    *vendor,
+                    trusted_proxies.as_deref(),
+                )?;
                 Prepared::Nothing
             }
             Change::ResetPassword { username } => {
@@ -315,6 +343,49 @@ impl App {
                         user.role
                     ),
                 )
+            }
+            Change::NetworkSet {
+                listener,
+                allow,
+                vendor,
+                trusted_proxies,
+            } => {
+                let (_, old, new) = network_change(
+                    &self.store.network_policy().await?,
+                    listener,
+                    allow,
+                    *vendor,
+                    trusted_proxies.as_deref(),
+                )?;
+                let list = |n: &[ipnet::IpNet]| {
+                    if n.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        cofre_core::network::to_strings(n).join(",")
+                    }
+                };
+                let which = if *vendor { "vendor_allow" } else { "allow" };
+                let (from, to) = if *vendor {
+                    (&old.vendor_allow, &new.vendor_allow)
+                } else {
+                    (&old.allow, &new.allow)
+                };
+                let mut diff = format!(
+                    "network {listener}: {which} {} -> {}",
+                    list(from),
+                    list(to)
+                );
+                if old.trusted_proxies != new.trusted_proxies {
+                    diff.push_str(&format!(
+                        ", trusted_proxies {} -> {}",
+                        list(&old.trusted_proxies),
+                        list(&new.trusted_proxies)
+                    ));
+                }
+                if new.is_open() {
+                    diff.push_str(" (everyone may connect)");
+                }
+                (old.widens(&new), diff)
             }
             Change::ResetPassword { username } => (
                 *username != who.username,
@@ -604,6 +675,33 @@ impl App {
                     Output::Nothing,
                 )
             }
+            (
+                Change::NetworkSet {
+                    listener,
+                    allow,
+                    vendor,
+                    trusted_proxies,
+                },
+                _,
+            ) => {
+                let rows = tx.network_policy().await?;
+                let (mut row, old, new) =
+                    network_change(&rows, listener, allow, *vendor, trusted_proxies.as_deref())?;
+                row.updated_at = Some(now_text.clone());
+                row.updated_by = Some(actor.to_owned());
+                tx.set_network_policy(&row).await?;
+                let strings = cofre_core::network::to_strings;
+                let entry = NewAuditEntry::new(actor, "network.set", format!("network:{listener}"))
+                    .detail("listener", listener.as_str())
+                    .detail("list", if *vendor { "vendor_allow" } else { "allow" })
+                    .detail("allow_from", strings(&old.allow))
+                    .detail("allow", strings(&new.allow))
+                    .detail("vendor_allow_from", strings(&old.vendor_allow))
+                    .detail("vendor_allow", strings(&new.vendor_allow))
+                    .detail("trusted_proxies_from", strings(&old.trusted_proxies))
+                    .detail("trusted_proxies", strings(&new.trusted_proxies));
+                (entry, Output::Network(tx.network_policy().await?))
+            }
             (Change::AddKey { username, .. }, Prepared::Key { fingerprint, key }) => {
                 let user = tx
                     .user_by_name(username)
@@ -818,7 +916,15 @@ impl Approvals<'_> {
         let mut sent_to = None;
         if let Some(prepared) = prepared {
             let proposer = tx.user_by_name(&row.proposer).await?;
-            if proposer.map(|p| p.role) != Some(Role::Admin.as_str().to_owned()) {
+            // The vendor's operator proposes changes of the vendor's own networks.
+            let proposer_may = match proposer.map(|p| p.role) {
+                Some(r) if r == Role::Admin.as_str() => true,
+                Some(r) if r == Role::Operator.as_str() => {
+                    matches!(change, Change::NetworkSet { vendor: true, .. })
+                }
+                _ => false,
+            };
+            if !proposer_may {
                 drop(tx);
                 let why = format!("{} is no longer an admin", row.proposer);
                 let err = Error::new(
@@ -880,6 +986,9 @@ impl Approvals<'_> {
             entry = entry.detail("comment", comment);
         }
         self.commit(tx, entry).await?;
+        if row.kind == "network.set" {
+            self.network.invalidate();
+        }
         let row = self
             .store
             .change(id)

@@ -9,6 +9,7 @@ pub mod breakglass;
 pub mod governance;
 pub mod instance;
 pub mod live;
+pub mod network;
 pub mod notify;
 pub mod offboarding;
 pub mod releases;
@@ -61,6 +62,8 @@ pub struct App {
     pub(crate) unknown_failures: accounts::UnknownFailures,
     /// This node's copy of the instance's type and enabled state (see [`instance`]).
     pub(crate) instance: instance::StateCache,
+    /// This node's copy of the network policy and the refusals' audit rate limit (see [`network`]).
+    pub(crate) network: network::NetworkState,
 }
 
 /// A group of `App`'s use cases, one per domain: `app.vault().reveal(..)`, `app.accounts()
@@ -216,6 +219,9 @@ pub struct Principal {
     mode: Mode,
     /// The SSH key (fingerprint) a gateway login used, so that removing the key ends what it opened.
     via_key: Option<String>,
+    /// The client's address, as the front end's network policy saw it (after trusted proxies):
+    /// policies with networks match only from inside them; unknown matches none of them.
+    source: Option<std::net::IpAddr>,
 }
 
 impl Principal {
@@ -235,6 +241,7 @@ impl Principal {
             token_hash: String::new(),
             mode,
             via_key: None,
+            source: None,
         }
     }
 
@@ -258,6 +265,7 @@ impl Principal {
             token_hash: String::new(),
             mode,
             via_key: None,
+            source: None,
         }
     }
 
@@ -278,6 +286,16 @@ impl Principal {
     }
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+    /// The client's address this principal acts from, if known.
+    pub fn source(&self) -> Option<std::net::IpAddr> {
+        self.source
+    }
+    /// The same principal acting from `source` (the front end knows where a request came from;
+    /// who the caller is stays what authentication made).
+    pub fn with_source(mut self, source: std::net::IpAddr) -> Principal {
+        self.source = Some(cofre_core::network::canonical(source));
+        self
     }
     /// The SSH key a gateway login used, if any.
     pub fn via_key(&self) -> Option<&str> {
@@ -327,6 +345,7 @@ impl App {
             rotation: Arc::default(),
             unknown_failures: accounts::UnknownFailures::default(),
             instance: instance::StateCache::default(),
+            network: network::NetworkState::default(),
         })
     }
 

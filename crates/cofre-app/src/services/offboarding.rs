@@ -266,6 +266,7 @@ impl Accounts<'_> {
                 };
                 let principal = Principal {
                     via_key: s.key.clone(),
+                    source: s.source,
                     ..self.sessions().principal_for_name(username).await?
                 };
                 Ok::<_, Error>(

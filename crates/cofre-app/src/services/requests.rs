@@ -256,6 +256,7 @@ impl App {
             &TargetRef { name: target, tags },
             access,
             self.local_time(at),
+            who.source(),
         ))
     }
 }

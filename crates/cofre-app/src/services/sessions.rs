@@ -115,6 +115,7 @@ impl App {
             token_hash: String::new(),
             mode: self.config.mode,
             via_key: via_key.map(str::to_owned),
+            source: None,
         })
     }
 }
@@ -152,6 +153,7 @@ impl Sessions<'_> {
         }
         let mut now = self.principal_for(&user, who.via_key.as_deref()).await?;
         now.scope = who.scope;
+        now.source = who.source;
         Ok(now)
     }
 
@@ -270,6 +272,7 @@ impl Sessions<'_> {
                     tags: &t.tags,
                 },
                 Access::Session,
+                who.source(),
             ) {
                 Decision::Deny => None,
                 Decision::Granted { outcome, .. } => Some(outcome),
@@ -472,6 +475,7 @@ impl Sessions<'_> {
             LiveWho {
                 user: who.username.clone(),
                 key: who.via_key.clone(),
+                source: who.source,
                 target: target.to_owned(),
                 account: account.to_owned(),
                 groups: who.groups.clone(),

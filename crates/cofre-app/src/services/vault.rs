@@ -84,6 +84,9 @@ fn limits_from(l: &PolicyLimits) -> std::result::Result<Limits, cofre_core::Fiel
     }
     out.emergency = l.emergency;
     out.moderated = l.moderated;
+    if let Some(n) = &l.networks {
+        out.networks = cofre_core::network::parse_networks("networks", n)?;
+    }
     Ok(out)
 }
 
@@ -674,6 +677,7 @@ impl Vault<'_> {
             until: req.until.clone().filter(|s| !s.trim().is_empty()),
             emergency: req.emergency,
             moderated: req.moderated,
+            networks: (!req.networks.is_empty()).then(|| req.networks.clone()),
         };
         let parsed = limits_from(&limits)?;
         // Stored in canonical form, so what `policy list` shows is what is enforced.
@@ -687,6 +691,8 @@ impl Vault<'_> {
             until: parsed.window.until.map(|d| d.to_string()),
             emergency: parsed.emergency,
             moderated: parsed.moderated,
+            networks: (!parsed.networks.is_empty())
+                .then(|| cofre_core::network::to_strings(&parsed.networks)),
         };
         if let (Some(from), Some(until)) = (parsed.window.from, parsed.window.until) {
             if from > until {

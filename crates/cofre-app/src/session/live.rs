@@ -47,6 +47,8 @@ pub(crate) struct LiveWho {
     pub user: String,
     /// The SSH key the gateway login used (none for a password login).
     pub key: Option<String>,
+    /// Where the user connected from (re-deciding needs it for policies with networks).
+    pub source: Option<std::net::IpAddr>,
     pub target: String,
     pub account: String,
     /// The user's groups when the session started (who may moderate it).

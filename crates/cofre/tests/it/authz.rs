@@ -1147,6 +1147,23 @@ fn authorization_matrix() {
                 None,
                 Rule::Roles(ADMIN),
             ),
+            // Network policy (on-prem: the admin sets it, admin and auditor read it; the
+            // operator's part in the vendor's modes is in orbit_follows_the_mode). An empty
+            // list on an open listener changes nothing, so every caller's call is the same.
+            row(
+                "GET",
+                "/api/v1/network",
+                "/api/v1/network",
+                None,
+                Rule::Roles(AUDIT),
+            ),
+            row(
+                "PUT",
+                "/api/v1/network",
+                "/api/v1/network",
+                Some(json!({"listener": "gateway", "allow": []})),
+                Rule::Roles(ADMIN),
+            ),
             // Orbit's instance (admin on-prem; instance_management_follows_the_mode has the
             // other modes). In order: the admin's disable is undone by the next row.
             row(
@@ -1322,5 +1339,11 @@ fn orbit_follows_the_mode() {
         admin.ok(&["siem", "status"]);
         assert!(operator.fail(&["siem", "status"]).all().contains("may not"));
         operator.fail(&["siem", "add", "x", "--syslog", "udp://127.0.0.1:9"]);
+        // Network policy: the customer's admin in every mode, and the vendor's operator (its
+        // own networks) where the vendor runs the instance.
+        for cli in [&admin, &operator] {
+            cli.ok(&["network", "show"]);
+            cli.ok(&["network", "set", "--listener", "gateway", "--allow", ""]);
+        }
     }
 }

@@ -42,6 +42,20 @@ pub(crate) fn setup(backend: Backend, outcome: Option<&str>) -> Option<Gw> {
 
 /// `setup` with a server configuration file of this content.
 fn setup_with_config(backend: Backend, outcome: Option<&str>, config: Option<&str>) -> Option<Gw> {
+    setup_listening(backend, outcome, config, "127.0.0.1")
+}
+
+/// `setup` with the server's listeners on `ip` (`0.0.0.0`: reachable from network namespaces).
+pub(crate) fn setup_on(backend: Backend, outcome: Option<&str>, ip: &str) -> Option<Gw> {
+    setup_listening(backend, outcome, None, ip)
+}
+
+fn setup_listening(
+    backend: Backend,
+    outcome: Option<&str>,
+    config: Option<&str>,
+    ip: &str,
+) -> Option<Gw> {
     if let Some(why) = sshd_unavailable() {
         eprintln!("SKIPPED: {why}");
         return None;
@@ -51,9 +65,9 @@ fn setup_with_config(backend: Backend, outcome: Option<&str>, config: Option<&st
         Some(text) => {
             let file = inst.path().join("cofre.toml");
             std::fs::write(&file, text).expect("config file");
-            inst.start_with_env(&[("COFRE_CONFIG", file.to_str().expect("path"))])
+            inst.start_on(ip, &[("COFRE_CONFIG", file.to_str().expect("path"))])
         }
-        None => inst.start(),
+        None => inst.start_on(ip, &[("COFRE_LOG", "info")]),
     };
     assert!(
         server.ssh_port != 0 && server.ssh_host_key.starts_with("SHA256:"),
@@ -86,7 +100,7 @@ fn setup_with_config(backend: Backend, outcome: Option<&str>, config: Option<&st
 }
 
 /// Options every OpenSSH client here gets: no user config, no agent, no known_hosts, alice's key only.
-fn client_options(keys: &Path) -> Vec<String> {
+pub(crate) fn client_options(keys: &Path) -> Vec<String> {
     [
         "-F",
         "/dev/null",

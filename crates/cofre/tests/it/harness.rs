@@ -308,16 +308,18 @@ impl Instance {
     }
 
     pub(crate) fn start_with_env(&self, env: &[(&str, &str)]) -> Server {
+        self.start_on("127.0.0.1", env)
+    }
+
+    /// Both listeners on `ip` (port chosen by the OS): `0.0.0.0` so that test hosts in network
+    /// namespaces reach the server through their veth pairs. The URL printed names `ip`.
+    pub(crate) fn start_on(&self, ip: &str, env: &[(&str, &str)]) -> Server {
         let n = self.starts.fetch_add(1, Ordering::Relaxed) + 1;
         let stderr_path = self.path().join(format!("server-{n}.stderr"));
         let stderr = std::fs::File::create(&stderr_path).expect("server stderr file");
-        let mut cmd = self.server_command(&[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--ssh-listen",
-            "127.0.0.1:0",
-        ]);
+        let listen = format!("{ip}:0");
+        let mut cmd =
+            self.server_command(&["server", "--listen", &listen, "--ssh-listen", &listen]);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -411,8 +413,8 @@ impl Instance {
             }
         }
         assert!(
-            server.url.starts_with("https://127.0.0.1:") && server.port != 0,
-            "no `cofre listening on https://127.0.0.1:PORT` line before `ready`:\n{}",
+            server.url.starts_with(&format!("https://{ip}:")) && server.port != 0,
+            "no `cofre listening on https://{ip}:PORT` line before `ready`:\n{}",
             server.stdout_text()
         );
         assert!(

@@ -19,6 +19,7 @@ mod dual_control;
 mod flow;
 mod gateway;
 mod harness;
+mod network;
 mod offboarding;
 mod orbit;
 mod rotation;
