@@ -125,10 +125,19 @@ pub enum Action {
     ManageSiem,
     /// list SIEM destinations and their delivery status.
     ViewSiem,
+    /// propose (or, where none is asked, schedule) and cancel maintenance windows: the admin
+    /// on-prem, the vendor's operator in private-saas and saas.
+    ProposeMaintenance,
+    /// approve or deny a proposed maintenance window: only customer admins, and never in saas
+    /// (where windows are announced, not asked).
+    DecideMaintenance,
+    /// list, show and watch maintenance windows: customer admins and auditors everywhere, and
+    /// the vendor's operator where it runs them.
+    ViewMaintenance,
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 26] = [
         Action::OwnAccount,
         Action::ChangeOwnPassword,
         Action::ManageUsers,
@@ -152,6 +161,9 @@ impl Action {
         Action::DecideChanges,
         Action::ManageSiem,
         Action::ViewSiem,
+        Action::ProposeMaintenance,
+        Action::DecideMaintenance,
+        Action::ViewMaintenance,
     ];
 }
 
@@ -165,6 +177,15 @@ pub fn role_may(mode: Mode, role: Role, action: Action) -> bool {
             Mode::OnPrem => role == Admin,
             Mode::PrivateSaas => matches!(role, Admin | Operator),
             Mode::Saas => role == Operator,
+        },
+        ProposeMaintenance => match mode {
+            Mode::OnPrem => role == Admin,
+            Mode::PrivateSaas | Mode::Saas => role == Operator,
+        },
+        DecideMaintenance => mode != Mode::Saas && role == Admin,
+        ViewMaintenance => match mode {
+            Mode::OnPrem => matches!(role, Admin | Auditor),
+            Mode::PrivateSaas | Mode::Saas => matches!(role, Admin | Auditor | Operator),
         },
         DecideRequests => matches!(role, Admin | Approver),
         ManageGrants | DecideChanges => role == Admin,
@@ -235,10 +256,39 @@ mod tests {
     }
 
     #[test]
+    fn maintenance_follows_the_mode() {
+        let who = |mode, action| {
+            Role::ALL
+                .into_iter()
+                .filter(|r| role_may(mode, *r, action))
+                .collect::<Vec<_>>()
+        };
+        use Action::{DecideMaintenance, ProposeMaintenance, ViewMaintenance};
+        assert_eq!(who(Mode::OnPrem, ProposeMaintenance), vec![Role::Admin]);
+        assert_eq!(
+            who(Mode::PrivateSaas, ProposeMaintenance),
+            vec![Role::Operator]
+        );
+        assert_eq!(who(Mode::Saas, ProposeMaintenance), vec![Role::Operator]);
+        assert_eq!(who(Mode::OnPrem, DecideMaintenance), vec![Role::Admin]);
+        assert_eq!(who(Mode::PrivateSaas, DecideMaintenance), vec![Role::Admin]);
+        assert!(who(Mode::Saas, DecideMaintenance).is_empty());
+        assert_eq!(
+            who(Mode::Saas, ViewMaintenance),
+            vec![Role::Admin, Role::Auditor, Role::Operator]
+        );
+        assert_eq!(
+            who(Mode::OnPrem, ViewMaintenance),
+            vec![Role::Admin, Role::Auditor]
+        );
+    }
+
+    #[test]
     fn operators_never_decide_or_use() {
         for mode in [Mode::OnPrem, Mode::PrivateSaas, Mode::Saas] {
             for a in [
                 Action::DecideRequests,
+                Action::DecideMaintenance,
                 Action::UseCredentials,
                 Action::ReadRecordings,
             ] {

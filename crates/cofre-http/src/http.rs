@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 mod backup;
 mod breakglass;
 mod governance;
+mod maintenance;
 mod offboarding;
 use governance::applied;
 mod orbit;
@@ -82,6 +83,8 @@ fn ok() -> ApiResult<OkResponse> {
         governance::list, governance::show, governance::approve, governance::deny, governance::instance,
         orbit::set_type, orbit::disable, orbit::enable, orbit::promote,
         orbit::upload_release, orbit::list_releases,
+        maintenance::propose, maintenance::list, maintenance::show, maintenance::approve,
+        maintenance::deny, maintenance::cancel, maintenance::events,
         set_role,
         rotation::get_policy, rotation::set_policy, rotation::rotate, rotation::set_rotation,
         rotation::verify, rotation::status,
@@ -241,6 +244,15 @@ pub fn router(state: AppState) -> Router {
             "/releases",
             get(orbit::list_releases).post(orbit::upload_release),
         )
+        .route(
+            "/maintenance",
+            get(maintenance::list).post(maintenance::propose),
+        )
+        .route("/maintenance/{id}", get(maintenance::show))
+        .route("/maintenance/{id}/approve", post(maintenance::approve))
+        .route("/maintenance/{id}/deny", post(maintenance::deny))
+        .route("/maintenance/{id}/cancel", post(maintenance::cancel))
+        .route("/maintenance/{id}/events", get(maintenance::events))
         .route("/groups", get(list_groups).post(create_group))
         .route("/groups/{name}/members", post(add_group_member))
         .route("/targets", get(list_targets).post(create_target))

@@ -23,6 +23,8 @@ pub mod siem;
 pub use siem::*;
 pub mod instance;
 pub use instance::*;
+pub mod maintenance;
+pub use maintenance::*;
 
 pub const API_PREFIX: &str = "/api/v1";
 /// Largest accepted request body. Secrets and keys fit easily; anything bigger is refused with 413.
@@ -93,6 +95,8 @@ pub enum ErrorCode {
     KeyRemoved,
     LastAdmin,
     LoginDelayed,
+    MaintenanceNotice,
+    MaintenanceWindow,
     MalformedJson,
     MethodNotAllowed,
     NoApprovalNeeded,
@@ -170,6 +174,8 @@ impl ErrorCode {
         ErrorCode::KeyRemoved,
         ErrorCode::LastAdmin,
         ErrorCode::LoginDelayed,
+        ErrorCode::MaintenanceNotice,
+        ErrorCode::MaintenanceWindow,
         ErrorCode::MalformedJson,
         ErrorCode::MethodNotAllowed,
         ErrorCode::NoApprovalNeeded,
@@ -246,6 +252,8 @@ impl ErrorCode {
             ErrorCode::KeyRemoved => "key_removed",
             ErrorCode::LastAdmin => "last_admin",
             ErrorCode::LoginDelayed => "login_delayed",
+            ErrorCode::MaintenanceNotice => "maintenance_notice",
+            ErrorCode::MaintenanceWindow => "maintenance_window",
             ErrorCode::MalformedJson => "malformed_json",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::NoApprovalNeeded => "no_approval_needed",

@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod governance;
 pub mod instance;
 pub mod lockout;
+pub mod maintenance;
 pub mod offboarding;
 pub mod policies;
 pub mod requests;

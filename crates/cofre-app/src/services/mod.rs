@@ -8,6 +8,7 @@ pub mod backups;
 pub mod breakglass;
 pub mod governance;
 pub mod instance;
+pub mod maintenance;
 pub mod notify;
 pub mod offboarding;
 pub mod releases;
@@ -60,6 +61,8 @@ pub struct App {
     pub(crate) unknown_failures: accounts::UnknownFailures,
     /// This node's copy of the instance's type and enabled state (see [`instance`]).
     pub(crate) instance: instance::StateCache,
+    /// Maintenance windows: the watchers' and the scheduler's wake-ups (see [`maintenance`]).
+    pub(crate) maintenance: Arc<maintenance::MaintenanceState>,
 }
 
 /// A group of `App`'s use cases, one per domain: `app.vault().reveal(..)`, `app.accounts()
@@ -326,6 +329,7 @@ impl App {
             rotation: Arc::default(),
             unknown_failures: accounts::UnknownFailures::default(),
             instance: instance::StateCache::default(),
+            maintenance: Arc::default(),
         })
     }
 

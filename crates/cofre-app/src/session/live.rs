@@ -139,6 +139,12 @@ impl LiveSessions {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Shows `text` to the user of every live session (a maintenance window's warning); the
+    /// sessions go on.
+    pub(crate) fn tell(&self, text: &str) {
+        self.notice.send_replace(Some(text.to_owned()));
+    }
+
     /// From now on no session starts, and every live one shows `notice` to its user.
     pub(crate) fn start_draining(&self, notice: &str) {
         self.draining.store(true, Ordering::SeqCst);

@@ -17,6 +17,7 @@ mod dual_control;
 mod flow;
 mod gateway;
 mod harness;
+mod maintenance;
 mod offboarding;
 mod orbit;
 mod rotation;
