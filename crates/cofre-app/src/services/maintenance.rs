@@ -606,7 +606,7 @@ impl App {
             return Ok(());
         }
         let text = format!(
-            "cofre: maintenance window {} starts at {} (Cofre {}); this session will be ended then, and new sessions are refused until {}",
+            "maintenance window {} starts at {} (Cofre {}); this session will be ended then, and new sessions are refused until {}",
             row.id,
             rfc3339(row.starts_at),
             row.version,

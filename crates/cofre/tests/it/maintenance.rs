@@ -343,10 +343,12 @@ fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
     let start = in_secs(8);
     let id = propose(admin, &release, &start, "1h");
     assert_eq!(show(admin, &id)["state"], "scheduled");
-    shell.wait_for_stdout(
-        &format!("cofre: maintenance window {id} starts at {start}"),
-        Duration::from_secs(30),
-    );
+    // The gateway's notices go to the terminal's stderr, as its other messages do.
+    let warning = format!("cofre: maintenance window {id} starts at {start}");
+    wait_until("the live session is warned", Duration::from_secs(30), || {
+        shell.stderr().contains(&warning)
+    });
+    assert!(!shell.stderr().contains("cofre: cofre:"), "{}", shell.describe());
 
     // From the start, still scheduled: new sessions are refused with the window's message.
     let begun = Instant::now();
@@ -400,9 +402,7 @@ fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
         shell.describe()
     );
     assert!(
-        shell
-            .stdout()
-            .contains(&format!("maintenance window {id} begins")),
+        shell.describe().contains(&format!("maintenance window {id} begins")),
         "{}",
         shell.describe()
     );
