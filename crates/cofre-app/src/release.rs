@@ -208,13 +208,20 @@ pub fn verify(
 /// The binary written is hashed again and must be the one the signed manifest names: a file
 /// changed between the verification and the install is refused as tampered. The running binary
 /// is not touched (both are kept). Blocking.
-pub fn install(path: &Path, manifest: &Manifest, dir: &Path) -> Result<std::path::PathBuf, ReleaseError> {
+pub fn install(
+    path: &Path,
+    manifest: &Manifest,
+    dir: &Path,
+) -> Result<std::path::PathBuf, ReleaseError> {
     let io = |e: std::io::Error| ReleaseError::Unreadable(format!("installing: {e}"));
     let parent = dir
         .parent()
         .ok_or_else(|| ReleaseError::Unreadable("installing: no parent directory".into()))?;
     std::fs::create_dir_all(parent).map_err(io)?;
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = parent.join(format!(".{name}.installing"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io)?;
@@ -225,7 +232,12 @@ pub fn install(path: &Path, manifest: &Manifest, dir: &Path) -> Result<std::path
     let mut sha = None;
     for entry in archive.entries().map_err(io)? {
         let mut entry = entry.map_err(io)?;
-        let member = entry.path().map_err(io)?.to_string_lossy().trim_start_matches("./").to_owned();
+        let member = entry
+            .path()
+            .map_err(io)?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_owned();
         if member != BINARY {
             continue;
         }

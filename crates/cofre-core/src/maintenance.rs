@@ -160,21 +160,39 @@ pub fn propose(
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event<'a> {
-    Approve { who: &'a str, role: Role, at: i64 },
-    Deny { who: &'a str, role: Role, at: i64 },
-    Cancel { at: i64 },
+    Approve {
+        who: &'a str,
+        role: Role,
+        at: i64,
+    },
+    Deny {
+        who: &'a str,
+        role: Role,
+        at: i64,
+    },
+    Cancel {
+        at: i64,
+    },
     /// Time passes: an undecided window expires at its start.
-    Tick { at: i64 },
+    Tick {
+        at: i64,
+    },
     /// The scheduler starts the steps.
-    Begin { at: i64 },
+    Begin {
+        at: i64,
+    },
     /// The steps ended in `Done`, `Failed` or `RolledBack`.
-    Finish { outcome: State },
+    Finish {
+        outcome: State,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
     /// An approval counted; more are needed.
-    Approved { count: u32 },
+    Approved {
+        count: u32,
+    },
     /// The last approval counted.
     Scheduled,
     Denied,
@@ -376,7 +394,10 @@ mod tests {
     fn undecided_by_its_start_it_expires_and_never_runs() {
         let mut w = private_saas();
         w.apply(&approve("alice", H)).unwrap();
-        assert_eq!(w.apply(&Event::Tick { at: 10 * H - 1 }), Ok(Effect::Nothing));
+        assert_eq!(
+            w.apply(&Event::Tick { at: 10 * H - 1 }),
+            Ok(Effect::Nothing)
+        );
         assert_eq!(w.apply(&approve("bob", 10 * H)), Err(Refusal::Started));
         assert_eq!(w.apply(&Event::Tick { at: 10 * H }), Ok(Effect::Expired));
         assert_eq!(
@@ -415,7 +436,10 @@ mod tests {
     #[test]
     fn cancel_only_before_the_start_and_running_ends_once() {
         let mut w = propose(rule(Mode::OnPrem, 0, 72), "admin", 0, H, H).unwrap();
-        assert_eq!(w.apply(&Event::Begin { at: H - 1 }), Err(Refusal::NotYet(H)));
+        assert_eq!(
+            w.apply(&Event::Begin { at: H - 1 }),
+            Err(Refusal::NotYet(H))
+        );
         let mut c = w.clone();
         assert_eq!(c.apply(&Event::Cancel { at: H - 1 }), Ok(Effect::Cancelled));
         assert_eq!(w.apply(&Event::Cancel { at: H }), Err(Refusal::Started));

@@ -115,7 +115,11 @@ impl Store {
     }
 
     /// Windows by id, after `after`.
-    pub async fn maintenance_page(&self, after: Option<&str>, limit: i64) -> Result<Vec<WindowRow>> {
+    pub async fn maintenance_page(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<WindowRow>> {
         let mut c = self.read().await?;
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM maintenance_windows WHERE id > $1 ORDER BY id LIMIT $2"

@@ -65,10 +65,20 @@ fn print_window(w: &MaintenanceInfo) {
     outln!("  release:   {} (Cofre {})", w.release, w.version);
     outln!("  window:    {} to {}", w.starts_at, w.ends_at);
     outln!("  proposer:  {} at {}", w.proposer, w.created_at);
-    let approvals = w.decisions.iter().filter(|d| d.verdict == "approve").count();
+    let approvals = w
+        .decisions
+        .iter()
+        .filter(|d| d.verdict == "approve")
+        .count();
     outln!("  approvals: {approvals} of {}", w.required_approvals);
     for d in &w.decisions {
-        outln!("    {} {} at {}: {}", d.approver, d.verdict, d.at, d.comment);
+        outln!(
+            "    {} {} at {}: {}",
+            d.approver,
+            d.verdict,
+            d.at,
+            d.comment
+        );
     }
     if !w.notes.is_empty() {
         outln!("  notes:     {}", w.notes);
@@ -85,7 +95,14 @@ fn print_window(w: &MaintenanceInfo) {
 }
 
 fn print_step(e: &MaintenanceEvent) {
-    outln!("  {}  #{} {} {}: {}", e.at, e.seq, e.step, e.outcome, e.detail);
+    outln!(
+        "  {}  #{} {} {}: {}",
+        e.at,
+        e.seq,
+        e.step,
+        e.outcome,
+        e.detail
+    );
 }
 
 pub(crate) async fn run(ctx: &Ctx, cmd: MaintenanceCmd) -> Result<ExitCode> {
@@ -123,7 +140,11 @@ pub(crate) async fn run(ctx: &Ctx, cmd: MaintenanceCmd) -> Result<ExitCode> {
             let ws: Vec<MaintenanceInfo> = ctx.all("/api/v1/maintenance").await?;
             ctx.print_list(&ws, "maintenance windows", |ws| {
                 for w in ws {
-                    let approvals = w.decisions.iter().filter(|d| d.verdict == "approve").count();
+                    let approvals = w
+                        .decisions
+                        .iter()
+                        .filter(|d| d.verdict == "approve")
+                        .count();
                     outln!(
                         "{}\t{}\t{} to {}\tCofre {} ({})\tapprovals {approvals}/{}\tproposed by {}",
                         w.id,

@@ -276,8 +276,12 @@ impl Orbit<'_> {
             .map_err(|e| {
                 let err: Error = e.clone().into();
                 if e.field == "start" && e.reason.contains("notice_hours") {
-                    Error::new(ErrorKind::BadRequest, ErrorCode::MaintenanceNotice, err.message)
-                        .with_field("start")
+                    Error::new(
+                        ErrorKind::BadRequest,
+                        ErrorCode::MaintenanceNotice,
+                        err.message,
+                    )
+                    .with_field("start")
                 } else {
                     err
                 }
@@ -339,13 +343,17 @@ impl Orbit<'_> {
                 "no approval is asked in this mode: scheduled".into(),
             ));
         }
-        let entry = NewAuditEntry::new(who.username(), "maintenance.propose", format!("maintenance:{id}"))
-            .detail("release", row.release_id.as_str())
-            .detail("version", row.version.as_str())
-            .detail("starts_at", rfc3339(row.starts_at))
-            .detail("ends_at", rfc3339(row.ends_at))
-            .detail("required_approvals", row.required_approvals)
-            .detail("state", row.state.as_str());
+        let entry = NewAuditEntry::new(
+            who.username(),
+            "maintenance.propose",
+            format!("maintenance:{id}"),
+        )
+        .detail("release", row.release_id.as_str())
+        .detail("version", row.version.as_str())
+        .detail("starts_at", rfc3339(row.starts_at))
+        .detail("ends_at", rfc3339(row.ends_at))
+        .detail("required_approvals", row.required_approvals)
+        .detail("state", row.state.as_str());
         self.commit_steps(tx, &id, &steps, entry).await?;
         self.notifier_wake();
         self.get_maintenance(who, &id).await
@@ -361,7 +369,12 @@ impl Orbit<'_> {
         let limit = page_limit(limit)?;
         self.expire_due_windows().await?;
         let rows = self.store.maintenance_page(cursor, limit + 1).await?;
-        Ok(paginate(rows, limit, |r| r.id.clone(), |r| info(r, Vec::new())))
+        Ok(paginate(
+            rows,
+            limit,
+            |r| r.id.clone(),
+            |r| info(r, Vec::new()),
+        ))
     }
 
     /// One window with every step so far.
@@ -477,7 +490,11 @@ impl Orbit<'_> {
                 format!("{by} ({count} of {})", w.required),
             )),
             Effect::Scheduled => {
-                steps.push(("approved", "info", format!("{by} ({} of {})", w.required, w.required)));
+                steps.push((
+                    "approved",
+                    "info",
+                    format!("{by} ({} of {})", w.required, w.required),
+                ));
                 steps.push(("state", "scheduled", "every approval is in".into()));
             }
             Effect::Denied => steps.push(("state", "denied", by.clone())),
@@ -499,10 +516,14 @@ impl Orbit<'_> {
                 ));
             }
         }
-        let mut entry = NewAuditEntry::new(who.username(), "maintenance.decide", format!("maintenance:{id}"))
-            .detail("verdict", verdict)
-            .detail("state", w.state.as_str())
-            .detail("proposer", row.proposer.as_str());
+        let mut entry = NewAuditEntry::new(
+            who.username(),
+            "maintenance.decide",
+            format!("maintenance:{id}"),
+        )
+        .detail("verdict", verdict)
+        .detail("state", w.state.as_str())
+        .detail("proposer", row.proposer.as_str());
         if !comment.is_empty() {
             entry = entry.detail("comment", comment);
         }
@@ -543,8 +564,12 @@ impl Orbit<'_> {
             "cancelled",
             format!("cancelled by {} before its start", who.username),
         )];
-        let entry = NewAuditEntry::new(who.username(), "maintenance.cancel", format!("maintenance:{id}"))
-            .detail("from", row.state.as_str());
+        let entry = NewAuditEntry::new(
+            who.username(),
+            "maintenance.cancel",
+            format!("maintenance:{id}"),
+        )
+        .detail("from", row.state.as_str());
         self.commit_steps(tx, id, &steps, entry).await?;
         self.get_maintenance(who, id).await
     }
@@ -569,9 +594,13 @@ impl Orbit<'_> {
                 "expired",
                 "not approved by its start: nothing is applied".to_owned(),
             )];
-            let entry = NewAuditEntry::new("system", "maintenance.expire", format!("maintenance:{}", row.id))
-                .detail("approvals", row.decisions.len())
-                .detail("required", row.required_approvals);
+            let entry = NewAuditEntry::new(
+                "system",
+                "maintenance.expire",
+                format!("maintenance:{}", row.id),
+            )
+            .detail("approvals", row.decisions.len())
+            .detail("required", row.required_approvals);
             self.commit_steps(tx, &row.id, &steps, entry).await?;
             n += 1;
         }
@@ -618,22 +647,33 @@ impl App {
             "ok",
             format!("{live} live gateway sessions on this node told: {text}"),
         )];
-        let entry = NewAuditEntry::new("system", "maintenance.step", format!("maintenance:{}", row.id))
-            .detail("step", "sessions_warned")
-            .detail("sessions", live);
+        let entry = NewAuditEntry::new(
+            "system",
+            "maintenance.step",
+            format!("maintenance:{}", row.id),
+        )
+        .detail("step", "sessions_warned")
+        .detail("sessions", live);
         self.commit_steps(tx, &row.id, &steps, entry).await?;
         self.live.tell(&text);
         Ok(())
     }
 
     /// One step of a running window, written, audited and streamed before the next begins.
-    async fn step(&self, id: &str, step: &'static str, outcome: &'static str, detail: String) -> Result<()> {
+    async fn step(
+        &self,
+        id: &str,
+        step: &'static str,
+        outcome: &'static str,
+        detail: String,
+    ) -> Result<()> {
         let tx = self.store.write().await?;
         let entry = NewAuditEntry::new("system", "maintenance.step", format!("maintenance:{id}"))
             .outcome(if outcome == "failed" { "failed" } else { "ok" })
             .detail("step", step)
             .detail("detail", detail.as_str());
-        self.commit_steps(tx, id, &[(step, outcome, detail)], entry).await
+        self.commit_steps(tx, id, &[(step, outcome, detail)], entry)
+            .await
     }
 
     /// Ends the window in `outcome` (done, failed, rolled back).
@@ -643,11 +683,20 @@ impl App {
         tx.update_maintenance_state(id, "running", outcome.as_str(), Some((now, "system", why)))
             .await?;
         let entry = NewAuditEntry::new("system", "maintenance.finish", format!("maintenance:{id}"))
-            .outcome(if outcome == State::Done { "ok" } else { "failed" })
+            .outcome(if outcome == State::Done {
+                "ok"
+            } else {
+                "failed"
+            })
             .detail("state", outcome.as_str())
             .detail("why", why);
-        self.commit_steps(tx, id, &[("state", outcome.as_str(), why.to_owned())], entry)
-            .await
+        self.commit_steps(
+            tx,
+            id,
+            &[("state", outcome.as_str(), why.to_owned())],
+            entry,
+        )
+        .await
     }
 
     /// Runs a scheduled window whose start has come. Only the node that moves it from
@@ -661,11 +710,15 @@ impl App {
                 return Ok(());
             }
             let mut tx = self.store.write().await?;
-            if !tx.update_maintenance_state(id, "scheduled", "running", None).await? {
+            if !tx
+                .update_maintenance_state(id, "scheduled", "running", None)
+                .await?
+            {
                 return Ok(());
             }
-            let entry = NewAuditEntry::new("system", "maintenance.begin", format!("maintenance:{id}"))
-                .detail("release", row.release_id.as_str());
+            let entry =
+                NewAuditEntry::new("system", "maintenance.begin", format!("maintenance:{id}"))
+                    .detail("release", row.release_id.as_str());
             let steps = [("state", "running", format!("window {id} begins"))];
             self.commit_steps(tx, id, &steps, entry).await?;
         }
@@ -681,13 +734,15 @@ impl App {
             id,
             "sessions_refused",
             "ok",
-            format!("new gateway sessions are refused until {}", rfc3339(row.ends_at)),
+            format!(
+                "new gateway sessions are refused until {}",
+                rfc3339(row.ends_at)
+            ),
         )
         .await?;
-        let ended = self.live.kill_where(
-            |_| true,
-            &format!("maintenance window {id} begins"),
-        );
+        let ended = self
+            .live
+            .kill_where(|_| true, &format!("maintenance window {id} begins"));
         self.step(
             id,
             "sessions_ended",
@@ -746,7 +801,8 @@ impl App {
             Ok(v) => v,
             Err(e) => {
                 let why = format!("the release {} is refused: {}", row.release_id, e.message);
-                self.step(id, "release_verified", "failed", why.clone()).await?;
+                self.step(id, "release_verified", "failed", why.clone())
+                    .await?;
                 return self.finish_window(id, State::Failed, &why).await;
             }
         };
@@ -769,9 +825,10 @@ impl App {
             .join(&row.release_id);
         let manifest = verified.manifest.clone();
         let target = dir.clone();
-        let installed = tokio::task::spawn_blocking(move || release::install(&file, &manifest, &target))
-            .await
-            .map_err(|e| Error::internal("installing the release", e))?;
+        let installed =
+            tokio::task::spawn_blocking(move || release::install(&file, &manifest, &target))
+                .await
+                .map_err(|e| Error::internal("installing the release", e))?;
         match installed {
             Ok(binary) => {
                 let current = std::env::current_exe()
@@ -811,7 +868,11 @@ pub async fn start(app: &Arc<App>) {
             Ok(rows) => {
                 for row in rows.into_iter().filter(|r| r.state == "running") {
                     if let Err(e) = app
-                        .finish_window(&row.id, State::Failed, "interrupted by a restart of the server")
+                        .finish_window(
+                            &row.id,
+                            State::Failed,
+                            "interrupted by a restart of the server",
+                        )
                         .await
                     {
                         tracing::warn!(error = %e, window = %row.id, "cannot end an interrupted maintenance window");

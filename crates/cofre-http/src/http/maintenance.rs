@@ -189,7 +189,12 @@ pub(super) async fn events(
                 _ = w.woken.recv() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
-            match w.app.orbit().maintenance_events(&w.who, &w.id, w.last).await {
+            match w
+                .app
+                .orbit()
+                .maintenance_events(&w.who, &w.id, w.last)
+                .await
+            {
                 Ok((more, closed)) => {
                     w.pending.extend(more);
                     w.closed = closed;

@@ -1131,7 +1131,9 @@ fn authorization_matrix() {
                     "POST",
                     "/api/v1/maintenance",
                     "/api/v1/maintenance",
-                    Some(json!({"release": "0.2.0-000000000000", "start": "2099-01-01T00:00:00Z", "duration": "1h"})),
+                    Some(
+                        json!({"release": "0.2.0-000000000000", "start": "2099-01-01T00:00:00Z", "duration": "1h"}),
+                    ),
                     Rule::Roles(ADMIN),
                 )
             },

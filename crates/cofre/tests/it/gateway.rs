@@ -40,7 +40,11 @@ pub(crate) fn setup(backend: Backend, outcome: Option<&str>) -> Option<Gw> {
 }
 
 /// `setup` with a server configuration file of this content.
-pub(crate) fn setup_with_config(backend: Backend, outcome: Option<&str>, config: Option<&str>) -> Option<Gw> {
+pub(crate) fn setup_with_config(
+    backend: Backend,
+    outcome: Option<&str>,
+    config: Option<&str>,
+) -> Option<Gw> {
     if let Some(why) = sshd_unavailable() {
         eprintln!("SKIPPED: {why}");
         return None;

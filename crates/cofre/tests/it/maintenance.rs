@@ -49,7 +49,8 @@ fn audit_of(admin: &Cli, action: &str) -> Vec<Value> {
 }
 
 fn show(cli: &Cli, id: &str) -> Value {
-    cli.ok(&["--output", "json", "maintenance", "show", id]).json()
+    cli.ok(&["--output", "json", "maintenance", "show", id])
+        .json()
 }
 
 /// `maintenance propose` by `cli`; the window's id.
@@ -74,7 +75,13 @@ fn propose(cli: &Cli, release: &str, start: &str, duration: &str) -> String {
 /// Uploads a good release; its id.
 fn upload(cli: &Cli, v: &Vendor, version: &str) -> String {
     let file = make_release(&v.dir, version, "0.1.0", &v.key, Spoil::Nothing);
-    let out = cli.ok(&["--output", "json", "release", "upload", file.to_str().unwrap()]);
+    let out = cli.ok(&[
+        "--output",
+        "json",
+        "release",
+        "upload",
+        file.to_str().unwrap(),
+    ]);
     out.json()["id"].as_str().unwrap().to_owned()
 }
 
@@ -119,7 +126,13 @@ fn private_saas_needs_two_distinct_customer_admins() {
     assert_eq!(shown["proposer"], "op1");
 
     admin
-        .ok(&["maintenance", "approve", &w1, "--comment", "ok for Thursday"])
+        .ok(&[
+            "maintenance",
+            "approve",
+            &w1,
+            "--comment",
+            "ok for Thursday",
+        ])
         .assert_stdout_contains("approvals: 1 of 2")
         .assert_stdout_contains("maintenance ")
         .assert_stdout_contains(": proposed");
@@ -131,9 +144,15 @@ fn private_saas_needs_two_distinct_customer_admins() {
         assert!(out.all().contains("may not"), "{who}: {}", out.all());
     }
     assert_eq!(show(&admin, &w1)["state"], "proposed");
-    ad2.ok(&["maintenance", "approve", &w1, "--comment", "second pair of eyes"])
-        .assert_stdout_contains("approvals: 2 of 2")
-        .assert_stdout_contains(": scheduled");
+    ad2.ok(&[
+        "maintenance",
+        "approve",
+        &w1,
+        "--comment",
+        "second pair of eyes",
+    ])
+    .assert_stdout_contains("approvals: 2 of 2")
+    .assert_stdout_contains(": scheduled");
     let shown = show(&admin, &w1);
     let steps: Vec<&str> = shown["events"]
         .as_array()
@@ -141,7 +160,11 @@ fn private_saas_needs_two_distinct_customer_admins() {
         .iter()
         .map(|e| e["step"].as_str().unwrap())
         .collect();
-    assert_eq!(steps, ["proposed", "approved", "approved", "state"], "{shown}");
+    assert_eq!(
+        steps,
+        ["proposed", "approved", "approved", "state"],
+        "{shown}"
+    );
     admin
         .ok(&["instance", "show"])
         .assert_stdout_contains(&format!("next window: {w1} scheduled (Cofre 0.2.0)"));
@@ -151,7 +174,13 @@ fn private_saas_needs_two_distinct_customer_admins() {
     admin
         .fail(&["maintenance", "deny", &w2, "--comment", "no"])
         .assert_stderr_contains("say why");
-    admin.ok(&["maintenance", "deny", &w2, "--comment", "quarter-end freeze"]);
+    admin.ok(&[
+        "maintenance",
+        "deny",
+        &w2,
+        "--comment",
+        "quarter-end freeze",
+    ]);
     assert_eq!(show(&admin, &w2)["state"], "denied");
     ad2.fail(&["maintenance", "approve", &w2, "--comment", "late"])
         .assert_stderr_contains("denied already");
@@ -168,9 +197,11 @@ fn private_saas_needs_two_distinct_customer_admins() {
     // Undecided by its start: expired by the scheduler, never run.
     let w3 = propose(&op, &release, &in_secs(3), "1h");
     admin.ok(&["maintenance", "approve", &w3, "--comment", "only one"]);
-    wait_until("the undecided window expires", Duration::from_secs(30), || {
-        show(&auditor, &w3)["state"] == "expired"
-    });
+    wait_until(
+        "the undecided window expires",
+        Duration::from_secs(30),
+        || show(&auditor, &w3)["state"] == "expired",
+    );
     let steps: Vec<String> = show(&auditor, &w3)["events"]
         .as_array()
         .unwrap()
@@ -267,7 +298,10 @@ fn saas_windows_are_announced_ahead_and_admins_cannot_block() {
     let shown = show(&admin, &id);
     assert_eq!(shown["state"], "scheduled", "{shown}");
     assert_eq!(shown["required_approvals"], 0);
-    let mail = smtp.wait_for("admin@example.test", &format!("Maintenance window {id} scheduled"));
+    let mail = smtp.wait_for(
+        "admin@example.test",
+        &format!("Maintenance window {id} scheduled"),
+    );
     assert!(mail.contains("cofre maintenance watch"), "{mail}");
 
     for args in [
@@ -277,7 +311,9 @@ fn saas_windows_are_announced_ahead_and_admins_cannot_block() {
     ] {
         admin.fail(args).assert_stderr_contains("may not");
     }
-    admin.ok(&["maintenance", "list"]).assert_stdout_contains(&id);
+    admin
+        .ok(&["maintenance", "list"])
+        .assert_stdout_contains(&id);
     admin
         .ok(&["instance", "show"])
         .assert_stdout_contains(&format!("next window: {id} scheduled"));
@@ -318,9 +354,8 @@ fn sse_events(text: &str) -> Vec<(i64, Value)> {
 fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
     // tick_seconds is long so the window's start passes with it still scheduled (new sessions
     // refused) until a proposal wakes the scheduler.
-    let inst_config = |keys: &str| {
-        format!("[maintenance]\n{keys}warn_minutes = 1\ntick_seconds = 3600\n")
-    };
+    let inst_config =
+        |keys: &str| format!("[maintenance]\n{keys}warn_minutes = 1\ntick_seconds = 3600\n");
     // The vendor key is made before the server starts, in a directory of its own.
     let keys_dir = tempfile::tempdir().unwrap();
     let (public, key) = minisign_key(keys_dir.path(), "vendor");
@@ -329,8 +364,11 @@ fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
         dir: keys_dir.path().to_owned(),
         config: format!("release_public_keys = [\"{public}\"]\n"),
     };
-    let Some(gw) = setup_with_config(Backend::Sqlite, Some("allow"), Some(&inst_config(&v.config)))
-    else {
+    let Some(gw) = setup_with_config(
+        Backend::Sqlite,
+        Some("allow"),
+        Some(&inst_config(&v.config)),
+    ) else {
         return;
     };
     let admin = &gw.admin;
@@ -345,18 +383,30 @@ fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
     assert_eq!(show(admin, &id)["state"], "scheduled");
     // The gateway's notices go to the terminal's stderr, as its other messages do.
     let warning = format!("cofre: maintenance window {id} starts at {start}");
-    wait_until("the live session is warned", Duration::from_secs(30), || {
-        shell.stderr().contains(&warning)
-    });
-    assert!(!shell.stderr().contains("cofre: cofre:"), "{}", shell.describe());
+    wait_until(
+        "the live session is warned",
+        Duration::from_secs(30),
+        || shell.stderr().contains(&warning),
+    );
+    assert!(
+        !shell.stderr().contains("cofre: cofre:"),
+        "{}",
+        shell.describe()
+    );
 
     // From the start, still scheduled: new sessions are refused with the window's message.
     let begun = Instant::now();
     wait_until("a new session is refused", Duration::from_secs(60), || {
         let out = gw.run_ssh("alice:root@db01", &[], Some("echo through"), None);
-        out.code != Some(0) && out.stderr.contains(&format!("maintenance window {id} is running"))
+        out.code != Some(0)
+            && out
+                .stderr
+                .contains(&format!("maintenance window {id} is running"))
     });
-    assert!(begun.elapsed() >= Duration::from_secs(3), "refused only from the start");
+    assert!(
+        begun.elapsed() >= Duration::from_secs(3),
+        "refused only from the start"
+    );
     let refusals: Vec<Value> = audit_of(admin, "session.refused")
         .into_iter()
         .filter(|e| e["details"]["why"] == "maintenance_window")
@@ -370,9 +420,17 @@ fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
     // A proposal wakes the scheduler, which finds the first window due.
     let later = propose(admin, &release, &in_secs(24 * 3600), "1h");
     let status = watcher.wait(Duration::from_secs(180)).unwrap_or_else(|| {
-        panic!("the watcher follows the window to its end: {}", watcher.describe())
+        panic!(
+            "the watcher follows the window to its end: {}",
+            watcher.describe()
+        )
     });
-    assert_eq!(status.code(), Some(1), "ended failed: {}", watcher.describe());
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "ended failed: {}",
+        watcher.describe()
+    );
     let watched = watcher.stdout();
     let order = [
         "proposed info",
@@ -402,7 +460,9 @@ fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
         shell.describe()
     );
     assert!(
-        shell.describe().contains(&format!("maintenance window {id} begins")),
+        shell
+            .describe()
+            .contains(&format!("maintenance window {id} begins")),
         "{}",
         shell.describe()
     );
@@ -419,7 +479,10 @@ fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
     let binary = std::fs::read(installed.join("cofre")).unwrap();
     use sha2::Digest;
     let sha = hex::encode(sha2::Sha256::digest(&binary));
-    assert!(release.starts_with(&format!("0.2.0-{}", &sha[..12])), "{release} {sha}");
+    assert!(
+        release.starts_with(&format!("0.2.0-{}", &sha[..12])),
+        "{release} {sha}"
+    );
     assert!(installed.join("manifest.json").is_file());
     {
         use std::os::unix::fs::PermissionsExt;
@@ -445,7 +508,12 @@ fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
     );
     let events = sse_events(&all.text);
     let ids: Vec<i64> = events.iter().map(|(i, _)| *i).collect();
-    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "{}", all.text);
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "{}",
+        all.text
+    );
     assert!(ids.len() >= order.len(), "{}", all.text);
     assert_eq!(events.last().unwrap().1["state"], "failed");
     let resumed = api.call_with_headers(
