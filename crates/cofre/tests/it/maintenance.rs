@@ -91,7 +91,17 @@ fn upload(cli: &Cli, v: &Vendor, version: &str) -> String {
 /// runs. A release altered after upload is refused at propose. Only the proposing side cancels.
 #[test]
 fn private_saas_needs_two_distinct_customer_admins() {
-    let inst = Instance::new(Backend::Sqlite);
+    private_saas_decisions(Backend::Sqlite);
+}
+
+/// The same on PostgreSQL (its migration 0020 and the queries on it).
+#[test]
+fn private_saas_needs_two_distinct_customer_admins_postgres() {
+    private_saas_decisions(Backend::Postgres);
+}
+
+fn private_saas_decisions(backend: Backend) {
+    let inst = Instance::new(backend);
     let v = vendor(&inst);
     let server = start_with_config(
         &inst,
