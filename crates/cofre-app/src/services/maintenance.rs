@@ -571,6 +571,7 @@ impl Orbit<'_> {
         )
         .detail("from", row.state.as_str());
         self.commit_steps(tx, id, &steps, entry).await?;
+        self.live.untell(&format!("maintenance window {id} "));
         self.get_maintenance(who, id).await
     }
 
@@ -696,7 +697,10 @@ impl App {
             &[("state", outcome.as_str(), why.to_owned())],
             entry,
         )
-        .await
+        .await?;
+        // The warning is over with the window: a session that starts now is not shown it.
+        self.live.untell(&format!("maintenance window {id} "));
+        Ok(())
     }
 
     /// Runs a scheduled window whose start has come. Only the node that moves it from

@@ -548,6 +548,10 @@ fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
     // The window over (failed), sessions are served again; the next window is shown.
     let again = gw.run_ssh("alice:root@db01", &[], Some("echo through"), None);
     assert_eq!(again.code, Some(0), "{again:?}");
+    assert!(
+        !again.stderr.contains("starts at"),
+        "the warning is over: {again:?}"
+    );
     admin
         .ok(&["instance", "show"])
         .assert_stdout_contains(&format!("next window: {later} scheduled"));
