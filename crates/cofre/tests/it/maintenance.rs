@@ -563,3 +563,34 @@ fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
     assert_eq!(finished[0]["details"]["state"], "failed");
     admin.ok(&["audit", "verify"]);
 }
+
+/// on-prem with `[maintenance] approvals = 1`: the admin proposes, may not approve its own
+/// window, and one other admin schedules it; operators have no part in an on-prem instance.
+#[test]
+fn on_prem_approvals_ask_other_admins() {
+    let inst = Instance::new(Backend::Sqlite);
+    let v = vendor(&inst);
+    let server = start_with_config(
+        &inst,
+        &format!("[maintenance]\n{}approvals = 1\n", v.config),
+    );
+    let (admin, _) = admin_cli(&inst, &server);
+    let (ad2, _, _) = add_user_cli(&inst, &server, &admin, "ad2", "admin", &[]);
+    let (op, _, _) = add_user_cli(&inst, &server, &admin, "op1", "operator", &[]);
+    let release = upload(&admin, &v, "0.2.0");
+    let id = propose(&admin, &release, &in_secs(3600), "1h");
+    assert_eq!(show(&admin, &id)["state"], "proposed");
+    admin
+        .fail(&["maintenance", "approve", &id, "--comment", "mine"])
+        .assert_stderr_contains("never approves its own window");
+    for args in [
+        &["maintenance", "show", &id][..],
+        &["maintenance", "approve", &id, "--comment", "vendor"][..],
+    ] {
+        op.fail(args).assert_stderr_contains("may not");
+    }
+    ad2.ok(&["maintenance", "approve", &id, "--comment", "fine"])
+        .assert_stdout_contains(": scheduled");
+    admin.ok(&["maintenance", "cancel", &id]);
+    admin.ok(&["audit", "verify"]);
+}
