@@ -7,6 +7,7 @@
 //!                     │──cancel(before start)──▶ Cancelled ◀──cancel(before start)─────────────┤
 //!                                                                         begin(at ≥ start)    ▼
 //!                                                       Done / Failed / RolledBack ◀──finish── Running
+//!  Scheduled ──tick(at ≥ end, never begun: the server was down)──▶ Expired
 //! ```
 //!
 //! By mode ([`rule`]): `private-saas` needs two customer admins; `saas` needs none but the
@@ -173,7 +174,8 @@ pub enum Event<'a> {
     Cancel {
         at: i64,
     },
-    /// Time passes: an undecided window expires at its start.
+    /// Time passes: an undecided window expires at its start, a scheduled one that never began
+    /// (the server was down) at its end.
     Tick {
         at: i64,
     },
@@ -218,6 +220,8 @@ pub enum Refusal {
     AlreadyDecided,
     #[error("the window's start has passed: it can no longer be decided or cancelled")]
     Started,
+    #[error("the window's time ran out before it began")]
+    Missed,
     #[error("the window does not start before {0}")]
     NotYet(i64),
     #[error("the window is {}: it is not running", .0.as_str())]
@@ -257,7 +261,8 @@ impl Window {
                 Ok(Effect::Cancelled)
             }
             Event::Tick { at } => {
-                if self.state == State::Proposed && at >= self.starts_at {
+                let missed = self.state == State::Scheduled && at >= self.ends_at;
+                if (self.state == State::Proposed && at >= self.starts_at) || missed {
                     self.state = State::Expired;
                     Ok(Effect::Expired)
                 } else {
@@ -270,6 +275,9 @@ impl Window {
                 }
                 if at < self.starts_at {
                     return Err(Refusal::NotYet(self.starts_at));
+                }
+                if at >= self.ends_at {
+                    return Err(Refusal::Missed);
                 }
                 self.state = State::Running;
                 Ok(Effect::Began)
@@ -402,6 +410,21 @@ mod tests {
         assert_eq!(w.apply(&Event::Tick { at: 10 * H }), Ok(Effect::Expired));
         assert_eq!(
             w.apply(&Event::Begin { at: 10 * H }),
+            Err(Refusal::NotProposed(State::Expired))
+        );
+    }
+
+    #[test]
+    fn a_scheduled_window_never_begun_by_its_end_expires() {
+        let mut w = propose(rule(Mode::OnPrem, 0, 72), "admin", 0, H, H).unwrap();
+        assert_eq!(
+            w.clone().apply(&Event::Begin { at: 2 * H }),
+            Err(Refusal::Missed)
+        );
+        assert_eq!(w.apply(&Event::Tick { at: 2 * H - 1 }), Ok(Effect::Nothing));
+        assert_eq!(w.apply(&Event::Tick { at: 2 * H }), Ok(Effect::Expired));
+        assert_eq!(
+            w.apply(&Event::Begin { at: 2 * H }),
             Err(Refusal::NotProposed(State::Expired))
         );
     }

@@ -75,7 +75,7 @@ fn refusal_error(r: &Refusal) -> Error {
         Refusal::AlreadyDecided => (ErrorKind::Conflict, ErrorCode::AlreadyDecided),
         Refusal::NotProposed(_) => (ErrorKind::Conflict, ErrorCode::NotPending),
         Refusal::Closed(_) | Refusal::Started => (ErrorKind::Conflict, ErrorCode::RequestClosed),
-        Refusal::NotYet(_) | Refusal::NotRunning(_) | Refusal::BadOutcome(_) => {
+        Refusal::NotYet(_) | Refusal::Missed | Refusal::NotRunning(_) | Refusal::BadOutcome(_) => {
             (ErrorKind::Conflict, ErrorCode::Conflict)
         }
     };
@@ -579,30 +579,52 @@ impl Orbit<'_> {
     pub async fn expire_due_windows(&self) -> Result<usize> {
         let now = self.now().unix_timestamp();
         let mut n = 0;
-        for row in self.store.open_maintenance_windows().await? {
-            if row.state != "proposed" || row.starts_at > now {
+        for open in self.store.open_maintenance_windows().await? {
+            let due = (open.state == "proposed" && open.starts_at <= now)
+                || (open.state == "scheduled" && open.ends_at <= now);
+            if !due {
                 continue;
             }
+            // Judged again under the write lock, with its decisions.
             let mut tx = self.store.write().await?;
+            let Some(row) = tx.maintenance_window(&open.id).await? else {
+                continue;
+            };
+            let mut w = machine(&row)?;
+            if w.apply(&Event::Tick { at: now }) != Ok(Effect::Expired) {
+                continue;
+            }
+            let why = if row.state == "proposed" {
+                "not approved by its start: nothing is applied"
+            } else {
+                "its time ran out before it began (the server was not running): nothing is applied"
+            };
             if !tx
-                .update_maintenance_state(&row.id, "proposed", "expired", Some((now, "system", "")))
+                .update_maintenance_state(
+                    &row.id,
+                    &row.state,
+                    "expired",
+                    Some((now, "system", why)),
+                )
                 .await?
             {
                 continue;
             }
-            let steps = [(
-                "state",
-                "expired",
-                "not approved by its start: nothing is applied".to_owned(),
-            )];
+            let approvals = row
+                .decisions
+                .iter()
+                .filter(|d| d.verdict == "approve")
+                .count();
             let entry = NewAuditEntry::new(
                 "system",
                 "maintenance.expire",
                 format!("maintenance:{}", row.id),
             )
-            .detail("approvals", row.decisions.len())
+            .detail("from", row.state.as_str())
+            .detail("approvals", approvals)
             .detail("required", row.required_approvals);
-            self.commit_steps(tx, &row.id, &steps, entry).await?;
+            self.commit_steps(tx, &row.id, &[("state", "expired", why.to_owned())], entry)
+                .await?;
             n += 1;
         }
         Ok(n)
