@@ -98,12 +98,32 @@ impl SiemConfig {
 }
 
 /// `[maintenance]`: updates in maintenance windows.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MaintenanceConfig {
     /// minisign public keys (the second line of `minisign.pub`) whose signatures make a release
     /// file trusted; none: no release is accepted.
     pub release_public_keys: Vec<String>,
+    /// saas: a window is announced to every customer admin at least this many hours ahead.
+    pub notice_hours: u32,
+    /// on-prem: how many admins other than the proposer approve a window (0: the admin schedules).
+    pub approvals: u32,
+    /// Live gateway sessions are told this many minutes before a window starts.
+    pub warn_minutes: u32,
+    /// How often the scheduler looks at the windows (expiry, warnings, the start).
+    pub tick_seconds: u64,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            release_public_keys: Vec::new(),
+            notice_hours: 72,
+            approvals: 0,
+            warn_minutes: 15,
+            tick_seconds: 30,
+        }
+    }
 }
 
 impl MaintenanceConfig {
@@ -113,7 +133,32 @@ impl MaintenanceConfig {
             .map_err(|reason| ConfigError::Invalid {
                 field: "maintenance.release_public_keys",
                 reason,
-            })
+            })?;
+        if self.notice_hours > 24 * 30 {
+            return Err(ConfigError::Invalid {
+                field: "maintenance.notice_hours",
+                reason: "must be at most 720 (30 days)".into(),
+            });
+        }
+        if self.approvals > 10 {
+            return Err(ConfigError::Invalid {
+                field: "maintenance.approvals",
+                reason: "must be at most 10".into(),
+            });
+        }
+        if self.warn_minutes > 24 * 60 {
+            return Err(ConfigError::Invalid {
+                field: "maintenance.warn_minutes",
+                reason: "must be at most 1440 (a day)".into(),
+            });
+        }
+        if self.tick_seconds == 0 || self.tick_seconds > 3600 {
+            return Err(ConfigError::Invalid {
+                field: "maintenance.tick_seconds",
+                reason: "must be between 1 and 3600".into(),
+            });
+        }
+        Ok(())
     }
 }
 

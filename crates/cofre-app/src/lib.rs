@@ -149,6 +149,8 @@ pub async fn start(config: ServerConfig) -> Result<Started, StartError> {
     services::snapshots::spawn_scheduler(&app);
     // Credential rotation: cut-short rotations resolved, then the scheduler (services::rotation).
     services::rotation::start(&app).await;
+    // Maintenance windows: interrupted ones ended, then the scheduler (services::maintenance).
+    services::maintenance::start(&app).await;
     Ok(Started {
         sealed: app.is_sealed(),
         app,

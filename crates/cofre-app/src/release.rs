@@ -203,6 +203,85 @@ pub fn verify(
     })
 }
 
+/// Installs a verified release into `dir` (`DATA_DIR/releases/installed/ID`): its manifest and
+/// binary (mode 0755), written under a temporary name and renamed, so `dir` is whole or absent.
+/// The binary written is hashed again and must be the one the signed manifest names: a file
+/// changed between the verification and the install is refused as tampered. The running binary
+/// is not touched (both are kept). Blocking.
+pub fn install(
+    path: &Path,
+    manifest: &Manifest,
+    dir: &Path,
+) -> Result<std::path::PathBuf, ReleaseError> {
+    let io = |e: std::io::Error| ReleaseError::Unreadable(format!("installing: {e}"));
+    let parent = dir
+        .parent()
+        .ok_or_else(|| ReleaseError::Unreadable("installing: no parent directory".into()))?;
+    std::fs::create_dir_all(parent).map_err(io)?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.installing"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io)?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io)?;
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut archive = tar::Archive::new(file);
+    let mut sha = None;
+    for entry in archive.entries().map_err(io)? {
+        let mut entry = entry.map_err(io)?;
+        let member = entry
+            .path()
+            .map_err(io)?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_owned();
+        if member != BINARY {
+            continue;
+        }
+        let target = tmp.join(BINARY);
+        let mut out = std::fs::File::create(&target).map_err(io)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = entry.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            std::io::Write::write_all(&mut out, &buf[..n]).map_err(io)?;
+        }
+        out.sync_all().map_err(io)?;
+        sha = Some(hex::encode(hasher.finalize()));
+    }
+    match sha {
+        Some(s) if s.eq_ignore_ascii_case(manifest.binary_sha256.trim()) => {}
+        other => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(ReleaseError::Tampered(format!(
+                "the installed binary's SHA-256 is {}, the signed manifest says {}",
+                other.unwrap_or_else(|| "missing".into()),
+                manifest.binary_sha256
+            )));
+        }
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.join(BINARY), std::fs::Permissions::from_mode(0o755))
+            .map_err(io)?;
+    }
+    let text = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| ReleaseError::Unreadable(format!("installing: {e}")))?;
+    std::fs::write(tmp.join(MANIFEST), text).map_err(io)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io)?;
+    }
+    std::fs::rename(&tmp, dir).map_err(io)?;
+    Ok(dir.join(BINARY))
+}
+
 /// A release applies to `current` when it is newer and upgrades from `current` or older.
 pub fn check_versions(manifest: &Manifest, current: &str) -> Result<(), ReleaseError> {
     let parse = |field: &str, v: &str| {

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod governance;
 pub mod instance;
 pub mod lockout;
+pub mod maintenance;
 pub mod names;
 pub mod network;
 pub mod password_policy;

@@ -137,10 +137,19 @@ pub enum Action {
     ManageNetwork,
     /// read the network policy.
     ViewNetwork,
+    /// propose (or, where none is asked, schedule) and cancel maintenance windows: the admin
+    /// on-prem, the vendor's operator in private-saas and saas.
+    ProposeMaintenance,
+    /// approve or deny a proposed maintenance window: only customer admins, and never in saas
+    /// (where windows are announced, not asked).
+    DecideMaintenance,
+    /// list, show and watch maintenance windows: customer admins and auditors everywhere, and
+    /// the vendor's operator where it runs them.
+    ViewMaintenance,
 }
 
 impl Action {
-    pub const ALL: [Action; 28] = [
+    pub const ALL: [Action; 31] = [
         Action::OwnAccount,
         Action::ChangeOwnPassword,
         Action::ManageUsers,
@@ -169,6 +178,9 @@ impl Action {
         Action::Emergency,
         Action::ManageNetwork,
         Action::ViewNetwork,
+        Action::ProposeMaintenance,
+        Action::DecideMaintenance,
+        Action::ViewMaintenance,
     ];
 }
 
@@ -187,7 +199,12 @@ pub fn role_may(mode: Mode, role: Role, action: Action) -> bool {
             Mode::OnPrem => role == Admin,
             Mode::PrivateSaas | Mode::Saas => matches!(role, Admin | Operator),
         },
-        ViewNetwork => match mode {
+        ProposeMaintenance => match mode {
+            Mode::OnPrem => role == Admin,
+            Mode::PrivateSaas | Mode::Saas => role == Operator,
+        },
+        DecideMaintenance => mode != Mode::Saas && role == Admin,
+        ViewNetwork | ViewMaintenance => match mode {
             Mode::OnPrem => matches!(role, Admin | Auditor),
             Mode::PrivateSaas | Mode::Saas => matches!(role, Admin | Auditor | Operator),
         },
@@ -261,10 +278,39 @@ mod tests {
     }
 
     #[test]
+    fn maintenance_follows_the_mode() {
+        let who = |mode, action| {
+            Role::ALL
+                .into_iter()
+                .filter(|r| role_may(mode, *r, action))
+                .collect::<Vec<_>>()
+        };
+        use Action::{DecideMaintenance, ProposeMaintenance, ViewMaintenance};
+        assert_eq!(who(Mode::OnPrem, ProposeMaintenance), vec![Role::Admin]);
+        assert_eq!(
+            who(Mode::PrivateSaas, ProposeMaintenance),
+            vec![Role::Operator]
+        );
+        assert_eq!(who(Mode::Saas, ProposeMaintenance), vec![Role::Operator]);
+        assert_eq!(who(Mode::OnPrem, DecideMaintenance), vec![Role::Admin]);
+        assert_eq!(who(Mode::PrivateSaas, DecideMaintenance), vec![Role::Admin]);
+        assert!(who(Mode::Saas, DecideMaintenance).is_empty());
+        assert_eq!(
+            who(Mode::Saas, ViewMaintenance),
+            vec![Role::Admin, Role::Auditor, Role::Operator]
+        );
+        assert_eq!(
+            who(Mode::OnPrem, ViewMaintenance),
+            vec![Role::Admin, Role::Auditor]
+        );
+    }
+
+    #[test]
     fn operators_never_decide_or_use() {
         for mode in [Mode::OnPrem, Mode::PrivateSaas, Mode::Saas] {
             for a in [
                 Action::DecideRequests,
+                Action::DecideMaintenance,
                 Action::UseCredentials,
                 Action::ReadRecordings,
             ] {

@@ -18,6 +18,7 @@ mod breakglass;
 mod governance;
 mod live;
 mod network;
+mod maintenance;
 mod offboarding;
 use governance::applied;
 mod orbit;
@@ -86,6 +87,8 @@ fn ok() -> ApiResult<OkResponse> {
         governance::list, governance::show, governance::approve, governance::deny, governance::instance,
         orbit::set_type, orbit::disable, orbit::enable, orbit::promote,
         orbit::upload_release, orbit::list_releases,
+        maintenance::propose, maintenance::list, maintenance::show, maintenance::approve,
+        maintenance::deny, maintenance::cancel, maintenance::events,
         set_role,
         rotation::get_policy, rotation::set_policy, rotation::rotate, rotation::set_rotation,
         rotation::verify, rotation::status,
@@ -246,6 +249,15 @@ pub fn router(state: AppState) -> Router {
             "/releases",
             get(orbit::list_releases).post(orbit::upload_release),
         )
+        .route(
+            "/maintenance",
+            get(maintenance::list).post(maintenance::propose),
+        )
+        .route("/maintenance/{id}", get(maintenance::show))
+        .route("/maintenance/{id}/approve", post(maintenance::approve))
+        .route("/maintenance/{id}/deny", post(maintenance::deny))
+        .route("/maintenance/{id}/cancel", post(maintenance::cancel))
+        .route("/maintenance/{id}/events", get(maintenance::events))
         .route("/groups", get(list_groups).post(create_group))
         .route("/groups/{name}/members", post(add_group_member))
         .route("/targets", get(list_targets).post(create_target))

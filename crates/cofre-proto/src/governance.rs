@@ -87,4 +87,17 @@ pub struct InstanceInfo {
     pub pending_changes: i64,
     /// What needs attention, e.g. a single admin (dual control cannot apply).
     pub warnings: Vec<String>,
+    /// The next maintenance window not yet closed (proposed, scheduled or running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_window: Option<NextWindow>,
+}
+
+/// The next maintenance window, as `instance show` names it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NextWindow {
+    pub id: String,
+    pub state: String,
+    pub version: String,
+    pub starts_at: String,
+    pub ends_at: String,
 }

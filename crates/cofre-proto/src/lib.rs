@@ -27,6 +27,8 @@ pub mod live;
 pub use live::*;
 pub mod network;
 pub use network::*;
+pub mod maintenance;
+pub use maintenance::*;
 
 pub const API_PREFIX: &str = "/api/v1";
 /// Largest accepted request body. Secrets and keys fit easily; anything bigger is refused with 413.
@@ -100,6 +102,8 @@ pub enum ErrorCode {
     LastAdmin,
     LockdownNeedsSecondAdmin,
     LoginDelayed,
+    MaintenanceNotice,
+    MaintenanceWindow,
     MalformedJson,
     MethodNotAllowed,
     NetworkRefused,
@@ -186,6 +190,8 @@ impl ErrorCode {
         ErrorCode::LastAdmin,
         ErrorCode::LockdownNeedsSecondAdmin,
         ErrorCode::LoginDelayed,
+        ErrorCode::MaintenanceNotice,
+        ErrorCode::MaintenanceWindow,
         ErrorCode::MalformedJson,
         ErrorCode::MethodNotAllowed,
         ErrorCode::NetworkRefused,
@@ -271,6 +277,8 @@ impl ErrorCode {
             ErrorCode::LastAdmin => "last_admin",
             ErrorCode::LockdownNeedsSecondAdmin => "lockdown_needs_second_admin",
             ErrorCode::LoginDelayed => "login_delayed",
+            ErrorCode::MaintenanceNotice => "maintenance_notice",
+            ErrorCode::MaintenanceWindow => "maintenance_window",
             ErrorCode::MalformedJson => "malformed_json",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::NetworkRefused => "network_refused",

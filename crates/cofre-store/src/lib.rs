@@ -16,6 +16,7 @@ pub mod governance;
 pub mod instance;
 pub mod lockout;
 pub mod network;
+pub mod maintenance;
 pub mod offboarding;
 pub mod policies;
 pub mod requests;

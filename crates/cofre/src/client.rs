@@ -384,6 +384,43 @@ impl Client {
             .map_err(|e| ApiFailure::Transport(format!("unexpected response: {e}")))
     }
 
+    /// A GET of a Server-Sent Events stream, open for as long as the server keeps it (no
+    /// overall timeout), resuming after `last_event_id`; or the API's JSON error.
+    pub async fn get_event_stream(
+        &self,
+        path: &str,
+        last_event_id: Option<i64>,
+    ) -> Result<reqwest::Response, ApiFailure> {
+        let mut req = self
+            .http
+            .get(self.url(path))
+            .header("accept", "text/event-stream")
+            // A window lasts at most a day; the stream is open that long, not the usual 120 s.
+            .timeout(std::time::Duration::from_secs(2 * 24 * 3600));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ApiFailure::Transport(describe_transport(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ApiFailure::Transport(e.to_string()))?;
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => ApiFailure::Api { body },
+            Err(_) => ApiFailure::Transport(format!("HTTP {status}")),
+        })
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiFailure> {
         self.call(reqwest::Method::GET, path, None::<&()>).await
     }

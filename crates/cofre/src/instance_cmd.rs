@@ -58,6 +58,17 @@ fn print_info(i: &InstanceInfo) {
     outln!("cooling off: {} days", i.cooling_off_days);
     outln!("admins: {}", i.admins.join(","));
     outln!("pending changes: {}", i.pending_changes);
+    match &i.next_window {
+        Some(w) => outln!(
+            "next window: {} {} (Cofre {}) {} to {}",
+            w.id,
+            w.state,
+            w.version,
+            w.starts_at,
+            w.ends_at
+        ),
+        None => outln!("next window: none"),
+    }
     for w in &i.warnings {
         outln!("WARNING: {w}");
     }

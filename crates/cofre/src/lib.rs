@@ -29,6 +29,7 @@ mod emergency_cmd;
 mod governance_cmd;
 mod instance_cmd;
 mod network_cmd;
+mod maintenance_cmd;
 mod offboarding_cmd;
 pub mod output;
 mod requests_cmd;
@@ -128,6 +129,9 @@ enum Command {
     /// Release files for updates (Orbit): upload (verified by the server), list.
     #[command(subcommand)]
     Release(instance_cmd::ReleaseCmd),
+    /// Maintenance windows for updates (Orbit): propose, decide by mode, cancel, watch live.
+    #[command(subcommand)]
+    Maintenance(maintenance_cmd::MaintenanceCmd),
     /// Access requests: ask for approval, decide (approvers), emergency access, review.
     #[command(subcommand)]
     Request(requests_cmd::RequestCmd),

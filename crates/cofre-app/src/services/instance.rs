@@ -216,6 +216,7 @@ impl Orbit<'_> {
             admins,
             pending_changes: self.store.pending_change_count().await?,
             warnings,
+            next_window: self.next_window().await?,
         })
     }
 

@@ -10,6 +10,7 @@ pub mod governance;
 pub mod instance;
 pub mod live;
 pub mod network;
+pub mod maintenance;
 pub mod notify;
 pub mod offboarding;
 pub mod releases;
@@ -64,6 +65,8 @@ pub struct App {
     pub(crate) instance: instance::StateCache,
     /// This node's copy of the network policy and the refusals' audit rate limit (see [`network`]).
     pub(crate) network: network::NetworkState,
+    /// Maintenance windows: the watchers' and the scheduler's wake-ups (see [`maintenance`]).
+    pub(crate) maintenance: Arc<maintenance::MaintenanceState>,
 }
 
 /// A group of `App`'s use cases, one per domain: `app.vault().reveal(..)`, `app.accounts()
@@ -346,6 +349,7 @@ impl App {
             unknown_failures: accounts::UnknownFailures::default(),
             instance: instance::StateCache::default(),
             network: network::NetworkState::default(),
+            maintenance: Arc::default(),
         })
     }
 

@@ -22,7 +22,7 @@ pub const MAX_RELEASE_BYTES: u64 = 512 * 1024 * 1024;
 /// An upload has this long to arrive whole: no connection holds the server's disk open.
 const UPLOAD_DEADLINE: Duration = Duration::from_secs(600);
 
-fn release_error(e: &ReleaseError) -> Error {
+pub(crate) fn release_error(e: &ReleaseError) -> Error {
     let code = match e {
         ReleaseError::Unreadable(_) => ErrorCode::ReleaseUnreadable,
         ReleaseError::Unsigned => ErrorCode::ReleaseUnsigned,

@@ -307,6 +307,16 @@ impl Sessions<'_> {
             .await?;
             return Err(refusal);
         }
+        if let Some(refusal) = self.maintenance_refusal().await? {
+            self.record(
+                NewAuditEntry::new(&who.username, "session.refused", &*object)
+                    .outcome("denied")
+                    .detail("why", refusal.code.as_str())
+                    .detail("source", source),
+            )
+            .await?;
+            return Err(refusal);
+        }
         let current = match self.gateway_principal_now(who).await {
             Ok(p) => p,
             Err(e) => {

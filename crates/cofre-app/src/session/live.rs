@@ -178,6 +178,26 @@ impl LiveSessions {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Shows `text` to the user of every live session (a maintenance window's warning); the
+    /// sessions go on.
+    pub(crate) fn tell(&self, text: &str) {
+        self.notice.send_replace(Some(text.to_owned()));
+    }
+
+    /// Takes back a notice that starts with `prefix` (a window's warning, once the window is
+    /// over), so sessions that start later are not shown it; any other notice (the shutdown's)
+    /// stays.
+    pub(crate) fn untell(&self, prefix: &str) {
+        self.notice.send_if_modified(|n| {
+            if n.as_deref().is_some_and(|t| t.starts_with(prefix)) {
+                *n = None;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
     /// From now on no session starts, and every live one shows `notice` to its user.
     pub(crate) fn start_draining(&self, notice: &str) {
         self.draining.store(true, Ordering::SeqCst);

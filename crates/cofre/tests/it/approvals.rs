@@ -105,14 +105,14 @@ impl Receiver {
 }
 
 /// aiosmtpd writing every message it accepts to a Maildir.
-struct Smtp {
+pub(crate) struct Smtp {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     maildir: PathBuf,
 }
 
 impl Smtp {
-    fn start(dir: &Path) -> Option<Smtp> {
+    pub(crate) fn start(dir: &Path) -> Option<Smtp> {
         let ok = Command::new("python3")
             .args(["-c", "import aiosmtpd"])
             .status()
@@ -157,7 +157,7 @@ impl Smtp {
     }
 
     /// The message to `to` whose subject contains `needle`.
-    fn wait_for(&self, to: &str, needle: &str) -> String {
+    pub(crate) fn wait_for(&self, to: &str, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(m) = self.messages().into_iter().find(|m| {

@@ -1212,6 +1212,78 @@ fn authorization_matrix() {
                 None,
                 Rule::Roles(ADMIN),
             ),
+            // Maintenance windows (on-prem: the admin proposes and decides; admin and auditor
+            // watch; maintenance::* has the other modes). No release is uploaded here and the
+            // window does not exist: the allowed get 400/404, the others 403.
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/maintenance",
+                    "/api/v1/maintenance",
+                    Some(
+                        json!({"release": "0.2.0-000000000000", "start": "2099-01-01T00:00:00Z", "duration": "1h"}),
+                    ),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            row(
+                "GET",
+                "/api/v1/maintenance",
+                "/api/v1/maintenance",
+                None,
+                Rule::Roles(INSTANCE_READERS),
+            ),
+            Row {
+                succeeds: false,
+                ..row(
+                    "GET",
+                    "/api/v1/maintenance/{id}",
+                    "/api/v1/maintenance/nosuchwindow",
+                    None,
+                    Rule::Roles(INSTANCE_READERS),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "GET",
+                    "/api/v1/maintenance/{id}/events",
+                    "/api/v1/maintenance/nosuchwindow/events",
+                    None,
+                    Rule::Roles(INSTANCE_READERS),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/maintenance/{id}/approve",
+                    "/api/v1/maintenance/nosuchwindow/approve",
+                    Some(json!({"comment": "ok"})),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/maintenance/{id}/deny",
+                    "/api/v1/maintenance/nosuchwindow/deny",
+                    Some(json!({"comment": "not now"})),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/maintenance/{id}/cancel",
+                    "/api/v1/maintenance/nosuchwindow/cancel",
+                    None,
+                    Rule::Roles(ADMIN),
+                )
+            },
             // Last: it ends the token.
             row(
                 "POST",

@@ -1215,6 +1215,18 @@ impl Api {
         token: Option<&str>,
         body: Body<'_>,
     ) -> Resp {
+        self.call_with_headers(method, path, token, body, &[])
+    }
+
+    /// `call` with extra request headers (e.g. an SSE client's `Last-Event-ID`).
+    pub(crate) fn call_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Body<'_>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let what = format!("{method} {path}");
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self
@@ -1222,6 +1234,9 @@ impl Api {
             .request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         req = match body {
             Body::None => req,

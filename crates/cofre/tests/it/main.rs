@@ -20,6 +20,7 @@ mod flow;
 mod gateway;
 mod harness;
 mod network;
+mod maintenance;
 mod offboarding;
 mod orbit;
 mod rotation;

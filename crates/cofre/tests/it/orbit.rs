@@ -373,7 +373,7 @@ fn a_demo_is_promoted_to_production_with_its_drift_report() {
 }
 
 /// A minisign key pair made with the vendor's tool: (public key line, secret key file).
-fn minisign_key(dir: &std::path::Path, name: &str) -> (String, std::path::PathBuf) {
+pub(crate) fn minisign_key(dir: &std::path::Path, name: &str) -> (String, std::path::PathBuf) {
     let public = dir.join(format!("{name}.pub"));
     let secret = dir.join(format!("{name}.key"));
     let mut cmd = std::process::Command::new("minisign");
@@ -388,7 +388,7 @@ fn minisign_key(dir: &std::path::Path, name: &str) -> (String, std::path::PathBu
 
 /// How to make a release file go wrong after (or instead of) signing it.
 #[derive(Clone, Copy, PartialEq)]
-enum Spoil {
+pub(crate) enum Spoil {
     Nothing,
     Unsigned,
     /// The binary replaced after the manifest was signed.
@@ -398,7 +398,7 @@ enum Spoil {
 }
 
 /// A release file made as a vendor would: manifest.json, `minisign -Sm manifest.json`, `tar cf`.
-fn make_release(
+pub(crate) fn make_release(
     dir: &std::path::Path,
     version: &str,
     upgrades_from: &str,
