@@ -1536,7 +1536,7 @@ impl App {
                     tracing::error!(credential = %name, error = %e, "scheduled verify failed");
                 }
             }
-            if !next_rotation_at(&r).is_some_and(|at| at <= now) {
+            if next_rotation_at(&r).is_none_or(|at| at > now) {
                 continue;
             }
             if self.store.live_sessions_on(&r.target, &r.account).await? > 0 {

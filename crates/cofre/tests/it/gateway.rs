@@ -41,7 +41,11 @@ pub(crate) fn setup(backend: Backend, outcome: Option<&str>) -> Option<Gw> {
 }
 
 /// `setup` with a server configuration file of this content.
-pub(crate) fn setup_with_config(backend: Backend, outcome: Option<&str>, config: Option<&str>) -> Option<Gw> {
+pub(crate) fn setup_with_config(
+    backend: Backend,
+    outcome: Option<&str>,
+    config: Option<&str>,
+) -> Option<Gw> {
     setup_listening(backend, outcome, config, "127.0.0.1")
 }
 
