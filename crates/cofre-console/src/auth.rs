@@ -195,3 +195,109 @@ pub(crate) fn cross_site_refusal() -> Response {
         maud::html! { p role="alert" { "This form was sent from another site; open the console's own login page." } },
     )
 }
+
+/// How long the TOTP step of a login may follow its password step.
+const PENDING_LOGIN_TTL: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Logins between their password step and their TOTP step, so the second page carries a
+/// random one-use ticket instead of the password. The password stays here (wiped on drop) for
+/// the service to check again with the code, so the lockout and audit of the second step are
+/// the API's own. In memory: a node that did not see the first step refuses the ticket and the
+/// user types the password again (fails closed).
+#[derive(Default)]
+pub(crate) struct PendingLogins {
+    by_user: std::sync::Mutex<std::collections::HashMap<String, Pending>>,
+}
+
+struct Pending {
+    ticket: [u8; 32],
+    password: zeroize::Zeroizing<String>,
+    deadline: std::time::Instant,
+}
+
+impl PendingLogins {
+    /// Holds a login whose password was right and whose code is due; returns its ticket (hex).
+    /// A newer first step of the same user replaces an older one.
+    pub(crate) fn hold(&self, username: &str, password: &str) -> String {
+        self.hold_at(username, password, std::time::Instant::now())
+    }
+
+    fn hold_at(&self, username: &str, password: &str, now: std::time::Instant) -> String {
+        use rand::RngCore;
+        let mut ticket = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut ticket);
+        let mut map = self
+            .by_user
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only right passwords make entries, so the map is bounded by the users; expired ones go.
+        map.retain(|_, p| p.deadline > now);
+        map.insert(
+            username.to_owned(),
+            Pending {
+                ticket,
+                password: zeroize::Zeroizing::new(password.to_owned()),
+                deadline: now + PENDING_LOGIN_TTL,
+            },
+        );
+        hex::encode(ticket)
+    }
+
+    /// Takes the held password of `username` if `ticket` is its ticket and in time. The entry
+    /// is removed whatever the outcome once the user has one: a ticket is tried once.
+    pub(crate) fn take(&self, username: &str, ticket: &str) -> Option<zeroize::Zeroizing<String>> {
+        self.take_at(username, ticket, std::time::Instant::now())
+    }
+
+    fn take_at(
+        &self,
+        username: &str,
+        ticket: &str,
+        now: std::time::Instant,
+    ) -> Option<zeroize::Zeroizing<String>> {
+        let given = hex::decode(ticket.trim()).unwrap_or_default();
+        let p = self
+            .by_user
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(username)?;
+        let same = bool::from(p.ticket.as_slice().ct_eq(given.as_slice()));
+        (same && p.deadline > now).then_some(p.password)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_pending_login_ticket_is_one_use_bound_to_its_user_and_short_lived() {
+        let p = PendingLogins::default();
+        let now = Instant::now();
+        let t = p.hold_at("carol", "pw-1", now);
+        assert_eq!(t.len(), 64);
+        assert!(
+            p.take_at("dave", &t, now).is_none(),
+            "another user's ticket"
+        );
+        assert_eq!(
+            p.take_at("carol", &t, now).as_deref().map(String::as_str),
+            Some("pw-1")
+        );
+        assert!(p.take_at("carol", &t, now).is_none(), "used once");
+
+        let t = p.hold_at("carol", "pw-2", now);
+        assert!(p.take_at("carol", "00", now).is_none(), "a wrong ticket");
+        assert!(p.take_at("carol", &t, now).is_none(), "a wrong try ends it");
+
+        let t = p.hold_at("carol", "pw-3", now);
+        let later = now + PENDING_LOGIN_TTL + Duration::from_secs(1);
+        assert!(p.take_at("carol", &t, later).is_none(), "expired");
+
+        let old = p.hold_at("carol", "pw-4", now);
+        let new = p.hold_at("carol", "pw-5", now);
+        assert_ne!(old, new);
+        assert!(p.take_at("carol", &old, now).is_none(), "replaced");
+    }
+}

@@ -36,6 +36,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub(crate) struct Console {
     pub(crate) app: Arc<App>,
+    /// Logins waiting for their TOTP code ([`auth::PendingLogins`]).
+    pub(crate) pending: Arc<auth::PendingLogins>,
 }
 
 /// The session kind of a web-terminal session (`session list` shows it beside `shell`, `exec`
@@ -103,5 +105,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
         .route("/terminal/{target}/{account}", get(terminal::page))
         .route("/terminal/{target}/{account}/ws", get(terminal::socket))
         .route("/assets/{file}", get(assets::serve))
-        .with_state(Console { app })
+        .with_state(Console {
+            app,
+            pending: Arc::default(),
+        })
 }

@@ -26,11 +26,11 @@ fn login_page(
         html! {
             @if let Some(m) = message { p role="alert" class="error" { (m) } }
             form method="post" action="/login" {
-                @if let Some((user, password)) = totp_for {
-                    // The password was right; the second step sends it again with the code (the
-                    // service checks both at once, as the API's login does).
+                @if let Some((user, ticket)) = totp_for {
+                    // The password was right; the second step carries a one-use ticket for it
+                    // (held server-side, two minutes), never the password itself.
                     input type="hidden" name="username" value=(user);
-                    input type="hidden" name="password" value=(password);
+                    input type="hidden" name="ticket" value=(ticket);
                     p { "Signed in as " strong { (user) } "; now the code from your authenticator." }
                     label for="totp_code" { "TOTP code" }
                     input id="totp_code" name="totp_code" inputmode="numeric" autocomplete="one-time-code" required autofocus;
@@ -53,7 +53,11 @@ pub(crate) async fn login_form() -> Response {
 #[derive(Deserialize)]
 pub(crate) struct LoginForm {
     username: String,
-    password: String,
+    #[serde(default)]
+    password: Option<String>,
+    /// The second step's ticket ([`crate::auth::PendingLogins`]) in place of the password.
+    #[serde(default)]
+    ticket: Option<String>,
     #[serde(default)]
     totp_code: Option<String>,
 }
@@ -76,12 +80,28 @@ pub(crate) async fn login(
         .as_deref()
         .map(str::trim)
         .filter(|c| !c.is_empty());
+    let password = match (f.password.filter(|p| !p.is_empty()), f.ticket) {
+        (Some(p), _) => zeroize::Zeroizing::new(p),
+        (None, Some(t)) => match c.pending.take(&f.username, &t) {
+            Some(p) => p,
+            None => {
+                return login_page(
+                    StatusCode::UNAUTHORIZED,
+                    Some("ticket: this login step expired or was already used; log in again"),
+                    None,
+                )
+            }
+        },
+        (None, None) => {
+            return login_page(StatusCode::BAD_REQUEST, Some("password: required"), None)
+        }
+    };
     let r = c
         .app
         .accounts()
         .login(LoginInput {
             username: &f.username,
-            password: &f.password,
+            password: &password,
             totp_code: code,
             source: &src,
             aggregated: false,
@@ -105,13 +125,18 @@ pub(crate) async fn login(
             res
         }
         Err(e) if e.code == ErrorCode::TotpRequired => {
-            login_page(StatusCode::OK, None, Some((&f.username, &f.password)))
+            let ticket = c.pending.hold(&f.username, &password);
+            login_page(StatusCode::OK, None, Some((&f.username, &ticket)))
         }
-        Err(e) if e.code == ErrorCode::TotpInvalid => login_page(
-            layout::status_of(e.kind),
-            Some(&e.message),
-            Some((&f.username, &f.password)),
-        ),
+        Err(e) if e.code == ErrorCode::TotpInvalid => {
+            // The service checked the password again with the code: a new ticket for a retry.
+            let ticket = c.pending.hold(&f.username, &password);
+            login_page(
+                layout::status_of(e.kind),
+                Some(&e.message),
+                Some((&f.username, &ticket)),
+            )
+        }
         Err(e) => login_page(layout::status_of(e.kind), Some(&e.message), None),
     }
 }

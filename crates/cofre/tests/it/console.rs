@@ -119,6 +119,14 @@ impl Browser {
     }
 }
 
+fn ticket_of(page: &str) -> String {
+    page.split("name=\"ticket\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the TOTP step carries a ticket")
+        .to_owned()
+}
+
 fn location(r: &Resp) -> &str {
     r.headers
         .get("location")
@@ -468,9 +476,37 @@ fn console_login_password_change_and_totp() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.text.contains("name=\"totp_code\""), "{}", r.text);
     assert!(b.cookie.is_none(), "no session before the code");
-    let r = b.login("carol", &pw, Some("000000"));
+    // The second step carries a one-use ticket, never the password.
+    assert!(!r.text.contains(&pw), "the password is not in the page");
+    assert!(!r.text.contains("name=\"password\""), "{}", r.text);
+    let ticket = ticket_of(&r.text);
+    let second = |b: &mut Browser, user: &str, ticket: &str, code: &str| {
+        let r = b.post(
+            "/login",
+            &[("username", user), ("ticket", ticket), ("totp_code", code)],
+        );
+        if let Some(c) = cookie_from(&r) {
+            b.cookie = Some(c);
+        }
+        r
+    };
+    let r = second(&mut b, "carol", &ticket, "000000");
     assert_eq!(r.status, 401, "a wrong code: {}", r.text);
-    let r = b.login("carol", &pw, Some(&totp_at_step(&seed, step + 1)));
+    assert!(!r.text.contains(&pw), "{}", r.text);
+    let retry = ticket_of(&r.text);
+    assert_ne!(retry, ticket, "a retry gets a new ticket");
+    let code = totp_at_step(&seed, step + 1);
+    let r = second(&mut b, "carol", &ticket, &code);
+    assert_eq!(r.status, 401, "a used ticket: {}", r.text);
+    // The retry's ticket went with that refused try; a fresh one, then someone else's name.
+    let r = b.login("carol", &pw, None);
+    let ticket = ticket_of(&r.text);
+    let r = second(&mut b, "admin", &ticket, &code);
+    assert_eq!(r.status, 401, "a ticket is bound to its user: {}", r.text);
+    assert!(b.cookie.is_none());
+    let r = b.login("carol", &pw, None);
+    let ticket = ticket_of(&r.text);
+    let r = second(&mut b, "carol", &ticket, &code);
     assert_eq!((r.status, location(&r)), (303, "/"), "{}", r.text);
     assert!(b.get("/").text.contains("TOTP enabled"));
 
