@@ -938,19 +938,14 @@ async fn delete_policy(
     Ok(applied(a))
 }
 
-#[utoipa::path(get, path = "/api/v1/audit", security(("bearer" = [])), params(PageQuery), responses((status = 200, body = Page<AuditEntryInfo>)))]
+/// The trail, oldest first, searched by actor, action, object and time (all optional).
+#[utoipa::path(get, path = "/api/v1/audit", security(("bearer" = [])), params(AuditQuery), responses((status = 200, body = Page<AuditEntryInfo>)))]
 async fn list_audit(
     State(state): State<AppState>,
     Auth(who): Auth,
-    QueryParams(q): QueryParams<PageQuery>,
+    QueryParams(q): QueryParams<AuditQuery>,
 ) -> ApiResult<Page<AuditEntryInfo>> {
-    Ok(Json(
-        state
-            .app
-            .audit()
-            .list_audit(&who, q.limit, q.cursor.as_deref())
-            .await?,
-    ))
+    Ok(Json(state.app.audit().search_audit(&who, &q).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/audit/verify", security(("bearer" = [])), responses((status = 200, body = AuditVerifyResponse)))]

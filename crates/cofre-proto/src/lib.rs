@@ -373,6 +373,27 @@ pub struct PageQuery {
     pub cursor: Option<String>,
 }
 
+/// A search of the audit trail (`GET /api/v1/audit`): every condition given must hold.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Items per page, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page (of the same search).
+    pub cursor: Option<String>,
+    /// Who acted, exactly; a trailing `*` matches a prefix.
+    pub actor: Option<String>,
+    /// The action, exactly (`credential.reveal`); a trailing `*` matches a prefix (`auth.*`).
+    pub action: Option<String>,
+    /// What it acted on, exactly; a trailing `*` matches a prefix.
+    pub object: Option<String>,
+    /// Entries at or after this time: RFC 3339, or `YYYY-MM-DD` (midnight UTC).
+    pub since: Option<String>,
+    /// Entries before this time: RFC 3339, or `YYYY-MM-DD` (midnight UTC).
+    pub until: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     pub status: String,

@@ -286,10 +286,25 @@ pub(crate) enum AuditCmd {
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
         format: ExportFormat,
     },
-    /// The latest entries.
+    /// The latest entries, searched on the server by actor, action, object and time.
     List {
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Who acted (exactly; a trailing `*` matches a prefix).
+        #[arg(long)]
+        actor: Option<String>,
+        /// The action, e.g. `credential.reveal`, or `auth.*` for a prefix.
+        #[arg(long)]
+        action: Option<String>,
+        /// What it acted on (exactly; a trailing `*` matches a prefix).
+        #[arg(long)]
+        object: Option<String>,
+        /// Entries at or after this time (RFC 3339, or YYYY-MM-DD for midnight UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Entries before this time (RFC 3339, or YYYY-MM-DD for midnight UTC).
+        #[arg(long)]
+        until: Option<String>,
     },
 }
 
@@ -1235,8 +1250,30 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<ExitCode> {
                 }
             }
         }
-        AuditCmd::List { limit } => {
-            let entries: Vec<AuditEntryInfo> = ctx.all("/api/v1/audit").await?;
+        AuditCmd::List {
+            limit,
+            actor,
+            action,
+            object,
+            since,
+            until,
+        } => {
+            let query: Vec<String> = [
+                ("actor", actor),
+                ("action", action),
+                ("object", object),
+                ("since", since),
+                ("until", until),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{k}={}", path_segment(&v))))
+            .collect();
+            let path = if query.is_empty() {
+                "/api/v1/audit".to_owned()
+            } else {
+                format!("/api/v1/audit?{}", query.join("&"))
+            };
+            let entries: Vec<AuditEntryInfo> = ctx.all(&path).await?;
             let skip = entries.len().saturating_sub(limit as usize);
             let tail = &entries[skip..];
             ctx.print_list(tail, "audit entries", |es| {

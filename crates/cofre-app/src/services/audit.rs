@@ -9,10 +9,10 @@ use cofre_core::audit::{ChainBreak, ChainVerifier};
 use cofre_core::role::Action;
 use cofre_crypto::audit_mac::AuditMacKey;
 use cofre_proto::{
-    AuditAnchorInfo, AuditBreak, AuditEntryInfo, AuditVerifyResponse, Page, RecordingProblem,
-    RecordingsVerification,
+    AuditAnchorInfo, AuditBreak, AuditEntryInfo, AuditQuery, AuditVerifyResponse, Page,
+    RecordingProblem, RecordingsVerification,
 };
-use cofre_store::audit::AuditHead;
+use cofre_store::audit::{AuditFilter, AuditHead, Match};
 
 const VERIFY_BATCH: i64 = 2000;
 /// Sessions read per page while their recordings are checked.
@@ -25,15 +25,34 @@ impl Audit<'_> {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<Page<AuditEntryInfo>> {
+        self.search_audit(
+            who,
+            &AuditQuery {
+                limit,
+                cursor: cursor.map(str::to_owned),
+                ..AuditQuery::default()
+            },
+        )
+        .await
+    }
+
+    /// The trail's entries that meet every condition of `q`, oldest first, a page at a time
+    /// (the API's `GET /api/v1/audit`, the console's search, `cofre audit list`).
+    pub async fn search_audit(
+        &self,
+        who: &Principal,
+        q: &AuditQuery,
+    ) -> Result<Page<AuditEntryInfo>> {
         who.require(Action::ReadAudit)?;
-        let limit = page_limit(limit)?;
-        let after = match cursor {
+        let limit = page_limit(q.limit)?;
+        let after = match q.cursor.as_deref() {
             None => 0,
             Some(c) => c
                 .parse()
                 .map_err(|_| Error::invalid("cursor", "cursor: not a cursor from this list"))?,
         };
-        let rows = self.store.audit_page(after, limit + 1).await?;
+        let filter = audit_filter(q)?;
+        let rows = self.store.audit_search(&filter, after, limit + 1).await?;
         Ok(paginate(
             rows,
             limit,
@@ -217,4 +236,104 @@ fn check_tail(
         });
     }
     Ok(())
+}
+
+/// The store's filter of a search, each field checked: blank conditions are none, a trailing
+/// `*` is a prefix, times become UTC seconds that compare as the stored stamps do.
+fn audit_filter(q: &AuditQuery) -> Result<AuditFilter> {
+    fn text(field: &str, v: Option<&String>) -> Result<Option<Match>> {
+        let Some(v) = v.map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        if v.len() > 256 || v.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                field,
+                format!("{field}: at most 256 characters, none of them control characters"),
+            ));
+        }
+        Ok(Some(match v.strip_suffix('*') {
+            Some(p) => Match::Prefix(p.to_owned()),
+            None => Match::Exact(v.to_owned()),
+        }))
+    }
+    fn moment(field: &str, v: Option<&String>) -> Result<Option<String>> {
+        let Some(v) = v.map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let bad = || {
+            Error::invalid(
+                field,
+                format!("{field}: not a time; give RFC 3339 (2026-01-31T09:00:00Z) or a date (2026-01-31)"),
+            )
+        };
+        let t = match time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        {
+            Ok(t) => t.to_offset(time::UtcOffset::UTC),
+            Err(_) => {
+                let mut parts = v.splitn(3, '-').map(str::parse::<u16>);
+                let (Some(Ok(y)), Some(Ok(m)), Some(Ok(d))) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(bad());
+                };
+                let month = u8::try_from(m)
+                    .ok()
+                    .and_then(|m| time::Month::try_from(m).ok())
+                    .ok_or_else(bad)?;
+                let day = u8::try_from(d).map_err(|_| bad())?;
+                time::Date::from_calendar_date(i32::from(y), month, day)
+                    .map_err(|_| bad())?
+                    .midnight()
+                    .assume_utc()
+            }
+        };
+        Ok(Some(format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )))
+    }
+    Ok(AuditFilter {
+        actor: text("actor", q.actor.as_ref())?,
+        action: text("action", q.action.as_ref())?,
+        object: text("object", q.object.as_ref())?,
+        since: moment("since", q.since.as_ref())?,
+        until: moment("until", q.until.as_ref())?,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod search_tests {
+    use super::*;
+
+    #[test]
+    fn an_audit_search_checks_and_normalises_its_conditions() {
+        let q = AuditQuery {
+            actor: Some(" carol ".into()),
+            action: Some("auth.*".into()),
+            object: Some("".into()),
+            since: Some("2026-01-31".into()),
+            until: Some("2026-02-01T10:00:00+01:00".into()),
+            ..AuditQuery::default()
+        };
+        let f = audit_filter(&q).unwrap();
+        assert_eq!(f.actor, Some(Match::Exact("carol".into())));
+        assert_eq!(f.action, Some(Match::Prefix("auth.".into())));
+        assert_eq!(f.object, None);
+        assert_eq!(f.since.as_deref(), Some("2026-01-31T00:00:00"));
+        assert_eq!(f.until.as_deref(), Some("2026-02-01T09:00:00"));
+        for bad in ["yesterday", "2026-13-01", "2026-02-30"] {
+            let q = AuditQuery {
+                since: Some(bad.into()),
+                ..AuditQuery::default()
+            };
+            let e = audit_filter(&q).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("since"), "{bad}");
+        }
+    }
 }

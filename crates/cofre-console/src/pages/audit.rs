@@ -4,7 +4,7 @@ use crate::auth::{Change, Viewer};
 use crate::layout::{self, csrf_field, PageResult};
 use crate::Console;
 use axum::extract::{Query, State};
-use cofre_proto::AuditEntryInfo;
+use cofre_proto::AuditQuery;
 use maud::html;
 use serde::Deserialize;
 
@@ -18,59 +18,48 @@ pub(crate) struct Filter {
     action: Option<String>,
     #[serde(default)]
     object: Option<String>,
-    /// `YYYY-MM-DD` or any prefix of an RFC 3339 time: entries at or after it.
+    /// RFC 3339 or `YYYY-MM-DD`: entries at or after it.
     #[serde(default)]
     since: Option<String>,
+    /// RFC 3339 or `YYYY-MM-DD`: entries before it.
+    #[serde(default)]
+    until: Option<String>,
 }
 
-/// How many entries one page shows, and how many pages of the trail one view reads at most
-/// while it looks for matches.
-const SHOWN: usize = 100;
-const PAGES_READ: usize = 20;
-
-fn matches(e: &AuditEntryInfo, f: &Filter) -> bool {
-    let has = |want: &Option<String>, got: &str| {
-        want.as_deref()
-            .map(str::trim)
-            .filter(|w| !w.is_empty())
-            .is_none_or(|w| got.contains(w))
-    };
-    has(&f.actor, &e.actor)
-        && has(&f.action, &e.action)
-        && has(&f.object, &e.object)
-        && f.since
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .is_none_or(|s| e.ts.as_str() >= s)
-}
+/// How many entries one page shows.
+const SHOWN: u32 = 100;
 
 pub(crate) async fn trail(
     State(c): State<Console>,
     v: Viewer,
     Query(f): Query<Filter>,
 ) -> PageResult {
-    let mut shown = Vec::new();
-    let mut cursor = f.cursor.clone();
-    for _ in 0..PAGES_READ {
-        let page = c
-            .app
-            .audit()
-            .list_audit(&v.who, Some(200), cursor.as_deref())
-            .await?;
-        cursor = page.next_cursor;
-        shown.extend(page.items.into_iter().filter(|e| matches(e, &f)));
-        if shown.len() >= SHOWN || cursor.is_none() {
-            break;
-        }
-    }
-    let next = cursor.map(|c| {
+    // The service searches (the API's `GET /api/v1/audit?actor=...`): the page filters nothing.
+    let page = c
+        .app
+        .audit()
+        .search_audit(
+            &v.who,
+            &AuditQuery {
+                limit: Some(SHOWN),
+                cursor: f.cursor.clone(),
+                actor: f.actor.clone(),
+                action: f.action.clone(),
+                object: f.object.clone(),
+                since: f.since.clone(),
+                until: f.until.clone(),
+            },
+        )
+        .await?;
+    let shown = page.items;
+    let next = page.next_cursor.map(|c| {
         let mut q = format!("?cursor={}", super::urlencode(&c));
         for (k, val) in [
             ("actor", &f.actor),
             ("action", &f.action),
             ("object", &f.object),
             ("since", &f.since),
+            ("until", &f.until),
         ] {
             if let Some(val) = val {
                 q.push_str(&format!("&{k}={}", super::urlencode(val)));
@@ -85,11 +74,13 @@ pub(crate) async fn trail(
         "Audit trail",
         html! {
             form method="get" action="/audit" class="filter" role="search" {
+                p { "Exact values; end one with * for a prefix (auth.*). Times: RFC 3339 or a date (UTC)." }
                 label for="f-actor" { "Actor" } input id="f-actor" name="actor" value=(value(&f.actor));
                 label for="f-action" { "Action" } input id="f-action" name="action" value=(value(&f.action)) placeholder="e.g. credential.reveal";
                 label for="f-object" { "Object" } input id="f-object" name="object" value=(value(&f.object));
                 label for="f-since" { "From (time)" } input id="f-since" name="since" value=(value(&f.since)) placeholder="2026-01-31";
-                button type="submit" { "Filter" }
+                label for="f-until" { "Before (time)" } input id="f-until" name="until" value=(value(&f.until)) placeholder="2026-02-01";
+                button type="submit" { "Search" }
             }
             form method="post" action="/audit/verify" {
                 (csrf_field(&v))

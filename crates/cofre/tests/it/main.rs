@@ -7,6 +7,7 @@
 mod accounts;
 mod api_conformance;
 mod approvals;
+mod audit_search;
 mod authz;
 mod backup;
 mod bad_input;
