@@ -88,12 +88,18 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
             get(pages::admin::users).post(pages::admin::create_user),
         )
         .route("/users/{name}/unlock", post(pages::admin::unlock_user))
+        .route("/users/{name}/role", post(pages::admin::set_role))
+        .route("/users/{name}/reset", post(pages::admin::reset_password))
+        .route("/users/{name}/disable", post(pages::admin::disable_user))
+        .route("/users/{name}/enable", post(pages::admin::enable_user))
         .route(
             "/groups",
             get(pages::admin::groups).post(pages::admin::create_group),
         )
         .route("/groups/members", post(pages::admin::add_member))
+        .route("/groups/members/remove", post(pages::admin::remove_member))
         .route("/policies", get(pages::admin::policies))
+        .route("/policies/{name}/remove", post(pages::admin::remove_policy))
         .route("/audit", get(pages::audit::trail))
         .route("/audit/verify", post(pages::audit::verify))
         .route("/sessions", get(pages::sessions::live))

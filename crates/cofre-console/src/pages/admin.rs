@@ -29,6 +29,10 @@ fn held(
     )
 }
 
+const ROLES: [&str; 6] = [
+    "user", "approver", "auditor", "admin", "operator", "support",
+];
+
 pub(crate) async fn users(
     State(c): State<Console>,
     v: Viewer,
@@ -48,7 +52,7 @@ pub(crate) async fn users(
                 caption { "Users" }
                 thead { tr { th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Groups" } th scope="col" { "TOTP" } th scope="col" { "State" } th scope="col" { "Actions" } } }
                 tbody {
-                    @for u in &page.items {
+                    @for (i, u) in page.items.iter().enumerate() {
                         tr {
                             td { (u.username) }
                             td { (u.role) }
@@ -61,10 +65,36 @@ pub(crate) async fn users(
                                 @if !u.disabled && !u.locked && !u.must_change_password { "active" }
                             }
                             td {
+                                @let base = format!("/users/{}", urlencode(&u.username));
                                 @if u.locked {
-                                    form method="post" action={ "/users/" (urlencode(&u.username)) "/unlock" } {
+                                    form method="post" action={ (base) "/unlock" } {
                                         (csrf_field(&v))
                                         button type="submit" { "Unlock " (u.username) }
+                                    }
+                                }
+                                form method="post" action={ (base) "/role" } {
+                                    (csrf_field(&v))
+                                    label for={ "role-" (i) } { "Role of " (u.username) }
+                                    select id={ "role-" (i) } name="role" {
+                                        @for r in ROLES { option value=(r) selected[*r == u.role] { (r) } }
+                                    }
+                                    button type="submit" { "Set the role of " (u.username) }
+                                }
+                                form method="post" action={ (base) "/reset" } {
+                                    (csrf_field(&v))
+                                    button type="submit" { "Reset the password of " (u.username) }
+                                }
+                                @if u.disabled {
+                                    form method="post" action={ (base) "/enable" } {
+                                        (csrf_field(&v))
+                                        button type="submit" { "Enable " (u.username) }
+                                    }
+                                } @else {
+                                    form method="post" action={ (base) "/disable" } {
+                                        (csrf_field(&v))
+                                        label for={ "why-" (i) } { "Why disable " (u.username) }
+                                        input id={ "why-" (i) } name="reason" required;
+                                        button type="submit" { "Disable " (u.username) }
                                     }
                                 }
                             }
@@ -79,7 +109,7 @@ pub(crate) async fn users(
                 label for="u-name" { "User name" } input id="u-name" name="username" required;
                 label for="u-role" { "Role" }
                 select id="u-role" name="role" {
-                    @for r in ["user", "approver", "auditor", "admin", "operator", "support"] { option value=(r) { (r) } }
+                    @for r in ROLES { option value=(r) { (r) } }
                 }
                 label for="u-groups" { "Groups (comma-separated)" } input id="u-groups" name="groups";
                 label for="u-email" { "Email (optional)" } input id="u-email" name="email" type="email";
@@ -142,6 +172,99 @@ pub(crate) async fn unlock_user(
     Ok(Redirect::to("/users").into_response())
 }
 
+#[derive(Deserialize)]
+pub(crate) struct RoleForm {
+    role: String,
+}
+
+pub(crate) async fn set_role(
+    State(c): State<Console>,
+    Path(name): Path<String>,
+    ch: Change<RoleForm>,
+) -> PageResult {
+    let v = &ch.viewer;
+    match c
+        .app
+        .accounts()
+        .set_role(&v.who, &name, &ch.form.role)
+        .await?
+    {
+        Applied::Done(_) => Ok(Redirect::to("/users").into_response()),
+        Applied::Held(change) => Ok(held(v, "/users", "Role held for approval", &change)),
+    }
+}
+
+/// A new one-time password: for another user the service holds it for a second admin, who is
+/// the one to see it; the asking admin never does.
+pub(crate) async fn reset_password(
+    State(c): State<Console>,
+    Path(name): Path<String>,
+    ch: Change<Empty>,
+) -> PageResult {
+    use cofre_app::services::accounts::Reset;
+    let v = &ch.viewer;
+    match c.app.accounts().reset_password(&v.who, &name).await? {
+        Applied::Done(Reset::Shown(otp)) => Ok(layout::page(
+            v,
+            "/users",
+            &format!("Password of {name} reset"),
+            html! {
+                p { "The new one-time password; it must be changed at the next login. It is shown once." }
+                pre class="secret" { (otp.expose()) }
+                p { a href="/users" { "Back to users" } }
+            },
+        )),
+        Applied::Done(Reset::Sent(to)) => Ok(layout::page(
+            v,
+            "/users",
+            &format!("Password of {name} reset"),
+            html! {
+                (notice(&format!("The one-time password went to {to}, and to nobody else.")))
+                p { a href="/users" { "Back to users" } }
+            },
+        )),
+        Applied::Held(change) => Ok(layout::page(
+            v,
+            "/users",
+            "Reset held for a second admin",
+            html! {
+                (notice("Held for a second admin: the one who approves it receives the one-time password."))
+                dl { dt { "Change" } dd { (change.id) } dt { "What" } dd { (change.diff) } }
+                p { a href="/users" { "Back to users" } }
+            },
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DisableForm {
+    reason: String,
+}
+
+pub(crate) async fn disable_user(
+    State(c): State<Console>,
+    Path(name): Path<String>,
+    ch: Change<DisableForm>,
+) -> PageResult {
+    c.app
+        .accounts()
+        .disable_user(&ch.viewer.who, &name, &ch.form.reason)
+        .await?;
+    Ok(Redirect::to("/users").into_response())
+}
+
+pub(crate) async fn enable_user(
+    State(c): State<Console>,
+    Path(name): Path<String>,
+    ch: Change<Empty>,
+) -> PageResult {
+    let v = &ch.viewer;
+    match c.app.accounts().enable_user(&v.who, &name).await? {
+        Applied::Done(_) => Ok(Redirect::to("/users").into_response()),
+        Applied::Held(change) => Ok(held(v, "/users", "Enabling held for approval", &change)),
+    }
+}
+
 pub(crate) async fn groups(
     State(c): State<Console>,
     v: Viewer,
@@ -175,6 +298,13 @@ pub(crate) async fn groups(
                 label for="m-group" { "Group" } input id="m-group" name="group" required;
                 label for="m-user" { "User name" } input id="m-user" name="username" required;
                 button type="submit" { "Add the member" }
+            }
+            h2 { "Remove a member" }
+            form method="post" action="/groups/members/remove" {
+                (csrf_field(&v))
+                label for="r-group" { "Group" } input id="r-group" name="group" required;
+                label for="r-user" { "User name" } input id="r-user" name="username" required;
+                button type="submit" { "Remove the member" }
             }
         },
     ))
@@ -212,6 +342,26 @@ pub(crate) async fn add_member(State(c): State<Console>, ch: Change<MemberForm>)
     }
 }
 
+pub(crate) async fn remove_member(State(c): State<Console>, ch: Change<MemberForm>) -> PageResult {
+    c.app
+        .accounts()
+        .remove_group_member(&ch.viewer.who, &ch.form.group, &ch.form.username)
+        .await?;
+    Ok(Redirect::to("/groups").into_response())
+}
+
+pub(crate) async fn remove_policy(
+    State(c): State<Console>,
+    Path(name): Path<String>,
+    ch: Change<Empty>,
+) -> PageResult {
+    let v = &ch.viewer;
+    match c.app.vault().delete_policy(&v.who, &name).await? {
+        Applied::Done(()) => Ok(Redirect::to("/policies").into_response()),
+        Applied::Held(change) => Ok(held(v, "/policies", "Removal held for approval", &change)),
+    }
+}
+
 pub(crate) async fn policies(
     State(c): State<Console>,
     v: Viewer,
@@ -229,19 +379,25 @@ pub(crate) async fn policies(
         html! {
             table {
                 caption { "Policies (the most restrictive matching outcome wins)" }
-                thead { tr { th scope="col" { "Name" } th scope="col" { "Group" } th scope="col" { "Targets" } th scope="col" { "Allows" } th scope="col" { "Outcome" } th scope="col" { "Limits" } } }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Group" } th scope="col" { "Targets" } th scope="col" { "Allows" } th scope="col" { "Outcome" } th scope="col" { "Limits" } th scope="col" { "Actions" } } }
                 tbody {
                     @for p in &page.items {
                         tr {
                             td { (p.name) } td { (p.group) } td { (p.targets.join(", ")) }
                             td { (p.allow.join(", ")) } td { (p.outcome) }
                             td { (layout::json_view(&serde_json::to_value(&p.limits).unwrap_or_default())) }
+                            td {
+                                form method="post" action={ "/policies/" (urlencode(&p.name)) "/remove" } {
+                                    (csrf_field(&v))
+                                    button type="submit" { "Remove " (p.name) }
+                                }
+                            }
                         }
                     }
                 }
             }
             (next_link("/policies", page.next_cursor.as_deref()))
-            p { "Policies are added and removed with " code { "cofre policy" } " (dual control applies)." }
+            p { "Policies are added with " code { "cofre policy add" } "; removing one that could have restricted someone waits for a second admin." }
         },
     ))
 }

@@ -177,6 +177,16 @@ fn get(path: &'static str, may: &'static [Who]) -> Row {
     }
 }
 
+fn post(path: &'static str, fields: &[(&'static str, &str)], may: &'static [Who]) -> Row {
+    Row {
+        method: "POST",
+        path,
+        fields: fields.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        may,
+        ok: true,
+    }
+}
+
 /// Every page and change of the console, per role, refused as the role table says; the same
 /// changes without their CSRF token, or sent from another site, refused for everyone; nobody
 /// logged in is sent to the login page; a one-time-password session only to the password form.
@@ -290,6 +300,40 @@ fn console_pages_per_role() {
                     may: ADMIN,
                     ok: false,
                 }
+            },
+            // The admin's user, group and policy changes, on names that do not exist: refused
+            // to every other role, a 404 (not a refusal) for the admin.
+            Row {
+                ok: false,
+                ..post("/users/no-such-user/role", &[("role", "user")], ADMIN)
+            },
+            Row {
+                ok: false,
+                ..post("/users/no-such-user/reset", &[], ADMIN)
+            },
+            Row {
+                ok: false,
+                ..post(
+                    "/users/no-such-user/disable",
+                    &[("reason", "matrix")],
+                    ADMIN,
+                )
+            },
+            Row {
+                ok: false,
+                ..post("/users/no-such-user/enable", &[], ADMIN)
+            },
+            Row {
+                ok: false,
+                ..post(
+                    "/groups/members/remove",
+                    &[("group", "no-such-group"), ("username", "user1")],
+                    ADMIN,
+                )
+            },
+            Row {
+                ok: false,
+                ..post("/policies/no-such-policy/remove", &[], ADMIN)
             },
             // Policy grants user1 and approver1 (ops) a reveal; the admin has no policy of its
             // own, so its refusal is the policy's (a 403 all the same).
@@ -676,4 +720,88 @@ fn console_escapes_markup_and_sets_headers() {
         404,
         "only hashed names"
     );
+}
+
+/// The admin's user actions from the console, through the accounts service: a role set, a
+/// disable (the user's login refused) and enable, a group member removed, a policy removed, and
+/// a password reset held for a second admin (who alone would see the one-time password).
+#[test]
+fn console_admin_user_actions() {
+    let inst = Instance::new(Backend::Sqlite);
+    let server = inst.start();
+    let api = server.api();
+    let (admin, admin_pw) = admin_token(&server);
+    api.post("/api/v1/groups", Some(&admin), json!({"name": "ops"}))
+        .assert_ok();
+    let (_, carol_pw) = api.make_user(&admin, "carol", "user", &["ops"]);
+    api.post(
+        "/api/v1/targets",
+        Some(&admin),
+        json!({"name": "db01", "host": "10.0.0.5"}),
+    )
+    .assert_ok();
+    api.post(
+        "/api/v1/policies",
+        Some(&admin),
+        json!({"name": "spare", "group": "ops", "targets": ["db01"], "allow": ["session"], "outcome": "allow"}),
+    )
+    .assert_ok();
+    let mut b = Browser::new(&server);
+    let r = b.login("admin", &admin_pw, None);
+    assert_eq!((r.status, location(&r)), (303, "/"), "{}", r.text);
+    let page = b.get("/users");
+    assert!(page.text.contains("Set the role of carol"), "{}", page.text);
+    assert!(page.text.contains("Reset the password of carol"));
+    let csrf = csrf_of(&page.text);
+    let user = |name: &str| api.get(&format!("/api/v1/users/{name}"), Some(&admin)).body;
+
+    let r = b.post("/users/carol/role", &[("role", "auditor"), ("csrf", &csrf)]);
+    assert_eq!((r.status, location(&r)), (303, "/users"), "{}", r.text);
+    assert_eq!(user("carol")["role"], "auditor");
+    let r = b.post("/users/carol/role", &[("role", "user"), ("csrf", &csrf)]);
+    assert_eq!(r.status, 303, "{}", r.text);
+
+    let r = b.post(
+        "/users/carol/disable",
+        &[("reason", "left"), ("csrf", &csrf)],
+    );
+    assert_eq!((r.status, location(&r)), (303, "/users"), "{}", r.text);
+    assert_eq!(user("carol")["disabled"], true);
+    assert!(b.get("/users").text.contains("Enable carol"));
+    assert_eq!(api.login("carol", &carol_pw).status, 403);
+    let r = b.post("/users/carol/disable", &[("reason", ""), ("csrf", &csrf)]);
+    assert_eq!(r.status, 400, "an empty reason: {}", r.text);
+    let r = b.post("/users/carol/enable", &[("csrf", &csrf)]);
+    assert_eq!((r.status, location(&r)), (303, "/users"), "{}", r.text);
+    assert_eq!(user("carol")["disabled"], false);
+
+    let r = b.post(
+        "/groups/members/remove",
+        &[("group", "ops"), ("username", "carol"), ("csrf", &csrf)],
+    );
+    assert_eq!((r.status, location(&r)), (303, "/groups"), "{}", r.text);
+    assert_eq!(user("carol")["groups"], json!([]));
+
+    let r = b.post("/policies/spare/remove", &[("csrf", &csrf)]);
+    assert!(
+        r.status == 303 || r.text.contains("held for approval"),
+        "{} {}",
+        r.status,
+        r.text
+    );
+
+    // With a second admin, another user's reset is dual-controlled: the asker never sees it.
+    api.create_user(&admin, "admin2", "admin", &[]);
+    let r = b.post("/users/carol/reset", &[("csrf", &csrf)]);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("Held for a second admin"), "{}", r.text);
+    assert!(!r.text.contains("class=\"secret\""), "{}", r.text);
+    let audit = api.get("/api/v1/audit?actor=admin&object=user:carol", Some(&admin));
+    let actions: Vec<&str> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"user.disable"), "{actions:?}");
 }
