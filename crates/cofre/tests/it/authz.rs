@@ -594,6 +594,14 @@ fn authorization_matrix() {
                 None,
                 Rule::Roles(AUDIT),
             ),
+            // The search: the same rule, its conditions checked only after it.
+            row(
+                "GET",
+                "/api/v1/audit",
+                "/api/v1/audit?actor=admin&action=auth.*&since=2026-01-01&until=2099-01-01",
+                None,
+                Rule::Roles(AUDIT),
+            ),
             row(
                 "GET",
                 "/api/v1/audit/verify",
