@@ -108,6 +108,17 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
         .route("/recordings/{id}", get(pages::sessions::player))
         .route("/recordings/{id}/cast", get(pages::sessions::cast))
         .route("/orbit", get(pages::orbit::orbit))
+        .route("/orbit/snapshots", post(pages::orbit::create_snapshot))
+        .route(
+            "/orbit/snapshots/jobs/{id}",
+            get(pages::orbit::snapshot_job),
+        )
+        .route(
+            "/orbit/snapshots/{id}/verify",
+            post(pages::orbit::verify_snapshot),
+        )
+        .route("/orbit/backups/{job}/run", post(pages::orbit::run_backup))
+        .route("/orbit/backups/runs/{id}", get(pages::orbit::backup_run))
         .route("/terminal/{target}/{account}", get(terminal::page))
         .route("/terminal/{target}/{account}/ws", get(terminal::socket))
         .route("/assets/{file}", get(assets::serve))

@@ -335,6 +335,22 @@ fn console_pages_per_role() {
                 ok: false,
                 ..post("/policies/no-such-policy/remove", &[], ADMIN)
             },
+            Row {
+                ok: false,
+                ..get("/orbit/snapshots/jobs/no-such-job", ADMIN)
+            },
+            Row {
+                ok: false,
+                ..post("/orbit/snapshots/no-such-snapshot/verify", &[], ADMIN)
+            },
+            Row {
+                ok: false,
+                ..post("/orbit/backups/no-such-job/run", &[], ADMIN)
+            },
+            Row {
+                ok: false,
+                ..get("/orbit/backups/runs/999999", ADMIN)
+            },
             // Policy grants user1 and approver1 (ops) a reveal; the admin has no policy of its
             // own, so its refusal is the policy's (a 403 all the same).
             Row {
@@ -804,4 +820,79 @@ fn console_admin_user_actions() {
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert!(actions.contains(&"user.disable"), "{actions:?}");
+}
+
+/// Orbit from the console: a snapshot taken (its job page refreshes itself until done), then
+/// verified; a backup job run now (its run's page likewise); the ceremony and export are not
+/// offered, and the page says why.
+#[test]
+fn console_orbit_snapshot_and_backup_with_progress() {
+    let inst = Instance::new(Backend::Sqlite);
+    let server = inst.start();
+    let api = server.api();
+    let (admin, admin_pw) = admin_token(&server);
+    let dir = inst.path().join("console-backups");
+    api.post(
+        "/api/v1/backup/targets",
+        Some(&admin),
+        json!({"name": "dir1", "dir": dir.to_str().unwrap()}),
+    )
+    .assert_ok();
+    api.post(
+        "/api/v1/backup/jobs",
+        Some(&admin),
+        json!({"name": "rec", "kind": "recordings", "target": "dir1", "schedule": "manual"}),
+    )
+    .assert_ok();
+    let mut b = Browser::new(&server);
+    b.login("admin", &admin_pw, None);
+    let page = b.get("/orbit");
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("must never pass through a web page"));
+    let csrf = csrf_of(&page.text);
+
+    // Follows a job page until it stops asking to be refreshed.
+    let follow = |b: &Browser, path: &str| -> Resp {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let r = b.get(path);
+            assert_eq!(r.status, 200, "{path}: {}", r.text);
+            if r.headers.get("refresh").is_none() {
+                return r;
+            }
+            assert!(std::time::Instant::now() < deadline, "{path} never ended");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+
+    let r = b.post(
+        "/orbit/snapshots",
+        &[("include_recordings", "true"), ("csrf", &csrf)],
+    );
+    assert_eq!(r.status, 303, "{}", r.text);
+    let job = location(&r).to_owned();
+    assert!(job.starts_with("/orbit/snapshots/jobs/"), "{job}");
+    let done = follow(&b, &job);
+    assert!(done.text.contains("done"), "{}", done.text);
+    let list = api.get("/api/v1/snapshots", Some(&admin));
+    let id = list.body["snapshots"][0]["id"].as_str().unwrap().to_owned();
+    let page = b.get("/orbit");
+    assert!(
+        page.text.contains(&format!("Verify snapshot {id}")),
+        "{}",
+        page.text
+    );
+    let r = b.post(&format!("/orbit/snapshots/{id}/verify"), &[("csrf", &csrf)]);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("verified"), "{}", r.text);
+
+    assert!(page.text.contains("Run backup job rec now"));
+    let r = b.post("/orbit/backups/rec/run", &[("csrf", &csrf)]);
+    assert_eq!(r.status, 303, "{}", r.text);
+    let run = location(&r).to_owned();
+    assert!(run.starts_with("/orbit/backups/runs/"), "{run}");
+    let done = follow(&b, &run);
+    assert!(done.text.contains("<strong>ok</strong>"), "{}", done.text);
+    // The last run shows on the Orbit page.
+    assert!(b.get("/orbit").text.contains("last_success"));
 }
