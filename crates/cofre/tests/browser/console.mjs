@@ -78,6 +78,18 @@ await check(user.page, "user", "reveal");
 await user.page.clock.fastForward(31000);
 await user.page.waitForFunction((frag) => !document.body.innerText.includes(frag), cfg.secretFragment);
 results.secretHidden = true;
+// Nor in the history: no entry's URL names it, back shows the target page without it, and
+// forward (the reveal was a POST of a no-store page) does not bring it back.
+if ((await user.page.evaluate(() => location.href)).includes(cfg.secretFragment)) throw new Error("a secret in the URL");
+await user.page.goBack();
+if ((await user.page.content()).includes(cfg.secretFragment)) throw new Error("the secret is back after going back");
+try {
+  await user.page.goForward();
+} catch (e) {
+  // A resubmission the browser refuses (ERR_CACHE_MISS): nothing was kept to show.
+}
+if ((await user.page.content()).includes(cfg.secretFragment)) throw new Error("the secret is in the history");
+results.secretNotInHistory = true;
 step("user requests access with markup in the reason");
 await user.page.goto(cfg.base + "/targets/db02");
 await user.page.getByText("Request access to root").click();
@@ -133,6 +145,15 @@ for (const [p, name] of [["/users", "users"], ["/groups", "groups"], ["/policies
   await admin.page.goto(cfg.base + p);
   await check(admin.page, "admin", name);
 }
+step("admin takes a snapshot");
+await admin.page.goto(cfg.base + "/orbit");
+await admin.page.getByRole("button", { name: "Take a snapshot now" }).click();
+await admin.page.waitForURL(/\/orbit\/snapshots\/jobs\/.+/);
+await admin.page.getByText("Phase: done").waitFor({ timeout: 60000 });
+await check(admin.page, "admin", "orbit-snapshot");
+await admin.page.goto(cfg.base + "/audit?actor=" + encodeURIComponent(cfg.admin.name) + "&action=auth.*");
+await admin.page.getByRole("cell", { name: "auth.login", exact: true }).first().waitFor();
+await check(admin.page, "admin", "audit-search");
 await admin.page.getByRole("button", { name: "Log out" }).click();
 await admin.page.waitForURL(cfg.base + "/login");
 
@@ -140,7 +161,7 @@ await admin.page.waitForURL(cfg.base + "/login");
 step("auditor replays");
 const auditor = await open("auditor");
 await login(auditor.page, cfg.auditor.name, cfg.auditor.password);
-await auditor.page.goto(cfg.base + "/audit?action=session");
+await auditor.page.goto(cfg.base + "/audit?action=session.*");
 await check(auditor.page, "auditor", "audit");
 await auditor.page.getByRole("button", { name: "Verify the chain" }).click();
 await auditor.page.getByText("Intact:").waitFor();

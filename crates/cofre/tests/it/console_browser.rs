@@ -132,6 +132,7 @@ fn every_role_in_a_real_browser() {
     assert_eq!(results["dialogs"], json!([]), "{results}");
     assert_eq!(results["cspViolations"], json!([]), "{results}");
     assert_eq!(results["secretHidden"], true, "{results}");
+    assert_eq!(results["secretNotInHistory"], true, "{results}");
     assert_eq!(results["auditorUsersStatus"], 403, "{results}");
     let ended = results["terminalEnded"].as_str().unwrap_or("");
     assert!(ended.contains("terminated by admin"), "{results}");
