@@ -41,6 +41,19 @@ async function login(page, user, password) {
   await page.waitForURL(cfg.base + "/");
 }
 
+// The page's markup once it stops navigating (history moves may still be loading).
+async function settled(page) {
+  for (let i = 0; i < 50; i++) {
+    try {
+      await page.waitForLoadState("load");
+      return await page.content();
+    } catch (e) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error("the page never settled");
+}
+
 // A main page: screenshot kept, axe run (no serious or critical violation).
 async function check(page, role, name) {
   await page.evaluate(axeSource + "\n;0");
@@ -81,14 +94,14 @@ results.secretHidden = true;
 // Nor in the history: no entry's URL names it, back shows the target page without it, and
 // forward (the reveal was a POST of a no-store page) does not bring it back.
 if ((await user.page.evaluate(() => location.href)).includes(cfg.secretFragment)) throw new Error("a secret in the URL");
-await user.page.goBack();
-if ((await user.page.content()).includes(cfg.secretFragment)) throw new Error("the secret is back after going back");
+await user.page.goBack({ waitUntil: "load" });
+if ((await settled(user.page)).includes(cfg.secretFragment)) throw new Error("the secret is back after going back");
 try {
-  await user.page.goForward();
+  await user.page.goForward({ waitUntil: "load" });
 } catch (e) {
   // A resubmission the browser refuses (ERR_CACHE_MISS): nothing was kept to show.
 }
-if ((await user.page.content()).includes(cfg.secretFragment)) throw new Error("the secret is in the history");
+if ((await settled(user.page)).includes(cfg.secretFragment)) throw new Error("the secret is in the history");
 results.secretNotInHistory = true;
 step("user requests access with markup in the reason");
 await user.page.goto(cfg.base + "/targets/db02");
