@@ -98,7 +98,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
         )
         .route("/groups/members", post(pages::admin::add_member))
         .route("/groups/members/remove", post(pages::admin::remove_member))
-        .route("/policies", get(pages::admin::policies))
+        .route(
+            "/policies",
+            get(pages::admin::policies).post(pages::admin::create_policy),
+        )
         .route("/policies/{name}/remove", post(pages::admin::remove_policy))
         .route("/audit", get(pages::audit::trail))
         .route("/audit/verify", post(pages::audit::verify))

@@ -397,7 +397,109 @@ pub(crate) async fn policies(
                 }
             }
             (next_link("/policies", page.next_cursor.as_deref()))
-            p { "Policies are added with " code { "cofre policy add" } "; removing one that could have restricted someone waits for a second admin." }
+            h2 { "Add a policy" }
+            p { "One that grants what its group's policies do not yet, or a removal that could have restricted someone, waits for a second admin." }
+            form method="post" action="/policies" {
+                (csrf_field(&v))
+                label for="p-name" { "Name" } input id="p-name" name="name" required;
+                label for="p-group" { "Group" } input id="p-group" name="group" required;
+                label for="p-targets" { "Targets (comma-separated: *, tag:TAG or names)" } input id="p-targets" name="targets" required;
+                fieldset {
+                    legend { "Allows" }
+                    input id="p-session" name="allow_session" type="checkbox" value="true";
+                    label for="p-session" { "session" }
+                    input id="p-reveal" name="allow_reveal" type="checkbox" value="true";
+                    label for="p-reveal" { "reveal" }
+                }
+                label for="p-outcome" { "Outcome" }
+                select id="p-outcome" name="outcome" { @for o in ["allow", "justify", "approve"] { option value=(o) { (o) } } }
+                label for="p-levels" { "Approval levels (for approve: leads:1,security:1)" } input id="p-levels" name="levels";
+                label for="p-max" { "Longest grant (e.g. 4h)" } input id="p-max" name="max_duration";
+                label for="p-hours" { "Hours (e.g. 08:00-20:00)" } input id="p-hours" name="hours";
+                label for="p-days" { "Days (e.g. mon-fri)" } input id="p-days" name="days";
+                label for="p-from" { "First day (YYYY-MM-DD)" } input id="p-from" name="from";
+                label for="p-until" { "Last day (YYYY-MM-DD)" } input id="p-until" name="until";
+                label for="p-networks" { "Source networks (comma-separated CIDRs; empty: anywhere)" } input id="p-networks" name="networks";
+                input id="p-emergency" name="emergency" type="checkbox" value="true";
+                label for="p-emergency" { "Emergency access" }
+                input id="p-moderated" name="moderated" type="checkbox" value="true";
+                label for="p-moderated" { "Moderated sessions" }
+                button type="submit" { "Add the policy" }
+            }
         },
     ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PolicyForm {
+    name: String,
+    group: String,
+    targets: String,
+    #[serde(default)]
+    allow_session: Option<String>,
+    #[serde(default)]
+    allow_reveal: Option<String>,
+    outcome: String,
+    #[serde(default)]
+    levels: Option<String>,
+    #[serde(default)]
+    max_duration: Option<String>,
+    #[serde(default)]
+    hours: Option<String>,
+    #[serde(default)]
+    days: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    networks: String,
+    #[serde(default)]
+    emergency: Option<String>,
+    #[serde(default)]
+    moderated: Option<String>,
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn given(s: Option<String>) -> Option<String> {
+    s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+pub(crate) async fn create_policy(State(c): State<Console>, ch: Change<PolicyForm>) -> PageResult {
+    let f = ch.form;
+    let mut allow = Vec::new();
+    if f.allow_session.is_some() {
+        allow.push("session".to_owned());
+    }
+    if f.allow_reveal.is_some() {
+        allow.push("reveal".to_owned());
+    }
+    let req = cofre_proto::CreatePolicyRequest {
+        name: f.name.trim().to_owned(),
+        group: f.group.trim().to_owned(),
+        targets: list(&f.targets),
+        allow,
+        outcome: f.outcome,
+        levels: given(f.levels),
+        max_duration: given(f.max_duration),
+        hours: given(f.hours),
+        days: given(f.days),
+        from: given(f.from),
+        until: given(f.until),
+        emergency: f.emergency.is_some(),
+        moderated: f.moderated.is_some(),
+        networks: list(&f.networks),
+    };
+    let v = &ch.viewer;
+    match c.app.vault().create_policy(&v.who, &req).await? {
+        Applied::Done(_) => Ok(Redirect::to("/policies").into_response()),
+        Applied::Held(change) => Ok(held(v, "/policies", "Policy held for approval", &change)),
+    }
 }

@@ -337,6 +337,20 @@ fn console_pages_per_role() {
             },
             Row {
                 ok: false,
+                ..post(
+                    "/policies",
+                    &[
+                        ("name", "p-matrix"),
+                        ("group", "no-such-group"),
+                        ("targets", "db01"),
+                        ("allow_session", "true"),
+                        ("outcome", "allow"),
+                    ],
+                    ADMIN,
+                )
+            },
+            Row {
+                ok: false,
                 ..get("/orbit/snapshots/jobs/no-such-job", ADMIN)
             },
             Row {
@@ -798,6 +812,42 @@ fn console_admin_user_actions() {
     assert_eq!((r.status, location(&r)), (303, "/groups"), "{}", r.text);
     assert_eq!(user("carol")["groups"], json!([]));
 
+    let r = b.post(
+        "/policies",
+        &[
+            ("name", "web-made"),
+            ("group", "ops"),
+            ("targets", "db01, tag:prod"),
+            ("allow_reveal", "true"),
+            ("outcome", "justify"),
+            ("max_duration", "2h"),
+            ("days", "mon-fri"),
+            ("moderated", "true"),
+            ("csrf", &csrf),
+        ],
+    );
+    assert_eq!((r.status, location(&r)), (303, "/policies"), "{}", r.text);
+    let policies = api.get("/api/v1/policies", Some(&admin)).body;
+    let made = policies["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "web-made")
+        .cloned()
+        .unwrap_or_else(|| panic!("{policies}"));
+    assert_eq!(made["outcome"], "justify", "{made}");
+    assert_eq!(made["allow"], json!(["reveal"]), "{made}");
+    let r = b.post(
+        "/policies",
+        &[
+            ("name", "bad"),
+            ("group", "ops"),
+            ("targets", ""),
+            ("outcome", "allow"),
+            ("csrf", &csrf),
+        ],
+    );
+    assert_eq!(r.status, 400, "no targets: {}", r.text);
     let r = b.post("/policies/spare/remove", &[("csrf", &csrf)]);
     assert!(
         r.status == 303 || r.text.contains("held for approval"),
