@@ -41,9 +41,6 @@ fn table(v: &Viewer, caption: &str, items: &[SessionInfo], live: bool) -> Markup
                                 @if watch && s.live {
                                     " " a href={ "/sessions/" (urlencode(&s.id)) "/watch" } { "Watch " (s.id) }
                                 }
-                                @if lock && s.live {
-                                    (lock_form(v, s))
-                                }
                                 @if kill && s.live {
                                     form method="post" action={ "/sessions/" (urlencode(&s.id)) "/terminate" } class="inline" {
                                         (csrf_field(v))
@@ -51,6 +48,9 @@ fn table(v: &Viewer, caption: &str, items: &[SessionInfo], live: bool) -> Markup
                                         input id={ "why-" (s.id) } name="reason";
                                         button type="submit" { "Terminate " (s.id) }
                                     }
+                                }
+                                @if lock && s.live {
+                                    (lock_form(v, s))
                                 }
                             }
                         }

@@ -268,7 +268,11 @@ fn live_sessions_and_the_emergency_panel_in_a_real_browser() {
 
     // Locked down: alice is refused on the API and the gateway too (the console, in the browser).
     wait_for_file(&sync.join("locked-down"), &node);
-    let alice_api = api.get("/api/v1/auth/whoami", Some(&gw.alice.token()));
+    // A new client each time: the server closes an idle connection while the browser runs.
+    let alice_api = gw
+        .server
+        .api()
+        .get("/api/v1/auth/whoami", Some(&gw.alice.token()));
     assert!(
         alice_api.text.contains("instance_locked_down"),
         "{}",
@@ -302,7 +306,9 @@ fn live_sessions_and_the_emergency_panel_in_a_real_browser() {
         "{}",
         cli_watch.describe()
     );
-    api.get("/api/v1/auth/whoami", Some(&gw.alice.token()))
+    gw.server
+        .api()
+        .get("/api/v1/auth/whoami", Some(&gw.alice.token()))
         .assert_ok();
     // Watching from the console is audited as the API's is: start and end, boss the moderator.
     let audit = gw.audit();
@@ -314,4 +320,80 @@ fn live_sessions_and_the_emergency_panel_in_a_real_browser() {
             "a console watch's {event} is audited"
         );
     }
+}
+
+/// A web terminal under a `--moderated` policy, moderated from the browser: it waits (alice is
+/// told) and runs nothing until an admin watches it in the console; when the admin's watch page
+/// goes away it pauses (alice is told; what she types is held), and it goes on when the admin
+/// watches again.
+#[test]
+fn a_moderated_web_session_waits_for_a_moderator_in_the_browser() {
+    use crate::gateway::Running;
+    use std::time::Duration;
+    if let Some(why) = browser_unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let Some(gw) = crate::gateway::setup_with_config(
+        Backend::Sqlite,
+        None,
+        Some("[server]\nmoderator_wait_seconds = 120\n"),
+    ) else {
+        return;
+    };
+    gw.admin.ok(&[
+        "policy",
+        "add",
+        "p",
+        "--group",
+        "ops",
+        "--targets",
+        "tag:prod",
+        "--allow",
+        "session",
+        "--outcome",
+        "allow",
+        "--moderated",
+    ]);
+    let (_, _, boss_pw) = add_user_cli(&gw.inst, &gw.server, &gw.admin, "boss", "admin", &[]);
+    let sync = gw.inst.path().join("browser-sync");
+    std::fs::create_dir_all(&sync).expect("sync dir");
+    let config = json!({
+        "scenario": "moderated",
+        "base": gw.server.url.trim_end_matches('/'),
+        "chromium": CHROMIUM,
+        "screenshots": screenshot_dir(),
+        "sync": sync,
+        "user": {"name": "alice", "password": gw.alice_password},
+        "admin": {"name": "boss", "password": boss_pw},
+    });
+    let file = gw.inst.path().join("moderated-browser.json");
+    std::fs::write(&file, config.to_string()).expect("config");
+    let mut cmd = Command::new("node");
+    cmd.arg(browser_dir().join("live.mjs"))
+        .arg(&file)
+        .current_dir(browser_dir());
+    let mut node = Running::spawn(cmd, "node live.mjs (moderated)");
+    let status = node.wait(Duration::from_secs(300));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the browser flow failed: {}\nserver:\n{}",
+        node.describe(),
+        gw.server.stderr_text()
+    );
+    let stdout = node.stdout();
+    let results: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|e| panic!("results: {e}: {stdout}"));
+    assert_eq!(results["cspViolations"], json!([]), "{results}");
+    assert_eq!(results["ranBeforeModerator"], false, "{results}");
+    assert_eq!(results["ranWhilePaused"], false, "{results}");
+    let ended = results["terminalEnded"].as_str().unwrap_or("");
+    assert!(ended.contains("terminated by boss"), "{results}");
+    let audit = gw.audit();
+    assert!(
+        audit.iter().any(|e| e["action"] == "session.watch"
+            && e["actor"] == "boss"
+            && e["details"]["moderator"] == true),
+        "the console's watch is the session's moderator, audited"
+    );
 }
