@@ -190,9 +190,21 @@ if (cfg.scenario === "moderated") {
   await user.page.locator("#terminal[data-ended]").waitFor({ timeout: 60000 });
   results.terminalEnded = await user.page.locator("#terminal").getAttribute("data-ended");
 
-  step("the admin locks the instance down");
+  step("the admin terminates every live session");
+  await user.page.goto(cfg.base + "/terminal/db01/root");
+  await user.page.getByRole("button", { name: "Connect" }).click();
+  await user.page.locator("#terminal[data-session]").waitFor({ timeout: 60000 });
+  const second = await user.page.locator("#terminal").getAttribute("data-session");
   await admin.page.goto(cfg.base + "/emergency");
   await check(admin.page, "admin", "emergency");
+  await admin.page.locator("#terminate-totp").fill(await nextCode());
+  await admin.page.locator("#terminate-reason").fill("browser drill: all out");
+  await admin.page.getByRole("button", { name: "Terminate all sessions" }).click();
+  await admin.page.getByText(second).first().waitFor();
+  await user.page.locator("#terminal[data-ended]").waitFor({ timeout: 60000 });
+  results.terminateAllEnded = await user.page.locator("#terminal").getAttribute("data-ended");
+
+  step("the admin locks the instance down");
   await admin.page.locator("#lockdown-totp").fill(await nextCode());
   await admin.page.locator("#lockdown-reason").fill("browser drill");
   await admin.page.getByRole("button", { name: "Lock the instance down" }).click();

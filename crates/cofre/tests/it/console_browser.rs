@@ -300,6 +300,11 @@ fn live_sessions_and_the_emergency_panel_in_a_real_browser() {
     assert_eq!(results["consoleBack"], 200, "{results}");
     let ended = results["terminalEnded"].as_str().unwrap_or("");
     assert!(ended.contains("terminated by boss"), "{results}");
+    let all = results["terminateAllEnded"].as_str().unwrap_or("");
+    assert!(
+        all.contains("emergency") && all.contains("all out"),
+        "{results}"
+    );
     // The watch ends with the session, and the lockdown lifted, alice is back on the API.
     assert!(
         cli_watch.wait(Duration::from_secs(30)).is_some(),
