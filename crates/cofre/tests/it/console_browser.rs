@@ -187,7 +187,8 @@ fn wait_for_file(path: &Path, node: &crate::gateway::Running) {
 /// `cofre session watch` too), blocks her input (she is told; what she types is dropped, never
 /// run), unblocks, terminates. Then the emergency panel: lockdown with the admin's TOTP refuses
 /// alice on the console (a page saying so), the API and the gateway; the admin who locked it
-/// cannot lift it, a second admin does. axe-core on the watch and emergency pages.
+/// cannot lift it, a second admin does; terminate-all (TOTP too) ends her next session. axe-core
+/// on the watch and emergency pages.
 #[test]
 fn live_sessions_and_the_emergency_panel_in_a_real_browser() {
     use crate::gateway::Running;
