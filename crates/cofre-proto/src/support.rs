@@ -60,3 +60,16 @@ pub struct SupportGrantInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close_comment: Option<String>,
 }
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SupportListQuery {
+    /// Only the requests waiting for a decision.
+    #[serde(default)]
+    pub pending: Option<bool>,
+    /// Items per page, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
