@@ -70,15 +70,20 @@ pub struct SupportConfig {
     pub max_hours: u32,
     /// An undecided request expires after this many hours.
     pub request_expiry_hours: u32,
+    /// Overrides `request_expiry_hours` with seconds (tests, and sites that want minutes).
+    pub request_expiry_seconds: Option<u32>,
+    /// How often expired requests and ended grants are closed and announced.
+    pub tick_seconds: u64,
 }
 
 impl Default for SupportConfig {
     fn default() -> Self {
-        let rule = cofre_core::support::Rule::default();
         Self {
-            approvals: rule.approvals,
-            max_hours: rule.max_hours,
-            request_expiry_hours: rule.request_expiry_hours,
+            approvals: 1,
+            max_hours: cofre_core::support::DEFAULT_HOURS,
+            request_expiry_hours: cofre_core::support::DEFAULT_REQUEST_EXPIRY_HOURS,
+            request_expiry_seconds: None,
+            tick_seconds: 30,
         }
     }
 }
@@ -88,7 +93,10 @@ impl SupportConfig {
         cofre_core::support::Rule {
             approvals: self.approvals,
             max_hours: self.max_hours,
-            request_expiry_hours: self.request_expiry_hours,
+            request_expiry_seconds: match self.request_expiry_seconds {
+                Some(s) => i64::from(s),
+                None => i64::from(self.request_expiry_hours) * 3600,
+            },
         }
     }
 
@@ -109,6 +117,18 @@ impl SupportConfig {
             return Err(ConfigError::Invalid {
                 field: "support.request_expiry_hours",
                 reason: "must be between 1 and 168 (a week)".into(),
+            });
+        }
+        if self.request_expiry_seconds == Some(0) {
+            return Err(ConfigError::Invalid {
+                field: "support.request_expiry_seconds",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.tick_seconds == 0 || self.tick_seconds > 3600 {
+            return Err(ConfigError::Invalid {
+                field: "support.tick_seconds",
+                reason: "must be between 1 and 3600".into(),
             });
         }
         Ok(())

@@ -138,7 +138,8 @@ pub struct Rule {
     /// Distinct customer admins whose approval a grant needs (at least 1).
     pub approvals: u32,
     pub max_hours: u32,
-    pub request_expiry_hours: u32,
+    /// `[support] request_expiry_hours` in seconds.
+    pub request_expiry_seconds: i64,
 }
 
 impl Default for Rule {
@@ -146,7 +147,7 @@ impl Default for Rule {
         Rule {
             approvals: 1,
             max_hours: DEFAULT_HOURS,
-            request_expiry_hours: DEFAULT_REQUEST_EXPIRY_HOURS,
+            request_expiry_seconds: i64::from(DEFAULT_REQUEST_EXPIRY_HOURS) * 3600,
         }
     }
 }
@@ -233,7 +234,7 @@ pub fn request(
         // Zero approvals would let the vendor grant itself access: never.
         required: rule.approvals.max(1),
         approvals: Vec::new(),
-        decide_by: now + i64::from(rule.request_expiry_hours.max(1)) * 3600,
+        decide_by: now + rule.request_expiry_seconds.max(1),
         duration,
         window: None,
     })

@@ -170,6 +170,12 @@ impl FromRequestParts<AppState> for Auth {
                 )
             })?;
         let who = state.app.accounts().authenticate(token).await?;
+        // A support user's every call under a grant is in the trail, for `support activity`.
+        state
+            .app
+            .accounts()
+            .record_support_call(&who, parts.method.as_str(), parts.uri.path())
+            .await?;
         // Where the request came from, after the network gate put the real client here.
         Ok(Auth(match parts.extensions.get::<PeerAddr>() {
             Some(p) => who.with_source(p.0.ip()),

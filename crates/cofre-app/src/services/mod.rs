@@ -308,6 +308,10 @@ impl Principal {
         self.source = Some(cofre_core::network::canonical(source));
         self
     }
+    /// Role support: the id of a grant it acts under now, if any.
+    pub fn support_grant(&self) -> Option<&str> {
+        self.support_grants.first().map(|(id, _)| id.as_str())
+    }
     /// The SSH key a gateway login used, if any.
     pub fn via_key(&self) -> Option<&str> {
         self.via_key.as_deref()

@@ -111,6 +111,10 @@ fn info(row: SupportGrantRow) -> SupportGrantInfo {
     }
 }
 
+fn role_refused(who: &Principal) -> Error {
+    Error::forbidden(format!("the {} role may not do this", who.role()))
+}
+
 fn not_found(id: &str) -> Error {
     Error::not_found(format!("support grant {id}")).with_field("id")
 }
@@ -144,6 +148,23 @@ impl App {
         Ok(out)
     }
 
+    /// Audits a call of a support user under a grant (`support.call`, the method and path; never
+    /// the query or body), before it is served: no record, no call.
+    pub async fn record_support_call(
+        &self,
+        who: &Principal,
+        method: &str,
+        path: &str,
+    ) -> Result<()> {
+        let Some(grant) = who.support_grant() else {
+            return Ok(());
+        };
+        let entry = NewAuditEntry::new(who.username(), "support.call", format!("api:{path}"))
+            .detail("method", method)
+            .detail("support_grant", grant);
+        self.record(entry).await
+    }
+
     /// Adds `details.support_grant` to an entry of a support user acting under a grant.
     pub(crate) fn tag_support_grant(&self, entry: NewAuditEntry) -> NewAuditEntry {
         let now = self.now().unix_timestamp();
@@ -154,8 +175,10 @@ impl App {
                 .map(|(id, _)| id.clone())
         });
         match grant {
-            Some(id) => entry.detail("support_grant", id),
-            None => entry,
+            Some(id) if entry.details.get("support_grant").is_none() => {
+                entry.detail("support_grant", id)
+            }
+            _ => entry,
         }
     }
 
@@ -335,12 +358,7 @@ impl Approvals<'_> {
         let requester = match who.role() {
             Role::Support => Some(who.username()),
             Role::Admin | Role::Auditor => None,
-            _ => {
-                return Err(Error::forbidden(format!(
-                    "the {} role may not do this",
-                    who.role()
-                )))
-            }
+            _ => return Err(role_refused(who)),
         };
         let state = pending.then_some("pending");
         let rows = self
@@ -358,27 +376,19 @@ impl Approvals<'_> {
 
     async fn visible_grant(&self, who: &Principal, id: &str) -> Result<SupportGrantRow> {
         who.require(Action::OwnAccount)?;
+        if !matches!(who.role(), Role::Support | Role::Admin | Role::Auditor) {
+            return Err(role_refused(who));
+        }
         let row = self
             .store
             .support_grant(id)
             .await?
             .ok_or_else(|| not_found(id))?;
-        let may = match who.role() {
-            Role::Support => row.requester == who.username(),
-            Role::Admin | Role::Auditor => true,
-            _ => false,
-        };
-        if may {
-            Ok(row)
-        } else if who.role() == Role::Support {
+        if who.role() == Role::Support && row.requester != who.username() {
             // Another vendor's grant is not this one's business, nor is its existence.
-            Err(not_found(id))
-        } else {
-            Err(Error::forbidden(format!(
-                "the {} role may not do this",
-                who.role()
-            )))
+            return Err(not_found(id));
         }
+        Ok(row)
     }
 
     /// A customer admin approves or denies; the vendor never does, nor the requester.
@@ -398,6 +408,18 @@ impl Approvals<'_> {
                 "comment",
                 "comment: say why the request is denied (at least 3 characters)",
             ));
+        }
+        if who.role() != Role::Admin {
+            // The vendor (operator, support) never decides: refused and audited before the
+            // request is even looked at.
+            self.record(
+                NewAuditEntry::new(who.username(), "support.decide", format!("support:{id}"))
+                    .outcome("denied")
+                    .detail("verdict", verdict)
+                    .detail("why", Refusal::NotCustomerAdmin.to_string()),
+            )
+            .await?;
+            return Err(refusal_error(&Refusal::NotCustomerAdmin));
         }
         self.expire_due_support_grants().await?;
         let now = self.now().unix_timestamp();
@@ -482,6 +504,9 @@ impl Approvals<'_> {
     /// Ends a pending request or a running grant now: a customer admin, or its holder.
     pub async fn revoke_support(&self, who: &Principal, id: &str) -> Result<SupportGrantInfo> {
         who.require(Action::OwnAccount)?;
+        if !matches!(who.role(), Role::Support | Role::Admin) {
+            return Err(role_refused(who));
+        }
         self.expire_due_support_grants().await?;
         let now = self.now().unix_timestamp();
         let mut tx = self.store.write().await?;
@@ -581,4 +606,23 @@ impl Approvals<'_> {
             },
         ))
     }
+}
+
+/// Closes expired requests and ended grants every `[support] tick_seconds`, so that the
+/// customer's admins hear of the end when it happens (the refusal itself needs no tick: a
+/// principal only carries grants active when it authenticated).
+pub fn start(app: &std::sync::Arc<App>) {
+    let weak = std::sync::Arc::downgrade(app);
+    let tick = std::time::Duration::from_secs(app.config.support.tick_seconds);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(tick).await;
+            let Some(app) = weak.upgrade() else { return };
+            if !app.is_sealed() {
+                if let Err(e) = app.expire_due_support_grants().await {
+                    tracing::warn!(error = %e, "closing support grants failed; retrying");
+                }
+            }
+        }
+    });
 }
