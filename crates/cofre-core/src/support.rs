@@ -23,8 +23,8 @@ use crate::FieldError;
 pub const DEFAULT_HOURS: u32 = 8;
 /// `[support] request_expiry_hours`, as Microsoft 365 Customer Lockbox.
 pub const DEFAULT_REQUEST_EXPIRY_HOURS: u32 = 12;
-/// A grant shorter than this is a typo (and the next call would already be refused).
-pub const MIN_SECONDS: i64 = 60;
+/// A grant shorter than this is a typo (the next call would already be refused).
+pub const MIN_SECONDS: i64 = 5;
 /// Longest accepted reason and ticket reference, in characters.
 pub const MAX_REASON: usize = 500;
 pub const MAX_TICKET: usize = 100;
@@ -222,7 +222,7 @@ pub fn request(
         return Err(FieldError::new(
             "duration",
             format!(
-                "must be at least 1m and at most {}h ([support] max_hours)",
+                "must be at least 5s and at most {}h ([support] max_hours)",
                 rule.max_hours
             ),
         ));
@@ -454,7 +454,7 @@ mod tests {
             "duration"
         );
         assert_eq!(
-            ask(Role::Support, "x", "T", Some(10)).unwrap_err().field,
+            ask(Role::Support, "x", "T", Some(4)).unwrap_err().field,
             "duration"
         );
         let g = ask(Role::Support, "x", "T", None).unwrap();
