@@ -113,7 +113,16 @@ fn activity(w: &World, id: &str) -> Vec<Value> {
 
 #[test]
 fn a_diagnostics_grant_opens_only_diagnostics_and_ends_on_revoke() {
-    let Some(w) = world(Backend::Sqlite) else {
+    diagnostics_grant(Backend::Sqlite);
+}
+
+#[test]
+fn a_diagnostics_grant_opens_only_diagnostics_and_ends_on_revoke_postgres() {
+    diagnostics_grant(Backend::Postgres);
+}
+
+fn diagnostics_grant(backend: Backend) {
+    let Some(w) = world(backend) else {
         return;
     };
     let token = w.sup1.token();
