@@ -195,12 +195,22 @@ fn diagnostics_grant(backend: Backend) {
 }
 
 #[test]
-fn a_grant_ends_on_time_and_an_undecided_request_expires() {
+fn orbit_and_audit_grants_end_on_time_and_an_undecided_request_expires() {
     let Some(w) = world(Backend::Sqlite) else {
         return;
     };
     let token = w.sup1.token();
     let api = w.server.api();
+    // An orbit grant: the operations plane (on-prem), still not the audit trail.
+    let orbit = request(&w.sup1, "orbit", "1h");
+    w.admin
+        .ok(&["support", "approve", &orbit, "--comment", "ok"]);
+    assert_eq!(api.get("/api/v1/backup/status", Some(&token)).status, 200);
+    assert_eq!(api.get("/api/v1/snapshots", Some(&token)).status, 200);
+    assert_eq!(api.get("/api/v1/audit", Some(&token)).status, 403);
+    w.sup1.ok(&["support", "revoke", &orbit]);
+    assert_eq!(api.get("/api/v1/snapshots", Some(&token)).status, 403);
+
     let id = request(&w.sup1, "audit", "5s");
     w.admin.ok(&["support", "approve", &id, "--comment", "ok"]);
     assert_eq!(api.get("/api/v1/audit", Some(&token)).status, 200);
