@@ -138,8 +138,15 @@ fn diagnostics_grant(backend: Backend) {
         cli.fail(&["support", "approve", &id, "--comment", "ok"])
             .assert_stderr_contains("customer admin");
     }
-    // Another support user does not even see it.
+    // Another support user does not even see it, nor list it.
     w.sup2.fail(&["support", "show", &id]);
+    let listed = w.sup2.ok(&["--output", "json", "support", "list"]).json();
+    assert!(json_items(&listed).is_empty(), "{listed}");
+    let pending = w
+        .admin
+        .ok(&["--output", "json", "support", "list", "--pending"])
+        .json();
+    assert_eq!(json_items(&pending).len(), 1, "{pending}");
 
     let approved = w
         .admin
@@ -196,7 +203,16 @@ fn diagnostics_grant(backend: Backend) {
 
 #[test]
 fn orbit_and_audit_grants_end_on_time_and_an_undecided_request_expires() {
-    let Some(w) = world(Backend::Sqlite) else {
+    grants_end(Backend::Sqlite);
+}
+
+#[test]
+fn orbit_and_audit_grants_end_on_time_and_an_undecided_request_expires_postgres() {
+    grants_end(Backend::Postgres);
+}
+
+fn grants_end(backend: Backend) {
+    let Some(w) = world(backend) else {
         return;
     };
     let token = w.sup1.token();
