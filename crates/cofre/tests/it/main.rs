@@ -28,5 +28,6 @@ mod sealed;
 mod secret_logs;
 mod siem;
 mod snapshot;
+mod support;
 mod tamper;
 mod time_zone;
