@@ -56,6 +56,83 @@ pub struct ServerConfig {
     pub siem: SiemConfig,
     /// Updates: which release signatures are trusted (`[maintenance]`).
     pub maintenance: MaintenanceConfig,
+    /// Vendor support grants (`[support]`).
+    pub support: SupportConfig,
+}
+
+/// `[support]`: the customer-approved access of vendor support users.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupportConfig {
+    /// Distinct customer admins who approve a grant (at least 1: the vendor never grants itself).
+    pub approvals: u32,
+    /// The longest grant, and the default duration when it is shorter than 8 h.
+    pub max_hours: u32,
+    /// An undecided request expires after this many hours.
+    pub request_expiry_hours: u32,
+    /// Overrides `request_expiry_hours` with seconds (tests, and sites that want minutes).
+    pub request_expiry_seconds: Option<u32>,
+    /// How often expired requests and ended grants are closed and announced.
+    pub tick_seconds: u64,
+}
+
+impl Default for SupportConfig {
+    fn default() -> Self {
+        Self {
+            approvals: 1,
+            max_hours: cofre_core::support::DEFAULT_HOURS,
+            request_expiry_hours: cofre_core::support::DEFAULT_REQUEST_EXPIRY_HOURS,
+            request_expiry_seconds: None,
+            tick_seconds: 30,
+        }
+    }
+}
+
+impl SupportConfig {
+    pub fn rule(&self) -> cofre_core::support::Rule {
+        cofre_core::support::Rule {
+            approvals: self.approvals,
+            max_hours: self.max_hours,
+            request_expiry_seconds: match self.request_expiry_seconds {
+                Some(s) => i64::from(s),
+                None => i64::from(self.request_expiry_hours) * 3600,
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.approvals == 0 || self.approvals > 10 {
+            return Err(ConfigError::Invalid {
+                field: "support.approvals",
+                reason: "must be between 1 and 10".into(),
+            });
+        }
+        if self.max_hours == 0 || self.max_hours > 24 * 7 {
+            return Err(ConfigError::Invalid {
+                field: "support.max_hours",
+                reason: "must be between 1 and 168 (a week)".into(),
+            });
+        }
+        if self.request_expiry_hours == 0 || self.request_expiry_hours > 24 * 7 {
+            return Err(ConfigError::Invalid {
+                field: "support.request_expiry_hours",
+                reason: "must be between 1 and 168 (a week)".into(),
+            });
+        }
+        if self.request_expiry_seconds == Some(0) {
+            return Err(ConfigError::Invalid {
+                field: "support.request_expiry_seconds",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.tick_seconds == 0 || self.tick_seconds > 3600 {
+            return Err(ConfigError::Invalid {
+                field: "support.tick_seconds",
+                reason: "must be between 1 and 3600".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// `[siem]`: forwarding the audit trail (the destinations themselves are added with `cofre siem add`).
@@ -208,6 +285,7 @@ impl Default for ServerConfig {
             server: ServerSection::default(),
             siem: SiemConfig::default(),
             maintenance: MaintenanceConfig::default(),
+            support: SupportConfig::default(),
         }
     }
 }
@@ -278,6 +356,7 @@ impl ServerConfig {
         self.governance.validate()?;
         self.siem.validate()?;
         self.maintenance.validate()?;
+        self.support.validate()?;
         if self.server.drain_seconds > 3600 {
             return Err(ConfigError::Invalid {
                 field: "server.drain_seconds",

@@ -151,6 +151,8 @@ pub async fn start(config: ServerConfig) -> Result<Started, StartError> {
     services::rotation::start(&app).await;
     // Maintenance windows: interrupted ones ended, then the scheduler (services::maintenance).
     services::maintenance::start(&app).await;
+    // Support grants: expired requests and ended grants closed and announced (services::support).
+    services::support::start(&app);
     Ok(Started {
         sealed: app.is_sealed(),
         app,

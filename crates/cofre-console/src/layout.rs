@@ -70,6 +70,9 @@ fn nav(v: &Viewer, current: &str) -> Markup {
     if may(Action::ListSessions) {
         links.push(("/sessions", "Live sessions"));
     }
+    if may(Action::Emergency) {
+        links.push(("/emergency", "Emergency"));
+    }
     if may(Action::ReadRecordings) {
         links.push(("/recordings", "Recordings"));
     }
@@ -233,6 +236,11 @@ impl From<cofre_app::error::Error> for PageError {
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let title = match self.status {
+            // Everyone but admins is refused while the instance is locked down: say so, not
+            // "not allowed", so the user knows it is the instance and not their rights.
+            _ if self.code == cofre_proto::ErrorCode::InstanceLockedDown.as_str() => {
+                "Cofre is locked down"
+            }
             StatusCode::FORBIDDEN => "Not allowed",
             StatusCode::NOT_FOUND => "Not found",
             StatusCode::UNAUTHORIZED => "Not logged in",

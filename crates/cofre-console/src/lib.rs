@@ -107,6 +107,20 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
         .route("/audit/verify", post(pages::audit::verify))
         .route("/sessions", get(pages::sessions::live))
         .route("/sessions/{id}/terminate", post(pages::sessions::terminate))
+        .route("/sessions/{id}/watch", get(pages::sessions::watch))
+        .route(
+            "/sessions/{id}/watch/events",
+            get(pages::sessions::watch_events),
+        )
+        .route("/sessions/{id}/lock", post(pages::sessions::lock))
+        .route("/sessions/{id}/unlock", post(pages::sessions::unlock))
+        .route("/emergency", get(pages::emergency::page))
+        .route(
+            "/emergency/terminate-all",
+            post(pages::emergency::terminate_all),
+        )
+        .route("/emergency/lockdown", post(pages::emergency::lockdown))
+        .route("/emergency/lift", post(pages::emergency::lift))
         .route("/recordings", get(pages::sessions::recordings))
         .route("/recordings/{id}", get(pages::sessions::player))
         .route("/recordings/{id}/cast", get(pages::sessions::cast))

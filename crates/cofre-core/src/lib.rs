@@ -15,6 +15,7 @@ pub mod policy;
 pub mod role;
 pub mod rotation_template;
 pub mod siem;
+pub mod support;
 pub mod when;
 
 /// A rejected input: which field and why. Front ends turn it into a 4xx with the field named.

@@ -170,6 +170,17 @@ impl FromRequestParts<AppState> for Auth {
                 )
             })?;
         let who = state.app.accounts().authenticate(token).await?;
+        // A support user's every call under a grant is in the trail, for `support activity`
+        // (the path as the client sent it, not as the nested router sees it).
+        let path = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or(parts.uri.path(), |u| u.0.path());
+        state
+            .app
+            .accounts()
+            .record_support_call(&who, parts.method.as_str(), path)
+            .await?;
         // Where the request came from, after the network gate put the real client here.
         Ok(Auth(match parts.extensions.get::<PeerAddr>() {
             Some(p) => who.with_source(p.0.ip()),

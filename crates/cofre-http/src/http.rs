@@ -20,6 +20,7 @@ mod live;
 mod maintenance;
 mod network;
 mod offboarding;
+mod support;
 use governance::applied;
 mod orbit;
 mod requests;
@@ -94,6 +95,8 @@ fn ok() -> ApiResult<OkResponse> {
         rotation::verify, rotation::status,
         siem::list, siem::add, siem::status, siem::remove,
         network::show, network::set,
+        support::request, support::list, support::show, support::approve, support::deny,
+        support::revoke, support::activity,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -258,6 +261,12 @@ pub fn router(state: AppState) -> Router {
         .route("/maintenance/{id}/deny", post(maintenance::deny))
         .route("/maintenance/{id}/cancel", post(maintenance::cancel))
         .route("/maintenance/{id}/events", get(maintenance::events))
+        .route("/support", get(support::list).post(support::request))
+        .route("/support/{id}", get(support::show))
+        .route("/support/{id}/approve", post(support::approve))
+        .route("/support/{id}/deny", post(support::deny))
+        .route("/support/{id}/revoke", post(support::revoke))
+        .route("/support/{id}/activity", get(support::activity))
         .route("/groups", get(list_groups).post(create_group))
         .route("/groups/{name}/members", post(add_group_member))
         .route("/targets", get(list_targets).post(create_target))

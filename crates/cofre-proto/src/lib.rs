@@ -29,6 +29,8 @@ pub mod network;
 pub use network::*;
 pub mod maintenance;
 pub use maintenance::*;
+pub mod support;
+pub use support::*;
 
 pub const API_PREFIX: &str = "/api/v1";
 /// Largest accepted request body. Secrets and keys fit easily; anything bigger is refused with 413.

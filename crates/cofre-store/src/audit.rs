@@ -156,6 +156,26 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
+    /// `actor`'s entries with `seq > after`, oldest first (a support grant's activity).
+    pub async fn audit_page_by_actor(
+        &self,
+        actor: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>> {
+        let mut c = self.read().await?;
+        let rows = sqlx::query(
+            "SELECT seq, ts, actor, action, object, outcome, details, prev_hash, hash \
+             FROM audit_log WHERE actor = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(actor)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *c)
+        .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
     pub async fn audit_head(&self) -> Result<(i64, String)> {
         let head = self.audit_head_signed().await?;
         Ok((head.seq, head.hash))

@@ -22,6 +22,7 @@ pub mod policies;
 pub mod requests;
 pub mod rotation;
 pub mod siem;
+pub mod support;
 pub mod targets;
 pub mod users;
 

@@ -585,6 +585,7 @@ async fn dispatch(
         Command::Instance(cmd) => crate::instance_cmd::instance(ctx, cmd).await,
         Command::Release(cmd) => crate::instance_cmd::release(ctx, cmd).await,
         Command::Maintenance(cmd) => crate::maintenance_cmd::run(ctx, cmd).await,
+        Command::Support(cmd) => crate::support_cmd::run(ctx, cmd).await,
         Command::Audit(cmd) => audit(ctx, cmd).await,
         Command::Operator(cmd) => operator(ctx, cmd).await,
         Command::Session(cmd) => crate::sessions_cmd::session(ctx, cmd).await,

@@ -38,6 +38,7 @@ mod server_cmd;
 mod sessions_cmd;
 mod siem_cmd;
 mod snapshot_cmd;
+mod support_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -132,6 +133,10 @@ enum Command {
     /// Maintenance windows for updates (Orbit): propose, decide by mode, cancel, watch live.
     #[command(subcommand)]
     Maintenance(maintenance_cmd::MaintenanceCmd),
+    /// Vendor support grants: request (support), approve or deny (customer admins), revoke,
+    /// and what was done under a grant.
+    #[command(subcommand)]
+    Support(support_cmd::SupportCmd),
     /// Access requests: ask for approval, decide (approvers), emergency access, review.
     #[command(subcommand)]
     Request(requests_cmd::RequestCmd),

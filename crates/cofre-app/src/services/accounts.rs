@@ -257,6 +257,11 @@ impl Accounts<'_> {
         if let Some(refusal) = self.lockdown_refusal(role).await? {
             return Err(refusal);
         }
+        let support_grants = if role == Role::Support {
+            self.active_support_grants(&row.user.username).await?
+        } else {
+            Vec::new()
+        };
         Ok(Principal {
             user_id: row.user.id,
             username: row.user.username,
@@ -267,6 +272,7 @@ impl Accounts<'_> {
             mode: self.config.mode,
             via_key: None,
             source: None,
+            support_grants,
         })
     }
 

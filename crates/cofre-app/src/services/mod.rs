@@ -20,13 +20,14 @@ pub mod seal;
 pub mod sessions;
 pub mod siem;
 pub mod snapshots;
+pub mod support;
 pub mod vault;
 
 use crate::config::ServerConfig;
 use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
-use cofre_core::role::{role_may, Action, Mode, Role};
+use cofre_core::role::{Action, Mode, Role};
 use cofre_crypto::{Keyring, MasterKey, UnsealProgress};
 use cofre_store::{Store, WriteTx};
 use std::sync::{Arc, Mutex, RwLock};
@@ -67,6 +68,8 @@ pub struct App {
     pub(crate) network: network::NetworkState,
     /// Maintenance windows: the watchers' and the scheduler's wake-ups (see [`maintenance`]).
     pub(crate) maintenance: Arc<maintenance::MaintenanceState>,
+    /// Support users acting under a grant on this node (see [`support`]).
+    pub(crate) support: support::SupportState,
 }
 
 /// A group of `App`'s use cases, one per domain: `app.vault().reveal(..)`, `app.accounts()
@@ -225,6 +228,9 @@ pub struct Principal {
     /// The client's address, as the front end's network policy saw it (after trusted proxies):
     /// policies with networks match only from inside them; unknown matches none of them.
     source: Option<std::net::IpAddr>,
+    /// Role support only: the grants active when it authenticated, as `(id, scopes)`. Read on
+    /// every call, so a grant that ended or was revoked is gone by the next one.
+    support_grants: Vec<(String, Vec<cofre_core::support::Scope>)>,
 }
 
 impl Principal {
@@ -245,6 +251,7 @@ impl Principal {
             mode,
             via_key: None,
             source: None,
+            support_grants: Vec::new(),
         }
     }
 
@@ -269,6 +276,7 @@ impl Principal {
             mode,
             via_key: None,
             source: None,
+            support_grants: Vec::new(),
         }
     }
 
@@ -300,6 +308,10 @@ impl Principal {
         self.source = Some(cofre_core::network::canonical(source));
         self
     }
+    /// Role support: the id of a grant it acts under now, if any.
+    pub fn support_grant(&self) -> Option<&str> {
+        self.support_grants.first().map(|(id, _)| id.as_str())
+    }
     /// The SSH key a gateway login used, if any.
     pub fn via_key(&self) -> Option<&str> {
         self.via_key.as_deref()
@@ -314,7 +326,12 @@ impl Principal {
                 "you logged in with a one-time password: set a new password first (`cofre passwd`)",
             ));
         }
-        if role_may(self.mode, self.role, action) {
+        let scopes: Vec<_> = self
+            .support_grants
+            .iter()
+            .flat_map(|(_, s)| s.iter().copied())
+            .collect();
+        if cofre_core::support::may(self.mode, self.role, &scopes, action) {
             Ok(())
         } else {
             Err(Error::forbidden(format!(
@@ -350,6 +367,7 @@ impl App {
             instance: instance::StateCache::default(),
             network: network::NetworkState::default(),
             maintenance: Arc::default(),
+            support: support::SupportState::default(),
         })
     }
 
@@ -394,6 +412,7 @@ impl App {
 
     /// Appends the audit entry and commits: the action and its record land together or not at all.
     pub(crate) async fn commit(&self, mut tx: WriteTx, entry: NewAuditEntry) -> Result<()> {
+        let entry = self.tag_support_grant(entry);
         tx.append_audit(self.now_text(), entry)
             .await
             .map_err(|e| Error::internal("writing the audit entry", e))?;
@@ -409,6 +428,7 @@ impl App {
     pub(crate) async fn record(&self, entry: NewAuditEntry) -> Result<()> {
         let (done, committed) = tokio::sync::oneshot::channel();
         let writer_gone = || Error::internal("writing the audit entry", "the audit writer stopped");
+        let entry = self.tag_support_grant(entry);
         self.audit_queue
             .send(PendingAudit { entry, done })
             .await

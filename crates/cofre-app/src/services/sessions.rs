@@ -116,6 +116,8 @@ impl App {
             mode: self.config.mode,
             via_key: via_key.map(str::to_owned),
             source: None,
+            // No grant opens the gateway to support (the `host` scope does not exist yet).
+            support_grants: Vec::new(),
         })
     }
 }

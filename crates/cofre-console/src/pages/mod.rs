@@ -4,6 +4,7 @@
 pub(crate) mod admin;
 pub(crate) mod audit;
 pub(crate) mod auth;
+pub(crate) mod emergency;
 pub(crate) mod orbit;
 pub(crate) mod requests;
 pub(crate) mod sessions;

@@ -1,5 +1,7 @@
-//! Live sessions (terminate), past sessions and the recording player. The live list is where the
-//! live-session controls (watch, lock, moderation, the emergency panel) add their buttons.
+//! Live sessions (watch, block input, terminate), past sessions and the recording player. The
+//! watch page is a read-only xterm.js fed by [`watch_events`] (Server-Sent Events over the
+//! cookie session) calling `watch_session`, so the audit, the moderator's presence and what an
+//! approver may watch are the service's.
 
 use super::{next_link, urlencode, Paging};
 use crate::auth::{Change, Viewer};
@@ -14,6 +16,8 @@ use serde::Deserialize;
 
 fn table(v: &Viewer, caption: &str, items: &[SessionInfo], live: bool) -> Markup {
     let kill = live && v.who.require(Action::KillSessions).is_ok();
+    let watch = live && v.who.require(Action::WatchSessions).is_ok();
+    let lock = live && v.who.require(Action::LockSessions).is_ok();
     html! {
         @if items.is_empty() { p { "No session." } } @else {
             table {
@@ -31,9 +35,12 @@ fn table(v: &Viewer, caption: &str, items: &[SessionInfo], live: bool) -> Markup
                             td { (s.kind) }
                             td { (s.source) }
                             td { (s.started_at) }
-                            td { @if s.live { "live" } @else { "ended " (s.ended_at.clone().unwrap_or_default()) ": " (s.end_reason.clone().unwrap_or_default()) } }
+                            td { (state(s)) }
                             td {
                                 a href={ "/recordings/" (urlencode(&s.id)) } { "Recording of " (s.id) }
+                                @if watch && s.live {
+                                    " " a href={ "/sessions/" (urlencode(&s.id)) "/watch" } { "Watch " (s.id) }
+                                }
                                 @if kill && s.live {
                                     form method="post" action={ "/sessions/" (urlencode(&s.id)) "/terminate" } class="inline" {
                                         (csrf_field(v))
@@ -42,11 +49,53 @@ fn table(v: &Viewer, caption: &str, items: &[SessionInfo], live: bool) -> Markup
                                         button type="submit" { "Terminate " (s.id) }
                                     }
                                 }
+                                @if lock && s.live {
+                                    (lock_form(v, s))
+                                }
                             }
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// The session's state in words (never by colour alone).
+fn state(s: &SessionInfo) -> String {
+    if !s.live {
+        return format!(
+            "ended {}: {}",
+            s.ended_at.clone().unwrap_or_default(),
+            s.end_reason.clone().unwrap_or_default()
+        );
+    }
+    let mut words = vec!["live"];
+    if s.moderated {
+        words.push("moderated");
+    }
+    if s.held {
+        words.push("held (no moderator watching)");
+    }
+    if s.input_blocked {
+        words.push("input blocked");
+    }
+    words.join(", ")
+}
+
+/// Block or unblock the input of a live session, with the reason the service asks for.
+fn lock_form(v: &Viewer, s: &SessionInfo) -> Markup {
+    let (verb, label) = if s.input_blocked {
+        ("unlock", "Unblock input of ")
+    } else {
+        ("lock", "Block input of ")
+    };
+    html! {
+        form method="post" action={ "/sessions/" (urlencode(&s.id)) "/" (verb) } class="inline" {
+            (csrf_field(v))
+            label for={ (verb) "-why-" (s.id) } { "Reason to " (verb) }
+            input id={ (verb) "-why-" (s.id) } name="reason" required minlength="3";
+            button type="submit" { (label) (s.id) }
         }
     }
 }
@@ -95,6 +144,128 @@ pub(crate) async fn terminate(
         .kill_session(&ch.viewer.who, &id, reason)
         .await?;
     Ok(Redirect::to("/sessions").into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LockForm {
+    #[serde(default)]
+    reason: String,
+    /// `watch` when sent from the watch page, which it returns to.
+    #[serde(default)]
+    back: Option<String>,
+}
+
+fn after_lock(id: &str, form: &LockForm) -> Response {
+    if form.back.as_deref() == Some("watch") {
+        Redirect::to(&format!("/sessions/{}/watch", urlencode(id))).into_response()
+    } else {
+        Redirect::to("/sessions").into_response()
+    }
+}
+
+pub(crate) async fn lock(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    ch: Change<LockForm>,
+) -> PageResult {
+    c.app
+        .sessions()
+        .lock_session(&ch.viewer.who, &id, &ch.form.reason)
+        .await?;
+    Ok(after_lock(&id, &ch.form))
+}
+
+pub(crate) async fn unlock(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    ch: Change<LockForm>,
+) -> PageResult {
+    c.app
+        .sessions()
+        .unlock_session(&ch.viewer.who, &id, &ch.form.reason)
+        .await?;
+    Ok(after_lock(&id, &ch.form))
+}
+
+/// The watch page: a read-only terminal that `watch.js` feeds from [`watch_events`]. Only a
+/// shell: the watch (and its refusal: unknown, ended, not an approver's to watch) is the
+/// events', which also say the session's state; an approver moderating opens it by the id.
+pub(crate) async fn watch(v: Viewer, Path(id): Path<String>) -> PageResult {
+    v.who.require(Action::WatchSessions)?;
+    let enc = urlencode(&id);
+    let lock = v.who.require(Action::LockSessions).is_ok();
+    let kill = v.who.require(Action::KillSessions).is_ok();
+    Ok(layout::page_with(
+        &v,
+        "/sessions",
+        &format!("Watching session {id}"),
+        &["xterm.js", "watch.js"],
+        &["xterm.css"],
+        html! {
+            p { "What the session's user sees, as it happens. Read only: your keys go nowhere. Your watching is audited." }
+            p { "State: " span id="watch-state" { "unknown yet" } }
+            p id="watch-status" role="status" aria-live="polite" { "Connecting…" }
+            section id="watch-screen" class="terminal" aria-label="The session's terminal, live" data-events={ "/sessions/" (enc) "/watch/events" } {}
+            @if lock {
+                @for (verb, label) in [("lock", "Block input"), ("unlock", "Unblock input")] {
+                    form method="post" action={ "/sessions/" (enc) "/" (verb) } class="inline" {
+                        (csrf_field(&v))
+                        input type="hidden" name="back" value="watch";
+                        label for={ (verb) "-why" } { "Reason to " (verb) }
+                        input id={ (verb) "-why" } name="reason" required minlength="3";
+                        button type="submit" id={ (verb) "-input" } { (label) }
+                    }
+                }
+            }
+            @if kill {
+                form method="post" action={ "/sessions/" (enc) "/terminate" } class="inline" {
+                    (csrf_field(&v))
+                    label for="why-terminate" { "Reason to terminate" }
+                    input id="why-terminate" name="reason";
+                    button type="submit" id="terminate" { "Terminate" }
+                }
+            }
+            p { a href="/sessions" { "Back to the live sessions" } }
+        },
+    ))
+}
+
+/// The watch itself, as Server-Sent Events (the API's format): `start` (JSON `WatchStart`),
+/// `output` (base64 of what the user saw), `missed`, and a last `end`. The watch lasts as long
+/// as the page listens; its end (and for a moderator, the session's hold) comes when it stops.
+pub(crate) async fn watch_events(
+    State(c): State<Console>,
+    v: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, layout::PageError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use base64::Engine as _;
+    use cofre_app::services::live::WatchEvent;
+    use futures::StreamExt as _;
+    use std::convert::Infallible;
+    let watch = c.app.sessions().watch_session(&v.who, &id).await?;
+    let start = serde_json::to_string(&watch.start).unwrap_or_default();
+    let first = futures::stream::once(async move {
+        Ok::<_, Infallible>(Event::default().event("start").data(start))
+    });
+    let rest = futures::stream::unfold(Some(watch), |w| async move {
+        let mut w = w?;
+        let event = match w.next().await {
+            WatchEvent::Output(data) => Event::default()
+                .event("output")
+                .data(base64::engine::general_purpose::STANDARD.encode(&data)),
+            WatchEvent::Missed(n) => Event::default().event("missed").data(n.to_string()),
+            WatchEvent::Ended => {
+                return Some((Ok(Event::default().event("end").data("ended")), None));
+            }
+        };
+        Some((Ok::<_, Infallible>(event), Some(w)))
+    });
+    Ok(Sse::new(first.chain(rest))
+        // A comment every few seconds: a page that went away is noticed (and a moderated
+        // session held) within that time.
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(2)))
+        .into_response())
 }
 
 pub(crate) async fn recordings(

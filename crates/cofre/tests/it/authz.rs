@@ -100,6 +100,12 @@ const POLICY_READERS: &[Who] = &[Who::Admin, Who::Auditor];
 const DECIDERS: &[Who] = &[Who::Admin, Who::Approver];
 /// Instance facts and change requests (read only).
 const INSTANCE_READERS: &[Who] = &[Who::Admin, Who::Auditor];
+/// Who asks for a support grant: only the vendor's support users.
+const SUPPORT_ASKERS: &[Who] = &[Who::Support];
+/// Who sees support grants: the customer's admins and auditors (all), support (its own).
+const SUPPORT_READERS: &[Who] = &[Who::Admin, Who::Auditor, Who::Support];
+/// Who ends a grant: the customer's admins, and its holder.
+const SUPPORT_REVOKERS: &[Who] = &[Who::Admin, Who::Support];
 
 fn expectation(rule: Rule, who: Who, succeeds: bool, template: &str) -> Expect {
     let allowed = if succeeds {
@@ -1290,6 +1296,72 @@ fn authorization_matrix() {
                     "/api/v1/maintenance/nosuchwindow/cancel",
                     None,
                     Rule::Roles(ADMIN),
+                )
+            },
+            // Support grants (without one: support may ask and see its own, nothing else; see
+            // support::* for what a grant opens). The grant does not exist: 404 for the allowed.
+            row(
+                "POST",
+                "/api/v1/support",
+                "/api/v1/support",
+                Some(json!({"scope": "diagnostics", "reason": "matrix", "ticket": "T-1"})),
+                Rule::Roles(SUPPORT_ASKERS),
+            ),
+            row(
+                "GET",
+                "/api/v1/support",
+                "/api/v1/support",
+                None,
+                Rule::Roles(SUPPORT_READERS),
+            ),
+            Row {
+                succeeds: false,
+                ..row(
+                    "GET",
+                    "/api/v1/support/{id}",
+                    "/api/v1/support/nosuchgrant",
+                    None,
+                    Rule::Roles(SUPPORT_READERS),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "GET",
+                    "/api/v1/support/{id}/activity",
+                    "/api/v1/support/nosuchgrant/activity",
+                    None,
+                    Rule::Roles(SUPPORT_READERS),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/support/{id}/approve",
+                    "/api/v1/support/nosuchgrant/approve",
+                    Some(json!({"comment": "ok"})),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/support/{id}/deny",
+                    "/api/v1/support/nosuchgrant/deny",
+                    Some(json!({"comment": "not now"})),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/support/{id}/revoke",
+                    "/api/v1/support/nosuchgrant/revoke",
+                    None,
+                    Rule::Roles(SUPPORT_REVOKERS),
                 )
             },
             // Last: it ends the token.

@@ -156,6 +156,7 @@ const LISTERS: &[Who] = &[Who::Admin, Who::Approver, Who::User];
 const READERS: &[Who] = &[Who::Admin, Who::Auditor];
 const ADMIN: &[Who] = &[Who::Admin];
 const DECIDERS: &[Who] = &[Who::Admin, Who::Approver];
+const WATCHERS: &[Who] = &[Who::Admin, Who::Approver, Who::Auditor];
 
 /// One console route and who may use it. `ok`: the call succeeds for those roles (else it is
 /// only not refused: a 404 for a made-up id).
@@ -259,6 +260,35 @@ fn console_pages_per_role() {
                 ..get("/recordings/no-such-session", READERS)
             },
             get("/orbit", ADMIN),
+            // The watch page is a shell; the watch is its events', refused as the API's is.
+            get("/sessions/no-such-session/watch", WATCHERS),
+            Row {
+                ok: false,
+                ..get("/sessions/no-such-session/watch/events", WATCHERS)
+            },
+            get("/emergency", ADMIN),
+            Row {
+                method: "POST",
+                path: "/sessions/no-such-session/lock",
+                fields: vec![("reason", "matrix lock".into())],
+                may: ADMIN,
+                ok: false,
+            },
+            Row {
+                method: "POST",
+                path: "/sessions/no-such-session/unlock",
+                fields: vec![("reason", "matrix unlock".into())],
+                may: ADMIN,
+                ok: false,
+            },
+            // Not locked down: the admin is told so (409), everyone else refused.
+            Row {
+                method: "POST",
+                path: "/emergency/lift",
+                fields: vec![("reason", "matrix lift".into())],
+                may: ADMIN,
+                ok: false,
+            },
             Row {
                 method: "POST",
                 path: "/audit/verify",
@@ -444,6 +474,30 @@ fn console_pages_per_role() {
                 {
                     failures.push(format!("{who:?} {}: not no-store", row.path));
                 }
+            }
+        }
+        // The emergency actions with their step-up: an admin (this one has no TOTP) gets past the
+        // role to the TOTP check, everyone else is refused by role; without CSRF, no one.
+        for path in ["/emergency/terminate-all", "/emergency/lockdown"] {
+            let form = [("totp_code", "000000"), ("reason", "matrix emergency")];
+            let r = b.post(path, &form);
+            if r.status != 403 || !r.text.contains("csrf_failed") {
+                failures.push(format!("{who:?} POST {path} without CSRF: {}", r.status));
+            }
+            let mut with = form.to_vec();
+            with.push(("csrf", csrf.as_str()));
+            let r = b.post(path, &with);
+            let code = if who == Who::Admin {
+                "totp_not_enrolled"
+            } else {
+                "data-code=\"forbidden\""
+            };
+            if r.status != 403 || !r.text.contains(code) {
+                failures.push(format!(
+                    "{who:?} POST {path}: want 403 {code}, got {} {}",
+                    r.status,
+                    &r.text[..r.text.len().min(400)]
+                ));
             }
         }
     }

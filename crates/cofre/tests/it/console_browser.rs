@@ -169,3 +169,238 @@ fn every_role_in_a_real_browser() {
     assert!(cast.text.contains("web-42"), "{}", cast.text);
     drop(sshd);
 }
+
+/// Waits for a file the browser script writes (its steps, for the parts this side checks).
+fn wait_for_file(path: &Path, node: &crate::gateway::Running) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the browser script never reached {path:?}: {}",
+            node.describe()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Live session control in Chromium (crates/cofre/tests/browser/live.mjs): alice types in a web
+/// terminal in one browser context while an admin in another watches it live (and the CLI's
+/// `cofre session watch` too), blocks her input (she is told; what she types is dropped, never
+/// run), unblocks, terminates. Then the emergency panel: lockdown with the admin's TOTP refuses
+/// alice on the console (a page saying so), the API and the gateway; the admin who locked it
+/// cannot lift it, a second admin does; terminate-all (TOTP too) ends her next session. axe-core
+/// on the watch and emergency pages.
+#[test]
+fn live_sessions_and_the_emergency_panel_in_a_real_browser() {
+    use crate::gateway::Running;
+    use std::time::Duration;
+    if let Some(why) = browser_unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    // No cooling off: the second admin (boss2, approved by boss) counts at once.
+    let Some(gw) = crate::gateway::setup_with_config(
+        Backend::Sqlite,
+        Some("allow"),
+        Some("[governance]\ncooling_off_days = 0\n"),
+    ) else {
+        return;
+    };
+    let api = gw.server.api();
+    let (boss_cli, _, boss_pw) =
+        add_user_cli(&gw.inst, &gw.server, &gw.admin, "boss", "admin", &[]);
+    // A second admin is held for another admin's approval (no one alone): boss approves it.
+    let held = gw.admin.ok(&["user", "add", "boss2", "--role", "admin"]);
+    let otp = one_time_password(&approve_held(&boss_cli, &held));
+    let boss2_pw = new_password("boss2");
+    Cli::new(&gw.inst, "boss2")
+        .at(&gw.server)
+        .first_login("boss2", &otp, &boss2_pw)
+        .assert_stdout_contains("logged in as boss2 (admin)");
+    let boss = boss_cli.token();
+    // boss's TOTP: the browser computes its codes from the seed (one per step, as the server
+    // takes each once).
+    let enrolled = api.post("/api/v1/auth/totp/enroll", Some(&boss), json!({}));
+    enrolled.assert_ok();
+    let seed = base32_decode(enrolled.body["secret_base32"].as_str().expect("secret"));
+    let confirm_step = current_step().saturating_sub(1);
+    api.post(
+        "/api/v1/auth/totp/confirm",
+        Some(&boss),
+        json!({"code": totp_at_step(&seed, confirm_step)}),
+    )
+    .assert_ok();
+
+    let sync = gw.inst.path().join("browser-sync");
+    std::fs::create_dir_all(&sync).expect("sync dir");
+    let shots = screenshot_dir();
+    let config = json!({
+        "base": gw.server.url.trim_end_matches('/'),
+        "chromium": CHROMIUM,
+        "screenshots": shots,
+        "sync": sync,
+        "user": {"name": "alice", "password": gw.alice_password},
+        "admin": {"name": "boss", "password": boss_pw, "seed": hex::encode(&seed), "usedStep": confirm_step},
+        "admin2": {"name": "boss2", "password": boss2_pw},
+    });
+    let file = gw.inst.path().join("live-browser.json");
+    std::fs::write(&file, config.to_string()).expect("config");
+    let mut cmd = Command::new("node");
+    cmd.arg(browser_dir().join("live.mjs"))
+        .arg(&file)
+        .current_dir(browser_dir());
+    let mut node = Running::spawn(cmd, "node live.mjs");
+
+    // The CLI watches the same session as the browser does.
+    wait_for_file(&sync.join("session"), &node);
+    let id = std::fs::read_to_string(sync.join("session")).expect("session id");
+    let (cmd, what) = gw.admin.command(&["session", "watch", id.trim()]);
+    let mut cli_watch = Running::spawn(cmd, &what);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cli_watch.stderr().contains("watching session") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            cli_watch.describe()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(sync.join("cli-watching"), "").expect("sync");
+    cli_watch.wait_for_stdout("live-42", Duration::from_secs(60));
+
+    // Locked down: alice is refused on the API and the gateway too (the console, in the browser).
+    wait_for_file(&sync.join("locked-down"), &node);
+    // A new client each time: the server closes an idle connection while the browser runs.
+    let alice_api = gw
+        .server
+        .api()
+        .get("/api/v1/auth/whoami", Some(&gw.alice.token()));
+    assert!(
+        alice_api.text.contains("instance_locked_down"),
+        "{}",
+        alice_api.text
+    );
+    let refused = gw.run_ssh("alice:root@db01", &[], Some("echo hi-$((1+2))"), None);
+    assert_ne!(refused.code, Some(0), "{refused:?}");
+    assert!(refused.stderr.contains("locked down"), "{refused:?}");
+    assert!(!refused.stdout.contains("hi-3"), "{refused:?}");
+    std::fs::write(sync.join("others-refused"), "").expect("sync");
+
+    let status = node.wait(Duration::from_secs(300));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the browser flow failed: {}\nserver:\n{}",
+        node.describe(),
+        gw.server.stderr_text()
+    );
+    let stdout = node.stdout();
+    let results: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|e| panic!("results: {e}: {stdout}"));
+    assert_eq!(results["cspViolations"], json!([]), "{results}");
+    assert_eq!(results["blockedNeverRan"], true, "{results}");
+    assert_eq!(results["consoleRefused"], 403, "{results}");
+    assert_eq!(results["consoleBack"], 200, "{results}");
+    let ended = results["terminalEnded"].as_str().unwrap_or("");
+    assert!(ended.contains("terminated by boss"), "{results}");
+    let all = results["terminateAllEnded"].as_str().unwrap_or("");
+    assert!(
+        all.contains("emergency") && all.contains("all out"),
+        "{results}"
+    );
+    // The watch ends with the session, and the lockdown lifted, alice is back on the API.
+    assert!(
+        cli_watch.wait(Duration::from_secs(30)).is_some(),
+        "{}",
+        cli_watch.describe()
+    );
+    gw.server
+        .api()
+        .get("/api/v1/auth/whoami", Some(&gw.alice.token()))
+        .assert_ok();
+    // Watching from the console is audited as the API's is: start and end, boss the moderator.
+    let audit = gw.audit();
+    for event in ["start", "end"] {
+        assert!(
+            audit.iter().any(|e| e["action"] == "session.watch"
+                && e["actor"] == "boss"
+                && e["details"]["event"] == event),
+            "a console watch's {event} is audited"
+        );
+    }
+}
+
+/// A web terminal under a `--moderated` policy, moderated from the browser: it waits (alice is
+/// told) and runs nothing until an admin watches it in the console; when the admin's watch page
+/// goes away it pauses (alice is told; what she types is held), and it goes on when the admin
+/// watches again.
+#[test]
+fn a_moderated_web_session_waits_for_a_moderator_in_the_browser() {
+    use crate::gateway::Running;
+    use std::time::Duration;
+    if let Some(why) = browser_unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let Some(gw) = crate::gateway::setup_with_config(
+        Backend::Sqlite,
+        None,
+        Some("[server]\nmoderator_wait_seconds = 120\n"),
+    ) else {
+        return;
+    };
+    gw.admin.ok(&[
+        "policy",
+        "add",
+        "p",
+        "--group",
+        "ops",
+        "--targets",
+        "tag:prod",
+        "--allow",
+        "session",
+        "--outcome",
+        "allow",
+        "--moderated",
+    ]);
+    let (_, _, boss_pw) = add_user_cli(&gw.inst, &gw.server, &gw.admin, "boss", "admin", &[]);
+    let sync = gw.inst.path().join("browser-sync");
+    std::fs::create_dir_all(&sync).expect("sync dir");
+    let config = json!({
+        "scenario": "moderated",
+        "base": gw.server.url.trim_end_matches('/'),
+        "chromium": CHROMIUM,
+        "screenshots": screenshot_dir(),
+        "sync": sync,
+        "user": {"name": "alice", "password": gw.alice_password},
+        "admin": {"name": "boss", "password": boss_pw},
+    });
+    let file = gw.inst.path().join("moderated-browser.json");
+    std::fs::write(&file, config.to_string()).expect("config");
+    let mut cmd = Command::new("node");
+    cmd.arg(browser_dir().join("live.mjs"))
+        .arg(&file)
+        .current_dir(browser_dir());
+    let mut node = Running::spawn(cmd, "node live.mjs (moderated)");
+    let status = node.wait(Duration::from_secs(300));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the browser flow failed: {}\nserver:\n{}",
+        node.describe(),
+        gw.server.stderr_text()
+    );
+    let stdout = node.stdout();
+    let results: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|e| panic!("results: {e}: {stdout}"));
+    assert_eq!(results["cspViolations"], json!([]), "{results}");
+    assert_eq!(results["ranBeforeModerator"], false, "{results}");
+    assert_eq!(results["ranWhilePaused"], false, "{results}");
+    let ended = results["terminalEnded"].as_str().unwrap_or("");
+    assert!(ended.contains("terminated by boss"), "{results}");
+    let audit = gw.audit();
+    assert!(
+        audit.iter().any(|e| e["action"] == "session.watch"
+            && e["actor"] == "boss"
+            && e["details"]["moderator"] == true),
+        "the console's watch is the session's moderator, audited"
+    );
+}

@@ -29,5 +29,6 @@ mod sealed;
 mod secret_logs;
 mod siem;
 mod snapshot;
+mod support;
 mod tamper;
 mod time_zone;

@@ -221,6 +221,15 @@ fn status_of(gw: &Gw, account: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// A local user with a fresh password, vaulted as db01's credential for it.
+fn user_with_password(gw: &Gw, prefix: &str) -> (LocalUser, String) {
+    let u = LocalUser::new(prefix);
+    let old = format!("Old-{}-pw", random_hex(8));
+    u.set_password(&old);
+    add_password_credential(gw, &u.name, &old);
+    (u, old)
+}
+
 fn add_password_credential(gw: &Gw, account: &str, password: &str) {
     gw.admin.ok_in(
         &["credential", "add", "db01", account, "--password-stdin"],
@@ -243,10 +252,7 @@ fn chpasswd_as_root(backend: Backend) {
     let Some(gw) = setup(backend, &[], None) else {
         return;
     };
-    let u = LocalUser::new("crt");
-    let old = format!("Old-{}-pw", random_hex(8));
-    u.set_password(&old);
-    add_password_credential(&gw, &u.name, &old);
+    let (u, old) = user_with_password(&gw, "crt");
     assert!(password_login_works(&gw, &u.name, &old));
 
     let out = rotate(&gw, &u.name, &["--method", "chpasswd", "--as", "db01/root"]);
@@ -312,10 +318,7 @@ fn passwd_as_the_user_itself() {
         "--exclude",
         "0Ol1",
     ]);
-    let u = LocalUser::new("crp");
-    let old = format!("Old-{}-pw", random_hex(8));
-    u.set_password(&old);
-    add_password_credential(&gw, &u.name, &old);
+    let (u, old) = user_with_password(&gw, "crp");
 
     let out = rotate(&gw, &u.name, &["--method", "passwd"]);
     out.assert_ok();
@@ -398,13 +401,10 @@ fn a_refused_change_keeps_the_old_secret() {
     let Some(gw) = setup(Backend::Sqlite, &[], Some(&config)) else {
         return;
     };
-    let u = LocalUser::new("crr");
-    let old = format!("Old-{}-pw", random_hex(8));
-    u.set_password(&old);
+    let (u, old) = user_with_password(&gw, "crr");
     let mut chage = Command::new("chage");
     chage.args(["-m", "30", &u.name]);
     run_command(chage, None, "chage").assert_ok();
-    add_password_credential(&gw, &u.name, &old);
 
     let out = rotate(&gw, &u.name, &["--method", "passwd"]);
     assert_eq!(out.code, Some(1), "{}", out.all());
@@ -461,10 +461,7 @@ fn an_accepted_change_that_does_not_verify_is_set_back() {
     let Some(mut gw) = setup(Backend::Sqlite, &[], None) else {
         return;
     };
-    let u = LocalUser::new("crv");
-    let old = format!("Old-{}-pw", random_hex(8));
-    u.set_password(&old);
-    add_password_credential(&gw, &u.name, &old);
+    let (u, old) = user_with_password(&gw, "crv");
     gw.sshd.reconfigure(&format!(
         "Match User {}\n    PasswordAuthentication no",
         u.name
@@ -505,10 +502,7 @@ fn a_crash_between_apply_and_verify_is_resolved_at_restart() {
     ) else {
         return;
     };
-    let u = LocalUser::new("crc");
-    let old = format!("Old-{}-pw", random_hex(8));
-    u.set_password(&old);
-    add_password_credential(&gw, &u.name, &old);
+    let (u, old) = user_with_password(&gw, "crc");
 
     let out = rotate(&gw, &u.name, &["--method", "chpasswd", "--as", "root"]);
     assert_ne!(
@@ -549,10 +543,7 @@ fn a_rotation_waits_for_the_live_session() {
     let Some(gw) = setup(Backend::Sqlite, &[], None) else {
         return;
     };
-    let u = LocalUser::new("crw");
-    let old = format!("Old-{}-pw", random_hex(8));
-    u.set_password(&old);
-    add_password_credential(&gw, &u.name, &old);
+    let (u, old) = user_with_password(&gw, "crw");
 
     let mut shell = Running::spawn(
         gw.ssh(
@@ -602,10 +593,7 @@ fn after_reveal_and_after_grant_triggers_rotate() {
     let Some(gw) = setup(Backend::Sqlite, &[], None) else {
         return;
     };
-    let u = LocalUser::new("crt");
-    let old = format!("Old-{}-pw", random_hex(8));
-    u.set_password(&old);
-    add_password_credential(&gw, &u.name, &old);
+    let (u, old) = user_with_password(&gw, "crt");
     gw.admin.ok(&[
         "credential",
         "set-rotation",
@@ -718,10 +706,7 @@ fn a_command_template_changes_the_password() {
     let Some(gw) = setup(Backend::Sqlite, &[], None) else {
         return;
     };
-    let u = LocalUser::new("crc");
-    let old = format!("Old-{}-pw", random_hex(8));
-    u.set_password(&old);
-    add_password_credential(&gw, &u.name, &old);
+    let (u, old) = user_with_password(&gw, "crc");
     let template = gw.inst.path().join("change.tmpl");
     std::fs::write(
         &template,
@@ -820,10 +805,7 @@ fn schedules_verify_reconcile_and_after_session() {
     let Some(gw) = setup(Backend::Sqlite, &[], None) else {
         return;
     };
-    let u = LocalUser::new("crs");
-    let old = format!("Old-{}-pw", random_hex(8));
-    u.set_password(&old);
-    add_password_credential(&gw, &u.name, &old);
+    let (u, old) = user_with_password(&gw, "crs");
     let set = |extra: &[&str]| {
         let mut args = vec![
             "credential",
@@ -898,10 +880,7 @@ fn verify_finds_drift() {
     let Some(gw) = setup(Backend::Sqlite, &[], None) else {
         return;
     };
-    let u = LocalUser::new("crd");
-    let old = format!("Old-{}-pw", random_hex(8));
-    u.set_password(&old);
-    add_password_credential(&gw, &u.name, &old);
+    let (u, _) = user_with_password(&gw, "crd");
     gw.admin
         .ok(&["credential", "verify", "db01", &u.name])
         .assert_stdout_contains("ok: version 1");
@@ -1026,10 +1005,7 @@ fn a_lease_held_by_another_node_keeps_a_rotation_out() {
     let Some(gw) = setup(Backend::Postgres, &[], None) else {
         return;
     };
-    let u = LocalUser::new("crl");
-    let old = format!("Old-{}-pw", random_hex(8));
-    u.set_password(&old);
-    add_password_credential(&gw, &u.name, &old);
+    let (u, old) = user_with_password(&gw, "crl");
     gw.admin.ok(&[
         "credential",
         "set-rotation",
@@ -1089,13 +1065,10 @@ fn a_failing_scheduled_rotation_backs_off() {
     let Some(gw) = setup(Backend::Sqlite, &[], None) else {
         return;
     };
-    let u = LocalUser::new("crb");
-    let old = format!("Old-{}-pw", random_hex(8));
-    u.set_password(&old);
+    let (u, old) = user_with_password(&gw, "crb");
     let mut chage = Command::new("chage");
     chage.args(["-m", "30", &u.name]);
     run_command(chage, None, "chage").assert_ok();
-    add_password_credential(&gw, &u.name, &old);
     gw.admin.ok(&[
         "credential",
         "set-rotation",

@@ -24,35 +24,8 @@ fn a_terminal_front_end_drives_a_recorded_session() {
             .await
             .expect("open the instance");
         app.unseal_from_key_file().expect("unseal");
-        let alice = app
-            .sessions()
-            .login_by_key("alice", &fingerprint, "127.0.0.1")
-            .await
-            .expect("alice logs in with her key");
-        let login = cofre_app::services::sessions::parse_gateway_login("alice+root+db01", 22)
-            .expect("login name");
-        let header = serde_json::json!({
-            "version": 2, "width": 80, "height": 24, "timestamp": 0,
-            "title": "alice:root@db01", "env": { "TERM": "xterm", "SHELL": null },
-        });
-        let request = session::Request {
-            principal: &alice,
-            login: &login,
-            kind: "shell",
-            source: "127.0.0.1",
-            reason: None,
-            header,
-        };
-        let session = Session::start(&app, request).await.expect("session starts");
-        let id = session.id.clone();
-        let (to_session, input) = mpsc::channel(16);
-        let (output, mut from_session) = mpsc::channel(64);
-        let pty = Pty {
-            term: "xterm".into(),
-            cols: 80,
-            rows: 24,
-        };
-        let run = tokio::spawn(session.run_terminal(pty, input, output));
+        let (id, to_session, mut from_session, run) =
+            alice_terminal(&app, &fingerprint, 80, 24).await;
         to_session
             .send(Input::Resize {
                 cols: 100,
@@ -167,35 +140,8 @@ fn a_terminal_session_is_watched_and_its_input_blocked() {
             .authenticate(&admin_token)
             .await
             .expect("the admin's token");
-        let alice = app
-            .sessions()
-            .login_by_key("alice", &fingerprint, "127.0.0.1")
-            .await
-            .expect("alice logs in with her key");
-        let login = cofre_app::services::sessions::parse_gateway_login("alice+root+db01", 22)
-            .expect("login name");
-        let header = serde_json::json!({
-            "version": 2, "width": 90, "height": 20, "timestamp": 0,
-            "title": "alice:root@db01", "env": { "TERM": "xterm", "SHELL": null },
-        });
-        let request = session::Request {
-            principal: &alice,
-            login: &login,
-            kind: "shell",
-            source: "127.0.0.1",
-            reason: None,
-            header,
-        };
-        let session = Session::start(&app, request).await.expect("session starts");
-        let id = session.id.clone();
-        let (to_session, input) = mpsc::channel(16);
-        let (output, mut from_session) = mpsc::channel(64);
-        let pty = Pty {
-            term: "xterm".into(),
-            cols: 90,
-            rows: 20,
-        };
-        let run = tokio::spawn(session.run_terminal(pty, input, output));
+        let (id, to_session, mut from_session, run) =
+            alice_terminal(&app, &fingerprint, 90, 20).await;
         let mut watch = app
             .sessions()
             .watch_session(&admin, &id)
@@ -284,4 +230,49 @@ fn a_terminal_session_is_watched_and_its_input_blocked() {
         drop(watch);
         app.store.close().await;
     });
+}
+
+/// alice's shell on root@db01 started in this process, as the web terminal starts one, and driven
+/// through its channel pair: its id, the input and output ends, and the task running it.
+async fn alice_terminal(
+    app: &std::sync::Arc<cofre_app::services::App>,
+    fingerprint: &str,
+    cols: u32,
+    rows: u32,
+) -> (
+    String,
+    mpsc::Sender<Input>,
+    mpsc::Receiver<Output>,
+    tokio::task::JoinHandle<()>,
+) {
+    let alice = app
+        .sessions()
+        .login_by_key("alice", fingerprint, "127.0.0.1")
+        .await
+        .expect("alice logs in with her key");
+    let login = cofre_app::services::sessions::parse_gateway_login("alice+root+db01", 22)
+        .expect("login name");
+    let header = serde_json::json!({
+        "version": 2, "width": cols, "height": rows, "timestamp": 0,
+        "title": "alice:root@db01", "env": { "TERM": "xterm", "SHELL": null },
+    });
+    let request = session::Request {
+        principal: &alice,
+        login: &login,
+        kind: "shell",
+        source: "127.0.0.1",
+        reason: None,
+        header,
+    };
+    let session = Session::start(app, request).await.expect("session starts");
+    let id = session.id.clone();
+    let (to_session, input) = mpsc::channel(16);
+    let (output, from_session) = mpsc::channel(64);
+    let pty = Pty {
+        term: "xterm".into(),
+        cols,
+        rows,
+    };
+    let run = tokio::spawn(session.run_terminal(pty, input, output));
+    (id, to_session, from_session, run)
 }
