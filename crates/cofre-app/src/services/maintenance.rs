@@ -18,7 +18,7 @@ use crate::error::{Error, ErrorCode, ErrorKind, Result};
 use crate::release;
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::maintenance::{self as m, Effect, Event, Refusal, State, Window};
-use cofre_core::role::{Action, Role};
+use cofre_core::role::Action;
 use cofre_proto::{
     MaintenanceDecision, MaintenanceEvent, MaintenanceInfo, NextWindow, Page,
     ProposeMaintenanceRequest,
@@ -169,7 +169,6 @@ impl App {
     /// Queues the announcement of a window to every customer admin (saas: they watch, they do
     /// not decide), in the transaction that schedules it.
     async fn announce_window(&self, tx: &mut WriteTx, w: &WindowRow) -> Result<()> {
-        let cfg = &self.config.notify;
         let now = self.now().unix_timestamp();
         let subject = format!(
             "Maintenance window {} scheduled: Cofre {} from {} to {}",
@@ -182,29 +181,13 @@ impl App {
             "{subject}\n\nProposed by: {}\nNotes: {}\nRelease: {}\n\nDuring the window new gateway sessions are refused and live ones are ended at its start.\nWatch it live with: cofre maintenance watch {}\n",
             w.proposer, w.notes, w.release_id, w.id
         );
-        if let Some(url) = &cfg.webhook_url {
-            let body = serde_json::json!({
-                "event": "maintenance.scheduled",
-                "actor": w.proposer,
-                "at": rfc3339(now),
-                "maintenance": info(w.clone(), Vec::new()),
-            })
-            .to_string();
-            tx.enqueue_notification("webhook", url, &subject, &body, now)
-                .await?;
-        }
-        if cfg.smtp_host.is_some() {
-            for name in tx.usernames_with_role(Role::Admin.as_str()).await? {
-                let Some(user) = tx.user_by_name(&name).await? else {
-                    continue;
-                };
-                let Some(email) = user.email else { continue };
-                let body = format!("Hello {name},\n\n{text}");
-                tx.enqueue_notification("email", &email, &subject, &body, now)
-                    .await?;
-            }
-        }
-        Ok(())
+        let body = serde_json::json!({
+            "event": "maintenance.scheduled",
+            "actor": w.proposer,
+            "at": rfc3339(now),
+            "maintenance": info(w.clone(), Vec::new()),
+        });
+        self.queue_admin_notices(tx, &subject, &text, &body).await
     }
 
     /// The refusal a new gateway session gets while a window runs (or should be running).

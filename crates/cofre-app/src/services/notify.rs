@@ -83,6 +83,35 @@ impl App {
         Ok(())
     }
 
+    /// Queues one notice to every customer admin: the webhook gets `body`, each admin with an
+    /// address an email of `text`. Maintenance announcements and support grants both tell them.
+    pub(crate) async fn queue_admin_notices(
+        &self,
+        tx: &mut WriteTx,
+        subject: &str,
+        text: &str,
+        body: &serde_json::Value,
+    ) -> Result<()> {
+        let cfg = &self.config.notify;
+        let now = self.now().unix_timestamp();
+        if let Some(url) = &cfg.webhook_url {
+            tx.enqueue_notification("webhook", url, subject, &body.to_string(), now)
+                .await?;
+        }
+        if cfg.smtp_host.is_some() {
+            for name in tx.usernames_with_role(Role::Admin.as_str()).await? {
+                let Some(user) = tx.user_by_name(&name).await? else {
+                    continue;
+                };
+                let Some(email) = user.email else { continue };
+                let body = format!("Hello {name},\n\n{text}");
+                tx.enqueue_notification("email", &email, subject, &body, now)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn notifier_wake(&self) {
         self.notify_wake.notify_one();
     }

@@ -190,7 +190,6 @@ impl App {
         event: &str,
         actor: &str,
     ) -> Result<()> {
-        let cfg = &self.config.notify;
         let now = self.now().unix_timestamp();
         let subject = format!(
             "Support grant {} {}: {} ({}) for {}",
@@ -204,29 +203,13 @@ impl App {
             "{subject}\n\nBy: {actor}\nReason: {}\nTicket: {}\nScopes: {}\nState: {} ({window})\n\nDecide with: cofre support approve|deny {}\nSee what was done: cofre support activity {}\n",
             row.reason, row.ticket, row.scopes, row.state, row.id, row.id
         );
-        if let Some(url) = &cfg.webhook_url {
-            let body = serde_json::json!({
-                "event": format!("support.{event}"),
-                "actor": actor,
-                "at": rfc3339(now),
-                "support_grant": info(row.clone()),
-            })
-            .to_string();
-            tx.enqueue_notification("webhook", url, &subject, &body, now)
-                .await?;
-        }
-        if cfg.smtp_host.is_some() {
-            for name in tx.usernames_with_role(Role::Admin.as_str()).await? {
-                let Some(user) = tx.user_by_name(&name).await? else {
-                    continue;
-                };
-                let Some(email) = user.email else { continue };
-                let body = format!("Hello {name},\n\n{text}");
-                tx.enqueue_notification("email", &email, &subject, &body, now)
-                    .await?;
-            }
-        }
-        Ok(())
+        let body = serde_json::json!({
+            "event": format!("support.{event}"),
+            "actor": actor,
+            "at": rfc3339(now),
+            "support_grant": info(row.clone()),
+        });
+        self.queue_admin_notices(tx, &subject, &text, &body).await
     }
 
     /// Writes what time did: requests undecided by their deadline expire, grants past their end
