@@ -39,6 +39,7 @@ mod sessions_cmd;
 mod siem_cmd;
 mod snapshot_cmd;
 mod support_cmd;
+mod diagnostics_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -137,6 +138,10 @@ enum Command {
     /// and what was done under a grant.
     #[command(subcommand)]
     Support(support_cmd::SupportCmd),
+    /// Diagnostics (admins; support under a `diagnostics` grant): the configuration with its
+    /// secrets taken out, and the tail of the server's log.
+    #[command(subcommand)]
+    Diagnostics(diagnostics_cmd::DiagnosticsCmd),
     /// Access requests: ask for approval, decide (approvers), emergency access, review.
     #[command(subcommand)]
     Request(requests_cmd::RequestCmd),
