@@ -129,7 +129,10 @@ fn scope_grows(from: &Policy, to: &Policy) -> bool {
             .iter()
             .any(|f| *f == TargetSelector::All || f == s)
     };
-    let nets_grow = match (from.limits.networks.is_empty(), to.limits.networks.is_empty()) {
+    let nets_grow = match (
+        from.limits.networks.is_empty(),
+        to.limits.networks.is_empty(),
+    ) {
         (true, _) => false,
         (false, true) => true,
         (false, false) => !to
@@ -329,28 +332,36 @@ mod tests {
         // Narrowing.
         assert!(!edit(&|n| n.limits.levels[0].required = 2));
         assert!(!edit(&|n| n.limits.max_duration_minutes = Some(30)));
-        assert!(!edit(&|n| n.limits.window.hours =
-            Window::parse_hours("hours", "09:00-17:00").ok()));
-        assert!(!edit(&|n| n.limits.window.days = Window::parse_days("days", "mon-fri").ok()));
-        assert!(!edit(&|n| n.limits.networks =
-            vec!["10.1.0.0/16".parse().unwrap_or_else(|_| unreachable!())]));
+        assert!(!edit(
+            &|n| n.limits.window.hours = Window::parse_hours("hours", "09:00-17:00").ok()
+        ));
+        assert!(!edit(
+            &|n| n.limits.window.days = Window::parse_days("days", "mon-fri").ok()
+        ));
+        assert!(!edit(
+            &|n| n.limits.networks = vec!["10.1.0.0/16".parse().unwrap_or_else(|_| unreachable!())]
+        ));
         assert!(!edit(&|n| n.limits.levels.push(Level {
             group: "cab".into(),
             required: 1
         })));
         // Widening.
-        assert!(edit(&|n| { n.limits.levels.pop(); }));
+        assert!(edit(&|n| {
+            n.limits.levels.pop();
+        }));
         assert!(edit(&|n| n.limits.levels[1].group = "ops".into()));
         assert!(edit(&|n| n.outcome = Outcome::Justify));
         assert!(edit(&|n| n.limits.moderated = false));
         assert!(edit(&|n| n.limits.emergency = true));
         assert!(edit(&|n| n.limits.max_duration_minutes = None));
         assert!(edit(&|n| n.limits.window.hours = None));
-        assert!(edit(&|n| n.limits.window.hours =
-            Window::parse_hours("hours", "22:00-06:00").ok()));
+        assert!(edit(
+            &|n| n.limits.window.hours = Window::parse_hours("hours", "22:00-06:00").ok()
+        ));
         assert!(edit(&|n| n.limits.networks.clear()));
-        assert!(edit(&|n| n.limits.networks =
-            vec!["0.0.0.0/0".parse().unwrap_or_else(|_| unreachable!())]));
+        assert!(edit(
+            &|n| n.limits.networks = vec!["0.0.0.0/0".parse().unwrap_or_else(|_| unreachable!())]
+        ));
         assert!(edit(&|n| n.targets.push(TargetSelector::All)));
         assert!(edit(&|n| n.access.push(Access::Reveal)));
         assert!(edit(&|n| n.group = "dev".into()));
@@ -368,8 +379,7 @@ mod tests {
         fewer.targets = vec![TargetSelector::Name("db02".into())];
         assert!(policy_edit_widens(&[open.clone()], &old, &fewer));
         let mut fewer_nets = old.clone();
-        fewer_nets.limits.networks =
-            vec!["10.1.0.0/16".parse().unwrap_or_else(|_| unreachable!())];
+        fewer_nets.limits.networks = vec!["10.1.0.0/16".parse().unwrap_or_else(|_| unreachable!())];
         assert!(policy_edit_widens(&[open], &old, &fewer_nets));
     }
 

@@ -1012,7 +1012,10 @@ async fn export_audit_csv(
     Ok((
         [
             ("content-type", "text/csv; charset=utf-8"),
-            ("content-disposition", "attachment; filename=\"cofre-audit.csv\""),
+            (
+                "content-disposition",
+                "attachment; filename=\"cofre-audit.csv\"",
+            ),
         ],
         body,
     )

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use cofre_proto::*;
 use serde::Serialize;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use zeroize::Zeroizing;
@@ -340,8 +340,8 @@ pub(crate) enum AuditCmd {
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
         format: ExportFormat,
         /// Write to FILE (whole or not at all) instead of standard output.
-        #[arg(short = 'o', long = "output", value_name = "FILE")]
-        output: Option<std::path::PathBuf>,
+        #[arg(short = 'o', long = "file", value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
         /// Who acted (exactly; a trailing `*` matches a prefix).
         #[arg(long)]
         actor: Option<String>,
@@ -1300,7 +1300,9 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
                     return Ok(ExitCode::SUCCESS);
                 }
             };
-            ctx.print(&p, |p| outln!("changed policy {} (version {})", p.name, p.version))?;
+            ctx.print(&p, |p| {
+                outln!("changed policy {} (version {})", p.name, p.version)
+            })?;
         }
         PolicyCmd::Remove { name } => {
             let held = ctx
@@ -1368,7 +1370,7 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<ExitCode> {
         }
         AuditCmd::Export {
             format,
-            output,
+            file: output,
             actor,
             action,
             object,
@@ -1407,7 +1409,10 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<ExitCode> {
             };
             match format {
                 ExportFormat::Csv => {
-                    let path = format!("/api/v1/audit/export.csv?{}", conditions.trim_start_matches('&'));
+                    let path = format!(
+                        "/api/v1/audit/export.csv?{}",
+                        conditions.trim_start_matches('&')
+                    );
                     ctx.client.get_to(&path, out).await?;
                 }
                 ExportFormat::Jsonl => {

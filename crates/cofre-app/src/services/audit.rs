@@ -19,7 +19,15 @@ const VERIFY_BATCH: i64 = 2000;
 const EXPORT_BATCH: i64 = 1000;
 /// The columns of the CSV export, in order.
 pub const CSV_COLUMNS: [&str; 9] = [
-    "seq", "ts", "actor", "action", "object", "outcome", "details", "prev_hash", "hash",
+    "seq",
+    "ts",
+    "actor",
+    "action",
+    "object",
+    "outcome",
+    "details",
+    "prev_hash",
+    "hash",
 ];
 /// Sessions read per page while their recordings are checked.
 const RECORDINGS_BATCH: i64 = 500;
@@ -91,7 +99,8 @@ impl Audit<'_> {
     ) -> Result<tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>> {
         who.require(Action::ReadAudit)?;
         let filter = audit_filter(q)?;
-        let mut entry = NewAuditEntry::new(&who.username, "audit.export", "audit").detail("format", "csv");
+        let mut entry =
+            NewAuditEntry::new(&who.username, "audit.export", "audit").detail("format", "csv");
         for (k, v) in [
             ("actor", &q.actor),
             ("action", &q.action),
@@ -119,7 +128,9 @@ impl Audit<'_> {
                     Err(e) => {
                         tracing::error!(error = %e, "the audit trail stopped being readable during a CSV export");
                         let _ = tx
-                            .send(Err(std::io::Error::other("the audit trail could not be read")))
+                            .send(Err(std::io::Error::other(
+                                "the audit trail could not be read",
+                            )))
                             .await;
                         return;
                     }
@@ -465,7 +476,10 @@ mod csv_tests {
         assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(csv_cell("\tx"), "'\tx");
         assert_eq!(csv_cell("\rx"), "\"'\rx\"");
-        assert_eq!(csv_cell("=HYPERLINK(\"x\",\"y\")"), "\"'=HYPERLINK(\"\"x\"\",\"\"y\"\")\"");
+        assert_eq!(
+            csv_cell("=HYPERLINK(\"x\",\"y\")"),
+            "\"'=HYPERLINK(\"\"x\"\",\"\"y\"\")\""
+        );
         assert_eq!(csv_cell(""), "");
         assert_eq!(csv_row(["a".to_owned(), "b,c".to_owned()]), "a,\"b,c\"\r\n");
     }

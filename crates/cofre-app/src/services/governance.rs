@@ -17,8 +17,8 @@ use cofre_core::approval::{Event, Refusal, State, Verdict};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::governance::{
     change_decider_groups, change_request, counts_for, gate, group_is_named, policy_add_widens,
-    policy_edit_widens, policy_remove_widens, role_change_widens, user_create_widens, user_enable_widens,
-    AccountChange, DualControl, Gate,
+    policy_edit_widens, policy_remove_widens, role_change_widens, user_create_widens,
+    user_enable_widens, AccountChange, DualControl, Gate,
 };
 use cofre_core::names::check_identifier;
 use cofre_core::policy::Policy;

@@ -662,13 +662,16 @@ impl Vault<'_> {
     ) -> Result<Applied<PolicyInfo>> {
         who.require(Action::ManagePolicies)?;
         check_identifier("name", name)?;
-        let version = version.map(str::trim).filter(|v| !v.is_empty()).ok_or_else(|| {
-            Error::invalid(
+        let version = version
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                Error::invalid(
                 "version",
                 "version: the version of the policy the edit was made from (`policy list`), so \
                  that an edit made meanwhile by someone else is not overwritten",
             )
-        })?;
+            })?;
         if req.name != name {
             return Err(Error::invalid(
                 "name",

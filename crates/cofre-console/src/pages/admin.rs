@@ -413,7 +413,11 @@ pub(crate) async fn policies(
 
 /// The add form (`current` none) or the edit form, prefilled from the policy as read and carrying
 /// the version it was read at, so an edit made meanwhile by someone else is refused, not lost.
-fn policy_form(v: &Viewer, action: &str, current: Option<&cofre_proto::PolicyInfo>) -> maud::Markup {
+fn policy_form(
+    v: &Viewer,
+    action: &str,
+    current: Option<&cofre_proto::PolicyInfo>,
+) -> maud::Markup {
     let l = current.map(|p| p.limits.clone()).unwrap_or_default();
     let text = |o: &Option<String>| o.clone().unwrap_or_default();
     let allows = |a: &str| current.is_some_and(|p| p.allow.iter().any(|x| x == a));

@@ -136,7 +136,10 @@ pub(crate) async fn export_csv(
         (
             [
                 ("content-type", "text/csv; charset=utf-8"),
-                ("content-disposition", "attachment; filename=\"cofre-audit.csv\""),
+                (
+                    "content-disposition",
+                    "attachment; filename=\"cofre-audit.csv\"",
+                ),
             ],
             body,
         )

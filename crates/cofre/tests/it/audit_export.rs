@@ -60,7 +60,17 @@ fn api_entries(api: &Api, token: &str, conditions: &str) -> Vec<Value> {
 fn assert_rows_are(rows: &[Vec<String>], entries: &[Value]) {
     assert_eq!(
         rows[0],
-        ["seq", "ts", "actor", "action", "object", "outcome", "details", "prev_hash", "hash"]
+        [
+            "seq",
+            "ts",
+            "actor",
+            "action",
+            "object",
+            "outcome",
+            "details",
+            "prev_hash",
+            "hash"
+        ]
     );
     let rows = &rows[1..];
     let last: i64 = rows.last().map_or(0, |r| r[0].parse().unwrap());
@@ -119,12 +129,18 @@ fn audit_csv_export_equals_the_api_search() {
         assert!(actors.contains(&who), "{who:?} in {actors:?}");
     }
     assert!(
-        !rows.iter().flatten().any(|c| c.starts_with(['=', '+', '-', '@', '\t', '\r'])),
+        !rows
+            .iter()
+            .flatten()
+            .any(|c| c.starts_with(['=', '+', '-', '@', '\t', '\r'])),
         "no cell starts a formula"
     );
     // The export is audited, its own entry the last row (written before any row was read).
     let last = rows.last().unwrap();
-    assert_eq!((last[2].as_str(), last[3].as_str()), ("admin", "audit.export"));
+    assert_eq!(
+        (last[2].as_str(), last[3].as_str()),
+        ("admin", "audit.export")
+    );
 
     // The same conditions as the search, from the CLI into a file.
     let out = inst.path().join("failed.csv");
@@ -146,7 +162,10 @@ fn audit_csv_export_equals_the_api_search() {
     assert_rows_are(&rows, &entries);
     let export = api_entries(&api, &token, "&action=audit.export");
     let cli_export = export.last().unwrap();
-    assert_eq!(cli_export["details"]["action"], "auth.login_*", "{cli_export}");
+    assert_eq!(
+        cli_export["details"]["action"], "auth.login_*",
+        "{cli_export}"
+    );
     assert_eq!(cli_export["details"]["since"], "2020-01-01");
     assert_eq!(cli_export["details"]["format"], "csv");
 

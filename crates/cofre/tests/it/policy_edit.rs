@@ -14,6 +14,8 @@ struct World {
     admin: Cli,
     bob: Cli,
     token: String,
+    /// Kept (and dropped last): its directory and PostgreSQL database live as long as the world.
+    _inst: Instance,
 }
 
 /// Groups ops, leads and sec; the policy `ops-db` (approve by leads then sec, moderated, office
@@ -52,6 +54,7 @@ fn world(backend: Backend) -> World {
     approve_held(&bob, &held);
     let token = admin.token();
     World {
+        _inst: inst,
         server,
         admin,
         bob,
@@ -105,13 +108,22 @@ fn policy_round_trip(backend: Backend) {
         .assert_stdout_contains("changed policy ops-db");
     let now = get(&w, "ops-db");
     assert_eq!(now["max_duration"], "2h", "{now}");
-    for k in ["levels", "hours", "networks", "moderated", "targets", "allow"] {
+    for k in [
+        "levels",
+        "hours",
+        "networks",
+        "moderated",
+        "targets",
+        "allow",
+    ] {
         assert_eq!(now[k], before[k], "{k} kept: {now}");
     }
     assert_ne!(now["version"], before["version"]);
 
     // Widening (one approval level fewer) waits for bob; until then nothing changes.
-    let held = w.admin.ok(&["policy", "edit", "ops-db", "--levels", "leads:1"]);
+    let held = w
+        .admin
+        .ok(&["policy", "edit", "ops-db", "--levels", "leads:1"]);
     let id = held_change(&held);
     held.assert_stdout_contains("levels leads:1,sec:1 -> leads:1");
     assert_eq!(get(&w, "ops-db")["levels"], "leads:1,sec:1");
@@ -128,7 +140,10 @@ fn policy_round_trip(backend: Backend) {
     approve_held(&w.bob, &held);
     let now = get(&w, "ops-db");
     assert!(now["hours"].is_null(), "{now}");
-    assert!(now["moderated"].is_null() || now["moderated"] == false, "{now}");
+    assert!(
+        now["moderated"].is_null() || now["moderated"] == false,
+        "{now}"
+    );
     let listed = w.admin.ok(&["policy", "list"]).stdout;
     assert!(
         listed.contains("ops-db") && !listed.contains("hours=") && !listed.contains("moderated"),
@@ -197,9 +212,15 @@ fn policy_round_trip(backend: Backend) {
     assert_eq!(updates.len(), 5, "{updates:?}");
     let first = updates[0];
     assert_eq!(first["object"], "policy:ops-db");
-    assert_eq!(first["details"]["before"]["limits"]["max_duration"], Value::Null);
+    assert_eq!(
+        first["details"]["before"]["limits"]["max_duration"],
+        Value::Null
+    );
     assert_eq!(first["details"]["after"]["limits"]["max_duration"], "2h");
-    assert_eq!(first["details"]["before"]["limits"]["levels"], "leads:1,sec:1");
+    assert_eq!(
+        first["details"]["before"]["limits"]["levels"],
+        "leads:1,sec:1"
+    );
     let approved = updates[1];
     assert_eq!(approved["details"]["approved_by"], "bob", "{approved}");
     assert_eq!(approved["details"]["after"]["limits"]["levels"], "leads:1");

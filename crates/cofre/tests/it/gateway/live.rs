@@ -271,22 +271,15 @@ fn a_moderated_session_waits_for_its_moderator_and_pauses_without_one() {
     );
     let listed = approver.ok(&["session", "list", "--live"]).stdout;
     assert!(
-        listed
-            .lines()
-            .any(|l| l.starts_with(&id) && l.contains("alice:root@db01") && l.contains("moderated")),
+        listed.lines().any(|l| l.starts_with(&id)
+            && l.contains("alice:root@db01")
+            && l.contains("moderated")),
         "the approver finds the session to moderate: {listed}"
     );
     approver
         .fail(&["session", "list"])
         .assert_stderr_contains("forbidden");
-    let (outsider, _, _) = add_user_cli(
-        &gw.inst,
-        &gw.server,
-        &gw.admin,
-        "olga",
-        "approver",
-        &[],
-    );
+    let (outsider, _, _) = add_user_cli(&gw.inst, &gw.server, &gw.admin, "olga", "approver", &[]);
     let theirs = outsider.ok(&["session", "list", "--live"]).all();
     assert!(
         !theirs.contains(&id),
