@@ -377,7 +377,11 @@ mod tests {
         let open = policy("open", "ops", &["*"], &[Access::Session]);
         let mut fewer = old.clone();
         fewer.targets = vec![TargetSelector::Name("db02".into())];
-        assert!(policy_edit_widens(&[open.clone()], &old, &fewer));
+        assert!(policy_edit_widens(
+            std::slice::from_ref(&open),
+            &old,
+            &fewer
+        ));
         let mut fewer_nets = old.clone();
         fewer_nets.limits.networks = vec!["10.1.0.0/16".parse().unwrap_or_else(|_| unreachable!())];
         assert!(policy_edit_widens(&[open], &old, &fewer_nets));
