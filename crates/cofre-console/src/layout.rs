@@ -24,6 +24,23 @@ pub(crate) fn nonce() -> String {
     hex::encode(b)
 }
 
+/// A download (the audit CSV) carries a page's headers too: it is never cached, framed, or
+/// allowed to run anything should a browser render it.
+pub(crate) fn download(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&csp(&nonce())) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    res
+}
+
 fn respond(status: StatusCode, nonce: &str, body: Markup) -> Response {
     let mut res = (status, body.into_string()).into_response();
     let h = res.headers_mut();
@@ -67,7 +84,8 @@ fn nav(v: &Viewer, current: &str) -> Markup {
     if may(Action::ReadAudit) {
         links.push(("/audit", "Audit trail"));
     }
-    if may(Action::ListSessions) {
+    // Approvers may not list sessions, but they see the moderated ones they may watch.
+    if may(Action::ListSessions) || may(Action::WatchSessions) {
         links.push(("/sessions", "Live sessions"));
     }
     if may(Action::Emergency) {

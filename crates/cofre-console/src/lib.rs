@@ -102,8 +102,13 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
             "/policies",
             get(pages::admin::policies).post(pages::admin::create_policy),
         )
+        .route(
+            "/policies/{name}/edit",
+            get(pages::admin::edit_policy_page).post(pages::admin::edit_policy),
+        )
         .route("/policies/{name}/remove", post(pages::admin::remove_policy))
         .route("/audit", get(pages::audit::trail))
+        .route("/audit/export.csv", get(pages::audit::export_csv))
         .route("/audit/verify", post(pages::audit::verify))
         .route("/sessions", get(pages::sessions::live))
         .route("/sessions/{id}/terminate", post(pages::sessions::terminate))

@@ -106,6 +106,104 @@ pub fn policy_remove_widens(remaining: &[Policy], removed: &Policy) -> bool {
         })
 }
 
+/// Whether editing `old` into `new` widens, judged on the pair (with `others`, the group's other
+/// policies, for what the old one may have restricted). It widens when the new form grants what
+/// the old did not (another group, a selector or access it did not cover, a source network
+/// outside its own) or loosens a limit (a less restrictive outcome, fewer or smaller approval
+/// levels, a longer grant, more hours, days or dates, emergency access, no moderator). Because
+/// the most restrictive match wins, matching less can widen too: when the edit drops part of the
+/// old scope (selectors, access, networks) and the old policy could have restricted another of
+/// its group, it counts as widening, as removing it would.
+pub fn policy_edit_widens(others: &[Policy], old: &Policy, new: &Policy) -> bool {
+    if old.group != new.group {
+        return true;
+    }
+    let grows = scope_grows(old, new) || limits_loosen(old, new);
+    grows || (scope_grows(new, old) && policy_remove_widens(others, old))
+}
+
+/// Whether `to` covers a selector, access or source network that `from` does not.
+fn scope_grows(from: &Policy, to: &Policy) -> bool {
+    let selector_covered = |s: &TargetSelector| {
+        from.targets
+            .iter()
+            .any(|f| *f == TargetSelector::All || f == s)
+    };
+    let nets_grow = match (
+        from.limits.networks.is_empty(),
+        to.limits.networks.is_empty(),
+    ) {
+        (true, _) => false,
+        (false, true) => true,
+        (false, false) => !to
+            .limits
+            .networks
+            .iter()
+            .all(|n| from.limits.networks.iter().any(|f| f.contains(n))),
+    };
+    !to.targets.iter().all(selector_covered)
+        || !to.access.iter().all(|a| from.access.contains(a))
+        || nets_grow
+}
+
+fn limits_loosen(old: &Policy, new: &Policy) -> bool {
+    let (o, n) = (&old.limits, &new.limits);
+    let levels_loosen = new.outcome == crate::policy::Outcome::Approve
+        && !o.levels.iter().all(|ol| {
+            n.levels
+                .iter()
+                .any(|nl| nl.group == ol.group && nl.required >= ol.required)
+        });
+    let duration_longer = match (o.max_duration_minutes, n.max_duration_minutes) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(a), Some(b)) => b > a,
+    };
+    new.outcome < old.outcome
+        || levels_loosen
+        || duration_longer
+        || (n.emergency && !o.emergency)
+        || (o.moderated && !n.moderated)
+        || window_grows(&o.window, &n.window)
+}
+
+/// Whether `to` applies at some moment `from` does not. Dates compare directly; days and hours
+/// (which interact past midnight) are checked minute by minute over one week.
+fn window_grows(from: &crate::policy::Window, to: &crate::policy::Window) -> bool {
+    let earlier_start = match (from.from, to.from) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(a), Some(b)) => b < a,
+    };
+    let later_end = match (from.until, to.until) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(a), Some(b)) => b > a,
+    };
+    if earlier_start || later_end {
+        return true;
+    }
+    let weekly = |w: &crate::policy::Window| crate::policy::Window {
+        days: w.days,
+        hours: w.hours,
+        from: None,
+        until: None,
+    };
+    let (f, t) = (weekly(from), weekly(to));
+    if f == t || f.is_unlimited() {
+        return false;
+    }
+    // 2024-01-01 is a Monday; any week will do.
+    let Ok(monday) = time::Date::from_calendar_date(2024, time::Month::January, 1) else {
+        return true;
+    };
+    let start = monday.midnight();
+    (0..7 * 24 * 60).any(|m| {
+        let at = start + time::Duration::minutes(m);
+        t.check(at).is_ok() && f.check(at).is_err()
+    })
+}
+
 /// Whether membership of `group` grants anything: a policy grants to it, or an approval level
 /// draws its approvers from it.
 pub fn group_is_named(policies: &[Policy], group: &str) -> bool {
@@ -203,6 +301,90 @@ mod tests {
             outcome: Outcome::Allow,
             limits: Limits::default(),
         }
+    }
+
+    #[test]
+    fn an_edit_is_judged_on_the_pair() {
+        use crate::approval::Level;
+        use crate::policy::Window;
+        let mut old = policy("p", "ops", &["db01"], &[Access::Session]);
+        old.outcome = Outcome::Approve;
+        old.limits.levels = vec![
+            Level {
+                group: "leads".into(),
+                required: 1,
+            },
+            Level {
+                group: "sec".into(),
+                required: 1,
+            },
+        ];
+        old.limits.moderated = true;
+        old.limits.max_duration_minutes = Some(60);
+        old.limits.window.hours = Window::parse_hours("hours", "08:00-20:00").ok();
+        old.limits.networks = vec!["10.0.0.0/8".parse().unwrap_or_else(|_| unreachable!())];
+        let edit = |f: &dyn Fn(&mut Policy)| {
+            let mut n = old.clone();
+            f(&mut n);
+            policy_edit_widens(&[], &old, &n)
+        };
+        assert!(!edit(&|_| {}), "no change widens nothing");
+        // Narrowing.
+        assert!(!edit(&|n| n.limits.levels[0].required = 2));
+        assert!(!edit(&|n| n.limits.max_duration_minutes = Some(30)));
+        assert!(!edit(
+            &|n| n.limits.window.hours = Window::parse_hours("hours", "09:00-17:00").ok()
+        ));
+        assert!(!edit(
+            &|n| n.limits.window.days = Window::parse_days("days", "mon-fri").ok()
+        ));
+        assert!(!edit(
+            &|n| n.limits.networks = vec!["10.1.0.0/16".parse().unwrap_or_else(|_| unreachable!())]
+        ));
+        assert!(!edit(&|n| n.limits.levels.push(Level {
+            group: "cab".into(),
+            required: 1
+        })));
+        // Widening.
+        assert!(edit(&|n| {
+            n.limits.levels.pop();
+        }));
+        assert!(edit(&|n| n.limits.levels[1].group = "ops".into()));
+        assert!(edit(&|n| n.outcome = Outcome::Justify));
+        assert!(edit(&|n| n.limits.moderated = false));
+        assert!(edit(&|n| n.limits.emergency = true));
+        assert!(edit(&|n| n.limits.max_duration_minutes = None));
+        assert!(edit(&|n| n.limits.window.hours = None));
+        assert!(edit(
+            &|n| n.limits.window.hours = Window::parse_hours("hours", "22:00-06:00").ok()
+        ));
+        assert!(edit(&|n| n.limits.networks.clear()));
+        assert!(edit(
+            &|n| n.limits.networks = vec!["0.0.0.0/0".parse().unwrap_or_else(|_| unreachable!())]
+        ));
+        assert!(edit(&|n| n.targets.push(TargetSelector::All)));
+        assert!(edit(&|n| n.access.push(Access::Reveal)));
+        assert!(edit(&|n| n.group = "dev".into()));
+        // Past midnight the early hours belong to the day before: Sunday night widens mon-fri.
+        let mut nightly = policy("n", "ops", &["db01"], &[Access::Session]);
+        nightly.limits.window.hours = Window::parse_hours("hours", "22:00-06:00").ok();
+        nightly.limits.window.days = Window::parse_days("days", "mon-fri").ok();
+        let mut wider = nightly.clone();
+        wider.limits.window.days = Window::parse_days("days", "mon-fri,sun").ok();
+        assert!(policy_edit_widens(&[], &nightly, &wider));
+        assert!(!policy_edit_widens(&[], &wider, &nightly));
+        // Matching less widens where the old policy restricted another of its group.
+        let open = policy("open", "ops", &["*"], &[Access::Session]);
+        let mut fewer = old.clone();
+        fewer.targets = vec![TargetSelector::Name("db02".into())];
+        assert!(policy_edit_widens(
+            std::slice::from_ref(&open),
+            &old,
+            &fewer
+        ));
+        let mut fewer_nets = old.clone();
+        fewer_nets.limits.networks = vec!["10.1.0.0/16".parse().unwrap_or_else(|_| unreachable!())];
+        assert!(policy_edit_widens(&[open], &old, &fewer_nets));
     }
 
     #[test]

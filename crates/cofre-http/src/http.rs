@@ -69,8 +69,8 @@ fn ok() -> ApiResult<OkResponse> {
         healthz, seal_status, unseal, login, logout, whoami, change_password, totp_enroll, totp_confirm,
         list_users, create_user, get_user, unlock_user, reset_password, list_groups, create_group,
         add_group_member, list_targets, create_target, get_target, list_credentials, create_credential,
-        update_credential, credential_history, reveal, list_policies, create_policy, delete_policy,
-        list_audit, verify_audit, verify_recordings,
+        update_credential, credential_history, reveal, list_policies, create_policy, get_policy, update_policy, delete_policy,
+        list_audit, export_audit_csv, verify_audit, verify_recordings,
         breakglass::status, breakglass::ceremony, breakglass::share, breakglass::export,
         add_ssh_key, list_ssh_keys, list_sessions, kill_session, session_recording, verify_recording,
         live::watch, live::lock, live::unlock, live::terminate_all, live::lockdown_status,
@@ -309,8 +309,12 @@ pub fn router(state: AppState) -> Router {
             get(rotation::get_policy).put(rotation::set_policy),
         )
         .route("/policies", get(list_policies).post(create_policy))
-        .route("/policies/{name}", axum::routing::delete(delete_policy))
+        .route(
+            "/policies/{name}",
+            get(get_policy).put(update_policy).delete(delete_policy),
+        )
         .route("/audit", get(list_audit))
+        .route("/audit/export.csv", get(export_audit_csv))
         .route("/audit/verify", get(verify_audit))
         .route("/audit/verify/recordings", get(verify_recordings))
         .route("/breakglass", get(breakglass::status))
@@ -934,6 +938,39 @@ async fn create_policy(
     Ok(applied(state.app.vault().create_policy(&who, &req).await?))
 }
 
+/// One policy, with the `version` an edit names.
+#[utoipa::path(get, path = "/api/v1/policies/{name}", security(("bearer" = [])), params(("name" = String, Path)),
+    responses((status = 200, body = PolicyInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_policy(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(name): Path<String>,
+) -> ApiResult<PolicyInfo> {
+    Ok(Json(state.app.vault().get_policy(&who, &name).await?))
+}
+
+/// Replaces every option of a policy (the body of `POST /api/v1/policies`), made from
+/// `?version=` (the policy's `version` as read; 409 `stale_version` if it changed since). An
+/// edit that widens access, old against new, is held for a second admin (202); one that only
+/// narrows applies at once.
+#[utoipa::path(put, path = "/api/v1/policies/{name}", security(("bearer" = [])), params(("name" = String, Path), PolicyVersionQuery), request_body = CreatePolicyRequest,
+    responses((status = 200, body = PolicyInfo), (status = 202, body = HeldResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn update_policy(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(name): Path<String>,
+    QueryParams(q): QueryParams<PolicyVersionQuery>,
+    JsonBody(req): JsonBody<CreatePolicyRequest>,
+) -> Result<Response, Error> {
+    Ok(applied(
+        state
+            .app
+            .vault()
+            .update_policy(&who, &name, q.version.as_deref(), &req)
+            .await?,
+    ))
+}
+
 /// Removing a policy that restricted another of its group is held for a second admin (202).
 #[utoipa::path(delete, path = "/api/v1/policies/{name}", security(("bearer" = [])), params(("name" = String, Path)),
     responses((status = 200, body = OkResponse), (status = 202, body = HeldResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -959,6 +996,34 @@ async fn list_audit(
     QueryParams(q): QueryParams<AuditQuery>,
 ) -> ApiResult<Page<AuditEntryInfo>> {
     Ok(Json(state.app.audit().search_audit(&who, &q).await?))
+}
+
+/// The entries that meet the same conditions as `GET /api/v1/audit` (`limit` and `cursor` are
+/// not used), streamed as CSV (RFC 4180): a header row, then one row per entry, oldest first.
+/// A cell that starts with `=`, `+`, `-`, `@`, a tab or CR gets a leading `'` so a spreadsheet
+/// does not read it as a formula. The export is audited (`audit.export`) before any row is sent.
+#[utoipa::path(get, path = "/api/v1/audit/export.csv", security(("bearer" = [])), params(AuditQuery),
+    responses((status = 200, content_type = "text/csv", body = String), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn export_audit_csv(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    QueryParams(q): QueryParams<AuditQuery>,
+) -> Result<Response, Error> {
+    let rows = state.app.audit().export_audit_csv(&who, &q).await?;
+    let body = axum::body::Body::from_stream(futures::stream::unfold(rows, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    Ok((
+        [
+            ("content-type", "text/csv; charset=utf-8"),
+            (
+                "content-disposition",
+                "attachment; filename=\"cofre-audit.csv\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/audit/verify", security(("bearer" = [])), responses((status = 200, body = AuditVerifyResponse)))]

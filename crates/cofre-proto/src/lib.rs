@@ -150,6 +150,7 @@ pub enum ErrorCode {
     ShareWrongKeyring,
     SharesDoNotOpen,
     SnapshotRunning,
+    StaleVersion,
     TargetDisabled,
     TotpInvalid,
     TotpNotEnrolled,
@@ -238,6 +239,7 @@ impl ErrorCode {
         ErrorCode::ShareWrongKeyring,
         ErrorCode::SharesDoNotOpen,
         ErrorCode::SnapshotRunning,
+        ErrorCode::StaleVersion,
         ErrorCode::TargetDisabled,
         ErrorCode::TotpInvalid,
         ErrorCode::TotpNotEnrolled,
@@ -325,6 +327,7 @@ impl ErrorCode {
             ErrorCode::ShareWrongKeyring => "share_wrong_keyring",
             ErrorCode::SharesDoNotOpen => "shares_do_not_open",
             ErrorCode::SnapshotRunning => "snapshot_running",
+            ErrorCode::StaleVersion => "stale_version",
             ErrorCode::TargetDisabled => "target_disabled",
             ErrorCode::TotpInvalid => "totp_invalid",
             ErrorCode::TotpNotEnrolled => "totp_not_enrolled",
@@ -644,8 +647,23 @@ pub struct PolicyInfo {
     pub allow: Vec<String>,
     pub outcome: String,
     pub created_at: String,
+    /// What the policy says now, as a short hash of its stored form: an edit
+    /// (`PUT /api/v1/policies/{name}?version=...`) names the version it was made from, and one
+    /// made from an older version is refused (409 `stale_version`).
+    #[serde(default)]
+    pub version: String,
     #[serde(flatten)]
     pub limits: PolicyLimits,
+}
+
+/// `PUT /api/v1/policies/{name}`: the version the edit was made from (required).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PolicyVersionQuery {
+    /// The policy's `version` as read (`policy list`, `GET /api/v1/policies/{name}`).
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// A policy's limits and approval terms; every part is optional. Stored as this JSON too.
@@ -836,7 +854,8 @@ pub struct SessionInfo {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SessionQuery {
-    /// Only sessions that are still running.
+    /// Only sessions that are still running. An approver (who may not list sessions) is
+    /// answered, with `live=true`, exactly the live moderated sessions it may moderate.
     #[serde(default)]
     pub live: Option<bool>,
     pub limit: Option<u32>,

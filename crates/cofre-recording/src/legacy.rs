@@ -102,7 +102,7 @@ pub fn verify(path: &Path, key: &DataKey, session_id: &str) -> Result<Scan, Reco
                 scan.problem = Some(Problem::Torn { frame, bytes });
                 return Ok(scan);
             }
-            FrameRead::TooLong => {
+            FrameRead::TooLong(_) => {
                 scan.problem = Some(Problem::NotAuthentic { frame });
                 return Ok(scan);
             }

@@ -21,11 +21,14 @@
 //! their position only) are still read by [`legacy`]: they export as before, and verify as far as
 //! that format allows.
 //!
+//! The framing, sealing and compression of frames is [`codec`], which snapshots use too.
+//!
 //! The crate does file work on the calling thread; callers on an async runtime use the
 //! [`recorder::Recorder`] (its sealing runs on a pool of threads shared by all sessions) or
 //! `spawn_blocking`.
 
 pub mod asciicast;
+pub mod codec;
 pub mod event;
 pub mod legacy;
 pub mod reader;
@@ -85,6 +88,3 @@ fn next_link(link: &[u8; 32], sealed: &[u8]) -> [u8; 32] {
     h.update(sealed);
     h.finalize().into()
 }
-
-const CODEC_STORED: u8 = 0;
-const CODEC_ZSTD: u8 = 1;

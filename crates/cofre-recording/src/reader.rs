@@ -2,15 +2,17 @@
 //! length), for the export and for verification.
 
 use crate::asciicast::Cast;
+pub(crate) use crate::codec::FrameRead;
+use crate::codec::{self, Plain};
 use crate::event::{self, Event, Kind};
 use crate::legacy::{self, LegacyReader};
-use crate::{first_link, frame_aad, next_link, RecordingError, CODEC_STORED, CODEC_ZSTD, MAGIC};
+use crate::{first_link, frame_aad, next_link, RecordingError, MAGIC};
 use cofre_crypto::datakey::DataKey;
 use std::io::Read;
 use std::path::Path;
 
 /// Larger frame plaintexts are not decompressed (the writer's are a few MiB at most).
-const MAX_PLAIN: u64 = 64 * 1024 * 1024;
+const MAX_PLAIN: usize = 64 * 1024 * 1024;
 
 /// Which bytes a raw export gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,51 +96,16 @@ pub struct Scan {
     pub problem: Option<Problem>,
 }
 
-/// One `[u32 length][body]` frame read, or why not.
-pub(crate) enum FrameRead {
-    Frame,
-    End,
-    Torn(u64),
-    TooLong,
-}
-
-/// Reads the next frame's body into `body`.
+/// Reads the next frame's sealed bytes into `body`.
 pub(crate) fn read_one_frame(
     file: &mut impl Read,
     body: &mut Vec<u8>,
 ) -> Result<FrameRead, RecordingError> {
-    let mut len = [0u8; 4];
-    let got = read_up_to(file, &mut len)?;
-    if got == 0 {
-        return Ok(FrameRead::End);
-    }
-    if got < 4 {
-        return Ok(FrameRead::Torn(got as u64));
-    }
-    let len = u32::from_be_bytes(len);
-    if len > crate::MAX_FRAME {
-        return Ok(FrameRead::TooLong);
-    }
-    body.resize(len as usize, 0);
-    let got = read_up_to(file, body)?;
-    if got < body.len() {
-        return Ok(FrameRead::Torn(4 + got as u64));
-    }
-    Ok(FrameRead::Frame)
+    Ok(codec::read_frame(file, body, crate::MAX_FRAME)?)
 }
 
-/// Reads until `buf` is full or the file ends; how much was read.
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, RecordingError> {
-    let mut at = 0;
-    while at < buf.len() {
-        match r.read(&mut buf[at..]) {
-            Ok(0) => break,
-            Ok(n) => at += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(at)
+    Ok(codec::read_up_to(r, buf)?)
 }
 
 /// A format-2 recording's frames, decrypted and checked against the chain, one at a time.
@@ -153,7 +120,7 @@ struct Frames {
 
 /// The next frame's events, or how the frames ended.
 enum Next {
-    Events(Vec<u8>),
+    Events(Plain),
     End,
     Problem(Problem),
 }
@@ -164,25 +131,16 @@ impl Frames {
         match read_one_frame(&mut self.file, &mut self.body)? {
             FrameRead::End => return Ok(Next::End),
             FrameRead::Torn(bytes) => return Ok(Next::Problem(Problem::Torn { frame, bytes })),
-            FrameRead::TooLong => return Ok(Next::Problem(Problem::NotAuthentic { frame })),
+            FrameRead::TooLong(_) => return Ok(Next::Problem(Problem::NotAuthentic { frame })),
             FrameRead::Frame => {}
         }
         let aad = frame_aad(&self.session_id, frame, &self.link);
-        let Ok(plain) = self.key.decrypt(&self.body, &aad) else {
-            return Ok(Next::Problem(Problem::NotAuthentic { frame }));
-        };
-        let events = match plain.split_first() {
-            Some((&CODEC_STORED, events)) => events.to_vec(),
-            Some((&CODEC_ZSTD, packed)) => {
-                let mut out = Vec::new();
-                let decoded = zstd::stream::read::Decoder::new(packed)
-                    .and_then(|d| d.take(MAX_PLAIN + 1).read_to_end(&mut out));
-                if decoded.is_err() || out.len() as u64 > MAX_PLAIN {
-                    return Ok(Next::Problem(Problem::BadEvents { frame }));
-                }
-                out
+        let events = match codec::open(&self.key, &aad, &self.body, MAX_PLAIN) {
+            Ok(plain) => plain,
+            Err(codec::OpenError::NotAuthentic) => {
+                return Ok(Next::Problem(Problem::NotAuthentic { frame }))
             }
-            _ => return Ok(Next::Problem(Problem::BadEvents { frame })),
+            Err(_) => return Ok(Next::Problem(Problem::BadEvents { frame })),
         };
         self.link = next_link(&self.link, &self.body);
         self.index += 1;
@@ -249,8 +207,8 @@ pub fn export(
             Next::End | Next::Problem(Problem::Torn { .. }) => return Ok(()),
             Next::Problem(p) => return Err(RecordingError::Corrupt(p.frame())),
         };
-        let mut out = Vec::with_capacity(events.len() + events.len() / 8);
-        for e in event::decode(&events) {
+        let mut out = Vec::with_capacity(events.payload().len() + events.payload().len() / 8);
+        for e in event::decode(events.payload()) {
             let Ok(e) = e else {
                 return Err(RecordingError::Corrupt(frames.index - 1));
             };
@@ -304,7 +262,7 @@ pub fn verify(path: &Path, key: &DataKey, session_id: &str) -> Result<Scan, Reco
             break;
         }
         let mut bad = false;
-        for e in event::decode(&events) {
+        for e in event::decode(events.payload()) {
             match e {
                 Ok(Event { kind, data, .. }) => match kind {
                     Kind::Output => scan.output_bytes += data.len() as u64,

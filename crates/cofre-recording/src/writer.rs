@@ -2,8 +2,9 @@
 //! compresses, seals, chains and appends it (the costly part, which the [`crate::Recorder`] runs
 //! on its pool). [`Writer`] is both together, for callers that write on their own thread.
 
+use crate::codec::{self, Compressor};
 use crate::event::{self, Kind};
-use crate::{first_link, frame_aad, next_link, RecordingError, CODEC_STORED, CODEC_ZSTD, MAGIC};
+use crate::{first_link, frame_aad, next_link, RecordingError, MAGIC};
 use cofre_crypto::datakey::DataKey;
 use std::cell::RefCell;
 use std::io::Write;
@@ -35,7 +36,7 @@ impl Frame {
 
     pub fn push(&mut self, kind: Kind, data: &[u8]) {
         if self.buf.is_empty() {
-            self.buf.push(CODEC_STORED);
+            self.buf.push(codec::STORED);
         }
         let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         event::encode(&mut self.buf, kind, micros, data);
@@ -88,30 +89,25 @@ pub struct Sink {
 
 thread_local! {
     /// Each sealing thread's compressor: its context is reused, not rebuilt for every frame.
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static COMPRESSOR: RefCell<Option<Compressor>> = const { RefCell::new(None) };
 }
 
-/// How much of a frame is compressed first to judge it: random output never compresses, and zstd
-/// over a whole incompressible frame costs more than sealing it.
+/// How much of a frame is compressed first to judge it (see [`Compressor`]).
 const SAMPLE: usize = 16 * 1024;
 
-/// `events` compressed, when that is worth it; None to store them as they are.
-fn compress(events: &[u8]) -> Result<Option<Vec<u8>>, RecordingError> {
+/// Seals a frame with this thread's compressor.
+fn seal_frame(key: &DataKey, aad: &[u8], plain: &mut [u8]) -> Result<Vec<u8>, RecordingError> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let compressor = match &mut *slot {
             Some(c) => c,
             // Level 1: recordings are written while the session runs; speed over ratio.
-            None => slot.insert(zstd::bulk::Compressor::new(1)?),
+            None => slot.insert(Compressor::new(1, SAMPLE)?),
         };
-        if events.len() > SAMPLE {
-            let sample = compressor.compress(&events[..SAMPLE])?;
-            if sample.len() * 10 > SAMPLE * 9 {
-                return Ok(None);
-            }
-        }
-        let packed = compressor.compress(events)?;
-        Ok((packed.len() < events.len()).then_some(packed))
+        codec::seal(key, aad, Some(compressor), plain).map_err(|e| match e {
+            codec::SealError::Compress(e) => RecordingError::Io(e),
+            codec::SealError::Encrypt | codec::SealError::TooLarge => RecordingError::Encrypt,
+        })
     })
 }
 
@@ -150,22 +146,8 @@ impl Sink {
             return Ok(plain);
         }
         let aad = frame_aad(&self.session_id, self.frames, &self.link);
-        let sealed = match compress(&plain[1..])? {
-            Some(mut packed) => {
-                packed.insert(0, CODEC_ZSTD);
-                self.key.encrypt(&packed, &aad)
-            }
-            None => {
-                plain[0] = CODEC_STORED;
-                self.key.encrypt(&plain, &aad)
-            }
-        }
-        .map_err(|_| RecordingError::Encrypt)?;
-        let len = u32::try_from(sealed.len()).map_err(|_| RecordingError::Encrypt)?;
-        let written = self
-            .file
-            .write_all(&len.to_be_bytes())
-            .and_then(|()| self.file.write_all(&sealed));
+        let sealed = seal_frame(&self.key, &aad, &mut plain)?;
+        let written = codec::write_frame(&mut self.file, &sealed);
         if let Err(e) = written {
             // Cut a partly written frame off again, and write nothing more: a frame after torn
             // bytes could never be read.

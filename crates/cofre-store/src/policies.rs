@@ -88,6 +88,35 @@ impl WriteTx {
         Ok(())
     }
 
+    /// The policy as this transaction sees it (the edit's check of the version it was made from).
+    pub async fn policy_by_name(&mut self, name: &str) -> Result<Option<PolicyRow>> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM policies WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(policy_from_row).transpose()
+    }
+
+    /// Replaces what a policy says (its name and creation stay); whether it existed.
+    pub async fn update_policy(&mut self, p: &PolicyRow) -> Result<bool> {
+        let enc = |v: &Vec<String>| {
+            serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("policy: {e}")))
+        };
+        let done = sqlx::query(
+            "UPDATE policies SET group_name = $2, targets = $3, access = $4, outcome = $5, limits = $6 \
+             WHERE name = $1",
+        )
+        .bind(&p.name)
+        .bind(&p.group)
+        .bind(enc(&p.targets)?)
+        .bind(enc(&p.access)?)
+        .bind(&p.outcome)
+        .bind(&p.limits)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Returns whether a policy was removed.
     pub async fn delete_policy(&mut self, name: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM policies WHERE name = $1")
@@ -107,6 +136,15 @@ pub(crate) async fn all_policies(conn: &mut sqlx::AnyConnection) -> Result<Vec<P
 }
 
 impl Store {
+    pub async fn policy_by_name(&self, name: &str) -> Result<Option<PolicyRow>> {
+        let mut c = self.read().await?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM policies WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&mut *c)
+            .await?;
+        row.as_ref().map(policy_from_row).transpose()
+    }
+
     pub async fn all_policies(&self) -> Result<Vec<PolicyRow>> {
         let mut c = self.read().await?;
         all_policies(&mut c).await

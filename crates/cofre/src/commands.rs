@@ -266,6 +266,58 @@ pub(crate) enum PolicyCmd {
         #[arg(long)]
         moderated: bool,
     },
+    /// Change a policy: the flags given replace those options, the others keep their value. An
+    /// empty value clears an optional one (`--hours ''`, `--from ''` for anywhere); `--no-emergency`
+    /// and `--no-moderated` turn those off. Made from the version read just before, so an edit by
+    /// someone else in between is refused (exit 1, `stale_version`) rather than overwritten. Held
+    /// for a second admin when it widens access (old against new); a narrowing applies at once.
+    Edit {
+        name: String,
+        #[arg(long)]
+        group: Option<String>,
+        /// Comma-separated selectors: `*`, `tag:TAG` or target names.
+        #[arg(long, value_delimiter = ',')]
+        targets: Option<Vec<String>>,
+        /// Comma-separated: session, reveal.
+        #[arg(long, value_delimiter = ',')]
+        allow: Option<Vec<String>>,
+        /// allow, justify or approve.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// For approve: levels in order, GROUP:N each, e.g. "leads:1,security:1".
+        #[arg(long)]
+        levels: Option<String>,
+        /// Longest grant, e.g. 4h ('' for none).
+        #[arg(long)]
+        max_duration: Option<String>,
+        /// Hours of the day it applies, e.g. 08:00-20:00 ('' for any).
+        #[arg(long)]
+        hours: Option<String>,
+        /// Days of the week it applies, e.g. mon-fri ('' for any).
+        #[arg(long)]
+        days: Option<String>,
+        /// First day it applies, YYYY-MM-DD ('' for none).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Last day it applies, YYYY-MM-DD ('' for none).
+        #[arg(long, value_name = "DATE")]
+        until: Option<String>,
+        /// Comma-separated source networks it applies from ('' for anywhere).
+        #[arg(long, value_delimiter = ',', value_name = "CIDR,...")]
+        from: Option<Vec<String>>,
+        /// Allow emergency access (approve policies).
+        #[arg(long)]
+        emergency: bool,
+        /// No emergency access.
+        #[arg(long, conflicts_with = "emergency")]
+        no_emergency: bool,
+        /// Sessions wait for a moderator.
+        #[arg(long)]
+        moderated: bool,
+        /// Sessions no longer wait for a moderator.
+        #[arg(long, conflicts_with = "moderated")]
+        no_moderated: bool,
+    },
     /// Every policy with its outcome and limits.
     List,
     /// Remove a policy (held for a second admin when it could have restricted another).
@@ -281,10 +333,30 @@ pub(crate) enum AuditCmd {
         #[arg(long)]
         recordings: bool,
     },
-    /// Print every entry.
+    /// Every entry that meets the conditions (all, without any): JSON lines, or CSV (RFC 4180,
+    /// streamed by the server; a cell starting with = + - @, a tab or CR gets a leading `'` so
+    /// a spreadsheet does not run it). Audited `audit.export`.
     Export {
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
         format: ExportFormat,
+        /// Write to FILE (whole or not at all) instead of standard output.
+        #[arg(short = 'o', long = "file", value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
+        /// Who acted (exactly; a trailing `*` matches a prefix).
+        #[arg(long)]
+        actor: Option<String>,
+        /// The action, e.g. `credential.reveal`, or `auth.*` for a prefix.
+        #[arg(long)]
+        action: Option<String>,
+        /// What it acted on (exactly; a trailing `*` matches a prefix).
+        #[arg(long)]
+        object: Option<String>,
+        /// Entries at or after this time (RFC 3339, or YYYY-MM-DD for midnight UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Entries before this time (RFC 3339, or YYYY-MM-DD for midnight UTC).
+        #[arg(long)]
+        until: Option<String>,
     },
     /// The latest entries, searched on the server by actor, action, object and time.
     List {
@@ -311,6 +383,7 @@ pub(crate) enum AuditCmd {
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub(crate) enum ExportFormat {
     Jsonl,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -1168,6 +1241,70 @@ async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<ExitCode> {
                 }
             })?;
         }
+        PolicyCmd::Edit {
+            name,
+            group,
+            targets,
+            allow,
+            outcome,
+            levels,
+            max_duration,
+            hours,
+            days,
+            since,
+            until,
+            from,
+            emergency,
+            no_emergency,
+            moderated,
+            no_moderated,
+        } => {
+            let path = format!("/api/v1/policies/{}", path_segment(&name));
+            let now: PolicyInfo = ctx.client.get(&path).await?;
+            let l = now.limits;
+            // Given: replaces; given empty: clears; not given: keeps.
+            let opt = |given: Option<String>, current: Option<String>| match given {
+                Some(v) if v.trim().is_empty() => None,
+                Some(v) => Some(v),
+                None => current,
+            };
+            let items = |v: Vec<String>| -> Vec<String> {
+                v.into_iter().filter(|s| !s.trim().is_empty()).collect()
+            };
+            let req = CreatePolicyRequest {
+                name: now.name,
+                group: group.unwrap_or(now.group),
+                targets: targets.map(items).unwrap_or(now.targets),
+                allow: allow.map(items).unwrap_or(now.allow),
+                outcome: outcome.unwrap_or(now.outcome),
+                levels: opt(levels, l.levels),
+                max_duration: opt(max_duration, l.max_duration),
+                hours: opt(hours, l.hours),
+                days: opt(days, l.days),
+                from: opt(since, l.from),
+                until: opt(until, l.until),
+                emergency: (l.emergency || emergency) && !no_emergency,
+                moderated: (l.moderated || moderated) && !no_moderated,
+                networks: from.map(items).unwrap_or(l.networks.unwrap_or_default()),
+            };
+            let p: PolicyInfo = match ctx
+                .propose(
+                    reqwest::Method::PUT,
+                    &format!("{path}?version={}", path_segment(&now.version)),
+                    Some(&req),
+                )
+                .await?
+            {
+                Maybe::Done(p) => p,
+                Maybe::Held(h) => {
+                    ctx.print_held(&h)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
+            ctx.print(&p, |p| {
+                outln!("changed policy {} (version {})", p.name, p.version)
+            })?;
+        }
         PolicyCmd::Remove { name } => {
             let held = ctx
                 .propose::<OkResponse>(
@@ -1233,24 +1370,79 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<ExitCode> {
             })
         }
         AuditCmd::Export {
-            format: ExportFormat::Jsonl,
+            format,
+            file: output,
+            actor,
+            action,
+            object,
+            since,
+            until,
         } => {
-            // Page by page, printing as it goes, so a long trail streams in constant memory.
-            let mut cursor: Option<String> = None;
-            loop {
-                let url = match &cursor {
-                    Some(c) => format!("/api/v1/audit?limit=1000&cursor={c}"),
-                    None => "/api/v1/audit?limit=1000".to_owned(),
-                };
-                let page: Page<AuditEntryInfo> = ctx.client.get(&url).await?;
-                for e in &page.items {
-                    outln!("{}", serde_json::to_string(e)?);
+            let conditions: String = [
+                ("actor", actor),
+                ("action", action),
+                ("object", object),
+                ("since", since),
+                ("until", until),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| format!("&{k}={}", path_segment(&v))))
+            .collect();
+            // Into a temporary file beside FILE, renamed once complete: a broken transfer
+            // leaves no partial export behind.
+            let mut tmp = match &output {
+                Some(file) => {
+                    let dir = file
+                        .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
+                        .unwrap_or(std::path::Path::new("."));
+                    Some(
+                        tempfile::NamedTempFile::new_in(dir)
+                            .with_context(|| format!("-o {}", file.display()))?,
+                    )
                 }
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => return Ok(ExitCode::SUCCESS),
+                None => None,
+            };
+            let mut stdout = std::io::stdout().lock();
+            let out: &mut dyn std::io::Write = match tmp.as_mut() {
+                Some(t) => t.as_file_mut(),
+                None => &mut stdout,
+            };
+            match format {
+                ExportFormat::Csv => {
+                    let path = format!(
+                        "/api/v1/audit/export.csv?{}",
+                        conditions.trim_start_matches('&')
+                    );
+                    ctx.client.get_to(&path, out).await?;
+                }
+                ExportFormat::Jsonl => {
+                    // Page by page, writing as it goes, so a long trail streams in constant memory.
+                    let mut cursor: Option<String> = None;
+                    loop {
+                        let url = match &cursor {
+                            Some(c) => format!("/api/v1/audit?limit=1000&cursor={c}{conditions}"),
+                            None => format!("/api/v1/audit?limit=1000{conditions}"),
+                        };
+                        let page: Page<AuditEntryInfo> = ctx.client.get(&url).await?;
+                        for e in &page.items {
+                            writeln!(out, "{}", serde_json::to_string(e)?)?;
+                        }
+                        match page.next_cursor {
+                            Some(c) => cursor = Some(c),
+                            None => break,
+                        }
+                    }
                 }
             }
+            out.flush()?;
+            if let (Some(tmp), Some(file)) = (tmp, &output) {
+                tmp.as_file().sync_all()?;
+                tmp.persist(file)
+                    .with_context(|| format!("-o {}", file.display()))?;
+                eprintln!("wrote {}", file.display());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         AuditCmd::List {
             limit,

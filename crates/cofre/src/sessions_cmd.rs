@@ -35,7 +35,8 @@ pub(crate) enum KeyCmd {
 pub(crate) enum SessionCmd {
     /// Gateway sessions, newest first: who, where, since when, from which address.
     List {
-        /// Only sessions still running.
+        /// Only sessions still running. An approver lists only these: the live moderated
+        /// sessions of its groups, which it may watch as their moderator.
         #[arg(long)]
         live: bool,
     },

@@ -15,6 +15,20 @@ use cofre_proto::{
 use cofre_store::audit::{AuditFilter, AuditHead, Match};
 
 const VERIFY_BATCH: i64 = 2000;
+/// Entries read per page while the trail is exported as CSV.
+const EXPORT_BATCH: i64 = 1000;
+/// The columns of the CSV export, in order.
+pub const CSV_COLUMNS: [&str; 9] = [
+    "seq",
+    "ts",
+    "actor",
+    "action",
+    "object",
+    "outcome",
+    "details",
+    "prev_hash",
+    "hash",
+];
 /// Sessions read per page while their recordings are checked.
 const RECORDINGS_BATCH: i64 = 500;
 
@@ -69,6 +83,88 @@ impl Audit<'_> {
                 hash: r.hash,
             },
         ))
+    }
+
+    /// The entries that meet `q`'s conditions (its `limit` and `cursor` are not used), oldest
+    /// first, as CSV (RFC 4180, CRLF, a header row; see [`csv_cell`]). The export is itself
+    /// audited (`audit.export` with the conditions) before any row is read, and refused if that
+    /// entry cannot be written. Rows are read a page at a time by a task that sends them through a
+    /// bounded queue, so neither the trail nor a slow client's backlog sits in memory; the export
+    /// ends at the head as it was once its own entry was written. A read that fails later ends
+    /// the stream with an error (a broken transfer, never a silently short file).
+    pub async fn export_audit_csv(
+        &self,
+        who: &Principal,
+        q: &AuditQuery,
+    ) -> Result<tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>> {
+        who.require(Action::ReadAudit)?;
+        let filter = audit_filter(q)?;
+        let mut entry =
+            NewAuditEntry::new(&who.username, "audit.export", "audit").detail("format", "csv");
+        for (k, v) in [
+            ("actor", &q.actor),
+            ("action", &q.action),
+            ("object", &q.object),
+            ("since", &q.since),
+            ("until", &q.until),
+        ] {
+            if let Some(v) = v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                entry = entry.detail(k, v);
+            }
+        }
+        self.record(entry).await?;
+        let head = self.store.audit_head_signed().await?.seq;
+        let store = self.store.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let header = csv_row(CSV_COLUMNS.iter().map(|c| (*c).to_owned()));
+            if tx.send(Ok(bytes::Bytes::from(header))).await.is_err() {
+                return;
+            }
+            let mut after = 0;
+            loop {
+                let batch = match store.audit_search(&filter, after, EXPORT_BATCH).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the audit trail stopped being readable during a CSV export");
+                        let _ = tx
+                            .send(Err(std::io::Error::other(
+                                "the audit trail could not be read",
+                            )))
+                            .await;
+                        return;
+                    }
+                };
+                let full = batch.len() as i64 == EXPORT_BATCH;
+                let mut chunk = String::new();
+                let mut past_head = false;
+                for r in batch {
+                    if r.seq > head {
+                        past_head = true;
+                        break;
+                    }
+                    after = r.seq;
+                    chunk.push_str(&csv_row([
+                        r.seq.to_string(),
+                        r.ts,
+                        r.actor,
+                        r.action,
+                        r.object,
+                        r.outcome,
+                        r.details.to_string(),
+                        r.prev_hash,
+                        r.hash,
+                    ]));
+                }
+                if !chunk.is_empty() && tx.send(Ok(bytes::Bytes::from(chunk))).await.is_err() {
+                    return;
+                }
+                if !full || past_head {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
 
     /// Walks the whole chain in batches and names the first entry that cannot be trusted; then
@@ -335,5 +431,56 @@ mod search_tests {
             let e = audit_filter(&q).unwrap_err();
             assert_eq!(e.field.as_deref(), Some("since"), "{bad}");
         }
+    }
+}
+
+/// One CSV cell (RFC 4180): quoted when it holds a comma, a quote, CR or LF, quotes doubled.
+/// A cell that a spreadsheet would read as a formula (starting with `=`, `+`, `-`, `@`, a tab or
+/// CR) gets a leading apostrophe first, so opening the export never runs what an actor typed.
+pub fn csv_cell(value: &str) -> String {
+    let neutral = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
+    if neutral.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", neutral.replace('"', "\"\""))
+    } else {
+        neutral
+    }
+}
+
+fn csv_row(cells: impl IntoIterator<Item = String>) -> String {
+    let mut line = cells
+        .into_iter()
+        .map(|c| csv_cell(&c))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push_str("\r\n");
+    line
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::*;
+
+    #[test]
+    fn cells_are_quoted_and_formulas_neutralised() {
+        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("two\nlines"), "\"two\nlines\"");
+        assert_eq!(csv_cell("=1+1"), "'=1+1");
+        assert_eq!(csv_cell("+1"), "'+1");
+        assert_eq!(csv_cell("-1"), "'-1");
+        assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_cell("\tx"), "'\tx");
+        assert_eq!(csv_cell("\rx"), "\"'\rx\"");
+        assert_eq!(
+            csv_cell("=HYPERLINK(\"x\",\"y\")"),
+            "\"'=HYPERLINK(\"\"x\"\",\"\"y\"\")\""
+        );
+        assert_eq!(csv_cell(""), "");
+        assert_eq!(csv_row(["a".to_owned(), "b,c".to_owned()]), "a,\"b,c\"\r\n");
     }
 }

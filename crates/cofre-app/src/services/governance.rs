@@ -8,7 +8,7 @@
 use super::accounts::{check_email, hash_password, parse_role, user_info};
 use super::network::network_change;
 use super::sessions::ssh_key_fingerprint;
-use super::vault::{policy_from_row, policy_info};
+use super::vault::{policy_from_row, policy_info, policy_version};
 use super::{page_limit, App, Principal};
 use super::{Accounts, Approvals};
 use crate::error::ErrorCode;
@@ -17,8 +17,8 @@ use cofre_core::approval::{Event, Refusal, State, Verdict};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::governance::{
     change_decider_groups, change_request, counts_for, gate, group_is_named, policy_add_widens,
-    policy_remove_widens, role_change_widens, user_create_widens, user_enable_widens,
-    AccountChange, DualControl, Gate,
+    policy_edit_widens, policy_remove_widens, role_change_widens, user_create_widens,
+    user_enable_widens, AccountChange, DualControl, Gate,
 };
 use cofre_core::names::check_identifier;
 use cofre_core::policy::Policy;
@@ -42,6 +42,12 @@ use zeroize::Zeroizing;
 pub enum Change {
     #[serde(rename = "policy.create")]
     PolicyCreate { policy: CreatePolicyRequest },
+    /// Every option of the policy `policy.name`, replacing what it says, made from `version`.
+    #[serde(rename = "policy.update")]
+    PolicyUpdate {
+        policy: CreatePolicyRequest,
+        version: String,
+    },
     #[serde(rename = "policy.delete")]
     PolicyDelete { name: String },
     #[serde(rename = "group.add_member")]
@@ -80,6 +86,7 @@ impl Change {
         match self {
             Change::PolicyCreate { .. } => "policy.create",
             Change::PolicyDelete { .. } => "policy.delete",
+            Change::PolicyUpdate { .. } => "policy.update",
             Change::AddMember { .. } => "group.add_member",
             Change::UserCreate { .. } => "user.create",
             Change::SetRole { .. } => "user.set_role",
@@ -142,6 +149,68 @@ enum Prepared {
     Nothing,
 }
 
+/// 409 `stale_version` unless `current` is still at `version`.
+fn check_policy_version(current: &PolicyRow, version: &str) -> Result<()> {
+    let now = policy_version(current);
+    if now == version {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Conflict,
+        ErrorCode::StaleVersion,
+        format!(
+            "policy {} changed since version {version} was read (it is at {now} now): read it again and redo the edit",
+            current.name
+        ),
+    )
+    .with_field("version"))
+}
+
+/// What a policy says, as the audit trail keeps it (`before` and `after` of an edit).
+fn policy_json(p: &PolicyRow) -> serde_json::Value {
+    serde_json::json!({
+        "group": p.group,
+        "targets": p.targets,
+        "allow": p.access,
+        "outcome": p.outcome,
+        "limits": serde_json::from_str::<serde_json::Value>(&p.limits).unwrap_or_default(),
+    })
+}
+
+/// The fields an edit changes, `field old -> new` each, for the change request's diff.
+fn policy_diff(old: &PolicyRow, new: &PolicyRow) -> String {
+    let flat = |p: &PolicyRow| {
+        let mut m = serde_json::Map::new();
+        m.insert("group".into(), p.group.clone().into());
+        m.insert("targets".into(), p.targets.join(",").into());
+        m.insert("allow".into(), p.access.join(",").into());
+        m.insert("outcome".into(), p.outcome.clone().into());
+        if let Ok(serde_json::Value::Object(l)) = serde_json::from_str(&p.limits) {
+            m.extend(l);
+        }
+        m
+    };
+    let (a, b) = (flat(old), flat(new));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let show = |v: Option<&serde_json::Value>| match v {
+        None => "(none)".to_owned(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    };
+    let changes: Vec<String> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k} {} -> {}", show(a.get(k)), show(b.get(k))))
+        .collect();
+    if changes.is_empty() {
+        "no change".to_owned()
+    } else {
+        changes.join("; ")
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> Error {
     Error::internal("reading a change request", e)
 }
@@ -186,7 +255,7 @@ impl App {
     /// Validates a change and does the slow part (hashing a new password) before any lock.
     async fn prepare(&self, change: &Change) -> Result<Prepared> {
         Ok(match change {
-            Change::PolicyCreate { policy } => {
+            Change::PolicyCreate { policy } | Change::PolicyUpdate { policy, .. } => {
                 Prepared::Policy(self.vault().prepare_policy(policy).await?)
             }
             Change::PolicyDelete { name } => {
@@ -273,6 +342,27 @@ impl App {
                     diff.push_str(&format!(", limits {}", row.limits));
                 }
                 (policy_add_widens(&policies, &parsed), diff)
+            }
+            Change::PolicyUpdate { policy, version } => {
+                let current = self
+                    .store
+                    .policy_by_name(&policy.name)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("policy {}", policy.name)))?;
+                check_policy_version(&current, version)?;
+                let row = self.vault().prepare_policy(policy).await?;
+                let (Some(old), Some(new)) = (policy_from_row(&current), policy_from_row(&row))
+                else {
+                    return Err(Error::internal("judging a policy edit", "does not parse"));
+                };
+                let others: Vec<Policy> =
+                    policies.into_iter().filter(|p| p.name != old.name).collect();
+                let diff = format!(
+                    "~ policy {}: {}",
+                    row.name,
+                    policy_diff(&current, &row)
+                );
+                (policy_edit_widens(&others, &old, &new), diff)
             }
             Change::PolicyDelete { name } => {
                 let removed = policies
@@ -542,6 +632,32 @@ impl App {
                                 .unwrap_or_default(),
                         );
                 (entry, Output::Policy(policy_info(row)))
+            }
+            (Change::PolicyUpdate { version, .. }, Prepared::Policy(row)) => {
+                // Read again inside the write: an edit approved after another one landed was
+                // made from a version that is gone.
+                let before = tx
+                    .policy_by_name(&row.name)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("policy {}", row.name)))?;
+                check_policy_version(&before, version)?;
+                if tx.group_id(&row.group).await?.is_none() {
+                    return Err(Error::invalid(
+                        "group",
+                        format!("group: {} does not exist", row.group),
+                    ));
+                }
+                let after = PolicyRow {
+                    created_at: before.created_at.clone(),
+                    ..row
+                };
+                tx.update_policy(&after).await?;
+                let entry =
+                    NewAuditEntry::new(actor, "policy.update", format!("policy:{}", after.name))
+                        .detail("before", policy_json(&before))
+                        .detail("after", policy_json(&after))
+                        .detail("version", policy_version(&after));
+                (entry, Output::Policy(policy_info(after)))
             }
             (Change::PolicyDelete { name }, _) => {
                 if !tx.delete_policy(name).await? {

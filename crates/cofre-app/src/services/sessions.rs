@@ -695,6 +695,16 @@ impl Sessions<'_> {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<Page<SessionInfo>> {
+        // An approver may list nothing but may moderate some live sessions: asked for the live
+        // ones, it gets exactly those it could watch (`watch_session`'s rule), and no others.
+        if live_only
+            && who.role() == Role::Approver
+            && who.require(Action::ListSessions).is_err()
+            && who.require(Action::WatchSessions).is_ok()
+        {
+            page_limit(limit)?;
+            return self.moderated_sessions_for(who).await;
+        }
         who.require(Action::ListSessions)?;
         let limit = page_limit(limit)?;
         let before =
@@ -724,6 +734,34 @@ impl Sessions<'_> {
                 })
                 .collect(),
             next_cursor,
+        })
+    }
+
+    /// The live moderated sessions (on this node, where a watch can reach them) whose user
+    /// shares one of `who`'s groups, newest first, on one page.
+    async fn moderated_sessions_for(&self, who: &Principal) -> Result<Page<SessionInfo>> {
+        let mine = self
+            .live
+            .matching(|owner| owner.groups.iter().any(|g| who.groups().contains(g)));
+        let mut items = Vec::new();
+        for (id, _) in mine {
+            let Some((control, _)) = self.live.control(&id) else {
+                continue;
+            };
+            if !control.moderated() {
+                continue;
+            }
+            if let Some(row) = self.store.session(&id).await? {
+                let info = session_info(row, Some(control.as_ref()));
+                if info.live {
+                    items.push(info);
+                }
+            }
+        }
+        items.sort_by(|a, b| (&b.started_at, &b.id).cmp(&(&a.started_at, &a.id)));
+        Ok(Page {
+            items,
+            next_cursor: None,
         })
     }
 

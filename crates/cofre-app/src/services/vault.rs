@@ -49,8 +49,19 @@ fn credential_info(c: CredentialRow) -> CredentialInfo {
     }
 }
 
+/// A short hash of what a policy says (not its name or creation), so an edit made from an older
+/// read can be told from one made from the current one without a counter in the schema. The same
+/// content gives the same version: an edit from a form of identical content loses nothing.
+pub(crate) fn policy_version(p: &PolicyRow) -> String {
+    use sha2::Digest;
+    let canonical = serde_json::json!([p.group, p.targets, p.access, p.outcome, p.limits]);
+    let digest = sha2::Sha256::digest(canonical.to_string().as_bytes());
+    hex::encode(&digest[..8])
+}
+
 pub(crate) fn policy_info(p: PolicyRow) -> PolicyInfo {
     PolicyInfo {
+        version: policy_version(&p),
         limits: serde_json::from_str(&p.limits).unwrap_or_default(),
         name: p.name,
         group: p.group,
@@ -624,6 +635,59 @@ impl Vault<'_> {
             .map(|o| match o {
                 Output::Policy(p) => Ok(p),
                 _ => Err(Error::internal("creating a policy", "unexpected output")),
+            })
+    }
+
+    /// One policy as it stands, with the version an edit must name.
+    pub async fn get_policy(&self, who: &Principal, name: &str) -> Result<PolicyInfo> {
+        who.require(Action::ViewPolicies)?;
+        check_identifier("name", name)?;
+        self.store
+            .policy_by_name(name)
+            .await?
+            .map(policy_info)
+            .ok_or_else(|| Error::not_found(format!("policy {name}")))
+    }
+
+    /// Replaces what the policy `name` says with `req` (every option, as for adding), if
+    /// `version` is still its version (else 409 `stale_version`). An edit that widens access, old
+    /// against new (`cofre_core::governance::policy_edit_widens`), is dual-controlled; one that
+    /// only narrows applies at once.
+    pub async fn update_policy(
+        &self,
+        who: &Principal,
+        name: &str,
+        version: Option<&str>,
+        req: &CreatePolicyRequest,
+    ) -> Result<Applied<PolicyInfo>> {
+        who.require(Action::ManagePolicies)?;
+        check_identifier("name", name)?;
+        let version = version
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                Error::invalid(
+                "version",
+                "version: the version of the policy the edit was made from (`policy list`), so \
+                 that an edit made meanwhile by someone else is not overwritten",
+            )
+            })?;
+        if req.name != name {
+            return Err(Error::invalid(
+                "name",
+                format!("name: {:?} differs from the policy edited ({name}); a policy keeps its name (add a new one and remove this one to rename)", req.name),
+            ));
+        }
+        let change = Change::PolicyUpdate {
+            policy: req.clone(),
+            version: version.to_owned(),
+        };
+        self.approvals()
+            .propose_change(who, change)
+            .await?
+            .map(|o| match o {
+                Output::Policy(p) => Ok(p),
+                _ => Err(Error::internal("editing a policy", "unexpected output")),
             })
     }
 

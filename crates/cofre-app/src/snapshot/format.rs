@@ -17,14 +17,17 @@
 //! instance's needs k unseal shares. Frame indexes in the AAD stop reordering and splicing; the
 //! manifest, last and covered by the same AAD, stops truncation. Because the manifest says which
 //! frames belong to which member, a damaged byte is reported with the member's name.
+//!
+//! The frames themselves (length, seal, codec byte, compression when it pays) are
+//! [`cofre_recording::codec`], the same as a recording's.
 
 use super::ordered::{worker_count, Ordered, Stopped, DEPTH};
 use cofre_crypto::datakey::DataKey;
 use cofre_crypto::Keyring;
+use cofre_recording::codec::{self, Compressor, FrameRead, OpenError, Plain, SealError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek, SeekFrom, Write};
-use zeroize::Zeroizing;
 
 const MAGIC: &[u8; 8] = b"COFRESN1";
 const END_MAGIC: &[u8; 8] = b"COFREEND";
@@ -34,11 +37,12 @@ pub const FRAME_PLAIN: usize = 1 << 20;
 /// Far above any frame we write (1 MiB + zstd worst case + AEAD); bounds what a bad length makes
 /// us allocate.
 const MAX_FRAME: u32 = 2 << 20;
+/// The manifest is one frame of its own, as large as the data dir has members (a few hundred
+/// bytes each): bounded far above any data dir, but not by the data frames' limit.
+const MAX_MANIFEST: u32 = 256 << 20;
 const MAX_HEADER: u32 = 1 << 20;
 const KIND_DATA: u8 = 2;
 const KIND_MANIFEST: u8 = 3;
-const RAW: u8 = 0;
-const ZSTD: u8 = 1;
 /// Fast: most of a data dir is recordings, which are already compressed and encrypted.
 const ZSTD_LEVEL: i32 = 1;
 pub const FORMAT: u32 = 1;
@@ -213,59 +217,31 @@ struct Sealed {
 }
 
 /// How much of a frame is compressed first to judge it: recordings are sealed already and never
-/// compress, and zstd on a whole incompressible frame costs more than sealing it.
+/// compress (see [`Compressor`]).
 const SAMPLE: usize = 64 << 10;
-
-/// zstd's output when it pays off; `None` when the sample (or the whole payload) did not shrink
-/// by at least 1/16, or the whole payload did not shrink at all.
-fn compress_if_worth(
-    compressor: &mut zstd::bulk::Compressor<'static>,
-    payload: &[u8],
-) -> Result<Option<Vec<u8>>, FormatError> {
-    if payload.len() > SAMPLE {
-        let sample = compressor
-            .compress(&payload[..SAMPLE])
-            .map_err(FormatError::io("compressing"))?;
-        if sample.len() * 16 > SAMPLE * 15 {
-            return Ok(None);
-        }
-    }
-    let full = compressor
-        .compress(payload)
-        .map_err(FormatError::io("compressing"))?;
-    Ok((full.len() < payload.len()).then_some(full))
-}
 
 /// One sealing worker: its own compressor and copy of the snapshot key.
 fn sealer(
     key: DataKey,
     header_hash: [u8; 32],
-    mut compressor: zstd::bulk::Compressor<'static>,
+    mut compressor: Compressor,
 ) -> impl FnMut(SealJob) -> Result<Sealed, FormatError> {
     move |mut job| {
         let aad = frame_aad(&header_hash, job.index, job.kind);
-        let payload = job.plain.get(1..).unwrap_or_default();
-        let sealed = match compress_if_worth(&mut compressor, payload)? {
-            Some(c) => {
-                let mut plain = Vec::with_capacity(1 + c.len());
-                plain.push(ZSTD);
-                plain.extend_from_slice(&c);
-                key.encrypt(&plain, &aad)
+        let sealed = codec::seal(&key, &aad, Some(&mut compressor), &mut job.plain)
+            .and_then(|sealed| Ok((codec::length_prefix(&sealed)?, sealed)));
+        let (len, sealed) = match sealed {
+            Ok(done) => done,
+            Err(SealError::Compress(source)) => {
+                return Err(FormatError::Io {
+                    context: "compressing".into(),
+                    source,
+                })
             }
-            None => {
-                if let Some(flag) = job.plain.first_mut() {
-                    *flag = RAW;
-                }
-                key.encrypt(&job.plain, &aad)
-            }
-        }
-        .map_err(|e| FormatError::Key(e.to_string()))?;
-        let len = u32::try_from(sealed.len()).map_err(|_| FormatError::Io {
-            context: "writing the snapshot".into(),
-            source: std::io::Error::other("frame too large"),
-        })?;
+            Err(e) => return Err(FormatError::Key(e.to_string())),
+        };
         Ok(Sealed {
-            len: len.to_be_bytes(),
+            len,
             sealed,
             buf: job.plain,
         })
@@ -318,11 +294,10 @@ impl<W: Write + Send + 'static> Writer<W> {
         let header_hash: [u8; 32] = Sha256::digest(&header_bytes).into();
         let mut workers = Vec::new();
         for _ in 0..worker_count() {
-            let compressor =
-                zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| FormatError::Io {
-                    context: "starting zstd".into(),
-                    source: e,
-                })?;
+            let compressor = Compressor::new(ZSTD_LEVEL, SAMPLE).map_err(|e| FormatError::Io {
+                context: "starting zstd".into(),
+                source: e,
+            })?;
             workers.push(sealer(key.clone(), header_hash, compressor));
         }
         drop(key);
@@ -444,8 +419,14 @@ impl<W: Write + Send + 'static> Writer<W> {
         let mut size = 0u64;
         let mut source = source.take(limit);
         loop {
+            // A small file gets a small buffer: most members of a data dir are far below a
+            // frame, and filling a whole frame's buffer for each was most of a many-file
+            // snapshot's time.
+            let want = usize::try_from(limit.saturating_sub(size))
+                .unwrap_or(FRAME_PLAIN)
+                .min(FRAME_PLAIN);
             let mut buf = self.spare.pop().unwrap_or_default();
-            buf.resize(1 + FRAME_PLAIN, 0);
+            buf.resize(1 + want, 0);
             let n = read_full(&mut source, &mut buf[1..]).map_err(|e| FormatError::Io {
                 context: format!("reading {name}"),
                 source: e,
@@ -488,9 +469,15 @@ impl<W: Write + Send + 'static> Writer<W> {
         };
         let bytes =
             serde_json::to_vec(&manifest).map_err(|e| FormatError::Manifest(e.to_string()))?;
+        if bytes.len() >= MAX_MANIFEST as usize {
+            return Err(FormatError::Manifest(format!(
+                "{} members are more than one snapshot holds",
+                manifest.members.len()
+            )));
+        }
         let manifest_offset = self.out.position;
         let mut plain = Vec::with_capacity(1 + bytes.len());
-        plain.push(RAW);
+        plain.push(codec::STORED);
         plain.extend_from_slice(&bytes);
         self.submit(KIND_MANIFEST, plain)?;
         while self.write_next()? {}
@@ -680,7 +667,7 @@ impl<R: Read + Seek> Reader<R> {
                     None => Err("the frame was not read".to_owned()),
                 };
                 let opened = opened.map_err(&bad)?;
-                let plain = opened.plain.data();
+                let plain = opened.plain.payload();
                 position += opened.used;
                 hash.update(plain);
                 size += plain.len() as u64;
@@ -729,7 +716,7 @@ impl<R: Read> ReadAhead<R> {
     fn fill(&mut self, pool: &mut Ordered<OpenJob, OpenResult>) -> Result<(), FormatError> {
         while !self.failed && self.next < self.total && !pool.is_full() {
             let buf = self.spare.pop().unwrap_or_default();
-            let sealed = read_sealed(&mut self.reader, self.next, buf);
+            let sealed = read_sealed(&mut self.reader, self.next, buf, MAX_FRAME);
             self.failed = sealed.is_err();
             pool.submit(OpenJob {
                 index: self.next,
@@ -750,21 +737,6 @@ struct OpenJob {
     sealed: Result<Vec<u8>, String>,
 }
 
-/// A frame's plaintext: the decrypted bytes after the compression byte, or zstd's output.
-enum Plain {
-    Raw(Zeroizing<Vec<u8>>),
-    Decompressed(Vec<u8>),
-}
-
-impl Plain {
-    fn data(&self) -> &[u8] {
-        match self {
-            Plain::Raw(p) => p.get(1..).unwrap_or_default(),
-            Plain::Decompressed(p) => p,
-        }
-    }
-}
-
 struct Opened {
     plain: Plain,
     /// Bytes the frame took in the file.
@@ -779,7 +751,14 @@ type OpenResult = Result<Opened, String>;
 fn opener(key: DataKey, header_hash: [u8; 32]) -> impl FnMut(OpenJob) -> OpenResult {
     move |job| {
         let sealed = job.sealed?;
-        let plain = open_sealed(&key, &header_hash, job.index, job.kind, &sealed)?;
+        let plain = open_sealed(
+            &key,
+            &header_hash,
+            job.index,
+            job.kind,
+            &sealed,
+            FRAME_PLAIN,
+        )?;
         Ok(Opened {
             plain,
             used: 4 + sealed.len() as u64,
@@ -795,23 +774,33 @@ fn read_frame(
     index: u64,
     kind: u8,
 ) -> Result<Vec<u8>, String> {
-    let sealed = read_sealed(r, index, Vec::new())?;
-    open_sealed(key, header_hash, index, kind, &sealed).map(|p| p.data().to_vec())
+    let sealed = read_sealed(r, index, Vec::new(), MAX_MANIFEST)?;
+    open_sealed(
+        key,
+        header_hash,
+        index,
+        kind,
+        &sealed,
+        MAX_MANIFEST as usize,
+    )
+    .map(|p| p.payload().to_vec())
 }
 
 /// One frame's sealed bytes (without its length), read into `buf`.
-fn read_sealed(r: &mut impl Read, index: u64, mut buf: Vec<u8>) -> Result<Vec<u8>, String> {
-    let mut len = [0u8; 4];
-    r.read_exact(&mut len)
-        .map_err(|e| format!("frame {index}: cannot read its length: {e}"))?;
-    let len = u32::from_be_bytes(len);
-    if len > MAX_FRAME {
-        return Err(format!("frame {index}: length {len} is damaged"));
+fn read_sealed(
+    r: &mut impl Read,
+    index: u64,
+    mut buf: Vec<u8>,
+    max: u32,
+) -> Result<Vec<u8>, String> {
+    match codec::read_frame(r, &mut buf, max) {
+        Ok(FrameRead::Frame) => Ok(buf),
+        Ok(FrameRead::End | FrameRead::Torn(_)) => Err(format!(
+            "frame {index}: the file ends inside it or before it"
+        )),
+        Ok(FrameRead::TooLong(len)) => Err(format!("frame {index}: length {len} is damaged")),
+        Err(e) => Err(format!("frame {index}: cannot read it: {e}")),
     }
-    buf.resize(len as usize, 0);
-    r.read_exact(&mut buf)
-        .map_err(|e| format!("frame {index}: cannot read it: {e}"))?;
-    Ok(buf)
 }
 
 fn open_sealed(
@@ -820,21 +809,20 @@ fn open_sealed(
     index: u64,
     kind: u8,
     sealed: &[u8],
+    max_payload: usize,
 ) -> Result<Plain, String> {
-    let plain = key
-        .decrypt(sealed, &frame_aad(header_hash, index, kind))
-        .map_err(|_| format!("frame {index} does not decrypt: the data was altered or damaged"))?;
-    match plain.first().copied() {
-        None => Err(format!("frame {index} is empty")),
-        Some(RAW) => Ok(Plain::Raw(plain)),
-        Some(ZSTD) => zstd::bulk::decompress(
-            plain.get(1..).unwrap_or_default(),
-            FRAME_PLAIN.max(64 << 10),
-        )
-        .map(Plain::Decompressed)
-        .map_err(|e| format!("frame {index} does not decompress: {e}")),
-        Some(other) => Err(format!("frame {index}: unknown compression {other}")),
-    }
+    codec::open(
+        key,
+        &frame_aad(header_hash, index, kind),
+        sealed,
+        max_payload,
+    )
+    .map_err(|e| match e {
+        OpenError::NotAuthentic => {
+            format!("frame {index} does not decrypt: the data was altered or damaged")
+        }
+        other => format!("frame {index}: {other}"),
+    })
 }
 
 #[cfg(test)]
@@ -863,7 +851,7 @@ mod tests {
         let key = DataKey::generate();
         let mut w = Writer::new(Vec::new(), &header("s1"), key.clone()).unwrap();
         for (name, data) in members {
-            w.add_member(name, 0o600, &data[..], u64::MAX, &mut |_| {})
+            w.add_member(name, 0o600, &data[..], data.len() as u64, &mut |_| {})
                 .unwrap();
         }
         let done = w.finish().unwrap();
@@ -944,6 +932,24 @@ mod tests {
             .map(|(n, d)| (n.to_owned(), d))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_manifest_larger_than_a_data_frame_reads_back() {
+        // 20,000 members (a data dir of many recordings): the manifest is several MiB of JSON,
+        // more than a data frame may hold, and must still open.
+        let names: Vec<String> = (0..20_000)
+            .map(|i| format!("recordings/2026/12/{i:08}-0d6f4b1e-5e3a-4c1b-9f0e-{i:012}.rec"))
+            .collect();
+        let members: Vec<(&str, Vec<u8>)> = names
+            .iter()
+            .map(|n| (n.as_str(), n.as_bytes().to_vec()))
+            .collect();
+        let (bytes, key, manifest) = build(&members);
+        assert!(serde_json::to_vec(&manifest).unwrap().len() > FRAME_PLAIN * 2);
+        let got = read_all(bytes, key).unwrap();
+        assert_eq!(got.len(), 20_000);
+        assert_eq!(got[19_999].1, names[19_999].as_bytes());
     }
 
     #[test]

@@ -372,6 +372,10 @@ pub(crate) async fn policies(
         .vault()
         .list_policies(&v.who, None, q.cursor.as_deref())
         .await?;
+    let manages = v
+        .who
+        .require(cofre_core::role::Action::ManagePolicies)
+        .is_ok();
     Ok(layout::page(
         &v,
         "/policies",
@@ -387,6 +391,9 @@ pub(crate) async fn policies(
                             td { (p.allow.join(", ")) } td { (p.outcome) }
                             td { (layout::json_view(&serde_json::to_value(&p.limits).unwrap_or_default())) }
                             td {
+                                @if manages {
+                                    a href={ "/policies/" (urlencode(&p.name)) "/edit" } { "Edit " (p.name) }
+                                }
                                 form method="post" action={ "/policies/" (urlencode(&p.name)) "/remove" } {
                                     (csrf_field(&v))
                                     button type="submit" { "Remove " (p.name) }
@@ -399,39 +406,112 @@ pub(crate) async fn policies(
             (next_link("/policies", page.next_cursor.as_deref()))
             h2 { "Add a policy" }
             p { "One that grants what its group's policies do not yet, or a removal that could have restricted someone, waits for a second admin." }
-            form method="post" action="/policies" {
-                (csrf_field(&v))
-                label for="p-name" { "Name" } input id="p-name" name="name" required;
-                label for="p-group" { "Group" } input id="p-group" name="group" required;
-                label for="p-targets" { "Targets (comma-separated: *, tag:TAG or names)" } input id="p-targets" name="targets" required;
-                fieldset {
-                    legend { "Allows" }
-                    input id="p-session" name="allow_session" type="checkbox" value="true";
-                    label for="p-session" { "session" }
-                    input id="p-reveal" name="allow_reveal" type="checkbox" value="true";
-                    label for="p-reveal" { "reveal" }
-                }
-                label for="p-outcome" { "Outcome" }
-                select id="p-outcome" name="outcome" { @for o in ["allow", "justify", "approve"] { option value=(o) { (o) } } }
-                label for="p-levels" { "Approval levels (for approve: leads:1,security:1)" } input id="p-levels" name="levels";
-                label for="p-max" { "Longest grant (e.g. 4h)" } input id="p-max" name="max_duration";
-                label for="p-hours" { "Hours (e.g. 08:00-20:00)" } input id="p-hours" name="hours";
-                label for="p-days" { "Days (e.g. mon-fri)" } input id="p-days" name="days";
-                label for="p-from" { "First day (YYYY-MM-DD)" } input id="p-from" name="from";
-                label for="p-until" { "Last day (YYYY-MM-DD)" } input id="p-until" name="until";
-                label for="p-networks" { "Source networks (comma-separated CIDRs; empty: anywhere)" } input id="p-networks" name="networks";
-                input id="p-emergency" name="emergency" type="checkbox" value="true";
-                label for="p-emergency" { "Emergency access" }
-                input id="p-moderated" name="moderated" type="checkbox" value="true";
-                label for="p-moderated" { "Moderated sessions" }
-                button type="submit" { "Add the policy" }
-            }
+            (policy_form(&v, "/policies", None))
         },
     ))
 }
 
+/// The add form (`current` none) or the edit form, prefilled from the policy as read and carrying
+/// the version it was read at, so an edit made meanwhile by someone else is refused, not lost.
+fn policy_form(
+    v: &Viewer,
+    action: &str,
+    current: Option<&cofre_proto::PolicyInfo>,
+) -> maud::Markup {
+    let l = current.map(|p| p.limits.clone()).unwrap_or_default();
+    let text = |o: &Option<String>| o.clone().unwrap_or_default();
+    let allows = |a: &str| current.is_some_and(|p| p.allow.iter().any(|x| x == a));
+    html! {
+        form method="post" action=(action) {
+            (csrf_field(v))
+            @if let Some(p) = current {
+                input type="hidden" name="version" value=(p.version);
+                input type="hidden" name="name" value=(p.name);
+                p { "Policy " strong { (p.name) } " (version " (p.version) ")" }
+            } @else {
+                label for="p-name" { "Name" } input id="p-name" name="name" required;
+            }
+            label for="p-group" { "Group" } input id="p-group" name="group" required value=[current.map(|p| p.group.as_str())];
+            label for="p-targets" { "Targets (comma-separated: *, tag:TAG or names)" }
+            input id="p-targets" name="targets" required value=[current.map(|p| p.targets.join(","))];
+            fieldset {
+                legend { "Allows" }
+                input id="p-session" name="allow_session" type="checkbox" value="true" checked[allows("session")];
+                label for="p-session" { "session" }
+                input id="p-reveal" name="allow_reveal" type="checkbox" value="true" checked[allows("reveal")];
+                label for="p-reveal" { "reveal" }
+            }
+            label for="p-outcome" { "Outcome" }
+            select id="p-outcome" name="outcome" {
+                @for o in ["allow", "justify", "approve"] {
+                    option value=(o) selected[current.is_some_and(|p| p.outcome == o)] { (o) }
+                }
+            }
+            label for="p-levels" { "Approval levels (for approve: leads:1,security:1)" } input id="p-levels" name="levels" value=(text(&l.levels));
+            label for="p-max" { "Longest grant (e.g. 4h)" } input id="p-max" name="max_duration" value=(text(&l.max_duration));
+            label for="p-hours" { "Hours (e.g. 08:00-20:00)" } input id="p-hours" name="hours" value=(text(&l.hours));
+            label for="p-days" { "Days (e.g. mon-fri)" } input id="p-days" name="days" value=(text(&l.days));
+            label for="p-from" { "First day (YYYY-MM-DD)" } input id="p-from" name="from" value=(text(&l.from));
+            label for="p-until" { "Last day (YYYY-MM-DD)" } input id="p-until" name="until" value=(text(&l.until));
+            label for="p-networks" { "Source networks (comma-separated CIDRs; empty: anywhere)" }
+            input id="p-networks" name="networks" value=(l.networks.clone().unwrap_or_default().join(","));
+            input id="p-emergency" name="emergency" type="checkbox" value="true" checked[l.emergency];
+            label for="p-emergency" { "Emergency access" }
+            input id="p-moderated" name="moderated" type="checkbox" value="true" checked[l.moderated];
+            label for="p-moderated" { "Moderated sessions" }
+            @if current.is_some() {
+                p { "An empty field clears that option. An edit that widens access (old against new) waits for a second admin; one that only narrows applies at once." }
+                button type="submit" { "Save the policy" }
+            } @else {
+                button type="submit" { "Add the policy" }
+            }
+        }
+    }
+}
+
+pub(crate) async fn edit_policy_page(
+    State(c): State<Console>,
+    v: Viewer,
+    Path(name): Path<String>,
+) -> PageResult {
+    // A form to change a policy is for those who may change one; auditors read the list.
+    v.who.require(cofre_core::role::Action::ManagePolicies)?;
+    let p = c.app.vault().get_policy(&v.who, &name).await?;
+    let action = format!("/policies/{}/edit", urlencode(&p.name));
+    Ok(layout::page(
+        &v,
+        "/policies",
+        "Edit a policy",
+        html! {
+            (policy_form(&v, &action, Some(&p)))
+            p { a href="/policies" { "Back to the policies" } }
+        },
+    ))
+}
+
+pub(crate) async fn edit_policy(
+    State(c): State<Console>,
+    Path(name): Path<String>,
+    ch: Change<PolicyForm>,
+) -> PageResult {
+    let v = &ch.viewer;
+    let version = ch.form.version.clone();
+    let req = policy_request(ch.form);
+    match c
+        .app
+        .vault()
+        .update_policy(&v.who, &name, version.as_deref(), &req)
+        .await?
+    {
+        Applied::Done(_) => Ok(Redirect::to("/policies").into_response()),
+        Applied::Held(change) => Ok(held(v, "/policies", "Edit held for approval", &change)),
+    }
+}
+
 #[derive(Deserialize)]
 pub(crate) struct PolicyForm {
+    #[serde(default)]
+    version: Option<String>,
     name: String,
     group: String,
     targets: String,
@@ -472,8 +552,7 @@ fn given(s: Option<String>) -> Option<String> {
     s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
-pub(crate) async fn create_policy(State(c): State<Console>, ch: Change<PolicyForm>) -> PageResult {
-    let f = ch.form;
+fn policy_request(f: PolicyForm) -> cofre_proto::CreatePolicyRequest {
     let mut allow = Vec::new();
     if f.allow_session.is_some() {
         allow.push("session".to_owned());
@@ -481,7 +560,7 @@ pub(crate) async fn create_policy(State(c): State<Console>, ch: Change<PolicyFor
     if f.allow_reveal.is_some() {
         allow.push("reveal".to_owned());
     }
-    let req = cofre_proto::CreatePolicyRequest {
+    cofre_proto::CreatePolicyRequest {
         name: f.name.trim().to_owned(),
         group: f.group.trim().to_owned(),
         targets: list(&f.targets),
@@ -496,7 +575,11 @@ pub(crate) async fn create_policy(State(c): State<Console>, ch: Change<PolicyFor
         emergency: f.emergency.is_some(),
         moderated: f.moderated.is_some(),
         networks: list(&f.networks),
-    };
+    }
+}
+
+pub(crate) async fn create_policy(State(c): State<Console>, ch: Change<PolicyForm>) -> PageResult {
+    let req = policy_request(ch.form);
     let v = &ch.viewer;
     match c.app.vault().create_policy(&v.who, &req).await? {
         Applied::Done(_) => Ok(Redirect::to("/policies").into_response()),

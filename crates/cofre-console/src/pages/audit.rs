@@ -4,6 +4,7 @@ use crate::auth::{Change, Viewer};
 use crate::layout::{self, csrf_field, PageResult};
 use crate::Console;
 use axum::extract::{Query, State};
+use axum::response::IntoResponse;
 use cofre_proto::AuditQuery;
 use maud::html;
 use serde::Deserialize;
@@ -52,21 +53,22 @@ pub(crate) async fn trail(
         )
         .await?;
     let shown = page.items;
-    let next = page.next_cursor.map(|c| {
-        let mut q = format!("?cursor={}", super::urlencode(&c));
-        for (k, val) in [
-            ("actor", &f.actor),
-            ("action", &f.action),
-            ("object", &f.object),
-            ("since", &f.since),
-            ("until", &f.until),
-        ] {
-            if let Some(val) = val {
-                q.push_str(&format!("&{k}={}", super::urlencode(val)));
-            }
+    let mut conditions = String::new();
+    for (k, val) in [
+        ("actor", &f.actor),
+        ("action", &f.action),
+        ("object", &f.object),
+        ("since", &f.since),
+        ("until", &f.until),
+    ] {
+        if let Some(val) = val.as_deref().filter(|v| !v.is_empty()) {
+            conditions.push_str(&format!("&{k}={}", super::urlencode(val)));
         }
-        q
-    });
+    }
+    let next = page
+        .next_cursor
+        .map(|c| format!("?cursor={}{conditions}", super::urlencode(&c)));
+    let download = format!("/audit/export.csv?{}", conditions.trim_start_matches('&'));
     let value = |o: &Option<String>| o.clone().unwrap_or_default();
     Ok(layout::page(
         &v,
@@ -82,6 +84,7 @@ pub(crate) async fn trail(
                 label for="f-until" { "Before (time)" } input id="f-until" name="until" value=(value(&f.until)) placeholder="2026-02-01";
                 button type="submit" { "Search" }
             }
+            p { a href=(download) download="cofre-audit.csv" { "Download CSV" } " (every entry of this search, not only this page; audited)" }
             form method="post" action="/audit/verify" {
                 (csrf_field(&v))
                 button type="submit" { "Verify the chain" }
@@ -101,6 +104,46 @@ pub(crate) async fn trail(
             }
             @if let Some(q) = next { p { a href={ "/audit" (q) } rel="next" { "Next entries" } } }
         },
+    ))
+}
+
+/// The search as CSV, streamed from the service (the API's `GET /api/v1/audit/export.csv`).
+pub(crate) async fn export_csv(
+    State(c): State<Console>,
+    v: Viewer,
+    Query(f): Query<Filter>,
+) -> Result<axum::response::Response, crate::layout::PageError> {
+    let rows = c
+        .app
+        .audit()
+        .export_audit_csv(
+            &v.who,
+            &AuditQuery {
+                limit: None,
+                cursor: None,
+                actor: f.actor,
+                action: f.action,
+                object: f.object,
+                since: f.since,
+                until: f.until,
+            },
+        )
+        .await?;
+    let body = axum::body::Body::from_stream(futures::stream::unfold(rows, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    Ok(layout::download(
+        (
+            [
+                ("content-type", "text/csv; charset=utf-8"),
+                (
+                    "content-disposition",
+                    "attachment; filename=\"cofre-audit.csv\"",
+                ),
+            ],
+            body,
+        )
+            .into_response(),
     ))
 }
 

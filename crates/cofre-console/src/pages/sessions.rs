@@ -18,6 +18,7 @@ fn table(v: &Viewer, caption: &str, items: &[SessionInfo], live: bool) -> Markup
     let kill = live && v.who.require(Action::KillSessions).is_ok();
     let watch = live && v.who.require(Action::WatchSessions).is_ok();
     let lock = live && v.who.require(Action::LockSessions).is_ok();
+    let recordings = v.who.require(Action::ReadRecordings).is_ok();
     html! {
         @if items.is_empty() { p { "No session." } } @else {
             table {
@@ -37,7 +38,9 @@ fn table(v: &Viewer, caption: &str, items: &[SessionInfo], live: bool) -> Markup
                             td { (s.started_at) }
                             td { (state(s)) }
                             td {
-                                a href={ "/recordings/" (urlencode(&s.id)) } { "Recording of " (s.id) }
+                                @if recordings {
+                                    a href={ "/recordings/" (urlencode(&s.id)) } { "Recording of " (s.id) }
+                                }
                                 @if watch && s.live {
                                     " " a href={ "/sessions/" (urlencode(&s.id)) "/watch" } { "Watch " (s.id) }
                                 }
@@ -110,12 +113,18 @@ pub(crate) async fn live(
         .sessions()
         .list_sessions(&v.who, true, None, q.cursor.as_deref())
         .await?;
+    // An approver is answered only the moderated sessions of its groups (the service's rule).
+    let caption = if v.who.require(Action::ListSessions).is_ok() {
+        "Sessions running now, across the instance"
+    } else {
+        "Moderated sessions of your groups running now: watching one makes you its moderator"
+    };
     Ok(layout::page(
         &v,
         "/sessions",
         "Live sessions",
         html! {
-            (table(&v, "Sessions running now, across the instance", &page.items, true))
+            (table(&v, caption, &page.items, true))
             (next_link("/sessions", page.next_cursor.as_deref()))
             p { a href="/sessions" { "Refresh" } }
         },

@@ -595,6 +595,27 @@ fn authorization_matrix() {
             ),
             row(
                 "GET",
+                "/api/v1/policies/{name}",
+                "/api/v1/policies/ops-prod",
+                None,
+                Rule::Roles(POLICY_READERS),
+            ),
+            // An edit from a version that is not the policy's: the admin gets 409
+            // `stale_version` (the round trip is `policy_edit`'s), everyone else 403 first.
+            Row {
+                succeeds: false,
+                ..row(
+                    "PUT",
+                    "/api/v1/policies/{name}",
+                    "/api/v1/policies/ops-prod?version=0000000000000000",
+                    Some(
+                        json!({"name": "ops-prod", "group": "ops", "targets": ["tag:prod"], "allow": ["session"], "outcome": "allow"}),
+                    ),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            row(
+                "GET",
                 "/api/v1/audit",
                 "/api/v1/audit",
                 None,
@@ -605,6 +626,20 @@ fn authorization_matrix() {
                 "GET",
                 "/api/v1/audit",
                 "/api/v1/audit?actor=admin&action=auth.*&since=2026-01-01&until=2099-01-01",
+                None,
+                Rule::Roles(AUDIT),
+            ),
+            row(
+                "GET",
+                "/api/v1/audit/export.csv",
+                "/api/v1/audit/export.csv",
+                None,
+                Rule::Roles(AUDIT),
+            ),
+            row(
+                "GET",
+                "/api/v1/audit/export.csv",
+                "/api/v1/audit/export.csv?actor=admin&action=auth.*&since=2026-01-01&until=2099-01-01",
                 None,
                 Rule::Roles(AUDIT),
             ),
@@ -677,6 +712,15 @@ fn authorization_matrix() {
                 "/api/v1/sessions",
                 None,
                 Rule::Roles(AUDIT),
+            ),
+            // The live ones: approvers too, answered only the moderated sessions they may
+            // moderate (none here; `console_browser`'s moderated test finds one).
+            row(
+                "GET",
+                "/api/v1/sessions",
+                "/api/v1/sessions?live=true",
+                None,
+                Rule::Roles(&[Who::Admin, Who::Approver, Who::Auditor]),
             ),
             // No such session: the roles allowed get 404, the others 403 before any lookup.
             Row {

@@ -253,7 +253,10 @@ fn console_pages_per_role() {
             get("/groups", ADMIN),
             get("/policies", READERS),
             get("/audit", READERS),
-            get("/sessions", READERS),
+            // Approvers see the moderated live sessions they may watch (none here).
+            get("/sessions", WATCHERS),
+            get("/policies/ops-prod/edit", ADMIN),
+            get("/audit/export.csv", READERS),
             get("/recordings", READERS),
             Row {
                 ok: false,
@@ -364,6 +367,22 @@ fn console_pages_per_role() {
             Row {
                 ok: false,
                 ..post("/policies/no-such-policy/remove", &[], ADMIN)
+            },
+            // An edit from a version that is not the policy's: 409 for the admin.
+            Row {
+                ok: false,
+                ..post(
+                    "/policies/ops-prod/edit",
+                    &[
+                        ("version", "0000000000000000"),
+                        ("name", "ops-prod"),
+                        ("group", "ops"),
+                        ("targets", "tag:prod"),
+                        ("allow_session", "true"),
+                        ("outcome", "allow"),
+                    ],
+                    ADMIN,
+                )
             },
             Row {
                 ok: false,

@@ -7,6 +7,7 @@
 mod accounts;
 mod api_conformance;
 mod approvals;
+mod audit_export;
 mod audit_search;
 mod authz;
 mod backup;
@@ -24,6 +25,7 @@ mod maintenance;
 mod network;
 mod offboarding;
 mod orbit;
+mod policy_edit;
 mod rotation;
 mod sealed;
 mod secret_logs;

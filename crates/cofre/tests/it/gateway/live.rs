@@ -259,14 +259,42 @@ fn a_moderated_session_waits_for_its_moderator_and_pauses_without_one() {
     ssh.send("echo during-$((5*5))\n");
     let paused_at = ssh.stdout().len();
 
-    // An approver who shares a group with alice moderates too.
-    let (approver, _, _) = add_user_cli(
+    // An approver who shares a group with alice moderates too. It may list no sessions, but
+    // the live ones it is answered: exactly the moderated sessions of its groups.
+    let (approver, _, percy_pw) = add_user_cli(
         &gw.inst,
         &gw.server,
         &gw.admin,
         "percy",
         "approver",
         &["ops"],
+    );
+    let listed = approver.ok(&["session", "list", "--live"]).stdout;
+    assert!(
+        listed.lines().any(|l| l.starts_with(&id)
+            && l.contains("alice:root@db01")
+            && l.contains("moderated")),
+        "the approver finds the session to moderate: {listed}"
+    );
+    approver
+        .fail(&["session", "list"])
+        .assert_stderr_contains("forbidden");
+    let (outsider, _, _) = add_user_cli(&gw.inst, &gw.server, &gw.admin, "olga", "approver", &[]);
+    let theirs = outsider.ok(&["session", "list", "--live"]).all();
+    assert!(
+        !theirs.contains(&id),
+        "an approver of other groups is answered none: {theirs}"
+    );
+    // The console's live page shows it with its Watch link.
+    let mut b = crate::console::Browser::new(&gw.server);
+    let r = b.login("percy", &percy_pw, None);
+    assert_eq!(r.status, 303, "{}", r.text);
+    let page = b.get("/sessions");
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(
+        page.text.contains(&format!("/sessions/{id}/watch")) && page.text.contains("Watch "),
+        "{}",
+        page.text
     );
     let mut again = watch(&approver, &id);
     wait_for_stderr(&again, "as its moderator", Duration::from_secs(30));
