@@ -331,10 +331,7 @@ impl ServerConfig {
                 };
                 let settings: toml::Value = toml::from_str(&text).map_err(parse)?;
                 let config: ServerConfig = toml::from_str(&text).map_err(parse)?;
-                (
-                    config,
-                    Some(crate::diagnostics::redact_settings(&settings)),
-                )
+                (config, Some(crate::diagnostics::redact_settings(&settings)))
             }
             None => (ServerConfig::default(), None),
         };

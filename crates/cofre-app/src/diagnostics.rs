@@ -104,9 +104,16 @@ fn secret_name(key: &str) -> bool {
     if key.ends_with("_file") || key.ends_with("_dir") || key.ends_with("_path") {
         return false;
     }
-    ["password", "passphrase", "secret", "token", "private", "credential"]
-        .iter()
-        .any(|w| key.contains(w))
+    [
+        "password",
+        "passphrase",
+        "secret",
+        "token",
+        "private",
+        "credential",
+    ]
+    .iter()
+    .any(|w| key.contains(w))
 }
 
 /// A URL with what may authenticate taken out: the password of its user part, its query, and
@@ -217,7 +224,10 @@ mod tests {
         }
         assert!(out.contains("/etc/cofre/webhook.secret"), "{out}");
         assert!(out.contains("\"login_seconds\":30"), "{out}");
-        assert!(out.contains("postgres://cofre:[redacted]@db/cofre"), "{out}");
+        assert!(
+            out.contains("postgres://cofre:[redacted]@db/cofre"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -239,6 +249,9 @@ mod tests {
         }
         let (lines, _) = tail.last(usize::MAX);
         assert_eq!(lines.len(), LOG_TAIL_LINES);
-        assert_eq!(lines.last().unwrap(), &format!("line {}", LOG_TAIL_LINES + 4));
+        assert_eq!(
+            lines.last().unwrap(),
+            &format!("line {}", LOG_TAIL_LINES + 4)
+        );
     }
 }

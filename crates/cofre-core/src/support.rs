@@ -592,7 +592,12 @@ mod tests {
             let diag = [Scope::Diagnostics];
             assert!(may(mode, Role::Support, &diag, Action::ViewInstance));
             assert!(may(mode, Role::Support, &diag, Action::ReadDiagnostics));
-            assert!(!may(mode, Role::Support, &[Scope::Audit], Action::ReadDiagnostics));
+            assert!(!may(
+                mode,
+                Role::Support,
+                &[Scope::Audit],
+                Action::ReadDiagnostics
+            ));
             assert!(!may(mode, Role::Support, &diag, Action::ReadAudit));
             assert!(may(mode, Role::Support, &[Scope::Audit], Action::ReadAudit));
             assert!(may(mode, Role::Support, &[Scope::Orbit], Action::Orbit));

@@ -25,6 +25,7 @@ mod backup_cmd;
 mod breakglass_cmd;
 pub mod client;
 mod commands;
+mod diagnostics_cmd;
 mod emergency_cmd;
 mod governance_cmd;
 mod instance_cmd;
@@ -39,7 +40,6 @@ mod sessions_cmd;
 mod siem_cmd;
 mod snapshot_cmd;
 mod support_cmd;
-mod diagnostics_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

@@ -27,5 +27,7 @@ pub(super) async fn logs(
     Auth(who): Auth,
     QueryParams(q): QueryParams<DiagnosticsLogsQuery>,
 ) -> ApiResult<DiagnosticsLogs> {
-    Ok(Json(state.app.orbit().diagnostics_logs(&who, q.lines).await?))
+    Ok(Json(
+        state.app.orbit().diagnostics_logs(&who, q.lines).await?,
+    ))
 }

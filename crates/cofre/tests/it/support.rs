@@ -176,9 +176,15 @@ fn diagnostics_grant(backend: Backend) {
     assert_eq!(api.get("/metrics", Some(&token)).status, 200);
     // The redacted configuration: the settings as the file has them, the webhook's secret path
     // and query gone.
-    let config = w.sup1.ok(&["--output", "json", "diagnostics", "config"]).json();
+    let config = w
+        .sup1
+        .ok(&["--output", "json", "diagnostics", "config"])
+        .json();
     assert_eq!(config["settings"]["support"]["tick_seconds"], 1, "{config}");
-    assert_eq!(config["settings"]["notify"]["smtp_host"], "127.0.0.1", "{config}");
+    assert_eq!(
+        config["settings"]["notify"]["smtp_host"], "127.0.0.1",
+        "{config}"
+    );
     assert_eq!(
         config["settings"]["alerts"]["webhook_url"],
         "https://hooks.example/[redacted]?[redacted]"
@@ -231,7 +237,10 @@ fn diagnostics_grant(backend: Backend) {
     w.admin.ok(&["support", "revoke", &id]);
     w.smtp.wait_for("admin@example.test", "revoked");
     assert_eq!(api.get("/api/v1/instance", Some(&token)).status, 403);
-    assert_eq!(api.get("/api/v1/diagnostics/logs", Some(&token)).status, 403);
+    assert_eq!(
+        api.get("/api/v1/diagnostics/logs", Some(&token)).status,
+        403
+    );
     let shown = w
         .admin
         .ok(&["--output", "json", "support", "show", &id])
