@@ -46,6 +46,10 @@ pub struct ServerConfig {
     /// The file this configuration was read from (backed up by `system` backups).
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
+    /// That file's settings as read, every secret taken out (for `cofre diagnostics config`);
+    /// the file itself is never kept in memory.
+    #[serde(skip)]
+    pub file_settings_redacted: Option<serde_json::Value>,
     /// Daily snapshots and their retention (`[snapshots]` in the TOML file).
     pub snapshots: crate::snapshot::SnapshotConfig,
     /// Dual control over changes that widen access (`[governance]`).
@@ -280,6 +284,7 @@ impl Default for ServerConfig {
             notify: NotifyConfig::default(),
             alerts: AlertsConfig::default(),
             config_file: None,
+            file_settings_redacted: None,
             snapshots: crate::snapshot::SnapshotConfig::default(),
             governance: GovernanceConfig::default(),
             server: ServerSection::default(),
@@ -314,19 +319,23 @@ pub enum ConfigError {
 
 impl ServerConfig {
     pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<ServerConfig, ConfigError> {
-        let mut config = match file {
+        let (mut config, redacted) = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
                     source,
                 })?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                let parse = |e: toml::de::Error| ConfigError::Parse {
                     path: path.to_owned(),
                     message: e.to_string(),
-                })?
+                };
+                let settings: toml::Value = toml::from_str(&text).map_err(parse)?;
+                let config: ServerConfig = toml::from_str(&text).map_err(parse)?;
+                (config, Some(crate::diagnostics::redact_settings(&settings)))
             }
-            None => ServerConfig::default(),
+            None => (ServerConfig::default(), None),
         };
+        config.file_settings_redacted = redacted;
         // Absolute, so that a later read does not depend on the working directory.
         config.config_file =
             file.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));

@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod config;
+pub mod diagnostics;
 pub mod error;
 pub mod fd_limit;
 pub mod proxy_protocol;

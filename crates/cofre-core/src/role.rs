@@ -137,6 +137,10 @@ pub enum Action {
     ManageNetwork,
     /// read the network policy.
     ViewNetwork,
+    /// read the redacted configuration and the server's log tail (diagnostics): the customer's
+    /// admin, and where the vendor runs the instance its operator; support under a
+    /// `diagnostics` grant.
+    ReadDiagnostics,
     /// propose (or, where none is asked, schedule) and cancel maintenance windows: the admin
     /// on-prem, the vendor's operator in private-saas and saas.
     ProposeMaintenance,
@@ -149,7 +153,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 31] = [
+    pub const ALL: [Action; 32] = [
         Action::OwnAccount,
         Action::ChangeOwnPassword,
         Action::ManageUsers,
@@ -178,6 +182,7 @@ impl Action {
         Action::Emergency,
         Action::ManageNetwork,
         Action::ViewNetwork,
+        Action::ReadDiagnostics,
         Action::ProposeMaintenance,
         Action::DecideMaintenance,
         Action::ViewMaintenance,
@@ -195,7 +200,7 @@ pub fn role_may(mode: Mode, role: Role, action: Action) -> bool {
             Mode::PrivateSaas => matches!(role, Admin | Operator),
             Mode::Saas => role == Operator,
         },
-        ManageNetwork => match mode {
+        ManageNetwork | ReadDiagnostics => match mode {
             Mode::OnPrem => role == Admin,
             Mode::PrivateSaas | Mode::Saas => matches!(role, Admin | Operator),
         },

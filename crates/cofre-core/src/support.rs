@@ -381,7 +381,7 @@ pub fn support_may(mode: Mode, scopes: &[Scope], action: Action) -> bool {
     scopes.iter().any(|scope| match scope {
         Scope::Diagnostics => matches!(
             action,
-            ViewInstance | ViewNetwork | ViewMaintenance | ViewSiem
+            ViewInstance | ViewNetwork | ViewMaintenance | ViewSiem | ReadDiagnostics
         ),
         Scope::Orbit => match action {
             Orbit | ViewMaintenance => true,
@@ -591,6 +591,13 @@ mod tests {
             }
             let diag = [Scope::Diagnostics];
             assert!(may(mode, Role::Support, &diag, Action::ViewInstance));
+            assert!(may(mode, Role::Support, &diag, Action::ReadDiagnostics));
+            assert!(!may(
+                mode,
+                Role::Support,
+                &[Scope::Audit],
+                Action::ReadDiagnostics
+            ));
             assert!(!may(mode, Role::Support, &diag, Action::ReadAudit));
             assert!(may(mode, Role::Support, &[Scope::Audit], Action::ReadAudit));
             assert!(may(mode, Role::Support, &[Scope::Orbit], Action::Orbit));

@@ -15,6 +15,7 @@ use utoipa::OpenApi;
 
 mod backup;
 mod breakglass;
+mod diagnostics;
 mod governance;
 mod live;
 mod maintenance;
@@ -97,6 +98,7 @@ fn ok() -> ApiResult<OkResponse> {
         network::show, network::set,
         support::request, support::list, support::show, support::approve, support::deny,
         support::revoke, support::activity,
+        diagnostics::config, diagnostics::logs,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -267,6 +269,8 @@ pub fn router(state: AppState) -> Router {
         .route("/support/{id}/deny", post(support::deny))
         .route("/support/{id}/revoke", post(support::revoke))
         .route("/support/{id}/activity", get(support::activity))
+        .route("/diagnostics/config", get(diagnostics::config))
+        .route("/diagnostics/logs", get(diagnostics::logs))
         .route("/groups", get(list_groups).post(create_group))
         .route("/groups/{name}/members", post(add_group_member))
         .route("/targets", get(list_targets).post(create_target))

@@ -73,3 +73,40 @@ pub struct SupportListQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
+
+/// `GET /api/v1/diagnostics/config`: what the server runs with, every secret taken out.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DiagnosticsConfig {
+    pub version: String,
+    pub mode: String,
+    pub instance_type: String,
+    pub data_dir: String,
+    pub listen: String,
+    pub ssh_listen: String,
+    /// `sqlite` or `postgres`, and the address without its password.
+    pub database: String,
+    pub time_zone: String,
+    /// The configuration file read at start, if any.
+    pub config_file: Option<String>,
+    /// That file's settings as they were read, secrets (passwords, tokens, the secret parts of
+    /// URLs) replaced by `[redacted]`; null without a file (every setting at its default).
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+}
+
+/// `GET /api/v1/diagnostics/logs`: the last lines of the server's log, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DiagnosticsLogs {
+    pub lines: Vec<String>,
+    /// Lines logged since the server started (the tail holds at most `kept`).
+    pub total: u64,
+    pub kept: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DiagnosticsLogsQuery {
+    /// How many of the last lines, 1 to 2000 (default 200).
+    pub lines: Option<u32>,
+}

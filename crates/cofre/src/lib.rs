@@ -25,6 +25,7 @@ mod backup_cmd;
 mod breakglass_cmd;
 pub mod client;
 mod commands;
+mod diagnostics_cmd;
 mod emergency_cmd;
 mod governance_cmd;
 mod instance_cmd;
@@ -137,6 +138,10 @@ enum Command {
     /// and what was done under a grant.
     #[command(subcommand)]
     Support(support_cmd::SupportCmd),
+    /// Diagnostics (admins; support under a `diagnostics` grant): the configuration with its
+    /// secrets taken out, and the tail of the server's log.
+    #[command(subcommand)]
+    Diagnostics(diagnostics_cmd::DiagnosticsCmd),
     /// Access requests: ask for approval, decide (approvers), emergency access, review.
     #[command(subcommand)]
     Request(requests_cmd::RequestCmd),

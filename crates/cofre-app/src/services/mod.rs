@@ -6,6 +6,7 @@ pub mod anchor;
 pub mod audit;
 pub mod backups;
 pub mod breakglass;
+pub mod diagnostics;
 pub mod governance;
 pub mod instance;
 pub mod live;

@@ -1408,6 +1408,23 @@ fn authorization_matrix() {
                     Rule::Roles(SUPPORT_REVOKERS),
                 )
             },
+            // Diagnostics: the customer's admin on-prem (support only under a `diagnostics`
+            // grant, see support::*; the vendor's operator where it runs the instance, see
+            // orbit_follows_the_mode).
+            row(
+                "GET",
+                "/api/v1/diagnostics/config",
+                "/api/v1/diagnostics/config",
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "GET",
+                "/api/v1/diagnostics/logs",
+                "/api/v1/diagnostics/logs?lines=10",
+                None,
+                Rule::Roles(ADMIN),
+            ),
             // Last: it ends the token.
             row(
                 "POST",
@@ -1540,6 +1557,9 @@ fn orbit_follows_the_mode() {
         for cli in [&admin, &operator] {
             cli.ok(&["network", "show"]);
             cli.ok(&["network", "set", "--listener", "gateway", "--allow", ""]);
+            // Diagnostics likewise: whoever runs the machine reads its redacted config and log.
+            cli.ok(&["diagnostics", "config"]);
+            cli.ok(&["diagnostics", "logs", "--lines", "5"]);
         }
     }
 }

@@ -33,6 +33,7 @@ fn world(backend: Backend) -> Option<World> {
         &config,
         format!(
             "[support]\nrequest_expiry_seconds = 3\ntick_seconds = 1\n\
+             [alerts]\nwebhook_url = \"https://hooks.example/services/T0/B0/HOOKSECRET?token=QUERYSECRET\"\n\
              [notify]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\n\
              smtp_from = \"Cofre <cofre@example.test>\"\n",
             smtp.port
@@ -173,6 +174,46 @@ fn diagnostics_grant(backend: Backend) {
     let api = w.server.api();
     assert_eq!(api.get("/healthz", Some(&token)).status, 200);
     assert_eq!(api.get("/metrics", Some(&token)).status, 200);
+    // The redacted configuration: the settings as the file has them, the webhook's secret path
+    // and query gone.
+    let config = w
+        .sup1
+        .ok(&["--output", "json", "diagnostics", "config"])
+        .json();
+    assert_eq!(config["settings"]["support"]["tick_seconds"], 1, "{config}");
+    assert_eq!(
+        config["settings"]["notify"]["smtp_host"], "127.0.0.1",
+        "{config}"
+    );
+    assert_eq!(
+        config["settings"]["alerts"]["webhook_url"],
+        "https://hooks.example/[redacted]?[redacted]"
+    );
+    let text = w.sup1.ok(&["diagnostics", "config"]).stdout;
+    for secret in ["HOOKSECRET", "QUERYSECRET"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert!(text.contains("mode:          on-prem"), "{text}");
+    // The log's tail: the server's own lines, never a secret.
+    let logs = w
+        .sup1
+        .ok(&["--output", "json", "diagnostics", "logs", "--lines", "50"])
+        .json();
+    let lines: Vec<&str> = logs["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("cofre server listening")),
+        "{lines:#?}"
+    );
+    assert!(lines.len() <= 50 && logs["total"].as_u64().unwrap() >= lines.len() as u64);
+    assert!(!lines.iter().any(|l| l.contains("root-pw-5521")));
+    w.sup1
+        .fail(&["diagnostics", "logs", "--lines", "0"])
+        .assert_stderr_contains("lines");
 
     // Every call under the grant is in its activity, with the grant's id.
     let entries = activity(&w, &id);
@@ -180,6 +221,8 @@ fn diagnostics_grant(backend: Backend) {
         "/api/v1/instance",
         "/api/v1/audit",
         "/api/v1/targets/db01/credentials/root/reveal",
+        "/api/v1/diagnostics/config",
+        "/api/v1/diagnostics/logs",
     ] {
         assert!(
             entries.iter().any(|e| e["action"] == "support.call"
@@ -194,6 +237,10 @@ fn diagnostics_grant(backend: Backend) {
     w.admin.ok(&["support", "revoke", &id]);
     w.smtp.wait_for("admin@example.test", "revoked");
     assert_eq!(api.get("/api/v1/instance", Some(&token)).status, 403);
+    assert_eq!(
+        api.get("/api/v1/diagnostics/logs", Some(&token)).status,
+        403
+    );
     let shown = w
         .admin
         .ok(&["--output", "json", "support", "show", &id])
