@@ -29,8 +29,7 @@ pub const MIN_SECONDS: i64 = 5;
 pub const MAX_REASON: usize = 500;
 pub const MAX_TICKET: usize = 100;
 
-/// What a grant opens. `host` (a recorded gateway session to the Cofre machine) is not here yet:
-/// it needs the gateway to consult grants, which it does not.
+/// What a grant opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     /// Instance facts and warnings, network, maintenance and SIEM status: read only.
@@ -39,16 +38,24 @@ pub enum Scope {
     Orbit,
     /// Read, export and verify the audit trail.
     Audit,
+    /// A recorded gateway session to the Cofre machine itself: a target the customer tagged
+    /// [`HOST_TAG`], any of its vaulted accounts (the credential injected, never shown). Opens
+    /// no API action.
+    Host,
 }
 
+/// The tag by which the customer registers the Cofre machine as a target for `host` grants.
+pub const HOST_TAG: &str = "support-host";
+
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Diagnostics, Scope::Orbit, Scope::Audit];
+    pub const ALL: [Scope; 4] = [Scope::Diagnostics, Scope::Orbit, Scope::Audit, Scope::Host];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Diagnostics => "diagnostics",
             Scope::Orbit => "orbit",
             Scope::Audit => "audit",
+            Scope::Host => "host",
         }
     }
 
@@ -64,7 +71,7 @@ pub fn parse_scopes(field: &str, s: &str) -> Result<Vec<Scope>, FieldError> {
         let scope = Scope::parse(part).ok_or_else(|| {
             FieldError::new(
                 field,
-                format!("unknown scope {part:?} (diagnostics, orbit or audit)"),
+                format!("unknown scope {part:?} (diagnostics, orbit, audit or host)"),
             )
         })?;
         scopes.push(scope);
@@ -72,7 +79,7 @@ pub fn parse_scopes(field: &str, s: &str) -> Result<Vec<Scope>, FieldError> {
     if scopes.is_empty() {
         return Err(FieldError::new(
             field,
-            "name at least one scope (diagnostics, orbit or audit)",
+            "name at least one scope (diagnostics, orbit, audit or host)",
         ));
     }
     scopes.sort_unstable();
@@ -390,7 +397,15 @@ pub fn support_may(mode: Mode, scopes: &[Scope], action: Action) -> bool {
             _ => false,
         },
         Scope::Audit => action == ReadAudit,
+        // Checked where a gateway session starts, against the target's tag, not here.
+        Scope::Host => false,
     })
+}
+
+/// Whether a support user holding grants of `scopes` may open a gateway session to a target
+/// with `tags`: only under a `host` grant, only to the target the customer tagged [`HOST_TAG`].
+pub fn host_session_may(scopes: &[Scope], tags: &[String]) -> bool {
+    scopes.contains(&Scope::Host) && tags.iter().any(|t| t == HOST_TAG)
 }
 
 /// The whole decision for a principal: the role table, and for role support its active grants.
@@ -420,7 +435,7 @@ mod tests {
     fn scopes_parse_and_refuse() {
         let s = parse_scopes("scope", "audit, diagnostics,audit").unwrap();
         assert_eq!(scopes_text(&s), "diagnostics,audit");
-        for bad in ["", "host", "diagnostics,root", " , "] {
+        for bad in ["", "shell", "diagnostics,root", " , "] {
             assert_eq!(parse_scopes("scope", bad).unwrap_err().field, "scope");
         }
     }
@@ -613,6 +628,19 @@ mod tests {
             // Grants only ever apply to role support.
             assert!(!may(mode, Role::User, &[Scope::Audit], Action::ReadAudit));
         }
+    }
+
+    #[test]
+    fn a_host_grant_opens_sessions_only_to_the_tagged_target() {
+        let host = vec![HOST_TAG.to_owned()];
+        let other = vec!["prod".to_owned()];
+        assert!(host_session_may(&[Scope::Host], &host));
+        assert!(!host_session_may(&[Scope::Host], &other));
+        assert!(!host_session_may(&[Scope::Host], &[]));
+        assert!(!host_session_may(
+            &[Scope::Diagnostics, Scope::Orbit, Scope::Audit],
+            &host
+        ));
     }
 
     #[test]

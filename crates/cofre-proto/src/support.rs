@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SupportRequest {
-    /// `diagnostics`, `orbit` or `audit`, comma-separated for more than one.
+    /// `diagnostics`, `orbit`, `audit` or `host`, comma-separated for more than one.
     pub scope: String,
     pub reason: String,
     /// The vendor's ticket reference, e.g. `TICKET-881`.

@@ -12,7 +12,7 @@ pub(crate) enum SupportCmd {
     /// Ask the customer for access (role support). Nothing is allowed until a customer admin
     /// approves; the grant then runs for its duration and ends by itself.
     Request {
-        /// diagnostics, orbit or audit (comma-separated for more than one).
+        /// diagnostics, orbit, audit or host (comma-separated for more than one).
         #[arg(long)]
         scope: String,
         #[arg(long)]

@@ -98,6 +98,15 @@ fn session_info(s: SessionRow, control: Option<&crate::session::Control>) -> Ses
     }
 }
 
+/// The grant a session comes through: an approved access request, or a support user's `host`
+/// grant (`support`). The session is registered under its id and ends with it.
+struct Held {
+    id: String,
+    reason: String,
+    ends_at: i64,
+    support: bool,
+}
+
 impl App {
     async fn principal_for(
         &self,
@@ -116,8 +125,12 @@ impl App {
             mode: self.config.mode,
             via_key: via_key.map(str::to_owned),
             source: None,
-            // No grant opens the gateway to support (the `host` scope does not exist yet).
-            support_grants: Vec::new(),
+            // A support user's `host` grants open a session to the Cofre machine (and only that).
+            support_grants: if role == Role::Support {
+                self.active_support_grants(&user.username).await?
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -293,7 +306,13 @@ impl Sessions<'_> {
         reason: Option<&str>,
         header: serde_json::Value,
     ) -> Result<SessionStart> {
-        who.require(Action::UseCredentials)?;
+        // Support never uses credentials; under a `host` grant it may open a session to the
+        // Cofre machine, which is judged below against the grant, not by policy.
+        if who.role == Role::Support {
+            who.require(Action::OwnAccount)?;
+        } else {
+            who.require(Action::UseCredentials)?;
+        }
         if let Some(r) = reason {
             check_text("reason", r, 500)?;
         }
@@ -355,30 +374,70 @@ impl Sessions<'_> {
             // The same answer as a target no policy grants: names cannot be probed.
             return Err(UseRefused::NoPolicy.error(target, account, Access::Session));
         };
-        let allowed = match self
-            .approvals()
-            .authorise_use(who, target, &target_row.tags, account, Access::Session)
-            .await?
-        {
-            Ok(a) => a,
-            Err(refused) => {
-                let mut entry = NewAuditEntry::new(&who.username, "session.refused", &*object)
-                    .outcome("denied")
-                    .detail("why", refused.audit_why(Access::Session))
-                    .detail("source", source);
-                if let Some(p) = refused.policy() {
-                    entry = entry.detail("policy", p);
+        // What the session comes through besides a policy: an approved access grant, or for a
+        // support user its `host` grant; the session ends with it.
+        let (policy, held, moderated) = if who.role == Role::Support {
+            let scopes: Vec<_> = who
+                .support_grants
+                .iter()
+                .flat_map(|(_, s)| s.iter().copied())
+                .collect();
+            let grant = who
+                .support_grants
+                .iter()
+                .find(|(_, s)| cofre_core::support::host_session_may(s, &target_row.tags));
+            let Some((grant_id, _)) = grant else {
+                let why = if scopes.contains(&cofre_core::support::Scope::Host) {
+                    "not the support host"
+                } else {
+                    "no host grant"
+                };
+                self.record(refused_unknown(why)).await?;
+                return Err(UseRefused::NoPolicy.error(target, account, Access::Session));
+            };
+            let row =
+                self.store.support_grant(grant_id).await?.ok_or_else(|| {
+                    Error::internal("reading a support grant", "the grant is gone")
+                })?;
+            let ends_at = row.ends_at.unwrap_or_else(|| self.now().unix_timestamp());
+            let held = Held {
+                id: row.id,
+                reason: row.reason,
+                ends_at,
+                support: true,
+            };
+            ("support-grant".to_owned(), Some(held), false)
+        } else {
+            let allowed = match self
+                .approvals()
+                .authorise_use(who, target, &target_row.tags, account, Access::Session)
+                .await?
+            {
+                Ok(a) => a,
+                Err(refused) => {
+                    let mut entry = NewAuditEntry::new(&who.username, "session.refused", &*object)
+                        .outcome("denied")
+                        .detail("why", refused.audit_why(Access::Session))
+                        .detail("source", source);
+                    if let Some(p) = refused.policy() {
+                        entry = entry.detail("policy", p);
+                    }
+                    self.record(entry).await?;
+                    return Err(refused.error(target, account, Access::Session));
                 }
-                self.record(entry).await?;
-                return Err(refused.error(target, account, Access::Session));
+            };
+            if allowed.grant.is_none() {
+                check_reason(allowed.outcome, reason)?;
             }
+            let held = allowed.grant.map(|g| Held {
+                id: g.id,
+                reason: g.reason,
+                ends_at: g.ends_at,
+                support: false,
+            });
+            (allowed.policy, held, allowed.moderated)
         };
-        if allowed.grant.is_none() {
-            check_reason(allowed.outcome, reason)?;
-        }
-        let policy = allowed.policy;
-        let grant = allowed.grant;
-        let moderated = allowed.moderated;
+        let grant = held;
         let dimension = |key: &str, default: u32| {
             header[key]
                 .as_u64()
@@ -475,10 +534,18 @@ impl Sessions<'_> {
         if moderated {
             entry = entry.detail("moderated", true);
         }
-        if let Some(g) = &grant {
-            entry = entry
-                .detail("request", g.id.as_str())
-                .detail("request_reason", g.reason.as_str());
+        match &grant {
+            Some(g) if g.support => {
+                entry = entry
+                    .detail("support_grant", g.id.as_str())
+                    .detail("support_reason", g.reason.as_str());
+            }
+            Some(g) => {
+                entry = entry
+                    .detail("request", g.id.as_str())
+                    .detail("request_reason", g.reason.as_str());
+            }
+            None => {}
         }
         self.commit(tx, entry).await?;
         let registered = self.live.insert(
@@ -512,12 +579,16 @@ impl Sessions<'_> {
             // The session ends with its grant, to the second.
             let left = g.ends_at - self.now().unix_timestamp();
             let ends = u64::try_from(left.max(0)).unwrap_or(0);
-            let grant_id = g.id.clone();
+            let ended = if g.support {
+                format!("your support grant {} has ended", g.id)
+            } else {
+                format!("your access grant {} has ended", g.id)
+            };
             let (session, live) = (id.clone(), std::sync::Arc::downgrade(&self.live));
             tokio::spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_secs(ends)).await;
                 if let Some(live) = live.upgrade() {
-                    live.kill(&session, &format!("your access grant {grant_id} has ended"));
+                    live.kill(&session, &ended);
                 }
             });
         }

@@ -248,6 +248,8 @@ impl App {
             .detail("requester", row.requester.as_str())
             .detail("state", row.state.as_str());
             self.commit(tx, entry).await?;
+            self.live
+                .kill_by_request(&row.id, &format!("your support grant {} has ended", row.id));
             n += 1;
         }
         if n > 0 {
@@ -527,6 +529,11 @@ impl Approvals<'_> {
         let entry = NewAuditEntry::new(who.username(), "support.revoke", format!("support:{id}"))
             .detail("requester", row.requester.as_str());
         self.commit(tx, entry).await?;
+        // A `host` session under the grant ends with it (on this node, like `session kill`).
+        self.live.kill_by_request(
+            id,
+            &format!("support grant {id} was revoked by {}", who.username()),
+        );
         if let Ok(mut acting) = self.support.acting.lock() {
             if acting.get(&row.requester).is_some_and(|(g, _)| g == id) {
                 acting.remove(&row.requester);

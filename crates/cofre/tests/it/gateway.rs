@@ -11,6 +11,7 @@ mod clients;
 mod drain;
 mod exact;
 mod live;
+mod support_host;
 mod terminal;
 
 use crate::harness::*;
