@@ -209,6 +209,23 @@ pub(crate) fn secret_aad(credential_id: i64, version: i64) -> String {
     format!("cofre:credential:{credential_id}:v{version}")
 }
 
+impl App {
+    /// `secret` sealed as version `version` of credential `credential_id` stores it, for a
+    /// bulk loader that writes credential rows in its own transaction (`cofre-bench console`
+    /// seeding ten thousand of them); the services seal their own.
+    pub fn seal_credential_secret(
+        &self,
+        credential_id: i64,
+        version: i64,
+        secret: &[u8],
+    ) -> Result<SealedSecret> {
+        self.with_master(|mk| {
+            envelope::seal(mk, secret, secret_aad(credential_id, version).as_bytes())
+        })?
+        .map_err(|e| Error::internal("sealing the secret", e))
+    }
+}
+
 impl Vault<'_> {
     pub async fn create_target(
         &self,
