@@ -68,7 +68,7 @@ fn role_of(i: usize) -> &'static str {
     match i {
         1 => "approver",
         2 => "auditor",
-        _ if i % 20 == 0 => "approver",
+        _ if i.is_multiple_of(20) => "approver",
         _ if i % 50 == 7 => "auditor",
         _ => "user",
     }
@@ -106,7 +106,7 @@ fn audit_entry(i: usize, users: usize, targets: usize) -> NewAuditEntry {
         actor,
         action: action.into(),
         object,
-        outcome: if i % 37 == 0 { "denied" } else { "ok" }.into(),
+        outcome: if i.is_multiple_of(37) { "denied" } else { "ok" }.into(),
         details: serde_json::json!({ "source": "10.1.2.3", "bench": i }),
     }
 }
@@ -255,7 +255,8 @@ async fn seed(app: &App, s: &Sizes) -> Result<Seeded> {
     // One entry a second, ending now: the time filters then select real slices of the trail.
     let started = Instant::now();
     let first = app.now() - time::Duration::seconds(s.audit as i64 + 60);
-    let middle = cofre_app::services::timestamp(first + time::Duration::seconds(s.audit as i64 / 2));
+    let middle =
+        cofre_app::services::timestamp(first + time::Duration::seconds(s.audit as i64 / 2));
     let last_hour = cofre_app::services::timestamp(
         first + time::Duration::seconds((s.audit as i64 - 3600).max(0)),
     );
@@ -412,7 +413,9 @@ enum Pipe {
     ),
     Web(
         Box<
-            tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+            tokio_tungstenite::WebSocketStream<
+                tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+            >,
         >,
     ),
 }
@@ -646,7 +649,11 @@ async fn terminal_echo(
     .await?;
     let web = tokio::time::timeout(
         STEP,
-        Pipe::web(target, user, "/terminal/echo-target/root/ws?cols=80&rows=24"),
+        Pipe::web(
+            target,
+            user,
+            "/terminal/echo-target/root/ws?cols=80&rows=24",
+        ),
     )
     .await
     .map_err(bounded("web terminal"))??
@@ -663,7 +670,9 @@ async fn terminal_echo(
     let [(d50, d99), (g50, g99), (w50, w99)] = results[..] else {
         bail!("three echo paths");
     };
-    outln!("keystroke echo (`cat` on a raw pty), {echoes} 1-byte round trips each, one after another:");
+    outln!(
+        "keystroke echo (`cat` on a raw pty), {echoes} 1-byte round trips each, one after another:"
+    );
     outln!("path\tp50 ms\tp99 ms\tp50 over direct ms");
     outln!("direct OpenSSH\t{d50:.3}\t{d99:.3}\t-");
     outln!(
@@ -751,8 +760,8 @@ async fn browser_timing(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
-        .context("Chromium: the timing script's output")?;
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).context("Chromium: the timing script's output")?;
     outln!("Chromium (headless, {rounds} loads per page, median; ms from the navigation's start):");
     outln!("role\tpage\tstatus\tfirst byte\tDOMContentLoaded\tload");
     for r in rows {
@@ -850,7 +859,10 @@ pub(crate) async fn run(
         t.elapsed().as_secs_f64()
     );
     if !v.intact {
-        bail!("the seeded audit trail does not verify: {:?}", v.first_broken);
+        bail!(
+            "the seeded audit trail does not verify: {:?}",
+            v.first_broken
+        );
     }
 
     // Requests for the approver's inbox, half of them approved (the grants page).
@@ -905,7 +917,10 @@ pub(crate) async fn run(
     let pages: Vec<(&str, String)> = vec![
         ("admin", "/".into()),
         ("admin", "/targets".into()),
-        ("admin", format!("/targets?cursor={}", target_name(sizes.targets / 2))),
+        (
+            "admin",
+            format!("/targets?cursor={}", target_name(sizes.targets / 2)),
+        ),
         ("admin", format!("/targets/{}", target_name(100))),
         ("admin", "/users".into()),
         ("admin", "/groups".into()),
@@ -914,10 +929,16 @@ pub(crate) async fn run(
         ("admin", "/grants".into()),
         ("admin", "/audit".into()),
         ("admin", "/audit?actor=user-0042".into()),
-        ("admin", format!("/audit?object=credential:{}/root", target_name(1234))),
+        (
+            "admin",
+            format!("/audit?object=credential:{}/root", target_name(1234)),
+        ),
         ("admin", format!("/audit?since={middle}")),
         ("admin", format!("/audit?since={}", seeded.last_hour)),
-        ("admin", format!("/audit?action=credential.reveal&since={middle}")),
+        (
+            "admin",
+            format!("/audit?action=credential.reveal&since={middle}"),
+        ),
         ("admin", "/audit?action=auth.*".into()),
         ("admin", "/recordings".into()),
         ("admin", "/sessions".into()),
@@ -971,7 +992,10 @@ pub(crate) async fn run(
             p.full.0 / h50.max(1e-6)
         );
     }
-    outln!("{slow} of {} pages over 100 ms p50 (or not 200)", pages.len());
+    outln!(
+        "{slow} of {} pages over 100 ms p50 (or not 200)",
+        pages.len()
+    );
 
     if let Some(b) = &browser {
         let main: Vec<(&str, String)> = [
