@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 #[command(
     name = "cofre-bench",
     version,
-    about = "Cofre's benchmarks: each starts its own server (and, for `gateway` and `backup`, its own sshd)",
-    long_about = "Cofre's benchmarks: each starts its own server (and, for `gateway` and `backup`, its \
+    about = "Cofre's benchmarks: each starts its own server (and, for `gateway`, `backup` and `console`, its own sshd)",
+    long_about = "Cofre's benchmarks: each starts its own server (and, for `gateway`, `backup` and `console`, its \
 own sshd) from the `cofre` binary next to this one (or the one COFRE_BIN names)."
 )]
 struct Cli {
