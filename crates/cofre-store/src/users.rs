@@ -78,6 +78,14 @@ async fn groups_of(conn: &mut sqlx::AnyConnection, user_id: i64) -> Result<Vec<S
     .await?)
 }
 
+/// `$first, $first+1, ...`: `n` numbered placeholders, for an `IN (...)` list.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Store {
     pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
         let mut c = self.read().await?;
@@ -110,13 +118,34 @@ impl Store {
         .bind(limit)
         .fetch_all(&mut *c)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let user = user_from_row(row)?;
-            let groups = groups_of(&mut c, user.id).await?;
-            out.push((user, groups));
+        let users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
+        // The page's memberships in one query, not one per user.
+        let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
+        let mut groups = std::collections::HashMap::<i64, Vec<String>>::new();
+        if !ids.is_empty() {
+            let sql = format!(
+                "SELECT m.user_id, g.name FROM access_groups g JOIN access_group_members m ON m.group_id = g.id \
+                 WHERE m.user_id IN ({}) ORDER BY g.name",
+                placeholders(1, ids.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in &ids {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&mut *c).await? {
+                groups
+                    .entry(row.try_get("user_id")?)
+                    .or_default()
+                    .push(row.try_get("name")?);
+            }
         }
-        Ok(out)
+        Ok(users
+            .into_iter()
+            .map(|u| {
+                let g = groups.remove(&u.id).unwrap_or_default();
+                (u, g)
+            })
+            .collect())
     }
 
     /// The token's user and groups, if the token hash is known and not expired at `now`. One
@@ -174,19 +203,36 @@ impl Store {
         .bind(limit)
         .fetch_all(&mut *c)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: i64 = row.try_get("id")?;
-            let members: Vec<String> = sqlx::query_scalar(
-                "SELECT u.username FROM users u JOIN access_group_members m ON m.user_id = u.id \
-                 WHERE m.group_id = $1 ORDER BY u.username",
-            )
-            .bind(id)
-            .fetch_all(&mut *c)
-            .await?;
-            out.push((row.try_get("name")?, members));
+        let mut groups = Vec::with_capacity(rows.len());
+        for row in &rows {
+            groups.push((
+                row.try_get::<i64, _>("id")?,
+                row.try_get::<String, _>("name")?,
+            ));
         }
-        Ok(out)
+        // The page's members in one query, not one per group.
+        let mut members = std::collections::HashMap::<i64, Vec<String>>::new();
+        if !groups.is_empty() {
+            let sql = format!(
+                "SELECT m.group_id, u.username FROM users u JOIN access_group_members m ON m.user_id = u.id \
+                 WHERE m.group_id IN ({}) ORDER BY u.username",
+                placeholders(1, groups.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, _) in &groups {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&mut *c).await? {
+                members
+                    .entry(row.try_get("group_id")?)
+                    .or_default()
+                    .push(row.try_get("username")?);
+            }
+        }
+        Ok(groups
+            .into_iter()
+            .map(|(id, name)| (name, members.remove(&id).unwrap_or_default()))
+            .collect())
     }
 }
 

@@ -150,7 +150,8 @@ impl ServerCertVerifier for PinnedCertificate {
     }
 }
 
-fn tls_config(target: &Target) -> Result<rustls::ClientConfig> {
+/// The TLS client configuration that trusts `target` (its pinned fingerprint or CA).
+pub fn tls_config(target: &Target) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;

@@ -74,7 +74,7 @@ use super::rfc3339;
 const PASSWORD_CHANGE_TOKEN_MINUTES: i64 = 10;
 
 /// Argon2 is deliberately slow; keep it off the async workers.
-pub(crate) async fn hash_password(pw: String) -> Result<String> {
+pub async fn hash_password(pw: String) -> Result<String> {
     let pw = zeroize::Zeroizing::new(pw);
     tokio::task::spawn_blocking(move || password::hash_password(&pw))
         .await

@@ -37,11 +37,12 @@ pub(crate) async fn targets(
         .vault()
         .list_targets(&v.who, None, q.cursor.as_deref())
         .await?;
-    let mut rows = Vec::with_capacity(page.items.len());
-    for t in page.items {
-        let how = c.app.sessions().decide_session(&v.who, &t.name).await?;
-        rows.push((t, how));
-    }
+    let hows = c
+        .app
+        .sessions()
+        .decide_sessions(&v.who, &page.items)
+        .await?;
+    let rows: Vec<_> = page.items.iter().zip(hows).collect();
     let admin = v.who.require(Action::ManageTargets).is_ok();
     Ok(layout::page(
         &v,

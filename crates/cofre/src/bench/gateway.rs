@@ -111,7 +111,7 @@ fn bulk(port: u16, key: &Path, login: &str, file: &Path) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-struct AnyHostKey;
+pub(super) struct AnyHostKey;
 
 impl russh::client::Handler for AnyHostKey {
     type Error = russh::Error;
@@ -184,7 +184,7 @@ async fn echo(port: u16, user: &str, key: &Path, n: usize) -> Result<(f64, f64)>
 
 /// CPU seconds a process has used (user + system), and those of its children it has waited for,
 /// from /proc/PID/stat.
-fn cpu_seconds(pid: &str, ticks: f64) -> Result<(f64, f64)> {
+pub(super) fn cpu_seconds(pid: &str, ticks: f64) -> Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) in parentheses.
     let rest = stat
@@ -200,7 +200,7 @@ fn cpu_seconds(pid: &str, ticks: f64) -> Result<(f64, f64)> {
     Ok((get(11) + get(12), get(13) + get(14)))
 }
 
-fn clock_ticks() -> f64 {
+pub(super) fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()

@@ -4,12 +4,14 @@
 //! against the same server's /healthz in the same run, so the ratio is comparable across machines.
 //! `cofre-bench breakglass`: see [`breakglass`]. `cofre-bench gateway`: see [`gateway`].
 //! `cofre-bench backup`: see [`backup`]. `cofre-bench snapshot`: see [`snapshot`].
+//! `cofre-bench console`: see [`console`].
 
 #[macro_use]
 extern crate cofre;
 
 mod backup;
 mod breakglass;
+mod console;
 mod gateway;
 mod snapshot;
 
@@ -26,8 +28,8 @@ use std::time::{Duration, Instant};
 #[command(
     name = "cofre-bench",
     version,
-    about = "Cofre's benchmarks: each starts its own server (and, for `gateway` and `backup`, its own sshd)",
-    long_about = "Cofre's benchmarks: each starts its own server (and, for `gateway` and `backup`, its \
+    about = "Cofre's benchmarks: each starts its own server (and, for `gateway`, `backup` and `console`, its own sshd)",
+    long_about = "Cofre's benchmarks: each starts its own server (and, for `gateway`, `backup` and `console`, its \
 own sshd) from the `cofre` binary next to this one (or the one COFRE_BIN names)."
 )]
 struct Cli {
@@ -91,6 +93,37 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 1024)]
         megabytes: u64,
     },
+    /// The web console's main pages for every role on a seeded instance (TARGETS targets with a
+    /// credential each, USERS users in groups with policies, AUDIT audit entries, REQUESTS
+    /// access requests), time to first byte and to the whole page, next to /healthz; then a
+    /// keystroke's echo through the web terminal, the SSH gateway and direct OpenSSH to the
+    /// same sshd (started by the benchmark; needs root and /usr/sbin/sshd).
+    Console {
+        #[arg(long, default_value_t = 10_000)]
+        targets: usize,
+        #[arg(long, default_value_t = 1_000)]
+        users: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        audit: usize,
+        #[arg(long, default_value_t = 100)]
+        requests: usize,
+        /// Timed GETs of each page.
+        #[arg(long, default_value_t = 30)]
+        rounds: usize,
+        /// Echo round trips to time on each path.
+        #[arg(long, default_value_t = 1000)]
+        echoes: usize,
+        /// Skip the keystroke echo (and so the sshd it needs).
+        #[arg(long)]
+        no_terminal: bool,
+        /// Where playwright-core is installed, for the Chromium timings (skipped, saying why,
+        /// when it or /usr/bin/chromium is missing).
+        #[arg(long, default_value = "crates/cofre/tests/browser/node_modules")]
+        browser_modules: std::path::PathBuf,
+        /// Loads of each page in Chromium; 0 skips the browser part.
+        #[arg(long, default_value_t = 5)]
+        browser_rounds: usize,
+    },
 }
 
 /// The `cofre` binary the benchmarks run: `COFRE_BIN`, else the one next to this binary (cargo
@@ -127,7 +160,17 @@ impl Drop for ServerProcess {
 }
 
 async fn start_server(database_url: Option<&str>) -> Result<(ServerProcess, Target, String, u16)> {
-    let dir = tempfile::tempdir()?;
+    let (proc, target, otp, ssh_port) = start_server_in(tempfile::tempdir()?, database_url).await?;
+    let otp = otp.ok_or_else(|| anyhow!("the benchmark server wrote no initial admin password"))?;
+    Ok((proc, target, otp, ssh_port))
+}
+
+/// A server on `DIR/data` (new, or one a benchmark has seeded); the initial admin's one-time
+/// password if this start created the admin.
+async fn start_server_in(
+    dir: tempfile::TempDir,
+    database_url: Option<&str>,
+) -> Result<(ServerProcess, Target, Option<String>, u16)> {
     let mut cmd = std::process::Command::new(cofre_bin()?);
     cmd.arg("server")
         .arg("--data-dir")
@@ -160,10 +203,13 @@ async fn start_server(database_url: Option<&str>) -> Result<(ServerProcess, Targ
             break;
         }
     }
-    let (Some(url), Some(fp), Some(pw_file), Some(ssh_port)) = (url, fp, pw_file, ssh_port) else {
+    let (Some(url), Some(fp), Some(ssh_port)) = (url, fp, ssh_port) else {
         bail!("the benchmark server did not start");
     };
-    let otp = std::fs::read_to_string(pw_file)?.trim().to_owned();
+    let otp = match pw_file {
+        Some(f) => Some(std::fs::read_to_string(f)?.trim().to_owned()),
+        None => None,
+    };
     Ok((
         proc,
         Target {
@@ -336,6 +382,34 @@ async fn run(cmd: BenchCmd) -> Result<ExitCode> {
             recordings,
         } => return backup::run(megabytes, recordings).await,
         BenchCmd::Snapshot { megabytes } => return snapshot::run(megabytes).await,
+        BenchCmd::Console {
+            targets,
+            users,
+            audit,
+            requests,
+            rounds,
+            echoes,
+            no_terminal,
+            browser_modules,
+            browser_rounds,
+        } => {
+            return console::run(
+                console::Sizes {
+                    targets,
+                    users,
+                    audit,
+                    requests,
+                },
+                rounds,
+                echoes,
+                !no_terminal,
+                (browser_rounds > 0).then_some(console::BrowserOptions {
+                    modules: browser_modules,
+                    rounds: browser_rounds,
+                }),
+            )
+            .await
+        }
     };
     let (_server, target, otp, _) = start_server(database_url.as_deref()).await?;
     let anon = Client::new(&target, None)?;

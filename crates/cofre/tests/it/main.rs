@@ -21,6 +21,7 @@ mod dual_control;
 mod flow;
 mod gateway;
 mod harness;
+mod lists;
 mod maintenance;
 mod network;
 mod offboarding;
