@@ -97,6 +97,15 @@ fn nav(v: &Viewer, current: &str) -> Markup {
     if may(Action::Orbit) {
         links.push(("/orbit", "Orbit"));
     }
+    // The support service decides by role (the vendor's own, the customer's admins and auditors).
+    if matches!(
+        v.who.role(),
+        cofre_core::role::Role::Support
+            | cofre_core::role::Role::Admin
+            | cofre_core::role::Role::Auditor
+    ) {
+        links.push(("/support", "Support grants"));
+    }
     html! {
         nav aria-label="Main" {
             ul {

@@ -141,6 +141,14 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
         )
         .route("/orbit/backups/{job}/run", post(pages::orbit::run_backup))
         .route("/orbit/backups/runs/{id}", get(pages::orbit::backup_run))
+        .route(
+            "/support",
+            get(pages::support::list).post(pages::support::create),
+        )
+        .route("/support/{id}", get(pages::support::show))
+        .route("/support/{id}/decide", post(pages::support::decide))
+        .route("/support/{id}/revoke", post(pages::support::revoke))
+        .route("/support/{id}/activity", get(pages::support::activity))
         .route("/terminal/{target}/{account}", get(terminal::page))
         .route("/terminal/{target}/{account}/ws", get(terminal::socket))
         .route("/assets/{file}", get(assets::serve))

@@ -157,6 +157,10 @@ const READERS: &[Who] = &[Who::Admin, Who::Auditor];
 const ADMIN: &[Who] = &[Who::Admin];
 const DECIDERS: &[Who] = &[Who::Admin, Who::Approver];
 const WATCHERS: &[Who] = &[Who::Admin, Who::Approver, Who::Auditor];
+/// Who the support service lets see grants: the vendor's own, the customer's admins and auditors.
+const SUPPORT_VIEWERS: &[Who] = &[Who::Admin, Who::Auditor, Who::Support];
+const SUPPORT_ONLY: &[Who] = &[Who::Support];
+const SUPPORT_REVOKERS: &[Who] = &[Who::Admin, Who::Support];
 
 /// One console route and who may use it. `ok`: the call succeeds for those roles (else it is
 /// only not refused: a 404 for a made-up id).
@@ -270,6 +274,37 @@ fn console_pages_per_role() {
                 ..get("/sessions/no-such-session/watch/events", WATCHERS)
             },
             get("/emergency", ADMIN),
+            get("/support", SUPPORT_VIEWERS),
+            Row {
+                ok: false,
+                ..get("/support/no-such-grant", SUPPORT_VIEWERS)
+            },
+            Row {
+                ok: false,
+                ..get("/support/no-such-grant/activity", SUPPORT_VIEWERS)
+            },
+            post(
+                "/support",
+                &[
+                    ("scope", "diagnostics"),
+                    ("reason", "matrix <b>reason</b>"),
+                    ("ticket", "T-1"),
+                    ("duration", "1h"),
+                ],
+                SUPPORT_ONLY,
+            ),
+            Row {
+                ok: false,
+                ..post(
+                    "/support/no-such-grant/decide",
+                    &[("verdict", "approve"), ("comment", "ok")],
+                    ADMIN,
+                )
+            },
+            Row {
+                ok: false,
+                ..post("/support/no-such-grant/revoke", &[], SUPPORT_REVOKERS)
+            },
             Row {
                 method: "POST",
                 path: "/sessions/no-such-session/lock",
@@ -1018,4 +1053,82 @@ fn console_orbit_snapshot_and_backup_with_progress() {
     assert!(done.text.contains("<strong>ok</strong>"), "{}", done.text);
     // The last run shows on the Orbit page.
     assert!(b.get("/orbit").text.contains("last_success"));
+}
+
+/// A support user asks for a grant through the console (two scopes, a reason with markup), an
+/// admin sees it pending and approves it there, then revokes it; the API agrees at each step.
+#[test]
+fn console_support_grant_request_approve_revoke() {
+    let inst = Instance::new(Backend::Sqlite);
+    let server = inst.start();
+    let api = server.api();
+    let (admin, admin_pw) = admin_token(&server);
+    let (sup_token, sup_pw) = api.make_user(&admin, "sup1", "support", &[]);
+    let mut sup = Browser::new(&server);
+    let r = sup.login("sup1", &sup_pw, None);
+    assert_eq!(r.status, 303, "{}", r.text);
+    let page = sup.get("/");
+    assert!(page.text.contains("href=\"/support\""), "{}", page.text);
+    let page = sup.get("/support");
+    assert_eq!(page.status, 200, "{}", page.text);
+    let csrf = csrf_of(&page.text);
+    let r = sup.post(
+        "/support",
+        &[
+            ("scope", "diagnostics"),
+            ("scope", "audit"),
+            ("reason", "<script>x</script> slow"),
+            ("ticket", "TICKET-9"),
+            ("duration", "1h"),
+            ("csrf", &csrf),
+        ],
+    );
+    assert_eq!(r.status, 303, "{}", r.text);
+    let id = location(&r).trim_start_matches("/support/").to_owned();
+    let shown = api.get(&format!("/api/v1/support/{id}"), Some(&admin));
+    shown.assert_ok();
+    let v = shown.body.clone();
+    assert_eq!(v["state"], "pending", "{v}");
+    assert_eq!(v["scopes"], json!(["diagnostics", "audit"]), "{v}");
+    let page = sup.get(&format!("/support/{id}"));
+    assert!(
+        page.text.contains("&lt;script&gt;x&lt;/script&gt;"),
+        "{}",
+        page.text
+    );
+    assert!(!page.text.contains("<script>x"), "{}", page.text);
+    assert!(
+        !page.text.contains("name=\"verdict\""),
+        "the vendor gets no decision form"
+    );
+
+    let mut adm = Browser::new(&server);
+    let r = adm.login("admin", &admin_pw, None);
+    assert_eq!(r.status, 303, "{}", r.text);
+    let page = adm.get("/support");
+    assert!(page.text.contains("Waiting on a decision") && page.text.contains(&id));
+    let page = adm.get(&format!("/support/{id}"));
+    let csrf = csrf_of(&page.text);
+    // Deny needs a comment.
+    let r = adm.post(
+        &format!("/support/{id}/decide"),
+        &[("verdict", "deny"), ("comment", ""), ("csrf", &csrf)],
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = adm.post(
+        &format!("/support/{id}/decide"),
+        &[("verdict", "approve"), ("comment", "ok"), ("csrf", &csrf)],
+    );
+    assert_eq!(r.status, 303, "{}", r.text);
+    let v = api.get(&format!("/api/v1/support/{id}"), Some(&admin)).body;
+    assert_eq!(v["state"], "approved", "{v}");
+    assert_eq!(api.get("/api/v1/instance", Some(&sup_token)).status, 200);
+    let r = adm.post(&format!("/support/{id}/revoke"), &[("csrf", &csrf)]);
+    assert_eq!(r.status, 303, "{}", r.text);
+    let v = api.get(&format!("/api/v1/support/{id}"), Some(&admin)).body;
+    assert_eq!(v["state"], "revoked", "{v}");
+    assert_eq!(api.get("/api/v1/instance", Some(&sup_token)).status, 403);
+    let page = adm.get(&format!("/support/{id}/activity"));
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("support.call"), "{}", page.text);
 }
