@@ -96,6 +96,17 @@ impl FromRequestParts<Console> for Viewer {
         if who.scope() == TokenScope::PasswordChange && !open_to_password_change(parts.uri.path()) {
             return Err(Redirect::to("/password").into_response());
         }
+        // A support user's page views under a grant are audited like its API calls, before the
+        // page is made (fail closed), so `support activity` shows them too.
+        let object = format!("console:{}", parts.uri.path());
+        if let Err(e) = state
+            .app
+            .accounts()
+            .record_support_call(&who, parts.method.as_str(), &object)
+            .await
+        {
+            return Err(PageError::from(e).into_response());
+        }
         let csrf = csrf_token(&token);
         Ok(Viewer { who, csrf })
     }

@@ -179,7 +179,7 @@ impl FromRequestParts<AppState> for Auth {
         state
             .app
             .accounts()
-            .record_support_call(&who, parts.method.as_str(), path)
+            .record_support_call(&who, parts.method.as_str(), &format!("api:{path}"))
             .await?;
         // Where the request came from, after the network gate put the real client here.
         Ok(Auth(match parts.extensions.get::<PeerAddr>() {

@@ -148,18 +148,19 @@ impl App {
         Ok(out)
     }
 
-    /// Audits a call of a support user under a grant (`support.call`, the method and path; never
-    /// the query or body), before it is served: no record, no call.
+    /// Audits a call of a support user under a grant (`support.call`, the method and what was
+    /// called: `api:PATH` or `console:PATH`; never the query or body), before it is served: no
+    /// record, no call.
     pub async fn record_support_call(
         &self,
         who: &Principal,
         method: &str,
-        path: &str,
+        object: &str,
     ) -> Result<()> {
         let Some(grant) = who.support_grant() else {
             return Ok(());
         };
-        let entry = NewAuditEntry::new(who.username(), "support.call", format!("api:{path}"))
+        let entry = NewAuditEntry::new(who.username(), "support.call", object)
             .detail("method", method)
             .detail("support_grant", grant);
         self.record(entry).await

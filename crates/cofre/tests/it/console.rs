@@ -1123,6 +1123,19 @@ fn console_support_grant_request_approve_revoke() {
     let v = api.get(&format!("/api/v1/support/{id}"), Some(&admin)).body;
     assert_eq!(v["state"], "approved", "{v}");
     assert_eq!(api.get("/api/v1/instance", Some(&sup_token)).status, 200);
+    // Its console pages under the grant are audited like its API calls, with the grant's id.
+    assert_eq!(sup.get("/audit").status, 200);
+    let act = api.get(&format!("/api/v1/support/{id}/activity"), Some(&admin));
+    act.assert_ok();
+    assert!(
+        json_items(&act.body)
+            .iter()
+            .any(|e| e["action"] == "support.call"
+                && e["object"] == "console:/audit"
+                && e["details"]["support_grant"] == id.as_str()),
+        "{}",
+        act.text
+    );
     let r = adm.post(&format!("/support/{id}/revoke"), &[("csrf", &csrf)]);
     assert_eq!(r.status, 303, "{}", r.text);
     let v = api.get(&format!("/api/v1/support/{id}"), Some(&admin)).body;
