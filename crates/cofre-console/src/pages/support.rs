@@ -59,9 +59,10 @@ fn request_form(v: &Viewer) -> Markup {
             fieldset {
                 legend { "Scopes" }
                 @for (s, what) in [
-                    ("diagnostics", "instance facts, health, metrics"),
+                    ("diagnostics", "instance facts, health, metrics, redacted config, log tail"),
                     ("orbit", "snapshots, backups, maintenance"),
                     ("audit", "read the audit trail"),
+                    ("host", "a recorded session to the Cofre machine"),
                 ] {
                     input type="checkbox" id={ "scope-" (s) } name="scope" value=(s);
                     label for={ "scope-" (s) } { (s) " (" (what) ")" }
