@@ -24,6 +24,7 @@ mod maintenance;
 mod network;
 mod offboarding;
 mod orbit;
+mod reveal;
 mod rotation;
 mod sealed;
 mod secret_logs;
