@@ -4,43 +4,97 @@ use crate::{Result, Store, StoreError, WriteTx};
 use cofre_core::audit::{AuditRecord, NewAuditEntry};
 use sqlx::Row;
 
+/// Rows per multi-row INSERT of a batch, largest first: a batch of any size is a few statements,
+/// and only these few texts go into each connection's statement cache.
+const INSERT_CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// `INSERT INTO audit_log ... VALUES (..), (..)` with `rows` rows of `$N` placeholders.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO audit_log (seq, ts, actor, action, object, outcome, details, prev_hash, hash) VALUES ",
+    );
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..9 {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * 9 + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 impl WriteTx {
     /// Chains `entry` after the current head and moves the head, inside this transaction.
     pub async fn append_audit(&mut self, ts: String, entry: NewAuditEntry) -> Result<AuditRecord> {
-        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(&mut *self.tx)
-            .await?;
-        let seq: i64 = head.try_get("seq")?;
-        let hash: String = head.try_get("hash")?;
-        let record = AuditRecord::chain(seq, &hash, ts, entry);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, ts, actor, action, object, outcome, details, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(record.seq)
-        .bind(&record.ts)
-        .bind(&record.actor)
-        .bind(&record.action)
-        .bind(&record.object)
-        .bind(&record.outcome)
-        .bind(record.details.to_string())
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *self.tx)
-        .await?;
+        self.append_audit_batch(vec![(ts, entry)])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("an audit append wrote nothing".into()))
+    }
+
+    /// Chains `entries` after the current head, in order, and moves the head once, inside this
+    /// transaction: the head is the one [`Store::write`] read, the rows go in a few multi-row INSERTs and only the
+    /// last head is MACed (the head row holds one MAC), so a batch of any size costs a handful
+    /// of statements instead of three per entry.
+    pub async fn append_audit_batch(
+        &mut self,
+        entries: Vec<(String, NewAuditEntry)>,
+    ) -> Result<Vec<AuditRecord>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut seq, mut hash) = self.head.clone();
+        let mut records = Vec::with_capacity(entries.len());
+        for (ts, entry) in entries {
+            let record = AuditRecord::chain(seq, &hash, ts, entry);
+            seq = record.seq;
+            hash.clone_from(&record.hash);
+            records.push(record);
+        }
+        let mut rest: &[AuditRecord] = &records;
+        while !rest.is_empty() {
+            let rows = INSERT_CHUNKS
+                .into_iter()
+                .find(|&n| n <= rest.len())
+                .unwrap_or(1);
+            let (chunk, tail) = rest.split_at(rows);
+            let sql = insert_sql(rows);
+            let mut q = sqlx::query(&sql);
+            for record in chunk {
+                q = q
+                    .bind(record.seq)
+                    .bind(&record.ts)
+                    .bind(&record.actor)
+                    .bind(&record.action)
+                    .bind(&record.object)
+                    .bind(&record.outcome)
+                    .bind(record.details.to_string())
+                    .bind(&record.prev_hash)
+                    .bind(&record.hash);
+            }
+            q.execute(&mut *self.tx).await?;
+            rest = tail;
+        }
         let mac = self
             .head_signer
             .as_ref()
-            .map(|sign| sign(record.seq, &record.hash))
+            .map(|sign| sign(seq, &hash))
             .unwrap_or_default();
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1")
-            .bind(record.seq)
-            .bind(&record.hash)
+            .bind(seq)
+            .bind(&hash)
             .bind(mac)
             .execute(&mut *self.tx)
             .await?;
+        self.head = (seq, hash);
         self.appended = true;
-        Ok(record)
+        Ok(records)
     }
 }
 

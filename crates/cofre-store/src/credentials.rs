@@ -28,6 +28,16 @@ pub struct VersionRow {
     pub created_by: String,
 }
 
+/// What a reveal reads: the credential, its target's tags, one sealed version, and whether the
+/// reveal asks for a rotation.
+#[derive(Debug, Clone)]
+pub struct SecretRow {
+    pub credential: CredentialRow,
+    pub tags: Vec<String>,
+    pub version: VersionRow,
+    pub rotate_after_reveal: bool,
+}
+
 fn credential_from_row(row: &sqlx::any::AnyRow) -> Result<CredentialRow> {
     Ok(CredentialRow {
         id: row.try_get("id")?,
@@ -80,10 +90,26 @@ impl Store {
         account: &str,
         version: Option<i64>,
     ) -> Result<Option<(CredentialRow, Vec<String>, VersionRow)>> {
+        Ok(self
+            .credential_to_reveal(target, account, version)
+            .await?
+            .map(|s| (s.credential, s.tags, s.version)))
+    }
+
+    /// [`Store::credential_secret`], and whether a reveal should ask for a rotation (set to
+    /// rotate after a reveal, none asked for yet), so the hot path needs no second look.
+    pub async fn credential_to_reveal(
+        &self,
+        target: &str,
+        account: &str,
+        version: Option<i64>,
+    ) -> Result<Option<SecretRow>> {
         let mut c = self.read().await?;
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS}, t.tags, v.version, v.kind AS version_kind, v.wrapped_key, v.ciphertext, \
-             v.created_at, v.created_by \
+             v.created_at, v.created_by, \
+             COALESCE((SELECT r.after_reveal FROM credential_rotation r \
+                       WHERE r.credential_id = c.id AND r.due_at IS NULL), 0) AS rotate_after_reveal \
              FROM credentials c JOIN targets t ON t.id = c.target_id \
              JOIN credential_versions v ON v.credential_id = c.id \
              AND v.version = COALESCE($3, c.current_version) \
@@ -106,7 +132,13 @@ impl Store {
         let tags: String = row.try_get("tags")?;
         let tags = serde_json::from_str(&tags)
             .map_err(|e| crate::StoreError::Corrupt(format!("target tags: {e}")))?;
-        Ok(Some((credential_from_row(&row)?, tags, version)))
+        let rotate: i64 = row.try_get("rotate_after_reveal")?;
+        Ok(Some(SecretRow {
+            credential: credential_from_row(&row)?,
+            tags,
+            version,
+            rotate_after_reveal: rotate != 0,
+        }))
     }
 
     /// Credentials of one target ordered by account, after `after`.

@@ -27,7 +27,7 @@ pub mod targets;
 pub mod users;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool, Connection, Executor};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,6 +104,10 @@ impl Store {
                 AnyPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(Duration::from_secs(30))
+                    // sqlx would ping every connection it hands out: a round trip per query, more
+                    // than a reveal's reads themselves. A connection that died fails its query (an
+                    // error, never a wrong answer) and the pool drops it.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // FULL: a commit is on disk before we acknowledge it. secure_delete:
@@ -123,6 +127,8 @@ impl Store {
                 AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(30))
+                    // As for SQLite: no ping per checkout.
+                    .test_before_acquire(false)
                     .connect_with(options)
                     .await?
             }
@@ -173,9 +179,12 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // The first statement is a write, so SQLite takes its write lock now (no deadlock-prone
         // upgrade later) and PostgreSQL locks the head row until commit.
-        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
+        // It also reads the head, which stays ours until commit, so appends need not read it again.
+        let row = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the audit chain head is missing".into()))?;
+        let head = (row.try_get("seq")?, row.try_get("hash")?);
         let head_signer = self
             .head_signer
             .read()
@@ -185,6 +194,7 @@ impl Store {
             tx,
             _gate: gate,
             appended: false,
+            head,
             head_signer,
         })
     }
@@ -221,6 +231,8 @@ pub struct WriteTx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
     appended: bool,
+    /// The audit chain's head `(seq, hash)` as this transaction leaves it so far.
+    head: (i64, String),
     /// None while sealed: the head is then written without a MAC, and the first append after
     /// unsealing (the unseal is itself audited) gives it one again.
     head_signer: Option<HeadSigner>,

@@ -581,10 +581,10 @@ impl Vault<'_> {
         // that says so (and is audited), not a puzzling "not found".
         let found = self
             .store
-            .credential_secret(target, account, req.version)
+            .credential_to_reveal(target, account, req.version)
             .await?;
         let tags = match &found {
-            Some((_, tags, _)) => tags.clone(),
+            Some(s) => s.tags.clone(),
             None => {
                 self.store
                     .target_by_name(target)
@@ -615,8 +615,8 @@ impl Vault<'_> {
             check_reason(allowed.outcome, req.reason.as_deref())?;
         }
         let policy = allowed.policy;
-        let (cred, row) = match found {
-            Some((cred, _, row)) => (cred, row),
+        let (cred, row, rotate) = match found {
+            Some(s) => (s.credential, s.version, s.rotate_after_reveal),
             None => {
                 return Err(match req.version {
                     Some(v) if self.store.credential(target, account).await?.is_some() => {
@@ -659,8 +659,11 @@ impl Vault<'_> {
         }
         self.record(entry).await?;
         metrics::counter!("cofre_reveals_total").increment(1);
-        // A secret someone has seen should not stay valid, where the credential is set so.
-        self.rotation_after_use(target, account, "reveal").await;
+        // A secret someone has seen should not stay valid, where the credential is set so (read
+        // with the secret, so a credential without it costs no further query).
+        if rotate {
+            self.rotation_after_use(target, account, "reveal").await;
+        }
         Ok(RevealResponse {
             target: target.to_owned(),
             account: account.to_owned(),

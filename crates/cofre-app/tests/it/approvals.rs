@@ -46,12 +46,12 @@ impl Drop for World {
     }
 }
 
-fn pg_admin_url() -> String {
+pub(crate) fn pg_admin_url() -> String {
     std::env::var("COFRE_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-async fn pg_exec(url: &str, sql: &str) {
+pub(crate) async fn pg_exec(url: &str, sql: &str) {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
     let mut c = sqlx::AnyConnection::connect(url).await.expect("connect");

@@ -27,6 +27,7 @@ mod network;
 mod offboarding;
 mod orbit;
 mod policy_edit;
+mod reveal;
 mod rotation;
 mod sealed;
 mod secret_logs;
