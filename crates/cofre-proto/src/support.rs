@@ -90,8 +90,8 @@ pub struct DiagnosticsConfig {
     pub config_file: Option<String>,
     /// That file's settings as they were read, secrets (passwords, tokens, the secret parts of
     /// URLs) replaced by `[redacted]`; null without a file (every setting at its default).
-    #[schema(value_type = Object)]
-    pub settings: serde_json::Value,
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<serde_json::Value>,
 }
 
 /// `GET /api/v1/diagnostics/logs`: the last lines of the server's log, oldest first.

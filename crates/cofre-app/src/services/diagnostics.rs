@@ -44,10 +44,7 @@ impl Orbit<'_> {
             database: self.database_text(),
             time_zone: c.instance.time_zone.name().to_owned(),
             config_file: c.config_file.as_ref().map(|p| p.display().to_string()),
-            settings: c
-                .file_settings_redacted
-                .clone()
-                .unwrap_or(serde_json::Value::Null),
+            settings: c.file_settings_redacted.clone(),
         })
     }
 
