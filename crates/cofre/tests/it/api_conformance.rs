@@ -82,6 +82,12 @@ fn schemathesis(server: &Server, cert: &Path, token: &str, work: &Path, pass: Pa
     run_command(cmd, None, &format!("schemathesis ({pass:?})"))
 }
 
+/// The run failed only because the tool itself raised (its ERRORS are runtime errors), with no
+/// failed check about the API.
+fn only_the_tool_crashed(stdout: &str) -> bool {
+    !stdout.contains(" FAILURES ") && stdout.contains("Runtime Error")
+}
+
 #[test]
 fn schemathesis_finds_nothing_as_user_and_admin() {
     let inst = Instance::new(Backend::Sqlite);
@@ -94,7 +100,13 @@ fn schemathesis_finds_nothing_as_user_and_admin() {
     // The user first: the admin's run may disable or delete users.
     for (who, cli) in [("user", &user), ("admin", &admin)] {
         let token = cli.token();
-        let out = schemathesis(&server, &cert, &token, &work, Pass::Main);
+        let mut out = schemathesis(&server, &cert, &token, &work, Pass::Main);
+        if out.code != Some(0) && only_the_tool_crashed(&out.stdout) {
+            // A crash inside schemathesis or hypothesis (seen: "AST constructor recursion depth
+            // mismatch") is not a finding about the API: run once more. A failing check, or a
+            // crash that happens again, still fails the test.
+            out = schemathesis(&server, &cert, &token, &work, Pass::Main);
+        }
         assert_eq!(out.code, Some(0), "schemathesis as {who}:\n{}", out.all());
         assert!(
             out.stdout.contains(" passed") && !out.stdout.contains("Failures:"),
