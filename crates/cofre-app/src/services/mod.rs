@@ -317,6 +317,13 @@ impl Principal {
     pub fn support_grant(&self) -> Option<&str> {
         self.support_grants.first().map(|(id, _)| id.as_str())
     }
+    /// Role support: the scopes of every grant it acts under now.
+    pub(crate) fn support_scopes(&self) -> Vec<cofre_core::support::Scope> {
+        self.support_grants
+            .iter()
+            .flat_map(|(_, s)| s.iter().copied())
+            .collect()
+    }
     /// The SSH key a gateway login used, if any.
     pub fn via_key(&self) -> Option<&str> {
         self.via_key.as_deref()
@@ -331,12 +338,7 @@ impl Principal {
                 "you logged in with a one-time password: set a new password first (`cofre passwd`)",
             ));
         }
-        let scopes: Vec<_> = self
-            .support_grants
-            .iter()
-            .flat_map(|(_, s)| s.iter().copied())
-            .collect();
-        if cofre_core::support::may(self.mode, self.role, &scopes, action) {
+        if cofre_core::support::may(self.mode, self.role, &self.support_scopes(), action) {
             Ok(())
         } else {
             Err(Error::forbidden(format!(

@@ -98,6 +98,25 @@ fn session_info(s: SessionRow, control: Option<&crate::session::Control>) -> Ses
     }
 }
 
+/// How `policies` let `who` open a session to the target `name` with `tags`, if at all.
+fn session_outcome(
+    policies: &[cofre_core::policy::Policy],
+    who: &Principal,
+    name: &str,
+    tags: &[String],
+) -> Option<Outcome> {
+    match decide(
+        policies,
+        &who.groups,
+        &TargetRef { name, tags },
+        Access::Session,
+        who.source(),
+    ) {
+        Decision::Deny => None,
+        Decision::Granted { outcome, .. } => Some(outcome),
+    }
+}
+
 /// The grant a session comes through: an approved access request, or a support user's `host`
 /// grant (`support`). The session is registered under its id and ends with it.
 struct Held {
@@ -278,21 +297,7 @@ impl Sessions<'_> {
             return Ok(None);
         };
         let policies = self.vault().policies_of_groups(&who.groups).await?;
-        Ok(
-            match decide(
-                &policies,
-                &who.groups,
-                &TargetRef {
-                    name: &t.name,
-                    tags: &t.tags,
-                },
-                Access::Session,
-                who.source(),
-            ) {
-                Decision::Deny => None,
-                Decision::Granted { outcome, .. } => Some(outcome),
-            },
-        )
+        Ok(session_outcome(&policies, who, &t.name, &t.tags))
     }
 
     /// [`Sessions::decide_session`] for each of `targets` (as `list_targets` just gave them), with
@@ -306,21 +311,7 @@ impl Sessions<'_> {
         let policies = self.vault().policies_of_groups(&who.groups).await?;
         Ok(targets
             .iter()
-            .map(|t| {
-                match decide(
-                    &policies,
-                    &who.groups,
-                    &TargetRef {
-                        name: &t.name,
-                        tags: &t.tags,
-                    },
-                    Access::Session,
-                    who.source(),
-                ) {
-                    Decision::Deny => None,
-                    Decision::Granted { outcome, .. } => Some(outcome),
-                }
-            })
+            .map(|t| session_outcome(&policies, who, &t.name, &t.tags))
             .collect())
     }
 
@@ -406,11 +397,7 @@ impl Sessions<'_> {
         // What the session comes through besides a policy: an approved access grant, or for a
         // support user its `host` grant; the session ends with it.
         let (policy, held, moderated) = if who.role == Role::Support {
-            let scopes: Vec<_> = who
-                .support_grants
-                .iter()
-                .flat_map(|(_, s)| s.iter().copied())
-                .collect();
+            let scopes = who.support_scopes();
             let grant = who
                 .support_grants
                 .iter()

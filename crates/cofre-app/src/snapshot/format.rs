@@ -427,7 +427,7 @@ impl<W: Write + Send + 'static> Writer<W> {
                 .min(FRAME_PLAIN);
             let mut buf = self.spare.pop().unwrap_or_default();
             buf.resize(1 + want, 0);
-            let n = read_full(&mut source, &mut buf[1..]).map_err(|e| FormatError::Io {
+            let n = codec::read_up_to(&mut source, &mut buf[1..]).map_err(|e| FormatError::Io {
                 context: format!("reading {name}"),
                 source: e,
             })?;
@@ -506,19 +506,6 @@ fn frame_aad(header_hash: &[u8; 32], index: u64, kind: u8) -> [u8; 41] {
     aad[32..40].copy_from_slice(&index.to_be_bytes());
     aad[40] = kind;
     aad
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Reads the clear header of a snapshot file (no key needed).

@@ -10,7 +10,9 @@
 //! `__Host-cofre` cookie, and the pages. Every page is timed next to `/healthz` of the same
 //! server in the same run, so the ratio is comparable across machines.
 
-use super::gateway::{clock_ticks, cpu_seconds, free_port, keygen, start_sshd, AnyHostKey};
+use super::gateway::{
+    clock_ticks, cpu_seconds, free_port, keygen, open_channel, start_sshd, AnyHostKey,
+};
 use super::start_server_in;
 use anyhow::{anyhow, bail, Context, Result};
 use cofre::client::{tls_config, Client, Target};
@@ -23,7 +25,6 @@ use cofre_store::policies::PolicyRow;
 use cofre_store::targets::NewTarget;
 use cofre_store::users::NewUser;
 use futures::{SinkExt, StreamExt};
-use russh::keys::PrivateKeyWithHashAlg;
 use russh::ChannelMsg;
 use std::path::Path;
 use std::process::ExitCode;
@@ -422,20 +423,7 @@ enum Pipe {
 
 impl Pipe {
     async fn ssh(port: u16, user: &str, key: &Path) -> Result<Pipe> {
-        let config = Arc::new(russh::client::Config {
-            nodelay: true,
-            inactivity_timeout: None,
-            ..Default::default()
-        });
-        let mut handle = russh::client::connect(config, ("127.0.0.1", port), AnyHostKey).await?;
-        let key = russh::keys::load_secret_key(key, None)?;
-        let auth = handle
-            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), None))
-            .await?;
-        if !auth.success() {
-            bail!("{user} was refused at port {port}");
-        }
-        let ch = handle.channel_open_session().await?;
+        let (handle, ch) = open_channel(port, user, key).await?;
         ch.request_pty(false, "xterm-256color", 80, 24, 0, 0, &[])
             .await?;
         ch.request_shell(false).await?;

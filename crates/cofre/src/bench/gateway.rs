@@ -125,11 +125,11 @@ impl russh::client::Handler for AnyHostKey {
     }
 }
 
-async fn open_exec(
+/// An SSH session channel at `port` as `user` with `key`, not yet asked for anything.
+pub(super) async fn open_channel(
     port: u16,
     user: &str,
     key: &Path,
-    command: &str,
 ) -> Result<(
     russh::client::Handle<AnyHostKey>,
     russh::Channel<russh::client::Msg>,
@@ -148,6 +148,19 @@ async fn open_exec(
         bail!("{user} was refused at port {port}");
     }
     let channel = handle.channel_open_session().await?;
+    Ok((handle, channel))
+}
+
+async fn open_exec(
+    port: u16,
+    user: &str,
+    key: &Path,
+    command: &str,
+) -> Result<(
+    russh::client::Handle<AnyHostKey>,
+    russh::Channel<russh::client::Msg>,
+)> {
+    let (handle, channel) = open_channel(port, user, key).await?;
     channel.exec(true, command).await?;
     Ok((handle, channel))
 }
