@@ -8,21 +8,24 @@ use sqlx::Row;
 /// and only these few texts go into each connection's statement cache.
 const INSERT_CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
+/// Columns an append writes per entry.
+const COLUMNS: usize = 10;
+
 /// `INSERT INTO audit_log ... VALUES (..), (..)` with `rows` rows of `$N` placeholders.
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO audit_log (seq, ts, actor, action, object, outcome, details, prev_hash, hash) VALUES ",
+        "INSERT INTO audit_log (seq, ts, actor, action, object, outcome, details, prev_hash, hash, ts_high) VALUES ",
     );
     for r in 0..rows {
         if r > 0 {
             sql.push_str(", ");
         }
         sql.push('(');
-        for c in 0..9 {
+        for c in 0..COLUMNS {
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", r * 9 + c + 1));
+            sql.push_str(&format!("${}", r * COLUMNS + c + 1));
         }
         sql.push(')');
     }
@@ -50,23 +53,32 @@ impl WriteTx {
             return Ok(Vec::new());
         }
         let (mut seq, mut hash) = self.head.clone();
+        let mut high = self.head_ts_high.clone();
         let mut records = Vec::with_capacity(entries.len());
+        let mut highs = Vec::with_capacity(entries.len());
         for (ts, entry) in entries {
             let record = AuditRecord::chain(seq, &hash, ts, entry);
             seq = record.seq;
             hash.clone_from(&record.hash);
+            // Byte order, as the index compares (PostgreSQL's column is COLLATE "C").
+            if record.ts > high {
+                high.clone_from(&record.ts);
+            }
+            highs.push(high.clone());
             records.push(record);
         }
         let mut rest: &[AuditRecord] = &records;
+        let mut rest_highs: &[String] = &highs;
         while !rest.is_empty() {
             let rows = INSERT_CHUNKS
                 .into_iter()
                 .find(|&n| n <= rest.len())
                 .unwrap_or(1);
             let (chunk, tail) = rest.split_at(rows);
+            let (chunk_highs, highs_tail) = rest_highs.split_at(rows);
             let sql = insert_sql(rows);
             let mut q = sqlx::query(&sql);
-            for record in chunk {
+            for (record, high) in chunk.iter().zip(chunk_highs) {
                 q = q
                     .bind(record.seq)
                     .bind(&record.ts)
@@ -76,23 +88,29 @@ impl WriteTx {
                     .bind(&record.outcome)
                     .bind(record.details.to_string())
                     .bind(&record.prev_hash)
-                    .bind(&record.hash);
+                    .bind(&record.hash)
+                    .bind(high);
             }
             q.execute(&mut *self.tx).await?;
             rest = tail;
+            rest_highs = highs_tail;
         }
         let mac = self
             .head_signer
             .as_ref()
             .map(|sign| sign(seq, &hash))
             .unwrap_or_default();
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1")
-            .bind(seq)
-            .bind(&hash)
-            .bind(mac)
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query(
+            "UPDATE audit_head SET seq = $1, hash = $2, mac = $3, ts_high = $4 WHERE id = 1",
+        )
+        .bind(seq)
+        .bind(&hash)
+        .bind(mac)
+        .bind(&high)
+        .execute(&mut *self.tx)
+        .await?;
         self.head = (seq, hash);
+        self.head_ts_high = high;
         self.appended = true;
         Ok(records)
     }
@@ -200,12 +218,36 @@ impl Store {
             cond(&mut sql, " AND ts < ?", u.clone());
         }
         let limit_at = binds.len() + 2;
+        let mut c = self.read().await?;
+        let mut after = after;
+        if let Some(s) = &f.since {
+            // Where the first match can be (migration 0029): the scan in seq order starts there
+            // and not at the start of the trail. Asked apart, so that the database's range scan
+            // starts at this bound, whichever of the two it would have picked.
+            match first_reaching(&mut c, s).await? {
+                Some(first) => after = after.max(first - 1),
+                None => return Ok(Vec::new()),
+            }
+        }
+        if let Some(u) = &f.until {
+            // From the first entry whose running highest time reaches `until` on, an entry
+            // stamped before `until` was written after the clock was set back, so its `ts` is
+            // below its `ts_high`: those few come from their own index, and the scan in seq
+            // order stops at that entry instead of running to the end of the trail.
+            if let Some(end) = first_reaching(&mut c, u).await? {
+                let tail = sql.replacen(
+                    " WHERE seq > $1",
+                    &format!(" WHERE seq > $1 AND seq >= {end} AND ts < ts_high"),
+                    1,
+                );
+                sql = format!("{sql} AND seq < {end} UNION ALL {tail}");
+            }
+        }
         sql.push_str(&format!(" ORDER BY seq LIMIT ${limit_at}"));
         let mut q = sqlx::query(&sql).bind(after);
         for b in &binds {
             q = q.bind(b.as_str());
         }
-        let mut c = self.read().await?;
         let rows = q.bind(limit).fetch_all(&mut *c).await?;
         rows.iter().map(record_from_row).collect()
     }
@@ -279,6 +321,18 @@ impl Store {
         .await?;
         row.as_ref().map(record_from_row).transpose()
     }
+}
+
+/// The first entry (lowest `seq`) whose running highest time `ts_high` is at or after `t`: no
+/// entry before it has a `ts` at or after `t`. One lookup in the `(ts_high, seq)` index, since
+/// `ts_high` never decreases along `seq`.
+async fn first_reaching(c: &mut sqlx::AnyConnection, t: &str) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT seq FROM audit_log WHERE ts_high >= $1 ORDER BY ts_high, seq LIMIT 1",
+    )
+    .bind(t)
+    .fetch_optional(c)
+    .await?)
 }
 
 /// The audit chain's head row.

@@ -180,11 +180,14 @@ impl Store {
         // The first statement is a write, so SQLite takes its write lock now (no deadlock-prone
         // upgrade later) and PostgreSQL locks the head row until commit.
         // It also reads the head, which stays ours until commit, so appends need not read it again.
-        let row = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("the audit chain head is missing".into()))?;
+        let row = sqlx::query(
+            "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash, ts_high",
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("the audit chain head is missing".into()))?;
         let head = (row.try_get("seq")?, row.try_get("hash")?);
+        let head_ts_high = row.try_get("ts_high")?;
         let head_signer = self
             .head_signer
             .read()
@@ -195,6 +198,7 @@ impl Store {
             _gate: gate,
             appended: false,
             head,
+            head_ts_high,
             head_signer,
         })
     }
@@ -233,6 +237,8 @@ pub struct WriteTx {
     appended: bool,
     /// The audit chain's head `(seq, hash)` as this transaction leaves it so far.
     head: (i64, String),
+    /// The highest `ts` in the trail so far (the newest entry's `ts_high`, see `audit_search`).
+    head_ts_high: String,
     /// None while sealed: the head is then written without a MAC, and the first append after
     /// unsealing (the unseal is itself audited) gives it one again.
     head_signer: Option<HeadSigner>,

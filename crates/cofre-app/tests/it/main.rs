@@ -6,5 +6,6 @@
 
 mod approvals;
 mod audit_batch;
+mod audit_time_search;
 mod governance;
 mod siem;
