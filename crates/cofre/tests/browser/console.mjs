@@ -154,7 +154,7 @@ await admin.page.getByRole("button", { name: `Terminate ${sessionId}` }).click()
 await admin.page.waitForURL(cfg.base + "/sessions");
 await user.page.locator("#terminal[data-ended]").waitFor({ timeout: 60000 });
 results.terminalEnded = await user.page.locator("#terminal").getAttribute("data-ended");
-for (const [p, name] of [["/users", "users"], ["/groups", "groups"], ["/policies", "policies"], ["/targets", "targets"], ["/grants", "grants"], ["/audit", "audit"], ["/orbit", "orbit"]]) {
+for (const [p, name] of [["/users", "users"], ["/groups", "groups"], ["/policies", "policies"], ["/policies/r/edit", "policy-edit"], ["/targets", "targets"], ["/grants", "grants"], ["/audit", "audit"], ["/orbit", "orbit"]]) {
   await admin.page.goto(cfg.base + p);
   await check(admin.page, "admin", name);
 }
@@ -169,6 +169,12 @@ await admin.page.getByRole("cell", { name: "auth.login", exact: true }).first().
 await check(admin.page, "admin", "audit-search");
 await admin.page.getByRole("button", { name: "Log out" }).click();
 await admin.page.waitForURL(cfg.base + "/login");
+
+// The user's own pages: requests, and two-factor enrolment.
+for (const [p, name] of [["/requests", "requests"], ["/totp", "totp"]]) {
+  await user.page.goto(cfg.base + p);
+  await check(user.page, "user", name);
+}
 
 // --- auditor: the trail (verify), recordings, the player.
 step("auditor replays");
@@ -197,6 +203,39 @@ await check(auditor.page, "auditor", "player");
 // A page the auditor may not open is refused in the browser too.
 const refused = await auditor.page.goto(cfg.base + "/users");
 results.auditorUsersStatus = refused.status();
+
+// --- vendor support: asks for a grant (markup in the reason); a customer admin approves it.
+step("support asks for a grant");
+const support = await open("support");
+await login(support.page, cfg.support.name, cfg.support.password);
+await support.page.goto(cfg.base + "/support");
+await check(support.page, "support", "support");
+await support.page.getByLabel(/^diagnostics/).check();
+await support.page.getByLabel("Reason", { exact: true }).fill(cfg.xss);
+await support.page.getByLabel("Ticket", { exact: true }).fill("TICKET-881");
+await support.page.getByLabel("Duration (e.g. 2h; default 8h)").fill("1h");
+await support.page.getByRole("button", { name: "Ask for the grant" }).click();
+await support.page.waitForURL(/\/support\/.+/);
+const supportUrl = support.page.url();
+await support.page.getByText(cfg.xss).first().waitFor();
+await check(support.page, "support", "support-request");
+step("admin approves the support grant");
+const customer = await open("admin");
+await login(customer.page, cfg.admin.name, cfg.admin.password);
+await customer.page.goto(cfg.base + "/support");
+await customer.page.getByText(cfg.xss).first().waitFor();
+await check(customer.page, "admin", "support");
+await customer.page.goto(supportUrl);
+await customer.page.getByLabel("Comment (required to deny)").fill("ok");
+await customer.page.getByRole("button", { name: "Approve" }).click();
+await customer.page.locator("#support-state", { hasText: "approved" }).waitFor();
+await check(customer.page, "admin", "support-decided");
+// Under the grant, support's pages are audited; the customer sees them in the grant's activity.
+await support.page.goto(cfg.base + "/");
+await customer.page.goto(supportUrl + "/activity");
+await customer.page.getByRole("cell", { name: "support.call", exact: true }).first().waitFor();
+await check(customer.page, "admin", "support-activity");
+results.supportApproved = true;
 
 await browser.close();
 if (results.dialogs.length) throw new Error(`dialogs fired: ${results.dialogs}`);

@@ -99,6 +99,7 @@ fn every_role_in_a_real_browser() {
     .assert_ok();
     let (_, lead_pw) = api.make_user(&admin, "lead1", "approver", &["leads"]);
     let (_, aud_pw) = api.make_user(&admin, "aud1", "auditor", &[]);
+    let (_, sup_pw) = api.make_user(&admin, "sup1", "support", &[]);
 
     let shots = screenshot_dir();
     let config = json!({
@@ -109,6 +110,7 @@ fn every_role_in_a_real_browser() {
         "user": {"name": "alice", "password": alice_pw},
         "approver": {"name": "lead1", "password": lead_pw},
         "auditor": {"name": "aud1", "password": aud_pw},
+        "support": {"name": "sup1", "password": sup_pw},
         "xss": "<img src=x onerror=alert(1)>",
         "secretFragment": "OPENSSH PRIVATE KEY",
     });
@@ -134,6 +136,7 @@ fn every_role_in_a_real_browser() {
     assert_eq!(results["secretHidden"], true, "{results}");
     assert_eq!(results["secretNotInHistory"], true, "{results}");
     assert_eq!(results["auditorUsersStatus"], 403, "{results}");
+    assert_eq!(results["supportApproved"], true, "{results}");
     let ended = results["terminalEnded"].as_str().unwrap_or("");
     assert!(ended.contains("terminated by admin"), "{results}");
     for p in results["pages"].as_array().expect("pages") {

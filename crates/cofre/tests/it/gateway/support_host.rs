@@ -1,7 +1,7 @@
 //! Vendor support's `host` scope: with an approved `host` grant, a support user opens a recorded
 //! gateway session to the target the customer tagged `support-host` (the Cofre machine; here the
 //! test's sshd), and to nothing else; revoking the grant ends the session at once; the sessions
-//! are in `support activity`.
+//! are in `support activity`; a session under a grant that runs out ends when the grant does.
 
 use super::*;
 
@@ -142,4 +142,64 @@ fn a_host_grant_opens_a_recorded_session_to_the_support_host_only_until_revoked(
     assert!(cast.text("o").contains("host-42"), "{:?}", cast.events);
     // Support itself never reads the recording.
     sup1.fail(&["recording", "export", first, "-o", "/dev/null"]);
+
+    // A short grant: the live shell ends by itself at the grant's end, with the reason shown.
+    let short = sup1
+        .ok(&[
+            "--output",
+            "json",
+            "support",
+            "request",
+            "--scope",
+            "host",
+            "--reason",
+            "TICKET-10 quick look",
+            "--ticket",
+            "TICKET-10",
+            "--duration",
+            "8s",
+        ])
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    gw.admin
+        .ok(&["support", "approve", &short, "--comment", "ok"])
+        .assert_stdout_contains("approved");
+    let approved_at = std::time::Instant::now();
+    let mut ssh = Running::spawn(
+        gw.ssh("sup1:root@cofre-host", &["-i", key, "-tt"], None),
+        "ssh -tt (support shell, short grant)",
+    );
+    ssh.send("echo short-$((40+2))\n");
+    ssh.wait_for_stdout("short-42", Duration::from_secs(30));
+    let status = ssh.wait(Duration::from_secs(30));
+    assert!(
+        status.is_some(),
+        "the session outlived its grant's end: {}",
+        ssh.describe()
+    );
+    assert!(
+        approved_at.elapsed() >= Duration::from_secs(7),
+        "the session ended before its grant did ({:?}): {}",
+        approved_at.elapsed(),
+        ssh.describe()
+    );
+    assert!(
+        format!("{}{}", ssh.stdout(), ssh.stderr())
+            .contains(&format!("your support grant {short} has ended")),
+        "the support user sees why: {}",
+        ssh.describe()
+    );
+    let out = gw.run_ssh(
+        "sup1:root@cofre-host",
+        &["-i", key],
+        Some("echo after"),
+        None,
+    );
+    assert_ne!(
+        out.code,
+        Some(0),
+        "no session after the grant's end: {out:?}"
+    );
 }
