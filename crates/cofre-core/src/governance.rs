@@ -71,10 +71,16 @@ pub fn gate(setting: DualControl, widens: bool, other_admins: usize) -> Gate {
 
 /// Whether `new` lets someone do what no existing policy of its group already lets them do.
 /// Adding a policy where an existing one of the same group covers the same selector and access
-/// only narrows (the most restrictive match wins and every match's limits apply). A selector is
-/// covered by an equal selector or by `*`: tags change, so `tag:prod` never covers `db01`.
+/// from every source network the new one applies from only narrows (the most restrictive match
+/// wins and every match's limits apply). A selector is covered by an equal selector or by `*`:
+/// tags change, so `tag:prod` never covers `db01`. Networks matter because a policy does not
+/// match at all from outside its own (`--from`): there, the new policy would be the only one.
+/// Windows do not, since a matching policy outside its window refuses whatever else matches.
 pub fn policy_add_widens(existing: &[Policy], new: &Policy) -> bool {
-    let same_group: Vec<&Policy> = existing.iter().filter(|p| p.group == new.group).collect();
+    let same_group: Vec<&Policy> = existing
+        .iter()
+        .filter(|p| p.group == new.group && !networks_grow(p, new))
+        .collect();
     new.targets.iter().any(|selector| {
         new.access.iter().any(|access| {
             !same_group.iter().any(|p| {
@@ -85,6 +91,22 @@ pub fn policy_add_widens(existing: &[Policy], new: &Policy) -> bool {
             })
         })
     })
+}
+
+/// Whether `to` applies from a source network that `from` does not (no networks: anywhere).
+fn networks_grow(from: &Policy, to: &Policy) -> bool {
+    match (
+        from.limits.networks.is_empty(),
+        to.limits.networks.is_empty(),
+    ) {
+        (true, _) => false,
+        (false, true) => true,
+        (false, false) => !to
+            .limits
+            .networks
+            .iter()
+            .all(|n| from.limits.networks.iter().any(|f| f.contains(n))),
+    }
 }
 
 /// Two selectors may match one target unless both name different targets.
@@ -129,21 +151,9 @@ fn scope_grows(from: &Policy, to: &Policy) -> bool {
             .iter()
             .any(|f| *f == TargetSelector::All || f == s)
     };
-    let nets_grow = match (
-        from.limits.networks.is_empty(),
-        to.limits.networks.is_empty(),
-    ) {
-        (true, _) => false,
-        (false, true) => true,
-        (false, false) => !to
-            .limits
-            .networks
-            .iter()
-            .all(|n| from.limits.networks.iter().any(|f| f.contains(n))),
-    };
     !to.targets.iter().all(selector_covered)
         || !to.access.iter().all(|a| from.access.contains(a))
-        || nets_grow
+        || networks_grow(from, to)
 }
 
 fn limits_loosen(old: &Policy, new: &Policy) -> bool {
@@ -428,6 +438,27 @@ mod tests {
             &by_name,
             &policy("n", "ops", &["*"], &[Access::Session])
         ));
+    }
+
+    #[test]
+    fn a_policy_is_covered_only_from_the_networks_of_the_one_covering_it() {
+        let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        let mut office = policy("office", "ops", &["db01"], &[Access::Session]);
+        office.limits.networks = vec![net("10.0.0.0/8")];
+        // From anywhere: outside 10/8 nothing matched before, now this one does.
+        let mut anywhere = policy("any", "ops", &["db01"], &[Access::Session]);
+        anywhere.outcome = Outcome::Approve;
+        assert!(policy_add_widens(std::slice::from_ref(&office), &anywhere));
+        // From another network: widens; from inside the covering one: only narrows.
+        let mut home = anywhere.clone();
+        home.limits.networks = vec![net("192.168.0.0/16")];
+        assert!(policy_add_widens(std::slice::from_ref(&office), &home));
+        let mut lab = anywhere.clone();
+        lab.limits.networks = vec![net("10.20.0.0/16")];
+        assert!(!policy_add_widens(std::slice::from_ref(&office), &lab));
+        // A covering policy without networks covers every network.
+        let everywhere = policy("e", "ops", &["db01"], &[Access::Session]);
+        assert!(!policy_add_widens(std::slice::from_ref(&everywhere), &home));
     }
 
     #[test]
