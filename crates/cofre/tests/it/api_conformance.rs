@@ -5,6 +5,7 @@
 use crate::harness::*;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 /// What schemathesis checks: every conformance check of a response against the document, and
 /// that the server never fails inside.
@@ -79,7 +80,14 @@ fn schemathesis(server: &Server, cert: &Path, token: &str, work: &Path, pass: Pa
     for path in paths {
         cmd.args([flag, path]);
     }
-    run_command(cmd, None, &format!("schemathesis ({pass:?})"))
+    // A pass takes about half a minute on two quiet cores, several minutes on a loaded machine:
+    // the deadline only guards against a hang.
+    run_command_within(
+        cmd,
+        None,
+        &format!("schemathesis ({pass:?})"),
+        Duration::from_secs(600),
+    )
 }
 
 /// The run failed only because the tool itself raised (its ERRORS are runtime errors), with no

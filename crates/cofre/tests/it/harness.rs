@@ -713,7 +713,17 @@ impl Out {
     }
 }
 
-pub(crate) fn run_command(mut cmd: Command, stdin: Option<&str>, what: &str) -> Out {
+pub(crate) fn run_command(cmd: Command, stdin: Option<&str>, what: &str) -> Out {
+    run_command_within(cmd, stdin, what, CLI_TIMEOUT)
+}
+
+/// [`run_command`] with its own deadline, for a tool whose whole run is long (a fuzzer's pass).
+pub(crate) fn run_command_within(
+    mut cmd: Command,
+    stdin: Option<&str>,
+    what: &str,
+    timeout: Duration,
+) -> Out {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -741,7 +751,7 @@ pub(crate) fn run_command(mut cmd: Command, stdin: Option<&str>, what: &str) -> 
         let _ = se.read_to_end(&mut s);
         s
     });
-    let deadline = Instant::now() + CLI_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(st) = child.try_wait().expect("wait") {
             break Some(st);
@@ -763,7 +773,7 @@ pub(crate) fn run_command(mut cmd: Command, stdin: Option<&str>, what: &str) -> 
     };
     assert!(
         status.is_some(),
-        "timed out after {CLI_TIMEOUT:?}: {}",
+        "timed out after {timeout:?}: {}",
         out.describe()
     );
     out
