@@ -309,6 +309,22 @@ impl Store {
         row.as_ref().map(record_from_row).transpose()
     }
 
+    /// The first entry up to `head` whose `ts_high` is not the highest `ts` up to it (someone
+    /// wrote it other than the append did): a search by time could miss entries there. The
+    /// running maximum in SQL, in byte order on both databases, as the append computes it.
+    pub async fn audit_ts_high_break(&self, head: i64) -> Result<Option<i64>> {
+        let mut c = self.read().await?;
+        Ok(sqlx::query_scalar(
+            "SELECT seq FROM (SELECT seq, ts_high, \
+             MAX(ts) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS running \
+             FROM audit_log WHERE seq <= $1) AS w \
+             WHERE ts_high <> running ORDER BY seq LIMIT 1",
+        )
+        .bind(head)
+        .fetch_optional(&mut *c)
+        .await?)
+    }
+
     /// The entry at `seq`, if there is one.
     pub async fn audit_entry(&self, seq: i64) -> Result<Option<AuditRecord>> {
         let mut c = self.read().await?;

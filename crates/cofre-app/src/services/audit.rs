@@ -204,6 +204,20 @@ impl Audit<'_> {
                 break None;
             }
         };
+        // The chain holds; the bounds that time searches use must too (they are not hashed).
+        let broken = match broken {
+            Some(b) => Some(b),
+            None => self
+                .store
+                .audit_ts_high_break(head_seq)
+                .await?
+                .map(|seq| ChainBreak {
+                    seq,
+                    reason: "its time bound for searches (ts_high) is not the highest time up to \
+                             it: a search by time could miss entries"
+                        .into(),
+                }),
+        };
         let result = match broken {
             Some(b) => Err(b),
             None => verifier

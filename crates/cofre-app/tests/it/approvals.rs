@@ -51,6 +51,20 @@ pub(crate) fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// Runs `body` on a new, empty PostgreSQL database (named `PREFIX_random`), dropped afterwards.
+pub(crate) async fn with_scratch_pg<F, Fut>(prefix: &str, body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let admin_url = pg_admin_url();
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    pg_exec(&admin_url, &format!("CREATE DATABASE {name}")).await;
+    let base = admin_url.rsplit_once('/').unwrap().0;
+    body(format!("{base}/{name}")).await;
+    pg_exec(&admin_url, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+}
+
 pub(crate) async fn pg_exec(url: &str, sql: &str) {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();

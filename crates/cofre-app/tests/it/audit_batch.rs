@@ -63,10 +63,8 @@ async fn batches_chain_into_one_trail_sqlite() {
 
 #[tokio::test]
 async fn batches_chain_into_one_trail_postgres() {
-    let admin_url = crate::approvals::pg_admin_url();
-    let name = format!("cofre_batch_{}", uuid::Uuid::new_v4().simple());
-    crate::approvals::pg_exec(&admin_url, &format!("CREATE DATABASE {name}")).await;
-    let base = admin_url.rsplit_once('/').unwrap().0;
-    batches_chain_into_one_trail(&format!("{base}/{name}")).await;
-    crate::approvals::pg_exec(&admin_url, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+    crate::approvals::with_scratch_pg("cofre_batch", |url| async move {
+        batches_chain_into_one_trail(&url).await;
+    })
+    .await;
 }

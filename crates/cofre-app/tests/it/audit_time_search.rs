@@ -148,14 +148,11 @@ async fn since_finds_every_entry_across_clock_steps_sqlite() {
 
 #[tokio::test]
 async fn since_finds_every_entry_across_clock_steps_postgres() {
-    let admin_url = crate::approvals::pg_admin_url();
-    let name = format!("cofre_since_{}", uuid::Uuid::new_v4().simple());
-    crate::approvals::pg_exec(&admin_url, &format!("CREATE DATABASE {name}")).await;
-    let base = admin_url.rsplit_once('/').unwrap().0;
-    let url = format!("{base}/{name}");
-    append_trail(&url).await;
-    check_searches(&url).await;
-    crate::approvals::pg_exec(&admin_url, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+    crate::approvals::with_scratch_pg("cofre_since", |url| async move {
+        append_trail(&url).await;
+        check_searches(&url).await;
+    })
+    .await;
 }
 
 /// A trail written by a server from before migration 0029 (the schema stopped at 0028, the rows

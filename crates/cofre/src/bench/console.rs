@@ -125,10 +125,12 @@ fn seed_entry(what: &str, n: usize) -> NewAuditEntry {
 struct Seeded {
     identities: Duration,
     audit: Duration,
-    /// The time of the seeded trail's middle entry (one entry a second, ending at the seeding).
+    /// The time of the seeded trail's middle entry.
     middle: String,
-    /// An hour before the seeded trail's end.
-    last_hour: String,
+    /// The time of the entry 1% of the trail before its end.
+    recent: String,
+    /// From a quarter into the trail, 1% of it: an old window that a search must not scan past.
+    window: (String, String),
 }
 
 /// Users, groups, targets, credentials and policies, then the audit entries, in transactions of
@@ -253,31 +255,41 @@ async fn seed(app: &App, s: &Sizes) -> Result<Seeded> {
     }
     let identities = started.elapsed();
 
-    // One entry a second, ending now: the time filters then select real slices of the trail.
+    // Stamped by the clock as they are written, after the data dir's own entries, as a real
+    // trail is (a trail whose times ran backwards from its first entries would be one long clock
+    // step); the time filters then select real slices of it.
     let started = Instant::now();
-    let first = app.now() - time::Duration::seconds(s.audit as i64 + 60);
-    let middle =
-        cofre_app::services::timestamp(first + time::Duration::seconds(s.audit as i64 / 2));
-    let last_hour = cofre_app::services::timestamp(
-        first + time::Duration::seconds((s.audit as i64 - 3600).max(0)),
-    );
+    let marks = [
+        s.audit / 2,
+        s.audit * 99 / 100,
+        s.audit / 4,
+        s.audit / 4 + s.audit / 100,
+    ];
+    let mut stamps = [String::new(), String::new(), String::new(), String::new()];
     let mut i = 0;
     while i < s.audit {
         let end = (i + 20_000).min(s.audit);
         let mut tx = app.store.write().await?;
         for k in i..end {
-            let ts = cofre_app::services::timestamp(first + time::Duration::seconds(k as i64));
+            let ts = app.now_text();
+            for (mark, stamp) in marks.iter().zip(stamps.iter_mut()) {
+                if *mark == k {
+                    stamp.clone_from(&ts);
+                }
+            }
             tx.append_audit(ts, audit_entry(k, s.users, s.targets))
                 .await?;
         }
         tx.commit().await?;
         i = end;
     }
+    let [middle, recent, window_start, window_end] = stamps;
     Ok(Seeded {
         identities,
         audit: started.elapsed(),
         middle,
-        last_hour,
+        recent,
+        window: (window_start, window_end),
     })
 }
 
@@ -922,7 +934,11 @@ pub(crate) async fn run(
             format!("/audit?object=credential:{}/root", target_name(1234)),
         ),
         ("admin", format!("/audit?since={middle}")),
-        ("admin", format!("/audit?since={}", seeded.last_hour)),
+        ("admin", format!("/audit?since={}", seeded.recent)),
+        (
+            "admin",
+            format!("/audit?since={}&until={}", seeded.window.0, seeded.window.1),
+        ),
         (
             "admin",
             format!("/audit?action=credential.reveal&since={middle}"),

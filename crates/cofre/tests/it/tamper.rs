@@ -163,6 +163,17 @@ fn tampering_is_named(backend: Backend) {
         a.seq,
     );
 
+    // (d) Lower one entry's bound for time searches (not in the chain, but checked).
+    check_case(
+        &inst,
+        &admin,
+        "lowered ts_high",
+        &[format!(
+            "UPDATE audit_log SET ts_high = '2000-01-01T00:00:00Z' WHERE seq = {middle}"
+        )],
+        middle,
+    );
+
     // The untouched original still verifies.
     let server = inst.start();
     let admin = admin.at_with_token(&server);

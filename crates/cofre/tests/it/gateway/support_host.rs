@@ -49,23 +49,7 @@ fn a_host_grant_opens_a_recorded_session_to_the_support_host_only_until_revoked(
     assert_ne!(out.code, Some(0), "{out:?}");
     assert_nothing_reached_sshd(&gw.sshd, before, "support without a grant");
 
-    let requested = sup1
-        .ok(&[
-            "--output",
-            "json",
-            "support",
-            "request",
-            "--scope",
-            "host",
-            "--reason",
-            "TICKET-9 disk full",
-            "--ticket",
-            "TICKET-9",
-            "--duration",
-            "1h",
-        ])
-        .json();
-    let id = requested["id"].as_str().unwrap().to_owned();
+    let id = request_host(&sup1, "TICKET-9", "1h");
     // Still nothing while it waits for the customer.
     let out = gw.run_ssh("sup1:root@cofre-host", &["-i", key], Some("echo no"), None);
     assert_ne!(out.code, Some(0), "{out:?}");
@@ -88,35 +72,13 @@ fn a_host_grant_opens_a_recorded_session_to_the_support_host_only_until_revoked(
     assert!(out.stdout.contains("host-42"), "{out:?}");
 
     // A live shell under the grant ends the moment the customer revokes it.
-    let mut ssh = Running::spawn(
-        gw.ssh("sup1:root@cofre-host", &["-i", key, "-tt"], None),
-        "ssh -tt (support shell)",
-    );
-    ssh.send("echo ready-$((40+2))\n");
-    ssh.wait_for_stdout("ready-42", Duration::from_secs(30));
-    gw.admin.ok(&["support", "revoke", &id]);
-    let status = ssh.wait(Duration::from_secs(10));
-    assert!(
-        status.is_some(),
-        "the session outlived its grant: {}",
-        ssh.describe()
-    );
-    assert!(
-        format!("{}{}", ssh.stdout(), ssh.stderr())
-            .contains(&format!("support grant {id} was revoked")),
-        "the support user sees why: {}",
-        ssh.describe()
-    );
-    let out = gw.run_ssh(
-        "sup1:root@cofre-host",
-        &["-i", key],
-        Some("echo after"),
-        None,
-    );
-    assert_ne!(
-        out.code,
-        Some(0),
-        "no session after the revocation: {out:?}"
+    shell_ends_with_its_grant(
+        &gw,
+        key,
+        || {
+            gw.admin.ok(&["support", "revoke", &id]);
+        },
+        &format!("support grant {id} was revoked"),
     );
 
     // Both sessions are in the grant's activity, and their recordings hold what was done.
@@ -144,7 +106,27 @@ fn a_host_grant_opens_a_recorded_session_to_the_support_host_only_until_revoked(
     sup1.fail(&["recording", "export", first, "-o", "/dev/null"]);
 
     // A short grant: the live shell ends by itself at the grant's end, with the reason shown.
-    let short = sup1
+    let short = request_host(&sup1, "TICKET-10", "8s");
+    gw.admin
+        .ok(&["support", "approve", &short, "--comment", "ok"])
+        .assert_stdout_contains("approved");
+    let approved_at = std::time::Instant::now();
+    shell_ends_with_its_grant(
+        &gw,
+        key,
+        || {},
+        &format!("your support grant {short} has ended"),
+    );
+    assert!(
+        approved_at.elapsed() >= Duration::from_secs(7),
+        "the session ended before its grant did ({:?})",
+        approved_at.elapsed()
+    );
+}
+
+/// A `host` support request from `sup`, answered pending; its id.
+fn request_host(sup: &Cli, ticket: &str, duration: &str) -> String {
+    let v = sup
         .ok(&[
             "--output",
             "json",
@@ -153,42 +135,35 @@ fn a_host_grant_opens_a_recorded_session_to_the_support_host_only_until_revoked(
             "--scope",
             "host",
             "--reason",
-            "TICKET-10 quick look",
+            &format!("{ticket} disk full"),
             "--ticket",
-            "TICKET-10",
+            ticket,
             "--duration",
-            "8s",
+            duration,
         ])
-        .json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    gw.admin
-        .ok(&["support", "approve", &short, "--comment", "ok"])
-        .assert_stdout_contains("approved");
-    let approved_at = std::time::Instant::now();
+        .json();
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// A live support shell to the host, then `end` (a revocation, or nothing while the grant runs
+/// out): the shell ends, the support user is told `why`, and no new session opens.
+fn shell_ends_with_its_grant(gw: &Gw, key: &str, end: impl FnOnce(), why: &str) {
     let mut ssh = Running::spawn(
         gw.ssh("sup1:root@cofre-host", &["-i", key, "-tt"], None),
-        "ssh -tt (support shell, short grant)",
+        "ssh -tt (support shell)",
     );
-    ssh.send("echo short-$((40+2))\n");
-    ssh.wait_for_stdout("short-42", Duration::from_secs(30));
+    ssh.send("echo ready-$((40+2))\n");
+    ssh.wait_for_stdout("ready-42", Duration::from_secs(30));
+    end();
     let status = ssh.wait(Duration::from_secs(30));
     assert!(
         status.is_some(),
-        "the session outlived its grant's end: {}",
+        "the session outlived its grant: {}",
         ssh.describe()
     );
     assert!(
-        approved_at.elapsed() >= Duration::from_secs(7),
-        "the session ended before its grant did ({:?}): {}",
-        approved_at.elapsed(),
-        ssh.describe()
-    );
-    assert!(
-        format!("{}{}", ssh.stdout(), ssh.stderr())
-            .contains(&format!("your support grant {short} has ended")),
-        "the support user sees why: {}",
+        format!("{}{}", ssh.stdout(), ssh.stderr()).contains(why),
+        "the support user sees why ({why}): {}",
         ssh.describe()
     );
     let out = gw.run_ssh(
@@ -197,9 +172,5 @@ fn a_host_grant_opens_a_recorded_session_to_the_support_host_only_until_revoked(
         Some("echo after"),
         None,
     );
-    assert_ne!(
-        out.code,
-        Some(0),
-        "no session after the grant's end: {out:?}"
-    );
+    assert_ne!(out.code, Some(0), "no session after the grant: {out:?}");
 }
