@@ -30,6 +30,8 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Threads that seal frames for every session of the process.
 pub struct Pool {
     jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    /// Jobs handed to the threads so far.
+    handed: AtomicU64,
 }
 
 impl Pool {
@@ -66,7 +68,13 @@ impl Pool {
         }
         Pool {
             jobs: Mutex::new(jobs),
+            handed: AtomicU64::new(0),
         }
+    }
+
+    /// Jobs handed to the threads so far (an idle session should add none).
+    pub fn jobs_handed(&self) -> u64 {
+        self.handed.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the pool; the receiver reports an error when it could not run to the end.
@@ -78,6 +86,7 @@ impl Pool {
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
+        self.handed.fetch_add(1, Ordering::Relaxed);
         // A send that fails drops the job and with it `tx`: the receiver then reports it.
         let _ = self
             .jobs
@@ -213,6 +222,12 @@ impl Task {
                     self.frame.resize(cols, rows);
                     Ok(())
                 }
+                Op::Flush(reply) if self.is_flushed() => {
+                    // Every session is flushed each second; an idle one has nothing to seal or
+                    // sync, and ten thousand of them must not cost the pool a job each.
+                    let _ = reply.send(Ok(()));
+                    Ok(())
+                }
                 Op::Flush(reply) => {
                     let result = self.seal(true).await;
                     self.give_back_memory();
@@ -246,6 +261,13 @@ impl Task {
         if let Err(e) = self.seal(true).await {
             tracing::error!(error = %e, "cannot write the last frame of a recording");
         }
+    }
+
+    /// Nothing buffered, nothing on the pool, everything written synced.
+    fn is_flushed(&self) -> bool {
+        self.frame.is_empty()
+            && self.sealing.is_none()
+            && self.sink.as_ref().is_some_and(Sink::is_synced)
     }
 
     async fn seal_if_full(&mut self) -> Result<(), RecordingError> {
