@@ -7,6 +7,7 @@ use crate::*;
 use cofre_crypto::datakey::DataKey;
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 fn header() -> serde_json::Value {
     serde_json::json!({"version": 2, "width": 80, "height": 24})
@@ -298,10 +299,26 @@ async fn an_idle_recording_flushes_without_a_pool_job() {
     // A pool of its own, so that other tests' sessions do not count.
     let pool: &'static Pool = Box::leak(Box::new(Pool::new(1)));
     let rec = Recorder::start_on(w, pool);
+    let quiet = Duration::from_millis(50);
+    assert!(
+        tokio::time::timeout(quiet, rec.handed_over())
+            .await
+            .is_err(),
+        "nothing was handed over yet"
+    );
     rec.output(bytes::Bytes::from_static(b"ready\n"))
         .await
         .unwrap();
+    tokio::time::timeout(quiet, rec.handed_over())
+        .await
+        .expect("output is something to flush");
     rec.flush().await.unwrap();
+    assert!(
+        tokio::time::timeout(quiet, rec.handed_over())
+            .await
+            .is_err(),
+        "nothing new after the flush"
+    );
     let busy = pool.jobs_handed();
     assert!(busy >= 1, "output was flushed without the pool");
     // The gateway's once-a-second flushes of a session that says nothing.
