@@ -416,9 +416,7 @@ fn raise_open_files(idle: usize) -> Result<u64> {
         .unwrap_or(1 << 20);
     let (_, hard) = Resource::NOFILE.get()?;
     // Raising the hard limit takes CAP_SYS_RESOURCE; without it, the hard limit is what we get.
-    if hard < needed && Resource::NOFILE.set(ceiling, ceiling).is_err() {
-        let _ = Resource::NOFILE.set(hard, hard);
-    } else if hard >= needed {
+    if hard >= needed || Resource::NOFILE.set(ceiling, ceiling).is_err() {
         let _ = Resource::NOFILE.set(hard, hard);
     }
     let (soft, _) = Resource::NOFILE.get()?;
