@@ -235,14 +235,21 @@ pub(crate) async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
         login.target.clone(),
         done_tx,
     ));
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the recording is next flushed: a second after something was handed over since the
+    // last flush (at most a second lost on crash), never for a session that says nothing.
+    let mut flush_at: Option<tokio::time::Instant> = None;
     // Set once the client has closed its side: the target gets the same close, and the session
     // waits this long for the target to end the command and report its exit status.
     let mut closing: Option<tokio::time::Instant> = None;
     let reason = loop {
         let grace = async {
             match closing {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let flush_due = async {
+            match flush_at {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
@@ -270,7 +277,11 @@ pub(crate) async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
                     break why;
                 }
             },
-            _ = tick.tick() => {
+            () = relay.rec.handed_over(), if flush_at.is_none() => {
+                flush_at = Some(tokio::time::Instant::now() + FLUSH_EVERY);
+            }
+            () = flush_due => {
+                flush_at = None;
                 if let Err(why) = relay.rec.flush().await {
                     relay.tell(RECORDING_FAILED).await;
                     break why;

@@ -12,7 +12,7 @@ use crate::event::Kind;
 use crate::writer::{Frame, Sink, Summary, Writer};
 use crate::RecordingError;
 use bytes::Bytes;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,6 +30,8 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Threads that seal frames for every session of the process.
 pub struct Pool {
     jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    /// Jobs handed to the threads so far.
+    handed: AtomicU64,
 }
 
 impl Pool {
@@ -66,7 +68,13 @@ impl Pool {
         }
         Pool {
             jobs: Mutex::new(jobs),
+            handed: AtomicU64::new(0),
         }
+    }
+
+    /// Jobs handed to the threads so far (an idle session should add none).
+    pub fn jobs_handed(&self) -> u64 {
+        self.handed.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the pool; the receiver reports an error when it could not run to the end.
@@ -78,6 +86,7 @@ impl Pool {
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
+        self.handed.fetch_add(1, Ordering::Relaxed);
         // A send that fails drops the job and with it `tx`: the receiver then reports it.
         let _ = self
             .jobs
@@ -101,6 +110,14 @@ pub struct Recorder {
     ops: mpsc::Sender<Op>,
     /// Output bytes handed over, for the session's end entry.
     output_bytes: Arc<AtomicU64>,
+    /// Something was handed over since the last flush began (see [`Recorder::handed_over`]).
+    unflushed: Arc<Unflushed>,
+}
+
+#[derive(Default)]
+struct Unflushed {
+    set: AtomicBool,
+    wake: tokio::sync::Notify,
 }
 
 impl Recorder {
@@ -122,11 +139,31 @@ impl Recorder {
         Recorder {
             ops,
             output_bytes: Arc::default(),
+            unflushed: Arc::default(),
         }
     }
 
     async fn send(&self, op: Op) -> Result<(), String> {
-        self.ops.send(op).await.map_err(|_| FAILED.to_owned())
+        let event = matches!(op, Op::Data(..) | Op::Resize(..));
+        self.ops.send(op).await.map_err(|_| FAILED.to_owned())?;
+        // A load first: a busy session then pays no atomic write per chunk.
+        if event
+            && !self.unflushed.set.load(Ordering::Acquire)
+            && !self.unflushed.set.swap(true, Ordering::AcqRel)
+        {
+            self.unflushed.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Returns once something has been handed over since the last flush began: a front end
+    /// flushes a second after that, so a session that says nothing costs no timer, no task
+    /// wake-up and no pool job (ten thousand idle sessions, not ten thousand wake-ups a second).
+    /// Cancel-safe.
+    pub async fn handed_over(&self) {
+        while !self.unflushed.set.load(Ordering::Acquire) {
+            self.unflushed.wake.notified().await;
+        }
     }
 
     pub async fn output(&self, data: Bytes) -> Result<(), String> {
@@ -166,6 +203,9 @@ impl Recorder {
 
     /// Waits until everything handed over before is sealed and synced to disk.
     pub async fn flush(&self) -> Result<(), String> {
+        // Cleared before the flush is queued: whatever is handed over after this is either in
+        // this flush or sets it again for the next.
+        self.unflushed.set.store(false, Ordering::Release);
         let (reply, done) = oneshot::channel();
         self.send(Op::Flush(reply)).await?;
         match done.await {
@@ -213,6 +253,12 @@ impl Task {
                     self.frame.resize(cols, rows);
                     Ok(())
                 }
+                Op::Flush(reply) if self.is_flushed() => {
+                    // Every session is flushed each second; an idle one has nothing to seal or
+                    // sync, and ten thousand of them must not cost the pool a job each.
+                    let _ = reply.send(Ok(()));
+                    Ok(())
+                }
                 Op::Flush(reply) => {
                     let result = self.seal(true).await;
                     self.give_back_memory();
@@ -246,6 +292,13 @@ impl Task {
         if let Err(e) = self.seal(true).await {
             tracing::error!(error = %e, "cannot write the last frame of a recording");
         }
+    }
+
+    /// Nothing buffered, nothing on the pool, everything written synced.
+    fn is_flushed(&self) -> bool {
+        self.frame.is_empty()
+            && self.sealing.is_none()
+            && self.sink.as_ref().is_some_and(Sink::is_synced)
     }
 
     async fn seal_if_full(&mut self) -> Result<(), RecordingError> {

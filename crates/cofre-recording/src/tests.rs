@@ -2,10 +2,12 @@
 
 use crate::legacy::old_writer::LegacyWriter;
 use crate::reader::frame_offsets;
+use crate::recorder::Pool;
 use crate::*;
 use cofre_crypto::datakey::DataKey;
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 fn header() -> serde_json::Value {
     serde_json::json!({"version": 2, "width": 80, "height": 24})
@@ -285,5 +287,57 @@ async fn the_recorder_keeps_everything_handed_over_in_order() {
     assert_eq!(
         (scan.frames, scan.hash.unwrap()),
         (summary.frames, summary.hash)
+    );
+}
+
+#[tokio::test]
+async fn an_idle_recording_flushes_without_a_pool_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.rec");
+    let key = DataKey::generate();
+    let w = Writer::create(&path, key.clone(), "s1", &header()).unwrap();
+    // A pool of its own, so that other tests' sessions do not count.
+    let pool: &'static Pool = Box::leak(Box::new(Pool::new(1)));
+    let rec = Recorder::start_on(w, pool);
+    let quiet = Duration::from_millis(50);
+    assert!(
+        tokio::time::timeout(quiet, rec.handed_over())
+            .await
+            .is_err(),
+        "nothing was handed over yet"
+    );
+    rec.output(bytes::Bytes::from_static(b"ready\n"))
+        .await
+        .unwrap();
+    tokio::time::timeout(quiet, rec.handed_over())
+        .await
+        .expect("output is something to flush");
+    rec.flush().await.unwrap();
+    assert!(
+        tokio::time::timeout(quiet, rec.handed_over())
+            .await
+            .is_err(),
+        "nothing new after the flush"
+    );
+    let busy = pool.jobs_handed();
+    assert!(busy >= 1, "output was flushed without the pool");
+    // The gateway's once-a-second flushes of a session that says nothing.
+    for _ in 0..5 {
+        rec.flush().await.unwrap();
+    }
+    assert_eq!(pool.jobs_handed(), busy, "an idle flush went to the pool");
+    rec.output(bytes::Bytes::from_static(b"more\n"))
+        .await
+        .unwrap();
+    rec.flush().await.unwrap();
+    assert!(pool.jobs_handed() > busy, "new output was not sealed");
+    let summary = rec.end("ended").await.unwrap();
+    assert_eq!(
+        exported(&path, &key, "s1", Export::Raw(Stream::Output)),
+        b"ready\nmore\n"
+    );
+    assert_eq!(
+        verify(&path, &key, "s1").unwrap().hash.unwrap(),
+        summary.hash
     );
 }

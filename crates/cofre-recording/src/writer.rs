@@ -178,6 +178,11 @@ impl Sink {
         Ok(())
     }
 
+    /// Everything written is on the disk, and nothing has failed.
+    pub fn is_synced(&self) -> bool {
+        !self.unsynced && !self.failed
+    }
+
     pub fn summary(&self) -> Summary {
         Summary {
             frames: self.frames,

@@ -9,7 +9,7 @@
 //! passed on, recorded and shown to the watcher once a moderator is back.
 
 use bytes::Bytes;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{broadcast, mpsc, watch};
 
 /// Chunks of output a watcher may fall behind by before it is told it missed some.
@@ -23,7 +23,9 @@ const MODERATOR_LEFT: &str =
     "no moderator is watching: the session is paused (input and output held) until one does";
 
 pub struct Control {
-    output: broadcast::Sender<Bytes>,
+    /// Made by the first watcher: its backlog is WATCH_BACKLOG slots allocated at once (64 KiB),
+    /// more than all the rest of an idle session, and most sessions are never watched.
+    output: OnceLock<broadcast::Sender<Bytes>>,
     /// The terminal's size now (columns, rows): a watcher starts with it.
     size: Mutex<(u32, u32)>,
     /// Why the user's input is blocked, while it is.
@@ -43,7 +45,7 @@ impl Control {
     ) -> (Arc<Control>, mpsc::UnboundedReceiver<String>) {
         let (notices, rx) = mpsc::unbounded_channel();
         let control = Control {
-            output: broadcast::channel(WATCH_BACKLOG).0,
+            output: OnceLock::new(),
             size: Mutex::new((cols, rows)),
             locked: watch::Sender::new(None),
             moderated,
@@ -56,7 +58,9 @@ impl Control {
     /// Output the user was shown: for whoever watches. Never waits (a slow watcher misses
     /// output and is told so; it never slows the session).
     pub fn output(&self, data: &Bytes) {
-        let _ = self.output.send(data.clone());
+        if let Some(watchers) = self.output.get() {
+            let _ = watchers.send(data.clone());
+        }
     }
 
     pub fn resize(&self, cols: u32, rows: u32) {
@@ -138,7 +142,10 @@ impl Control {
 
     /// A watcher: the output from now on. A moderator's watch counts while it lasts.
     pub(crate) fn watch(self: &Arc<Self>, moderator: bool) -> Watching {
-        let output = self.output.subscribe();
+        let output = self
+            .output
+            .get_or_init(|| broadcast::channel(WATCH_BACKLOG).0)
+            .subscribe();
         if moderator {
             let mut first = false;
             self.moderators.send_modify(|n| {
@@ -208,6 +215,20 @@ mod tests {
         assert!(!control.unlock("admin"), "unlocked once");
         assert!(notices.recv().await.unwrap().contains("unblocked by admin"));
         assert!(notices.try_recv().is_err(), "one notice each");
+    }
+
+    #[tokio::test]
+    async fn an_unwatched_session_keeps_no_backlog() {
+        let (control, _notices) = Control::new(false, 80, 24);
+        control.output(&Bytes::from_static(b"nobody sees this"));
+        assert!(control.output.get().is_none(), "a backlog with no watcher");
+        let mut watcher = control.watch(false);
+        control.output(&Bytes::from_static(b"seen"));
+        assert_eq!(watcher.output.recv().await.unwrap(), &b"seen"[..]);
+        assert!(
+            watcher.output.try_recv().is_err(),
+            "output from before the watch is not shown"
+        );
     }
 
     #[tokio::test]

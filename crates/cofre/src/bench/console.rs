@@ -828,7 +828,7 @@ pub(crate) async fn run(
         sizes.audit as f64 / seeded.audit.as_secs_f64().max(1e-9)
     );
 
-    let (server, target, _, gw_port) = start_server_in(dir, None).await?;
+    let (server, target, _, gw_port) = start_server_in(dir, None, None).await?;
     let pid = server.pid();
     let ticks = clock_ticks();
     let api = Client::new(&target, None)?;

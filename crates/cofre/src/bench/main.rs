@@ -13,6 +13,7 @@ mod backup;
 mod breakglass;
 mod console;
 mod gateway;
+mod light;
 mod snapshot;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -63,17 +64,28 @@ pub enum BenchCmd {
         dir: Option<std::path::PathBuf>,
     },
     /// Gateway vs direct OpenSSH to the same sshd (started by the benchmark; needs root and
-    /// /usr/sbin/sshd): bulk throughput, 1-byte echo round trip, and server memory per idle session.
+    /// /usr/sbin/sshd): bulk throughput, 1-byte echo round trip, `ssh host true` setup; then IDLE
+    /// idle recorded sessions held by the server (to a light SSH target inside the benchmark):
+    /// memory, descriptors and CPU per idle session, and how fast a new session still opens.
     Gateway {
-        /// Size of the bulk transfer (a random file `cat` over ssh).
+        /// Size of the bulk transfer (a random file `cat` over ssh); 0 skips it.
         #[arg(long, default_value_t = 512)]
         megabytes: u64,
-        /// Echo round trips to time.
+        /// Echo round trips to time; 0 skips them.
         #[arg(long, default_value_t = 2000)]
         echoes: usize,
-        /// Idle recorded sessions to hold open for the memory figure.
-        #[arg(long, default_value_t = 200)]
+        /// Whole `ssh -p PORT host true` runs to time on each path; 0 skips them.
+        #[arg(long, default_value_t = 50)]
+        setups: usize,
+        /// Idle recorded sessions to hold open at once; 0 skips them.
+        #[arg(long, default_value_t = 10_000)]
         idle: usize,
+        /// New sessions timed on the idle server and again with IDLE sessions held.
+        #[arg(long, default_value_t = 20)]
+        probes: usize,
+        /// Seconds to hold the idle sessions while the server's CPU is measured.
+        #[arg(long, default_value_t = 10)]
+        hold: u64,
     },
     /// Bytes an incremental backup sends after 1% new recordings, against the new bytes: the
     /// recordings are made by gateway sessions to an sshd the benchmark starts (needs root and
@@ -160,7 +172,25 @@ impl Drop for ServerProcess {
 }
 
 async fn start_server(database_url: Option<&str>) -> Result<(ServerProcess, Target, String, u16)> {
-    let (proc, target, otp, ssh_port) = start_server_in(tempfile::tempdir()?, database_url).await?;
+    start_server_configured(database_url, None).await
+}
+
+/// [`start_server`] with `config` (TOML) as its `--config` file.
+async fn start_server_configured(
+    database_url: Option<&str>,
+    config: Option<&str>,
+) -> Result<(ServerProcess, Target, String, u16)> {
+    let dir = tempfile::tempdir()?;
+    let config_file = match config {
+        Some(text) => {
+            let path = dir.path().join("cofre.toml");
+            std::fs::write(&path, text)?;
+            Some(path)
+        }
+        None => None,
+    };
+    let (proc, target, otp, ssh_port) =
+        start_server_in(dir, database_url, config_file.as_deref()).await?;
     let otp = otp.ok_or_else(|| anyhow!("the benchmark server wrote no initial admin password"))?;
     Ok((proc, target, otp, ssh_port))
 }
@@ -170,6 +200,7 @@ async fn start_server(database_url: Option<&str>) -> Result<(ServerProcess, Targ
 async fn start_server_in(
     dir: tempfile::TempDir,
     database_url: Option<&str>,
+    config_file: Option<&std::path::Path>,
 ) -> Result<(ServerProcess, Target, Option<String>, u16)> {
     let mut cmd = std::process::Command::new(cofre_bin()?);
     cmd.arg("server")
@@ -184,6 +215,9 @@ async fn start_server_in(
         .stderr(Stdio::inherit());
     if let Some(url) = database_url {
         cmd.arg("--database-url").arg(url);
+    }
+    if let Some(path) = config_file {
+        cmd.arg("--config").arg(path);
     }
     let mut child = cmd.spawn().context("starting the benchmark server")?;
     let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
@@ -375,8 +409,21 @@ async fn run(cmd: BenchCmd) -> Result<ExitCode> {
         BenchCmd::Gateway {
             megabytes,
             echoes,
+            setups,
             idle,
-        } => return gateway::run(megabytes, echoes, idle).await,
+            probes,
+            hold,
+        } => {
+            return gateway::run(gateway::Sizes {
+                megabytes,
+                echoes,
+                setups,
+                idle,
+                probes,
+                hold: Duration::from_secs(hold),
+            })
+            .await
+        }
         BenchCmd::Backup {
             megabytes,
             recordings,
