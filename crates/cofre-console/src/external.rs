@@ -14,12 +14,13 @@ use crate::auth::{same_origin, Source};
 use crate::layout::{self, PageError, PageResult};
 use crate::pages::urlencode;
 use crate::terminal::{self, Open};
+use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use cofre_app::services::invites::{Invitee, InviteeLogin};
+use cofre_app::services::invites::{Invitee, InviteeLogin, APPROVAL_WAIT};
 use cofre_app::services::App;
 use cofre_core::network::{forwarded_client, Listener};
 use maud::html;
@@ -404,19 +405,74 @@ async fn terminal_socket(
         Err(e) => return e.into_response(),
     };
     let app = x.app.clone();
-    ws.on_upgrade(move |socket| async move {
-        terminal::run(
-            app,
-            me.principal,
-            EXTERNAL,
-            src,
-            target,
-            account,
-            open,
-            socket,
-        )
-        .await;
+    ws.on_upgrade(move |mut socket| async move {
+        let who = match approved(&app, me.principal, &target, &account, &src, &mut socket).await {
+            Some(who) => who,
+            None => return,
+        };
+        terminal::run(app, who, EXTERNAL, src, target, account, open, socket).await;
     })
+}
+
+fn frame(v: serde_json::Value) -> Message {
+    Message::Text(v.to_string().into())
+}
+
+/// For an `--approve-each-session` invitation, asks and waits (the page is told) until an admin
+/// or the inviter decides: approved, the principal that may open this one session; denied (or
+/// undecided in time), the terminal ends with why. Without approvals, the principal as it is.
+async fn approved(
+    app: &Arc<App>,
+    who: cofre_app::services::Principal,
+    target: &str,
+    account: &str,
+    src: &str,
+    socket: &mut WebSocket,
+) -> Option<cofre_app::services::Principal> {
+    let asked = app
+        .sessions()
+        .ask_session_approval(&who, target, account, src)
+        .await;
+    let refused = match asked {
+        Ok(None) => return Some(who),
+        Ok(Some(ask)) => {
+            let _ = socket
+                .send(frame(serde_json::json!({
+                    "type": "notice",
+                    "text": format!("waiting for an admin or the inviter to approve this session (request {ask})"),
+                    "approval": ask,
+                })))
+                .await;
+            let sessions = app.sessions();
+            let waited = tokio::select! {
+                w = sessions.wait_session_approval(&who, &ask, APPROVAL_WAIT) => w,
+                // The invitee left: nothing to wait for.
+                _ = closed(socket) => return None,
+            };
+            match waited {
+                Ok(p) => return Some(p),
+                Err(e) => e.message,
+            }
+        }
+        Err(e) => e.message,
+    };
+    let _ = socket
+        .send(frame(
+            serde_json::json!({"type": "ended", "reason": refused, "exit_status": null}),
+        ))
+        .await;
+    let _ = socket.send(Message::Close(None)).await;
+    None
+}
+
+/// Resolves when the browser closes the socket (anything else it sends meanwhile is dropped:
+/// no session exists yet to take it).
+async fn closed(socket: &mut WebSocket) {
+    while let Some(Ok(m)) = socket.recv().await {
+        if matches!(m, Message::Close(_)) {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -100,6 +100,7 @@ fn ok() -> ApiResult<OkResponse> {
         support::request, support::list, support::show, support::approve, support::deny,
         support::revoke, support::activity,
         invites::create, invites::list, invites::show, invites::revoke,
+        invites::approve_session, invites::deny_session,
         diagnostics::config, diagnostics::logs,
     ),
     components(schemas(ErrorBody, ErrorCode)),
@@ -274,6 +275,14 @@ pub fn router(state: AppState) -> Router {
         .route("/invitations", get(invites::list).post(invites::create))
         .route("/invitations/{id}", get(invites::show))
         .route("/invitations/{id}/revoke", post(invites::revoke))
+        .route(
+            "/invitations/{id}/sessions/{ask}/approve",
+            post(invites::approve_session),
+        )
+        .route(
+            "/invitations/{id}/sessions/{ask}/deny",
+            post(invites::deny_session),
+        )
         .route("/diagnostics/config", get(diagnostics::config))
         .route("/diagnostics/logs", get(diagnostics::logs))
         .route("/groups", get(list_groups).post(create_group))

@@ -45,4 +45,32 @@ pub struct InvitationInfo {
     pub revoked_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_by: Option<String>,
+    /// Sessions waiting for an approval (`--approve-each-session`; shown by `invite show`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_sessions: Vec<InvitationSessionInfo>,
+}
+
+/// A session of an `--approve-each-session` invitation, asked for by the invitee.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InvitationSessionInfo {
+    pub id: String,
+    pub target: String,
+    pub account: String,
+    /// The invitee's address.
+    pub source: String,
+    /// `pending`, `approved`, `denied`, `used` or `expired`.
+    pub state: String,
+    pub asked_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideInvitationSessionRequest {
+    /// Why; required (at least 3 characters) to deny.
+    #[serde(default)]
+    pub comment: Option<String>,
 }

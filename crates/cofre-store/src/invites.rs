@@ -216,3 +216,143 @@ impl WriteTx {
         Ok(done.rows_affected() == 1)
     }
 }
+
+/// A session of an `--approve-each-session` invitation, waiting for (or past) its decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvitationSessionRow {
+    pub id: String,
+    pub invitation_id: String,
+    pub target: String,
+    pub account: String,
+    pub source: String,
+    pub state: String,
+    pub asked_at: i64,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+    pub comment: Option<String>,
+}
+
+const ASK_COLUMNS: &str =
+    "id, invitation_id, target, account, source, state, asked_at, decided_by, decided_at, comment";
+
+fn ask_of(row: &sqlx::any::AnyRow) -> Result<InvitationSessionRow> {
+    Ok(InvitationSessionRow {
+        id: row.try_get(0)?,
+        invitation_id: row.try_get(1)?,
+        target: row.try_get(2)?,
+        account: row.try_get(3)?,
+        source: row.try_get(4)?,
+        state: row.try_get(5)?,
+        asked_at: row.try_get(6)?,
+        decided_by: row.try_get(7)?,
+        decided_at: row.try_get(8)?,
+        comment: row.try_get(9)?,
+    })
+}
+
+impl Store {
+    pub async fn invitation_session(&self, id: &str) -> Result<Option<InvitationSessionRow>> {
+        let mut c = self.read().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {ASK_COLUMNS} FROM invitation_sessions WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?;
+        row.as_ref().map(ask_of).transpose()
+    }
+
+    /// An invitation's sessions waiting for a decision, oldest first.
+    pub async fn pending_invitation_sessions(
+        &self,
+        invitation: &str,
+    ) -> Result<Vec<InvitationSessionRow>> {
+        let mut c = self.read().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {ASK_COLUMNS} FROM invitation_sessions WHERE invitation_id = $1 \
+             AND state = 'pending' ORDER BY asked_at, id"
+        ))
+        .bind(invitation)
+        .fetch_all(&mut *c)
+        .await?;
+        rows.iter().map(ask_of).collect()
+    }
+}
+
+impl WriteTx {
+    pub async fn insert_invitation_session(&mut self, r: &InvitationSessionRow) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO invitation_sessions ({ASK_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(&r.id)
+        .bind(&r.invitation_id)
+        .bind(&r.target)
+        .bind(&r.account)
+        .bind(&r.source)
+        .bind(&r.state)
+        .bind(r.asked_at)
+        .bind(r.decided_by.as_deref())
+        .bind(r.decided_at)
+        .bind(r.comment.as_deref())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| crate::StoreError::conflict_or(e, format!("invitation session {}", r.id)))?;
+        Ok(())
+    }
+
+    pub async fn invitation_session(&mut self, id: &str) -> Result<Option<InvitationSessionRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ASK_COLUMNS} FROM invitation_sessions WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(ask_of).transpose()
+    }
+
+    /// Moves a waiting session to `state` (approved, denied, expired), if it still waits.
+    pub async fn decide_invitation_session(
+        &mut self,
+        id: &str,
+        state: &str,
+        by: &str,
+        at: i64,
+        comment: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE invitation_sessions SET state = $1, decided_by = $2, decided_at = $3, \
+             comment = $4 WHERE id = $5 AND state = 'pending'",
+        )
+        .bind(state)
+        .bind(by)
+        .bind(at)
+        .bind(comment)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Uses the approval `id` for a session to `target`/`account` (once): false if it is not an
+    /// approved, unused approval of this invitation for that pair.
+    pub async fn use_invitation_session(
+        &mut self,
+        id: &str,
+        invitation: &str,
+        target: &str,
+        account: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE invitation_sessions SET state = 'used' WHERE id = $1 AND invitation_id = $2 \
+             AND target = $3 AND account = $4 AND state = 'approved'",
+        )
+        .bind(id)
+        .bind(invitation)
+        .bind(target)
+        .bind(account)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

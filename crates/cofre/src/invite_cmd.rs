@@ -43,6 +43,33 @@ pub(crate) enum InviteCmd {
     Show { id: String },
     /// End an invitation now: its link and login stop working, its live sessions end.
     Revoke { id: String },
+    /// Let a waiting session of an --approve-each-session invitation open (`invite show ID`
+    /// lists the waiting ones).
+    ApproveSession {
+        id: String,
+        ask: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Refuse a waiting session, saying why: the invitee's terminal ends.
+    DenySession {
+        id: String,
+        ask: String,
+        #[arg(long)]
+        comment: String,
+    },
+}
+
+fn print_session_ask(a: &InvitationSessionInfo) {
+    outln!(
+        "session request {}: {} ({}@{} from {}, asked at {})",
+        a.id,
+        a.state,
+        a.account,
+        a.target,
+        a.source,
+        a.asked_at
+    );
 }
 
 fn print_invitation(i: &InvitationInfo) {
@@ -61,6 +88,16 @@ fn print_invitation(i: &InvitationInfo) {
     }
     if let (Some(at), Some(by)) = (&i.revoked_at, &i.revoked_by) {
         outln!("  revoked:  {at} by {by}");
+    }
+    for a in &i.pending_sessions {
+        outln!(
+            "  waiting:  {} {}@{} from {} since {}",
+            a.id,
+            a.account,
+            a.target,
+            a.source,
+            a.asked_at
+        );
     }
 }
 
@@ -120,6 +157,38 @@ pub(crate) async fn run(ctx: &Ctx, cmd: InviteCmd) -> Result<ExitCode> {
                     &serde_json::json!({}),
                 )
                 .await?
+        }
+        InviteCmd::ApproveSession { id, ask, comment } => {
+            let a: InvitationSessionInfo = ctx
+                .client
+                .post(
+                    &format!(
+                        "/api/v1/invitations/{}/sessions/{}/approve",
+                        path_segment(&id),
+                        path_segment(&ask)
+                    ),
+                    &DecideInvitationSessionRequest { comment },
+                )
+                .await?;
+            ctx.print(&a, print_session_ask)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        InviteCmd::DenySession { id, ask, comment } => {
+            let a: InvitationSessionInfo = ctx
+                .client
+                .post(
+                    &format!(
+                        "/api/v1/invitations/{}/sessions/{}/deny",
+                        path_segment(&id),
+                        path_segment(&ask)
+                    ),
+                    &DecideInvitationSessionRequest {
+                        comment: Some(comment),
+                    },
+                )
+                .await?;
+            ctx.print(&a, print_session_ask)?;
+            return Ok(ExitCode::SUCCESS);
         }
     };
     ctx.print(&i, print_invitation)?;

@@ -274,6 +274,7 @@ impl Accounts<'_> {
             source: None,
             support_grants,
             invitation: None,
+            approved_session: None,
         })
     }
 

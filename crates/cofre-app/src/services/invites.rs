@@ -14,8 +14,8 @@ use crate::error::{Error, ErrorCode, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::invite::{self as inv, Invitation, State};
 use cofre_core::role::{Action, Role};
-use cofre_proto::{InvitationInfo, InviteRequest, Page};
-use cofre_store::invites::InvitationRow;
+use cofre_proto::{InvitationInfo, InvitationSessionInfo, InviteRequest, Page};
+use cofre_store::invites::{InvitationRow, InvitationSessionRow};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use time::OffsetDateTime;
@@ -68,6 +68,7 @@ fn info(row: &InvitationRow, now: i64) -> Result<InvitationInfo> {
         redeemed_at: row.redeemed_at.map(rfc3339),
         revoked_at: row.revoked_at.map(rfc3339),
         revoked_by: row.revoked_by.clone(),
+        pending_sessions: Vec::new(),
     })
 }
 
@@ -181,6 +182,7 @@ impl App {
             source: None,
             support_grants: Vec::new(),
             invitation: Some(row.id.clone()),
+            approved_session: None,
         }
     }
 
@@ -242,13 +244,6 @@ impl Approvals<'_> {
             reason: &req.reason,
         };
         let invitation = inv::invite(&ask, now)?;
-        if req.approve_each_session {
-            // Not built yet: refused rather than stored and not enforced (fail closed).
-            return Err(Error::invalid(
-                "approve_each_session",
-                "approve_each_session: sessions approved one by one are not available yet",
-            ));
-        }
         for t in &invitation.targets {
             if self.store.target_by_name(t).await?.is_none() {
                 return Err(Error::invalid("targets", format!("targets: no target {t}")));
@@ -355,7 +350,15 @@ impl Approvals<'_> {
             .invitation(id)
             .await?
             .ok_or_else(|| not_found(id))?;
-        info(&row, self.now().unix_timestamp())
+        let mut shown = info(&row, self.now().unix_timestamp())?;
+        shown.pending_sessions = self
+            .store
+            .pending_invitation_sessions(id)
+            .await?
+            .into_iter()
+            .map(session_ask_info)
+            .collect();
+        Ok(shown)
     }
 
     /// Ends an invitation now: the link and the login are refused, the live sessions end.
@@ -691,5 +694,247 @@ impl Sessions<'_> {
             principal: self.invitee_principal_of(&row),
             invitation: info(&row, now)?,
         }))
+    }
+}
+
+/// How long an invitee's session waits for its approval before it is refused.
+pub const APPROVAL_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn session_ask_info(r: InvitationSessionRow) -> InvitationSessionInfo {
+    InvitationSessionInfo {
+        id: r.id,
+        target: r.target,
+        account: r.account,
+        source: r.source,
+        state: r.state,
+        asked_at: rfc3339(r.asked_at),
+        decided_by: r.decided_by,
+        comment: r.comment,
+    }
+}
+
+impl Sessions<'_> {
+    /// For an invitee whose invitation wants each session approved: asks for this one (the
+    /// inviter and the admins are told) and returns the ask's id; `None` when no approval is
+    /// needed. A pair the invitation does not cover is refused here, before anyone is asked.
+    pub async fn ask_session_approval(
+        &self,
+        who: &Principal,
+        target: &str,
+        account: &str,
+        source: &str,
+    ) -> Result<Option<String>> {
+        let Some(invitation) = who.invitation() else {
+            return Ok(None);
+        };
+        let row = match self.invitation_session(invitation, target, account).await? {
+            Ok(row) => row,
+            // `start_session` records and refuses it as it does without approvals.
+            Err(_) => return Ok(None),
+        };
+        if !row.approve_each_session {
+            return Ok(None);
+        }
+        let now = self.now().unix_timestamp();
+        let mut id = uuid::Uuid::new_v4().simple().to_string();
+        id.truncate(12);
+        let ask = InvitationSessionRow {
+            id: id.clone(),
+            invitation_id: row.id.clone(),
+            target: target.to_owned(),
+            account: account.to_owned(),
+            source: source.to_owned(),
+            state: "pending".into(),
+            asked_at: now,
+            decided_by: None,
+            decided_at: None,
+            comment: None,
+        };
+        let mut tx = self.store.write().await?;
+        tx.insert_invitation_session(&ask).await?;
+        let subject = format!(
+            "Invitation {}: {} asks for a session to {account}@{target}",
+            row.id, row.email
+        );
+        let text = format!(
+            "{subject}\n\nReason of the invitation: {}\nFrom: {source}\n\nDecide with: cofre invite \
+             approve-session {} {id}  (or deny-session ... --comment WHY)\n",
+            row.reason, row.id
+        );
+        let body = serde_json::json!({
+            "event": "invite.session_asked",
+            "invitation": row.id,
+            "session_ask": id,
+            "target": target,
+            "account": account,
+            "at": rfc3339(now),
+        });
+        self.queue_admin_notices(&mut tx, &subject, &text, &body)
+            .await?;
+        let entry = NewAuditEntry::new(
+            who.username(),
+            "invite.session_asked",
+            format!("invite:{}", row.id),
+        )
+        .detail("session_ask", id.as_str())
+        .detail("target", target)
+        .detail("account", account)
+        .detail("source", source);
+        self.commit(tx, entry).await?;
+        self.notifier_wake();
+        Ok(Some(id))
+    }
+
+    /// Waits until the ask is decided (or `within` passes, or the invitation ends): approved,
+    /// the principal that may open that one session; denied, the refusal with who and why.
+    pub async fn wait_session_approval(
+        &self,
+        who: &Principal,
+        ask: &str,
+        within: std::time::Duration,
+    ) -> Result<Principal> {
+        let invitation = who
+            .invitation()
+            .ok_or_else(|| Error::forbidden("not an invitee"))?
+            .to_owned();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let row = self
+                .store
+                .invitation_session(ask)
+                .await?
+                .filter(|r| r.invitation_id == invitation)
+                .ok_or_else(|| Error::forbidden("no such session request"))?;
+            match row.state.as_str() {
+                "approved" => {
+                    let mut p = who.clone();
+                    p.approved_session = Some(row.id);
+                    return Ok(p);
+                }
+                "pending" => {}
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::Forbidden,
+                        ErrorCode::RequestClosed,
+                        format!(
+                            "the session was denied by {}: {}",
+                            row.decided_by.as_deref().unwrap_or("nobody"),
+                            row.comment.as_deref().unwrap_or("")
+                        ),
+                    ));
+                }
+            }
+            self.invitation_usable(&invitation).await?;
+            if tokio::time::Instant::now() >= deadline {
+                let mut tx = self.store.write().await?;
+                if tx
+                    .decide_invitation_session(
+                        ask,
+                        "expired",
+                        "system",
+                        self.now().unix_timestamp(),
+                        "nobody decided in time",
+                    )
+                    .await?
+                {
+                    let entry = NewAuditEntry::new(
+                        "system",
+                        "invite.session_expired",
+                        format!("invite:{invitation}"),
+                    )
+                    .detail("session_ask", ask);
+                    self.commit(tx, entry).await?;
+                }
+                continue;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
+    /// For `start_session`: an invitation that wants each session approved opens one only with
+    /// an approval the principal carries, and uses it up (audited).
+    pub(crate) async fn use_session_approval(
+        &self,
+        who: &Principal,
+        row: &InvitationRow,
+        target: &str,
+        account: &str,
+    ) -> Result<bool> {
+        if !row.approve_each_session {
+            return Ok(true);
+        }
+        let Some(ask) = &who.approved_session else {
+            return Ok(false);
+        };
+        let mut tx = self.store.write().await?;
+        if !tx
+            .use_invitation_session(ask, &row.id, target, account)
+            .await?
+        {
+            return Ok(false);
+        }
+        let entry = NewAuditEntry::new(
+            who.username(),
+            "invite.session_used",
+            format!("invite:{}", row.id),
+        )
+        .detail("session_ask", ask.as_str());
+        self.commit(tx, entry).await?;
+        Ok(true)
+    }
+}
+
+impl Approvals<'_> {
+    /// An admin (the inviter is one) approves or denies a waiting session of an invitation.
+    pub async fn decide_invitation_session(
+        &self,
+        who: &Principal,
+        invitation: &str,
+        ask: &str,
+        approve: bool,
+        comment: Option<&str>,
+    ) -> Result<InvitationSessionInfo> {
+        who.require(Action::ManageInvitations)?;
+        let comment = comment.unwrap_or("").trim();
+        cofre_core::names::check_text("comment", comment, 500)?;
+        if !approve && comment.chars().count() < 3 {
+            return Err(Error::invalid(
+                "comment",
+                "comment: say why the session is denied (at least 3 characters)",
+            ));
+        }
+        let now = self.now().unix_timestamp();
+        let mut tx = self.store.write().await?;
+        let row = tx
+            .invitation_session(ask)
+            .await?
+            .filter(|r| r.invitation_id == invitation)
+            .ok_or_else(|| Error::not_found(format!("session request {ask}")).with_field("ask"))?;
+        let state = if approve { "approved" } else { "denied" };
+        if !tx
+            .decide_invitation_session(ask, state, who.username(), now, comment)
+            .await?
+        {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                ErrorCode::NotPending,
+                format!("the session request {ask} is {} already", row.state),
+            ));
+        }
+        let entry = NewAuditEntry::new(
+            who.username(),
+            "invite.session_decide",
+            format!("invite:{invitation}"),
+        )
+        .detail("session_ask", ask)
+        .detail("verdict", if approve { "approve" } else { "deny" })
+        .detail("comment", comment);
+        self.commit(tx, entry).await?;
+        let decided = self
+            .store
+            .invitation_session(ask)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("session request {ask}")))?;
+        Ok(session_ask_info(decided))
     }
 }

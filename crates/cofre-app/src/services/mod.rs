@@ -241,6 +241,9 @@ pub struct Principal {
     /// only by the external listener's login and may do nothing but open the sessions its
     /// invitation covers (see [`Principal::require`]).
     invitation: Option<String>,
+    /// An invitee of an `--approve-each-session` invitation, once a session of it was approved:
+    /// the approval its next session uses (once). Set only by `Sessions::wait_session_approval`.
+    approved_session: Option<String>,
 }
 
 impl Principal {
@@ -263,6 +266,7 @@ impl Principal {
             source: None,
             support_grants: Vec::new(),
             invitation: None,
+            approved_session: None,
         }
     }
 
@@ -289,6 +293,7 @@ impl Principal {
             source: None,
             support_grants: Vec::new(),
             invitation: None,
+            approved_session: None,
         }
     }
 

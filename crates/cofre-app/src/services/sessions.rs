@@ -153,6 +153,7 @@ impl App {
                 Vec::new()
             },
             invitation: None,
+            approved_session: None,
         })
     }
 }
@@ -418,6 +419,20 @@ impl Sessions<'_> {
                     return Err(UseRefused::NoPolicy.error(target, account, Access::Session));
                 }
             };
+            if !self
+                .use_session_approval(who, &row, target, account)
+                .await?
+            {
+                self.record(
+                    refused_unknown("invitation")
+                        .detail("invitation", invitation.as_str())
+                        .detail("invitation_refusal", "the session was not approved"),
+                )
+                .await?;
+                return Err(Error::forbidden(
+                    "this invitation opens a session only once an admin or the inviter approved it",
+                ));
+            }
             let held = Held {
                 id: row.id,
                 reason: row.reason,

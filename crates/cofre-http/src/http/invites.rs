@@ -7,7 +7,10 @@ use crate::extract::{Auth, JsonBody, QueryParams};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::Json;
-use cofre_proto::{ErrorBody, InvitationInfo, InviteRequest, Page, PageQuery};
+use cofre_proto::{
+    DecideInvitationSessionRequest, ErrorBody, InvitationInfo, InvitationSessionInfo,
+    InviteRequest, Page, PageQuery,
+};
 
 /// An admin invites a third party: the one-time link goes to its address by e-mail (never in
 /// this answer).
@@ -62,5 +65,43 @@ pub(super) async fn revoke(
 ) -> ApiResult<InvitationInfo> {
     Ok(Json(
         state.app.approvals().revoke_invitation(&who, &id).await?,
+    ))
+}
+
+/// An admin (the inviter is one) approves a session an invitee waits for.
+#[utoipa::path(post, path = "/api/v1/invitations/{id}/sessions/{ask}/approve", security(("bearer" = [])),
+    params(("id" = String, Path), ("ask" = String, Path)), request_body = DecideInvitationSessionRequest,
+    responses((status = 200, body = InvitationSessionInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn approve_session(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((id, ask)): Path<(String, String)>,
+    JsonBody(req): JsonBody<DecideInvitationSessionRequest>,
+) -> ApiResult<InvitationSessionInfo> {
+    Ok(Json(
+        state
+            .app
+            .approvals()
+            .decide_invitation_session(&who, &id, &ask, true, req.comment.as_deref())
+            .await?,
+    ))
+}
+
+/// An admin denies a session an invitee waits for, saying why: the invitee's terminal ends.
+#[utoipa::path(post, path = "/api/v1/invitations/{id}/sessions/{ask}/deny", security(("bearer" = [])),
+    params(("id" = String, Path), ("ask" = String, Path)), request_body = DecideInvitationSessionRequest,
+    responses((status = 200, body = InvitationSessionInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn deny_session(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path((id, ask)): Path<(String, String)>,
+    JsonBody(req): JsonBody<DecideInvitationSessionRequest>,
+) -> ApiResult<InvitationSessionInfo> {
+    Ok(Json(
+        state
+            .app
+            .approvals()
+            .decide_invitation_session(&who, &id, &ask, false, req.comment.as_deref())
+            .await?,
     ))
 }

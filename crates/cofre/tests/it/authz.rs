@@ -1450,6 +1450,26 @@ fn authorization_matrix() {
                     Rule::Roles(ADMIN),
                 )
             },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/invitations/{id}/sessions/{ask}/approve",
+                    "/api/v1/invitations/nosuchinvite/sessions/nosuchask/approve",
+                    Some(json!({})),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/invitations/{id}/sessions/{ask}/deny",
+                    "/api/v1/invitations/nosuchinvite/sessions/nosuchask/deny",
+                    Some(json!({"comment": "not now"})),
+                    Rule::Roles(ADMIN),
+                )
+            },
             // Diagnostics: the customer's admin on-prem (support only under a `diagnostics`
             // grant, see support::*; the vendor's operator where it runs the instance, see
             // orbit_follows_the_mode).

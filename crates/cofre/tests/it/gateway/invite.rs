@@ -499,6 +499,84 @@ fn an_invitee_enrols_opens_only_its_terminal_and_loses_it_on_revoke_and_expiry()
     ext.api = Api::without_redirects(&format!("https://127.0.0.1:{ext_port}"), &ext.fingerprint);
     assert_eq!(ext.get("/", &cookie2).status, 303);
 
+    // --approve-each-session: nothing opens until approved; a denial ends the wait.
+    let created = gw
+        .admin
+        .ok(&[
+            "--output",
+            "json",
+            "invite",
+            "create",
+            "--email",
+            "cy@vendor.example",
+            "--targets",
+            "db01",
+            "--accounts",
+            "root",
+            "--until",
+            &rfc3339_in(3600),
+            "--reason",
+            "CHG-79 supervised",
+            "--approve-each-session",
+        ])
+        .json();
+    assert_eq!(created["approve_each_session"], true, "{created}");
+    let id3 = created["id"].as_str().unwrap().to_owned();
+    let link3 = ext.link(&smtp, "cy@vendor.example");
+    let (enrolled, _) = ext.enrol(&link3, password);
+    assert_eq!(enrolled.status, 303, "{}", enrolled.text);
+    let cookie3 = cookie_of(&enrolled).expect("a cookie");
+    let waiting = |ws: &mut Ws| {
+        let (notice, _) = rt.block_on(next_event(ws, Duration::from_secs(30)));
+        assert_eq!(notice["type"], "notice", "{notice}");
+        let ask = notice["approval"].as_str().unwrap().to_owned();
+        let shown = gw
+            .admin
+            .ok(&["--output", "json", "invite", "show", &id3])
+            .json();
+        assert_eq!(shown["pending_sessions"][0]["id"], ask.as_str(), "{shown}");
+        ask
+    };
+    let before = gw.sshd.log().len();
+    let mut ws3 = rt.block_on(ext.terminal("db01", "root", &cookie3));
+    let ask = waiting(&mut ws3);
+    assert_nothing_reached_sshd(&gw.sshd, before, "a session waiting for its approval");
+    gw.admin
+        .fail(&["invite", "deny-session", &id3, &ask, "--comment", ""])
+        .assert_stderr_contains("comment");
+    gw.admin
+        .ok(&[
+            "invite",
+            "deny-session",
+            &id3,
+            &ask,
+            "--comment",
+            "not during the freeze",
+        ])
+        .assert_stdout_contains("denied");
+    let (ended, _) = rt.block_on(next_event(&mut ws3, Duration::from_secs(10)));
+    assert_eq!(ended["type"], "ended", "{ended}");
+    assert!(
+        ended["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not during the freeze"),
+        "{ended}"
+    );
+    assert_nothing_reached_sshd(&gw.sshd, before, "a denied session");
+    let mut ws3 = rt.block_on(ext.terminal("db01", "root", &cookie3));
+    let ask = waiting(&mut ws3);
+    gw.admin
+        .ok(&["invite", "approve-session", &id3, &ask])
+        .assert_stdout_contains("approved");
+    let (started, _) = rt.block_on(next_event(&mut ws3, Duration::from_secs(60)));
+    assert_eq!(started["type"], "started", "{started}");
+    // The approval opened that one session: deciding it again is refused.
+    gw.admin
+        .fail(&["invite", "approve-session", &id3, &ask])
+        .assert_stderr_contains("already");
+    drop(ws3);
+
     // Rate limit per address: past `requests_per_minute`, 429.
     let limited = (0..450).any(|_| ext.api.get("/login", None).status == 429);
     assert!(limited, "no 429 after 450 requests in a minute");
@@ -532,6 +610,9 @@ fn an_invitee_enrols_opens_only_its_terminal_and_loses_it_on_revoke_and_expiry()
         );
     }
     for action in [
+        "invite.session_asked",
+        "invite.session_decide",
+        "invite.session_used",
         "invite.create",
         "invite.redeem",
         "invite.login",
