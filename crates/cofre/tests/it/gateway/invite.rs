@@ -11,6 +11,7 @@
 use super::*;
 use crate::approvals::Smtp;
 use futures::{SinkExt, StreamExt};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
@@ -625,4 +626,130 @@ fn an_invitee_enrols_opens_only_its_terminal_and_loses_it_on_revoke_and_expiry()
             "no {action} in the audit trail"
         );
     }
+}
+
+/// The whole flow in Chromium (crates/cofre/tests/browser/invite.mjs), with the real mail: the
+/// link, enrolment, the terminal to the invited target, the recording; another target, the
+/// API, the console and Orbit tried through the external listener and refused; a reused link
+/// refused; revocation ends the terminal on the page.
+#[test]
+fn an_invitee_works_in_a_real_browser() {
+    use crate::console_browser::{browser_dir, browser_unavailable, screenshot_dir, CHROMIUM};
+    if let Some(why) = browser_unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let smtp_dir = tempfile::tempdir().unwrap();
+    let Some(smtp) = Smtp::start(smtp_dir.path()) else {
+        assert!(std::env::var("CI").is_err(), "aiosmtpd is missing in CI");
+        return;
+    };
+    let ext_port = free_port();
+    let config = format!(
+        "[external]\nlisten = \"127.0.0.1:{ext_port}\"\n\
+         [notify]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\n\
+         smtp_from = \"Cofre <cofre@example.test>\"\n",
+        smtp.port
+    );
+    let Some(gw) = setup_with_config(Backend::Sqlite, None, Some(&config)) else {
+        return;
+    };
+    let port = gw.sshd.port.to_string();
+    gw.admin.ok(&[
+        "target",
+        "add",
+        "db02",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ]);
+    let stdout = gw.server.stdout_text();
+    let fingerprint = after(&stdout, "external tls fingerprint (sha256): ")
+        .unwrap()
+        .to_owned();
+    let ext = Ext {
+        api: Api::without_redirects(&format!("https://127.0.0.1:{ext_port}"), &fingerprint),
+        port: ext_port,
+        fingerprint,
+    };
+    let created = gw
+        .admin
+        .ok(&[
+            "--output",
+            "json",
+            "invite",
+            "create",
+            "--email",
+            "ana@vendor.example",
+            "--targets",
+            "db01",
+            "--accounts",
+            "root",
+            "--until",
+            &rfc3339_in(3600),
+            "--reason",
+            "CHG-77 vendor patch",
+        ])
+        .json();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let link = ext.link(&smtp, "ana@vendor.example");
+    let sync = gw.inst.path().join("invite-sync");
+    std::fs::create_dir_all(&sync).unwrap();
+    let base = format!("https://127.0.0.1:{ext_port}");
+    let cfg = json!({
+        "base": base,
+        "link": format!("{base}{link}"),
+        "password": "vendor-patch-afternoon-4417",
+        "chromium": CHROMIUM,
+        "screenshots": screenshot_dir(),
+        "sync": sync,
+    });
+    let file = gw.inst.path().join("invite-browser.json");
+    std::fs::write(&file, cfg.to_string()).unwrap();
+    let mut cmd = Command::new("node");
+    cmd.arg(browser_dir().join("invite.mjs"))
+        .arg(&file)
+        .current_dir(browser_dir());
+    let mut node = Running::spawn(cmd, "node invite.mjs");
+    wait_until(
+        "the browser typed into the terminal",
+        Duration::from_secs(180),
+        || sync.join("typed").exists(),
+    );
+    gw.admin.ok(&["invite", "revoke", &id]);
+    std::fs::write(sync.join("revoked"), "").unwrap();
+    let status = node.wait(Duration::from_secs(120));
+    assert!(status.is_some_and(|s| s.success()), "{}", node.describe());
+    let out = node.stdout();
+    let results: Value = serde_json::from_str(out.trim().lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|e| panic!("results: {e}: {out}"));
+    assert_eq!(results["cspViolations"], json!([]), "{results}");
+    assert_eq!(results["links"], json!(["root@db01"]), "{results}");
+    assert!(
+        results["screen"].as_str().unwrap().contains("browser-42"),
+        "{results}"
+    );
+    for p in [
+        "/api/v1/targets",
+        "/api/v1/openapi.json",
+        "/targets",
+        "/users",
+        "/orbit",
+        "/audit",
+    ] {
+        assert_eq!(results["refused"][p], 404, "{p}: {results}");
+    }
+    assert!(
+        results["refused"]["/terminal/db02/root"].is_string(),
+        "{results}"
+    );
+    assert_eq!(results["reusedLink"], 401, "{results}");
+    assert!(
+        results["ended"].as_str().unwrap().contains("revoked"),
+        "{results}"
+    );
+    let session = results["session"].as_str().unwrap();
+    let (_, cast) = gw.export(session);
+    assert!(cast.text("o").contains("browser-42"), "{}", cast.text("o"));
 }
