@@ -62,6 +62,70 @@ pub struct ServerConfig {
     pub maintenance: MaintenanceConfig,
     /// Vendor support grants (`[support]`).
     pub support: SupportConfig,
+    /// The external listener for invited third parties (`[external]`): off unless `listen` is set.
+    pub external: ExternalConfig,
+}
+
+/// `[external]`: the listener that serves only the invitation pages and the invitees' web
+/// terminal, so it can face the internet while the main listener stays on the customer's networks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExternalConfig {
+    /// `ADDR:PORT`; unset (the default), there is no external listener and no invitation.
+    pub listen: Option<SocketAddr>,
+    /// The address invitees reach it by, for the link in the invitation's e-mail
+    /// (default `https://LISTEN`).
+    pub public_url: Option<String>,
+    /// Requests one address may make per minute on the external listener.
+    pub requests_per_minute: u32,
+    /// Failed logins of an invitee before each further try waits (30 s, doubling, at most 15 min).
+    pub lockout_threshold: u32,
+}
+
+impl Default for ExternalConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            public_url: None,
+            requests_per_minute: 120,
+            lockout_threshold: 5,
+        }
+    }
+}
+
+impl ExternalConfig {
+    /// Where the invitation's link points, if there is an external listener.
+    pub fn base_url(&self) -> Option<String> {
+        let listen = self.listen?;
+        Some(match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("https://{listen}"),
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(u) = &self.public_url {
+            if !u.starts_with("https://") || u.contains(char::is_whitespace) {
+                return Err(ConfigError::Invalid {
+                    field: "external.public_url",
+                    reason: "must be an https:// URL".into(),
+                });
+            }
+        }
+        if self.requests_per_minute == 0 {
+            return Err(ConfigError::Invalid {
+                field: "external.requests_per_minute",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.lockout_threshold == 0 {
+            return Err(ConfigError::Invalid {
+                field: "external.lockout_threshold",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// `[support]`: the customer-approved access of vendor support users.
@@ -291,6 +355,7 @@ impl Default for ServerConfig {
             siem: SiemConfig::default(),
             maintenance: MaintenanceConfig::default(),
             support: SupportConfig::default(),
+            external: ExternalConfig::default(),
         }
     }
 }
@@ -366,6 +431,7 @@ impl ServerConfig {
         self.siem.validate()?;
         self.maintenance.validate()?;
         self.support.validate()?;
+        self.external.validate()?;
         if self.server.drain_seconds > 3600 {
             return Err(ConfigError::Invalid {
                 field: "server.drain_seconds",

@@ -185,6 +185,18 @@ pub(crate) fn page_with(
 
 /// A page without navigation (login, errors before login).
 pub(crate) fn bare(status: StatusCode, title: &str, body: Markup) -> Response {
+    bare_with(status, title, &[], &[], body)
+}
+
+/// A page without navigation with its own scripts and style sheets (the external listener's
+/// terminal).
+pub(crate) fn bare_with(
+    status: StatusCode,
+    title: &str,
+    scripts: &[&str],
+    styles: &[&str],
+    body: Markup,
+) -> Response {
     let nonce = nonce();
     respond(
         status,
@@ -192,7 +204,7 @@ pub(crate) fn bare(status: StatusCode, title: &str, body: Markup) -> Response {
         html! {
             (DOCTYPE)
             html lang="en" {
-                (head(title, &nonce, &[], &[]))
+                (head(title, &nonce, scripts, styles))
                 body {
                     header { p class="brand" { "Cofre" } }
                     main id="main" {

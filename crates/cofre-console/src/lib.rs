@@ -23,6 +23,7 @@
 
 mod assets;
 mod auth;
+pub mod external;
 mod layout;
 mod pages;
 mod terminal;

@@ -87,7 +87,7 @@ pub(crate) async fn socket(
     }
     let app = c.app.clone();
     ws.on_upgrade(move |socket| async move {
-        run(app, v, src, target, account, open, socket).await;
+        run(app, v.who, WEB_SHELL, src, target, account, open, socket).await;
     })
 }
 
@@ -95,9 +95,13 @@ fn text(v: serde_json::Value) -> Message {
     Message::Text(v.to_string().into())
 }
 
-async fn run(
+/// Drives one web-terminal session for `who` over `socket`: the console's, and the external
+/// listener's for invitees (kind `external`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run(
     app: std::sync::Arc<cofre_app::services::App>,
-    v: Viewer,
+    who: cofre_app::services::Principal,
+    kind: &str,
     src: String,
     target: String,
     account: String,
@@ -107,7 +111,7 @@ async fn run(
     let cols = open.cols.unwrap_or(80).clamp(10, 500);
     let rows = open.rows.unwrap_or(24).clamp(5, 300);
     let login = GatewayLogin {
-        user: v.who.username().to_owned(),
+        user: who.username().to_owned(),
         account: account.clone(),
         target: target.clone(),
     };
@@ -122,9 +126,9 @@ async fn run(
         .map(str::trim)
         .filter(|r| !r.is_empty());
     let request = Request {
-        principal: &v.who,
+        principal: &who,
         login: &login,
-        kind: WEB_SHELL,
+        kind,
         source: &src,
         reason,
         header,

@@ -6,6 +6,7 @@ pub mod approval;
 pub mod audit;
 pub mod governance;
 pub mod instance;
+pub mod invite;
 pub mod lockout;
 pub mod maintenance;
 pub mod names;

@@ -24,15 +24,18 @@ pub enum Listener {
     Api,
     /// The SSH gateway.
     Gateway,
+    /// The external listener for invitees (issue 18), when `[external] listen` is set.
+    External,
 }
 
 impl Listener {
-    pub const ALL: [Listener; 2] = [Listener::Api, Listener::Gateway];
+    pub const ALL: [Listener; 3] = [Listener::Api, Listener::Gateway, Listener::External];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Listener::Api => "api",
             Listener::Gateway => "gateway",
+            Listener::External => "external",
         }
     }
 
@@ -41,7 +44,10 @@ impl Listener {
             .into_iter()
             .find(|l| l.as_str() == s)
             .ok_or_else(|| {
-                FieldError::new(field, format!("`{s}` is not a listener (api or gateway)"))
+                FieldError::new(
+                    field,
+                    format!("`{s}` is not a listener (api, gateway or external)"),
+                )
             })
     }
 }

@@ -150,10 +150,14 @@ pub enum Action {
     /// list, show and watch maintenance windows: customer admins and auditors everywhere, and
     /// the vendor's operator where it runs them.
     ViewMaintenance,
+    /// invite a third party (issue 18): create and revoke invitations to a recorded web terminal.
+    ManageInvitations,
+    /// list and show invitations.
+    ViewInvitations,
 }
 
 impl Action {
-    pub const ALL: [Action; 32] = [
+    pub const ALL: [Action; 34] = [
         Action::OwnAccount,
         Action::ChangeOwnPassword,
         Action::ManageUsers,
@@ -186,6 +190,8 @@ impl Action {
         Action::ProposeMaintenance,
         Action::DecideMaintenance,
         Action::ViewMaintenance,
+        Action::ManageInvitations,
+        Action::ViewInvitations,
     ];
 }
 
@@ -214,8 +220,8 @@ pub fn role_may(mode: Mode, role: Role, action: Action) -> bool {
             Mode::PrivateSaas | Mode::Saas => matches!(role, Admin | Auditor | Operator),
         },
         DecideRequests => matches!(role, Admin | Approver),
-        ManageGrants | DecideChanges => role == Admin,
-        ViewInstance => matches!(role, Admin | Auditor),
+        ManageGrants | DecideChanges | ManageInvitations => role == Admin,
+        ViewInstance | ViewInvitations => matches!(role, Admin | Auditor),
         ReviewEmergency => matches!(role, Admin | Approver),
         ManageUsers | ManageTargets | ManagePolicies | KillSessions | ManageBreakGlass
         | ManageSiem | LockSessions | Emergency => role == Admin,

@@ -17,6 +17,7 @@ mod backup;
 mod breakglass;
 mod diagnostics;
 mod governance;
+mod invites;
 mod live;
 mod maintenance;
 mod network;
@@ -98,6 +99,8 @@ fn ok() -> ApiResult<OkResponse> {
         network::show, network::set,
         support::request, support::list, support::show, support::approve, support::deny,
         support::revoke, support::activity,
+        invites::create, invites::list, invites::show, invites::revoke,
+        invites::approve_session, invites::deny_session,
         diagnostics::config, diagnostics::logs,
     ),
     components(schemas(ErrorBody, ErrorCode)),
@@ -269,6 +272,17 @@ pub fn router(state: AppState) -> Router {
         .route("/support/{id}/deny", post(support::deny))
         .route("/support/{id}/revoke", post(support::revoke))
         .route("/support/{id}/activity", get(support::activity))
+        .route("/invitations", get(invites::list).post(invites::create))
+        .route("/invitations/{id}", get(invites::show))
+        .route("/invitations/{id}/revoke", post(invites::revoke))
+        .route(
+            "/invitations/{id}/sessions/{ask}/approve",
+            post(invites::approve_session),
+        )
+        .route(
+            "/invitations/{id}/sessions/{ask}/deny",
+            post(invites::deny_session),
+        )
         .route("/diagnostics/config", get(diagnostics::config))
         .route("/diagnostics/logs", get(diagnostics::logs))
         .route("/groups", get(list_groups).post(create_group))

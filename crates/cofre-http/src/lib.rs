@@ -89,10 +89,66 @@ impl Bound {
         };
         let limits = self.app.config.limits.clone();
         listener::serve(
+            cofre_core::network::Listener::Api,
             self.app.clone(),
             self.listener,
             self.tls,
             http::router(state),
+            limits,
+            shutdown,
+        )
+        .await;
+    }
+}
+
+/// The external listener (issue 18), bound with its own certificate, serving nothing yet: only
+/// the invitees' pages (`cofre_console::external`), never the API, the console or Orbit.
+pub struct BoundExternal {
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    pub addr: std::net::SocketAddr,
+    pub fingerprint: String,
+}
+
+/// Binds `[external] listen`, if set.
+pub async fn bind_external(
+    app: Arc<App>,
+    config: &ServerConfig,
+) -> Result<Option<BoundExternal>, BindError> {
+    let Some(listen) = config.external.listen else {
+        return Ok(None);
+    };
+    let tls = tls::load_or_generate_in(&config.data_dir.join("tls-external"))?;
+    let listen_err = |e: std::io::Error| BindError::Listen {
+        addr: listen.to_string(),
+        message: e.to_string(),
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(listen_err)?;
+    let addr = listener.local_addr().map_err(listen_err)?;
+    Ok(Some(BoundExternal {
+        app,
+        listener,
+        tls: tls.config,
+        addr,
+        fingerprint: tls.fingerprint,
+    }))
+}
+
+impl BoundExternal {
+    /// Serves the invitees' pages until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        tracing::info!(addr = %self.addr, "cofre external listener (invitations) listening");
+        let limits = self.app.config.limits.clone();
+        let router = cofre_console::external::router(self.app.clone());
+        listener::serve(
+            cofre_core::network::Listener::External,
+            self.app.clone(),
+            self.listener,
+            self.tls,
+            router,
             limits,
             shutdown,
         )

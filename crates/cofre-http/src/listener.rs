@@ -66,6 +66,7 @@ impl Drop for InFlight {
 /// could name any address), a malformed one, or none in time from a proxy that began one. The
 /// TLS client speaks first, so peeking at its first bytes costs no round trip.
 async fn proxied_peer(
+    which: cofre_core::network::Listener,
     core: &cofre_app::services::App,
     tcp: &mut tokio::net::TcpStream,
     peer: std::net::SocketAddr,
@@ -81,7 +82,7 @@ async fn proxied_peer(
         }
     }
     let trusted = match core.network_policy().await {
-        Ok(p) => p.api.is_trusted_proxy(peer.ip()),
+        Ok(p) => p.listener(which).is_trusted_proxy(peer.ip()),
         Err(e) => {
             tracing::error!(error = %e, "cannot read the network policy");
             false
@@ -89,7 +90,7 @@ async fn proxied_peer(
     };
     if !trusted {
         tracing::warn!(%peer, "refused a PROXY protocol header from a peer that is not a trusted proxy");
-        metrics::counter!("cofre_network_refused_total", "listener" => "api").increment(1);
+        metrics::counter!("cofre_network_refused_total", "listener" => which.as_str()).increment(1);
         return None;
     }
     match proxy_protocol::read_header(tcp).await {
@@ -102,7 +103,10 @@ async fn proxied_peer(
     }
 }
 
+/// Serves `app` on `listener` until `shutdown`; `which` names the listener whose trusted proxies
+/// may send a PROXY protocol header (the API's, or the external listener's).
 pub async fn serve(
+    which: cofre_core::network::Listener,
     core: Arc<cofre_app::services::App>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -140,7 +144,7 @@ pub async fn serve(
             let _slot = slot;
             let mut tcp = tcp;
             let _ = tcp.set_nodelay(true);
-            let Some(peer) = proxied_peer(&core, &mut tcp, peer, header_read).await else {
+            let Some(peer) = proxied_peer(which, &core, &mut tcp, peer, header_read).await else {
                 return;
             };
             let stream = match tokio::time::timeout(header_read, acceptor.accept(tcp)).await {

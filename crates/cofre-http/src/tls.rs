@@ -32,7 +32,13 @@ pub fn fingerprint(cert_der: &[u8]) -> String {
 
 /// Loads DATA_DIR/tls/{cert,key}.pem, generating a self-signed pair for localhost first if absent.
 pub fn load_or_generate(data_dir: &Path) -> Result<TlsMaterial, TlsError> {
-    let dir = data_dir.join("tls");
+    load_or_generate_in(&data_dir.join("tls"))
+}
+
+/// As [`load_or_generate`] for a certificate of its own in `dir` (the external listener's
+/// `DATA_DIR/tls-external`, which an operator replaces with a publicly trusted one).
+pub fn load_or_generate_in(dir: &Path) -> Result<TlsMaterial, TlsError> {
+    let dir = dir.to_path_buf();
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");
     let mut generated = false;

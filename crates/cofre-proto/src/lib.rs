@@ -23,6 +23,8 @@ pub mod siem;
 pub use siem::*;
 pub mod instance;
 pub use instance::*;
+pub mod invite;
+pub use invite::*;
 pub mod live;
 pub use live::*;
 pub mod network;
@@ -829,7 +831,8 @@ pub struct SessionInfo {
     pub username: String,
     pub target: String,
     pub account: String,
-    /// `shell`, `exec` or `sftp`.
+    /// `shell`, `exec` or `sftp` (the gateway), `web-shell` (the console's terminal) or
+    /// `external` (an invitee's terminal on the external listener; its user is `invitee:ID`).
     pub kind: String,
     /// The client's address.
     pub source: String,

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetNetworkRequest {
-    /// `api` or `gateway`.
+    /// `api`, `gateway` or `external`.
     pub listener: String,
     /// CIDRs (IPv4 or IPv6) or single addresses; empty lets everyone in.
     pub allow: Vec<String>,

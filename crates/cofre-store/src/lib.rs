@@ -14,6 +14,7 @@ pub mod export;
 pub mod gateway;
 pub mod governance;
 pub mod instance;
+pub mod invites;
 pub mod lockout;
 pub mod maintenance;
 pub mod network;

@@ -659,6 +659,7 @@ async fn dispatch(
         Command::Release(cmd) => crate::instance_cmd::release(ctx, cmd).await,
         Command::Maintenance(cmd) => crate::maintenance_cmd::run(ctx, cmd).await,
         Command::Support(cmd) => crate::support_cmd::run(ctx, cmd).await,
+        Command::Invite(cmd) => crate::invite_cmd::run(ctx, cmd).await,
         Command::Diagnostics(cmd) => crate::diagnostics_cmd::run(ctx, cmd).await,
         Command::Audit(cmd) => audit(ctx, cmd).await,
         Command::Operator(cmd) => operator(ctx, cmd).await,

@@ -29,6 +29,7 @@ mod diagnostics_cmd;
 mod emergency_cmd;
 mod governance_cmd;
 mod instance_cmd;
+mod invite_cmd;
 mod maintenance_cmd;
 mod network_cmd;
 mod offboarding_cmd;
@@ -138,6 +139,11 @@ enum Command {
     /// and what was done under a grant.
     #[command(subcommand)]
     Support(support_cmd::SupportCmd),
+    /// Invitations for third parties without a Cofre account: a one-time link by e-mail to a
+    /// recorded web terminal on the external listener, scoped to targets and accounts, for a
+    /// window; create (admins), list, show, revoke (live sessions end).
+    #[command(subcommand)]
+    Invite(invite_cmd::InviteCmd),
     /// Diagnostics (admins; support under a `diagnostics` grant): the configuration with its
     /// secrets taken out, and the tail of the server's log.
     #[command(subcommand)]

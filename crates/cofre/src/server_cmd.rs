@@ -124,11 +124,18 @@ pub(crate) async fn server(args: ServerArgs) -> Result<ExitCode> {
     let gateway = cofre_gateway::Gateway::bind(app.clone(), config.ssh_listen)
         .await
         .context("ssh gateway")?;
+    let external = cofre_http::bind_external(app.clone(), &config)
+        .await
+        .context("external listener")?;
     // stdout is for the operator (and scripts waiting for `ready`); logs go to stderr.
     outln!("cofre listening on https://{}", https.addr);
     outln!("tls fingerprint (sha256): {}", https.fingerprint);
     outln!("ssh gateway listening on {}", gateway.addr);
     outln!("ssh host key: {}", gateway.host_key_fingerprint);
+    if let Some(x) = &external {
+        outln!("external listener (invitations) on https://{}", x.addr);
+        outln!("external tls fingerprint (sha256): {}", x.fingerprint);
+    }
     if let Some(path) = &started.admin_password_file {
         outln!("initial admin password written to {}", path.display());
     }
@@ -141,7 +148,8 @@ pub(crate) async fn server(args: ServerArgs) -> Result<ExitCode> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let api = tokio::spawn(https.serve(until_stopped(stopped.clone())));
-    let ssh = tokio::spawn(gateway.serve(until_stopped(stopped)));
+    let ssh = tokio::spawn(gateway.serve(until_stopped(stopped.clone())));
+    let invitations = external.map(|x| tokio::spawn(x.serve(until_stopped(stopped))));
     shutdown_signal().await;
     // Draining: both listeners stop accepting, live sessions are told and given
     // `[server] drain_seconds` to end, the rest are ended (recording flushed, `session.end`
@@ -160,6 +168,9 @@ pub(crate) async fn server(args: ServerArgs) -> Result<ExitCode> {
         tracing::info!(sessions = ended, "sessions ended by the shutdown");
     }
     let _ = tokio::join!(api, ssh);
+    if let Some(x) = invitations {
+        let _ = x.await;
+    }
     app.store.close().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -90,7 +90,7 @@ async fn verify_password(pw: &str, hash: String) -> bool {
 }
 
 /// A valid PHC string that no password matches, so unknown users cost as much as known ones.
-const DUMMY_HASH: &str =
+pub(crate) const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2kQFsVSWgzGIN6o1uEdVOG3VOmy3h0JX9U1ux6hfKqs";
 
 /// zxcvbn's score (0 to 4) a new password must reach: 3 is "safely unguessable" (about 10^8
@@ -273,6 +273,8 @@ impl Accounts<'_> {
             via_key: None,
             source: None,
             support_grants,
+            invitation: None,
+            approved_session: None,
         })
     }
 

@@ -9,6 +9,7 @@ pub mod breakglass;
 pub mod diagnostics;
 pub mod governance;
 pub mod instance;
+pub mod invites;
 pub mod live;
 pub mod maintenance;
 pub mod network;
@@ -236,6 +237,13 @@ pub struct Principal {
     /// Role support only: the grants active when it authenticated, as `(id, scopes)`. Read on
     /// every call, so a grant that ended or was revoked is gone by the next one.
     support_grants: Vec<(String, Vec<cofre_core::support::Scope>)>,
+    /// An invitee (issue 18): the invitation it authenticated under. Such a principal is made
+    /// only by the external listener's login and may do nothing but open the sessions its
+    /// invitation covers (see [`Principal::require`]).
+    invitation: Option<String>,
+    /// An invitee of an `--approve-each-session` invitation, once a session of it was approved:
+    /// the approval its next session uses (once). Set only by `Sessions::wait_session_approval`.
+    approved_session: Option<String>,
 }
 
 impl Principal {
@@ -257,6 +265,8 @@ impl Principal {
             via_key: None,
             source: None,
             support_grants: Vec::new(),
+            invitation: None,
+            approved_session: None,
         }
     }
 
@@ -282,6 +292,8 @@ impl Principal {
             via_key: None,
             source: None,
             support_grants: Vec::new(),
+            invitation: None,
+            approved_session: None,
         }
     }
 
@@ -324,6 +336,10 @@ impl Principal {
             .flat_map(|(_, s)| s.iter().copied())
             .collect()
     }
+    /// An invitee's invitation, if this principal is one.
+    pub fn invitation(&self) -> Option<&str> {
+        self.invitation.as_deref()
+    }
     /// The SSH key a gateway login used, if any.
     pub fn via_key(&self) -> Option<&str> {
         self.via_key.as_deref()
@@ -331,6 +347,17 @@ impl Principal {
 
     /// Checks the role table (and that a password-change token is not used for anything else).
     pub fn require(&self, action: Action) -> Result<()> {
+        if self.invitation.is_some() {
+            // An invitee is nobody's user: it opens the sessions its invitation covers (judged
+            // in `start_session`) and nothing else, whatever the role table says.
+            return if action == Action::UseCredentials {
+                Ok(())
+            } else {
+                Err(Error::forbidden(
+                    "an invitee may only open its invited sessions",
+                ))
+            };
+        }
         if self.scope == TokenScope::PasswordChange && action != Action::ChangeOwnPassword {
             return Err(Error::new(
                 ErrorKind::Forbidden,

@@ -37,6 +37,7 @@ const MAX_AUDITED_PER_WINDOW: u32 = 100;
 pub struct NetworkPolicy {
     pub api: ListenerPolicy,
     pub gateway: ListenerPolicy,
+    pub external: ListenerPolicy,
 }
 
 impl NetworkPolicy {
@@ -44,6 +45,7 @@ impl NetworkPolicy {
         match l {
             Listener::Api => &self.api,
             Listener::Gateway => &self.gateway,
+            Listener::External => &self.external,
         }
     }
 
@@ -57,6 +59,7 @@ impl NetworkPolicy {
             match l {
                 Listener::Api => p.api = parsed,
                 Listener::Gateway => p.gateway = parsed,
+                Listener::External => p.external = parsed,
             }
         }
         Ok(p)

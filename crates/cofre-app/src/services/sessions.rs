@@ -124,6 +124,8 @@ struct Held {
     reason: String,
     ends_at: i64,
     support: bool,
+    /// An invitee's invitation (issue 18): the session is `external`.
+    invitation: bool,
 }
 
 impl App {
@@ -150,6 +152,8 @@ impl App {
             } else {
                 Vec::new()
             },
+            invitation: None,
+            approved_session: None,
         })
     }
 }
@@ -169,6 +173,11 @@ impl Sessions<'_> {
     /// channel only if its user is still enabled, the key it used is still registered, and with
     /// the groups the user has now (a removed member loses what the group gave at once).
     pub(crate) async fn gateway_principal_now(&self, who: &Principal) -> Result<Principal> {
+        if let Some(id) = &who.invitation {
+            // An invitee has no user row: its invitation is what must still hold.
+            self.invitation_usable(id).await?;
+            return Ok(who.clone());
+        }
         let user = match self.store.user_by_name(&who.username).await? {
             Some(u) if u.disabled_at.is_none() => u,
             _ => return Err(super::accounts::account_disabled()),
@@ -396,7 +405,43 @@ impl Sessions<'_> {
         };
         // What the session comes through besides a policy: an approved access grant, or for a
         // support user its `host` grant; the session ends with it.
-        let (policy, held, moderated) = if who.role == Role::Support {
+        let (policy, held, moderated) = if let Some(invitation) = &who.invitation {
+            // An invitee opens only what its invitation names, in its window; no policy.
+            let row = match self.invitation_session(invitation, target, account).await? {
+                Ok(row) => row,
+                Err(why) => {
+                    self.record(
+                        refused_unknown("invitation")
+                            .detail("invitation", invitation.as_str())
+                            .detail("invitation_refusal", why.to_string()),
+                    )
+                    .await?;
+                    return Err(UseRefused::NoPolicy.error(target, account, Access::Session));
+                }
+            };
+            if !self
+                .use_session_approval(who, &row, target, account)
+                .await?
+            {
+                self.record(
+                    refused_unknown("invitation")
+                        .detail("invitation", invitation.as_str())
+                        .detail("invitation_refusal", "the session was not approved"),
+                )
+                .await?;
+                return Err(Error::forbidden(
+                    "this invitation opens a session only once an admin or the inviter approved it",
+                ));
+            }
+            let held = Held {
+                id: row.id,
+                reason: row.reason,
+                ends_at: row.ends_at,
+                support: false,
+                invitation: true,
+            };
+            ("invitation".to_owned(), Some(held), false)
+        } else if who.role == Role::Support {
             let scopes = who.support_scopes();
             let grant = who
                 .support_grants
@@ -421,6 +466,7 @@ impl Sessions<'_> {
                 reason: row.reason,
                 ends_at,
                 support: true,
+                invitation: false,
             };
             ("support-grant".to_owned(), Some(held), false)
         } else {
@@ -450,6 +496,7 @@ impl Sessions<'_> {
                 reason: g.reason,
                 ends_at: g.ends_at,
                 support: false,
+                invitation: false,
             });
             (allowed.policy, held, allowed.moderated)
         };
@@ -551,6 +598,12 @@ impl Sessions<'_> {
             entry = entry.detail("moderated", true);
         }
         match &grant {
+            Some(g) if g.invitation => {
+                entry = entry
+                    .detail("invitation", g.id.as_str())
+                    .detail("external", true)
+                    .detail("invitation_reason", g.reason.as_str());
+            }
             Some(g) if g.support => {
                 entry = entry
                     .detail("support_grant", g.id.as_str())
@@ -595,7 +648,9 @@ impl Sessions<'_> {
             // The session ends with its grant, to the second.
             let left = g.ends_at - self.now().unix_timestamp();
             let ends = u64::try_from(left.max(0)).unwrap_or(0);
-            let ended = if g.support {
+            let ended = if g.invitation {
+                format!("your invitation {} has ended", g.id)
+            } else if g.support {
                 format!("your support grant {} has ended", g.id)
             } else {
                 format!("your access grant {} has ended", g.id)

@@ -1408,6 +1408,68 @@ fn authorization_matrix() {
                     Rule::Roles(SUPPORT_REVOKERS),
                 )
             },
+            // Invitations for third parties: admins invite and revoke, admins and auditors read.
+            // An admin's invitation here is refused with a 4xx (a window past 31 days; and this
+            // server has no external listener): allowed, not done. The invitation does not
+            // exist: 404 for the allowed. What an invitation does: gateway::invite.
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/invitations",
+                    "/api/v1/invitations",
+                    Some(json!({"email": "ana@vendor.example", "targets": "db01",
+                        "accounts": "root", "until": "2099-01-01T00:00:00Z", "reason": "matrix"})),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            row(
+                "GET",
+                "/api/v1/invitations",
+                "/api/v1/invitations",
+                None,
+                Rule::Roles(INSTANCE_READERS),
+            ),
+            Row {
+                succeeds: false,
+                ..row(
+                    "GET",
+                    "/api/v1/invitations/{id}",
+                    "/api/v1/invitations/nosuchinvite",
+                    None,
+                    Rule::Roles(INSTANCE_READERS),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/invitations/{id}/revoke",
+                    "/api/v1/invitations/nosuchinvite/revoke",
+                    None,
+                    Rule::Roles(ADMIN),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/invitations/{id}/sessions/{ask}/approve",
+                    "/api/v1/invitations/nosuchinvite/sessions/nosuchask/approve",
+                    Some(json!({})),
+                    Rule::Roles(ADMIN),
+                )
+            },
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/invitations/{id}/sessions/{ask}/deny",
+                    "/api/v1/invitations/nosuchinvite/sessions/nosuchask/deny",
+                    Some(json!({"comment": "not now"})),
+                    Rule::Roles(ADMIN),
+                )
+            },
             // Diagnostics: the customer's admin on-prem (support only under a `diagnostics`
             // grant, see support::*; the vendor's operator where it runs the instance, see
             // orbit_follows_the_mode).

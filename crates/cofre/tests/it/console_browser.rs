@@ -11,14 +11,14 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 
-fn browser_dir() -> PathBuf {
+pub(crate) fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
 /// Why the browser cannot run here; under CI a missing tool fails the test instead.
-fn browser_unavailable() -> Option<String> {
+pub(crate) fn browser_unavailable() -> Option<String> {
     let why = if !Path::new(CHROMIUM).exists() {
         Some("chromium is not installed: apt-get install chromium (scripts/test does)".to_owned())
     } else if Command::new("node").arg("--version").output().is_err() {
@@ -40,7 +40,7 @@ fn browser_unavailable() -> Option<String> {
 }
 
 /// Where the screenshots go: beside the build, so CI keeps them with its other artifacts.
-fn screenshot_dir() -> PathBuf {
+pub(crate) fn screenshot_dir() -> PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));

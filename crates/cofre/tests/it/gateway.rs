@@ -10,6 +10,7 @@
 mod clients;
 mod drain;
 mod exact;
+mod invite;
 mod live;
 mod support_host;
 mod terminal;

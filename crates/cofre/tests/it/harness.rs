@@ -1044,6 +1044,21 @@ pub(crate) fn parse_export(text: &str) -> Vec<Value> {
 // ---------------------------------------------------------------------------------------------
 // HTTPS with the certificate pinned by fingerprint.
 
+/// A TLS client configuration that trusts exactly the certificate with this SHA-256 (as the CLI
+/// pins), for clients the harness does not make itself (a WebSocket).
+pub(crate) fn pinned_tls(fingerprint: &str) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCert {
+            fingerprint: fingerprint.to_owned(),
+            provider,
+        }))
+        .with_no_client_auth()
+}
+
 #[derive(Debug)]
 struct PinnedCert {
     fingerprint: String,

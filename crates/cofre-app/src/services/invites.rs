@@ -1,0 +1,940 @@
+//! Invitations for third parties (issue 18). An admin invites an e-mail address to named targets
+//! and accounts for a window (`create_invitation`); the invitee gets a one-time link by e-mail
+//! (through the outbox, its body sealed: the link is a secret); on the external listener it sets
+//! a password and enrols TOTP (`redeem_invitation`), later logs in with both (`invitee_login`),
+//! and opens recorded web-terminal sessions to what the invitation covers, nothing else
+//! (`start_session` asks `cofre_core::invite`). Revoking ends the live sessions at once.
+//!
+//! The link's token is random, stored only as its SHA-256, used once, and never logged or
+//! audited. The invitee's session is a cookie MACed under a key derived from the master key; the
+//! invitation is read again on every request, so a revocation or the end is felt by the next one.
+
+use super::{page_limit, paginate, rfc3339, App, Approvals, Principal, Sessions, TokenScope};
+use crate::error::{Error, ErrorCode, ErrorKind, Result};
+use cofre_core::audit::NewAuditEntry;
+use cofre_core::invite::{self as inv, Invitation, State};
+use cofre_core::role::{Action, Role};
+use cofre_proto::{InvitationInfo, InvitationSessionInfo, InviteRequest, Page};
+use cofre_store::invites::{InvitationRow, InvitationSessionRow};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+/// How long an invitee's login lasts (never past the invitation's end).
+const SESSION_SECONDS: i64 = 12 * 3600;
+/// The longest wait a run of failed logins earns.
+const MAX_WAIT_SECONDS: i64 = 15 * 60;
+const COOKIE_PURPOSE: &str = "cofre:invitee-session:v1";
+
+fn split(list: &str) -> Vec<String> {
+    list.split(',')
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn machine(row: &InvitationRow) -> Result<Invitation> {
+    let state = State::parse(&row.state).ok_or_else(|| {
+        Error::internal(
+            "reading an invitation",
+            format!("unknown state {:?}", row.state),
+        )
+    })?;
+    Ok(Invitation {
+        targets: split(&row.targets),
+        accounts: split(&row.accounts),
+        starts_at: row.starts_at,
+        ends_at: row.ends_at,
+        state,
+        redeemed: row.redeemed_at.is_some(),
+    })
+}
+
+fn info(row: &InvitationRow, now: i64) -> Result<InvitationInfo> {
+    let status = machine(row)?.status(now);
+    Ok(InvitationInfo {
+        id: row.id.clone(),
+        email: row.email.clone(),
+        inviter: row.inviter.clone(),
+        targets: split(&row.targets),
+        accounts: split(&row.accounts),
+        reason: row.reason.clone(),
+        starts_at: rfc3339(row.starts_at),
+        ends_at: rfc3339(row.ends_at),
+        approve_each_session: row.approve_each_session,
+        status: status.as_str().to_owned(),
+        created_at: rfc3339(row.created_at),
+        redeemed_at: row.redeemed_at.map(rfc3339),
+        revoked_at: row.revoked_at.map(rfc3339),
+        revoked_by: row.revoked_by.clone(),
+        pending_sessions: Vec::new(),
+    })
+}
+
+fn not_found(id: &str) -> Error {
+    Error::not_found(format!("invitation {id}")).with_field("id")
+}
+
+/// A moment as an inviter types it: RFC 3339, seconds optional (`2026-12-03T13:00Z`), or `now`.
+fn parse_moment(field: &str, text: Option<&str>, now: i64) -> Result<i64> {
+    use time::format_description::well_known::Rfc3339;
+    let t = match text.map(str::trim) {
+        None | Some("") | Some("now") => return Ok(now),
+        Some(t) => t,
+    };
+    let parsed = OffsetDateTime::parse(t, &Rfc3339).or_else(|e| {
+        // `YYYY-MM-DDTHH:MM` then a zone: put the seconds in.
+        match (t.get(..16), t.get(16..)) {
+            (Some(head), Some(rest)) if !rest.starts_with(':') => {
+                OffsetDateTime::parse(&format!("{head}:00{rest}"), &Rfc3339)
+            }
+            _ => Err(e),
+        }
+    });
+    parsed.map(|t| t.unix_timestamp()).map_err(|_| {
+        Error::invalid(
+            field,
+            format!("{field}: {t:?} is neither `now` nor an RFC 3339 time (2026-12-03T13:00Z)"),
+        )
+    })
+}
+
+/// What the invitee is told whatever went wrong with a link or a login: which of unknown,
+/// used, revoked, expired or locked is only in the audit trail.
+fn link_refused() -> Error {
+    Error::new(
+        ErrorKind::Unauthorized,
+        ErrorCode::InvalidCredentials,
+        "this invitation link is not valid (used, expired or revoked): ask whoever invited you",
+    )
+}
+
+fn login_refused() -> Error {
+    Error::new(
+        ErrorKind::Unauthorized,
+        ErrorCode::InvalidCredentials,
+        "wrong e-mail address, password or code, or too many tries: try again in a few minutes",
+    )
+}
+
+/// What the enrolment page shows for a valid link.
+pub struct Enrolment {
+    pub invitation: String,
+    pub email: String,
+    pub targets: Vec<String>,
+    pub accounts: Vec<String>,
+    pub starts_at: String,
+    pub ends_at: String,
+    /// The new TOTP seed, base32, and as an `otpauth://` URI.
+    pub totp_secret: Zeroizing<String>,
+    pub totp_uri: Zeroizing<String>,
+    /// The seed sealed under the master key for this invitation: the form carries it back, so
+    /// the page needs no server-side state and nobody can enrol a seed of their own.
+    pub sealed_seed: String,
+}
+
+/// An invitee's login: the cookie's value and what it covers.
+pub struct InviteeLogin {
+    pub cookie: Zeroizing<String>,
+    pub max_age_seconds: i64,
+}
+
+/// An invitee as a page sees it.
+pub struct Invitee {
+    pub principal: Principal,
+    pub invitation: InvitationInfo,
+}
+
+fn seed_aad(id: &str) -> String {
+    format!("cofre:invite-totp:{id}")
+}
+
+impl App {
+    fn cookie_mac(&self, payload: &str) -> Result<String> {
+        let key = self.with_master(|mk| Zeroizing::new(mk.derive_subkey(COOKIE_PURPOSE)))?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_slice())
+            .map_err(|e| Error::internal("signing a login", e))?;
+        mac.update(payload.as_bytes());
+        Ok(hex::encode(mac.finalize().into_bytes()))
+    }
+
+    fn invitee_cookie(&self, row: &InvitationRow, now: i64) -> Result<InviteeLogin> {
+        let expires = (now + SESSION_SECONDS).min(row.ends_at);
+        let payload = format!("v1.{}.{expires}", row.id);
+        let mac = self.cookie_mac(&payload)?;
+        Ok(InviteeLogin {
+            cookie: Zeroizing::new(format!("{payload}.{mac}")),
+            max_age_seconds: (expires - now).max(0),
+        })
+    }
+
+    fn invitee_principal_of(&self, row: &InvitationRow) -> Principal {
+        Principal {
+            user_id: 0,
+            username: format!("invitee:{}", row.id),
+            role: Role::User,
+            groups: Vec::new(),
+            scope: TokenScope::Session,
+            token_hash: String::new(),
+            mode: self.config.mode,
+            via_key: None,
+            source: None,
+            support_grants: Vec::new(),
+            invitation: Some(row.id.clone()),
+            approved_session: None,
+        }
+    }
+
+    /// An invitee's invitation, if it may act now (for `start_session` and `still_usable`).
+    pub(crate) async fn invitation_usable(&self, id: &str) -> Result<InvitationRow> {
+        let row = self
+            .store
+            .invitation(id)
+            .await?
+            .ok_or_else(|| Error::forbidden("the invitation is gone"))?;
+        machine(&row)?
+            .usable(self.now().unix_timestamp())
+            .map_err(|r| {
+                Error::new(
+                    ErrorKind::Forbidden,
+                    ErrorCode::RequestClosed,
+                    r.to_string(),
+                )
+            })?;
+        Ok(row)
+    }
+
+    /// Whether an invitee may open this session now, for `start_session`: the invitation's id,
+    /// reason and end, or why not.
+    pub(crate) async fn invitation_session(
+        &self,
+        id: &str,
+        target: &str,
+        account: &str,
+    ) -> Result<std::result::Result<InvitationRow, inv::Refusal>> {
+        let Some(row) = self.store.invitation(id).await? else {
+            return Ok(Err(inv::Refusal::Revoked));
+        };
+        let now = self.now().unix_timestamp();
+        Ok(machine(&row)?
+            .session_may(target, account, now)
+            .map(|()| row))
+    }
+}
+
+impl Approvals<'_> {
+    /// An admin invites a third party; the link goes to its address by e-mail.
+    pub async fn create_invitation(
+        &self,
+        who: &Principal,
+        req: &InviteRequest,
+    ) -> Result<InvitationInfo> {
+        who.require(Action::ManageInvitations)?;
+        let now = self.now().unix_timestamp();
+        let starts_at = parse_moment("from", req.from.as_deref(), now)?;
+        let ends_at = parse_moment("until", Some(&req.until), now)?;
+        let email = req.email.trim().to_ascii_lowercase();
+        let ask = inv::Ask {
+            email: &email,
+            targets: &req.targets,
+            accounts: &req.accounts,
+            starts_at,
+            ends_at,
+            reason: &req.reason,
+        };
+        let invitation = inv::invite(&ask, now)?;
+        for t in &invitation.targets {
+            if self.store.target_by_name(t).await?.is_none() {
+                return Err(Error::invalid("targets", format!("targets: no target {t}")));
+            }
+        }
+        // Without both, the link could reach nobody or lead nowhere: fail before anything is kept.
+        let Some(base) = self.config.external.base_url() else {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                ErrorCode::Conflict,
+                "invitations need the external listener: set [external] listen",
+            ));
+        };
+        if self.config.notify.smtp_host.is_none() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                ErrorCode::Conflict,
+                "invitations are sent by e-mail: set [notify] smtp_host",
+            ));
+        }
+        let mut id = uuid::Uuid::new_v4().simple().to_string();
+        id.truncate(12);
+        let (token, link_hash) = cofre_crypto::token::generate_token();
+        let reason = req.reason.trim().to_owned();
+        let row = InvitationRow {
+            id: id.clone(),
+            email: email.clone(),
+            inviter: who.username().to_owned(),
+            targets: invitation.targets.join(","),
+            accounts: invitation.accounts.join(","),
+            reason: reason.clone(),
+            starts_at,
+            ends_at,
+            approve_each_session: req.approve_each_session,
+            state: State::Active.as_str().to_owned(),
+            created_at: now,
+            link_hash,
+            redeemed_at: None,
+            password_hash: None,
+            totp_sealed: None,
+            totp_last_step: None,
+            failed_logins: 0,
+            retry_after: 0,
+            revoked_at: None,
+            revoked_by: None,
+        };
+        let body = Zeroizing::new(format!(
+            "Hello,\n\n{inviter} invites you to a recorded terminal session on {targets} as \
+             {accounts}, from {from} to {until}.\nReason: {reason}\n\nOpen this link in your \
+             browser to set a password and enrol an authenticator app (it works once):\n\n\
+             {base}/invite/{token}\n\nEverything you do in the session is recorded. If you did \
+             not expect this, ignore this e-mail.\n",
+            inviter = row.inviter,
+            targets = row.targets,
+            accounts = row.accounts,
+            from = rfc3339(starts_at),
+            until = rfc3339(ends_at),
+            token = token.as_str(),
+        ));
+        let mut tx = self.store.write().await?;
+        tx.insert_invitation(&row).await?;
+        self.queue_secret_email(
+            &mut tx,
+            &email,
+            "[Cofre] you are invited to a recorded session",
+            &body,
+        )
+        .await?;
+        let entry = NewAuditEntry::new(who.username(), "invite.create", format!("invite:{id}"))
+            .detail("email", email.as_str())
+            .detail("targets", row.targets.as_str())
+            .detail("accounts", row.accounts.as_str())
+            .detail("from", rfc3339(starts_at))
+            .detail("until", rfc3339(ends_at))
+            .detail("reason", reason.as_str())
+            .detail("approve_each_session", req.approve_each_session);
+        self.commit(tx, entry).await?;
+        self.notifier_wake();
+        info(&row, now)
+    }
+
+    /// Every invitation (admins and auditors), newest id order.
+    pub async fn list_invitations(
+        &self,
+        who: &Principal,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Page<InvitationInfo>> {
+        who.require(Action::ViewInvitations)?;
+        let limit = page_limit(limit)?;
+        let now = self.now().unix_timestamp();
+        let rows = self.store.invitation_page(None, cursor, limit + 1).await?;
+        let page = paginate(rows, limit, |r| r.id.clone(), |r| info(&r, now));
+        Ok(Page {
+            items: page.items.into_iter().collect::<Result<_>>()?,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    pub async fn get_invitation(&self, who: &Principal, id: &str) -> Result<InvitationInfo> {
+        who.require(Action::ViewInvitations)?;
+        let row = self
+            .store
+            .invitation(id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        let mut shown = info(&row, self.now().unix_timestamp())?;
+        shown.pending_sessions = self
+            .store
+            .pending_invitation_sessions(id)
+            .await?
+            .into_iter()
+            .map(session_ask_info)
+            .collect();
+        Ok(shown)
+    }
+
+    /// Ends an invitation now: the link and the login are refused, the live sessions end.
+    pub async fn revoke_invitation(&self, who: &Principal, id: &str) -> Result<InvitationInfo> {
+        who.require(Action::ManageInvitations)?;
+        let now = self.now().unix_timestamp();
+        let mut tx = self.store.write().await?;
+        let mut row = tx.invitation(id).await?.ok_or_else(|| not_found(id))?;
+        let mut m = machine(&row)?;
+        if let Err(refusal) = m.revoke() {
+            drop(tx);
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                ErrorCode::RequestClosed,
+                refusal.to_string(),
+            ));
+        }
+        if !tx.revoke_invitation(id, who.username(), now).await? {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                ErrorCode::Conflict,
+                "the invitation changed meanwhile; look again",
+            ));
+        }
+        row.state = m.state.as_str().to_owned();
+        row.revoked_at = Some(now);
+        row.revoked_by = Some(who.username().to_owned());
+        tx.enqueue_notification(
+            "email",
+            &row.email,
+            "[Cofre] your invitation was revoked",
+            &format!(
+                "Hello,\n\nThe invitation from {} ({}) was revoked by {}: its link, login and \
+                 sessions no longer work.\n",
+                row.inviter,
+                row.reason,
+                who.username()
+            ),
+            now,
+        )
+        .await?;
+        let entry = NewAuditEntry::new(who.username(), "invite.revoke", format!("invite:{id}"))
+            .detail("email", row.email.as_str());
+        self.commit(tx, entry).await?;
+        // Its live sessions end with it (on this node, like `session kill`).
+        self.live.kill_by_request(
+            id,
+            &format!("the invitation {id} was revoked by {}", who.username()),
+        );
+        self.notifier_wake();
+        info(&row, now)
+    }
+}
+
+impl Sessions<'_> {
+    /// The enrolment page of a one-time link: what it invites to and a new TOTP seed. Refused
+    /// (all alike) for an unknown, used, revoked or expired link.
+    pub async fn open_invitation(&self, token: &str, source: &str) -> Result<Enrolment> {
+        let hash = cofre_crypto::token::hash_token(token);
+        let now = self.now().unix_timestamp();
+        let mut tx = self.store.write().await?;
+        let row = tx.invitation_by_link(&hash).await?;
+        drop(tx);
+        let Some(row) = row else {
+            self.record(
+                NewAuditEntry::new("anonymous", "invite.link_refused", "invite:unknown")
+                    .outcome("denied")
+                    .detail("why", "no such link")
+                    .detail("source", source),
+            )
+            .await?;
+            return Err(link_refused());
+        };
+        if let Err(why) = machine(&row)?.redeemable(now) {
+            self.record(
+                NewAuditEntry::new(
+                    "anonymous",
+                    "invite.link_refused",
+                    format!("invite:{}", row.id),
+                )
+                .outcome("denied")
+                .detail("why", why.to_string())
+                .detail("source", source),
+            )
+            .await?;
+            return Err(link_refused());
+        }
+        let seed = cofre_crypto::totp::generate_secret();
+        let sealed = self
+            .with_master(|mk| {
+                cofre_crypto::envelope::seal(mk, &seed, seed_aad(&row.id).as_bytes())
+            })?
+            .map_err(|e| Error::internal("sealing a TOTP seed", e))?;
+        Ok(Enrolment {
+            invitation: row.id.clone(),
+            email: row.email.clone(),
+            targets: split(&row.targets),
+            accounts: split(&row.accounts),
+            starts_at: rfc3339(row.starts_at),
+            ends_at: rfc3339(row.ends_at),
+            totp_secret: Zeroizing::new(cofre_crypto::totp::secret_base32(&seed)),
+            totp_uri: Zeroizing::new(cofre_crypto::totp::otpauth_uri(&seed, &row.email, "Cofre")),
+            sealed_seed: format!(
+                "{}.{}",
+                hex::encode(&sealed.wrapped_key),
+                hex::encode(&sealed.ciphertext)
+            ),
+        })
+    }
+
+    /// Uses the one-time link: the invitee's password (zxcvbn 3, as users') and a code of the
+    /// seed the enrolment page showed. Once; then the invitee is logged in.
+    pub async fn redeem_invitation(
+        &self,
+        token: &str,
+        password: &str,
+        sealed_seed: &str,
+        code: &str,
+        source: &str,
+    ) -> Result<InviteeLogin> {
+        let hash = cofre_crypto::token::hash_token(token);
+        let now = self.now().unix_timestamp();
+        let row = {
+            let mut tx = self.store.write().await?;
+            let row = tx.invitation_by_link(&hash).await?;
+            drop(tx);
+            row
+        };
+        let Some(row) = row else {
+            return Err(link_refused());
+        };
+        if machine(&row)?.redeemable(now).is_err() {
+            return Err(link_refused());
+        }
+        super::accounts::check_new_password(password, &[row.email.as_str(), row.id.as_str()])?;
+        let (wrapped, ct) = sealed_seed
+            .split_once('.')
+            .and_then(|(a, b)| Some((hex::decode(a).ok()?, hex::decode(b).ok()?)))
+            .ok_or_else(|| Error::invalid("totp", "totp: reload the page and scan the new code"))?;
+        let sealed = cofre_crypto::envelope::SealedSecret {
+            wrapped_key: wrapped,
+            ciphertext: ct,
+        };
+        let seed = self
+            .with_master(|mk| {
+                cofre_crypto::envelope::open(mk, &sealed, seed_aad(&row.id).as_bytes())
+            })?
+            .map_err(|_| Error::invalid("totp", "totp: reload the page and scan the new code"))?;
+        let unix = u64::try_from(now).unwrap_or(0);
+        let Some(step) = cofre_crypto::totp::verify(&seed, code, unix, None) else {
+            return Err(Error::invalid(
+                "code",
+                "code: not the authenticator's current code for the seed shown",
+            ));
+        };
+        let phc = tokio::task::spawn_blocking({
+            let pw = Zeroizing::new(password.to_owned());
+            move || cofre_crypto::password::hash_password(&pw)
+        })
+        .await
+        .map_err(|e| Error::internal("hashing a password", e))?
+        .map_err(|e| Error::internal("hashing a password", e))?;
+        let mut tx = self.store.write().await?;
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        if !tx
+            .redeem_invitation(
+                &row.id,
+                &phc,
+                (&sealed.wrapped_key, &sealed.ciphertext),
+                step,
+                now,
+            )
+            .await?
+        {
+            // Another tab or another holder of the link got there first.
+            return Err(link_refused());
+        }
+        let entry = NewAuditEntry::new(
+            &format!("invitee:{}", row.id),
+            "invite.redeem",
+            format!("invite:{}", row.id),
+        )
+        .detail("email", row.email.as_str())
+        .detail("source", source);
+        self.commit(tx, entry).await?;
+        self.invitee_cookie(&row, now)
+    }
+
+    /// A returning invitee: e-mail, password and a TOTP code, checked against each of that
+    /// address's enrolled, active invitations. An unknown address costs the same argon2 check.
+    pub async fn invitee_login(
+        &self,
+        email: &str,
+        password: &str,
+        code: &str,
+        source: &str,
+    ) -> Result<InviteeLogin> {
+        let email = email.trim().to_ascii_lowercase();
+        let now = self.now().unix_timestamp();
+        let rows = self.store.redeemed_invitations_of(&email).await?;
+        let candidates: Vec<(String, String)> = rows
+            .iter()
+            .filter(|r| machine(r).is_ok_and(|m| m.usable(now).is_ok()))
+            .filter_map(|r| r.password_hash.clone().map(|h| (r.id.clone(), h)))
+            .collect();
+        let checked = tokio::task::spawn_blocking({
+            let pw = Zeroizing::new(password.to_owned());
+            move || {
+                if candidates.is_empty() {
+                    // The same cost as a known address: nothing tells the two apart.
+                    let _ =
+                        cofre_crypto::password::verify_password(&pw, super::accounts::DUMMY_HASH);
+                    return None;
+                }
+                candidates
+                    .into_iter()
+                    .find(|(_, h)| cofre_crypto::password::verify_password(&pw, h))
+                    .map(|(id, _)| id)
+            }
+        })
+        .await
+        .map_err(|e| Error::internal("checking a password", e))?;
+        let refuse = |id: Option<&str>, why: &str| {
+            NewAuditEntry::new(
+                &id.map_or_else(|| "anonymous".to_owned(), |i| format!("invitee:{i}")),
+                "invite.login_failed",
+                id.map_or_else(|| "invite:unknown".to_owned(), |i| format!("invite:{i}")),
+            )
+            .outcome("denied")
+            .detail("why", why)
+            .detail("source", source)
+        };
+        let Some(id) = checked else {
+            // A wrong password counts against each of the address's invitations.
+            for r in &rows {
+                let mut tx = self.store.write().await?;
+                let wait = self.wait_after(r.failed_logins + 1);
+                tx.invitation_login_failed(&r.id, now + wait).await?;
+                self.commit(tx, refuse(Some(&r.id), "wrong password"))
+                    .await?;
+            }
+            if rows.is_empty() {
+                self.record(refuse(None, "no such invitee")).await?;
+            }
+            return Err(login_refused());
+        };
+        let mut tx = self.store.write().await?;
+        let Some(row) = tx.invitation(&id).await? else {
+            return Err(login_refused());
+        };
+        if row.retry_after > now {
+            drop(tx);
+            self.record(refuse(Some(&id), "locked out: waiting"))
+                .await?;
+            return Err(login_refused());
+        }
+        let seed = match &row.totp_sealed {
+            Some((w, c)) => {
+                let sealed = cofre_crypto::envelope::SealedSecret {
+                    wrapped_key: w.clone(),
+                    ciphertext: c.clone(),
+                };
+                self.with_master(|mk| {
+                    cofre_crypto::envelope::open(mk, &sealed, seed_aad(&row.id).as_bytes())
+                })?
+                .map_err(|e| Error::internal("opening a TOTP seed", e))?
+            }
+            None => return Err(login_refused()),
+        };
+        let last = row.totp_last_step.and_then(|s| u64::try_from(s).ok());
+        let unix = u64::try_from(now).unwrap_or(0);
+        let step =
+            cofre_crypto::totp::verify(&seed, code, unix, last).and_then(|s| i64::try_from(s).ok());
+        let used = match step {
+            Some(step) => tx.invitation_login_succeeded(&id, step).await?,
+            None => false,
+        };
+        if !used {
+            let wait = self.wait_after(row.failed_logins + 1);
+            tx.invitation_login_failed(&id, now + wait).await?;
+            self.commit(tx, refuse(Some(&id), "wrong or used TOTP code"))
+                .await?;
+            return Err(login_refused());
+        }
+        let entry = NewAuditEntry::new(
+            &format!("invitee:{id}"),
+            "invite.login",
+            format!("invite:{id}"),
+        )
+        .detail("email", row.email.as_str())
+        .detail("source", source);
+        self.commit(tx, entry).await?;
+        self.invitee_cookie(&row, now)
+    }
+
+    /// Seconds the next try waits after `failures` failed logins in a row.
+    fn wait_after(&self, failures: i64) -> i64 {
+        let threshold = i64::from(self.config.external.lockout_threshold);
+        if failures < threshold {
+            return 0;
+        }
+        let doublings = u32::try_from((failures - threshold).min(10)).unwrap_or(10);
+        (30_i64 << doublings).min(MAX_WAIT_SECONDS)
+    }
+
+    /// The invitee a cookie stands for, if its MAC holds, it has not expired and the invitation
+    /// may be used now; `None` otherwise (the page sends it to the login).
+    pub async fn invitee(&self, cookie: &str) -> Result<Option<Invitee>> {
+        let Some((payload, mac)) = cookie.rsplit_once('.') else {
+            return Ok(None);
+        };
+        let expected = self.cookie_mac(payload)?;
+        if !cofre_crypto::token::constant_time_eq(expected.as_bytes(), mac.as_bytes()) {
+            return Ok(None);
+        }
+        let mut parts = payload.split('.');
+        let (Some("v1"), Some(id), Some(expires), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Ok(None);
+        };
+        let now = self.now().unix_timestamp();
+        if expires.parse::<i64>().map_or(true, |e| e <= now) {
+            return Ok(None);
+        }
+        let Some(row) = self.store.invitation(id).await? else {
+            return Ok(None);
+        };
+        if machine(&row)?.usable(now).is_err() || row.redeemed_at.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Invitee {
+            principal: self.invitee_principal_of(&row),
+            invitation: info(&row, now)?,
+        }))
+    }
+}
+
+/// How long an invitee's session waits for its approval before it is refused.
+pub const APPROVAL_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn session_ask_info(r: InvitationSessionRow) -> InvitationSessionInfo {
+    InvitationSessionInfo {
+        id: r.id,
+        target: r.target,
+        account: r.account,
+        source: r.source,
+        state: r.state,
+        asked_at: rfc3339(r.asked_at),
+        decided_by: r.decided_by,
+        comment: r.comment,
+    }
+}
+
+impl Sessions<'_> {
+    /// For an invitee whose invitation wants each session approved: asks for this one (the
+    /// inviter and the admins are told) and returns the ask's id; `None` when no approval is
+    /// needed. A pair the invitation does not cover is refused here, before anyone is asked.
+    pub async fn ask_session_approval(
+        &self,
+        who: &Principal,
+        target: &str,
+        account: &str,
+        source: &str,
+    ) -> Result<Option<String>> {
+        let Some(invitation) = who.invitation() else {
+            return Ok(None);
+        };
+        let row = match self.invitation_session(invitation, target, account).await? {
+            Ok(row) => row,
+            // `start_session` records and refuses it as it does without approvals.
+            Err(_) => return Ok(None),
+        };
+        if !row.approve_each_session {
+            return Ok(None);
+        }
+        let now = self.now().unix_timestamp();
+        let mut id = uuid::Uuid::new_v4().simple().to_string();
+        id.truncate(12);
+        let ask = InvitationSessionRow {
+            id: id.clone(),
+            invitation_id: row.id.clone(),
+            target: target.to_owned(),
+            account: account.to_owned(),
+            source: source.to_owned(),
+            state: "pending".into(),
+            asked_at: now,
+            decided_by: None,
+            decided_at: None,
+            comment: None,
+        };
+        let mut tx = self.store.write().await?;
+        tx.insert_invitation_session(&ask).await?;
+        let subject = format!(
+            "Invitation {}: {} asks for a session to {account}@{target}",
+            row.id, row.email
+        );
+        let text = format!(
+            "{subject}\n\nReason of the invitation: {}\nFrom: {source}\n\nDecide with: cofre invite \
+             approve-session {} {id}  (or deny-session ... --comment WHY)\n",
+            row.reason, row.id
+        );
+        let body = serde_json::json!({
+            "event": "invite.session_asked",
+            "invitation": row.id,
+            "session_ask": id,
+            "target": target,
+            "account": account,
+            "at": rfc3339(now),
+        });
+        self.queue_admin_notices(&mut tx, &subject, &text, &body)
+            .await?;
+        let entry = NewAuditEntry::new(
+            who.username(),
+            "invite.session_asked",
+            format!("invite:{}", row.id),
+        )
+        .detail("session_ask", id.as_str())
+        .detail("target", target)
+        .detail("account", account)
+        .detail("source", source);
+        self.commit(tx, entry).await?;
+        self.notifier_wake();
+        Ok(Some(id))
+    }
+
+    /// Waits until the ask is decided (or `within` passes, or the invitation ends): approved,
+    /// the principal that may open that one session; denied, the refusal with who and why.
+    pub async fn wait_session_approval(
+        &self,
+        who: &Principal,
+        ask: &str,
+        within: std::time::Duration,
+    ) -> Result<Principal> {
+        let invitation = who
+            .invitation()
+            .ok_or_else(|| Error::forbidden("not an invitee"))?
+            .to_owned();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let row = self
+                .store
+                .invitation_session(ask)
+                .await?
+                .filter(|r| r.invitation_id == invitation)
+                .ok_or_else(|| Error::forbidden("no such session request"))?;
+            match row.state.as_str() {
+                "approved" => {
+                    let mut p = who.clone();
+                    p.approved_session = Some(row.id);
+                    return Ok(p);
+                }
+                "pending" => {}
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::Forbidden,
+                        ErrorCode::RequestClosed,
+                        format!(
+                            "the session was denied by {}: {}",
+                            row.decided_by.as_deref().unwrap_or("nobody"),
+                            row.comment.as_deref().unwrap_or("")
+                        ),
+                    ));
+                }
+            }
+            self.invitation_usable(&invitation).await?;
+            if tokio::time::Instant::now() >= deadline {
+                let mut tx = self.store.write().await?;
+                if tx
+                    .decide_invitation_session(
+                        ask,
+                        "expired",
+                        "system",
+                        self.now().unix_timestamp(),
+                        "nobody decided in time",
+                    )
+                    .await?
+                {
+                    let entry = NewAuditEntry::new(
+                        "system",
+                        "invite.session_expired",
+                        format!("invite:{invitation}"),
+                    )
+                    .detail("session_ask", ask);
+                    self.commit(tx, entry).await?;
+                }
+                continue;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
+    /// For `start_session`: an invitation that wants each session approved opens one only with
+    /// an approval the principal carries, and uses it up (audited).
+    pub(crate) async fn use_session_approval(
+        &self,
+        who: &Principal,
+        row: &InvitationRow,
+        target: &str,
+        account: &str,
+    ) -> Result<bool> {
+        if !row.approve_each_session {
+            return Ok(true);
+        }
+        let Some(ask) = &who.approved_session else {
+            return Ok(false);
+        };
+        let mut tx = self.store.write().await?;
+        if !tx
+            .use_invitation_session(ask, &row.id, target, account)
+            .await?
+        {
+            return Ok(false);
+        }
+        let entry = NewAuditEntry::new(
+            who.username(),
+            "invite.session_used",
+            format!("invite:{}", row.id),
+        )
+        .detail("session_ask", ask.as_str());
+        self.commit(tx, entry).await?;
+        Ok(true)
+    }
+}
+
+impl Approvals<'_> {
+    /// An admin (the inviter is one) approves or denies a waiting session of an invitation.
+    pub async fn decide_invitation_session(
+        &self,
+        who: &Principal,
+        invitation: &str,
+        ask: &str,
+        approve: bool,
+        comment: Option<&str>,
+    ) -> Result<InvitationSessionInfo> {
+        who.require(Action::ManageInvitations)?;
+        let comment = comment.unwrap_or("").trim();
+        cofre_core::names::check_text("comment", comment, 500)?;
+        if !approve && comment.chars().count() < 3 {
+            return Err(Error::invalid(
+                "comment",
+                "comment: say why the session is denied (at least 3 characters)",
+            ));
+        }
+        let now = self.now().unix_timestamp();
+        let mut tx = self.store.write().await?;
+        let row = tx
+            .invitation_session(ask)
+            .await?
+            .filter(|r| r.invitation_id == invitation)
+            .ok_or_else(|| Error::not_found(format!("session request {ask}")).with_field("ask"))?;
+        let state = if approve { "approved" } else { "denied" };
+        if !tx
+            .decide_invitation_session(ask, state, who.username(), now, comment)
+            .await?
+        {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                ErrorCode::NotPending,
+                format!("the session request {ask} is {} already", row.state),
+            ));
+        }
+        let entry = NewAuditEntry::new(
+            who.username(),
+            "invite.session_decide",
+            format!("invite:{invitation}"),
+        )
+        .detail("session_ask", ask)
+        .detail("verdict", if approve { "approve" } else { "deny" })
+        .detail("comment", comment);
+        self.commit(tx, entry).await?;
+        let decided = self
+            .store
+            .invitation_session(ask)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("session request {ask}")))?;
+        Ok(session_ask_info(decided))
+    }
+}

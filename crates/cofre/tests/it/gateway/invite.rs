@@ -1,0 +1,755 @@
+//! Invitations for third parties (issue 18) end to end: a real server with its external listener,
+//! the real CLI, real mail (aiosmtpd), the test's sshd as the invited target, and the invitee's
+//! side driven as a browser would (forms over HTTPS, the terminal's WebSocket).
+//!
+//! The invitee gets a one-time link by mail, sets a password and enrols TOTP, sees only what it
+//! was invited to, opens a recorded `external` session to it and to nothing else; the API, the
+//! console and Orbit are not on the external listener; a reused or guessed link is refused alike;
+//! revocation and the invitation's end close the live session; the lockout, the rate limit and
+//! the external listener's network policy hold; the link's token is in no log and no audit entry.
+
+use super::*;
+use crate::approvals::Smtp;
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+fn after<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(str::trim)
+}
+
+fn between(text: &str, start: &str, end: &str) -> String {
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start:?} in:\n{text}"))
+        + start.len();
+    let len = text[from..].find(end).expect("the end marker");
+    text[from..from + len].to_owned()
+}
+
+fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+        .into_bytes()
+}
+
+const SAME_ORIGIN: (&str, &str) = ("sec-fetch-site", "same-origin");
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// `name=value` of the invitee's cookie in a response, if it sets one.
+fn cookie_of(r: &Resp) -> Option<String> {
+    r.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("__Host-cofre-invitee=") && !v.contains("Max-Age=0"))
+        .map(|v| v.split(';').next().unwrap_or("").to_owned())
+}
+
+fn rfc3339_in(seconds: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds))
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+struct Ext {
+    api: Api,
+    port: u16,
+    fingerprint: String,
+}
+
+impl Ext {
+    /// The one-time link's path in the invitation mail to `to`.
+    fn link(&self, smtp: &Smtp, to: &str) -> String {
+        let mail = smtp.wait_for(to, "invited");
+        // Quoted-printable soft line breaks, if the mail was wrapped.
+        let mail = mail.replace("=\r\n", "").replace("=\n", "");
+        let base = format!("https://127.0.0.1:{}", self.port);
+        let at = mail
+            .find(&format!("{base}/invite/"))
+            .unwrap_or_else(|| panic!("no link in the mail:\n{mail}"));
+        mail[at + base.len()..]
+            .chars()
+            .take_while(|c| !c.is_whitespace())
+            .collect()
+    }
+
+    /// Enrols through the link's page: the password, and a code of the seed the page shows.
+    /// Returns the response of the form and the seed.
+    fn enrol(&self, link: &str, password: &str) -> (Resp, Vec<u8>) {
+        let page = self.api.get(link, None);
+        assert_eq!(page.status, 200, "{}", page.text);
+        let secret = base32_decode(&between(&page.text, "id=\"totp-secret\">", "<"));
+        let seed = between(&page.text, "name=\"seed\" value=\"", "\"");
+        let code = totp_at_step(&secret, current_step());
+        let r = self.api.send(
+            "POST",
+            link,
+            &[SAME_ORIGIN],
+            Some((
+                FORM,
+                form(&[("seed", &seed), ("password", password), ("code", &code)]),
+            )),
+        );
+        (r, secret)
+    }
+
+    fn login(&self, email: &str, password: &str, code: &str) -> Resp {
+        self.api.send(
+            "POST",
+            "/login",
+            &[SAME_ORIGIN],
+            Some((
+                FORM,
+                form(&[("email", email), ("password", password), ("code", code)]),
+            )),
+        )
+    }
+
+    fn get(&self, path: &str, cookie: &str) -> Resp {
+        self.api.send("GET", path, &[("cookie", cookie)], None)
+    }
+
+    async fn terminal(&self, target: &str, account: &str, cookie: &str) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::HeaderValue;
+        let authority = format!("127.0.0.1:{}", self.port);
+        let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(pinned_tls(&self.fingerprint)))
+            .connect(
+                rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        let mut req = format!("wss://{authority}/terminal/{target}/{account}/ws?cols=80&rows=24")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("cookie", HeaderValue::from_str(cookie).unwrap());
+        req.headers_mut()
+            .insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        tokio_tungstenite::client_async(req, tls).await.unwrap().0
+    }
+}
+
+/// The next text frame (`started`, `notice`, `ended`) as JSON, with the output seen before it.
+async fn next_event(ws: &mut Ws, within: Duration) -> (Value, String) {
+    let mut output = String::new();
+    loop {
+        let msg = tokio::time::timeout(within, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no terminal event within {within:?}; output: {output}"));
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                return (serde_json::from_str(t.as_str()).unwrap(), output);
+            }
+            Some(Ok(Message::Binary(b))) => output.push_str(&String::from_utf8_lossy(&b)),
+            Some(Ok(_)) => {}
+            other => panic!("the terminal closed without an event: {other:?}; output: {output}"),
+        }
+    }
+}
+
+/// Output until `needle` shows.
+async fn wait_output(ws: &mut Ws, needle: &str) -> String {
+    let mut output = String::new();
+    while !output.contains(needle) {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => output.push_str(&String::from_utf8_lossy(&b)),
+            Ok(Some(Ok(Message::Text(t)))) => panic!("{} while waiting for {needle:?}", t.as_str()),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no {needle:?} in the output ({other:?}): {output}"),
+        }
+    }
+    output
+}
+
+#[test]
+fn an_invitee_enrols_opens_only_its_terminal_and_loses_it_on_revoke_and_expiry() {
+    let smtp_dir = tempfile::tempdir().unwrap();
+    let Some(smtp) = Smtp::start(smtp_dir.path()) else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "aiosmtpd is missing in CI (scripts/test installs it)"
+        );
+        return;
+    };
+    let ext_port = free_port();
+    let config = format!(
+        "[external]\nlisten = \"127.0.0.1:{ext_port}\"\nrequests_per_minute = 400\n\
+         [notify]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\n\
+         smtp_from = \"Cofre <cofre@example.test>\"\n",
+        smtp.port
+    );
+    let Some(gw) = setup_with_config(Backend::Sqlite, None, Some(&config)) else {
+        return;
+    };
+    let stdout = gw.server.stdout_text();
+    assert_eq!(
+        after(&stdout, "external listener (invitations) on "),
+        Some(format!("https://127.0.0.1:{ext_port}").as_str()),
+        "{stdout}"
+    );
+    let mut ext = Ext {
+        api: Api::without_redirects(
+            &format!("https://127.0.0.1:{ext_port}"),
+            after(&stdout, "external tls fingerprint (sha256): ").expect("its fingerprint"),
+        ),
+        port: ext_port,
+        fingerprint: after(&stdout, "external tls fingerprint (sha256): ")
+            .unwrap()
+            .to_owned(),
+    };
+    // A second target on the same sshd, which the invitation does not name.
+    let port = gw.sshd.port.to_string();
+    let root_key = gw.keys.join("root_key");
+    gw.admin.ok(&[
+        "target",
+        "add",
+        "db02",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ]);
+    gw.admin.ok(&[
+        "credential",
+        "add",
+        "db02",
+        "root",
+        "--key-file",
+        root_key.to_str().unwrap(),
+    ]);
+
+    // Bad input names the field; nothing is sent.
+    let bad = gw.admin.fail(&[
+        "invite",
+        "create",
+        "--email",
+        "ana",
+        "--targets",
+        "db01",
+        "--accounts",
+        "root",
+        "--until",
+        &rfc3339_in(3600),
+        "--reason",
+        "CHG-77 vendor patch",
+    ]);
+    bad.assert_stderr_contains("email");
+    gw.admin
+        .fail(&[
+            "invite",
+            "create",
+            "--email",
+            "ana@vendor.example",
+            "--targets",
+            "nosuch",
+            "--accounts",
+            "root",
+            "--until",
+            &rfc3339_in(3600),
+            "--reason",
+            "CHG-77",
+        ])
+        .assert_stderr_contains("targets");
+
+    let created = gw
+        .admin
+        .ok(&[
+            "--output",
+            "json",
+            "invite",
+            "create",
+            "--email",
+            "ana@vendor.example",
+            "--targets",
+            "db01",
+            "--accounts",
+            "root",
+            "--until",
+            &rfc3339_in(3600),
+            "--reason",
+            "CHG-77 vendor patch",
+        ])
+        .json();
+    assert_eq!(created["status"], "sent", "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let link = ext.link(&smtp, "ana@vendor.example");
+    let token = link.strip_prefix("/invite/").unwrap().to_owned();
+    assert!(token.len() > 40, "{link}");
+
+    // A weak password is refused naming it, and the page comes back with a new seed.
+    let (weak, _) = ext.enrol(&link, "password1");
+    assert_eq!(weak.status, 400, "{}", weak.text);
+    assert!(weak.text.contains("new_password"), "{}", weak.text);
+    assert!(cookie_of(&weak).is_none());
+
+    let password = "vendor-patch-afternoon-4417";
+    let (enrolled, secret) = ext.enrol(&link, password);
+    assert_eq!(enrolled.status, 303, "{}", enrolled.text);
+    let cookie = cookie_of(&enrolled).expect("the invitee's cookie");
+    let listed = gw
+        .admin
+        .ok(&["--output", "json", "invite", "show", &id])
+        .json();
+    assert_eq!(listed["status"], "open", "{listed}");
+
+    // The link works once; a used link and a guessed one get the same answer.
+    let reused = ext.api.get(&link, None);
+    let guessed = ext.api.get(
+        "/invite/cofre_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        None,
+    );
+    assert_eq!(reused.status, 401, "{}", reused.text);
+    assert_eq!(
+        (guessed.status, guessed.text.len()),
+        (401, reused.text.len())
+    );
+
+    // What the invitee sees: the invited pair only.
+    let home = ext.get("/", &cookie);
+    assert_eq!(home.status, 200, "{}", home.text);
+    assert!(home.text.contains("root@db01"), "{}", home.text);
+    assert!(!home.text.contains("db02"), "{}", home.text);
+
+    // Nothing but the invitation pages on the external listener, with any credential.
+    let admin_token = gw.admin.token();
+    for path in [
+        "/api/v1/healthz",
+        "/api/v1/openapi.json",
+        "/api/v1/targets",
+        "/api/v1/invitations",
+        "/api/v1/orbit/backups",
+        "/api/v1/snapshots",
+        "/targets",
+        "/users",
+        "/audit",
+        "/sessions",
+        "/recordings",
+        "/orbit",
+        "/metrics",
+    ] {
+        for auth in [
+            ("authorization", format!("Bearer {admin_token}")),
+            ("cookie", cookie.clone()),
+        ] {
+            let r = ext
+                .api
+                .send("GET", path, &[(auth.0, auth.1.as_str())], None);
+            assert_eq!(
+                r.status, 404,
+                "{path} through the external listener: {}",
+                r.text
+            );
+        }
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // Another target and another account are refused before anything reaches sshd.
+    let before = gw.sshd.log().len();
+    for (target, account) in [("db02", "root"), ("db01", "admin")] {
+        let (ended, _) = rt.block_on(async {
+            let mut ws = ext.terminal(target, account, &cookie).await;
+            next_event(&mut ws, Duration::from_secs(30)).await
+        });
+        assert_eq!(ended["type"], "ended", "{target}/{account}: {ended}");
+    }
+    assert_nothing_reached_sshd(&gw.sshd, before, "an invitee on what it was not invited to");
+
+    // The invited terminal: a recorded session marked external.
+    let mut ws = rt.block_on(ext.terminal("db01", "root", &cookie));
+    let (started, _) = rt.block_on(next_event(&mut ws, Duration::from_secs(60)));
+    assert_eq!(started["type"], "started", "{started}");
+    let session = started["session"].as_str().unwrap().to_owned();
+    rt.block_on(async {
+        ws.send(Message::Binary(b"echo inv-$((6*7))\r".to_vec().into()))
+            .await
+            .unwrap();
+        wait_output(&mut ws, "inv-42").await;
+    });
+    let live = json_items(
+        &gw.admin
+            .ok(&["--output", "json", "session", "list", "--live"])
+            .json(),
+    );
+    let mine = live
+        .iter()
+        .find(|s| s["id"] == session.as_str())
+        .unwrap_or_else(|| panic!("{live:?}"));
+    assert_eq!(mine["kind"], "external");
+    assert_eq!(mine["username"], format!("invitee:{id}"));
+    let audit = gw.audit();
+    let start = find_entry(&audit, "session.start", |e| {
+        e["details"]["session"] == session.as_str()
+    });
+    assert_eq!(start["details"]["invitation"], id.as_str());
+    assert_eq!(start["details"]["external"], true);
+    assert_eq!(start["details"]["policy"], "invitation");
+
+    // Revoked: the live session ends at once, the cookie and the login stop working.
+    gw.admin
+        .ok(&["invite", "revoke", &id])
+        .assert_stdout_contains("revoked");
+    let (ended, _) = rt.block_on(next_event(&mut ws, Duration::from_secs(10)));
+    assert_eq!(ended["type"], "ended", "{ended}");
+    assert!(
+        ended["reason"].as_str().unwrap().contains("revoked"),
+        "{ended}"
+    );
+    assert_eq!(ext.get("/", &cookie).status, 303);
+    let code = totp_at_step(&secret, current_step() + 1);
+    assert_eq!(ext.login("ana@vendor.example", password, &code).status, 401);
+    let (_, cast) = gw.export(&session);
+    assert!(cast.text("o").contains("inv-42"), "{}", cast.text("o"));
+
+    // A second invitation that ends in 40 s: login, lockout, and the end closes the session.
+    let created = gw
+        .admin
+        .ok(&[
+            "--output",
+            "json",
+            "invite",
+            "create",
+            "--email",
+            "bo@vendor.example",
+            "--targets",
+            "db01",
+            "--accounts",
+            "root",
+            "--until",
+            &rfc3339_in(40),
+            "--reason",
+            "CHG-78 short visit",
+        ])
+        .json();
+    let id2 = created["id"].as_str().unwrap().to_owned();
+    let link2 = ext.link(&smtp, "bo@vendor.example");
+    let (enrolled, secret2) = ext.enrol(&link2, password);
+    assert_eq!(enrolled.status, 303, "{}", enrolled.text);
+    let step = current_step();
+    let logged_out = ext.api.send("POST", "/logout", &[SAME_ORIGIN], None);
+    assert_eq!(logged_out.status, 303);
+    // A code is used once: the enrolment's step is spent, the next one logs in.
+    let in_again = ext.login(
+        "bo@vendor.example",
+        password,
+        &totp_at_step(&secret2, step + 1),
+    );
+    assert_eq!(in_again.status, 303, "{}", in_again.text);
+    let cookie2 = cookie_of(&in_again).expect("a cookie");
+    let mut ws2 = rt.block_on(ext.terminal("db01", "root", &cookie2));
+    let (started, _) = rt.block_on(next_event(&mut ws2, Duration::from_secs(60)));
+    assert_eq!(started["type"], "started", "{started}");
+    // Unknown address and wrong password: the same answer.
+    let unknown = ext.login("nobody@vendor.example", password, "123456");
+    let wrong = ext.login("bo@vendor.example", "not-the-password-9931", "123456");
+    assert_eq!((unknown.status, wrong.status), (401, 401));
+    assert_eq!(
+        between(&unknown.text, "role=\"alert\">", "<"),
+        between(&wrong.text, "role=\"alert\">", "<")
+    );
+    for _ in 0..5 {
+        ext.login("bo@vendor.example", "not-the-password-9931", "123456");
+    }
+    // Locked out: the right password and a fresh code are refused too, for now.
+    let locked = ext.login(
+        "bo@vendor.example",
+        password,
+        &totp_at_step(&secret2, step + 2),
+    );
+    assert_eq!(locked.status, 401, "{}", locked.text);
+    let (ended, _) = rt.block_on(next_event(&mut ws2, Duration::from_secs(60)));
+    assert_eq!(ended["type"], "ended", "{ended}");
+    assert!(
+        ended["reason"].as_str().unwrap().contains("has ended"),
+        "{ended}"
+    );
+    let shown = gw
+        .admin
+        .ok(&["--output", "json", "invite", "show", &id2])
+        .json();
+    assert_eq!(shown["status"], "expired", "{shown}");
+    // A new client: the server may have closed the old one's idle connection meanwhile.
+    ext.api = Api::without_redirects(&format!("https://127.0.0.1:{ext_port}"), &ext.fingerprint);
+    assert_eq!(ext.get("/", &cookie2).status, 303);
+
+    // --approve-each-session: nothing opens until approved; a denial ends the wait.
+    let created = gw
+        .admin
+        .ok(&[
+            "--output",
+            "json",
+            "invite",
+            "create",
+            "--email",
+            "cy@vendor.example",
+            "--targets",
+            "db01",
+            "--accounts",
+            "root",
+            "--until",
+            &rfc3339_in(3600),
+            "--reason",
+            "CHG-79 supervised",
+            "--approve-each-session",
+        ])
+        .json();
+    assert_eq!(created["approve_each_session"], true, "{created}");
+    let id3 = created["id"].as_str().unwrap().to_owned();
+    let link3 = ext.link(&smtp, "cy@vendor.example");
+    let (enrolled, _) = ext.enrol(&link3, password);
+    assert_eq!(enrolled.status, 303, "{}", enrolled.text);
+    let cookie3 = cookie_of(&enrolled).expect("a cookie");
+    let waiting = |ws: &mut Ws| {
+        let (notice, _) = rt.block_on(next_event(ws, Duration::from_secs(30)));
+        assert_eq!(notice["type"], "notice", "{notice}");
+        let ask = notice["approval"].as_str().unwrap().to_owned();
+        let shown = gw
+            .admin
+            .ok(&["--output", "json", "invite", "show", &id3])
+            .json();
+        assert_eq!(shown["pending_sessions"][0]["id"], ask.as_str(), "{shown}");
+        ask
+    };
+    let before = gw.sshd.log().len();
+    let mut ws3 = rt.block_on(ext.terminal("db01", "root", &cookie3));
+    let ask = waiting(&mut ws3);
+    assert_nothing_reached_sshd(&gw.sshd, before, "a session waiting for its approval");
+    gw.admin
+        .fail(&["invite", "deny-session", &id3, &ask, "--comment", ""])
+        .assert_stderr_contains("comment");
+    gw.admin
+        .ok(&[
+            "invite",
+            "deny-session",
+            &id3,
+            &ask,
+            "--comment",
+            "not during the freeze",
+        ])
+        .assert_stdout_contains("denied");
+    let (ended, _) = rt.block_on(next_event(&mut ws3, Duration::from_secs(10)));
+    assert_eq!(ended["type"], "ended", "{ended}");
+    assert!(
+        ended["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not during the freeze"),
+        "{ended}"
+    );
+    assert_nothing_reached_sshd(&gw.sshd, before, "a denied session");
+    let mut ws3 = rt.block_on(ext.terminal("db01", "root", &cookie3));
+    let ask = waiting(&mut ws3);
+    gw.admin
+        .ok(&["invite", "approve-session", &id3, &ask])
+        .assert_stdout_contains("approved");
+    let (started, _) = rt.block_on(next_event(&mut ws3, Duration::from_secs(60)));
+    assert_eq!(started["type"], "started", "{started}");
+    // The approval opened that one session: deciding it again is refused.
+    gw.admin
+        .fail(&["invite", "approve-session", &id3, &ask])
+        .assert_stderr_contains("already");
+    drop(ws3);
+
+    // Rate limit per address: past `requests_per_minute`, 429.
+    let limited = (0..450).any(|_| ext.api.get("/login", None).status == 429);
+    assert!(limited, "no 429 after 450 requests in a minute");
+
+    // The external listener's own network policy: outside it, refused.
+    gw.admin.ok(&[
+        "network",
+        "set",
+        "--listener",
+        "external",
+        "--allow",
+        "10.99.0.0/16",
+    ]);
+    let refused = ext.api.get("/login", None);
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert!(refused.text.contains("network_refused"), "{}", refused.text);
+
+    // The link's token is in no log and no audit entry.
+    let audit = gw
+        .admin
+        .ok(&["audit", "export", "--format", "jsonl"])
+        .stdout;
+    for (what, text) in [
+        ("stdout", gw.server.stdout_text()),
+        ("stderr", gw.server.stderr_text()),
+        ("audit", audit.clone()),
+    ] {
+        assert!(
+            !text.contains(&token),
+            "the link's token is in the server's {what}"
+        );
+    }
+    for action in [
+        "invite.session_asked",
+        "invite.session_decide",
+        "invite.session_used",
+        "invite.create",
+        "invite.redeem",
+        "invite.login",
+        "invite.login_failed",
+        "invite.revoke",
+        "invite.link_refused",
+    ] {
+        assert!(
+            audit.contains(&format!("\"{action}\"")),
+            "no {action} in the audit trail"
+        );
+    }
+}
+
+/// The whole flow in Chromium (crates/cofre/tests/browser/invite.mjs), with the real mail: the
+/// link, enrolment, the terminal to the invited target, the recording; another target, the
+/// API, the console and Orbit tried through the external listener and refused; a reused link
+/// refused; revocation ends the terminal on the page.
+#[test]
+fn an_invitee_works_in_a_real_browser() {
+    use crate::console_browser::{browser_dir, browser_unavailable, screenshot_dir, CHROMIUM};
+    if let Some(why) = browser_unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let smtp_dir = tempfile::tempdir().unwrap();
+    let Some(smtp) = Smtp::start(smtp_dir.path()) else {
+        assert!(std::env::var("CI").is_err(), "aiosmtpd is missing in CI");
+        return;
+    };
+    let ext_port = free_port();
+    let config = format!(
+        "[external]\nlisten = \"127.0.0.1:{ext_port}\"\n\
+         [notify]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\n\
+         smtp_from = \"Cofre <cofre@example.test>\"\n",
+        smtp.port
+    );
+    let Some(gw) = setup_with_config(Backend::Sqlite, None, Some(&config)) else {
+        return;
+    };
+    let port = gw.sshd.port.to_string();
+    gw.admin.ok(&[
+        "target",
+        "add",
+        "db02",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ]);
+    let stdout = gw.server.stdout_text();
+    let fingerprint = after(&stdout, "external tls fingerprint (sha256): ")
+        .unwrap()
+        .to_owned();
+    let ext = Ext {
+        api: Api::without_redirects(&format!("https://127.0.0.1:{ext_port}"), &fingerprint),
+        port: ext_port,
+        fingerprint,
+    };
+    let created = gw
+        .admin
+        .ok(&[
+            "--output",
+            "json",
+            "invite",
+            "create",
+            "--email",
+            "ana@vendor.example",
+            "--targets",
+            "db01",
+            "--accounts",
+            "root",
+            "--until",
+            &rfc3339_in(3600),
+            "--reason",
+            "CHG-77 vendor patch",
+        ])
+        .json();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let link = ext.link(&smtp, "ana@vendor.example");
+    let sync = gw.inst.path().join("invite-sync");
+    std::fs::create_dir_all(&sync).unwrap();
+    let base = format!("https://127.0.0.1:{ext_port}");
+    let cfg = json!({
+        "base": base,
+        "link": format!("{base}{link}"),
+        "password": "vendor-patch-afternoon-4417",
+        "chromium": CHROMIUM,
+        "screenshots": screenshot_dir(),
+        "sync": sync,
+    });
+    let file = gw.inst.path().join("invite-browser.json");
+    std::fs::write(&file, cfg.to_string()).unwrap();
+    let mut cmd = Command::new("node");
+    cmd.arg(browser_dir().join("invite.mjs"))
+        .arg(&file)
+        .current_dir(browser_dir());
+    let mut node = Running::spawn(cmd, "node invite.mjs");
+    wait_until(
+        "the browser typed into the terminal",
+        Duration::from_secs(180),
+        || sync.join("typed").exists(),
+    );
+    gw.admin.ok(&["invite", "revoke", &id]);
+    std::fs::write(sync.join("revoked"), "").unwrap();
+    let status = node.wait(Duration::from_secs(120));
+    assert!(status.is_some_and(|s| s.success()), "{}", node.describe());
+    let out = node.stdout();
+    let results: Value = serde_json::from_str(out.trim().lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|e| panic!("results: {e}: {out}"));
+    assert_eq!(results["cspViolations"], json!([]), "{results}");
+    assert_eq!(results["links"], json!(["root@db01"]), "{results}");
+    assert!(
+        results["screen"].as_str().unwrap().contains("browser-42"),
+        "{results}"
+    );
+    for p in [
+        "/api/v1/targets",
+        "/api/v1/openapi.json",
+        "/targets",
+        "/users",
+        "/orbit",
+        "/audit",
+    ] {
+        assert_eq!(results["refused"][p], 404, "{p}: {results}");
+    }
+    assert!(
+        results["refused"]["/terminal/db02/root"].is_string(),
+        "{results}"
+    );
+    assert_eq!(results["reusedLink"], 401, "{results}");
+    assert!(
+        results["ended"].as_str().unwrap().contains("revoked"),
+        "{results}"
+    );
+    let session = results["session"].as_str().unwrap();
+    let (_, cast) = gw.export(session);
+    assert!(cast.text("o").contains("browser-42"), "{}", cast.text("o"));
+}
