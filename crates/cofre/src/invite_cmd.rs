@@ -1,6 +1,6 @@
 //! `cofre invite`: invitations for third parties — create (admins), list, show, revoke.
 use crate::client::path_segment;
-use crate::commands::Ctx;
+use crate::commands::{Ctx, Maybe};
 use anyhow::Result;
 use clap::Subcommand;
 use cofre_proto::*;
@@ -11,6 +11,7 @@ pub(crate) enum InviteCmd {
     /// Invite someone without a Cofre account (a vendor's engineer, a contractor) to a recorded
     /// web terminal on the external listener. They get a one-time link by e-mail, set a password
     /// and enrol TOTP, and may open sessions to TARGETS × ACCOUNTS between --from and --until.
+    /// Held for a second admin (dual control) where one exists: the link is sent once approved.
     ///
     /// Example: cofre invite create --email ana@vendor.example --targets db01,web02
     ///   --accounts deploy --from 2026-12-03T13:00Z --until 2026-12-03T18:00Z
@@ -112,20 +113,25 @@ pub(crate) async fn run(ctx: &Ctx, cmd: InviteCmd) -> Result<ExitCode> {
             reason,
             approve_each_session,
         } => {
-            ctx.client
-                .post(
-                    "/api/v1/invitations",
-                    &InviteRequest {
-                        email,
-                        targets,
-                        accounts,
-                        from,
-                        until,
-                        reason,
-                        approve_each_session,
-                    },
-                )
+            let req = InviteRequest {
+                email,
+                targets,
+                accounts,
+                from,
+                until,
+                reason,
+                approve_each_session,
+            };
+            match ctx
+                .propose(reqwest::Method::POST, "/api/v1/invitations", Some(&req))
                 .await?
+            {
+                Maybe::Done(i) => i,
+                Maybe::Held(h) => {
+                    ctx.print_held(&h)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
         }
         InviteCmd::List => {
             let is: Vec<InvitationInfo> = ctx.all("/api/v1/invitations").await?;

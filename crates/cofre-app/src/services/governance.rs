@@ -6,6 +6,7 @@
 //! decided in `cofre_core::governance`.
 
 use super::accounts::{check_email, hash_password, parse_role, user_info};
+use super::invites::{invitation_diff, InvitationDraft};
 use super::network::network_change;
 use super::sessions::ssh_key_fingerprint;
 use super::vault::{policy_from_row, policy_info, policy_version};
@@ -25,8 +26,8 @@ use cofre_core::policy::Policy;
 use cofre_core::role::{Action, Role};
 use cofre_crypto::password;
 use cofre_proto::{
-    ChangeDecision, ChangeInfo, CreatePolicyRequest, Page, PolicyInfo, SecretString, SshKeyInfo,
-    UserInfo,
+    ChangeDecision, ChangeInfo, CreatePolicyRequest, InvitationInfo, InviteRequest, Page,
+    PolicyInfo, SecretString, SshKeyInfo, UserInfo,
 };
 use cofre_store::governance::ChangeRow;
 use cofre_store::policies::PolicyRow;
@@ -79,6 +80,9 @@ pub enum Change {
         vendor: bool,
         trusted_proxies: Option<Vec<String>>,
     },
+    /// A third party invited to targets and accounts (its link is made when it applies).
+    #[serde(rename = "invite.create")]
+    InviteCreate { invite: InviteRequest },
 }
 
 impl Change {
@@ -94,6 +98,7 @@ impl Change {
             Change::AddKey { .. } => "user.ssh_key_add",
             Change::UserEnable { .. } => "user.enable",
             Change::NetworkSet { .. } => "network.set",
+            Change::InviteCreate { .. } => "invite.create",
         }
     }
 }
@@ -132,6 +137,7 @@ pub enum Output {
     Key(SshKeyInfo),
     /// The network policy's rows after the change.
     Network(Vec<cofre_store::network::NetworkPolicyRow>),
+    Invitation(Box<InvitationInfo>),
 }
 
 /// The work done before the write transaction (validation, hashing), so the lock is short.
@@ -146,6 +152,7 @@ enum Prepared {
         key: String,
     },
     Role(Role),
+    Invitation(Box<InvitationDraft>),
     Nothing,
 }
 
@@ -317,6 +324,9 @@ impl App {
                 check_identifier("username", username)?;
                 let (fingerprint, key) = ssh_key_fingerprint(public_key)?;
                 Prepared::Key { fingerprint, key }
+            }
+            Change::InviteCreate { invite } => {
+                Prepared::Invitation(Box::new(self.draft_invitation(invite).await?))
             }
         })
     }
@@ -493,6 +503,8 @@ impl App {
                     format!("+ ssh key {fingerprint} on user {username}"),
                 )
             }
+            // Someone without an account gets sessions on targets: always a widening.
+            Change::InviteCreate { invite } => (true, invitation_diff(invite)),
         })
     }
 
@@ -534,7 +546,10 @@ impl Approvals<'_> {
                 if g == Gate::Unilateral {
                     self.unilateral_alert(&who.username, change.kind(), &diff);
                 }
-                if matches!(output, Output::OneTimePasswordSent(_)) {
+                if matches!(
+                    output,
+                    Output::OneTimePasswordSent(_) | Output::Invitation(_)
+                ) {
                     self.notifier_wake();
                 }
                 Ok(Applied::Done(output))
@@ -836,6 +851,10 @@ impl App {
                     }),
                 )
             }
+            (Change::InviteCreate { .. }, Prepared::Invitation(draft)) => {
+                let (entry, info) = self.keep_invitation(tx, actor, *draft).await?;
+                (entry, Output::Invitation(Box::new(info)))
+            }
             _ => {
                 return Err(Error::internal(
                     "applying a change",
@@ -1030,6 +1049,7 @@ impl Approvals<'_> {
         }
         let mut one_time_password = None;
         let mut sent_to = None;
+        let mut invited = false;
         if let Some(prepared) = prepared {
             let proposer = tx.user_by_name(&row.proposer).await?;
             // The vendor's operator proposes changes of the vendor's own networks.
@@ -1074,6 +1094,7 @@ impl Approvals<'_> {
                 }
                 | Output::OneTimePassword(p) => one_time_password = Some(p),
                 Output::OneTimePasswordSent(to) => sent_to = Some(to),
+                Output::Invitation(_) => invited = true,
                 _ => {}
             }
         }
@@ -1110,7 +1131,7 @@ impl Approvals<'_> {
             .change(id)
             .await?
             .ok_or_else(|| Error::not_found(format!("change {id}")))?;
-        if sent_to.is_some() {
+        if sent_to.is_some() || invited {
             self.notifier_wake();
         }
         Ok(ChangeDecision {

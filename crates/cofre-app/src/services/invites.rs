@@ -9,6 +9,7 @@
 //! audited. The invitee's session is a cookie MACed under a key derived from the master key; the
 //! invitation is read again on every request, so a revocation or the end is felt by the next one.
 
+use super::governance::{Applied, Change, Output};
 use super::{page_limit, paginate, rfc3339, App, Approvals, Principal, Sessions, TokenScope};
 use crate::error::{Error, ErrorCode, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
@@ -16,6 +17,7 @@ use cofre_core::invite::{self as inv, Invitation, State};
 use cofre_core::role::{Action, Role};
 use cofre_proto::{InvitationInfo, InvitationSessionInfo, InviteRequest, Page};
 use cofre_store::invites::{InvitationRow, InvitationSessionRow};
+use cofre_store::WriteTx;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use time::OffsetDateTime;
@@ -223,14 +225,42 @@ impl App {
     }
 }
 
-impl Approvals<'_> {
-    /// An admin invites a third party; the link goes to its address by e-mail.
-    pub async fn create_invitation(
-        &self,
-        who: &Principal,
-        req: &InviteRequest,
-    ) -> Result<InvitationInfo> {
-        who.require(Action::ManageInvitations)?;
+/// An invitation checked and ready to keep: everything but its inviter and its link, which is
+/// made only when the invitation is kept (after a second admin's approval when it was held), so a
+/// held change holds no secret.
+#[derive(Debug)]
+pub(crate) struct InvitationDraft {
+    email: String,
+    targets: Vec<String>,
+    accounts: Vec<String>,
+    reason: String,
+    starts_at: i64,
+    ends_at: i64,
+    approve_each_session: bool,
+    base: String,
+}
+
+/// What a held invitation's change request shows the second admin.
+pub(crate) fn invitation_diff(req: &InviteRequest) -> String {
+    let mut diff = format!(
+        "invitation for {}: targets {} as {}, from {} until {}, reason {:?}",
+        req.email.trim().to_ascii_lowercase(),
+        req.targets,
+        req.accounts,
+        req.from.as_deref().unwrap_or("approval"),
+        req.until,
+        req.reason.trim(),
+    );
+    if req.approve_each_session {
+        diff.push_str(", each session approved");
+    }
+    diff
+}
+
+impl App {
+    /// Checks an invitation as asked (now: `from` defaults to the moment this runs, which for a
+    /// held one is its approval).
+    pub(crate) async fn draft_invitation(&self, req: &InviteRequest) -> Result<InvitationDraft> {
         let now = self.now().unix_timestamp();
         let starts_at = parse_moment("from", req.from.as_deref(), now)?;
         let ends_at = parse_moment("until", Some(&req.until), now)?;
@@ -264,20 +294,40 @@ impl Approvals<'_> {
                 "invitations are sent by e-mail: set [notify] smtp_host",
             ));
         }
-        let mut id = uuid::Uuid::new_v4().simple().to_string();
-        id.truncate(12);
-        let (token, link_hash) = cofre_crypto::token::generate_token();
-        let reason = req.reason.trim().to_owned();
-        let row = InvitationRow {
-            id: id.clone(),
-            email: email.clone(),
-            inviter: who.username().to_owned(),
-            targets: invitation.targets.join(","),
-            accounts: invitation.accounts.join(","),
-            reason: reason.clone(),
+        Ok(InvitationDraft {
+            email,
+            targets: invitation.targets,
+            accounts: invitation.accounts,
+            reason: req.reason.trim().to_owned(),
             starts_at,
             ends_at,
             approve_each_session: req.approve_each_session,
+            base,
+        })
+    }
+
+    /// Keeps a checked invitation inside `tx` and queues its link to the invitee: the
+    /// `invite.create` entry (the caller commits it) and the invitation.
+    pub(crate) async fn keep_invitation(
+        &self,
+        tx: &mut WriteTx,
+        inviter: &str,
+        draft: InvitationDraft,
+    ) -> Result<(NewAuditEntry, InvitationInfo)> {
+        let now = self.now().unix_timestamp();
+        let mut id = uuid::Uuid::new_v4().simple().to_string();
+        id.truncate(12);
+        let (token, link_hash) = cofre_crypto::token::generate_token();
+        let row = InvitationRow {
+            id: id.clone(),
+            email: draft.email,
+            inviter: inviter.to_owned(),
+            targets: draft.targets.join(","),
+            accounts: draft.accounts.join(","),
+            reason: draft.reason,
+            starts_at: draft.starts_at,
+            ends_at: draft.ends_at,
+            approve_each_session: draft.approve_each_session,
             state: State::Active.as_str().to_owned(),
             created_at: now,
             link_hash,
@@ -299,30 +349,49 @@ impl Approvals<'_> {
             inviter = row.inviter,
             targets = row.targets,
             accounts = row.accounts,
-            from = rfc3339(starts_at),
-            until = rfc3339(ends_at),
+            from = rfc3339(row.starts_at),
+            until = rfc3339(row.ends_at),
+            reason = row.reason,
+            base = draft.base,
             token = token.as_str(),
         ));
-        let mut tx = self.store.write().await?;
         tx.insert_invitation(&row).await?;
         self.queue_secret_email(
-            &mut tx,
-            &email,
+            tx,
+            &row.email,
             "[Cofre] you are invited to a recorded session",
             &body,
         )
         .await?;
-        let entry = NewAuditEntry::new(who.username(), "invite.create", format!("invite:{id}"))
-            .detail("email", email.as_str())
+        let entry = NewAuditEntry::new(inviter, "invite.create", format!("invite:{id}"))
+            .detail("email", row.email.as_str())
             .detail("targets", row.targets.as_str())
             .detail("accounts", row.accounts.as_str())
-            .detail("from", rfc3339(starts_at))
-            .detail("until", rfc3339(ends_at))
-            .detail("reason", reason.as_str())
-            .detail("approve_each_session", req.approve_each_session);
-        self.commit(tx, entry).await?;
-        self.notifier_wake();
-        info(&row, now)
+            .detail("from", rfc3339(row.starts_at))
+            .detail("until", rfc3339(row.ends_at))
+            .detail("reason", row.reason.as_str())
+            .detail("approve_each_session", row.approve_each_session);
+        Ok((entry, info(&row, now)?))
+    }
+}
+
+impl Approvals<'_> {
+    /// An admin invites a third party; the link goes to its address by e-mail. An invitation
+    /// gives someone new a session on the instance's targets, so it is dual-controlled like any
+    /// other widening: held for a second admin where one exists (`[governance] dual_control`).
+    pub async fn create_invitation(
+        &self,
+        who: &Principal,
+        req: &InviteRequest,
+    ) -> Result<Applied<InvitationInfo>> {
+        who.require(Action::ManageInvitations)?;
+        let change = Change::InviteCreate {
+            invite: req.clone(),
+        };
+        self.propose_change(who, change).await?.map(|o| match o {
+            Output::Invitation(i) => Ok(*i),
+            _ => Err(Error::internal("inviting", "unexpected output")),
+        })
     }
 
     /// Every invitation (admins and auditors), newest id order.

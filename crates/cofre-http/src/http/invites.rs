@@ -2,27 +2,30 @@
 //! live in `services::invites`. The invitee's own pages are on the external listener
 //! (`cofre_console::external`), never here.
 
-use super::ApiResult;
+use super::{applied, ApiResult};
+use crate::error::Error;
 use crate::extract::{Auth, JsonBody, QueryParams};
 use crate::AppState;
 use axum::extract::{Path, State};
+use axum::response::Response;
 use axum::Json;
 use cofre_proto::{
-    DecideInvitationSessionRequest, ErrorBody, InvitationInfo, InvitationSessionInfo,
+    DecideInvitationSessionRequest, ErrorBody, HeldResponse, InvitationInfo, InvitationSessionInfo,
     InviteRequest, Page, PageQuery,
 };
 
 /// An admin invites a third party: the one-time link goes to its address by e-mail (never in
-/// this answer).
+/// this answer). 202 with the change request when it waits for a second admin (dual control);
+/// the link is made and sent only once that admin approves.
 #[utoipa::path(post, path = "/api/v1/invitations", security(("bearer" = [])),
     request_body = InviteRequest,
-    responses((status = 200, body = InvitationInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = InvitationInfo), (status = 202, body = HeldResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn create(
     State(state): State<AppState>,
     Auth(who): Auth,
     JsonBody(req): JsonBody<InviteRequest>,
-) -> ApiResult<InvitationInfo> {
-    Ok(Json(
+) -> Result<Response, Error> {
+    Ok(applied(
         state.app.approvals().create_invitation(&who, &req).await?,
     ))
 }

@@ -64,6 +64,17 @@ fn cookie_of(r: &Resp) -> Option<String> {
         .map(|v| v.split(';').next().unwrap_or("").to_owned())
 }
 
+/// The server's configuration for these tests: the external listener on `ext_port` (plus
+/// `external`, more lines of its section) and mail to the test's receiver.
+fn external_config(ext_port: u16, smtp: &Smtp, external: &str) -> String {
+    format!(
+        "[external]\nlisten = \"127.0.0.1:{ext_port}\"\n{external}\
+         [notify]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\n\
+         smtp_from = \"Cofre <cofre@example.test>\"\n",
+        smtp.port
+    )
+}
+
 fn rfc3339_in(seconds: i64) -> String {
     (time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds))
         .replace_nanosecond(0)
@@ -196,12 +207,7 @@ fn an_invitee_enrols_opens_only_its_terminal_and_loses_it_on_revoke_and_expiry()
         return;
     };
     let ext_port = free_port();
-    let config = format!(
-        "[external]\nlisten = \"127.0.0.1:{ext_port}\"\nrequests_per_minute = 400\n\
-         [notify]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\n\
-         smtp_from = \"Cofre <cofre@example.test>\"\n",
-        smtp.port
-    );
+    let config = external_config(ext_port, &smtp, "requests_per_minute = 400\n");
     let Some(gw) = setup_with_config(Backend::Sqlite, None, Some(&config)) else {
         return;
     };
@@ -632,6 +638,69 @@ fn an_invitee_enrols_opens_only_its_terminal_and_loses_it_on_revoke_and_expiry()
 /// link, enrolment, the terminal to the invited target, the recording; another target, the
 /// API, the console and Orbit tried through the external listener and refused; a reused link
 /// refused; revocation ends the terminal on the page.
+/// An invitation gives someone without an account sessions on the targets, so with a second
+/// admin it waits for that admin (dual control): nothing is kept and no link exists or is sent
+/// until the approval, the proposer cannot approve it, and the approved invitation is the
+/// proposer's, its `invite.create` entry naming the approver.
+#[test]
+fn an_invitation_waits_for_a_second_admin() {
+    let smtp_dir = tempfile::tempdir().unwrap();
+    let Some(smtp) = Smtp::start(smtp_dir.path()) else {
+        assert!(std::env::var("CI").is_err(), "aiosmtpd is missing in CI");
+        return;
+    };
+    let ext_port = free_port();
+    // No cooling off: the second admin counts as soon as it exists.
+    let config = format!(
+        "{}[governance]\ncooling_off_days = 0\n",
+        external_config(ext_port, &smtp, "")
+    );
+    let Some(gw) = setup_with_config(Backend::Sqlite, None, Some(&config)) else {
+        return;
+    };
+    let (boss, _, _) = add_user_cli(&gw.inst, &gw.server, &gw.admin, "boss", "admin", &[]);
+    let until = rfc3339_in(3600);
+    let held = gw.admin.ok(&[
+        "invite",
+        "create",
+        "--email",
+        "ana@vendor.example",
+        "--targets",
+        "db01",
+        "--accounts",
+        "root",
+        "--until",
+        &until,
+        "--reason",
+        "CHG-78 vendor patch",
+    ]);
+    held.assert_stdout_contains("invitation for ana@vendor.example: targets db01 as root");
+    let listed = gw.admin.ok(&["--output", "json", "invite", "list"]).json();
+    assert_eq!(listed, json!([]), "a held invitation is not kept");
+    let id = held_change(&held);
+    gw.admin
+        .fail(&["change", "approve", &id])
+        .assert_stderr_contains("nobody approves their own change");
+    assert!(
+        smtp.messages().is_empty(),
+        "nothing is sent before the approval"
+    );
+
+    approve_held(&boss, &held);
+    let mail = smtp.wait_for("ana@vendor.example", "invited");
+    assert!(mail.contains("/invite/"), "{mail}");
+    let listed = gw.admin.ok(&["--output", "json", "invite", "list"]).json();
+    assert_eq!(listed[0]["status"], "sent", "{listed}");
+    let invitation = listed[0]["id"].as_str().unwrap().to_owned();
+    let audit = gw.audit();
+    let created = find_entry(&audit, "invite.create", |e| {
+        e["object"] == format!("invite:{invitation}")
+    });
+    assert_eq!(created["details"]["approved_by"], "boss", "{created}");
+    assert_eq!(created["details"]["change"], id.as_str(), "{created}");
+    assert_eq!(created["actor"], listed[0]["inviter"], "{created}");
+}
+
 #[test]
 fn an_invitee_works_in_a_real_browser() {
     use crate::console_browser::{browser_dir, browser_unavailable, screenshot_dir, CHROMIUM};
@@ -645,12 +714,7 @@ fn an_invitee_works_in_a_real_browser() {
         return;
     };
     let ext_port = free_port();
-    let config = format!(
-        "[external]\nlisten = \"127.0.0.1:{ext_port}\"\n\
-         [notify]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\n\
-         smtp_from = \"Cofre <cofre@example.test>\"\n",
-        smtp.port
-    );
+    let config = external_config(ext_port, &smtp, "");
     let Some(gw) = setup_with_config(Backend::Sqlite, None, Some(&config)) else {
         return;
     };
