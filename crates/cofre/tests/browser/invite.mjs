@@ -72,14 +72,14 @@ try {
   await page.keyboard.type("echo browser-$((20+22))\n");
   await waitScreen("browser-42");
   await page.screenshot({ path: path.join(cfg.screenshots, "invite-terminal.png") });
-  writeFileSync(path.join(cfg.sync, "typed"), "");
 
   step("everything else is refused");
   const other = await context.newPage();
   for (const p of ["/terminal/db02/root", "/api/v1/targets", "/api/v1/openapi.json", "/targets", "/users", "/orbit", "/audit"]) {
     const r = await other.goto(cfg.base + p);
     if (p.startsWith("/terminal/")) {
-      await other.getByRole("button", { name: "Connect" }).click();
+      await other.getByRole("button", { name: "Connect" }).click({ timeout: 30000 })
+        .catch(async (e) => { throw new Error(`${p} (${r.status()}): ${await other.locator("body").innerText()}: ${e}`); });
       await other.waitForFunction(() => document.querySelector("#terminal")?.hasAttribute("data-ended")
         || /ended|Disconnected/.test(document.querySelector("#term-status")?.textContent || ""), null, { timeout: 30000 })
         .catch(async (e) => { throw new Error(`${p}: ${await other.locator("#term-status").innerText()}: ${e}`); });
@@ -92,6 +92,9 @@ try {
   const reused = await other.goto(cfg.link);
   results.reusedLink = reused.status();
   await other.close();
+  // Only now may the test revoke: every refusal above must be judged while the invitation holds
+  // (a revoked one would send each page to the login form instead).
+  writeFileSync(path.join(cfg.sync, "checked"), "");
 
   step("revoked: the terminal ends");
   const deadline = Date.now() + 60000;
