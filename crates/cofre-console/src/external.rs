@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use cofre_app::services::invites::{Invitee, InviteeLogin, APPROVAL_WAIT};
 use cofre_app::services::App;
-use cofre_core::network::{forwarded_client, Listener};
+use cofre_core::network::Listener;
 use maud::html;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -117,20 +117,20 @@ async fn gate(
     let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
         return PageError::new(StatusCode::FORBIDDEN, "no client address").into_response();
     };
-    let policy = match x.app.network_policy().await {
-        Ok(p) => p,
-        Err(e) => return PageError::from(e).into_response(),
-    };
     let values: Vec<&str> = req
         .headers()
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let client = forwarded_client(peer.ip(), &values, &policy.external.trusted_proxies);
-    if let Err(e) = x.app.admit_source(Listener::External, client).await {
-        return PageError::from(e).into_response();
-    }
+    let client = match x
+        .app
+        .admit_forwarded(Listener::External, peer.ip(), &values)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return PageError::from(e).into_response(),
+    };
     if !x
         .limits
         .admit(client, x.app.config.external.requests_per_minute)

@@ -212,6 +212,25 @@ impl App {
         }
     }
 
+    /// The client of an HTTPS request on `listener`, judged: the peer, or the address its
+    /// `X-Forwarded-For` values name when the peer is one of the listener's trusted proxies;
+    /// then [`App::admit_source`]. Returns the judged address (what audit entries record).
+    pub async fn admit_forwarded(
+        &self,
+        listener: Listener,
+        peer: IpAddr,
+        forwarded_for: &[&str],
+    ) -> Result<IpAddr> {
+        let policy = self.network_policy().await?;
+        let client = cofre_core::network::forwarded_client(
+            peer,
+            forwarded_for,
+            &policy.listener(listener).trusted_proxies,
+        );
+        self.admit_source(listener, client).await?;
+        Ok(client)
+    }
+
     /// Judges a client's address on a listener: `Err(network_refused)` outside its networks,
     /// counted and (rate-limited) audited. Called before anything else is done for the client.
     pub async fn admit_source(&self, listener: Listener, source: IpAddr) -> Result<()> {

@@ -9,7 +9,7 @@ use crate::AppState;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cofre_core::network::{forwarded_client, Listener};
+use cofre_core::network::Listener;
 use cofre_proto::*;
 
 #[utoipa::path(get, path = "/api/v1/network", security(("bearer" = [])),
@@ -57,20 +57,20 @@ pub(super) async fn gate(
         // In-process tests of the router: no listener, no address to judge.
         return next.run(req).await;
     };
-    let policy = match state.app.network_policy().await {
-        Ok(p) => p,
-        Err(e) => return Error::from(e).into_response(),
-    };
     let values: Vec<&str> = req
         .headers()
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let client = forwarded_client(peer.ip(), &values, &policy.api.trusted_proxies);
-    if let Err(e) = state.app.admit_source(Listener::Api, client).await {
-        return Error::from(e).into_response();
-    }
+    let client = match state
+        .app
+        .admit_forwarded(Listener::Api, peer.ip(), &values)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return Error::from(e).into_response(),
+    };
     req.extensions_mut()
         .insert(PeerAddr(std::net::SocketAddr::new(client, peer.port())));
     next.run(req).await

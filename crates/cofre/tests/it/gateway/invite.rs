@@ -75,6 +75,32 @@ fn external_config(ext_port: u16, smtp: &Smtp, external: &str) -> String {
     )
 }
 
+/// `invite create` of `email` to root on db01 until `until`, as the CLI's arguments.
+fn invite_args<'a>(email: &'a str, until: &'a str, reason: &'a str) -> Vec<&'a str> {
+    vec![
+        "invite",
+        "create",
+        "--email",
+        email,
+        "--targets",
+        "db01",
+        "--accounts",
+        "root",
+        "--until",
+        until,
+        "--reason",
+        reason,
+    ]
+}
+
+/// An admin invites `email` to root on db01 (with `more` options): the invitation, as JSON.
+fn invite(admin: &Cli, email: &str, until: &str, reason: &str, more: &[&str]) -> Value {
+    let mut args = vec!["--output", "json"];
+    args.extend(invite_args(email, until, reason));
+    args.extend_from_slice(more);
+    admin.ok(&args).json()
+}
+
 fn rfc3339_in(seconds: i64) -> String {
     (time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds))
         .replace_nanosecond(0)
@@ -281,25 +307,13 @@ fn an_invitee_enrols_opens_only_its_terminal_and_loses_it_on_revoke_and_expiry()
         ])
         .assert_stderr_contains("targets");
 
-    let created = gw
-        .admin
-        .ok(&[
-            "--output",
-            "json",
-            "invite",
-            "create",
-            "--email",
-            "ana@vendor.example",
-            "--targets",
-            "db01",
-            "--accounts",
-            "root",
-            "--until",
-            &rfc3339_in(3600),
-            "--reason",
-            "CHG-77 vendor patch",
-        ])
-        .json();
+    let created = invite(
+        &gw.admin,
+        "ana@vendor.example",
+        &rfc3339_in(3600),
+        "CHG-77 vendor patch",
+        &[],
+    );
     assert_eq!(created["status"], "sent", "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
     let link = ext.link(&smtp, "ana@vendor.example");
@@ -436,25 +450,13 @@ fn an_invitee_enrols_opens_only_its_terminal_and_loses_it_on_revoke_and_expiry()
     assert!(cast.text("o").contains("inv-42"), "{}", cast.text("o"));
 
     // A second invitation that ends in 40 s: login, lockout, and the end closes the session.
-    let created = gw
-        .admin
-        .ok(&[
-            "--output",
-            "json",
-            "invite",
-            "create",
-            "--email",
-            "bo@vendor.example",
-            "--targets",
-            "db01",
-            "--accounts",
-            "root",
-            "--until",
-            &rfc3339_in(40),
-            "--reason",
-            "CHG-78 short visit",
-        ])
-        .json();
+    let created = invite(
+        &gw.admin,
+        "bo@vendor.example",
+        &rfc3339_in(40),
+        "CHG-78 short visit",
+        &[],
+    );
     let id2 = created["id"].as_str().unwrap().to_owned();
     let link2 = ext.link(&smtp, "bo@vendor.example");
     let (enrolled, secret2) = ext.enrol(&link2, password);
@@ -507,26 +509,13 @@ fn an_invitee_enrols_opens_only_its_terminal_and_loses_it_on_revoke_and_expiry()
     assert_eq!(ext.get("/", &cookie2).status, 303);
 
     // --approve-each-session: nothing opens until approved; a denial ends the wait.
-    let created = gw
-        .admin
-        .ok(&[
-            "--output",
-            "json",
-            "invite",
-            "create",
-            "--email",
-            "cy@vendor.example",
-            "--targets",
-            "db01",
-            "--accounts",
-            "root",
-            "--until",
-            &rfc3339_in(3600),
-            "--reason",
-            "CHG-79 supervised",
-            "--approve-each-session",
-        ])
-        .json();
+    let created = invite(
+        &gw.admin,
+        "cy@vendor.example",
+        &rfc3339_in(3600),
+        "CHG-79 supervised",
+        &["--approve-each-session"],
+    );
     assert_eq!(created["approve_each_session"], true, "{created}");
     let id3 = created["id"].as_str().unwrap().to_owned();
     let link3 = ext.link(&smtp, "cy@vendor.example");
@@ -660,20 +649,11 @@ fn an_invitation_waits_for_a_second_admin() {
     };
     let (boss, _, _) = add_user_cli(&gw.inst, &gw.server, &gw.admin, "boss", "admin", &[]);
     let until = rfc3339_in(3600);
-    let held = gw.admin.ok(&[
-        "invite",
-        "create",
-        "--email",
+    let held = gw.admin.ok(&invite_args(
         "ana@vendor.example",
-        "--targets",
-        "db01",
-        "--accounts",
-        "root",
-        "--until",
         &until,
-        "--reason",
         "CHG-78 vendor patch",
-    ]);
+    ));
     held.assert_stdout_contains("invitation for ana@vendor.example: targets db01 as root");
     let listed = gw.admin.ok(&["--output", "json", "invite", "list"]).json();
     assert_eq!(listed, json!([]), "a held invitation is not kept");
@@ -737,25 +717,13 @@ fn an_invitee_works_in_a_real_browser() {
         port: ext_port,
         fingerprint,
     };
-    let created = gw
-        .admin
-        .ok(&[
-            "--output",
-            "json",
-            "invite",
-            "create",
-            "--email",
-            "ana@vendor.example",
-            "--targets",
-            "db01",
-            "--accounts",
-            "root",
-            "--until",
-            &rfc3339_in(3600),
-            "--reason",
-            "CHG-77 vendor patch",
-        ])
-        .json();
+    let created = invite(
+        &gw.admin,
+        "ana@vendor.example",
+        &rfc3339_in(3600),
+        "CHG-77 vendor patch",
+        &[],
+    );
     let id = created["id"].as_str().unwrap().to_owned();
     let link = ext.link(&smtp, "ana@vendor.example");
     let sync = gw.inst.path().join("invite-sync");
