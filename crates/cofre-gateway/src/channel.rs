@@ -8,16 +8,15 @@
 use crate::sftp::SftpObserver;
 use cofre_app::services::sessions::GatewayLogin;
 use cofre_app::services::{App, Principal};
-use cofre_app::session::{self, Control, Event, Recorder, Session, MODERATOR_WAIT_NOTICE};
+use cofre_app::session::{
+    self, Control, Event, FlushSchedule, Recorder, Session, MODERATOR_WAIT_NOTICE,
+};
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg, Pty};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// Flush the recording at least this often.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) struct ChannelSetup {
     pub app: Arc<App>,
@@ -235,21 +234,13 @@ pub(crate) async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
         login.target.clone(),
         done_tx,
     ));
-    // When the recording is next flushed: a second after something was handed over since the
-    // last flush (at most a second lost on crash), never for a session that says nothing.
-    let mut flush_at: Option<tokio::time::Instant> = None;
+    let mut flushes = FlushSchedule::default();
     // Set once the client has closed its side: the target gets the same close, and the session
     // waits this long for the target to end the command and report its exit status.
     let mut closing: Option<tokio::time::Instant> = None;
     let reason = loop {
         let grace = async {
             match closing {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        let flush_due = async {
-            match flush_at {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
@@ -277,11 +268,7 @@ pub(crate) async fn run(setup: ChannelSetup, channel: Channel<Msg>) {
                     break why;
                 }
             },
-            () = relay.rec.handed_over(), if flush_at.is_none() => {
-                flush_at = Some(tokio::time::Instant::now() + FLUSH_EVERY);
-            }
-            () = flush_due => {
-                flush_at = None;
+            () = flushes.due(&relay.rec) => {
                 if let Err(why) = relay.rec.flush().await {
                     relay.tell(RECORDING_FAILED).await;
                     break why;

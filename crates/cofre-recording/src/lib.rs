@@ -40,7 +40,7 @@ mod tests;
 
 pub use event::{Event, Kind};
 pub use reader::{export, verify, Export, Problem, Scan, Stream};
-pub use recorder::Recorder;
+pub use recorder::{FlushSchedule, Recorder};
 pub use writer::{Summary, Writer};
 
 /// The first bytes of a recording in this format.

@@ -120,6 +120,35 @@ struct Unflushed {
     wake: tokio::sync::Notify,
 }
 
+/// How long after something is handed over a front end flushes the recording: at most this
+/// much is lost on a crash.
+pub const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// When a front end (the gateway's channel, the web terminal) flushes its recording:
+/// [`FLUSH_AFTER`] after the first hand-over since the last flush, and never for a session that
+/// says nothing, so an idle session costs no timer, no task wake-up and no pool job (ten
+/// thousand idle sessions, not ten thousand wake-ups a second).
+#[derive(Debug, Default)]
+pub struct FlushSchedule {
+    at: Option<tokio::time::Instant>,
+}
+
+impl FlushSchedule {
+    /// Resolves when it is time to call `rec.flush()`. Cancel-safe, for a `select!` loop: the
+    /// deadline, once set, is kept across rounds.
+    pub async fn due(&mut self, rec: &Recorder) {
+        let at = match self.at {
+            Some(at) => at,
+            None => {
+                rec.handed_over().await;
+                *self.at.insert(tokio::time::Instant::now() + FLUSH_AFTER)
+            }
+        };
+        tokio::time::sleep_until(at).await;
+        self.at = None;
+    }
+}
+
 impl Recorder {
     /// Moves `writer` onto a task of the current runtime, sealing on the shared pool.
     pub fn start(writer: Writer) -> Recorder {
@@ -156,10 +185,8 @@ impl Recorder {
         Ok(())
     }
 
-    /// Returns once something has been handed over since the last flush began: a front end
-    /// flushes a second after that, so a session that says nothing costs no timer, no task
-    /// wake-up and no pool job (ten thousand idle sessions, not ten thousand wake-ups a second).
-    /// Cancel-safe.
+    /// Returns once something has been handed over since the last flush began (what
+    /// [`FlushSchedule`] waits for). Cancel-safe.
     pub async fn handed_over(&self) {
         while !self.unflushed.set.load(Ordering::Acquire) {
             self.unflushed.wake.notified().await;
@@ -254,8 +281,8 @@ impl Task {
                     Ok(())
                 }
                 Op::Flush(reply) if self.is_flushed() => {
-                    // Every session is flushed each second; an idle one has nothing to seal or
-                    // sync, and ten thousand of them must not cost the pool a job each.
+                    // A flush asked with nothing new (or a second one in a row) has nothing to
+                    // seal or sync: it must not cost the pool a job.
                     let _ = reply.send(Ok(()));
                     Ok(())
                 }

@@ -290,6 +290,54 @@ async fn the_recorder_keeps_everything_handed_over_in_order() {
     );
 }
 
+/// The front ends' flush schedule: nothing is due for a session that says nothing; a flush is
+/// due FLUSH_AFTER after the first hand-over, and a `select!` round that drops the wait does not
+/// push the deadline back.
+#[tokio::test]
+async fn a_flush_is_due_a_second_after_output_and_never_while_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Writer::create(
+        &dir.path().join("r.rec"),
+        DataKey::generate(),
+        "s1",
+        &header(),
+    )
+    .unwrap();
+    let rec = Recorder::start(w);
+    let mut flushes = FlushSchedule::default();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), flushes.due(&rec))
+            .await
+            .is_err(),
+        "a flush was due with nothing handed over"
+    );
+    let start = std::time::Instant::now();
+    rec.output(bytes::Bytes::from_static(b"ready\n"))
+        .await
+        .unwrap();
+    // Dropped half-way, as when another branch of the loop wins the round.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), flushes.due(&rec))
+            .await
+            .is_err()
+    );
+    let resumed = std::time::Instant::now();
+    flushes.due(&rec).await;
+    assert!(start.elapsed() >= recorder::FLUSH_AFTER, "due too early");
+    assert!(
+        resumed.elapsed() < recorder::FLUSH_AFTER,
+        "the dropped wait pushed the deadline back"
+    );
+    rec.flush().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), flushes.due(&rec))
+            .await
+            .is_err(),
+        "a flush was due again with nothing new"
+    );
+    rec.end("ended").await.unwrap();
+}
+
 #[tokio::test]
 async fn an_idle_recording_flushes_without_a_pool_job() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ pub mod terminal;
 
 pub use control::{Control, Watching, MODERATOR_WAIT_NOTICE};
 
-pub use cofre_recording::Recorder;
+pub use cofre_recording::{FlushSchedule, Recorder};
 
 use crate::services::sessions::GatewayLogin;
 use crate::services::Sessions;

@@ -3,9 +3,8 @@
 //! it ended. The SSH gateway relays on its own (it passes SSH's channel messages through as they
 //! are); this is the relay for a front end that has only a terminal to show.
 
-use super::{Event, Session};
+use super::{Event, FlushSchedule, Session};
 use russh::ChannelMsg;
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// What the front end sends.
@@ -41,8 +40,6 @@ pub struct Pty {
     pub cols: u32,
     pub rows: u32,
 }
-
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 impl Session {
     /// Opens a shell on a terminal at the target and relays it until the target, the front end
@@ -123,8 +120,7 @@ impl Session {
             let _ = to_up.close().await;
             let _ = closed_tx.send(why).await;
         });
-        let mut tick = tokio::time::interval(FLUSH_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flushes = FlushSchedule::default();
         let mut exit_status = None;
         let mut moderators = self.control.moderators();
         let reason = loop {
@@ -164,7 +160,7 @@ impl Session {
                     }
                     Event::End(why) => break why,
                 },
-                _ = tick.tick() => {
+                () = flushes.due(&self.recorder) => {
                     if let Err(why) = self.recorder.flush().await {
                         break why;
                     }
