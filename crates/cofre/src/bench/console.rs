@@ -580,30 +580,14 @@ async fn terminal_echo(
     keygen(&dir.join("user_key"))?;
     let sshd_port = free_port()?;
     let _sshd = start_sshd(dir, sshd_port)?;
-    let _: TargetInfo = admin
-        .post(
-            "/api/v1/targets",
-            &CreateTargetRequest {
-                name: "echo-target".into(),
-                host: "127.0.0.1".into(),
-                port: Some(sshd_port),
-                protocol: None,
-                tags: vec!["echo".into()],
-            },
-        )
-        .await?;
-    let _: CredentialInfo = admin
-        .post(
-            "/api/v1/targets/echo-target/credentials",
-            &CreateCredentialRequest {
-                account: "root".into(),
-                password: None,
-                private_key: Some(SecretString::new(std::fs::read_to_string(
-                    dir.join("root_key"),
-                )?)),
-            },
-        )
-        .await?;
+    super::add_target(
+        admin,
+        "echo-target",
+        sshd_port,
+        "echo",
+        &super::root_key_credential(dir)?,
+    )
+    .await?;
     let _: PolicyInfo = admin
         .post(
             "/api/v1/policies",

@@ -4,7 +4,7 @@
 //! Idle sessions go, through the gateway, from in-process russh clients to the light target of
 //! [`super::light`]: ten thousand sshd processes would not fit the machine, ten thousand tasks do.
 
-use super::{login, provision};
+use super::{add_target, login, provision, root_key_credential};
 use anyhow::{anyhow, bail, Context, Result};
 use cofre::client::Client;
 use cofre_proto::*;
@@ -631,30 +631,14 @@ async fn idle_part(
     ticks: f64,
 ) -> Result<()> {
     let light = super::light::start(dir).await?;
-    let _: TargetInfo = admin
-        .post(
-            "/api/v1/targets",
-            &CreateTargetRequest {
-                name: "light01".into(),
-                host: "127.0.0.1".into(),
-                port: Some(light.port),
-                protocol: None,
-                tags: vec!["bench".into()],
-            },
-        )
-        .await?;
-    let _: CredentialInfo = admin
-        .post(
-            "/api/v1/targets/light01/credentials",
-            &CreateCredentialRequest {
-                account: "root".into(),
-                password: None,
-                private_key: Some(SecretString::new(std::fs::read_to_string(
-                    dir.join("root_key"),
-                )?)),
-            },
-        )
-        .await?;
+    add_target(
+        admin,
+        "light01",
+        light.port,
+        "bench",
+        &root_key_credential(dir)?,
+    )
+    .await?;
     let user_key = Arc::new(russh::keys::load_secret_key(dir.join("user_key"), None)?);
     let root_key = Arc::new(russh::keys::load_secret_key(dir.join("root_key"), None)?);
     let n = sizes.idle;
@@ -735,13 +719,7 @@ pub(crate) async fn run(sizes: Sizes) -> Result<ExitCode> {
     provision(
         &admin,
         sshd_port,
-        CreateCredentialRequest {
-            account: "root".into(),
-            password: None,
-            private_key: Some(SecretString::new(std::fs::read_to_string(
-                dir.join("root_key"),
-            )?)),
-        },
+        root_key_credential(&dir)?,
         "session",
         "allow",
     )

@@ -283,6 +283,44 @@ async fn login(client: &Client, user: &str, password: &str, new_password: &str) 
     Ok(client.with_token(Some(token.expose().to_owned())))
 }
 
+/// Target `name` at 127.0.0.1:`port`, tagged `tag`, with `credential` on it.
+async fn add_target(
+    admin: &Client,
+    name: &str,
+    port: u16,
+    tag: &str,
+    credential: &CreateCredentialRequest,
+) -> Result<()> {
+    let _: TargetInfo = admin
+        .post(
+            "/api/v1/targets",
+            &CreateTargetRequest {
+                name: name.into(),
+                host: "127.0.0.1".into(),
+                port: Some(port),
+                protocol: None,
+                tags: vec![tag.into()],
+            },
+        )
+        .await?;
+    let _: CredentialInfo = admin
+        .post(&format!("/api/v1/targets/{name}/credentials"), credential)
+        .await?;
+    Ok(())
+}
+
+/// The `root` account with the private key `dir/root_key` (which the benchmark's sshd and
+/// light target let in).
+fn root_key_credential(dir: &std::path::Path) -> Result<CreateCredentialRequest> {
+    Ok(CreateCredentialRequest {
+        account: "root".into(),
+        password: None,
+        private_key: Some(SecretString::new(std::fs::read_to_string(
+            dir.join("root_key"),
+        )?)),
+    })
+}
+
 /// What every benchmark needs: user `bench` in group `bench`, target `db01` (127.0.0.1:`port`,
 /// tagged `bench`), the given credential on it, and a policy granting the group `access`.
 async fn provision(
@@ -303,21 +341,7 @@ async fn provision(
             },
         )
         .await?;
-    let _: TargetInfo = admin
-        .post(
-            "/api/v1/targets",
-            &CreateTargetRequest {
-                name: "db01".into(),
-                host: "127.0.0.1".into(),
-                port: Some(port),
-                protocol: None,
-                tags: vec!["bench".into()],
-            },
-        )
-        .await?;
-    let _: CredentialInfo = admin
-        .post("/api/v1/targets/db01/credentials", &credential)
-        .await?;
+    add_target(admin, "db01", port, "bench", &credential).await?;
     let _: PolicyInfo = admin
         .post(
             "/api/v1/policies",
