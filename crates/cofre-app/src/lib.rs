@@ -14,6 +14,7 @@ pub mod services;
 pub mod session;
 pub mod snapshot;
 pub mod ssh_keys;
+pub mod switch;
 
 use cofre_crypto::{Keyring, SealKind};
 use cofre_store::Store;
@@ -130,6 +131,8 @@ pub struct Started {
 }
 
 pub async fn start(config: ServerConfig) -> Result<Started, StartError> {
+    // After a failed switch-over, the database as this version left it, before anything opens it.
+    switch::restore_database_if_migrated(&config).await?;
     let (app, report) = initialise(&config, SealChoice::KeyFile).await?;
     if app.keyring.seal == SealKind::KeyFile {
         app.unseal_from_key_file()?;

@@ -111,7 +111,7 @@ impl CryptoError {
 
 /// Fills a fixed-size array from the operating system's CSPRNG. The OS generator is used directly
 /// (not a user-space generator) because these bytes become long-lived keys.
-pub(crate) fn random_array<const N: usize>() -> [u8; N] {
+pub fn random_array<const N: usize>() -> [u8; N] {
     use rand::RngCore;
     let mut out = [0u8; N];
     rand::rngs::OsRng.fill_bytes(&mut out);

@@ -536,7 +536,8 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
         Json(Health {
             status: status.to_owned(),
             sealed,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
+            version: cofre_app::switch::version().to_owned(),
+            handover: state.app.handover_check(),
         }),
     )
 }

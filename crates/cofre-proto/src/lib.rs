@@ -406,6 +406,10 @@ pub struct Health {
     pub status: String,
     pub sealed: bool,
     pub version: String,
+    /// Only while this process is a maintenance window's new version on trial: its self-check,
+    /// `checking`, `ok: ...` or `failed: ...` (the supervisor commits it only after `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -21,6 +21,7 @@ pub mod network;
 pub mod offboarding;
 pub mod policies;
 pub mod requests;
+pub mod rollback;
 pub mod rotation;
 pub mod siem;
 pub mod support;
@@ -160,6 +161,15 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The newest migration applied to the database.
+    pub async fn schema_version(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     pub fn kind(&self) -> DbKind {

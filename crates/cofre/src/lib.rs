@@ -40,6 +40,7 @@ mod server_cmd;
 mod sessions_cmd;
 mod siem_cmd;
 mod snapshot_cmd;
+mod supervisor;
 mod support_cmd;
 
 use clap::{Args, Parser, Subcommand};

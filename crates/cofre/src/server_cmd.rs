@@ -30,6 +30,10 @@ pub(crate) struct ServerArgs {
     /// Address of the SSH gateway (default 127.0.0.1:2222; port 0 picks a free one).
     #[arg(long, env = "COFRE_SSH_LISTEN")]
     pub ssh_listen: Option<SocketAddr>,
+    /// Serve in this process, without the supervisor that a maintenance window's switch-over to
+    /// a new version needs (windows then end `failed` at that step).
+    #[arg(long, env = "COFRE_NO_SUPERVISOR")]
+    pub no_supervisor: bool,
 }
 
 #[derive(Args)]
@@ -113,9 +117,82 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// The addresses a switch-over's predecessor listened on, which win over every other setting.
+fn handover_address(var: &str) -> Result<Option<SocketAddr>> {
+    match std::env::var(var) {
+        Ok(v) => {
+            Ok(Some(v.parse().with_context(|| {
+                format!("{var}: {v:?} is not an address")
+            })?))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// `cofre server`: the supervisor, which runs the server as its child, unless this process is
+/// that child or `--no-supervisor` was given.
 pub(crate) async fn server(args: ServerArgs) -> Result<ExitCode> {
+    if !args.no_supervisor && !cofre_app::switch::supervised() {
+        let config = load_config(&args.opts, args.listen, args.ssh_listen)?;
+        return crate::supervisor::run(config.data_dir).await;
+    }
+    serve(args).await
+}
+
+/// Reads the supervisor's lines on stdin: `commit` is handled here, `stop` resolves the returned
+/// receiver; end of file (the supervisor is gone, however it died) ends this process at once.
+/// A thread of its own, not the runtime's: a read that never returns would hold the runtime's
+/// shutdown.
+fn listen_to_supervisor(
+    app: std::sync::Arc<cofre_app::services::App>,
+) -> tokio::sync::mpsc::Receiver<()> {
+    let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<String>(4);
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::stdin().lock().lines() {
+            match line {
+                Ok(l) => {
+                    if line_tx.blocking_send(l).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        eprintln!("cofre: the supervisor is gone; exiting");
+        std::process::exit(1);
+    });
+    let (stop_tx, stop_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(line) = line_rx.recv().await {
+            match line.trim() {
+                "commit" => {
+                    if let Err(e) = app.finish_handover_done().await {
+                        tracing::error!(error = %e, "cannot record the end of the update");
+                    }
+                }
+                "stop" => {
+                    let _ = stop_tx.send(()).await;
+                }
+                other => tracing::warn!(line = other, "unknown word from the supervisor"),
+            }
+        }
+    });
+    stop_rx
+}
+
+async fn serve(args: ServerArgs) -> Result<ExitCode> {
     init_logging();
-    let config = load_config(&args.opts, args.listen, args.ssh_listen)?;
+    let mut config = load_config(&args.opts, args.listen, args.ssh_listen)?;
+    if let Some(a) = handover_address(crate::supervisor::LISTEN_ENV)? {
+        config.listen = a;
+    }
+    if let Some(a) = handover_address(crate::supervisor::SSH_LISTEN_ENV)? {
+        config.ssh_listen = a;
+    }
+    if let Some(a) = handover_address(crate::supervisor::EXTERNAL_LISTEN_ENV)? {
+        config.external.listen = Some(a);
+    }
     let started = cofre_app::start(config.clone()).await.context("server")?;
     let app = started.app.clone();
     let https = cofre_http::bind(app.clone(), &config)
@@ -128,6 +205,11 @@ pub(crate) async fn server(args: ServerArgs) -> Result<ExitCode> {
         .await
         .context("external listener")?;
     // stdout is for the operator (and scripts waiting for `ready`); logs go to stderr.
+    app.set_bound(cofre_app::services::handover::Bound {
+        listen: https.addr,
+        ssh_listen: gateway.addr,
+        external_listen: external.as_ref().map(|x| x.addr),
+    });
     outln!("cofre listening on https://{}", https.addr);
     outln!("tls fingerprint (sha256): {}", https.fingerprint);
     outln!("ssh gateway listening on {}", gateway.addr);
@@ -150,7 +232,22 @@ pub(crate) async fn server(args: ServerArgs) -> Result<ExitCode> {
     let api = tokio::spawn(https.serve(until_stopped(stopped.clone())));
     let ssh = tokio::spawn(gateway.serve(until_stopped(stopped.clone())));
     let invitations = external.map(|x| tokio::spawn(x.serve(until_stopped(stopped))));
-    shutdown_signal().await;
+    let mut from_supervisor = if cofre_app::switch::supervised() {
+        Some(listen_to_supervisor(app.clone()))
+    } else {
+        None
+    };
+    let mut exit_requests = app.exit_requests();
+    let exit_code = tokio::select! {
+        _ = shutdown_signal() => None,
+        Some(()) = async {
+            match from_supervisor.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        } => None,
+        code = exit_requests.wait_for(|c| c.is_some()) => code.ok().and_then(|c| *c),
+    };
     // Draining: both listeners stop accepting, live sessions are told and given
     // `[server] drain_seconds` to end, the rest are ended (recording flushed, `session.end`
     // audited), and only then does the process exit.
@@ -172,7 +269,9 @@ pub(crate) async fn server(args: ServerArgs) -> Result<ExitCode> {
         let _ = x.await;
     }
     app.store.close().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_code.map_or(ExitCode::SUCCESS, |c| {
+        ExitCode::from(u8::try_from(c).unwrap_or(1))
+    }))
 }
 
 pub(crate) async fn init(args: InitArgs) -> Result<ExitCode> {

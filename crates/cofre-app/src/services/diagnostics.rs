@@ -35,7 +35,7 @@ impl Orbit<'_> {
         let state = self.instance_state().await?;
         let c = &self.config;
         Ok(DiagnosticsConfig {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
+            version: crate::switch::version().to_owned(),
             mode: c.mode.as_str().to_owned(),
             instance_type: state.instance_type.as_str().to_owned(),
             data_dir: c.data_dir.display().to_string(),

@@ -206,7 +206,7 @@ impl Orbit<'_> {
         let state = self.instance_state().await?;
         let (admins, warnings) = self.governance_facts().await?;
         Ok(InstanceInfo {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
+            version: crate::switch::version().to_owned(),
             mode: self.config.mode.as_str().to_owned(),
             instance_type: state.instance_type.as_str().to_owned(),
             banner: state.instance_type.banner().map(str::to_owned),

@@ -7,9 +7,9 @@
 //! gateway sessions were warned `[maintenance] warn_minutes` ahead; new sessions are refused
 //! while it runs; the remaining ones are ended; a pre-maintenance snapshot is taken and
 //! verified (no snapshot, no update); the release is verified again and installed beside the
-//! running binary (`DATA_DIR/releases/installed/ID/`). The switch-over (a supervisor starting
-//! the new binary, its health check, the rollback) does not exist yet: that step is recorded as
-//! failed, and the window ends `failed` with the old version still serving.
+//! running binary (`DATA_DIR/releases/installed/ID/`); then the switch-over ([`super::handover`]
+//! and the supervisor of `cofre server`): the new version started, checked, and committed, or
+//! the old one back with the database restored where the new one migrated it.
 
 use super::releases::release_error;
 use super::snapshots::{SnapshotOptions, SnapshotReason};
@@ -123,7 +123,7 @@ fn info(row: WindowRow, events: Vec<WindowEvent>) -> MaintenanceInfo {
 }
 
 /// A step to write with a change: `(step, outcome, detail)`.
-type Step = (&'static str, &'static str, String);
+pub(crate) type Step = (&'static str, &'static str, String);
 
 impl App {
     fn maintenance_rule(&self) -> m::Rule {
@@ -135,7 +135,7 @@ impl App {
     }
 
     /// Appends the steps to the window, commits with `entry`, and wakes the watchers.
-    async fn commit_steps(
+    pub(crate) async fn commit_steps(
         &self,
         mut tx: WriteTx,
         id: &str,
@@ -158,12 +158,10 @@ impl App {
         let path = self.orbit().release_path(release_id);
         let keys = release::parse_keys(&self.config.maintenance.release_public_keys)
             .map_err(|e| Error::internal("reading the release keys", e))?;
-        tokio::task::spawn_blocking(move || {
-            release::verify(&path, &keys, env!("CARGO_PKG_VERSION"))
-        })
-        .await
-        .map_err(|e| Error::internal("verifying the release", e))?
-        .map_err(|e| release_error(&e))
+        tokio::task::spawn_blocking(move || release::verify(&path, &keys, crate::switch::version()))
+            .await
+            .map_err(|e| Error::internal("verifying the release", e))?
+            .map_err(|e| release_error(&e))
     }
 
     /// Queues the announcement of a window to every customer admin (saas: they watch, they do
@@ -666,7 +664,7 @@ impl App {
     }
 
     /// One step of a running window, written, audited and streamed before the next begins.
-    async fn step(
+    pub(crate) async fn step(
         &self,
         id: &str,
         step: &'static str,
@@ -683,7 +681,7 @@ impl App {
     }
 
     /// Ends the window in `outcome` (done, failed, rolled back).
-    async fn finish_window(&self, id: &str, outcome: State, why: &str) -> Result<()> {
+    pub(crate) async fn finish_window(&self, id: &str, outcome: State, why: &str) -> Result<()> {
         let now = self.now().unix_timestamp();
         let mut tx = self.store.write().await?;
         tx.update_maintenance_state(id, "running", outcome.as_str(), Some((now, "system", why)))
@@ -759,6 +757,8 @@ impl App {
             format!("{} live gateway sessions on this node ended", ended.len()),
         )
         .await?;
+        // Every entry after this one is carried over if a rollback restores the database.
+        let (audit_after, _) = self.store.audit_head().await?;
         // No snapshot, no update.
         let snapshot = self
             .orbit()
@@ -838,7 +838,7 @@ impl App {
             tokio::task::spawn_blocking(move || release::install(&file, &manifest, &target))
                 .await
                 .map_err(|e| Error::internal("installing the release", e))?;
-        match installed {
+        let binary = match installed {
             Ok(binary) => {
                 let current = std::env::current_exe()
                     .map(|p| p.display().to_string())
@@ -854,28 +854,40 @@ impl App {
                     ),
                 )
                 .await?;
+                binary
             }
             Err(e) => {
                 let why = format!("installing the release failed: {e}");
                 self.step(id, "installed", "failed", why.clone()).await?;
                 return self.finish_window(id, State::Failed, &why).await;
             }
-        }
-        // Said as it is: nothing here starts the new binary yet, so the window cannot end done.
-        let why = "switch-over is not implemented in this version: the installed release was not started; the running version serves on unchanged";
-        self.step(id, "switch_over", "failed", why.into()).await?;
-        self.finish_window(id, State::Failed, why).await
+        };
+        let snapshot_path =
+            crate::snapshot::snapshot_path(&self.orbit().snapshot_dir(), &snapshot.id);
+        self.hand_over(
+            row,
+            (&snapshot.id, snapshot_path),
+            audit_after,
+            binary,
+            &verified.manifest.version,
+        )
+        .await
     }
 }
 
-/// Windows left `running` by a crash are ended `failed` at the next start (nothing was
-/// switched over: this version never does), then the scheduler runs every
+/// At start, a switch-over in progress is carried on ([`App::resume_handover`]: the candidate
+/// checks itself, a committed update or a rollback is recorded); any other window left
+/// `running` by a crash is ended `failed`. Then the scheduler runs every
 /// `[maintenance] tick_seconds` or when a window is proposed or decided.
 pub async fn start(app: &Arc<App>) {
     if !app.is_sealed() {
+        let handing_over = app.resume_handover().await;
         match app.store.open_maintenance_windows().await {
             Ok(rows) => {
-                for row in rows.into_iter().filter(|r| r.state == "running") {
+                for row in rows
+                    .into_iter()
+                    .filter(|r| r.state == "running" && Some(&r.id) != handing_over.as_ref())
+                {
                     if let Err(e) = app
                         .finish_window(
                             &row.id,

@@ -8,6 +8,7 @@ pub mod backups;
 pub mod breakglass;
 pub mod diagnostics;
 pub mod governance;
+pub mod handover;
 pub mod instance;
 pub mod invites;
 pub mod live;
@@ -70,6 +71,8 @@ pub struct App {
     pub(crate) network: network::NetworkState,
     /// Maintenance windows: the watchers' and the scheduler's wake-ups (see [`maintenance`]).
     pub(crate) maintenance: Arc<maintenance::MaintenanceState>,
+    /// This process's part in a maintenance window's switch-over (see [`handover`]).
+    pub(crate) handover: handover::HandoverState,
     /// Support users acting under a grant on this node (see [`support`]).
     pub(crate) support: support::SupportState,
 }
@@ -401,6 +404,7 @@ impl App {
             instance: instance::StateCache::default(),
             network: network::NetworkState::default(),
             maintenance: Arc::default(),
+            handover: handover::HandoverState::default(),
             support: support::SupportState::default(),
         })
     }

@@ -104,7 +104,7 @@ impl Orbit<'_> {
             .map_err(|e| Error::internal("reading the release keys", e))?;
         let path = tmp.clone();
         let verified = tokio::task::spawn_blocking(move || {
-            release::verify(&path, &keys, env!("CARGO_PKG_VERSION"))
+            release::verify(&path, &keys, crate::switch::version())
         })
         .await
         .map_err(|e| Error::internal("verifying the release", e))?;

@@ -240,7 +240,7 @@ impl App {
 fn messages(format: Format, batch: &[AuditRecord], hostname: &str) -> Vec<String> {
     batch
         .iter()
-        .map(|r| cofre_core::siem::message(format, r, hostname, env!("CARGO_PKG_VERSION")))
+        .map(|r| cofre_core::siem::message(format, r, hostname, crate::switch::version()))
         .collect()
 }
 

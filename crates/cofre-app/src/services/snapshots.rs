@@ -393,7 +393,7 @@ impl App {
             id: id.to_owned(),
             created_at: super::timestamp(created_at),
             reason: opts.reason.as_str().to_owned(),
-            cofre_version: env!("CARGO_PKG_VERSION").to_owned(),
+            cofre_version: crate::switch::version().to_owned(),
             database: database.to_owned(),
             keyring: self.keyring.clone(),
             key_wrapped: b64.encode(&sealed.wrapped_key),

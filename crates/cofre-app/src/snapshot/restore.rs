@@ -540,3 +540,50 @@ fn write_members(
     }
     Ok(())
 }
+
+/// Writes only the database member of a snapshot to `to` (a new file), after checking the whole
+/// snapshot as a restore does; returns the database kind (`sqlite` or `postgres`). For rolling
+/// an update back in place, where the rest of the data dir stays as it is.
+pub fn extract_database(
+    snapshot: &Path,
+    master: &MasterKey,
+    to: &Path,
+) -> Result<String, RestoreError> {
+    let mut file =
+        std::fs::File::open(snapshot).map_err(io(format!("snapshot {}", snapshot.display())))?;
+    let (header, _) = format::read_header(&mut file)?;
+    let key = open_key(&header, master)?;
+    let mut reader = Reader::open(file, key)?;
+    let wanted = super::database_member(&header.database);
+    let _ = std::fs::remove_file(to);
+    let mut out = Some(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(to)
+            .map_err(io(format!("creating {}", to.display())))?,
+    );
+    let mut found = false;
+    reader.for_each_member(
+        |m| {
+            if m.name == wanted {
+                found = true;
+                Ok(out
+                    .take()
+                    .map(|f| Box::new(std::io::BufWriter::new(f)) as Box<dyn std::io::Write>))
+            } else {
+                Ok(None)
+            }
+        },
+        &mut |_| {},
+    )?;
+    if !found {
+        return Err(RestoreError::Refused(format!(
+            "the snapshot has no {wanted}"
+        )));
+    }
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(io(format!("syncing {}", to.display())))?;
+    Ok(header.database.clone())
+}

@@ -215,7 +215,7 @@ impl Gw {
         )
     }
 
-    fn sessions(&self) -> Vec<Value> {
+    pub(crate) fn sessions(&self) -> Vec<Value> {
         json_items(
             &self
                 .admin

@@ -3,13 +3,16 @@
 //! watch but cannot block; on-prem with `approvals = 0`: the admin schedules), the release
 //! verified again at propose, and a window run by the scheduler: live gateway sessions warned,
 //! new ones refused, the rest ended, the pre-maintenance snapshot verified, the release installed
-//! beside the running binary, each step streamed (SSE, with replay and Last-Event-ID). The
-//! switch-over is not built yet: the window ends `failed` at that step, and says so.
+//! beside the running binary, each step streamed (SSE, with replay and Last-Event-ID); then the
+//! switch-over under the supervisor: a good release serves after it (and after a restart), a
+//! release that does not start, or whose migration fails half-way (SQLite and PostgreSQL), is
+//! rolled back with the database restored, and a supervisor killed mid-way rolls back at the
+//! next start.
 
 use crate::approvals::Smtp;
 use crate::gateway::{setup_with_config, wait_until, Running};
 use crate::harness::*;
-use crate::orbit::{make_release, minisign_key, Spoil};
+use crate::orbit::{make_release, make_release_of, minisign_key, Spoil};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -452,8 +455,11 @@ fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
         "snapshot ok: pre-maintenance snapshot",
         "release_verified ok",
         "installed ok",
-        "switch_over failed: switch-over is not implemented",
-        "state failed",
+        "switch_over started",
+        // The release's "binary" is a script that prints a line and exits: never healthy.
+        "switch_over failed: Cofre 0.2.0 exited",
+        "rollback ok: Cofre 0.1.0 serves again; the database is as this version left it",
+        "state rolled_back",
     ];
     let mut at = 0;
     for step in order {
@@ -525,7 +531,7 @@ fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
         all.text
     );
     assert!(ids.len() >= order.len(), "{}", all.text);
-    assert_eq!(events.last().unwrap().1["state"], "failed");
+    assert_eq!(events.last().unwrap().1["state"], "rolled_back");
     let resumed = api.call_with_headers(
         "GET",
         &path,
@@ -545,7 +551,7 @@ fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
     )
     .assert_error(400, "invalid_field");
 
-    // The window over (failed), sessions are served again; the next window is shown.
+    // The window over (rolled back), sessions are served again; the next window is shown.
     let again = gw.run_ssh("alice:root@db01", &[], Some("echo through"), None);
     assert_eq!(again.code, Some(0), "{again:?}");
     assert!(
@@ -560,7 +566,16 @@ fn on_prem_window_warns_refuses_and_runs_its_steps_in_order() {
     assert!(steps.len() >= 7, "{steps:?}");
     let finished = audit_of(admin, "maintenance.finish");
     assert_eq!(finished.len(), 1, "{finished:?}");
-    assert_eq!(finished[0]["details"]["state"], "failed");
+    assert_eq!(finished[0]["details"]["state"], "rolled_back");
+    let rollbacks = audit_of(admin, "maintenance.rollback");
+    assert_eq!(rollbacks.len(), 1, "{rollbacks:?}");
+    assert!(
+        rollbacks[0]["details"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("exited"),
+        "{rollbacks:?}"
+    );
     admin.ok(&["audit", "verify"]);
 }
 
@@ -593,4 +608,328 @@ fn on_prem_approvals_ask_other_admins() {
         .assert_stdout_contains(": scheduled");
     admin.ok(&["maintenance", "cancel", &id]);
     admin.ok(&["audit", "verify"]);
+}
+
+/// A vendor key, trusted by a config that runs the scheduler every second.
+fn quick_windows() -> (tempfile::TempDir, PathBuf, String) {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let (public, key) = minisign_key(keys_dir.path(), "vendor");
+    let config = format!(
+        "[maintenance]\nrelease_public_keys = [\"{public}\"]\nwarn_minutes = 1\ntick_seconds = 1\n"
+    );
+    (keys_dir, key, config)
+}
+
+/// Signs and uploads a 0.2.0 release whose binary is `script`; its id.
+fn upload_script(
+    admin: &Cli,
+    dir: &std::path::Path,
+    key: &std::path::Path,
+    script: &str,
+) -> String {
+    let file = make_release_of(dir, "0.2.0", "0.1.0", key, Spoil::Nothing, script);
+    admin
+        .ok(&[
+            "--output",
+            "json",
+            "release",
+            "upload",
+            file.to_str().unwrap(),
+        ])
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The window's steps as `step outcome: detail` lines.
+fn steps_of(admin: &Cli, id: &str) -> Vec<String> {
+    show(admin, id)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}: {}",
+                e["step"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+                e["detail"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn wait_closed(admin: &Cli, server: &Server, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        // The server is down for a moment during the switch-over.
+        let out = admin.run(&["--output", "json", "maintenance", "show", id], None);
+        if out.code == Some(0) {
+            let w = out.json();
+            if !matches!(
+                w["state"].as_str(),
+                Some("proposed" | "scheduled" | "running")
+            ) {
+                return w;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the window closes within 240 s: {}\nserver stderr:\n{}",
+            out.stdout,
+            server.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn assert_in_order(lines: &[String], expected: &[&str]) {
+    let text = lines.join("\n");
+    let mut at = 0;
+    for step in expected {
+        let found = text[at..]
+            .find(step)
+            .unwrap_or_else(|| panic!("{step:?} after the steps before it in:\n{text}"));
+        at += found + step.len();
+    }
+}
+
+/// A good release (the built binary, reporting 0.2.0) applied in a window: the live session is
+/// warned, the watcher sees every step to `done`, the new version answers with its version, every
+/// user, target, policy and recording is still there, the chain verifies, and a restart of the
+/// server runs the new version again.
+#[test]
+fn a_signed_release_is_applied_in_its_window() {
+    let (keys, key, config) = quick_windows();
+    let Some(mut gw) = setup_with_config(Backend::Sqlite, Some("allow"), Some(&config)) else {
+        return;
+    };
+    let script = format!(
+        "#!/bin/sh\nCOFRE_TEST_VERSION=0.2.0 exec {} \"$@\"\n",
+        bin()
+    );
+    let release = upload_script(&gw.admin, keys.path(), &key, &script);
+    let recorded = gw.run_ssh("alice:root@db01", &[], Some("echo before-the-update"), None);
+    assert_eq!(recorded.code, Some(0), "{recorded:?}");
+    let listing = |admin: &Cli| {
+        ["user", "target", "policy"]
+            .iter()
+            .map(|what| admin.ok(&[what, "list"]).stdout)
+            .collect::<Vec<_>>()
+    };
+    let before = listing(&gw.admin);
+    let sessions_before = gw.sessions().len();
+
+    let mut shell = Running::spawn(gw.ssh("alice:root@db01", &["-tt"], None), "ssh -tt (shell)");
+    shell.send("echo ready-$((40+2))\n");
+    shell.wait_for_stdout("ready-42", Duration::from_secs(30));
+    let id = propose(&gw.admin, &release, &in_secs(6), "10m");
+    let (cmd, _) = gw.admin.command(&["maintenance", "watch", &id]);
+    let mut watcher = Running::spawn(cmd, "cofre maintenance watch");
+    wait_until(
+        "the live session is warned",
+        Duration::from_secs(30),
+        || {
+            shell
+                .stderr()
+                .contains(&format!("cofre: maintenance window {id} starts at"))
+        },
+    );
+    let status = watcher
+        .wait(Duration::from_secs(240))
+        .unwrap_or_else(|| panic!("the watcher follows the window: {}", watcher.describe()));
+    assert_eq!(status.code(), Some(0), "ended done: {}", watcher.describe());
+    let expected = [
+        "state running",
+        "sessions_ended ok: 1 live",
+        "snapshot ok: pre-maintenance snapshot",
+        "release_verified ok",
+        "installed ok",
+        "switch_over started",
+        "switch_over ok: Cofre 0.2.0 serves",
+        "health_check ok: ok: unsealed; schema at migration",
+        "state done",
+    ];
+    let watched: Vec<String> = watcher.stdout().lines().map(str::to_owned).collect();
+    assert_in_order(&watched, &expected);
+    assert_in_order(
+        &steps_of(&gw.admin, &id),
+        &["switch_over started", "health_check ok", "state done"],
+    );
+
+    let health = gw.server.api().get("/healthz", None);
+    health.assert_ok();
+    assert_eq!(health.body["version"], "0.2.0", "{}", health.text);
+    gw.admin
+        .ok(&["instance", "show"])
+        .assert_stdout_contains("0.2.0");
+    assert_eq!(listing(&gw.admin), before);
+    assert_eq!(
+        gw.sessions().len(),
+        sessions_before + 1,
+        "the warned session is listed too"
+    );
+    let again = gw.run_ssh("alice:root@db01", &[], Some("echo after-the-update"), None);
+    assert_eq!(again.code, Some(0), "{again:?}");
+    gw.admin.ok(&["audit", "verify"]);
+    let finished = audit_of(&gw.admin, "maintenance.finish");
+    assert_eq!(
+        finished.last().unwrap()["details"]["state"],
+        "done",
+        "{finished:?}"
+    );
+    assert!(!gw
+        .inst
+        .data_dir
+        .join("releases")
+        .join("switch.json")
+        .exists());
+
+    // The supervisor starts the committed version from now on.
+    gw.server.stop();
+    gw.server = gw.inst.start();
+    gw.admin = gw.admin.at_with_token(&gw.server);
+    assert_eq!(
+        gw.server.api().get("/healthz", None).body["version"],
+        "0.2.0"
+    );
+    gw.admin.ok(&["audit", "verify"]);
+}
+
+/// A script standing for a new version whose migrations fail half-way: one new migration
+/// recorded and its table made, then the failure.
+fn half_migration(inst: &Instance) -> String {
+    let sql = "CREATE TABLE upgrade_half_done (x BIGINT); INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990, 'the new version, half-way', TRUE, X'00', 0);";
+    let apply = match inst.database_url() {
+        None => format!(
+            "python3 -c \"import sqlite3; c = sqlite3.connect('{}'); c.executescript(\\\"{}\\\"); c.commit()\"",
+            inst.data_dir.join("cofre.db").display(),
+            sql.replace("TRUE", "1")
+        ),
+        Some(url) => format!(
+            "psql '{url}' -v ON_ERROR_STOP=1 -c \"{}\"",
+            sql.replace("X'00'", "'\\\\x00'")
+        ),
+    };
+    format!("#!/bin/sh\nset -e\n{apply}\necho 'error: migration 99991 failed: column \"nope\" does not exist' >&2\nexit 1\n")
+}
+
+fn has_half_table(inst: &Instance) -> bool {
+    let out = match inst.database_url() {
+        None => std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import sqlite3; print(sqlite3.connect('{}').execute(\"SELECT COUNT(*) FROM sqlite_master WHERE name = 'upgrade_half_done'\").fetchone()[0])",
+                inst.data_dir.join("cofre.db").display()
+            ))
+            .output()
+            .unwrap(),
+        Some(url) => std::process::Command::new("psql")
+            .arg(url)
+            .args(["-tAc", "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'upgrade_half_done'"])
+            .output()
+            .unwrap(),
+    };
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim() != "0"
+}
+
+fn migration_fails_half_way(backend: Backend) {
+    let (keys, key, config) = quick_windows();
+    let Some(gw) = setup_with_config(backend, Some("allow"), Some(&config)) else {
+        return;
+    };
+    let release = upload_script(&gw.admin, keys.path(), &key, &half_migration(&gw.inst));
+    let before = gw.admin.ok(&["target", "list"]).stdout;
+    let id = propose(&gw.admin, &release, &in_secs(4), "10m");
+    let closed = wait_closed(&gw.admin, &gw.server, &id);
+    assert_eq!(closed["state"], "rolled_back", "{closed}");
+    let steps = steps_of(&gw.admin, &id);
+    assert_in_order(
+        &steps,
+        &[
+            "snapshot ok",
+            "installed ok",
+            "switch_over started",
+            "switch_over failed: Cofre 0.2.0 exited",
+            "rollback ok: Cofre 0.1.0 serves again; the new version changed the schema",
+            "restored from the pre-maintenance snapshot",
+            "state rolled_back",
+        ],
+    );
+    // The half-applied migration is gone (else this version would not have started at all).
+    assert!(!has_half_table(&gw.inst), "the new version's table is gone");
+    assert_eq!(
+        gw.server.api().get("/healthz", None).body["version"],
+        "0.1.0"
+    );
+    assert_eq!(gw.admin.ok(&["target", "list"]).stdout, before);
+    // Every step's audit entry survived the restore, and the chain verifies.
+    let steps_audited: Vec<String> = audit_of(&gw.admin, "maintenance.step")
+        .iter()
+        .map(|e| e["details"]["step"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for step in ["snapshot", "release_verified", "installed", "switch_over"] {
+        assert!(
+            steps_audited.iter().any(|s| s == step),
+            "{step} in {steps_audited:?}"
+        );
+    }
+    assert_eq!(audit_of(&gw.admin, "maintenance.rollback").len(), 1);
+    gw.admin.ok(&["audit", "verify"]);
+    let again = gw.run_ssh(
+        "alice:root@db01",
+        &[],
+        Some("echo after-the-rollback"),
+        None,
+    );
+    assert_eq!(again.code, Some(0), "{again:?}");
+}
+
+#[test]
+fn a_release_whose_migration_fails_half_way_is_rolled_back() {
+    migration_fails_half_way(Backend::Sqlite);
+}
+
+#[test]
+fn a_release_whose_migration_fails_half_way_is_rolled_back_postgres() {
+    migration_fails_half_way(Backend::Postgres);
+}
+
+/// The supervisor killed (SIGKILL) while the new version starts: the next start rolls back.
+#[test]
+fn a_kill_during_the_switch_over_is_rolled_back_at_the_next_start() {
+    let (keys, key, config) = quick_windows();
+    let Some(mut gw) = setup_with_config(Backend::Sqlite, Some("allow"), Some(&config)) else {
+        return;
+    };
+    let started = gw.inst.path().join("new-version-started");
+    // It says it started, then waits on its stdin: the supervisor's pipe, closed by its death.
+    let script = format!(
+        "#!/bin/sh\ntouch '{}'\nread line\nexit 1\n",
+        started.display()
+    );
+    let release = upload_script(&gw.admin, keys.path(), &key, &script);
+    let id = propose(&gw.admin, &release, &in_secs(4), "10m");
+    wait_until("the new version starts", Duration::from_secs(120), || {
+        started.exists()
+    });
+    gw.server.kill9();
+    gw.server = gw.inst.start();
+    gw.admin = gw.admin.at_with_token(&gw.server);
+    let closed = wait_closed(&gw.admin, &gw.server, &id);
+    assert_eq!(closed["state"], "rolled_back", "{closed}");
+    assert_in_order(
+        &steps_of(&gw.admin, &id),
+        &[
+            "switch_over started",
+            "switch_over failed: the switch-over was cut short",
+            "rollback ok: Cofre 0.1.0 serves again",
+        ],
+    );
+    assert_eq!(
+        gw.server.api().get("/healthz", None).body["version"],
+        "0.1.0"
+    );
+    gw.admin.ok(&["audit", "verify"]);
 }

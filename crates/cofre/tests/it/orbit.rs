@@ -405,11 +405,23 @@ pub(crate) fn make_release(
     key: &std::path::Path,
     spoil: Spoil,
 ) -> std::path::PathBuf {
+    // What the binary is does not matter to verification; a small one keeps the test fast.
+    let binary = format!("#!/bin/sh\necho cofre {version}\n");
+    make_release_of(dir, version, upgrades_from, key, spoil, &binary)
+}
+
+/// A release whose binary is `binary` (a script: the switch-over tests wrap the built cofre).
+pub(crate) fn make_release_of(
+    dir: &std::path::Path,
+    version: &str,
+    upgrades_from: &str,
+    key: &std::path::Path,
+    spoil: Spoil,
+    binary: &str,
+) -> std::path::PathBuf {
     use sha2::Digest;
     let work = dir.join(format!("release-{}", random_hex(6)));
     std::fs::create_dir_all(&work).unwrap();
-    // What the binary is does not matter to verification; a small one keeps the test fast.
-    let binary = format!("#!/bin/sh\necho cofre {version}\n");
     std::fs::write(work.join("cofre"), &binary).unwrap();
     let manifest = json!({
         "format": "cofre-release-v1",
