@@ -94,7 +94,9 @@ pub enum Output {
 enum Command {
     /// Run the server: HTTPS API and SSH gateway. First start creates the data dir, keyring, TLS
     /// certificate, SSH host key and admin. SIGTERM drains: live sessions are told and get
-    /// `[server] drain_seconds` (30) to end before the rest are ended.
+    /// `[server] drain_seconds` (30) to end before the rest are ended. Runs as a supervisor of
+    /// the serving process, which a maintenance window's switch-over to a new version (and its
+    /// rollback) needs; `--no-supervisor` serves in this process.
     Server(server_cmd::ServerArgs),
     /// Initialise a data dir without starting, e.g. sealed with Shamir unseal shares.
     Init(server_cmd::InitArgs),

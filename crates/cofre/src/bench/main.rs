@@ -203,7 +203,9 @@ async fn start_server_in(
     config_file: Option<&std::path::Path>,
 ) -> Result<(ServerProcess, Target, Option<String>, u16)> {
     let mut cmd = std::process::Command::new(cofre_bin()?);
+    // In-process: the CPU figures read /proc of the process that serves, not of its supervisor.
     cmd.arg("server")
+        .arg("--no-supervisor")
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--listen")
