@@ -450,11 +450,19 @@ async fn instance_gate(
         Ok(s) => s,
         Err(e) => return Error::from(e).into_response(),
     };
+    let reads = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
     let mut res = match &instance.disabled {
         Some(d) if !orbit => {
             Error::from(crate::services::instance::disabled_error(d)).into_response()
         }
-        _ => next.run(req).await,
+        _ => match state.app.maintenance_write_refusal() {
+            // A change made now could be lost if the window rolls the database back.
+            Some(e) if !orbit && !reads => Error::from(e).into_response(),
+            _ => next.run(req).await,
+        },
     };
     if let Some(banner) = instance.instance_type.banner() {
         res.headers_mut()

@@ -39,6 +39,10 @@ pub struct HandoverState {
     pub(crate) bound: std::sync::OnceLock<Bound>,
     /// The candidate's self-check: None when this process is not a candidate.
     pub(crate) check: std::sync::Mutex<Option<String>>,
+    /// While this process runs a window (or is its new version on trial): why the API takes no
+    /// changes. A rollback may restore the database from the window's snapshot, which would
+    /// lose a change acknowledged meanwhile.
+    pub(crate) frozen: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for HandoverState {
@@ -47,6 +51,7 @@ impl Default for HandoverState {
             exit: tokio::sync::watch::channel(None).0,
             bound: std::sync::OnceLock::new(),
             check: std::sync::Mutex::new(None),
+            frozen: std::sync::Mutex::new(None),
         }
     }
 }
@@ -66,6 +71,27 @@ impl App {
     /// `failed: ...`; None when this process is not a candidate.
     pub fn handover_check(&self) -> Option<String> {
         self.handover.check.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// The refusal of an API change while a window runs on this process (see `frozen`).
+    pub fn maintenance_write_refusal(&self) -> Option<Error> {
+        let why = self.handover.frozen.lock().ok()?.clone()?;
+        Some(Error::new(
+            crate::error::ErrorKind::Unavailable,
+            crate::error::ErrorCode::MaintenanceWindow,
+            why,
+        ))
+    }
+
+    pub(crate) fn freeze(&self, window: Option<(&str, i64)>) {
+        if let Ok(mut f) = self.handover.frozen.lock() {
+            *f = window.map(|(id, ends)| {
+                format!(
+                    "maintenance window {id} is running until {}: changes are refused until it ends (reading goes on)",
+                    rfc3339(ends)
+                )
+            });
+        }
     }
 
     fn set_check(&self, text: String) {
@@ -166,6 +192,7 @@ impl App {
         let me = switch::version();
         match s.phase {
             Phase::Starting if me == s.to_version => {
+                self.freeze(Some((&s.window, s.deadline)));
                 self.set_check("checking".into());
                 let app = self.clone();
                 let s2 = s.clone();

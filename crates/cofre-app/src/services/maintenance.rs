@@ -703,6 +703,7 @@ impl App {
         .await?;
         // The warning is over with the window: a session that starts now is not shown it.
         self.live.untell(&format!("maintenance window {id} "));
+        self.freeze(None);
         Ok(())
     }
 
@@ -728,6 +729,7 @@ impl App {
                     .detail("release", row.release_id.as_str());
             let steps = [("state", "running", format!("window {id} begins"))];
             self.commit_steps(tx, id, &steps, entry).await?;
+            self.freeze(Some((id, row.ends_at)));
         }
         match self.window_steps(row).await {
             Ok(()) => Ok(()),
