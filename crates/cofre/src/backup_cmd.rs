@@ -40,7 +40,7 @@ pub(crate) enum TargetCmd {
     ///     (keys from --access-key-id and --secret-access-key-stdin, or AWS_ACCESS_KEY_ID and
     ///     AWS_SECRET_ACCESS_KEY)
     #[command(verbatim_doc_comment)]
-    Add(TargetAddArgs),
+    Add(Box<TargetAddArgs>),
     /// Every backup target, its pinned host keys and how its last contact went.
     List,
     /// Write, read back and delete a probe file on the target. An SSH host's keys are pinned at
@@ -179,7 +179,7 @@ fn print_target(t: &BackupTargetInfo) {
 
 pub(crate) async fn run(ctx: &Ctx, cmd: BackupCmd) -> Result<ExitCode> {
     match cmd {
-        BackupCmd::Target(TargetCmd::Add(a)) => target_add(ctx, a).await,
+        BackupCmd::Target(TargetCmd::Add(a)) => target_add(ctx, *a).await,
         BackupCmd::Target(TargetCmd::Remove { name }) => {
             crate::offboarding_cmd::backup_target_remove(ctx, &name).await
         }
