@@ -1663,12 +1663,17 @@ fn views_snapshots(mode: &str, who: Who) -> bool {
 
 /// Duties by mode (issue 13): every backup and snapshot endpoint × every role (and anonymous) ×
 /// every mode, on a target, job and run of each duty; lists show only the caller's duties; a job
-/// of one duty is refused on the other's target, naming the field.
+/// of one duty is refused on the other's target, naming the field. private-saas runs on
+/// PostgreSQL, so the duty column (migration 0034) and its binding are held on both stores.
 #[test]
 fn duties_follow_the_mode() {
     let mut failures = Vec::new();
     for mode in MODES {
-        let inst = Instance::new(Backend::Sqlite);
+        let inst = Instance::new(if mode == "private-saas" {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        });
         let config = inst.path().join("cofre.toml");
         std::fs::write(&config, format!("mode = \"{mode}\"\n")).unwrap();
         let server = inst.start_with_env(&[("COFRE_CONFIG", config.to_str().unwrap())]);
