@@ -94,7 +94,9 @@ fn nav(v: &Viewer, current: &str) -> Markup {
     if may(Action::ReadRecordings) {
         links.push(("/recordings", "Recordings"));
     }
-    if may(Action::Orbit) {
+    // Orbit: whoever sees snapshots or keeps a kind of backups (in saas the customer's admins
+    // keep the credential backups and see the snapshots).
+    if may(Action::ViewSnapshots) || may(Action::SystemBackups) || may(Action::CredentialBackups) {
         links.push(("/orbit", "Orbit"));
     }
     // The support service decides by role (the vendor's own, the customer's admins and auditors).

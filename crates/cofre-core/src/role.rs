@@ -55,7 +55,8 @@ pub enum Mode {
     OnPrem,
     /// A dedicated instance the vendor runs; tenant admins and vendor operators have Orbit.
     PrivateSaas,
-    /// The vendor operates the instance; only vendor operators reach Orbit.
+    /// The vendor operates the instance; vendor operators run Orbit, except the credential
+    /// backups, which stay the customer's admins' (see [`Duty`]).
     Saas,
 }
 
@@ -65,6 +66,62 @@ impl Mode {
             Mode::OnPrem => "on-prem",
             Mode::PrivateSaas => "private-saas",
             Mode::Saas => "saas",
+        }
+    }
+}
+
+/// Whose duty a backup is (issue 13, "Duties by mode"; the seeds: "in the SaaS model the vendor
+/// manages system backups, while password backups fall to the client"). A job's duty follows
+/// from its kind; a target holds backups of one duty only, so the vendor's operator never holds
+/// the key to the customer's own server nor sees what goes there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Duty {
+    /// `credentials` jobs: the break-glass files, to the customer's own storage.
+    Credentials,
+    /// `system`, `snapshots` and `recordings` jobs: the instance's own data. Recordings count
+    /// here: they are sealed under the instance's master key, so a copy is of use only to whoever
+    /// restores the instance (as with the snapshots, which hold them too), not to the customer
+    /// on its own.
+    System,
+}
+
+impl Duty {
+    pub const ALL: [Duty; 2] = [Duty::Credentials, Duty::System];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Duty::Credentials => "credentials",
+            Duty::System => "system",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Duty> {
+        Duty::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// The duty of a backup job's kind (`None` for an unknown kind).
+    pub fn of_kind(kind: &str) -> Option<Duty> {
+        match kind {
+            "credentials" => Some(Duty::Credentials),
+            "system" | "snapshots" | "recordings" => Some(Duty::System),
+            _ => None,
+        }
+    }
+
+    /// The action that configures, runs and reads backups of this duty.
+    pub fn action(self) -> Action {
+        match self {
+            Duty::Credentials => Action::CredentialBackups,
+            Duty::System => Action::SystemBackups,
+        }
+    }
+
+    /// Words for messages: "credential backups", "system backups".
+    pub fn label(self) -> &'static str {
+        match self {
+            Duty::Credentials => "credential backups",
+            Duty::System => "system backups",
         }
     }
 }
@@ -111,8 +168,18 @@ pub enum Action {
     ManageGrants,
     /// mark an emergency access as reviewed after the fact.
     ReviewEmergency,
-    /// the operations plane: snapshots, backup targets and jobs (who depends on the mode).
-    Orbit,
+    /// take, verify and prune snapshots (the operator's duty where the vendor runs the
+    /// instance; the customer's admins also in private-saas and on-prem).
+    ManageSnapshots,
+    /// list snapshots, follow a snapshot job, read the snapshot schedule and retention: whoever
+    /// manages them, and the customer's admins in every mode (in saas they see, not change).
+    ViewSnapshots,
+    /// backup targets, jobs and runs of the `system` duty (kinds `system`, `snapshots`,
+    /// `recordings`): as [`Action::ManageSnapshots`].
+    SystemBackups,
+    /// backup targets, jobs and runs of the `credentials` duty (break-glass files to the
+    /// customer's own server): the customer's admins in every mode, never a vendor role.
+    CredentialBackups,
     /// the instance's type, disabling and enabling the application, promotion (Orbit: who
     /// depends on the mode); they may also read the instance facts.
     ManageInstance,
@@ -157,7 +224,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 34] = [
+    pub const ALL: [Action; 37] = [
         Action::OwnAccount,
         Action::ChangeOwnPassword,
         Action::ManageUsers,
@@ -175,7 +242,10 @@ impl Action {
         Action::DecideRequests,
         Action::ManageGrants,
         Action::ReviewEmergency,
-        Action::Orbit,
+        Action::ManageSnapshots,
+        Action::ViewSnapshots,
+        Action::SystemBackups,
+        Action::CredentialBackups,
         Action::ManageInstance,
         Action::ViewInstance,
         Action::DecideChanges,
@@ -201,11 +271,18 @@ pub fn role_may(mode: Mode, role: Role, action: Action) -> bool {
     use Role::*;
     match action {
         OwnAccount | ChangeOwnPassword => true,
-        Orbit | ManageInstance => match mode {
+        ManageSnapshots | SystemBackups | ManageInstance => match mode {
             Mode::OnPrem => role == Admin,
             Mode::PrivateSaas => matches!(role, Admin | Operator),
             Mode::Saas => role == Operator,
         },
+        ViewSnapshots => match mode {
+            Mode::OnPrem => role == Admin,
+            Mode::PrivateSaas | Mode::Saas => matches!(role, Admin | Operator),
+        },
+        // The break-glass file is encrypted to the customer's custodians and goes to the
+        // customer's own server: the one part of Orbit the customer keeps in saas.
+        CredentialBackups => role == Admin,
         ManageNetwork | ReadDiagnostics => match mode {
             Mode::OnPrem => role == Admin,
             Mode::PrivateSaas | Mode::Saas => matches!(role, Admin | Operator),
@@ -268,23 +345,72 @@ mod tests {
 
     #[test]
     fn orbit_follows_the_mode() {
-        let who = |mode| {
+        let who = |mode, action| {
             Role::ALL
                 .into_iter()
-                .filter(|r| role_may(mode, *r, Action::Orbit))
+                .filter(|r| role_may(mode, *r, action))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(who(Mode::OnPrem), vec![Role::Admin]);
-        assert_eq!(who(Mode::PrivateSaas), vec![Role::Admin, Role::Operator]);
-        assert_eq!(who(Mode::Saas), vec![Role::Operator]);
+        use Action::ManageSnapshots;
+        assert_eq!(who(Mode::OnPrem, ManageSnapshots), vec![Role::Admin]);
+        assert_eq!(
+            who(Mode::PrivateSaas, ManageSnapshots),
+            vec![Role::Admin, Role::Operator]
+        );
+        assert_eq!(who(Mode::Saas, ManageSnapshots), vec![Role::Operator]);
         for mode in [Mode::OnPrem, Mode::PrivateSaas, Mode::Saas] {
             for r in Role::ALL {
                 assert_eq!(
                     role_may(mode, r, Action::ManageInstance),
-                    role_may(mode, r, Action::Orbit),
+                    role_may(mode, r, ManageSnapshots),
                     "{mode:?} {r:?}"
                 );
             }
+        }
+    }
+
+    /// The table of README "Who does what in each mode", cell by cell.
+    #[test]
+    fn duties_follow_the_mode() {
+        use Action::{CredentialBackups, ManageSnapshots, SystemBackups, ViewSnapshots};
+        let who = |mode, action| {
+            Role::ALL
+                .into_iter()
+                .filter(|r| role_may(mode, *r, action))
+                .collect::<Vec<_>>()
+        };
+        let admin = vec![Role::Admin];
+        let both = vec![Role::Admin, Role::Operator];
+        let operator = vec![Role::Operator];
+        for (mode, manage, view, system, credentials) in [
+            (Mode::OnPrem, &admin, &admin, &admin, &admin),
+            (Mode::PrivateSaas, &both, &both, &both, &admin),
+            (Mode::Saas, &operator, &both, &operator, &admin),
+        ] {
+            assert_eq!(&who(mode, ManageSnapshots), manage, "{mode:?}");
+            assert_eq!(&who(mode, ViewSnapshots), view, "{mode:?}");
+            assert_eq!(&who(mode, SystemBackups), system, "{mode:?}");
+            assert_eq!(&who(mode, CredentialBackups), credentials, "{mode:?}");
+        }
+        // Whoever manages snapshots sees them.
+        for mode in [Mode::OnPrem, Mode::PrivateSaas, Mode::Saas] {
+            for r in Role::ALL {
+                if role_may(mode, r, ManageSnapshots) {
+                    assert!(role_may(mode, r, ViewSnapshots), "{mode:?} {r:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_kind_has_a_duty() {
+        assert_eq!(Duty::of_kind("credentials"), Some(Duty::Credentials));
+        for kind in ["system", "snapshots", "recordings"] {
+            assert_eq!(Duty::of_kind(kind), Some(Duty::System), "{kind}");
+        }
+        assert_eq!(Duty::of_kind("other"), None);
+        for d in Duty::ALL {
+            assert_eq!(Duty::parse(d.as_str()), Some(d));
         }
     }
 
@@ -324,6 +450,7 @@ mod tests {
                 Action::DecideMaintenance,
                 Action::UseCredentials,
                 Action::ReadRecordings,
+                Action::CredentialBackups,
             ] {
                 assert!(!role_may(mode, Role::Operator, a), "{mode:?} {a:?}");
             }

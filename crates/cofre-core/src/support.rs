@@ -34,7 +34,8 @@ pub const MAX_TICKET: usize = 100;
 pub enum Scope {
     /// Instance facts and warnings, network, maintenance and SIEM status: read only.
     Diagnostics,
-    /// Snapshots, backups and maintenance as the mode lets the vendor: read and run.
+    /// Snapshots, system backups and maintenance as the mode lets the vendor: read and run
+    /// (never the customer's credential backups).
     Orbit,
     /// Read, export and verify the audit trail.
     Audit,
@@ -391,7 +392,8 @@ pub fn support_may(mode: Mode, scopes: &[Scope], action: Action) -> bool {
             ViewInstance | ViewNetwork | ViewMaintenance | ViewSiem | ReadDiagnostics
         ),
         Scope::Orbit => match action {
-            Orbit | ViewMaintenance => true,
+            // Never the credential backups: the customer's own server, the customer's duty.
+            ManageSnapshots | ViewSnapshots | SystemBackups | ViewMaintenance => true,
             // Maintenance as the mode lets the vendor run it (not on-prem, where the admin does).
             ProposeMaintenance => role_may(mode, Role::Operator, ProposeMaintenance),
             _ => false,
@@ -615,7 +617,18 @@ mod tests {
             ));
             assert!(!may(mode, Role::Support, &diag, Action::ReadAudit));
             assert!(may(mode, Role::Support, &[Scope::Audit], Action::ReadAudit));
-            assert!(may(mode, Role::Support, &[Scope::Orbit], Action::Orbit));
+            assert!(may(
+                mode,
+                Role::Support,
+                &[Scope::Orbit],
+                Action::ManageSnapshots
+            ));
+            assert!(!may(
+                mode,
+                Role::Support,
+                &[Scope::Orbit],
+                Action::CredentialBackups
+            ));
             assert_eq!(
                 may(
                     mode,

@@ -9,6 +9,11 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct NewBackupTargetRequest {
     pub name: String,
+    /// Whose backups the target holds: `credentials` (break-glass files) or `system` (system,
+    /// snapshots, recordings). A caller who may keep only one kind gets that one; otherwise,
+    /// when absent, the target's first job decides. Jobs of the other duty are refused on it.
+    #[serde(default)]
+    pub duty: Option<String>,
     /// An absolute directory on the server (a mounted NAS, a removable disk).
     #[serde(default)]
     pub dir: Option<String>,
@@ -45,6 +50,8 @@ pub struct BackupTargetInfo {
     pub name: String,
     /// `dir`, `ssh` or `s3`.
     pub kind: String,
+    /// `credentials` or `system`; none until its first job (when not given at creation).
+    pub duty: Option<String>,
     pub location: String,
     pub port: Option<u16>,
     pub endpoint: Option<String>,
@@ -115,6 +122,8 @@ pub struct BackupProgress {
 pub struct BackupJobInfo {
     pub name: String,
     pub kind: String,
+    /// `credentials` (kind credentials) or `system` (system, snapshots, recordings).
+    pub duty: String,
     pub target: String,
     pub schedule: String,
     pub created_at: String,

@@ -41,6 +41,21 @@ pub struct SnapshotList {
     pub snapshots: Vec<SnapshotInfo>,
     /// Where the snapshot files are (an offline restore reads them from there).
     pub directory: String,
+    /// When the daily snapshot is taken and what retention keeps (from the server's
+    /// configuration: read here, changed only there).
+    pub schedule: SnapshotSchedule,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotSchedule {
+    /// `[snapshots] time`: `HH:MM` in `time_zone`, or `off`.
+    pub time: String,
+    /// `[instance] time_zone`.
+    pub time_zone: String,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    /// The next daily snapshot (UTC); none when the schedule is off.
+    pub next_at: Option<String>,
 }
 
 /// A snapshot being taken (or finished).

@@ -10,6 +10,8 @@ pub struct BackupTargetRow {
     pub name: String,
     /// `dir`, `ssh` or `s3`.
     pub kind: String,
+    /// `credentials` or `system` (whose backups it holds); `None` until its first job binds it.
+    pub duty: Option<String>,
     /// A directory, `user@host:/path`, or `s3://bucket/prefix`.
     pub location: String,
     pub port: Option<i64>,
@@ -55,7 +57,8 @@ pub struct BackupRunRow {
     pub error: Option<String>,
 }
 
-const TARGET_COLUMNS: &str = "id, name, kind, location, port, endpoint, region, access_key_id, \
+const TARGET_COLUMNS: &str =
+    "id, name, kind, duty, location, port, endpoint, region, access_key_id, \
     known_hosts, secret_wrapped_key, secret_ciphertext, created_at, created_by, last_ok_at, \
     last_error_at, last_error";
 const JOB_COLUMNS: &str = "j.id, j.name, j.kind, j.target_id, t.name AS target, j.schedule, \
@@ -70,6 +73,7 @@ fn target_from_row(row: &sqlx::any::AnyRow) -> Result<BackupTargetRow> {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         kind: row.try_get("kind")?,
+        duty: row.try_get("duty")?,
         location: row.try_get("location")?,
         port: row.try_get("port")?,
         endpoint: row.try_get("endpoint")?,
@@ -193,6 +197,7 @@ impl Store {
 pub struct NewBackupTarget<'a> {
     pub name: &'a str,
     pub kind: &'a str,
+    pub duty: Option<&'a str>,
     pub location: &'a str,
     pub port: Option<i64>,
     pub endpoint: Option<&'a str>,
@@ -227,8 +232,8 @@ impl WriteTx {
     pub async fn backup_insert_target(&mut self, t: NewBackupTarget<'_>) -> Result<i64> {
         sqlx::query_scalar(
             "INSERT INTO backup_targets (name, kind, location, port, endpoint, region, \
-             access_key_id, known_hosts, secret_wrapped_key, secret_ciphertext, created_at, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+             access_key_id, known_hosts, secret_wrapped_key, secret_ciphertext, created_at, created_by, \
+             duty) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
         )
         .bind(t.name)
         .bind(t.kind)
@@ -242,9 +247,24 @@ impl WriteTx {
         .bind(t.secret.map(|s| s.1.to_vec()))
         .bind(t.created_at)
         .bind(t.created_by)
+        .bind(t.duty)
         .fetch_one(&mut *self.tx)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("backup target {}", t.name)))
+    }
+
+    /// Binds a target to a duty if it has none yet; true if the target now holds `duty` (it
+    /// had it already or got it), false if it holds the other one. One statement, so two jobs of
+    /// different duties added at once cannot both win.
+    pub async fn backup_bind_target_duty(&mut self, target_id: i64, duty: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE backup_targets SET duty = $1 WHERE id = $2 AND (duty IS NULL OR duty = $1)",
+        )
+        .bind(duty)
+        .bind(target_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Pins host keys, only where none are pinned yet; false if another pin won the race.

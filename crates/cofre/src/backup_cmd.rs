@@ -40,7 +40,7 @@ pub(crate) enum TargetCmd {
     ///     (keys from --access-key-id and --secret-access-key-stdin, or AWS_ACCESS_KEY_ID and
     ///     AWS_SECRET_ACCESS_KEY)
     #[command(verbatim_doc_comment)]
-    Add(TargetAddArgs),
+    Add(Box<TargetAddArgs>),
     /// Every backup target, its pinned host keys and how its last contact went.
     List,
     /// Write, read back and delete a probe file on the target. An SSH host's keys are pinned at
@@ -55,6 +55,11 @@ pub(crate) enum TargetCmd {
 pub(crate) struct TargetAddArgs {
     /// A lowercase name, e.g. client-nas.
     name: String,
+    /// Whose backups it holds: credentials (break-glass files, the customer's in every mode) or
+    /// system (system, snapshots, recordings). Default: the one duty the caller's role keeps;
+    /// for a role that keeps both, the target's first job decides.
+    #[arg(long, value_name = "credentials|system")]
+    duty: Option<String>,
     /// An absolute directory on the server's machine (a NAS mount, a removable disk).
     #[arg(long, value_name = "PATH", conflicts_with_all = ["ssh", "s3"])]
     dir: Option<String>,
@@ -157,6 +162,10 @@ fn print_target(t: &BackupTargetInfo) {
         .map(|e| format!(" endpoint {e}"))
         .unwrap_or_default();
     outln!("{}\t{}\t{}{port}{endpoint}", t.name, t.kind, t.location);
+    match &t.duty {
+        Some(d) => outln!("  duty: {d}"),
+        None => outln!("  duty: not yet (its first job decides)"),
+    }
     for k in &t.host_keys {
         outln!("  pinned host key: {k}");
     }
@@ -170,7 +179,7 @@ fn print_target(t: &BackupTargetInfo) {
 
 pub(crate) async fn run(ctx: &Ctx, cmd: BackupCmd) -> Result<ExitCode> {
     match cmd {
-        BackupCmd::Target(TargetCmd::Add(a)) => target_add(ctx, a).await,
+        BackupCmd::Target(TargetCmd::Add(a)) => target_add(ctx, *a).await,
         BackupCmd::Target(TargetCmd::Remove { name }) => {
             crate::offboarding_cmd::backup_target_remove(ctx, &name).await
         }
@@ -249,6 +258,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: BackupCmd) -> Result<ExitCode> {
                 }
                 for j in &s.jobs {
                     outln!("{}\t{} to {}\t{}", j.name, j.kind, j.target, j.schedule);
+                    outln!("  duty: {}", j.duty);
                     match &j.last_success {
                         Some(r) => outln!("  last success: {}", run_line(r)),
                         None => outln!("  last success: never"),
@@ -272,6 +282,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: BackupCmd) -> Result<ExitCode> {
 async fn target_add(ctx: &Ctx, a: TargetAddArgs) -> Result<ExitCode> {
     let mut req = NewBackupTargetRequest {
         name: a.name,
+        duty: a.duty,
         dir: a.dir,
         ssh: a.ssh,
         port: a.port,

@@ -88,6 +88,22 @@ pub(crate) async fn online(ctx: &Ctx, cmd: SnapshotCmd) -> Result<ExitCode> {
         SnapshotCmd::List => {
             let list: SnapshotList = ctx.client.get("/api/v1/snapshots").await?;
             ctx.print(&list, |l| {
+                let sc = &l.schedule;
+                let when = if sc.time == "off" {
+                    "off".to_owned()
+                } else {
+                    format!(
+                        "daily at {} ({}), next {}",
+                        sc.time,
+                        sc.time_zone,
+                        sc.next_at.as_deref().unwrap_or("-")
+                    )
+                };
+                outln!(
+                    "schedule: {when}; keeps {} daily, {} weekly",
+                    sc.keep_daily,
+                    sc.keep_weekly
+                );
                 if l.snapshots.is_empty() {
                     outln!("no snapshots in {}", l.directory);
                     return;

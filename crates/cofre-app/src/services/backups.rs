@@ -10,6 +10,13 @@
 //!   error log line, `cofre_backup_failures_total` on /metrics, and the `[alerts]` webhook.
 //! * A run still `running` when the server starts was interrupted: it is marked failed (and
 //!   alerted) before anything else runs.
+//! * Duties by mode (issue 13): a job's duty follows from its kind ([`Duty::of_kind`]), and a
+//!   target holds backups of one duty, set at creation or by its first job and never changed.
+//!   Every call on a target, job or run needs the role table's action for its duty
+//!   ([`Duty::action`]); lists show only what the caller may see. So in saas the vendor's
+//!   operator never sees, tests, runs or removes the customer's credential backups, nor the key
+//!   to the customer's server they go to, and the customer's admins only see the system side
+//!   through the snapshot list.
 //! * Only already-encrypted material leaves the instance: recordings (sealed per frame), break-glass
 //!   files (age), snapshots (encrypted by their writer), and for `system` a database copy and the
 //!   config file sealed under the master key, with the keyring (wrapped by its key-encryption key).
@@ -26,7 +33,7 @@ use crate::error::ErrorCode;
 use crate::error::{Error, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::names::check_identifier;
-use cofre_core::role::Action;
+use cofre_core::role::{Duty, Mode};
 use cofre_crypto::{envelope, SealedSecret};
 use cofre_proto::{
     BackupJobInfo, BackupRunInfo, BackupStatus, BackupTargetInfo, BackupTestResult,
@@ -71,6 +78,7 @@ fn target_info(t: &BackupTargetRow) -> BackupTargetInfo {
     BackupTargetInfo {
         name: t.name.clone(),
         kind: t.kind.clone(),
+        duty: t.duty.clone(),
         location: t.location.clone(),
         port: t.port.and_then(|p| u16::try_from(p).ok()),
         endpoint: t.endpoint.clone(),
@@ -145,7 +153,102 @@ fn forbid(field: &str, set: bool, kind: &str) -> Result<()> {
     }
 }
 
+/// The duty a stored target holds (`None`: not yet bound). An unknown value (a newer version's)
+/// is treated as a duty nobody holds here.
+fn target_duty(t: &BackupTargetRow) -> std::result::Result<Option<Duty>, ()> {
+    match t.duty.as_deref() {
+        None => Ok(None),
+        Some(d) => Duty::parse(d).map(Some).ok_or(()),
+    }
+}
+
+/// The duty of a stored job, by its kind.
+fn job_duty(job: &BackupJobRow) -> Result<Duty> {
+    Duty::of_kind(&job.kind).ok_or_else(|| {
+        Error::internal(
+            "reading a backup job",
+            format!("job {} has an unknown kind {}", job.name, job.kind),
+        )
+    })
+}
+
+/// Who keeps backups of this duty in this mode, for refusals.
+fn keeper(mode: Mode, duty: Duty) -> &'static str {
+    match (mode, duty) {
+        (_, Duty::Credentials) => "the customer's admins",
+        (Mode::Saas, Duty::System) => "the vendor's operator",
+        (Mode::PrivateSaas, Duty::System) => "the customer's admins and the vendor's operator",
+        (Mode::OnPrem, Duty::System) => "the admins",
+    }
+}
+
+fn may_duty(who: &Principal, duty: Duty) -> bool {
+    who.require(duty.action()).is_ok()
+}
+
+/// Refuses (403) a caller whose role does not keep `duty`, naming the object and whose it is.
+fn require_duty(who: &Principal, duty: Duty, object: &str) -> Result<()> {
+    who.require(duty.action()).map_err(|e| {
+        if e.kind == ErrorKind::Forbidden && e.code == ErrorCode::Forbidden {
+            Error::forbidden(format!(
+                "the {} role may not do this: {object}: {} are kept by {} in {} mode",
+                who.role(),
+                duty.label(),
+                keeper(who.mode(), duty),
+                who.mode().as_str()
+            ))
+        } else {
+            e
+        }
+    })
+}
+
+/// Any backup at all: the role keeps at least one duty (else the role table's refusal).
+pub(crate) fn require_some_duty(who: &Principal) -> Result<()> {
+    if Duty::ALL.iter().any(|d| may_duty(who, *d)) {
+        Ok(())
+    } else {
+        who.require(Duty::System.action())
+    }
+}
+
+/// A target is the caller's when it may keep its duty; an unbound one (its first job decides)
+/// only when it may keep both, since either could follow.
+fn may_target(who: &Principal, t: &BackupTargetRow) -> bool {
+    match target_duty(t) {
+        Ok(Some(d)) => may_duty(who, d),
+        Ok(None) => Duty::ALL.iter().all(|d| may_duty(who, *d)),
+        Err(()) => false,
+    }
+}
+
+fn require_target(who: &Principal, t: &BackupTargetRow) -> Result<()> {
+    let object = format!("backup target {}", t.name);
+    match target_duty(t) {
+        Ok(Some(d)) => require_duty(who, d, &object),
+        Ok(None) => Duty::ALL
+            .iter()
+            .try_for_each(|d| require_duty(who, *d, &object)),
+        Err(()) => Err(Error::forbidden(format!(
+            "{object} holds backups of duty {:?}, which this version does not know",
+            t.duty.as_deref().unwrap_or_default()
+        ))),
+    }
+}
+
 impl Orbit<'_> {
+    /// Refuses a caller who may not touch this target (its duty is not the caller's).
+    pub(crate) fn require_backup_target(&self, who: &Principal, t: &BackupTargetRow) -> Result<()> {
+        require_some_duty(who)?;
+        require_target(who, t)
+    }
+
+    /// Refuses a caller who may not touch this job (its duty is not the caller's).
+    pub(crate) fn require_backup_job(&self, who: &Principal, job: &BackupJobRow) -> Result<()> {
+        require_some_duty(who)?;
+        require_duty(who, job_duty(job)?, &format!("backup job {}", job.name))
+    }
+
     /// A break-glass file was written: the `credentials` jobs should copy it soon.
     pub(crate) fn backups_breakglass_written(&self) {
         self.backups.credentials_due.store(true, Ordering::SeqCst);
@@ -157,8 +260,30 @@ impl Orbit<'_> {
         who: &Principal,
         req: &NewBackupTargetRequest,
     ) -> Result<BackupTargetInfo> {
-        who.require(Action::Orbit)?;
+        require_some_duty(who)?;
         check_identifier("name", &req.name)?;
+        let duty = match req.duty.as_deref() {
+            Some(text) => {
+                let duty = Duty::parse(text).ok_or_else(|| {
+                    Error::invalid(
+                        "duty",
+                        "duty: must be credentials (break-glass files) or system (system, snapshots, recordings)",
+                    )
+                })?;
+                require_duty(who, duty, &format!("a target for {}", duty.label()))?;
+                Some(duty)
+            }
+            // One duty: the target is for it. Both: its first job decides.
+            None => match Duty::ALL
+                .into_iter()
+                .filter(|d| may_duty(who, *d))
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
+                [one] => Some(*one),
+                _ => None,
+            },
+        };
         let kind = one_of(req)?;
         let mut port = None;
         let mut known_hosts = None;
@@ -268,6 +393,7 @@ impl Orbit<'_> {
         tx.backup_insert_target(NewBackupTarget {
             name: &req.name,
             kind,
+            duty: duty.map(Duty::as_str),
             location: &location,
             port,
             endpoint: req.endpoint.as_deref(),
@@ -287,6 +413,7 @@ impl Orbit<'_> {
             format!("backup-target:{}", req.name),
         )
         .detail("kind", kind)
+        .detail("duty", duty.map(Duty::as_str))
         .detail("location", location.as_str());
         if let Some(kh) = &known_hosts {
             entry = entry.detail("host_keys", crate::ssh_keys::known_hosts_fingerprints(kh));
@@ -300,13 +427,15 @@ impl Orbit<'_> {
         Ok(target_info(&row))
     }
 
+    /// The targets the caller may see (those of its duties).
     pub async fn list_backup_targets(&self, who: &Principal) -> Result<Vec<BackupTargetInfo>> {
-        who.require(Action::Orbit)?;
+        require_some_duty(who)?;
         Ok(self
             .store
             .backup_targets()
             .await?
             .iter()
+            .filter(|t| may_target(who, t))
             .map(target_info)
             .collect())
     }
@@ -317,12 +446,13 @@ impl Orbit<'_> {
         who: &Principal,
         name: &str,
     ) -> Result<BackupTestResult> {
-        who.require(Action::Orbit)?;
+        require_some_duty(who)?;
         let row = self
             .store
             .backup_target(name)
             .await?
             .ok_or_else(|| Error::not_found(format!("backup target {name}")))?;
+        require_target(who, &row)?;
         let started = Instant::now();
         let mut pinned = Vec::new();
         let outcome = match self.open_target(&row, &who.username, &mut pinned).await {
@@ -456,13 +586,13 @@ impl Orbit<'_> {
         who: &Principal,
         req: &NewBackupJobRequest,
     ) -> Result<BackupJobInfo> {
-        who.require(Action::Orbit)?;
-        if !KINDS.contains(&req.kind.as_str()) {
-            return Err(Error::invalid(
-                "kind",
-                format!("kind: must be one of {}", KINDS.join(", ")),
-            ));
-        }
+        require_some_duty(who)?;
+        let duty = Duty::of_kind(&req.kind)
+            .filter(|_| KINDS.contains(&req.kind.as_str()))
+            .ok_or_else(|| {
+                Error::invalid("kind", format!("kind: must be one of {}", KINDS.join(", ")))
+            })?;
+        require_duty(who, duty, &format!("a {} job", req.kind))?;
         check_identifier("target", &req.target)?;
         Schedule::parse(&req.schedule)
             .map_err(|e| Error::invalid("schedule", format!("schedule: {e}")))?;
@@ -484,8 +614,34 @@ impl Orbit<'_> {
                     ),
                 )
             })?;
+        let other_duty = |held: &str| {
+            Error::invalid(
+                "target",
+                format!(
+                    "target: backup target {} holds {held}; a {} job is one of the {}: give it a target of its own (`cofre backup target add NAME --duty {}`)",
+                    req.target,
+                    req.kind,
+                    duty.label(),
+                    duty.as_str()
+                ),
+            )
+        };
+        match target_duty(&target) {
+            Ok(Some(held)) if held != duty => {
+                // Someone who may not see the target is refused as for any call on it.
+                require_target(who, &target)?;
+                return Err(other_duty(held.label()));
+            }
+            // Its own duty, which the caller keeps (checked above).
+            Ok(Some(_)) => {}
+            // Unbound (only who keeps both sees it), or a duty this version does not know.
+            Ok(None) | Err(()) => require_target(who, &target)?,
+        }
         let now = self.now_text();
         let mut tx = self.store.write().await?;
+        if !tx.backup_bind_target_duty(target.id, duty.as_str()).await? {
+            return Err(other_duty("backups of the other duty"));
+        }
         tx.backup_insert_job(NewBackupJob {
             name: &name,
             kind: &req.kind,
@@ -503,6 +659,7 @@ impl Orbit<'_> {
                 format!("backup-job:{name}"),
             )
             .detail("kind", req.kind.as_str())
+            .detail("duty", duty.as_str())
             .detail("target", req.target.as_str())
             .detail("schedule", req.schedule.trim()),
         )
@@ -533,6 +690,7 @@ impl App {
         Ok(BackupJobInfo {
             name: job.name.clone(),
             kind: job.kind.clone(),
+            duty: job_duty(job)?.as_str().to_owned(),
             target: job.target.clone(),
             schedule: job.schedule.clone(),
             created_at: job.created_at.clone(),
@@ -557,40 +715,54 @@ impl App {
 
 impl Orbit<'_> {
     pub async fn get_backup_status(&self, who: &Principal) -> Result<BackupStatus> {
-        who.require(Action::Orbit)?;
+        require_some_duty(who)?;
         let targets = self
             .store
             .backup_targets()
             .await?
             .iter()
+            .filter(|t| may_target(who, t))
             .map(target_info)
             .collect();
         let mut jobs = Vec::new();
         for job in self.store.backup_jobs().await? {
-            jobs.push(self.job_info(&job).await?);
+            if may_duty(who, job_duty(&job)?) {
+                jobs.push(self.job_info(&job).await?);
+            }
         }
         Ok(BackupStatus { targets, jobs })
     }
 
     pub async fn get_backup_run(&self, who: &Principal, id: i64) -> Result<BackupRunInfo> {
-        who.require(Action::Orbit)?;
+        require_some_duty(who)?;
         let run = self
             .store
             .backup_run(id)
             .await?
             .ok_or_else(|| Error::not_found(format!("backup run {id}")))?;
+        let job = self
+            .store
+            .backup_job(&run.job)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("backup run {id}")))?;
+        require_duty(
+            who,
+            job_duty(&job)?,
+            &format!("backup run {id} (job {})", run.job),
+        )?;
         Ok(run_info(&run, self.progress_of(id)))
     }
 
     /// Starts a run of a job now; it goes on in the background (follow it with
     /// [`Orbit::get_backup_run`]).
     pub async fn run_backup_now(&self, who: &Principal, job: &str) -> Result<BackupRunInfo> {
-        who.require(Action::Orbit)?;
+        require_some_duty(who)?;
         let job = self
             .store
             .backup_job(job)
             .await?
             .ok_or_else(|| Error::not_found(format!("backup job {job}")))?;
+        require_duty(who, job_duty(&job)?, &format!("backup job {}", job.name))?;
         let id = self.start_run(&job, &who.username, "manual").await?;
         self.get_backup_run(who, id).await
     }

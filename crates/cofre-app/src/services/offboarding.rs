@@ -448,7 +448,13 @@ impl Orbit<'_> {
     /// Removes a backup target no job uses (their names are given otherwise). Its sealed secret is
     /// dropped; the row stays for the runs' history.
     pub async fn remove_backup_target(&self, who: &Principal, name: &str) -> Result<()> {
-        who.require(Action::Orbit)?;
+        super::backups::require_some_duty(who)?;
+        let row = self
+            .store
+            .backup_target(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("backup target {name}")))?;
+        self.require_backup_target(who, &row)?;
         let mut tx = self.store.write().await?;
         let (id, jobs) = tx
             .backup_target_users(name)
@@ -479,7 +485,13 @@ impl Orbit<'_> {
     /// Removes a backup job that is not running; its runs stay listed in the audit trail and in
     /// `backup/runs`. Nothing already on the target is deleted.
     pub async fn remove_backup_job(&self, who: &Principal, name: &str) -> Result<()> {
-        who.require(Action::Orbit)?;
+        super::backups::require_some_duty(who)?;
+        let job = self
+            .store
+            .backup_job(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("backup job {name}")))?;
+        self.require_backup_job(who, &job)?;
         let mut tx = self.store.write().await?;
         let (id, running) = tx
             .backup_job_busy(name)

@@ -19,7 +19,7 @@ use cofre_crypto::datakey::DataKey;
 use cofre_crypto::SealKind;
 use cofre_proto::{
     CreateSnapshotRequest, PruneSnapshotsRequest, PruneSnapshotsResponse, SnapshotInfo,
-    SnapshotJob, SnapshotList, SnapshotMember, SnapshotVerifyResponse,
+    SnapshotJob, SnapshotList, SnapshotMember, SnapshotSchedule, SnapshotVerifyResponse,
 };
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -157,7 +157,7 @@ impl Orbit<'_> {
         who: &Principal,
         req: &CreateSnapshotRequest,
     ) -> Result<SnapshotJob> {
-        who.require(Action::Orbit)?;
+        who.require(Action::ManageSnapshots)?;
         let reason = match req.reason.as_deref() {
             None | Some("manual") => SnapshotReason::Manual,
             Some("pre-maintenance") => SnapshotReason::PreMaintenance,
@@ -197,7 +197,7 @@ impl Orbit<'_> {
     }
 
     pub fn get_snapshot_job(&self, who: &Principal, id: &str) -> Result<SnapshotJob> {
-        who.require(Action::Orbit)?;
+        who.require(Action::ViewSnapshots)?;
         let jobs = self
             .snapshots
             .jobs
@@ -447,12 +447,27 @@ impl App {
 
 impl Orbit<'_> {
     pub fn list_snapshots(&self, who: &Principal) -> Result<SnapshotList> {
-        who.require(Action::Orbit)?;
+        who.require(Action::ViewSnapshots)?;
         let dir = self.snapshot_dir();
         let all = snap::list(&dir).map_err(io_error("listing snapshots"))?;
+        let cfg = &self.config.snapshots;
+        let zone = &self.config.instance.time_zone;
+        let next_at = snap::parse_hhmm(&cfg.time).and_then(|at| {
+            let next = zone.next_at(self.now().unix_timestamp(), at);
+            time::OffsetDateTime::from_unix_timestamp(next)
+                .ok()
+                .map(super::timestamp)
+        });
         Ok(SnapshotList {
             snapshots: all.iter().map(info).collect(),
             directory: dir.display().to_string(),
+            schedule: SnapshotSchedule {
+                time: cfg.time.clone(),
+                time_zone: zone.name().to_owned(),
+                keep_daily: cfg.keep_daily,
+                keep_weekly: cfg.keep_weekly,
+                next_at,
+            },
         })
     }
 }
@@ -483,7 +498,7 @@ impl Orbit<'_> {
         who: &Principal,
         id: &str,
     ) -> Result<SnapshotVerifyResponse> {
-        who.require(Action::Orbit)?;
+        who.require(Action::ManageSnapshots)?;
         let (path, mut meta) = self.find_snapshot(id)?;
         let master_key = {
             let mut file = std::fs::File::open(&path).map_err(io_error("opening the snapshot"))?;
@@ -570,7 +585,7 @@ impl Orbit<'_> {
         who: &Principal,
         req: &PruneSnapshotsRequest,
     ) -> Result<PruneSnapshotsResponse> {
-        who.require(Action::Orbit)?;
+        who.require(Action::ManageSnapshots)?;
         if req.dry_run {
             let all = snap::list(&self.snapshot_dir()).map_err(io_error("listing snapshots"))?;
             let gone = snap::to_prune(

@@ -33,7 +33,15 @@ fn json<T: serde::Serialize>(
 }
 
 pub(crate) async fn orbit(State(c): State<Console>, v: Viewer) -> PageResult {
-    v.who.require(cofre_core::role::Action::Orbit)?;
+    use cofre_core::role::Action;
+    let may = |a: Action| v.who.require(a).is_ok();
+    if !(may(Action::ViewSnapshots) || may(Action::SystemBackups) || may(Action::CredentialBackups))
+    {
+        v.who.require(Action::ViewSnapshots)?;
+    }
+    // What each part shows is what its service lets the caller see; the buttons only for who
+    // may press them.
+    let manage_snapshots = may(Action::ManageSnapshots);
     let orbit = c.app.orbit();
     let list = orbit.list_snapshots(&v.who);
     let ids: Vec<String> = list
@@ -53,16 +61,18 @@ pub(crate) async fn orbit(State(c): State<Console>, v: Viewer) -> PageResult {
         "/orbit",
         "Orbit",
         html! {
-            form method="post" action="/orbit/snapshots" {
-                (csrf_field(&v))
-                input id="o-rec" name="include_recordings" type="checkbox" value="true" checked;
-                label for="o-rec" { "Include the recordings" }
-                button type="submit" { "Take a snapshot now" }
-            }
-            @for id in &ids {
-                form method="post" action={ "/orbit/snapshots/" (urlencode(id)) "/verify" } {
+            @if manage_snapshots {
+                form method="post" action="/orbit/snapshots" {
                     (csrf_field(&v))
-                    button type="submit" { "Verify snapshot " (id) }
+                    input id="o-rec" name="include_recordings" type="checkbox" value="true" checked;
+                    label for="o-rec" { "Include the recordings" }
+                    button type="submit" { "Take a snapshot now" }
+                }
+                @for id in &ids {
+                    form method="post" action={ "/orbit/snapshots/" (urlencode(id)) "/verify" } {
+                        (csrf_field(&v))
+                        button type="submit" { "Verify snapshot " (id) }
+                    }
                 }
             }
             (section("Snapshots", snapshots))

@@ -1579,31 +1579,35 @@ fn body_of(r: &Row) -> Body<'static> {
 }
 
 /// Orbit (snapshots, backups) follows the deployment mode: the tenant admin on-prem (the matrix
-/// above), admin and the vendor's operator in private-saas, only the operator in saas.
+/// above), admin and the vendor's operator in private-saas; in saas the operator manages the
+/// snapshots, and the customer's admin sees them and keeps its credential backups
+/// (duties_follow_the_mode has every cell).
 #[test]
 fn orbit_follows_the_mode() {
-    for (mode, admin_may, operator_may) in [("private-saas", true, true), ("saas", false, true)] {
+    for (mode, admin_manages) in [("private-saas", true), ("saas", false)] {
         let inst = Instance::new(Backend::Sqlite);
         let config = inst.path().join("cofre.toml");
         std::fs::write(&config, format!("mode = \"{mode}\"\n")).unwrap();
         let server = inst.start_with_env(&[("COFRE_CONFIG", config.to_str().unwrap())]);
         let (admin, _) = admin_cli(&inst, &server);
         let (operator, _, _) = add_user_cli(&inst, &server, &admin, "op1", "operator", &[]);
-        for (who, cli, may) in [
-            ("admin", &admin, admin_may),
-            ("operator", &operator, operator_may),
+        for (who, cli, manages) in [
+            ("admin", &admin, admin_manages),
+            ("operator", &operator, true),
         ] {
             for args in [&["snapshot", "list"][..], &["backup", "status"][..]] {
                 let out = cli.run(args, None);
-                assert_eq!(
-                    out.code == Some(0),
-                    may,
-                    "{mode}: {who} {args:?}: {}",
-                    out.all()
-                );
-                if !may {
-                    assert!(out.all().contains("may not"), "{}", out.all());
-                }
+                assert_eq!(out.code, Some(0), "{mode}: {who} {args:?}: {}", out.all());
+            }
+            let out = cli.run(&["snapshot", "prune", "--dry-run"], None);
+            assert_eq!(
+                out.code == Some(0),
+                manages,
+                "{mode}: {who} prune: {}",
+                out.all()
+            );
+            if !manages {
+                assert!(out.all().contains("may not"), "{}", out.all());
             }
         }
         // Whatever the mode, the operator never reads credentials or the audit trail.
@@ -1624,4 +1628,348 @@ fn orbit_follows_the_mode() {
             cli.ok(&["diagnostics", "logs", "--lines", "5"]);
         }
     }
+}
+
+/// Whose backups a target or job is (README, "Who does what in each mode").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Duty {
+    Credentials,
+    System,
+}
+
+const MODES: [&str; 3] = ["on-prem", "private-saas", "saas"];
+
+/// README's table, cell by cell: who keeps backups of a duty in a mode.
+fn keeps(mode: &str, who: Who, duty: Duty) -> bool {
+    match (duty, mode) {
+        // The break-glass files go to the customer's own server: its admins', in every mode.
+        (Duty::Credentials, _) => who == Who::Admin,
+        (Duty::System, "on-prem") => who == Who::Admin,
+        (Duty::System, "private-saas") => matches!(who, Who::Admin | Who::Operator),
+        (Duty::System, _) => who == Who::Operator,
+    }
+}
+
+/// Taking, verifying and pruning snapshots: as the system backups.
+fn manages_snapshots(mode: &str, who: Who) -> bool {
+    keeps(mode, who, Duty::System)
+}
+
+/// Listing snapshots, their jobs and the schedule: who manages them, and the customer's admins
+/// everywhere (in saas they see, not change).
+fn views_snapshots(mode: &str, who: Who) -> bool {
+    manages_snapshots(mode, who) || who == Who::Admin
+}
+
+/// Duties by mode (issue 13): every backup and snapshot endpoint × every role (and anonymous) ×
+/// every mode, on a target, job and run of each duty; lists show only the caller's duties; a job
+/// of one duty is refused on the other's target, naming the field. private-saas runs on
+/// PostgreSQL, so the duty column (migration 0034) and its binding are held on both stores.
+#[test]
+fn duties_follow_the_mode() {
+    let mut failures = Vec::new();
+    for mode in MODES {
+        let inst = Instance::new(if mode == "private-saas" {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        });
+        let config = inst.path().join("cofre.toml");
+        std::fs::write(&config, format!("mode = \"{mode}\"\n")).unwrap();
+        let server = inst.start_with_env(&[("COFRE_CONFIG", config.to_str().unwrap())]);
+        let api = server.api();
+        let (admin, _) = admin_token(&server);
+        let mut tokens: BTreeMap<Who, Option<String>> = BTreeMap::new();
+        tokens.insert(Who::Admin, Some(admin.clone()));
+        for (who, name, role) in [
+            (Who::Approver, "approver1", "approver"),
+            (Who::User, "user1", "user"),
+            (Who::Auditor, "auditor1", "auditor"),
+            (Who::Operator, "operator1", "operator"),
+            (Who::Support, "support1", "support"),
+        ] {
+            tokens.insert(who, Some(api.make_user(&admin, name, role, &[]).0));
+        }
+        tokens.insert(Who::Anonymous, None);
+        // Whoever keeps a duty in this mode sets up its fixtures.
+        let keeper = |duty: Duty| {
+            let who = [Who::Admin, Who::Operator]
+                .into_iter()
+                .find(|w| keeps(mode, *w, duty))
+                .unwrap();
+            tokens[&who].clone().unwrap()
+        };
+        let dir = inst.path().join("backups");
+        let kind_of = |d: Duty| match d {
+            Duty::Credentials => "credentials",
+            Duty::System => "recordings",
+        };
+        let name_of = |d: Duty| match d {
+            Duty::Credentials => "keys",
+            Duty::System => "disk",
+        };
+        let duty_text = |d: Duty| match d {
+            Duty::Credentials => "credentials",
+            Duty::System => "system",
+        };
+        let mut runs = BTreeMap::new();
+        for d in [Duty::Credentials, Duty::System] {
+            let t = keeper(d);
+            let n = name_of(d);
+            api.post(
+                "/api/v1/backup/targets",
+                Some(&t),
+                json!({"name": n, "duty": duty_text(d), "dir": dir.join(n).to_str().unwrap()}),
+            )
+            .assert_ok();
+            api.post(
+                "/api/v1/backup/jobs",
+                Some(&t),
+                json!({"name": format!("{n}-job"), "kind": kind_of(d), "target": n, "schedule": "manual"}),
+            )
+            .assert_ok();
+            let run = api.post(
+                &format!("/api/v1/backup/jobs/{n}-job/run"),
+                Some(&t),
+                json!({}),
+            );
+            run.assert_ok();
+            runs.insert(n, run.body["id"].as_i64().unwrap());
+            // Per caller, a job and a target to remove.
+            for who in tokens.keys() {
+                let tag = format!("{who:?}").to_lowercase();
+                api.post(
+                    "/api/v1/backup/targets",
+                    Some(&t),
+                    json!({"name": format!("rm-{n}-{tag}"), "duty": duty_text(d), "dir": dir.join(format!("rm-{n}-{tag}")).to_str().unwrap()}),
+                )
+                .assert_ok();
+                api.post(
+                    "/api/v1/backup/jobs",
+                    Some(&t),
+                    json!({"name": format!("rmj-{n}-{tag}"), "kind": kind_of(d), "target": n, "schedule": "manual"}),
+                )
+                .assert_ok();
+            }
+        }
+        let snapshot_job = api.post(
+            "/api/v1/snapshots",
+            Some(&keeper(Duty::System)),
+            json!({"include_recordings": false}),
+        );
+        snapshot_job.assert_ok();
+        let snapshot_job = snapshot_job.body["id"].as_str().unwrap().to_owned();
+
+        for (&who, token) in &tokens {
+            let tag = format!("{who:?}").to_lowercase();
+            let token = token.as_deref();
+            let expect = |what: String, resp: Resp, allowed: bool, must_succeed: bool| {
+                let ok = if who == Who::Anonymous {
+                    resp.status == 401
+                } else if allowed {
+                    if must_succeed {
+                        (200..300).contains(&resp.status)
+                    } else {
+                        ![401, 403].contains(&resp.status) && resp.status < 500
+                    }
+                } else {
+                    resp.status == 403 && resp.code() == "forbidden"
+                };
+                (!ok).then(|| {
+                    format!(
+                        "{mode}: {who:?} {what}: expected {}, got {} {}",
+                        if allowed { "allowed" } else { "403" },
+                        resp.status,
+                        resp.text
+                    )
+                })
+            };
+            for d in [Duty::Credentials, Duty::System] {
+                let n = name_of(d);
+                let may = keeps(mode, who, d);
+                failures.extend(expect(
+                    format!("add a {d:?} target"),
+                    api.post(
+                        "/api/v1/backup/targets",
+                        token,
+                        json!({"name": format!("t-{n}-{tag}"), "duty": duty_text(d), "dir": dir.join(format!("t-{n}-{tag}")).to_str().unwrap()}),
+                    ),
+                    may,
+                    true,
+                ));
+                failures.extend(expect(
+                    format!("test the {d:?} target"),
+                    api.post(
+                        &format!("/api/v1/backup/targets/{n}/test"),
+                        token,
+                        json!({}),
+                    ),
+                    may,
+                    true,
+                ));
+                failures.extend(expect(
+                    format!("add a {d:?} job"),
+                    api.post(
+                        "/api/v1/backup/jobs",
+                        token,
+                        json!({"name": format!("j-{n}-{tag}"), "kind": kind_of(d), "target": n, "schedule": "manual"}),
+                    ),
+                    may,
+                    true,
+                ));
+                // The fixture's run may still be going (409): allowed, not refused.
+                failures.extend(expect(
+                    format!("run the {d:?} job"),
+                    api.post(
+                        &format!("/api/v1/backup/jobs/{n}-job/run"),
+                        token,
+                        json!({}),
+                    ),
+                    may,
+                    false,
+                ));
+                failures.extend(expect(
+                    format!("read the {d:?} run"),
+                    api.get(&format!("/api/v1/backup/runs/{}", runs[n]), token),
+                    may,
+                    true,
+                ));
+                failures.extend(expect(
+                    format!("remove a {d:?} job"),
+                    api.call(
+                        "DELETE",
+                        &format!("/api/v1/backup/jobs/rmj-{n}-{tag}"),
+                        token,
+                        Body::None,
+                    ),
+                    may,
+                    true,
+                ));
+                failures.extend(expect(
+                    format!("remove a {d:?} target"),
+                    api.call(
+                        "DELETE",
+                        &format!("/api/v1/backup/targets/rm-{n}-{tag}"),
+                        token,
+                        Body::None,
+                    ),
+                    may,
+                    true,
+                ));
+                // A job of this duty on the other duty's target: a bad value (naming the field)
+                // for whoever keeps both, refused for anyone else.
+                let other = name_of(match d {
+                    Duty::Credentials => Duty::System,
+                    Duty::System => Duty::Credentials,
+                });
+                let r = api.post(
+                    "/api/v1/backup/jobs",
+                    token,
+                    json!({"name": format!("x-{n}-{tag}"), "kind": kind_of(d), "target": other, "schedule": "manual"}),
+                );
+                let both = keeps(mode, who, Duty::Credentials) && keeps(mode, who, Duty::System);
+                if both {
+                    if !(r.status == 400 && r.field() == Some("target") && r.text.contains("holds"))
+                    {
+                        failures.push(format!(
+                            "{mode}: {who:?} a {d:?} job on {other}: expected 400 naming target, got {} {}",
+                            r.status, r.text
+                        ));
+                    }
+                } else {
+                    failures.extend(expect(format!("a {d:?} job on {other}"), r, false, true));
+                }
+            }
+            // Lists: only the caller's duties.
+            let any = keeps(mode, who, Duty::Credentials) || keeps(mode, who, Duty::System);
+            for path in ["/api/v1/backup/status", "/api/v1/backup/targets"] {
+                let r = api.get(path, token);
+                if any && r.status == 200 {
+                    let targets = if path.ends_with("status") {
+                        &r.body["targets"]
+                    } else {
+                        &r.body
+                    };
+                    let mut seen: Vec<&str> = targets
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| t["duty"].as_str().unwrap_or("none"))
+                        .collect();
+                    seen.sort_unstable();
+                    seen.dedup();
+                    let mut want = Vec::new();
+                    for d in [Duty::Credentials, Duty::System] {
+                        if keeps(mode, who, d) {
+                            want.push(duty_text(d));
+                        }
+                    }
+                    if seen != want {
+                        failures.push(format!(
+                            "{mode}: {who:?} {path}: sees targets of {seen:?}, should see {want:?}"
+                        ));
+                    }
+                    if let Some(jobs) = r.body.get("jobs").and_then(Value::as_array) {
+                        for j in jobs {
+                            let d = if j["duty"] == "credentials" {
+                                Duty::Credentials
+                            } else {
+                                Duty::System
+                            };
+                            if !keeps(mode, who, d) {
+                                failures.push(format!("{mode}: {who:?} {path}: sees job {j}"));
+                            }
+                        }
+                    }
+                }
+                failures.extend(expect(path.to_owned(), r, any, true));
+            }
+            // Snapshots: seen by the customer's admins in every mode, managed as the system side.
+            let view = views_snapshots(mode, who);
+            let manage = manages_snapshots(mode, who);
+            let r = api.get("/api/v1/snapshots", token);
+            if view && r.status == 200 && r.body["schedule"]["time"] != "03:00" {
+                failures.push(format!("{mode}: {who:?}: no schedule in {}", r.text));
+            }
+            failures.extend(expect("list snapshots".into(), r, view, true));
+            failures.extend(expect(
+                "follow a snapshot job".into(),
+                api.get(&format!("/api/v1/snapshots/jobs/{snapshot_job}"), token),
+                view,
+                true,
+            ));
+            failures.extend(expect(
+                "take a snapshot".into(),
+                api.post(
+                    "/api/v1/snapshots",
+                    token,
+                    json!({"include_recordings": false}),
+                ),
+                manage,
+                false,
+            ));
+            failures.extend(expect(
+                "verify a snapshot".into(),
+                api.post(
+                    "/api/v1/snapshots/no-such-snapshot/verify",
+                    token,
+                    json!({}),
+                ),
+                manage,
+                false,
+            ));
+            failures.extend(expect(
+                "prune snapshots".into(),
+                api.post("/api/v1/snapshots/prune", token, json!({"dry_run": true})),
+                manage,
+                true,
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} duty failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -374,8 +374,8 @@ fn directory_target_system_and_credentials() {
         .assert_stdout_contains("audit chain intact");
     drop(server2);
 
-    // credentials: after a break-glass file is written, the job runs by itself.
-    admin.ok(&[
+    // credentials: not on the system backups' target (a target holds one duty) ...
+    let refused = admin.fail(&[
         "backup",
         "job",
         "add",
@@ -383,6 +383,38 @@ fn directory_target_system_and_credentials() {
         "credentials",
         "--target",
         "usb",
+        "--schedule",
+        "daily 04:00",
+    ]);
+    assert!(
+        refused
+            .all()
+            .contains("target: backup target usb holds system backups"),
+        "{}",
+        refused.all()
+    );
+    // ... but on one of its own; after a break-glass file is written, the job runs by itself.
+    let dest = inst.path().join("usb-keys");
+    admin
+        .ok(&[
+            "backup",
+            "target",
+            "add",
+            "usb-keys",
+            "--duty",
+            "credentials",
+            "--dir",
+            dest.to_str().unwrap(),
+        ])
+        .assert_stdout_contains("duty: credentials");
+    admin.ok(&[
+        "backup",
+        "job",
+        "add",
+        "--kind",
+        "credentials",
+        "--target",
+        "usb-keys",
         "--schedule",
         "daily 04:00",
     ]);
@@ -1668,4 +1700,242 @@ fn walk_names(dir: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// Duties in saas (issue 13): the customer's admin adds an SSH (rsync) target for its credential
+/// backups and runs a credentials job end to end; the vendor's operator neither sees nor touches
+/// that target, its job or its run (403); the admin may not take, prune or back up snapshots nor
+/// add system jobs, but sees the snapshots the operator takes and their schedule.
+#[test]
+fn saas_credential_backups_are_the_customers() {
+    if let Some(why) = sshd_unavailable() {
+        assert!(std::env::var("CI").is_err(), "{why}");
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let inst = Instance::new(Backend::Sqlite);
+    let config = inst.path().join("cofre.toml");
+    std::fs::write(&config, "mode = \"saas\"\n").unwrap();
+    let server = inst.start_with_env(&[
+        ("COFRE_CONFIG", config.to_str().unwrap()),
+        ("COFRE_LOG", "info"),
+    ]);
+    let (admin, _) = admin_cli(&inst, &server);
+    let (operator, _, _) = add_user_cli(&inst, &server, &admin, "op1", "operator", &[]);
+    let keys = inst.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    ssh_keygen(&keys.join("backup_key"));
+    let sshd = Sshd::start(&inst.path().join("sshd"));
+    sshd.authorize(&keys.join("backup_key.pub"));
+
+    // A break-glass file to back up.
+    let (alice, _, _) = add_user_cli(&inst, &server, &admin, "alice", "user", &[]);
+    let (bob, _, _) = add_user_cli(&inst, &server, &admin, "bob", "user", &[]);
+    admin.ok(&[
+        "breakglass",
+        "ceremony",
+        "--custodians",
+        "alice,bob",
+        "--threshold",
+        "2",
+    ]);
+    alice.ok(&["breakglass", "share"]);
+    bob.ok(&["breakglass", "share"]);
+    let local = tree(&inst.data_dir.join("breakglass"));
+    assert!(!local.is_empty(), "a break-glass file was written");
+
+    // The admin's target: credentials by default, the only duty its role keeps in saas.
+    let remote = inst.path().join("customer/srv/cofre");
+    admin
+        .ok(&[
+            "backup",
+            "target",
+            "add",
+            "vault-copy",
+            "--ssh",
+            &format!("root@127.0.0.1:{}", remote.display()),
+            "--port",
+            &sshd.port.to_string(),
+            "--key-file",
+            keys.join("backup_key").to_str().unwrap(),
+        ])
+        .assert_stdout_contains("duty: credentials");
+    admin
+        .ok(&["backup", "target", "test", "vault-copy"])
+        .assert_stdout_contains(&sshd.host_key_fingerprint());
+    admin.ok(&[
+        "backup",
+        "job",
+        "add",
+        "--kind",
+        "credentials",
+        "--target",
+        "vault-copy",
+        "--schedule",
+        "manual",
+        "--name",
+        "keys",
+    ]);
+    let run = run_json(&admin, "keys");
+    assert_eq!(run["status"], "ok", "{run}");
+    assert!(run["files_sent"].as_u64().unwrap() > 0, "{run}");
+    assert!(
+        tree(&remote.join("credentials")) == local,
+        "the customer's server has the break-glass files, byte for byte"
+    );
+    let run_id = run["id"].as_i64().unwrap();
+
+    // The operator: none of it shows, and every call on it is refused.
+    let api = server.api();
+    let op = operator.token();
+    let status = api.get("/api/v1/backup/status", Some(&op));
+    status.assert_ok();
+    assert!(
+        !status.text.contains("vault-copy") && !status.text.contains("\"keys\""),
+        "the operator sees the customer's credential backups: {}",
+        status.text
+    );
+    let targets = api.get("/api/v1/backup/targets", Some(&op));
+    targets.assert_ok();
+    assert_eq!(targets.body, serde_json::json!([]), "{}", targets.text);
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/v1/backup/targets/vault-copy/test".to_owned(),
+            None,
+        ),
+        ("POST", "/api/v1/backup/jobs/keys/run".to_owned(), None),
+        ("GET", format!("/api/v1/backup/runs/{run_id}"), None),
+        ("DELETE", "/api/v1/backup/jobs/keys".to_owned(), None),
+        (
+            "DELETE",
+            "/api/v1/backup/targets/vault-copy".to_owned(),
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/backup/jobs".to_owned(),
+            Some(
+                serde_json::json!({"kind": "system", "target": "vault-copy", "schedule": "manual"}),
+            ),
+        ),
+        (
+            "POST",
+            "/api/v1/backup/jobs".to_owned(),
+            Some(
+                serde_json::json!({"kind": "credentials", "target": "vault-copy", "schedule": "manual"}),
+            ),
+        ),
+        (
+            "POST",
+            "/api/v1/backup/targets".to_owned(),
+            Some(
+                serde_json::json!({"name": "mine", "duty": "credentials", "dir": inst.path().join("op").to_str().unwrap()}),
+            ),
+        ),
+    ] {
+        let body = match body {
+            Some(v) => Body::Json(v),
+            None => Body::None,
+        };
+        let r = api.call(method, &path, Some(&op), body);
+        r.assert_error(403, "forbidden");
+        assert!(r.text.contains("may not"), "{method} {path}: {}", r.text);
+    }
+    assert!(operator
+        .fail(&["backup", "run", "keys"])
+        .all()
+        .contains("credential backups are kept by the customer's admins in saas mode"));
+
+    // The operator's side: snapshots (and system backups on its own targets).
+    let snap = api.post(
+        "/api/v1/snapshots",
+        Some(&op),
+        serde_json::json!({"include_recordings": false}),
+    );
+    snap.assert_ok();
+    let job = snap.body["id"].as_str().unwrap().to_owned();
+    let token = admin.token();
+    // The admin follows it and sees the result in the list, with the schedule ...
+    wait_until("the snapshot taken", Duration::from_secs(60), || {
+        let j = api.get(&format!("/api/v1/snapshots/jobs/{job}"), Some(&token));
+        j.assert_ok();
+        !j.body["finished_at"].is_null()
+    });
+    let list = api.get("/api/v1/snapshots", Some(&token));
+    list.assert_ok();
+    assert_eq!(
+        list.body["snapshots"].as_array().unwrap().len(),
+        1,
+        "{}",
+        list.text
+    );
+    assert_eq!(list.body["schedule"]["time"], "03:00", "{}", list.text);
+    assert!(
+        list.body["schedule"]["next_at"].is_string(),
+        "{}",
+        list.text
+    );
+    admin
+        .ok(&["snapshot", "list"])
+        .assert_stdout_contains("schedule: daily at 03:00");
+    // ... but changes nothing on that side.
+    let id = list.body["snapshots"][0]["id"].as_str().unwrap().to_owned();
+    for (path, body) in [
+        (
+            "/api/v1/snapshots".to_owned(),
+            serde_json::json!({"include_recordings": false}),
+        ),
+        (
+            "/api/v1/snapshots/prune".to_owned(),
+            serde_json::json!({"dry_run": false}),
+        ),
+        (
+            format!("/api/v1/snapshots/{id}/verify"),
+            serde_json::json!({}),
+        ),
+        (
+            "/api/v1/backup/jobs".to_owned(),
+            serde_json::json!({"kind": "system", "target": "vault-copy", "schedule": "manual"}),
+        ),
+        (
+            "/api/v1/backup/jobs".to_owned(),
+            serde_json::json!({"kind": "snapshots", "target": "vault-copy", "schedule": "manual"}),
+        ),
+        (
+            "/api/v1/backup/targets".to_owned(),
+            serde_json::json!({"name": "sys", "duty": "system", "dir": inst.path().join("sys").to_str().unwrap()}),
+        ),
+    ] {
+        let r = api.post(&path, Some(&token), body);
+        r.assert_error(403, "forbidden");
+    }
+    assert!(admin
+        .fail(&[
+            "backup",
+            "job",
+            "add",
+            "--kind",
+            "system",
+            "--target",
+            "vault-copy",
+            "--schedule",
+            "manual"
+        ])
+        .all()
+        .contains("system backups are kept by the vendor's operator in saas mode"));
+
+    // Audited as the others, with the duty.
+    let trail = audit(&admin);
+    let added = entries(&trail, "backup.target_add");
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_eq!(added[0]["details"]["duty"], "credentials");
+    assert_eq!(
+        entries(&trail, "backup.job_add")[0]["details"]["duty"],
+        "credentials"
+    );
+    assert_eq!(entries(&trail, "backup.run").len(), 1);
+    admin
+        .ok(&["audit", "verify"])
+        .assert_stdout_contains("audit chain intact");
 }
