@@ -422,7 +422,7 @@ pub(crate) fn make_release_of(
     use sha2::Digest;
     let work = dir.join(format!("release-{}", random_hex(6)));
     std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(work.join("cofre"), &binary).unwrap();
+    std::fs::write(work.join("cofre"), binary).unwrap();
     let manifest = json!({
         "format": "cofre-release-v1",
         "version": version,
