@@ -239,7 +239,8 @@ impl Approvals<'_> {
             invitation: row
                 .invitation
                 .as_deref()
-                .and_then(|j| serde_json::from_str(j).ok()),
+                .and_then(|j| serde_json::from_str::<StoredInvitation>(j).ok())
+                .map(|s| s.invite),
             link: self.request_link(&row.id),
         }
     }
@@ -914,12 +915,43 @@ impl Approvals<'_> {
         // Not visible is not found; visible but closed or not one's level is a clear refusal.
         let seen = self.visible_request(who, id).await?;
         // An invitation asked for by policy is checked again now (its `from` left out starts
-        // at the approval) and kept in the transaction that approves it, if this vote does.
+        // at the approval), with its requester's policies as they are now, and kept in the
+        // transaction that approves it, if this vote does.
         let invitation = match (&seen.invitation, verdict) {
             (Some(json), Verdict::Approve) => {
-                let req: InviteRequest = serde_json::from_str(json)
+                let stored: StoredInvitation = serde_json::from_str(json)
                     .map_err(|e| Error::internal("reading an invitation request", e))?;
-                Some(self.draft_invitation(&req).await?)
+                let draft = self.draft_invitation(&stored.invite).await?;
+                let enabled = self
+                    .store
+                    .user_by_name(&seen.requester)
+                    .await?
+                    .is_some_and(|u| u.disabled_at.is_none());
+                if !enabled {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        ErrorCode::Conflict,
+                        format!(
+                            "{} is disabled or gone: the invitation it asked for is not kept \
+                             (deny the request)",
+                            seen.requester
+                        ),
+                    ));
+                }
+                let mut inviter = self.sessions().principal_for_name(&seen.requester).await?;
+                if let Some(ip) = stored.source {
+                    inviter = inviter.with_source(ip);
+                }
+                self.invitation_terms(&inviter, &draft)
+                    .await
+                    .map_err(|e| Error {
+                        message: format!(
+                            "the invitation {} asked for no longer holds: {}",
+                            seen.requester, e.message
+                        ),
+                        ..e
+                    })?;
+                Some(draft)
             }
             _ => None,
         };
@@ -1175,6 +1207,15 @@ impl Approvals<'_> {
     }
 }
 
+/// What an invitation request keeps (`access_requests.invitation`): the invitation asked for
+/// and where its requester asked from (policies' `--from` are judged again at the approval).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredInvitation {
+    invite: InviteRequest,
+    #[serde(default)]
+    source: Option<std::net::IpAddr>,
+}
+
 /// Why an inviter may not invite to `target`: no `invite`, or no `session` of its own there.
 fn invite_denied(target: &str, access: Access) -> Error {
     let why = match access {
@@ -1188,43 +1229,24 @@ fn invite_denied(target: &str, access: Access) -> Error {
 }
 
 impl Approvals<'_> {
-    /// A user (not an admin) invites a third party where its policies say so. Each target
-    /// needs `invite` *and* `session` for the inviter, every moment of the invitation's window
-    /// inside every matching policy's limits, the window no longer than their maximum
-    /// duration, and each `target × account` pair a credential: so the invitation never
-    /// reaches beyond its inviter. The terms are the most restrictive of all of them: `allow`
-    /// or `justify` keep it at once (audited with the policy); `approve` makes it an access
-    /// request of access `invite` through the approval engine, whose approval keeps it and
-    /// sends the link. An invitee's principal never invites.
-    pub(crate) async fn invite_by_policy(
+    /// The terms an invitation by `who` gets, or why it may not be (see `invite_by_policy`):
+    /// every target needs `invite` and `session`, every pair a credential, every moment of the
+    /// window inside every matching policy, the window within their maximum duration.
+    async fn invitation_terms(
         &self,
         who: &Principal,
-        req: &InviteRequest,
-    ) -> Result<Invited> {
-        who.require(Action::UseCredentials)?;
-        if who.invitation().is_some() {
-            return Err(Error::forbidden("an invitee may not invite"));
-        }
-        let targets = cofre_core::invite::parse_names("targets", &req.targets, check_identifier)?;
-        let accounts = cofre_core::invite::parse_names("accounts", &req.accounts, check_account)?;
-        // First who may invite to what, at this moment: without the policy, nothing else is
-        // judged (an unknown target reads as one without the policy: names are not probed).
-        let now = self.now().unix_timestamp();
+        draft: &super::invites::InvitationDraft,
+    ) -> Result<Terms> {
         let mut subjects = Vec::new();
-        for t in &targets {
+        for t in &draft.targets {
             let Some(row) = self.store.target_by_name(t).await? else {
                 return Err(invite_denied(t, Access::Invite));
             };
-            for a in [Access::Invite, Access::Session] {
-                if self.terms_at(who, t, &row.tags, a, now).await? == Ruling::Deny {
-                    return Err(invite_denied(t, a));
-                }
-            }
             subjects.push((t.clone(), row.tags));
         }
-        let draft = self.draft_invitation(req).await?;
+        let accounts = &draft.accounts;
         for (t, _) in &subjects {
-            for a in &accounts {
+            for a in accounts {
                 if self.store.credential(t, a).await?.is_none() {
                     return Err(Error::invalid(
                         "accounts",
@@ -1290,6 +1312,43 @@ impl Approvals<'_> {
                 ),
             ));
         }
+        Ok(terms)
+    }
+
+    /// A user (not an admin) invites a third party where its policies say so. Each target
+    /// needs `invite` *and* `session` for the inviter, every moment of the invitation's window
+    /// inside every matching policy's limits, the window no longer than their maximum
+    /// duration, and each `target × account` pair a credential: so the invitation never
+    /// reaches beyond its inviter. The terms are the most restrictive of all of them: `allow`
+    /// or `justify` keep it at once (audited with the policy); `approve` makes it an access
+    /// request of access `invite` through the approval engine, whose approval keeps it and
+    /// sends the link. An invitee's principal never invites.
+    pub(crate) async fn invite_by_policy(
+        &self,
+        who: &Principal,
+        req: &InviteRequest,
+    ) -> Result<Invited> {
+        who.require(Action::UseCredentials)?;
+        if who.invitation().is_some() {
+            return Err(Error::forbidden("an invitee may not invite"));
+        }
+        let targets = cofre_core::invite::parse_names("targets", &req.targets, check_identifier)?;
+        cofre_core::invite::parse_names("accounts", &req.accounts, check_account)?;
+        // First who may invite to what, at this moment: without the policy, nothing else is
+        // judged (an unknown target reads as one without the policy: names are not probed).
+        let now = self.now().unix_timestamp();
+        for t in &targets {
+            let Some(row) = self.store.target_by_name(t).await? else {
+                return Err(invite_denied(t, Access::Invite));
+            };
+            for a in [Access::Invite, Access::Session] {
+                if self.terms_at(who, t, &row.tags, a, now).await? == Ruling::Deny {
+                    return Err(invite_denied(t, a));
+                }
+            }
+        }
+        let draft = self.draft_invitation(req).await?;
+        let terms = self.invitation_terms(who, &draft).await?;
         if terms.outcome != Outcome::Approve {
             let mut tx = self.store.write().await?;
             let (entry, info) = self.keep_invitation(&mut tx, &who.username, draft).await?;
@@ -1311,7 +1370,12 @@ impl Approvals<'_> {
             ));
         }
         let timeout = i64::try_from(self.config.approvals.request_timeout_seconds).unwrap_or(3600);
-        let machine = Request::pending(&who.username, terms.levels.clone(), now + timeout, window);
+        let machine = Request::pending(
+            &who.username,
+            terms.levels.clone(),
+            now + timeout,
+            (draft.starts_at, draft.ends_at),
+        );
         let asked = CreateAccessRequest {
             target: draft.targets.join(","),
             account: draft.accounts.join(","),
@@ -1321,9 +1385,12 @@ impl Approvals<'_> {
             duration: None,
         };
         let mut row = self.new_request_row(who, &asked, &[Access::Invite], &terms, &machine, now);
-        let kept = InviteRequest {
-            email: draft.email.clone(),
-            ..req.clone()
+        let kept = StoredInvitation {
+            invite: InviteRequest {
+                email: draft.email.clone(),
+                ..req.clone()
+            },
+            source: who.source(),
         };
         row.invitation = Some(
             serde_json::to_string(&kept)

@@ -1,9 +1,10 @@
 -- Invitations by policy and mailed codes (issue 18). Numbered 0035: 0034 is left to another branch.
 --
 -- A user with a policy's `invite` access asks for an invitation; where the policy wants approval
--- it is an access request of access `invite` that carries the invitation asked for (the API's
--- InviteRequest as JSON: an address, names, a window and a reason, no secret). Its approval keeps
--- the invitation and sends the link. NULL for every other request.
+-- it is an access request of access `invite` that carries the invitation asked for (JSON: the
+-- API's InviteRequest, an address, names, a window and a reason, and the address the requester
+-- asked from; no secret). Its approval keeps the invitation and sends the link. NULL for every
+-- other request.
 ALTER TABLE access_requests ADD COLUMN invitation TEXT;
 
 -- `[external] second_factor = "email"`: the one code mailed to an invitee after its password,

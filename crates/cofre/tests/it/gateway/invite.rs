@@ -813,7 +813,16 @@ fn mails_to(smtp: &Smtp, to: &str, needle: &str) -> Vec<String> {
 /// approver's approval keeps it and mails the link, which the invitee redeems; a denial ends
 /// another such request with nothing sent. An `allow` policy keeps it at once.
 #[test]
-fn a_user_invites_by_policy_and_its_approval_sends_the_link() {
+fn a_user_invites_by_policy_and_its_approval_sends_the_link_sqlite() {
+    a_user_invites_by_policy_and_its_approval_sends_the_link(Backend::Sqlite);
+}
+
+#[test]
+fn a_user_invites_by_policy_and_its_approval_sends_the_link_postgres() {
+    a_user_invites_by_policy_and_its_approval_sends_the_link(Backend::Postgres);
+}
+
+fn a_user_invites_by_policy_and_its_approval_sends_the_link(backend: Backend) {
     let smtp_dir = tempfile::tempdir().unwrap();
     let Some(smtp) = Smtp::start(smtp_dir.path()) else {
         assert!(std::env::var("CI").is_err(), "aiosmtpd is missing in CI");
@@ -822,7 +831,7 @@ fn a_user_invites_by_policy_and_its_approval_sends_the_link() {
     let ext_port = free_port();
     let config = external_config(ext_port, &smtp, "");
     // `p`: ops may open sessions on tag:prod (db01) at once.
-    let Some(gw) = setup_with_config(Backend::Sqlite, Some("allow"), Some(&config)) else {
+    let Some(gw) = setup_with_config(backend, Some("allow"), Some(&config)) else {
         return;
     };
     let ext = ext_of(&gw, ext_port);
@@ -972,6 +981,17 @@ fn a_user_invites_by_policy_and_its_approval_sends_the_link() {
     assert_eq!(json_items(&listed).len(), 1, "{listed}");
     assert!(mails_to(&smtp, "bo@vendor.example", "/invite/").is_empty());
 
+    // The approval judges the requester's policies again: without `vendors` now, refused.
+    let asked = lea.ok(&args).json();
+    let third = asked["request"]["id"].as_str().unwrap().to_owned();
+    gw.admin.ok(&["policy", "remove", "vendors"]);
+    max.fail(&["request", "approve", &third])
+        .assert_stderr_contains("the invitation lea asked for no longer holds");
+    let shown = max
+        .ok(&["--output", "json", "request", "show", &third])
+        .json();
+    assert_eq!(shown["state"], "pending", "{shown}");
+
     // An `allow` policy keeps it at once, audited with its policy.
     gw.admin.ok(&[
         "policy",
@@ -1002,7 +1022,16 @@ fn a_user_invites_by_policy_and_its_approval_sends_the_link() {
 /// receiver). A wrong code is refused, the right one logs in once (reused: refused), a code
 /// left past `code_seconds` is refused, three wrong tries void it; the code is in no log.
 #[test]
-fn an_invitee_logs_in_with_a_code_sent_by_mail() {
+fn an_invitee_logs_in_with_a_code_sent_by_mail_sqlite() {
+    an_invitee_logs_in_with_a_code_sent_by_mail(Backend::Sqlite);
+}
+
+#[test]
+fn an_invitee_logs_in_with_a_code_sent_by_mail_postgres() {
+    an_invitee_logs_in_with_a_code_sent_by_mail(Backend::Postgres);
+}
+
+fn an_invitee_logs_in_with_a_code_sent_by_mail(backend: Backend) {
     let smtp_dir = tempfile::tempdir().unwrap();
     let Some(smtp) = Smtp::start(smtp_dir.path()) else {
         assert!(std::env::var("CI").is_err(), "aiosmtpd is missing in CI");
@@ -1014,7 +1043,7 @@ fn an_invitee_logs_in_with_a_code_sent_by_mail() {
         &smtp,
         "second_factor = \"email\"\ncode_seconds = 30\n",
     );
-    let Some(gw) = setup_with_config(Backend::Sqlite, None, Some(&config)) else {
+    let Some(gw) = setup_with_config(backend, None, Some(&config)) else {
         return;
     };
     let ext = ext_of(&gw, ext_port);
