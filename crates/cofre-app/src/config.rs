@@ -80,6 +80,30 @@ pub struct ExternalConfig {
     pub requests_per_minute: u32,
     /// Failed logins of an invitee before each further try waits (30 s, doubling, at most 15 min).
     pub lockout_threshold: u32,
+    /// The invitee's second factor after the password: an authenticator app enrolled on first
+    /// use (`totp`, the default) or a one-time code mailed to the invitation's address at each
+    /// login (`email`).
+    pub second_factor: SecondFactor,
+    /// With `second_factor = "email"`: how long a mailed code works, in seconds (30 to 3600).
+    pub code_seconds: u32,
+}
+
+/// `[external] second_factor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecondFactor {
+    #[default]
+    Totp,
+    Email,
+}
+
+impl SecondFactor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecondFactor::Totp => "totp",
+            SecondFactor::Email => "email",
+        }
+    }
 }
 
 impl Default for ExternalConfig {
@@ -89,6 +113,8 @@ impl Default for ExternalConfig {
             public_url: None,
             requests_per_minute: 120,
             lockout_threshold: 5,
+            second_factor: SecondFactor::Totp,
+            code_seconds: 600,
         }
     }
 }
@@ -122,6 +148,12 @@ impl ExternalConfig {
             return Err(ConfigError::Invalid {
                 field: "external.lockout_threshold",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if !(30..=3600).contains(&self.code_seconds) {
+            return Err(ConfigError::Invalid {
+                field: "external.code_seconds",
+                reason: "must be 30 to 3600 seconds".into(),
             });
         }
         Ok(())

@@ -1,5 +1,6 @@
 //! The external listener's pages (issue 18): a router of its own, not the console's, that serves
-//! only what an invitee needs — the one-time link's enrolment (password and TOTP), the login,
+//! only what an invitee needs — the one-time link's enrolment (password, and TOTP or a mailed
+//! code as `[external] second_factor` says), the login (and its code step),
 //! the list of what the invitation covers, and the web terminal. Nothing else is routed here:
 //! the API, the console's pages and Orbit are not reachable through this listener (every other
 //! path is 404).
@@ -20,7 +21,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use cofre_app::services::invites::{Invitee, InviteeLogin, APPROVAL_WAIT};
+use cofre_app::config::SecondFactor;
+use cofre_app::services::invites::{CodeTicket, Invitee, InviteeLogin, Redeemed, APPROVAL_WAIT};
 use cofre_app::services::App;
 use cofre_core::network::Listener;
 use maud::html;
@@ -89,6 +91,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::<External>::new()
         .route("/", get(home))
         .route("/login", get(login_form).post(login))
+        .route("/login/code", post(login_code))
         .route("/logout", post(logout))
         .route("/invite/{token}", get(enrol_form).post(enrol))
         .route("/terminal/{target}/{account}", get(terminal_page))
@@ -187,34 +190,62 @@ fn cleared() -> HeaderValue {
     )
 }
 
-fn login_page(status: StatusCode, problem: Option<&str>) -> Response {
+fn login_page(status: StatusCode, factor: SecondFactor, problem: Option<&str>) -> Response {
+    let email = factor == SecondFactor::Email;
     layout::bare(
         status,
         "Invited access",
         html! {
             @if let Some(p) = problem { p role="alert" { (p) } }
-            p { "You were invited to a recorded session. Log in with the e-mail address the invitation went to, your password and your authenticator's code." }
+            @if email {
+                p { "You were invited to a recorded session. Log in with the e-mail address the invitation went to and your password; a code is then sent to that address." }
+            } @else {
+                p { "You were invited to a recorded session. Log in with the e-mail address the invitation went to, your password and your authenticator's code." }
+            }
             form method="post" action="/login" {
                 label for="email" { "E-mail address" }
                 input id="email" name="email" type="email" autocomplete="username" required;
                 label for="password" { "Password" }
                 input id="password" name="password" type="password" autocomplete="current-password" required;
-                label for="code" { "Authenticator code" }
-                input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" required;
+                @if !email {
+                    label for="code" { "Authenticator code" }
+                    input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" required;
+                }
                 button type="submit" { "Log in" }
             }
         },
     )
 }
 
-async fn login_form() -> Response {
-    login_page(StatusCode::OK, None)
+/// The code step of a login with mailed codes: the ticket goes back in the form (never in a
+/// URL), the code is typed from the mail.
+fn code_page(status: StatusCode, ticket: &CodeTicket, problem: Option<&str>) -> Response {
+    layout::bare(
+        status,
+        "Invited access: code",
+        html! {
+            @if let Some(p) = problem { p role="alert" { (p) } }
+            p { "If the address and the password are right, a code is on its way to that address. It works once, for a few minutes." }
+            form method="post" action="/login/code" {
+                input type="hidden" name="ticket" value=(ticket.ticket.as_str());
+                label for="code" { "Code from the e-mail" }
+                input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" required;
+                button type="submit" { "Log in" }
+            }
+            p { a href="/login" { "Start again" } }
+        },
+    )
+}
+
+async fn login_form(State(x): State<External>) -> Response {
+    login_page(StatusCode::OK, x.app.config.external.second_factor, None)
 }
 
 #[derive(Deserialize)]
 struct LoginForm {
     email: String,
     password: String,
+    #[serde(default)]
     code: String,
 }
 
@@ -228,6 +259,18 @@ async fn login(
     if !same_origin(&headers) {
         return crate::auth::cross_site_refusal();
     }
+    let factor = x.app.config.external.second_factor;
+    if factor == SecondFactor::Email {
+        return match x
+            .app
+            .sessions()
+            .invitee_login_by_email(&f.email, &password, &src)
+            .await
+        {
+            Ok(ticket) => code_page(StatusCode::OK, &ticket, None),
+            Err(e) => login_page(layout::status_of(e.kind), factor, Some(&e.message)),
+        };
+    }
     match x
         .app
         .sessions()
@@ -235,7 +278,39 @@ async fn login(
         .await
     {
         Ok(login) => logged_in(&login),
-        Err(e) => login_page(layout::status_of(e.kind), Some(&e.message)),
+        Err(e) => login_page(layout::status_of(e.kind), factor, Some(&e.message)),
+    }
+}
+
+#[derive(Deserialize)]
+struct CodeForm {
+    ticket: String,
+    code: String,
+}
+
+async fn login_code(
+    State(x): State<External>,
+    Source(src): Source,
+    headers: HeaderMap,
+    Form(f): Form<CodeForm>,
+) -> Response {
+    let ticket = CodeTicket {
+        ticket: zeroize::Zeroizing::new(f.ticket),
+    };
+    let code = zeroize::Zeroizing::new(f.code);
+    if !same_origin(&headers) {
+        return crate::auth::cross_site_refusal();
+    }
+    match x
+        .app
+        .sessions()
+        .invitee_code(&ticket.ticket, &code, &src)
+        .await
+    {
+        Ok(login) => logged_in(&login),
+        // The same page again: a code has a few tries (then it is void and the message says to
+        // start again).
+        Err(e) => code_page(layout::status_of(e.kind), &ticket, Some(&e.message)),
     }
 }
 
@@ -284,15 +359,23 @@ fn enrol_page(
         html! {
             @if let Some(p) = problem { p role="alert" { (p) } }
             p { "For " strong { (e.email) } ": " (e.accounts.join(", ")) " on " (e.targets.join(", ")) ", from " (e.starts_at) " to " (e.ends_at) "." }
-            p { "This link works once. Choose a password and add this key to your authenticator app, then type its current code." }
-            p { "Key: " code id="totp-secret" { (e.totp_secret.as_str()) } }
-            p { "Or import: " code id="totp-uri" { (e.totp_uri.as_str()) } }
+            @if let Some(totp) = &e.totp {
+                p { "This link works once. Choose a password and add this key to your authenticator app, then type its current code." }
+                p { "Key: " code id="totp-secret" { (totp.secret.as_str()) } }
+                p { "Or import: " code id="totp-uri" { (totp.uri.as_str()) } }
+            } @else {
+                p { "This link works once. Choose a password; a code is then sent to your address to confirm it, and at each login after." }
+            }
             form method="post" action=(format!("/invite/{token}")) {
-                input type="hidden" name="seed" value=(e.sealed_seed);
+                @if let Some(totp) = &e.totp {
+                    input type="hidden" name="seed" value=(totp.sealed_seed);
+                }
                 label for="password" { "New password" }
                 input id="password" name="password" type="password" autocomplete="new-password" required;
-                label for="code" { "Authenticator code" }
-                input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" required;
+                @if e.totp.is_some() {
+                    label for="code" { "Authenticator code" }
+                    input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" required;
+                }
                 button type="submit" { "Accept" }
             }
         },
@@ -320,8 +403,10 @@ async fn enrol_form(
 
 #[derive(Deserialize)]
 struct EnrolForm {
+    #[serde(default)]
     seed: String,
     password: String,
+    #[serde(default)]
     code: String,
 }
 
@@ -342,7 +427,8 @@ async fn enrol(
         .redeem_invitation(&token, &password, &f.seed, &f.code, &src)
         .await
     {
-        Ok(login) => logged_in(&login),
+        Ok(Redeemed::LoggedIn(login)) => logged_in(&login),
+        Ok(Redeemed::CodeSent(ticket)) => code_page(StatusCode::OK, &ticket, None),
         // A bad password or code: the same link again, with a new seed and why.
         Err(e) if e.kind == cofre_app::error::ErrorKind::BadRequest => {
             let problem = e.message.clone();

@@ -17,6 +17,34 @@ pub const MAX_START_AHEAD_SECONDS: i64 = 90 * 24 * 3600;
 /// Names in `--targets` or `--accounts`.
 pub const MAX_NAMES: usize = 32;
 
+/// A code mailed to the invitee (`[external] second_factor = "email"`): this many digits, ...
+pub const CODE_DIGITS: u32 = 8;
+/// ... good for this long after it is sent by default (`[external] code_seconds`) ...
+pub const CODE_SECONDS: i64 = 600;
+/// ... and for this many wrong tries; then it is void and a new login sends a new one.
+pub const CODE_TRIES: i64 = 3;
+
+/// Why a mailed code cannot be tried any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CodeRefusal {
+    #[error("the code expired")]
+    Expired,
+    #[error("the code had too many wrong tries")]
+    Spent,
+}
+
+/// Whether a code sent to expire at `expires_at`, tried wrongly `tries` times, may be tried at
+/// `at`. A right code is used once: the caller deletes it.
+pub fn code_triable(expires_at: i64, tries: i64, at: i64) -> Result<(), CodeRefusal> {
+    if at >= expires_at {
+        Err(CodeRefusal::Expired)
+    } else if tries >= CODE_TRIES {
+        Err(CodeRefusal::Spent)
+    } else {
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Active,
@@ -397,6 +425,19 @@ mod tests {
             Err(Refusal::Revoked)
         );
         assert_eq!(inv.usable(11 * H), Err(Refusal::Revoked));
+    }
+
+    #[test]
+    fn a_mailed_code_lasts_ten_minutes_and_three_wrong_tries() {
+        let sent = 100;
+        let ends = sent + CODE_SECONDS;
+        assert_eq!(code_triable(ends, 0, sent), Ok(()));
+        assert_eq!(code_triable(ends, CODE_TRIES - 1, ends - 1), Ok(()));
+        assert_eq!(code_triable(ends, 0, ends), Err(CodeRefusal::Expired));
+        assert_eq!(
+            code_triable(ends, CODE_TRIES, sent),
+            Err(CodeRefusal::Spent)
+        );
     }
 
     #[test]

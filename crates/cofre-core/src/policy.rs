@@ -12,6 +12,9 @@ use std::net::IpAddr;
 pub enum Access {
     Session,
     Reveal,
+    /// Invite a third party (an e-mail address) to sessions on the target (issue 18). Only ever
+    /// on top of the inviter's own `session`: an invitation never reaches beyond its inviter.
+    Invite,
 }
 
 impl Access {
@@ -19,12 +22,14 @@ impl Access {
         match self {
             Access::Session => "session",
             Access::Reveal => "reveal",
+            Access::Invite => "invite",
         }
     }
     pub fn parse(s: &str) -> Option<Access> {
         match s {
             "session" => Some(Access::Session),
             "reveal" => Some(Access::Reveal),
+            "invite" => Some(Access::Invite),
             _ => None,
         }
     }
@@ -194,6 +199,37 @@ pub struct Terms {
     pub emergency: bool,
     /// When any matching policy asks for a moderator.
     pub moderated: bool,
+}
+
+impl Terms {
+    /// Both sets of terms at once, each part the most restrictive: the stricter outcome (and its
+    /// policy), the levels asking more approvals, the smaller limit, emergency only if both
+    /// allow it, moderated if either is. What an invitation needs from its inviter's `invite`
+    /// and `session` terms together, so it never gets more than the inviter would.
+    pub fn stricter(self, other: Terms) -> Terms {
+        let asks = |t: &Terms| t.levels.iter().map(|l| l.required).sum::<u32>();
+        let levels = if asks(&other) > asks(&self) {
+            other.levels.clone()
+        } else {
+            self.levels.clone()
+        };
+        let (outcome, policy) = if other.outcome > self.outcome {
+            (other.outcome, other.policy.clone())
+        } else {
+            (self.outcome, self.policy.clone())
+        };
+        Terms {
+            outcome,
+            policy,
+            levels,
+            max_duration_minutes: match (self.max_duration_minutes, other.max_duration_minutes) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            emergency: self.emergency && other.emergency,
+            moderated: self.moderated || other.moderated,
+        }
+    }
 }
 
 /// Decides one access at one local moment: like [`decide`], and every matching policy's window
@@ -791,6 +827,61 @@ mod tests {
             ),
             Ruling::Deny
         );
+    }
+
+    #[test]
+    fn stricter_terms_take_the_most_restrictive_of_each_part() {
+        let t = |outcome, policy: &str, levels: &str, max, moderated| Terms {
+            outcome,
+            policy: policy.into(),
+            levels: if levels.is_empty() {
+                Vec::new()
+            } else {
+                crate::approval::parse_levels("l", levels).unwrap()
+            },
+            max_duration_minutes: max,
+            emergency: true,
+            moderated,
+        };
+        let invite = t(Outcome::Approve, "vendors", "leads:1", Some(240), false);
+        let session = t(Outcome::Allow, "ops", "", Some(60), true);
+        let both = invite.clone().stricter(session.clone());
+        assert_eq!(both.outcome, Outcome::Approve);
+        assert_eq!(both.policy, "vendors");
+        assert_eq!(both.levels.len(), 1);
+        assert_eq!(both.max_duration_minutes, Some(60));
+        assert!(both.moderated && both.emergency);
+        // The other way round gives the same terms.
+        assert_eq!(session.stricter(invite), both);
+        let a = t(Outcome::Approve, "a", "leads:1", None, false);
+        let b = t(Outcome::Approve, "b", "leads:1,security:2", None, false);
+        assert_eq!(a.stricter(b).levels.len(), 2);
+    }
+
+    #[test]
+    fn the_invite_access_parses_and_matches_only_itself() {
+        assert_eq!(Access::parse("invite"), Some(Access::Invite));
+        assert_eq!(Access::Invite.as_str(), "invite");
+        let t = TargetRef {
+            name: "db01",
+            tags: &[],
+        };
+        let pols = vec![p(
+            "vendors",
+            "ops",
+            "db01",
+            &[Access::Invite],
+            Outcome::Approve,
+        )];
+        let g = ["ops".to_string()];
+        assert!(matches!(
+            decide(&pols, &g, &t, Access::Invite, None),
+            Decision::Granted {
+                outcome: Outcome::Approve,
+                ..
+            }
+        ));
+        assert_eq!(decide(&pols, &g, &t, Access::Session, None), Decision::Deny);
     }
 
     #[test]

@@ -29,6 +29,21 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// A one-time numeric code of `digits` digits (at most 9), uniform over them (OS CSPRNG, by
+/// rejection: no digit is likelier than another), for codes a person types from an e-mail.
+pub fn generate_code(digits: u32) -> Zeroizing<String> {
+    let digits = digits.clamp(1, 9);
+    let modulus = 10u32.pow(digits);
+    // The largest multiple of `modulus` that fits: draws at or above it are drawn again.
+    let limit = u32::MAX - u32::MAX % modulus;
+    loop {
+        let n = u32::from_le_bytes(crate::random_array::<4>());
+        if n < limit {
+            return Zeroizing::new(format!("{:0width$}", n % modulus, width = digits as usize));
+        }
+    }
+}
+
 /// Compares two byte strings in time that does not depend on where they differ (only on their
 /// lengths), for comparing token hashes and other secrets.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -39,6 +54,20 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_are_digits_of_the_length_asked_and_differ() {
+        let codes: Vec<_> = (0..50).map(|_| generate_code(8)).collect();
+        for c in &codes {
+            assert_eq!(c.len(), 8);
+            assert!(c.bytes().all(|b| b.is_ascii_digit()), "{}", c.as_str());
+        }
+        let mut distinct: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() > 45);
+        assert_eq!(generate_code(6).len(), 6);
+    }
 
     #[test]
     fn token_shape_and_hash() {

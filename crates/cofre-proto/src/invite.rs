@@ -74,3 +74,23 @@ pub struct DecideInvitationSessionRequest {
     #[serde(default)]
     pub comment: Option<String>,
 }
+
+/// The answer (HTTP 202) to a user's invitation that its policy puts under approval: an access
+/// request of access `invite`; nothing is kept or sent until it is approved.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InvitationRequested {
+    /// Always true: the invitation waits for its approvers.
+    pub requested: bool,
+    pub request: crate::requests::RequestInfo,
+}
+
+/// What `POST /api/v1/invitations` answers with 202: held for a second admin (an admin's,
+/// dual control) or waiting in the approval engine (a user's, by policy).
+// Only documents the 202 answer (the server writes either struct itself): its size is moot.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum InvitationPending {
+    Held(crate::HeldResponse),
+    Requested(InvitationRequested),
+}

@@ -95,6 +95,10 @@ pub struct RequestInfo {
     pub revoked_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoke_reason: Option<String>,
+    /// For access `invite`: the invitation asked for (its approval keeps it and mails the link;
+    /// `target` and `account` are then its comma-separated lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<crate::InviteRequest>,
     /// Where the request can be seen (`GET` it with a token, or `cofre request show ID`).
     pub link: String,
 }

@@ -30,6 +30,19 @@ pub struct InvitationRow {
     pub revoked_by: Option<String>,
 }
 
+/// A code mailed to an invitee (`invitation_codes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvitationCodeRow {
+    pub invitation_id: String,
+    /// SHA-256 of the ticket the code page carries.
+    pub ticket_hash: String,
+    /// HMAC of the code (never the code).
+    pub code_mac: String,
+    pub expires_at: i64,
+    /// Wrong tries so far.
+    pub tries: i64,
+}
+
 const COLUMNS: &str = "id, email, inviter, targets, accounts, reason, starts_at, ends_at, \
     approve_each_session, state, created_at, link_hash, redeemed_at, password_hash, \
     totp_wrapped_key, totp_ciphertext, totp_last_step, failed_logins, retry_after, revoked_at, \
@@ -173,6 +186,97 @@ impl WriteTx {
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Uses the link without a TOTP seed (`[external] second_factor = "email"`): the password only.
+    pub async fn redeem_invitation_by_email(
+        &mut self,
+        id: &str,
+        password_hash: &str,
+        at: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE invitations SET redeemed_at = $1, password_hash = $2 \
+             WHERE id = $3 AND redeemed_at IS NULL AND state = 'active'",
+        )
+        .bind(at)
+        .bind(password_hash)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Keeps the code mailed to an invitee (replacing any earlier one) and resets its failures'
+    /// wait: the password was right.
+    pub async fn put_invitation_code(&mut self, c: &InvitationCodeRow) -> Result<()> {
+        sqlx::query("DELETE FROM invitation_codes WHERE invitation_id = $1")
+            .bind(&c.invitation_id)
+            .execute(&mut *self.tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO invitation_codes (invitation_id, ticket_hash, code_mac, expires_at, tries) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&c.invitation_id)
+        .bind(&c.ticket_hash)
+        .bind(&c.code_mac)
+        .bind(c.expires_at)
+        .bind(c.tries)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The code a login's ticket stands for.
+    pub async fn invitation_code_by_ticket(
+        &mut self,
+        ticket_hash: &str,
+    ) -> Result<Option<InvitationCodeRow>> {
+        let row = sqlx::query(
+            "SELECT invitation_id, ticket_hash, code_mac, expires_at, tries FROM invitation_codes \
+             WHERE ticket_hash = $1",
+        )
+        .bind(ticket_hash)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| {
+            Ok(InvitationCodeRow {
+                invitation_id: r.try_get(0)?,
+                ticket_hash: r.try_get(1)?,
+                code_mac: r.try_get(2)?,
+                expires_at: r.try_get(3)?,
+                tries: r.try_get(4)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Counts a wrong code.
+    pub async fn invitation_code_failed(&mut self, invitation_id: &str) -> Result<()> {
+        sqlx::query("UPDATE invitation_codes SET tries = tries + 1 WHERE invitation_id = $1")
+            .bind(invitation_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a code: used, expired or out of tries. Whether it was there.
+    pub async fn delete_invitation_code(&mut self, invitation_id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM invitation_codes WHERE invitation_id = $1")
+            .bind(invitation_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A login by mailed code succeeded: the failures are forgotten.
+    pub async fn invitation_code_login_succeeded(&mut self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE invitations SET failed_logins = 0, retry_after = 0 WHERE id = $1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 
     /// Counts a failed login and sets when the next may be tried.

@@ -33,6 +33,9 @@ pub struct RequestRow {
     pub reviewed_by: Option<String>,
     pub reviewed_at: Option<i64>,
     pub review_comment: Option<String>,
+    /// For access `invite`: the invitation asked for (the API's `InviteRequest` as JSON), kept
+    /// when the request is approved.
+    pub invitation: Option<String>,
     pub decisions: Vec<DecisionRow>,
 }
 
@@ -47,7 +50,7 @@ pub struct DecisionRow {
 
 const COLUMNS: &str = "id, requester, target, account, access, reason, policy, levels, state, \
     level, emergency, created_at, decide_by, starts_at, ends_at, closed_at, revoked_by, \
-    revoke_reason, reviewed_by, reviewed_at, review_comment";
+    revoke_reason, reviewed_by, reviewed_at, review_comment, invitation";
 
 fn request_from_row(row: &sqlx::any::AnyRow) -> Result<RequestRow> {
     let access: String = row.try_get("access")?;
@@ -74,6 +77,7 @@ fn request_from_row(row: &sqlx::any::AnyRow) -> Result<RequestRow> {
         reviewed_by: row.try_get("reviewed_by")?,
         reviewed_at: row.try_get("reviewed_at")?,
         review_comment: row.try_get("review_comment")?,
+        invitation: row.try_get("invitation")?,
         decisions: Vec::new(),
     })
 }
@@ -167,7 +171,10 @@ impl Store {
         }
         let grants = filter.grants_at.map(|_| next());
         if let Some(p) = &grants {
-            sql.push_str(&format!(" AND state = 'approved' AND ends_at > {p}"));
+            // An approved invitation request is no grant of its requester's.
+            sql.push_str(&format!(
+                " AND state = 'approved' AND ends_at > {p} AND invitation IS NULL"
+            ));
         }
         let cursor = before.map(|_| (next(), next(), next()));
         if let Some((a, b, c)) = &cursor {
@@ -329,8 +336,9 @@ impl WriteTx {
             .map_err(|e| StoreError::Corrupt(format!("access request: {e}")))?;
         sqlx::query(
             "INSERT INTO access_requests (id, requester, target, account, access, reason, policy, \
-             levels, state, level, emergency, created_at, decide_by, starts_at, ends_at, closed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             levels, state, level, emergency, created_at, decide_by, starts_at, ends_at, closed_at, \
+             invitation) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(&r.id)
         .bind(&r.requester)
@@ -348,6 +356,7 @@ impl WriteTx {
         .bind(r.starts_at)
         .bind(r.ends_at)
         .bind(r.closed_at)
+        .bind(&r.invitation)
         .execute(&mut *self.tx)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("request {}", r.id)))?;

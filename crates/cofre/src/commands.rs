@@ -227,7 +227,7 @@ pub(crate) enum PolicyCmd {
         /// Comma-separated selectors: `*`, `tag:TAG` or target names.
         #[arg(long, value_delimiter = ',')]
         targets: Vec<String>,
-        /// Comma-separated: session, reveal.
+        /// Comma-separated: session, reveal, invite (third parties, with `cofre invite create`).
         #[arg(long, value_delimiter = ',')]
         allow: Vec<String>,
         /// allow, justify (a reason is required) or approve (an approved request is required).
@@ -278,7 +278,7 @@ pub(crate) enum PolicyCmd {
         /// Comma-separated selectors: `*`, `tag:TAG` or target names.
         #[arg(long, value_delimiter = ',')]
         targets: Option<Vec<String>>,
-        /// Comma-separated: session, reveal.
+        /// Comma-separated: session, reveal, invite (third parties, with `cofre invite create`).
         #[arg(long, value_delimiter = ',')]
         allow: Option<Vec<String>>,
         /// allow, justify or approve.

@@ -1,6 +1,6 @@
 //! `cofre invite`: invitations for third parties — create (admins), list, show, revoke.
 use crate::client::path_segment;
-use crate::commands::{Ctx, Maybe};
+use crate::commands::Ctx;
 use anyhow::Result;
 use clap::Subcommand;
 use cofre_proto::*;
@@ -11,7 +11,9 @@ pub(crate) enum InviteCmd {
     /// Invite someone without a Cofre account (a vendor's engineer, a contractor) to a recorded
     /// web terminal on the external listener. They get a one-time link by e-mail, set a password
     /// and enrol TOTP, and may open sessions to TARGETS × ACCOUNTS between --from and --until.
-    /// Held for a second admin (dual control) where one exists: the link is sent once approved.
+    /// An admin's invitation is held for a second admin (dual control) where one exists; a
+    /// user's needs a policy giving it `invite` (and `session`) on each target, and waits for
+    /// approval where that policy says so. The link is sent once the invitation is kept.
     ///
     /// Example: cofre invite create --email ana@vendor.example --targets db01,web02
     ///   --accounts deploy --from 2026-12-03T13:00Z --until 2026-12-03T18:00Z
@@ -122,16 +124,39 @@ pub(crate) async fn run(ctx: &Ctx, cmd: InviteCmd) -> Result<ExitCode> {
                 reason,
                 approve_each_session,
             };
-            match ctx
-                .propose(reqwest::Method::POST, "/api/v1/invitations", Some(&req))
-                .await?
-            {
-                Maybe::Done(i) => i,
-                Maybe::Held(h) => {
-                    ctx.print_held(&h)?;
-                    return Ok(ExitCode::SUCCESS);
-                }
+            let v: serde_json::Value = ctx
+                .client
+                .call(reqwest::Method::POST, "/api/v1/invitations", Some(&req))
+                .await?;
+            if v.get("requested").and_then(|r| r.as_bool()) == Some(true) {
+                let r: InvitationRequested = serde_json::from_value(v)?;
+                ctx.print(&r, |r| {
+                    outln!(
+                        "waiting for approval: request {} (policy {})",
+                        r.request.id,
+                        r.request.policy
+                    );
+                    let levels: Vec<String> = r
+                        .request
+                        .levels
+                        .iter()
+                        .map(|l| format!("{}:{}", l.group, l.required))
+                        .collect();
+                    outln!(
+                        "  approvers decide with `cofre request approve {}` ({}); the link is \
+                         sent once it is approved",
+                        r.request.id,
+                        levels.join(", ")
+                    );
+                })?;
+                return Ok(ExitCode::SUCCESS);
             }
+            if v.get("held").and_then(|h| h.as_bool()) == Some(true) {
+                let h: HeldResponse = serde_json::from_value(v)?;
+                ctx.print_held(&h)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            serde_json::from_value(v)?
         }
         InviteCmd::List => {
             let is: Vec<InvitationInfo> = ctx.all("/api/v1/invitations").await?;

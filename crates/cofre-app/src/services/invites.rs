@@ -11,12 +11,14 @@
 
 use super::governance::{Applied, Change, Output};
 use super::{page_limit, paginate, rfc3339, App, Approvals, Principal, Sessions, TokenScope};
+use crate::config::SecondFactor;
 use crate::error::{Error, ErrorCode, ErrorKind, Result};
 use cofre_core::audit::NewAuditEntry;
 use cofre_core::invite::{self as inv, Invitation, State};
 use cofre_core::role::{Action, Role};
-use cofre_proto::{InvitationInfo, InvitationSessionInfo, InviteRequest, Page};
-use cofre_store::invites::{InvitationRow, InvitationSessionRow};
+use cofre_proto::requests::RequestInfo;
+use cofre_proto::{ChangeInfo, InvitationInfo, InvitationSessionInfo, InviteRequest, Page};
+use cofre_store::invites::{InvitationCodeRow, InvitationRow, InvitationSessionRow};
 use cofre_store::WriteTx;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -28,6 +30,19 @@ const SESSION_SECONDS: i64 = 12 * 3600;
 /// The longest wait a run of failed logins earns.
 const MAX_WAIT_SECONDS: i64 = 15 * 60;
 const COOKIE_PURPOSE: &str = "cofre:invitee-session:v1";
+/// The key mailed codes are kept under (as an HMAC, never the code itself).
+const CODE_PURPOSE: &str = "cofre:invitee-code:v1";
+
+/// What asking for an invitation did: kept (and the link sent), held for a second admin (an
+/// admin's, under dual control), or waiting in the approval engine (a user's, where its
+/// `invite` policy wants approval).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Invited {
+    Done(InvitationInfo),
+    Held(ChangeInfo),
+    Requested(RequestInfo),
+}
 
 fn split(list: &str) -> Vec<String> {
     list.split(',')
@@ -112,6 +127,18 @@ fn link_refused() -> Error {
     )
 }
 
+/// A failed login of an invitee (`id`, or an unknown one), for the audit trail: why, and from where.
+fn login_failed(id: Option<&str>, why: &str, source: &str) -> NewAuditEntry {
+    NewAuditEntry::new(
+        &id.map_or_else(|| "anonymous".to_owned(), |i| format!("invitee:{i}")),
+        "invite.login_failed",
+        id.map_or_else(|| "invite:unknown".to_owned(), |i| format!("invite:{i}")),
+    )
+    .outcome("denied")
+    .detail("why", why)
+    .detail("source", source)
+}
+
 fn login_refused() -> Error {
     Error::new(
         ErrorKind::Unauthorized,
@@ -128,12 +155,33 @@ pub struct Enrolment {
     pub accounts: Vec<String>,
     pub starts_at: String,
     pub ends_at: String,
+    /// A new TOTP seed to enrol (`[external] second_factor = "totp"`); `None` where the second
+    /// factor is a mailed code.
+    pub totp: Option<TotpEnrolment>,
+}
+
+/// The TOTP seed an enrolment page shows.
+pub struct TotpEnrolment {
     /// The new TOTP seed, base32, and as an `otpauth://` URI.
-    pub totp_secret: Zeroizing<String>,
-    pub totp_uri: Zeroizing<String>,
+    pub secret: Zeroizing<String>,
+    pub uri: Zeroizing<String>,
     /// The seed sealed under the master key for this invitation: the form carries it back, so
     /// the page needs no server-side state and nobody can enrol a seed of their own.
     pub sealed_seed: String,
+}
+
+/// What the link's form or the password step leads to: logged in (TOTP), or a code mailed and
+/// the ticket the code page carries back (`[external] second_factor = "email"`).
+pub enum Redeemed {
+    LoggedIn(InviteeLogin),
+    CodeSent(CodeTicket),
+}
+
+/// The random ticket that ties the code page to its login: never in a URL, stored only as its
+/// SHA-256. A wrong password gets a ticket too (one that names nothing), so the answer does not
+/// say whether the password was right.
+pub struct CodeTicket {
+    pub ticket: Zeroizing<String>,
 }
 
 /// An invitee's login: the cookie's value and what it covers.
@@ -159,6 +207,52 @@ impl App {
             .map_err(|e| Error::internal("signing a login", e))?;
         mac.update(payload.as_bytes());
         Ok(hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// The HMAC a mailed code is kept as, bound to its invitation.
+    fn code_mac(&self, invitation: &str, code: &str) -> Result<String> {
+        let key = self.with_master(|mk| Zeroizing::new(mk.derive_subkey(CODE_PURPOSE)))?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_slice())
+            .map_err(|e| Error::internal("keeping a code", e))?;
+        mac.update(invitation.as_bytes());
+        mac.update(b":");
+        mac.update(code.as_bytes());
+        Ok(hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// Makes a code for `row`'s invitee, keeps it (hashed) and queues it by e-mail inside `tx`
+    /// (its body sealed in the outbox): the ticket the code page carries.
+    async fn issue_code(
+        &self,
+        tx: &mut WriteTx,
+        row: &InvitationRow,
+        now: i64,
+    ) -> Result<CodeTicket> {
+        let code = cofre_crypto::token::generate_code(inv::CODE_DIGITS);
+        let (ticket, ticket_hash) = cofre_crypto::token::generate_token();
+        tx.put_invitation_code(&InvitationCodeRow {
+            invitation_id: row.id.clone(),
+            ticket_hash,
+            code_mac: self.code_mac(&row.id, &code)?,
+            expires_at: (now + i64::from(self.config.external.code_seconds)).min(row.ends_at),
+            tries: 0,
+        })
+        .await?;
+        let body = Zeroizing::new(format!(
+            "Hello,\n\nYour code to log in to the recorded session ({reason}) is:\n\n    {code}\n\n\
+             It works once, for {life}. If you did not just type your password, someone \
+             else knows it: tell {inviter}, who invited you.\n",
+            reason = row.reason,
+            code = code.as_str(),
+            life = match self.config.external.code_seconds {
+                s if s % 60 == 0 => format!("{} minutes", s / 60),
+                s => format!("{s} seconds"),
+            },
+            inviter = row.inviter,
+        ));
+        self.queue_secret_email(tx, &row.email, "[Cofre] your login code", &body)
+            .await?;
+        Ok(CodeTicket { ticket })
     }
 
     fn invitee_cookie(&self, row: &InvitationRow, now: i64) -> Result<InviteeLogin> {
@@ -230,13 +324,13 @@ impl App {
 /// held change holds no secret.
 #[derive(Debug)]
 pub(crate) struct InvitationDraft {
-    email: String,
-    targets: Vec<String>,
-    accounts: Vec<String>,
+    pub(crate) email: String,
+    pub(crate) targets: Vec<String>,
+    pub(crate) accounts: Vec<String>,
     reason: String,
-    starts_at: i64,
-    ends_at: i64,
-    approve_each_session: bool,
+    pub(crate) starts_at: i64,
+    pub(crate) ends_at: i64,
+    pub(crate) approve_each_session: bool,
     base: String,
 }
 
@@ -340,10 +434,14 @@ impl App {
             revoked_at: None,
             revoked_by: None,
         };
+        let factor = match self.config.external.second_factor {
+            SecondFactor::Totp => "set a password and enrol an authenticator app",
+            SecondFactor::Email => "set a password (each login then sends a code to this address)",
+        };
         let body = Zeroizing::new(format!(
             "Hello,\n\n{inviter} invites you to a recorded terminal session on {targets} as \
              {accounts}, from {from} to {until}.\nReason: {reason}\n\nOpen this link in your \
-             browser to set a password and enrol an authenticator app (it works once):\n\n\
+             browser to {factor} (it works once):\n\n\
              {base}/invite/{token}\n\nEverything you do in the session is recorded. If you did \
              not expect this, ignore this e-mail.\n",
             inviter = row.inviter,
@@ -376,21 +474,31 @@ impl App {
 }
 
 impl Approvals<'_> {
-    /// An admin invites a third party; the link goes to its address by e-mail. An invitation
-    /// gives someone new a session on the instance's targets, so it is dual-controlled like any
-    /// other widening: held for a second admin where one exists (`[governance] dual_control`).
-    pub async fn create_invitation(
-        &self,
-        who: &Principal,
-        req: &InviteRequest,
-    ) -> Result<Applied<InvitationInfo>> {
+    /// Someone invites a third party; the link goes to its address by e-mail.
+    ///
+    /// An admin's invitation gives someone new a session on the instance's targets, so it is
+    /// dual-controlled like any other widening: held for a second admin where one exists
+    /// (`[governance] dual_control`); policies are not consulted. Anyone else invites only where
+    /// a policy gives it `invite` (and `session`: never beyond what it reaches itself) on each
+    /// target, for a window inside those policies; an `approve` policy makes it an access
+    /// request (`Approvals::invite_by_policy`).
+    pub async fn create_invitation(&self, who: &Principal, req: &InviteRequest) -> Result<Invited> {
+        if !cofre_core::role::role_may(who.mode, who.role, Action::ManageInvitations)
+            || who.invitation().is_some()
+        {
+            return self.invite_by_policy(who, req).await;
+        }
         who.require(Action::ManageInvitations)?;
         let change = Change::InviteCreate {
             invite: req.clone(),
         };
-        self.propose_change(who, change).await?.map(|o| match o {
+        let applied = self.propose_change(who, change).await?.map(|o| match o {
             Output::Invitation(i) => Ok(*i),
             _ => Err(Error::internal("inviting", "unexpected output")),
+        })?;
+        Ok(match applied {
+            Applied::Done(i) => Invited::Done(i),
+            Applied::Held(c) => Invited::Held(c),
         })
     }
 
@@ -483,44 +591,32 @@ impl Approvals<'_> {
 }
 
 impl Sessions<'_> {
-    /// The enrolment page of a one-time link: what it invites to and a new TOTP seed. Refused
-    /// (all alike) for an unknown, used, revoked or expired link.
+    /// The enrolment page of a one-time link: what it invites to and, with TOTP, a new seed.
+    /// Refused (all alike) for an unknown, used, revoked or expired link.
     pub async fn open_invitation(&self, token: &str, source: &str) -> Result<Enrolment> {
-        let hash = cofre_crypto::token::hash_token(token);
-        let now = self.now().unix_timestamp();
-        let mut tx = self.store.write().await?;
-        let row = tx.invitation_by_link(&hash).await?;
-        drop(tx);
-        let Some(row) = row else {
-            self.record(
-                NewAuditEntry::new("anonymous", "invite.link_refused", "invite:unknown")
-                    .outcome("denied")
-                    .detail("why", "no such link")
-                    .detail("source", source),
-            )
-            .await?;
-            return Err(link_refused());
+        let row = self.redeemable_link(token, source, true).await?;
+        let totp = match self.config.external.second_factor {
+            SecondFactor::Email => None,
+            SecondFactor::Totp => {
+                let seed = cofre_crypto::totp::generate_secret();
+                let sealed = self
+                    .with_master(|mk| {
+                        cofre_crypto::envelope::seal(mk, &seed, seed_aad(&row.id).as_bytes())
+                    })?
+                    .map_err(|e| Error::internal("sealing a TOTP seed", e))?;
+                Some(TotpEnrolment {
+                    secret: Zeroizing::new(cofre_crypto::totp::secret_base32(&seed)),
+                    uri: Zeroizing::new(cofre_crypto::totp::otpauth_uri(
+                        &seed, &row.email, "Cofre",
+                    )),
+                    sealed_seed: format!(
+                        "{}.{}",
+                        hex::encode(&sealed.wrapped_key),
+                        hex::encode(&sealed.ciphertext)
+                    ),
+                })
+            }
         };
-        if let Err(why) = machine(&row)?.redeemable(now) {
-            self.record(
-                NewAuditEntry::new(
-                    "anonymous",
-                    "invite.link_refused",
-                    format!("invite:{}", row.id),
-                )
-                .outcome("denied")
-                .detail("why", why.to_string())
-                .detail("source", source),
-            )
-            .await?;
-            return Err(link_refused());
-        }
-        let seed = cofre_crypto::totp::generate_secret();
-        let sealed = self
-            .with_master(|mk| {
-                cofre_crypto::envelope::seal(mk, &seed, seed_aad(&row.id).as_bytes())
-            })?
-            .map_err(|e| Error::internal("sealing a TOTP seed", e))?;
         Ok(Enrolment {
             invitation: row.id.clone(),
             email: row.email.clone(),
@@ -528,18 +624,58 @@ impl Sessions<'_> {
             accounts: split(&row.accounts),
             starts_at: rfc3339(row.starts_at),
             ends_at: rfc3339(row.ends_at),
-            totp_secret: Zeroizing::new(cofre_crypto::totp::secret_base32(&seed)),
-            totp_uri: Zeroizing::new(cofre_crypto::totp::otpauth_uri(&seed, &row.email, "Cofre")),
-            sealed_seed: format!(
-                "{}.{}",
-                hex::encode(&sealed.wrapped_key),
-                hex::encode(&sealed.ciphertext)
-            ),
+            totp,
         })
     }
 
-    /// Uses the one-time link: the invitee's password (zxcvbn 3, as users') and a code of the
-    /// seed the enrolment page showed. Once; then the invitee is logged in.
+    /// The invitation of a link that may be redeemed now; refused alike otherwise (and, when
+    /// `audit`, recorded as `invite.link_refused` with the reason).
+    async fn redeemable_link(
+        &self,
+        token: &str,
+        source: &str,
+        audit: bool,
+    ) -> Result<InvitationRow> {
+        let hash = cofre_crypto::token::hash_token(token);
+        let now = self.now().unix_timestamp();
+        let mut tx = self.store.write().await?;
+        let row = tx.invitation_by_link(&hash).await?;
+        drop(tx);
+        let Some(row) = row else {
+            if audit {
+                self.record(
+                    NewAuditEntry::new("anonymous", "invite.link_refused", "invite:unknown")
+                        .outcome("denied")
+                        .detail("why", "no such link")
+                        .detail("source", source),
+                )
+                .await?;
+            }
+            return Err(link_refused());
+        };
+        if let Err(why) = machine(&row)?.redeemable(now) {
+            if audit {
+                self.record(
+                    NewAuditEntry::new(
+                        "anonymous",
+                        "invite.link_refused",
+                        format!("invite:{}", row.id),
+                    )
+                    .outcome("denied")
+                    .detail("why", why.to_string())
+                    .detail("source", source),
+                )
+                .await?;
+            }
+            return Err(link_refused());
+        }
+        Ok(row)
+    }
+
+    /// Uses the one-time link: the invitee's password (zxcvbn 3, as users') and, with TOTP, a
+    /// code of the seed the enrolment page showed: then the invitee is logged in. With mailed
+    /// codes, the password only: a code goes to the invitation's address, and the invitee
+    /// confirms it on the code page ([`Sessions::invitee_code`]). Once.
     pub async fn redeem_invitation(
         &self,
         token: &str,
@@ -547,41 +683,40 @@ impl Sessions<'_> {
         sealed_seed: &str,
         code: &str,
         source: &str,
-    ) -> Result<InviteeLogin> {
-        let hash = cofre_crypto::token::hash_token(token);
+    ) -> Result<Redeemed> {
         let now = self.now().unix_timestamp();
-        let row = {
-            let mut tx = self.store.write().await?;
-            let row = tx.invitation_by_link(&hash).await?;
-            drop(tx);
-            row
-        };
-        let Some(row) = row else {
-            return Err(link_refused());
-        };
-        if machine(&row)?.redeemable(now).is_err() {
-            return Err(link_refused());
-        }
+        let row = self.redeemable_link(token, source, false).await?;
         super::accounts::check_new_password(password, &[row.email.as_str(), row.id.as_str()])?;
-        let (wrapped, ct) = sealed_seed
-            .split_once('.')
-            .and_then(|(a, b)| Some((hex::decode(a).ok()?, hex::decode(b).ok()?)))
-            .ok_or_else(|| Error::invalid("totp", "totp: reload the page and scan the new code"))?;
-        let sealed = cofre_crypto::envelope::SealedSecret {
-            wrapped_key: wrapped,
-            ciphertext: ct,
-        };
-        let seed = self
-            .with_master(|mk| {
-                cofre_crypto::envelope::open(mk, &sealed, seed_aad(&row.id).as_bytes())
-            })?
-            .map_err(|_| Error::invalid("totp", "totp: reload the page and scan the new code"))?;
-        let unix = u64::try_from(now).unwrap_or(0);
-        let Some(step) = cofre_crypto::totp::verify(&seed, code, unix, None) else {
-            return Err(Error::invalid(
-                "code",
-                "code: not the authenticator's current code for the seed shown",
-            ));
+        let factor = self.config.external.second_factor;
+        let totp = match factor {
+            SecondFactor::Email => None,
+            SecondFactor::Totp => {
+                let (wrapped, ct) = sealed_seed
+                    .split_once('.')
+                    .and_then(|(a, b)| Some((hex::decode(a).ok()?, hex::decode(b).ok()?)))
+                    .ok_or_else(|| {
+                        Error::invalid("totp", "totp: reload the page and scan the new code")
+                    })?;
+                let sealed = cofre_crypto::envelope::SealedSecret {
+                    wrapped_key: wrapped,
+                    ciphertext: ct,
+                };
+                let seed = self
+                    .with_master(|mk| {
+                        cofre_crypto::envelope::open(mk, &sealed, seed_aad(&row.id).as_bytes())
+                    })?
+                    .map_err(|_| {
+                        Error::invalid("totp", "totp: reload the page and scan the new code")
+                    })?;
+                let unix = u64::try_from(now).unwrap_or(0);
+                let Some(step) = cofre_crypto::totp::verify(&seed, code, unix, None) else {
+                    return Err(Error::invalid(
+                        "code",
+                        "code: not the authenticator's current code for the seed shown",
+                    ));
+                };
+                Some((sealed, i64::try_from(step).unwrap_or(i64::MAX)))
+            }
         };
         let phc = tokio::task::spawn_blocking({
             let pw = Zeroizing::new(password.to_owned());
@@ -591,17 +726,20 @@ impl Sessions<'_> {
         .map_err(|e| Error::internal("hashing a password", e))?
         .map_err(|e| Error::internal("hashing a password", e))?;
         let mut tx = self.store.write().await?;
-        let step = i64::try_from(step).unwrap_or(i64::MAX);
-        if !tx
-            .redeem_invitation(
-                &row.id,
-                &phc,
-                (&sealed.wrapped_key, &sealed.ciphertext),
-                step,
-                now,
-            )
-            .await?
-        {
+        let redeemed = match &totp {
+            Some((sealed, step)) => {
+                tx.redeem_invitation(
+                    &row.id,
+                    &phc,
+                    (&sealed.wrapped_key, &sealed.ciphertext),
+                    *step,
+                    now,
+                )
+                .await?
+            }
+            None => tx.redeem_invitation_by_email(&row.id, &phc, now).await?,
+        };
+        if !redeemed {
             // Another tab or another holder of the link got there first.
             return Err(link_refused());
         }
@@ -611,22 +749,30 @@ impl Sessions<'_> {
             format!("invite:{}", row.id),
         )
         .detail("email", row.email.as_str())
+        .detail("second_factor", factor.as_str())
         .detail("source", source);
+        if totp.is_some() {
+            self.commit(tx, entry).await?;
+            return Ok(Redeemed::LoggedIn(self.invitee_cookie(&row, now)?));
+        }
+        let ticket = self.issue_code(&mut tx, &row, now).await?;
         self.commit(tx, entry).await?;
-        self.invitee_cookie(&row, now)
+        self.notifier_wake();
+        Ok(Redeemed::CodeSent(ticket))
     }
 
-    /// A returning invitee: e-mail, password and a TOTP code, checked against each of that
-    /// address's enrolled, active invitations. An unknown address costs the same argon2 check.
-    pub async fn invitee_login(
+    /// The password step of a login, shared by both second factors: the invitation whose
+    /// password this is, with the write transaction its second factor is judged in; `None`
+    /// (recorded, counted against the address's invitations) for an unknown address, a wrong
+    /// password or a locked-out invitee. An unknown address costs the same argon2 check.
+    async fn invitee_password(
         &self,
         email: &str,
         password: &str,
-        code: &str,
         source: &str,
-    ) -> Result<InviteeLogin> {
+        now: i64,
+    ) -> Result<Option<(WriteTx, InvitationRow)>> {
         let email = email.trim().to_ascii_lowercase();
-        let now = self.now().unix_timestamp();
         let rows = self.store.redeemed_invitations_of(&email).await?;
         let candidates: Vec<(String, String)> = rows
             .iter()
@@ -650,40 +796,48 @@ impl Sessions<'_> {
         })
         .await
         .map_err(|e| Error::internal("checking a password", e))?;
-        let refuse = |id: Option<&str>, why: &str| {
-            NewAuditEntry::new(
-                &id.map_or_else(|| "anonymous".to_owned(), |i| format!("invitee:{i}")),
-                "invite.login_failed",
-                id.map_or_else(|| "invite:unknown".to_owned(), |i| format!("invite:{i}")),
-            )
-            .outcome("denied")
-            .detail("why", why)
-            .detail("source", source)
-        };
         let Some(id) = checked else {
             // A wrong password counts against each of the address's invitations.
             for r in &rows {
                 let mut tx = self.store.write().await?;
                 let wait = self.wait_after(r.failed_logins + 1);
                 tx.invitation_login_failed(&r.id, now + wait).await?;
-                self.commit(tx, refuse(Some(&r.id), "wrong password"))
+                self.commit(tx, login_failed(Some(&r.id), "wrong password", source))
                     .await?;
             }
             if rows.is_empty() {
-                self.record(refuse(None, "no such invitee")).await?;
+                self.record(login_failed(None, "no such invitee", source))
+                    .await?;
             }
-            return Err(login_refused());
+            return Ok(None);
         };
         let mut tx = self.store.write().await?;
         let Some(row) = tx.invitation(&id).await? else {
-            return Err(login_refused());
+            return Ok(None);
         };
         if row.retry_after > now {
             drop(tx);
-            self.record(refuse(Some(&id), "locked out: waiting"))
+            self.record(login_failed(Some(&id), "locked out: waiting", source))
                 .await?;
-            return Err(login_refused());
+            return Ok(None);
         }
+        Ok(Some((tx, row)))
+    }
+
+    /// A returning invitee with TOTP: e-mail, password and the authenticator's code, checked
+    /// against each of that address's enrolled, active invitations.
+    pub async fn invitee_login(
+        &self,
+        email: &str,
+        password: &str,
+        code: &str,
+        source: &str,
+    ) -> Result<InviteeLogin> {
+        let now = self.now().unix_timestamp();
+        let Some((mut tx, row)) = self.invitee_password(email, password, source, now).await? else {
+            return Err(login_refused());
+        };
+        let id = row.id.clone();
         let seed = match &row.totp_sealed {
             Some((w, c)) => {
                 let sealed = cofre_crypto::envelope::SealedSecret {
@@ -695,7 +849,12 @@ impl Sessions<'_> {
                 })?
                 .map_err(|e| Error::internal("opening a TOTP seed", e))?
             }
-            None => return Err(login_refused()),
+            None => {
+                // Enrolled with mailed codes; the instance asks for TOTP now.
+                self.commit(tx, login_failed(Some(&id), "enrolled without TOTP", source))
+                    .await?;
+                return Err(login_refused());
+            }
         };
         let last = row.totp_last_step.and_then(|s| u64::try_from(s).ok());
         let unix = u64::try_from(now).unwrap_or(0);
@@ -708,8 +867,11 @@ impl Sessions<'_> {
         if !used {
             let wait = self.wait_after(row.failed_logins + 1);
             tx.invitation_login_failed(&id, now + wait).await?;
-            self.commit(tx, refuse(Some(&id), "wrong or used TOTP code"))
-                .await?;
+            self.commit(
+                tx,
+                login_failed(Some(&id), "wrong or used TOTP code", source),
+            )
+            .await?;
             return Err(login_refused());
         }
         let entry = NewAuditEntry::new(
@@ -718,11 +880,111 @@ impl Sessions<'_> {
             format!("invite:{id}"),
         )
         .detail("email", row.email.as_str())
+        .detail("second_factor", "totp")
         .detail("source", source);
         self.commit(tx, entry).await?;
         self.invitee_cookie(&row, now)
     }
 
+    /// The password step with mailed codes (`[external] second_factor = "email"`): a right
+    /// password sends a code to the invitation's address. The answer is a ticket whatever
+    /// happened, so the page that asks for the code cannot tell a right password from a wrong
+    /// one, a known address from an unknown or a locked-out invitee from another.
+    pub async fn invitee_login_by_email(
+        &self,
+        email: &str,
+        password: &str,
+        source: &str,
+    ) -> Result<CodeTicket> {
+        let now = self.now().unix_timestamp();
+        let Some((mut tx, row)) = self.invitee_password(email, password, source, now).await? else {
+            // A ticket that names nothing: its code page refuses every code.
+            let (ticket, _) = cofre_crypto::token::generate_token();
+            return Ok(CodeTicket { ticket });
+        };
+        let ticket = self.issue_code(&mut tx, &row, now).await?;
+        let entry = NewAuditEntry::new(
+            &format!("invitee:{}", row.id),
+            "invite.code_sent",
+            format!("invite:{}", row.id),
+        )
+        .detail("email", row.email.as_str())
+        .detail("source", source);
+        self.commit(tx, entry).await?;
+        self.notifier_wake();
+        Ok(ticket)
+    }
+
+    /// The code step: the ticket of the code page and the code the invitee read in its mail.
+    /// Right, once, within its 10 minutes and 3 tries: logged in. Compared as HMACs in constant
+    /// time; a wrong code counts as a failed login (lockout) and against the code's tries.
+    pub async fn invitee_code(
+        &self,
+        ticket: &str,
+        code: &str,
+        source: &str,
+    ) -> Result<InviteeLogin> {
+        let now = self.now().unix_timestamp();
+        let mut tx = self.store.write().await?;
+        let Some(c) = tx
+            .invitation_code_by_ticket(&cofre_crypto::token::hash_token(ticket))
+            .await?
+        else {
+            drop(tx);
+            self.record(login_failed(
+                None,
+                "no code for this login (wrong password, used or void code)",
+                source,
+            ))
+            .await?;
+            return Err(login_refused());
+        };
+        let id = c.invitation_id.clone();
+        let row = match tx.invitation(&id).await? {
+            Some(row) if machine(&row)?.usable(now).is_ok() => row,
+            _ => {
+                tx.delete_invitation_code(&id).await?;
+                self.commit(
+                    tx,
+                    login_failed(Some(&id), "the invitation is not usable", source),
+                )
+                .await?;
+                return Err(login_refused());
+            }
+        };
+        if let Err(why) = inv::code_triable(c.expires_at, c.tries, now) {
+            tx.delete_invitation_code(&id).await?;
+            self.commit(tx, login_failed(Some(&id), &why.to_string(), source))
+                .await?;
+            return Err(login_refused());
+        }
+        let expected = self.code_mac(&id, code.trim())?;
+        if !cofre_crypto::token::constant_time_eq(expected.as_bytes(), c.code_mac.as_bytes()) {
+            if c.tries + 1 >= inv::CODE_TRIES {
+                tx.delete_invitation_code(&id).await?;
+            } else {
+                tx.invitation_code_failed(&id).await?;
+            }
+            let wait = self.wait_after(row.failed_logins + 1);
+            tx.invitation_login_failed(&id, now + wait).await?;
+            self.commit(tx, login_failed(Some(&id), "wrong mailed code", source))
+                .await?;
+            return Err(login_refused());
+        }
+        // Used once.
+        tx.delete_invitation_code(&id).await?;
+        tx.invitation_code_login_succeeded(&id).await?;
+        let entry = NewAuditEntry::new(
+            &format!("invitee:{id}"),
+            "invite.login",
+            format!("invite:{id}"),
+        )
+        .detail("email", row.email.as_str())
+        .detail("second_factor", "email")
+        .detail("source", source);
+        self.commit(tx, entry).await?;
+        self.invitee_cookie(&row, now)
+    }
     /// Seconds the next try waits after `failures` failed logins in a row.
     fn wait_after(&self, failures: i64) -> i64 {
         let threshold = i64::from(self.config.external.lockout_threshold);

@@ -6,6 +6,7 @@
 //! taken, so concurrent decisions (and a decision racing the expiry sweep) are serialised on SQLite
 //! and PostgreSQL alike: the second one sees the first one's result.
 
+use super::invites::Invited;
 use super::Approvals;
 use super::{page_limit, paginate, App, Principal};
 use crate::error::ErrorCode;
@@ -20,7 +21,7 @@ use cofre_core::role::{role_may, Action, Role};
 use cofre_proto::requests::{
     CreateAccessRequest, DecisionInfo, LevelInfo, RequestInfo, RequestListQuery, ReviewInfo,
 };
-use cofre_proto::Page;
+use cofre_proto::{InviteRequest, Page};
 use cofre_store::requests::{DecisionRow, RequestFilter, RequestRow};
 use cofre_store::WriteTx;
 use time::OffsetDateTime;
@@ -60,6 +61,7 @@ impl UseRefused {
         let what = match access {
             Access::Session => "sessions",
             Access::Reveal => "reveal",
+            Access::Invite => "invitations",
         };
         match self {
             UseRefused::NoPolicy => Error::new(
@@ -234,6 +236,11 @@ impl Approvals<'_> {
             closed_at: row.closed_at.map(rfc3339),
             revoked_by: row.revoked_by.clone(),
             revoke_reason: row.revoke_reason.clone(),
+            invitation: row
+                .invitation
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<StoredInvitation>(j).ok())
+                .map(|s| s.invite),
             link: self.request_link(&row.id),
         }
     }
@@ -412,12 +419,17 @@ impl App {
         };
         let mut out = Vec::new();
         for n in names {
-            let a = Access::parse(&n).ok_or_else(|| {
-                Error::invalid(
-                    "access",
-                    format!("access: {n:?} is not one of session, reveal"),
-                )
-            })?;
+            let a = Access::parse(&n)
+                .filter(|a| *a != Access::Invite)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "access",
+                        format!(
+                            "access: {n:?} is not one of session, reveal (an invitation is asked \
+                             for with `cofre invite create`)"
+                        ),
+                    )
+                })?;
             if !out.contains(&a) {
                 out.push(a);
             }
@@ -615,6 +627,7 @@ impl App {
             reviewed_by: None,
             reviewed_at: None,
             review_comment: None,
+            invitation: None,
             decisions: Vec::new(),
         }
     }
@@ -900,7 +913,48 @@ impl Approvals<'_> {
             ));
         }
         // Not visible is not found; visible but closed or not one's level is a clear refusal.
-        self.visible_request(who, id).await?;
+        let seen = self.visible_request(who, id).await?;
+        // An invitation asked for by policy is checked again now (its `from` left out starts
+        // at the approval), with its requester's policies as they are now, and kept in the
+        // transaction that approves it, if this vote does.
+        let invitation = match (&seen.invitation, verdict) {
+            (Some(json), Verdict::Approve) => {
+                let stored: StoredInvitation = serde_json::from_str(json)
+                    .map_err(|e| Error::internal("reading an invitation request", e))?;
+                let draft = self.draft_invitation(&stored.invite).await?;
+                let enabled = self
+                    .store
+                    .user_by_name(&seen.requester)
+                    .await?
+                    .is_some_and(|u| u.disabled_at.is_none());
+                if !enabled {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        ErrorCode::Conflict,
+                        format!(
+                            "{} is disabled or gone: the invitation it asked for is not kept \
+                             (deny the request)",
+                            seen.requester
+                        ),
+                    ));
+                }
+                let mut inviter = self.sessions().principal_for_name(&seen.requester).await?;
+                if let Some(ip) = stored.source {
+                    inviter = inviter.with_source(ip);
+                }
+                self.invitation_terms(&inviter, &draft)
+                    .await
+                    .map_err(|e| Error {
+                        message: format!(
+                            "the invitation {} asked for no longer holds: {}",
+                            seen.requester, e.message
+                        ),
+                        ..e
+                    })?;
+                Some(draft)
+            }
+            _ => None,
+        };
         self.expire_if_due(id).await?;
         let now = self.now().unix_timestamp();
         let mut tx = self.store.write().await?;
@@ -964,6 +1018,20 @@ impl Approvals<'_> {
         };
         self.queue_notices(&mut tx, &next, event_name, &who.username)
             .await?;
+        if let (Effect::Approved, Some(_), Some(draft)) =
+            (effect, next.invitation.as_ref(), invitation)
+        {
+            let (created, _) = self
+                .keep_invitation(&mut tx, &next.requester, draft)
+                .await?;
+            let created = created
+                .detail("request", id)
+                .detail("approved_by", who.username.as_str())
+                .detail("policy", next.policy.as_str());
+            tx.append_audit(self.now_text(), created)
+                .await
+                .map_err(|e| Error::internal("writing the audit entry", e))?;
+        }
         let mut entry =
             NewAuditEntry::new(&who.username, "request.decide", format!("request:{id}"))
                 .detail("verdict", verdict.as_str())
@@ -1020,6 +1088,16 @@ impl Approvals<'_> {
         let reason = reason.unwrap_or("").trim();
         check_text("reason", reason, 500)?;
         let row = self.visible_request(who, id).await?;
+        if row.invitation.is_some() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                ErrorCode::NotAGrant,
+                format!(
+                    "request {id} asked for an invitation, not a grant: end the invitation with \
+                     `cofre invite revoke`"
+                ),
+            ));
+        }
         if row.requester != who.username && !role_may(who.mode, who.role, Action::ManageGrants) {
             return Err(Error::forbidden(format!(
                 "the {} role may not revoke someone else's grant",
@@ -1126,6 +1204,216 @@ impl Approvals<'_> {
         .await?;
         self.notifier_wake();
         Ok(self.request_info(&next))
+    }
+}
+
+/// What an invitation request keeps (`access_requests.invitation`): the invitation asked for
+/// and where its requester asked from (policies' `--from` are judged again at the approval).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredInvitation {
+    invite: InviteRequest,
+    #[serde(default)]
+    source: Option<std::net::IpAddr>,
+}
+
+/// Why an inviter may not invite to `target`: no `invite`, or no `session` of its own there.
+fn invite_denied(target: &str, access: Access) -> Error {
+    let why = match access {
+        Access::Invite => format!("no policy grants you invite on {target}"),
+        _ => format!(
+            "no policy grants you sessions on {target}, so you may not invite anyone to it \
+             (an invitation never reaches beyond its inviter)"
+        ),
+    };
+    Error::new(ErrorKind::Forbidden, ErrorCode::PolicyDenied, why).with_field("targets")
+}
+
+impl Approvals<'_> {
+    /// The terms an invitation by `who` gets, or why it may not be (see `invite_by_policy`):
+    /// every target needs `invite` and `session`, every pair a credential, every moment of the
+    /// window inside every matching policy, the window within their maximum duration.
+    async fn invitation_terms(
+        &self,
+        who: &Principal,
+        draft: &super::invites::InvitationDraft,
+    ) -> Result<Terms> {
+        let mut subjects = Vec::new();
+        for t in &draft.targets {
+            let Some(row) = self.store.target_by_name(t).await? else {
+                return Err(invite_denied(t, Access::Invite));
+            };
+            subjects.push((t.clone(), row.tags));
+        }
+        let accounts = &draft.accounts;
+        for (t, _) in &subjects {
+            for a in accounts {
+                if self.store.credential(t, a).await?.is_none() {
+                    return Err(Error::invalid(
+                        "accounts",
+                        format!("accounts: no credential {t}/{a} to invite to"),
+                    ));
+                }
+            }
+        }
+        let window = (draft.starts_at, draft.ends_at);
+        let mut combined: Option<Terms> = None;
+        for (t, tags) in &subjects {
+            for a in [Access::Invite, Access::Session] {
+                let mut at = window.0;
+                loop {
+                    let terms = match self.terms_at(who, t, tags, a, at).await? {
+                        Ruling::Deny => return Err(invite_denied(t, a)),
+                        Ruling::Outside { policy, why } => {
+                            return Err(Error::new(
+                                ErrorKind::Forbidden,
+                                ErrorCode::OutsidePolicyHours,
+                                format!(
+                                    "policy {policy} does not grant {} on {t} for the whole \
+                                     window {} to {}: {why}",
+                                    a.as_str(),
+                                    rfc3339(window.0),
+                                    rfc3339(window.1)
+                                ),
+                            ))
+                        }
+                        Ruling::Granted(terms) => terms,
+                    };
+                    combined = Some(match combined {
+                        None => terms,
+                        Some(c) => c.stricter(terms),
+                    });
+                    if at >= window.1 - 1 {
+                        break;
+                    }
+                    at = (at + WINDOW_CHECK_STEP).min(window.1 - 1);
+                }
+            }
+        }
+        let terms = combined.ok_or_else(|| Error::invalid("targets", "targets: at least one"))?;
+        if let Some(max) = terms.max_duration_minutes {
+            if window.1 - window.0 > i64::from(max) * 60 {
+                return Err(Error::invalid(
+                    "until",
+                    format!(
+                        "until: policy {} allows at most {} from `from`",
+                        terms.policy,
+                        human_duration(i64::from(max) * 60)
+                    ),
+                ));
+            }
+        }
+        if terms.moderated && !draft.approve_each_session {
+            return Err(Error::invalid(
+                "approve_each_session",
+                format!(
+                    "approve_each_session: policy {} wants sessions there watched, so each of \
+                     the invitee's sessions must be approved: add --approve-each-session",
+                    terms.policy
+                ),
+            ));
+        }
+        Ok(terms)
+    }
+
+    /// A user (not an admin) invites a third party where its policies say so. Each target
+    /// needs `invite` *and* `session` for the inviter, every moment of the invitation's window
+    /// inside every matching policy's limits, the window no longer than their maximum
+    /// duration, and each `target × account` pair a credential: so the invitation never
+    /// reaches beyond its inviter. The terms are the most restrictive of all of them: `allow`
+    /// or `justify` keep it at once (audited with the policy); `approve` makes it an access
+    /// request of access `invite` through the approval engine, whose approval keeps it and
+    /// sends the link. An invitee's principal never invites.
+    pub(crate) async fn invite_by_policy(
+        &self,
+        who: &Principal,
+        req: &InviteRequest,
+    ) -> Result<Invited> {
+        who.require(Action::UseCredentials)?;
+        if who.invitation().is_some() {
+            return Err(Error::forbidden("an invitee may not invite"));
+        }
+        let targets = cofre_core::invite::parse_names("targets", &req.targets, check_identifier)?;
+        cofre_core::invite::parse_names("accounts", &req.accounts, check_account)?;
+        // First who may invite to what, at this moment: without the policy, nothing else is
+        // judged (an unknown target reads as one without the policy: names are not probed).
+        let now = self.now().unix_timestamp();
+        for t in &targets {
+            let Some(row) = self.store.target_by_name(t).await? else {
+                return Err(invite_denied(t, Access::Invite));
+            };
+            for a in [Access::Invite, Access::Session] {
+                if self.terms_at(who, t, &row.tags, a, now).await? == Ruling::Deny {
+                    return Err(invite_denied(t, a));
+                }
+            }
+        }
+        let draft = self.draft_invitation(req).await?;
+        let terms = self.invitation_terms(who, &draft).await?;
+        if terms.outcome != Outcome::Approve {
+            let mut tx = self.store.write().await?;
+            let (entry, info) = self.keep_invitation(&mut tx, &who.username, draft).await?;
+            let entry = entry
+                .detail("policy", terms.policy.as_str())
+                .detail("outcome", terms.outcome.as_str());
+            self.commit(tx, entry).await?;
+            self.notifier_wake();
+            return Ok(Invited::Done(info));
+        }
+        if terms.levels.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                ErrorCode::PolicyWithoutLevels,
+                format!(
+                    "policy {} asks for approval but names no approval levels; an admin must recreate it with --levels",
+                    terms.policy
+                ),
+            ));
+        }
+        let timeout = i64::try_from(self.config.approvals.request_timeout_seconds).unwrap_or(3600);
+        let machine = Request::pending(
+            &who.username,
+            terms.levels.clone(),
+            now + timeout,
+            (draft.starts_at, draft.ends_at),
+        );
+        let asked = CreateAccessRequest {
+            target: draft.targets.join(","),
+            account: draft.accounts.join(","),
+            reason: req.reason.clone(),
+            access: None,
+            start: None,
+            duration: None,
+        };
+        let mut row = self.new_request_row(who, &asked, &[Access::Invite], &terms, &machine, now);
+        let kept = StoredInvitation {
+            invite: InviteRequest {
+                email: draft.email.clone(),
+                ..req.clone()
+            },
+            source: who.source(),
+        };
+        row.invitation = Some(
+            serde_json::to_string(&kept)
+                .map_err(|e| Error::internal("keeping an invitation request", e))?,
+        );
+        let entry = NewAuditEntry::new(
+            &who.username,
+            "request.create",
+            format!("request:{}", row.id),
+        )
+        .detail("target", row.target.as_str())
+        .detail("account", row.account.as_str())
+        .detail("access", row.access.clone())
+        .detail("reason", row.reason.as_str())
+        .detail("policy", row.policy.as_str())
+        .detail("levels", row.levels.as_str())
+        .detail("invitation_email", draft.email.as_str())
+        .detail("starts_at", rfc3339(row.starts_at))
+        .detail("ends_at", rfc3339(row.ends_at));
+        self.insert_request(who, &row, "request.created", entry)
+            .await?;
+        self.notifier_wake();
+        Ok(Invited::Requested(self.request_info(&row)))
     }
 }
 

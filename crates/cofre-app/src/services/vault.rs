@@ -763,7 +763,7 @@ impl Vault<'_> {
         if req.allow.is_empty() {
             return Err(Error::invalid(
                 "allow",
-                "allow: at least one of session, reveal",
+                "allow: at least one of session, reveal, invite",
             ));
         }
         let mut access = Vec::new();
@@ -771,7 +771,7 @@ impl Vault<'_> {
             let a = Access::parse(a).ok_or_else(|| {
                 Error::invalid(
                     "allow",
-                    format!("allow: {a:?} is not one of session, reveal"),
+                    format!("allow: {a:?} is not one of session, reveal, invite"),
                 )
             })?;
             access.push(a.as_str().to_owned());

@@ -7,27 +7,46 @@ use crate::error::Error;
 use crate::extract::{Auth, JsonBody, QueryParams};
 use crate::AppState;
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cofre_app::services::governance::Applied;
+use cofre_app::services::invites::Invited;
+#[allow(unused_imports)] // named by the OpenAPI attribute
+use cofre_proto::InvitationPending;
 use cofre_proto::{
-    DecideInvitationSessionRequest, ErrorBody, HeldResponse, InvitationInfo, InvitationSessionInfo,
-    InviteRequest, Page, PageQuery,
+    DecideInvitationSessionRequest, ErrorBody, InvitationInfo, InvitationRequested,
+    InvitationSessionInfo, InviteRequest, Page, PageQuery,
 };
 
-/// An admin invites a third party: the one-time link goes to its address by e-mail (never in
-/// this answer). 202 with the change request when it waits for a second admin (dual control);
-/// the link is made and sent only once that admin approves.
+/// Invites a third party: the one-time link goes to its address by e-mail (never in this
+/// answer). An admin's: 202 with the change request when it waits for a second admin (dual
+/// control). A user's, where a policy gives it `invite` (and `session`) on every target for the
+/// whole window: kept at once (`allow`), or 202 with the access request when the policy wants
+/// approval; 403 `policy_denied` naming the target otherwise. The link is made and sent only
+/// once the invitation is kept.
 #[utoipa::path(post, path = "/api/v1/invitations", security(("bearer" = [])),
     request_body = InviteRequest,
-    responses((status = 200, body = InvitationInfo), (status = 202, body = HeldResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = InvitationInfo), (status = 202, body = InvitationPending), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn create(
     State(state): State<AppState>,
     Auth(who): Auth,
     JsonBody(req): JsonBody<InviteRequest>,
 ) -> Result<Response, Error> {
-    Ok(applied(
-        state.app.approvals().create_invitation(&who, &req).await?,
-    ))
+    Ok(
+        match state.app.approvals().create_invitation(&who, &req).await? {
+            Invited::Done(i) => applied(Applied::Done(i)),
+            Invited::Held(c) => applied(Applied::<InvitationInfo>::Held(c)),
+            Invited::Requested(request) => (
+                StatusCode::ACCEPTED,
+                Json(InvitationRequested {
+                    requested: true,
+                    request,
+                }),
+            )
+                .into_response(),
+        },
+    )
 }
 
 /// Every invitation and its status (admins and auditors).

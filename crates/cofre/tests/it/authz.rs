@@ -54,6 +54,9 @@ enum Rule {
     /// reveal: approver and user through policy (this matrix grants them one); admin only through
     /// policy like anyone (it has none here); the rest may not reveal at all.
     Reveal,
+    /// invite create: an admin (dual control, policies not consulted); an approver or user only
+    /// where a policy gives it `invite` (none here: 403 `policy_denied`); the rest never.
+    Invite,
 }
 
 struct Row {
@@ -134,6 +137,9 @@ fn expectation(rule: Rule, who: Who, succeeds: bool, template: &str) -> Expect {
         (Rule::Reveal, Who::Approver | Who::User) => allowed,
         (Rule::Reveal, Who::Admin) => Expect::Refused("policy_denied"),
         (Rule::Reveal, _) => Expect::Forbidden,
+        (Rule::Invite, Who::Admin) => allowed,
+        (Rule::Invite, Who::Approver | Who::User) => Expect::Refused("policy_denied"),
+        (Rule::Invite, _) => Expect::Forbidden,
     }
 }
 
@@ -1408,10 +1414,13 @@ fn authorization_matrix() {
                     Rule::Roles(SUPPORT_REVOKERS),
                 )
             },
-            // Invitations for third parties: admins invite and revoke, admins and auditors read.
+            // Invitations for third parties: admins invite and revoke, admins and auditors read;
+            // approvers and users invite only where a policy gives them `invite` (ops-prod
+            // does not: 403 policy_denied, before anything else is judged).
             // An admin's invitation here is refused with a 4xx (a window past 31 days; and this
             // server has no external listener): allowed, not done. The invitation does not
-            // exist: 404 for the allowed. What an invitation does: gateway::invite.
+            // exist: 404 for the allowed. What an invitation does: gateway::invite
+            // (a_user_invites_by_policy_and_its_approval_sends_the_link for the policy's side).
             Row {
                 succeeds: false,
                 ..row(
@@ -1420,7 +1429,7 @@ fn authorization_matrix() {
                     "/api/v1/invitations",
                     Some(json!({"email": "ana@vendor.example", "targets": "db01",
                         "accounts": "root", "until": "2099-01-01T00:00:00Z", "reason": "matrix"})),
-                    Rule::Roles(ADMIN),
+                    Rule::Invite,
                 )
             },
             row(
@@ -1618,6 +1627,25 @@ fn orbit_follows_the_mode() {
         admin.ok(&["siem", "status"]);
         assert!(operator.fail(&["siem", "status"]).all().contains("may not"));
         operator.fail(&["siem", "add", "x", "--syslog", "udp://127.0.0.1:9"]);
+        // Invitations are the customer's (its admins, or its users by policy): never the
+        // vendor's operator, in any mode.
+        assert!(operator
+            .fail(&[
+                "invite",
+                "create",
+                "--email",
+                "ana@vendor.example",
+                "--targets",
+                "db01",
+                "--accounts",
+                "root",
+                "--until",
+                "2099-01-01T00:00Z",
+                "--reason",
+                "matrix",
+            ])
+            .all()
+            .contains("may not"));
         // Network policy: the customer's admin in every mode, and the vendor's operator (its
         // own networks) where the vendor runs the instance.
         for cli in [&admin, &operator] {

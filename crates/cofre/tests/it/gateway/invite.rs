@@ -785,3 +785,510 @@ fn an_invitee_works_in_a_real_browser() {
     let (_, cast) = gw.export(session);
     assert!(cast.text("o").contains("browser-42"), "{}", cast.text("o"));
 }
+
+/// The external listener's client, from the server's start-up lines.
+fn ext_of(gw: &Gw, ext_port: u16) -> Ext {
+    let stdout = gw.server.stdout_text();
+    let fingerprint = after(&stdout, "external tls fingerprint (sha256): ")
+        .expect("the external listener's fingerprint")
+        .to_owned();
+    Ext {
+        api: Api::without_redirects(&format!("https://127.0.0.1:{ext_port}"), &fingerprint),
+        port: ext_port,
+        fingerprint,
+    }
+}
+
+/// Mails to `to` whose text contains `needle`.
+fn mails_to(smtp: &Smtp, to: &str, needle: &str) -> Vec<String> {
+    smtp.messages()
+        .into_iter()
+        .filter(|m| m.lines().any(|l| l.starts_with("To:") && l.contains(to)) && m.contains(needle))
+        .collect()
+}
+
+/// A user (not an admin) invites where a policy gives it `invite`: refused without the policy
+/// and outside it (403, naming the target and why); with an `approve` policy the invitation is
+/// an access request and nothing is kept or mailed; its requester cannot approve it; an
+/// approver's approval keeps it and mails the link, which the invitee redeems; a denial ends
+/// another such request with nothing sent. An `allow` policy keeps it at once.
+#[test]
+fn a_user_invites_by_policy_and_its_approval_sends_the_link_sqlite() {
+    a_user_invites_by_policy_and_its_approval_sends_the_link(Backend::Sqlite);
+}
+
+#[test]
+fn a_user_invites_by_policy_and_its_approval_sends_the_link_postgres() {
+    a_user_invites_by_policy_and_its_approval_sends_the_link(Backend::Postgres);
+}
+
+fn a_user_invites_by_policy_and_its_approval_sends_the_link(backend: Backend) {
+    let smtp_dir = tempfile::tempdir().unwrap();
+    let Some(smtp) = Smtp::start(smtp_dir.path()) else {
+        assert!(std::env::var("CI").is_err(), "aiosmtpd is missing in CI");
+        return;
+    };
+    let ext_port = free_port();
+    let config = external_config(ext_port, &smtp, "");
+    // `p`: ops may open sessions on tag:prod (db01) at once.
+    let Some(gw) = setup_with_config(backend, Some("allow"), Some(&config)) else {
+        return;
+    };
+    let ext = ext_of(&gw, ext_port);
+    let port = gw.sshd.port.to_string();
+    let root_key = gw.keys.join("root_key");
+    // db02 (not prod): ops has no sessions there.
+    gw.admin.ok(&[
+        "target",
+        "add",
+        "db02",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ]);
+    gw.admin.ok(&[
+        "credential",
+        "add",
+        "db02",
+        "root",
+        "--key-file",
+        root_key.to_str().unwrap(),
+    ]);
+    let until = rfc3339_in(3600);
+
+    // Without an `invite` policy, a user is refused naming why.
+    let refused = gw
+        .alice
+        .fail(&invite_args("ana@vendor.example", &until, "CHG-90 vendor"));
+    refused.assert_stderr_contains("no policy grants you invite on db01");
+
+    // lea (an approver, in ops and leads) may invite to ops' targets with leads' approval.
+    gw.admin.ok(&["group", "add", "leads"]);
+    let (lea, _, _) = add_user_cli(
+        &gw.inst,
+        &gw.server,
+        &gw.admin,
+        "lea",
+        "approver",
+        &["ops", "leads"],
+    );
+    let (max, _, _) = add_user_cli(
+        &gw.inst,
+        &gw.server,
+        &gw.admin,
+        "max",
+        "approver",
+        &["leads"],
+    );
+    gw.admin.ok(&[
+        "policy",
+        "add",
+        "vendors",
+        "--group",
+        "ops",
+        "--targets",
+        "*",
+        "--allow",
+        "invite",
+        "--outcome",
+        "approve",
+        "--levels",
+        "leads:1",
+    ]);
+    // `invite` on db02, but no session of lea's own there: the invitation would reach beyond her.
+    let mut beyond = invite_args("ana@vendor.example", &until, "CHG-90 vendor");
+    beyond[5] = "db02";
+    let r = lea.fail(&beyond);
+    r.assert_stderr_contains("no policy grants you sessions on db02");
+    r.assert_stderr_contains("never reaches beyond its inviter");
+    // A target that does not exist reads like one without the policy.
+    beyond[5] = "nosuch";
+    lea.fail(&beyond)
+        .assert_stderr_contains("no policy grants you invite on nosuch");
+
+    // Inside the policy: an access request of access `invite`, nothing kept, nothing mailed.
+    let mut args = vec!["--output", "json"];
+    args.extend(invite_args("ana@vendor.example", &until, "CHG-90 vendor"));
+    let asked = lea.ok(&args).json();
+    assert_eq!(asked["requested"], true, "{asked}");
+    let request = asked["request"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(asked["request"]["access"], json!(["invite"]), "{asked}");
+    assert_eq!(asked["request"]["state"], "pending", "{asked}");
+    assert_eq!(asked["request"]["policy"], "vendors", "{asked}");
+    assert_eq!(
+        asked["request"]["invitation"]["email"], "ana@vendor.example",
+        "{asked}"
+    );
+    let text = lea.ok(&invite_args("bo@vendor.example", &until, "CHG-91 vendor"));
+    text.assert_stdout_contains("waiting for approval: request");
+    let second = text.value_after("waiting for approval: request");
+    let second = second.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(
+        gw.admin.ok(&["--output", "json", "invite", "list"]).json(),
+        json!([]),
+        "nothing is kept before the approval"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        mails_to(&smtp, "ana@vendor.example", "invite").is_empty(),
+        "nothing is mailed to the invitee before the approval"
+    );
+
+    // The requester never approves its own; an approver of leads does.
+    lea.fail(&["request", "approve", &request])
+        .assert_stderr_contains("nobody decides their own request");
+    max.ok(&[
+        "request",
+        "approve",
+        &request,
+        "--comment",
+        "vendor is expected",
+    ])
+    .assert_stdout_contains("approved");
+    let link = ext.link(&smtp, "ana@vendor.example");
+    let listed = gw.admin.ok(&["--output", "json", "invite", "list"]).json();
+    assert_eq!(listed[0]["inviter"], "lea", "{listed}");
+    assert_eq!(listed[0]["email"], "ana@vendor.example", "{listed}");
+    let invitation = listed[0]["id"].as_str().unwrap().to_owned();
+    let audit = gw.audit();
+    let created = find_entry(&audit, "invite.create", |e| {
+        e["object"] == format!("invite:{invitation}")
+    });
+    assert_eq!(created["actor"], "lea", "{created}");
+    assert_eq!(created["details"]["request"], request.as_str(), "{created}");
+    assert_eq!(created["details"]["approved_by"], "max", "{created}");
+    // An approved invitation request is not a grant of lea's.
+    let grants = lea.ok(&["--output", "json", "grant", "list"]).json();
+    assert!(
+        json_items(&grants)
+            .iter()
+            .all(|g| g["id"] != request.as_str()),
+        "{grants}"
+    );
+
+    // The invitee redeems the link and sees the invited pair.
+    let (enrolled, _) = ext.enrol(&link, "vendor-patch-afternoon-4417");
+    assert_eq!(enrolled.status, 303, "{}", enrolled.text);
+    let cookie = cookie_of(&enrolled).expect("the invitee's cookie");
+    let home = ext.get("/", &cookie);
+    assert!(home.text.contains("root@db01"), "{}", home.text);
+
+    // One refusal ends the other request: nothing is kept or sent.
+    max.ok(&["request", "deny", &second, "--comment", "not this week"])
+        .assert_stdout_contains("denied");
+    let listed = gw.admin.ok(&["--output", "json", "invite", "list"]).json();
+    assert_eq!(json_items(&listed).len(), 1, "{listed}");
+    assert!(mails_to(&smtp, "bo@vendor.example", "/invite/").is_empty());
+
+    // The approval judges the requester's policies again: without `vendors` now, refused.
+    let asked = lea.ok(&args).json();
+    let third = asked["request"]["id"].as_str().unwrap().to_owned();
+    gw.admin.ok(&["policy", "remove", "vendors"]);
+    max.fail(&["request", "approve", &third])
+        .assert_stderr_contains("the invitation lea asked for no longer holds");
+    let shown = max
+        .ok(&["--output", "json", "request", "show", &third])
+        .json();
+    assert_eq!(shown["state"], "pending", "{shown}");
+
+    // An `allow` policy keeps it at once, audited with its policy.
+    gw.admin.ok(&[
+        "policy",
+        "add",
+        "open-invites",
+        "--group",
+        "leads",
+        "--targets",
+        "tag:prod",
+        "--allow",
+        "invite,session",
+        "--outcome",
+        "allow",
+    ]);
+    let kept = invite(&max, "cy@vendor.example", &until, "CHG-92 vendor", &[]);
+    assert_eq!(kept["status"], "sent", "{kept}");
+    assert_eq!(kept["inviter"], "max", "{kept}");
+    ext.link(&smtp, "cy@vendor.example");
+    let audit = gw.audit();
+    let created = find_entry(&audit, "invite.create", |e| {
+        e["object"] == format!("invite:{}", kept["id"].as_str().unwrap())
+    });
+    assert_eq!(created["details"]["policy"], "open-invites", "{created}");
+}
+
+/// `[external] second_factor = "email"`: the link's page shows no TOTP; after the password a
+/// code goes to the invitation's address through the outbox (read here from the real SMTP
+/// receiver). A wrong code is refused, the right one logs in once (reused: refused), a code
+/// left past `code_seconds` is refused, three wrong tries void it; the code is in no log.
+#[test]
+fn an_invitee_logs_in_with_a_code_sent_by_mail_sqlite() {
+    an_invitee_logs_in_with_a_code_sent_by_mail(Backend::Sqlite);
+}
+
+#[test]
+fn an_invitee_logs_in_with_a_code_sent_by_mail_postgres() {
+    an_invitee_logs_in_with_a_code_sent_by_mail(Backend::Postgres);
+}
+
+fn an_invitee_logs_in_with_a_code_sent_by_mail(backend: Backend) {
+    let smtp_dir = tempfile::tempdir().unwrap();
+    let Some(smtp) = Smtp::start(smtp_dir.path()) else {
+        assert!(std::env::var("CI").is_err(), "aiosmtpd is missing in CI");
+        return;
+    };
+    let ext_port = free_port();
+    let config = external_config(
+        ext_port,
+        &smtp,
+        "second_factor = \"email\"\ncode_seconds = 30\n",
+    );
+    let Some(gw) = setup_with_config(backend, None, Some(&config)) else {
+        return;
+    };
+    let ext = ext_of(&gw, ext_port);
+    let email = "dee@vendor.example";
+    let password = "mailed-codes-afternoon-5521";
+    invite(
+        &gw.admin,
+        email,
+        &rfc3339_in(3600),
+        "CHG-80 mailed codes",
+        &[],
+    );
+    let link = ext.link(&smtp, email);
+    // Quoted-printable: soft line breaks out, lines joined.
+    let invited = smtp
+        .wait_for(email, "invited")
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("\r\n", " ")
+        .replace('\n', " ");
+    assert!(
+        invited.contains("each login then sends a code"),
+        "{invited}"
+    );
+
+    // First use: a password only, no TOTP key on the page.
+    let page = ext.api.get(&link, None);
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(!page.text.contains("totp-secret"), "{}", page.text);
+    let post = |path: &str, pairs: &[(&str, &str)]| {
+        ext.api
+            .send("POST", path, &[SAME_ORIGIN], Some((FORM, form(pairs))))
+    };
+    let codes_seen = std::cell::RefCell::new(Vec::<String>::new());
+    // The next code mailed to the invitee: one no earlier mail had.
+    let next_code = || {
+        let code_of = |m: &str| {
+            m.lines()
+                .map(str::trim)
+                .find(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
+                .unwrap_or_else(|| panic!("no code in:\n{m}"))
+                .to_owned()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let fresh = mails_to(&smtp, email, "login code")
+                .iter()
+                .map(|m| code_of(m))
+                .find(|c| !codes_seen.borrow().contains(c));
+            if let Some(code) = fresh {
+                codes_seen.borrow_mut().push(code.clone());
+                return code;
+            }
+            assert!(std::time::Instant::now() < deadline, "no new code by mail");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let ticket_of = |r: &Resp| {
+        assert_eq!(r.status, 200, "{}", r.text);
+        between(&r.text, "name=\"ticket\" value=\"", "\"")
+    };
+    let redeemed = post(&link, &[("password", password)]);
+    let ticket = ticket_of(&redeemed);
+    let code = next_code();
+    // A wrong code is refused (the same page, to try again); the right one logs in, once.
+    let wrong = if code == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    };
+    let r = post("/login/code", &[("ticket", &ticket), ("code", wrong)]);
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert!(cookie_of(&r).is_none());
+    let r = post("/login/code", &[("ticket", &ticket), ("code", &code)]);
+    assert_eq!(r.status, 303, "{}", r.text);
+    let cookie = cookie_of(&r).expect("the invitee's cookie");
+    assert!(ext.get("/", &cookie).text.contains("root@db01"));
+    let reused = post("/login/code", &[("ticket", &ticket), ("code", &code)]);
+    assert_eq!(reused.status, 401, "{}", reused.text);
+
+    // A later login: no code field, the password sends a new code.
+    let login_page = ext.api.get("/login", None);
+    assert!(
+        !login_page.text.contains("name=\"code\""),
+        "{}",
+        login_page.text
+    );
+    let r = post("/login", &[("email", email), ("password", password)]);
+    let ticket = ticket_of(&r);
+    let code = next_code();
+    // A wrong password looks the same and sends nothing; its ticket takes no code.
+    let bad = post(
+        "/login",
+        &[("email", email), ("password", "not-the-password-0000")],
+    );
+    let bad_ticket = ticket_of(&bad);
+    // The same page but for the ticket (and the page's CSP nonce).
+    let main = |r: &Resp, ticket: &str| {
+        let at = r.text.find("<main").expect("a main element");
+        r.text[at..].replace(ticket, "")
+    };
+    assert_eq!(
+        main(&bad, &bad_ticket),
+        main(&r, &ticket),
+        "a wrong password gets the same page"
+    );
+    let r2 = post("/login/code", &[("ticket", &bad_ticket), ("code", &code)]);
+    assert_eq!(r2.status, 401, "{}", r2.text);
+    let r = post("/login/code", &[("ticket", &ticket), ("code", &code)]);
+    assert_eq!(r.status, 303, "{}", r.text);
+
+    // Three wrong tries void a code: the right one no longer works.
+    let r = post("/login", &[("email", email), ("password", password)]);
+    let ticket = ticket_of(&r);
+    let code = next_code();
+    let wrong = if code == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    };
+    for _ in 0..3 {
+        let r = post("/login/code", &[("ticket", &ticket), ("code", wrong)]);
+        assert_eq!(r.status, 401, "{}", r.text);
+    }
+    let r = post("/login/code", &[("ticket", &ticket), ("code", &code)]);
+    assert_eq!(r.status, 401, "a voided code: {}", r.text);
+
+    // Past `code_seconds`, a code is refused.
+    let r = post("/login", &[("email", email), ("password", password)]);
+    let ticket = ticket_of(&r);
+    let code = next_code();
+    std::thread::sleep(Duration::from_secs(31));
+    // A new client: the server may have closed the old one's idle connection meanwhile.
+    let fresh = ext_of(&gw, ext_port);
+    let r = fresh.api.send(
+        "POST",
+        "/login/code",
+        &[SAME_ORIGIN],
+        Some((FORM, form(&[("ticket", &ticket), ("code", &code)]))),
+    );
+    assert_eq!(r.status, 401, "an expired code: {}", r.text);
+
+    let audit = gw
+        .admin
+        .ok(&["audit", "export", "--format", "jsonl"])
+        .stdout;
+    for (what, text) in [
+        ("stdout", gw.server.stdout_text()),
+        ("stderr", gw.server.stderr_text()),
+        ("audit", audit.clone()),
+    ] {
+        assert!(
+            !text.contains(&code),
+            "the mailed code is in the server's {what}"
+        );
+        assert!(
+            !text.contains(&ticket),
+            "the code's ticket is in the server's {what}"
+        );
+    }
+    for why in [
+        "wrong mailed code",
+        "the code expired",
+        "\"invite.code_sent\"",
+    ] {
+        assert!(audit.contains(why), "no {why} in the audit trail");
+    }
+}
+
+/// Mailed codes in Chromium (crates/cofre/tests/browser/invite-email.mjs): the link's page
+/// without a TOTP key, the code page (a wrong code refused on it), the code from the real mail,
+/// the home page and the login page, each passing axe-core with no serious or critical
+/// violation, and no CSP violation.
+#[test]
+fn an_invitee_with_mailed_codes_works_in_a_real_browser() {
+    use crate::console_browser::{browser_dir, browser_unavailable, screenshot_dir, CHROMIUM};
+    if let Some(why) = browser_unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let smtp_dir = tempfile::tempdir().unwrap();
+    let Some(smtp) = Smtp::start(smtp_dir.path()) else {
+        assert!(std::env::var("CI").is_err(), "aiosmtpd is missing in CI");
+        return;
+    };
+    let ext_port = free_port();
+    let config = external_config(ext_port, &smtp, "second_factor = \"email\"\n");
+    let Some(gw) = setup_with_config(Backend::Sqlite, None, Some(&config)) else {
+        return;
+    };
+    let ext = ext_of(&gw, ext_port);
+    let email = "eve@vendor.example";
+    invite(
+        &gw.admin,
+        email,
+        &rfc3339_in(3600),
+        "CHG-81 mailed codes",
+        &[],
+    );
+    let link = ext.link(&smtp, email);
+    let sync = gw.inst.path().join("invite-email-sync");
+    std::fs::create_dir_all(&sync).unwrap();
+    let base = format!("https://127.0.0.1:{ext_port}");
+    let cfg = json!({
+        "base": base,
+        "link": format!("{base}{link}"),
+        "password": "mailed-codes-browser-7781",
+        "chromium": CHROMIUM,
+        "screenshots": screenshot_dir(),
+        "sync": sync,
+    });
+    let file = gw.inst.path().join("invite-email-browser.json");
+    std::fs::write(&file, cfg.to_string()).unwrap();
+    let mut cmd = Command::new("node");
+    cmd.arg(browser_dir().join("invite-email.mjs"))
+        .arg(&file)
+        .current_dir(browser_dir());
+    let mut node = Running::spawn(cmd, "node invite-email.mjs");
+    wait_until(
+        "the browser reached the code page",
+        Duration::from_secs(120),
+        || sync.join("code-wanted").exists(),
+    );
+    let mail = smtp.wait_for(email, "login code");
+    let code = mail
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no code in:\n{mail}"))
+        .to_owned();
+    std::fs::write(sync.join("code"), &code).unwrap();
+    let status = node.wait(Duration::from_secs(120));
+    assert!(status.is_some_and(|s| s.success()), "{}", node.describe());
+    let out = node.stdout();
+    let results: Value = serde_json::from_str(out.trim().lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|e| panic!("results: {e}: {out}"));
+    assert_eq!(results["cspViolations"], json!([]), "{results}");
+    assert_eq!(results["totpShown"], false, "{results}");
+    assert_eq!(results["loginAsksCode"], false, "{results}");
+    assert_eq!(results["links"], json!(["root@db01"]), "{results}");
+    assert!(
+        results["wrongCode"].as_str().unwrap().contains("wrong"),
+        "{results}"
+    );
+    for page in ["enrol", "code", "code-refused", "home", "login"] {
+        assert!(results["axe"][page].is_array(), "axe on {page}: {results}");
+    }
+}
