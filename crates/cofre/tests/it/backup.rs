@@ -1743,10 +1743,14 @@ fn saas_credential_backups_are_the_customers() {
     bob.ok(&["breakglass", "share"]);
     // The writer runs after the ceremony completes, on its own task.
     let mut local = Default::default();
-    wait_until("a break-glass file is written", Duration::from_secs(30), || {
-        local = tree(&inst.data_dir.join("breakglass"));
-        !local.is_empty()
-    });
+    wait_until(
+        "a break-glass file is written",
+        Duration::from_secs(30),
+        || {
+            local = tree(&inst.data_dir.join("breakglass"));
+            !local.is_empty()
+        },
+    );
 
     // The admin's target: credentials by default, the only duty its role keeps in saas.
     let remote = inst.path().join("customer/srv/cofre");
