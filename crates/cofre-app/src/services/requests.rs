@@ -550,19 +550,7 @@ impl Approvals<'_> {
         let timeout = i64::try_from(self.config.approvals.request_timeout_seconds).unwrap_or(3600);
         let machine = Request::pending(&who.username, terms.levels.clone(), now + timeout, window);
         let row = self.new_request_row(who, req, &access, &terms, &machine, now);
-        let entry = NewAuditEntry::new(
-            &who.username,
-            "request.create",
-            format!("request:{}", row.id),
-        )
-        .detail("target", row.target.as_str())
-        .detail("account", row.account.as_str())
-        .detail("access", row.access.clone())
-        .detail("reason", row.reason.as_str())
-        .detail("policy", row.policy.as_str())
-        .detail("levels", row.levels.as_str())
-        .detail("starts_at", rfc3339(row.starts_at))
-        .detail("ends_at", rfc3339(row.ends_at));
+        let entry = request_created_entry(&who.username, &row);
         self.insert_request(who, &row, "request.created", entry)
             .await?;
         self.notifier_wake();
@@ -1396,20 +1384,8 @@ impl Approvals<'_> {
             serde_json::to_string(&kept)
                 .map_err(|e| Error::internal("keeping an invitation request", e))?,
         );
-        let entry = NewAuditEntry::new(
-            &who.username,
-            "request.create",
-            format!("request:{}", row.id),
-        )
-        .detail("target", row.target.as_str())
-        .detail("account", row.account.as_str())
-        .detail("access", row.access.clone())
-        .detail("reason", row.reason.as_str())
-        .detail("policy", row.policy.as_str())
-        .detail("levels", row.levels.as_str())
-        .detail("invitation_email", draft.email.as_str())
-        .detail("starts_at", rfc3339(row.starts_at))
-        .detail("ends_at", rfc3339(row.ends_at));
+        let entry = request_created_entry(&who.username, &row)
+            .detail("invitation_email", draft.email.as_str());
         self.insert_request(who, &row, "request.created", entry)
             .await?;
         self.notifier_wake();
@@ -1434,6 +1410,19 @@ pub fn spawn_expiry_sweeper(app: &std::sync::Arc<App>) {
             }
         }
     });
+}
+
+/// The `request.create` entry of a new request (an invitation's adds its address).
+fn request_created_entry(actor: &str, row: &RequestRow) -> NewAuditEntry {
+    NewAuditEntry::new(actor, "request.create", format!("request:{}", row.id))
+        .detail("target", row.target.as_str())
+        .detail("account", row.account.as_str())
+        .detail("access", row.access.clone())
+        .detail("reason", row.reason.as_str())
+        .detail("policy", row.policy.as_str())
+        .detail("levels", row.levels.as_str())
+        .detail("starts_at", rfc3339(row.starts_at))
+        .detail("ends_at", rfc3339(row.ends_at))
 }
 
 #[cfg(test)]
