@@ -256,7 +256,17 @@ fn live_sessions_and_the_emergency_panel_in_a_real_browser() {
 
     // The CLI watches the same session as the browser does.
     wait_for_file(&sync.join("session"), &node);
-    let id = std::fs::read_to_string(sync.join("session")).expect("session id");
+    // node creates the file before it writes the id into it.
+    let mut id = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while id.trim().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session id is written"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        id = std::fs::read_to_string(sync.join("session")).expect("session id");
+    }
     let (cmd, what) = gw.admin.command(&["session", "watch", id.trim()]);
     let mut cli_watch = Running::spawn(cmd, &what);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
