@@ -167,27 +167,40 @@ impl App {
             ),
         )
         .await?;
-        let data_dir = self.config.data_dir.clone();
-        tokio::task::spawn_blocking(move || switch::save(&data_dir, &mut s, Phase::Prepared, now))
-            .await
-            .map_err(|e| Error::internal("writing the switch-over", e))?
-            .map_err(|e| Error::internal("writing the switch-over", e))?;
+        self.switch_file("writing the switch-over", move |d| {
+            switch::save(d, &mut s, Phase::Prepared, now)
+        })
+        .await?;
         tracing::info!(window = %id, "handing over to the new version");
         let _ = self.handover.exit.send(Some(EXIT_SWITCH));
         Ok(())
     }
 
+    /// Runs `f` on the data dir's switch-over files, on a blocking thread.
+    async fn switch_file<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&std::path::Path) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let data_dir = self.config.data_dir.clone();
+        tokio::task::spawn_blocking(move || f(&data_dir))
+            .await
+            .map_err(|e| Error::internal(what, e))?
+            .map_err(|e| Error::internal(what, e))
+    }
+
     /// At start: a hand-over in progress decides what this process does first.
     pub(crate) async fn resume_handover(self: &Arc<Self>) -> Option<String> {
-        let data_dir = self.config.data_dir.clone();
-        let s = match tokio::task::spawn_blocking(move || switch::load(&data_dir)).await {
-            Ok(Ok(Some(s))) => s,
-            Ok(Ok(None)) => return None,
-            Ok(Err(e)) => {
+        let s = match self
+            .switch_file("reading the switch-over", switch::load)
+            .await
+        {
+            Ok(Some(s)) => s,
+            Ok(None) => return None,
+            Err(e) => {
                 tracing::error!(error = %e, "cannot read the switch-over's state");
                 return None;
             }
-            Err(_) => return None,
         };
         let me = switch::version();
         match s.phase {
@@ -270,11 +283,9 @@ impl App {
     /// The supervisor committed the update (it wrote `committed` and said so on stdin, or this
     /// process started after it did): the window's last steps, and done.
     pub async fn finish_handover_done(&self) -> Result<()> {
-        let data_dir = self.config.data_dir.clone();
-        let s = tokio::task::spawn_blocking(move || switch::load(&data_dir))
-            .await
-            .map_err(|e| Error::internal("reading the switch-over", e))?
-            .map_err(|e| Error::internal("reading the switch-over", e))?;
+        let s = self
+            .switch_file("reading the switch-over", switch::load)
+            .await?;
         let Some(s) = s else { return Ok(()) };
         if s.phase != Phase::Committed {
             return Ok(());
@@ -300,11 +311,8 @@ impl App {
         if let Ok(mut c) = self.handover.check.lock() {
             *c = None;
         }
-        let data_dir = self.config.data_dir.clone();
-        tokio::task::spawn_blocking(move || switch::remove(&data_dir))
-            .await
-            .map_err(|e| Error::internal("ending the switch-over", e))?
-            .map_err(|e| Error::internal("ending the switch-over", e))?;
+        self.switch_file("ending the switch-over", switch::remove)
+            .await?;
         Ok(())
     }
 
@@ -365,11 +373,8 @@ impl App {
             &format!("rolled back to Cofre {}: {failure}", s.from_version),
         )
         .await?;
-        let data_dir = self.config.data_dir.clone();
-        tokio::task::spawn_blocking(move || switch::remove(&data_dir))
-            .await
-            .map_err(|e| Error::internal("ending the switch-over", e))?
-            .map_err(|e| Error::internal("ending the switch-over", e))?;
+        self.switch_file("ending the switch-over", switch::remove)
+            .await?;
         Ok(())
     }
 }
