@@ -120,15 +120,16 @@ impl utoipa::Modify for CommonResponses {
                 && !path.ends_with("/sys/seal-status")
                 && !path.ends_with("/sys/unseal");
             let has_params = path.contains('{');
-            for op in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
+            let writes = [
+                (false, &mut item.get),
+                (true, &mut item.put),
+                (true, &mut item.post),
+                (true, &mut item.delete),
+                (true, &mut item.patch),
+            ];
+            for (writes, op) in writes
+                .into_iter()
+                .filter_map(|(writes, op)| op.as_mut().map(|op| (writes, op)))
             {
                 let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
                 let has_body = op.request_body.is_some();
@@ -169,6 +170,14 @@ impl utoipa::Modify for CommonResponses {
                 if has_body {
                     add("413", "The body is larger than the limit");
                     add("415", "The body is not sent as application/json");
+                }
+                // Every write meets the store's unique names and the state machines' "already
+                // decided": a name taken, a request no longer pending, a stale version.
+                if writes && behind_seal {
+                    add(
+                        "409",
+                        "It conflicts with what is there now: a name already taken, a decision already made, a stale version",
+                    );
                 }
                 if behind_seal {
                     add(

@@ -49,7 +49,7 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(
     name = "cofre",
-    version,
+    version = cofre_app::switch::version(),
     about = "Cofre: privileged access management — vault, policies and a tamper-evident audit trail",
     long_about = "Cofre keeps privileged credentials encrypted, reveals them only as policy allows, and \
 records every step in a hash-chained audit trail.\n\n\

@@ -48,7 +48,7 @@ const SEEDING: Duration = Duration::from_secs(3600);
 
 /// Every seeded user's password (the hash is computed once: Argon2 a thousand times would
 /// dominate the seeding).
-const PASSWORD: &str = "bench-Console-pw-4471";
+pub(super) const PASSWORD: &str = "bench-Console-pw-4471";
 
 const GROUPS: usize = 50;
 
@@ -135,17 +135,88 @@ struct Seeded {
 
 /// Users, groups, targets, credentials and policies, then the audit entries, in transactions of
 /// thousands of rows (each ends with its own audit entry, as every write does).
-async fn seed(app: &App, s: &Sizes) -> Result<Seeded> {
-    let started = Instant::now();
+/// `n` targets with a root password each, sealed as the vault seals them, in transactions of a
+/// thousand; `of(i)` names the i-th and gives its tags.
+pub(super) async fn seed_targets(
+    app: &App,
+    n: usize,
+    of: impl Fn(usize) -> (String, Vec<String>),
+) -> Result<()> {
     let now = app.now_text();
-    let hash = cofre_app::services::accounts::hash_password(PASSWORD.into()).await?;
+    let secret = b"bench-target-secret";
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut tx = app.store.write().await?;
+        for &i in chunk {
+            let (name, tags) = of(i);
+            let host = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
+            let id = tx
+                .insert_target(NewTarget {
+                    name: &name,
+                    host: &host,
+                    port: 22,
+                    protocol: "ssh",
+                    tags: &tags,
+                    created_at: &now,
+                })
+                .await?;
+            let cred = tx
+                .insert_credential(id, &name, "root", "password", &now, "admin")
+                .await?;
+            let sealed = app.seal_credential_secret(cred, 1, secret)?;
+            tx.add_credential_version(
+                cred,
+                1,
+                NewVersion {
+                    kind: "password",
+                    wrapped_key: &sealed.wrapped_key,
+                    ciphertext: &sealed.ciphertext,
+                    created_at: &now,
+                    created_by: "admin",
+                },
+            )
+            .await?;
+        }
+        tx.append_audit(app.now_text(), seed_entry("targets", chunk.len()))
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
 
+/// A new data dir at `data_dir` (with `config` as its server's), unsealed in this process, whose
+/// initial admin's password is [`PASSWORD`] (not to be changed at first login).
+pub(super) async fn scratch_app(
+    data_dir: &Path,
+    config: Option<&Path>,
+) -> Result<std::sync::Arc<App>> {
+    let config = cofre_app::config::ServerConfig::load(
+        config,
+        cofre_app::config::Overrides {
+            data_dir: Some(data_dir.to_path_buf()),
+            listen: None,
+            database_url: None,
+            ssh_listen: None,
+        },
+    )?;
+    let (app, _) = cofre_app::initialise(&config, cofre_app::SealChoice::KeyFile).await?;
+    app.unseal_from_key_file()?;
+    let hash = cofre_app::services::accounts::hash_password(PASSWORD.into()).await?;
     let mut tx = app.store.write().await?;
     let admin = tx
         .user_by_name("admin")
         .await?
         .ok_or_else(|| anyhow!("no initial admin in the new data dir"))?;
     tx.set_password(admin.id, &hash, false).await?;
+    tx.commit().await?;
+    Ok(app)
+}
+
+async fn seed(app: &App, s: &Sizes) -> Result<Seeded> {
+    let started = Instant::now();
+    let now = app.now_text();
+    let hash = cofre_app::services::accounts::hash_password(PASSWORD.into()).await?;
+
+    let mut tx = app.store.write().await?;
     let mut group_ids = std::collections::HashMap::new();
     let extra = ["requesters", "approvers", "echoers"];
     for g in (0..GROUPS)
@@ -212,47 +283,16 @@ async fn seed(app: &App, s: &Sizes) -> Result<Seeded> {
         .await?;
     tx.commit().await?;
 
-    let secret = b"bench-target-secret";
-    for chunk in (0..s.targets).collect::<Vec<_>>().chunks(1000) {
-        let mut tx = app.store.write().await?;
-        for &i in chunk {
-            let name = target_name(i);
-            let tags = vec![
+    seed_targets(app, s.targets, |i| {
+        (
+            target_name(i),
+            vec![
                 format!("team-{:02}", i % GROUPS),
                 if i % 2 == 0 { "env-prod" } else { "env-dev" }.to_owned(),
-            ];
-            let host = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
-            let id = tx
-                .insert_target(NewTarget {
-                    name: &name,
-                    host: &host,
-                    port: 22,
-                    protocol: "ssh",
-                    tags: &tags,
-                    created_at: &now,
-                })
-                .await?;
-            let cred = tx
-                .insert_credential(id, &name, "root", "password", &now, "admin")
-                .await?;
-            let sealed = app.seal_credential_secret(cred, 1, secret)?;
-            tx.add_credential_version(
-                cred,
-                1,
-                NewVersion {
-                    kind: "password",
-                    wrapped_key: &sealed.wrapped_key,
-                    ciphertext: &sealed.ciphertext,
-                    created_at: &now,
-                    created_by: "admin",
-                },
-            )
-            .await?;
-        }
-        tx.append_audit(app.now_text(), seed_entry("targets", chunk.len()))
-            .await?;
-        tx.commit().await?;
-    }
+            ],
+        )
+    })
+    .await?;
     let identities = started.elapsed();
 
     // Stamped by the clock as they are written, after the data dir's own entries, as a real
@@ -780,17 +820,7 @@ pub(crate) async fn run(
     }
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("data");
-    let config = cofre_app::config::ServerConfig::load(
-        None,
-        cofre_app::config::Overrides {
-            data_dir: Some(data_dir.clone()),
-            listen: None,
-            database_url: None,
-            ssh_listen: None,
-        },
-    )?;
-    let (app, _) = cofre_app::initialise(&config, cofre_app::SealChoice::KeyFile).await?;
-    app.unseal_from_key_file()?;
+    let app = scratch_app(&data_dir, None).await?;
     outln!(
         "seeding {} targets (a credential each), {} users in {} groups, {} policies, {} audit entries (SQLite in a scratch dir)",
         sizes.targets,

@@ -4,7 +4,7 @@
 //! against the same server's /healthz in the same run, so the ratio is comparable across machines.
 //! `cofre-bench breakglass`: see [`breakglass`]. `cofre-bench gateway`: see [`gateway`].
 //! `cofre-bench backup`: see [`backup`]. `cofre-bench snapshot`: see [`snapshot`].
-//! `cofre-bench console`: see [`console`].
+//! `cofre-bench console`: see [`console`]. `cofre-bench maintenance`: see [`maintenance`].
 
 #[macro_use]
 extern crate cofre;
@@ -14,6 +14,7 @@ mod breakglass;
 mod console;
 mod gateway;
 mod light;
+mod maintenance;
 mod snapshot;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -104,6 +105,16 @@ pub enum BenchCmd {
         /// MiB of recordings in the data dir (default 1 GiB).
         #[arg(long, default_value_t = 1024)]
         megabytes: u64,
+    },
+    /// A maintenance window applying a good release (this build, stamped with the next version)
+    /// and then a bad one (failing its health check) on an instance with MEGABYTES of recordings
+    /// and CREDENTIALS credentials: time from the window's start to the new (or the old) version
+    /// serving, and how long the API and the gateway refuse service (needs minisign and tar).
+    Maintenance {
+        #[arg(long, default_value_t = 1024)]
+        megabytes: u64,
+        #[arg(long, default_value_t = 100_000)]
+        credentials: usize,
     },
     /// The web console's main pages for every role on a seeded instance (TARGETS targets with a
     /// credential each, USERS users in groups with policies, AUDIT audit entries, REQUESTS
@@ -202,11 +213,31 @@ async fn start_server_in(
     database_url: Option<&str>,
     config_file: Option<&std::path::Path>,
 ) -> Result<(ServerProcess, Target, Option<String>, u16)> {
-    let mut cmd = std::process::Command::new(cofre_bin()?);
     // In-process: the CPU figures read /proc of the process that serves, not of its supervisor.
-    cmd.arg("server")
-        .arg("--no-supervisor")
-        .arg("--data-dir")
+    start_server_as(dir, database_url, config_file, false).await
+}
+
+/// [`start_server_in`] under the supervisor, as `cofre server` runs in production: what a
+/// maintenance window's switch-over needs.
+async fn start_server_supervised(
+    dir: tempfile::TempDir,
+    config_file: Option<&std::path::Path>,
+) -> Result<(ServerProcess, Target, Option<String>, u16)> {
+    start_server_as(dir, None, config_file, true).await
+}
+
+async fn start_server_as(
+    dir: tempfile::TempDir,
+    database_url: Option<&str>,
+    config_file: Option<&std::path::Path>,
+    supervised: bool,
+) -> Result<(ServerProcess, Target, Option<String>, u16)> {
+    let mut cmd = std::process::Command::new(cofre_bin()?);
+    cmd.arg("server");
+    if !supervised {
+        cmd.arg("--no-supervisor");
+    }
+    cmd.arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--listen")
         .arg("127.0.0.1:0")
@@ -225,7 +256,8 @@ async fn start_server_in(
     let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
     let proc = ServerProcess(child, dir);
     let (mut url, mut fp, mut pw_file, mut ssh_port) = (None, None, None, None);
-    for line in std::io::BufReader::new(stdout).lines() {
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
         let line = line?;
         if let Some(u) = line.strip_prefix("cofre listening on ") {
             url = Some(u.to_owned());
@@ -239,6 +271,9 @@ async fn start_server_in(
             break;
         }
     }
+    // What the server (or a version the supervisor starts later) prints after this is read and
+    // dropped: a closed pipe would fail its writes.
+    std::thread::spawn(move || lines.for_each(drop));
     let (Some(url), Some(fp), Some(ssh_port)) = (url, fp, ssh_port) else {
         bail!("the benchmark server did not start");
     };
@@ -256,6 +291,21 @@ async fn start_server_in(
         otp,
         ssh_port,
     ))
+}
+
+/// `user` logged in with a password that need not be changed.
+async fn password_login(client: &Client, user: &str, password: &str) -> Result<Client> {
+    let r: LoginResponse = client
+        .post(
+            "/api/v1/auth/login",
+            &LoginRequest {
+                username: user.into(),
+                password: SecretString::new(password.into()),
+                totp_code: None,
+            },
+        )
+        .await?;
+    Ok(client.with_token(Some(r.token.expose().to_owned())))
 }
 
 async fn login(client: &Client, user: &str, password: &str, new_password: &str) -> Result<Client> {
@@ -455,6 +505,10 @@ async fn run(cmd: BenchCmd) -> Result<ExitCode> {
             recordings,
         } => return backup::run(megabytes, recordings).await,
         BenchCmd::Snapshot { megabytes } => return snapshot::run(megabytes).await,
+        BenchCmd::Maintenance {
+            megabytes,
+            credentials,
+        } => return maintenance::run(megabytes, credentials).await,
         BenchCmd::Console {
             targets,
             users,

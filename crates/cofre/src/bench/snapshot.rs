@@ -142,7 +142,7 @@ fn sync_tree(dir: &Path) -> Result<()> {
 }
 
 /// Random recordings, written fast (xorshift; the bytes only need to be incompressible).
-fn seed(data_dir: &Path, megabytes: u64) -> Result<()> {
+pub(super) fn seed(data_dir: &Path, megabytes: u64) -> Result<()> {
     let dir = data_dir.join("recordings").join("2026-01-01");
     std::fs::create_dir_all(&dir)?;
     let mut state = 0x9E37_79B9_7F4A_7C15u64;

@@ -1252,6 +1252,19 @@ impl Api {
         body: Body<'_>,
         headers: &[(&str, &str)],
     ) -> Resp {
+        self.try_call(method, path, token, body, headers)
+            .unwrap_or_else(|e| panic!("{method} {path}: request failed: {e}"))
+    }
+
+    /// `call_with_headers`, where no answer (a server restarting) is the error, not a panic.
+    pub(crate) fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Body<'_>,
+        headers: &[(&str, &str)],
+    ) -> Result<Resp, String> {
         let what = format!("{method} {path}");
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self
@@ -1274,21 +1287,18 @@ impl Api {
             } => req.header("content-type", content_type).body(bytes),
         };
         self.rt.block_on(async {
-            let res = req
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{what}: request failed: {e:?}"));
+            let res = req.send().await.map_err(|e| format!("{e:?}"))?;
             let status = res.status().as_u16();
             let headers = res.headers().clone();
             let text = res.text().await.unwrap_or_default();
             let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-            Resp {
+            Ok(Resp {
                 what,
                 status,
                 body,
                 text,
                 headers,
-            }
+            })
         })
     }
 

@@ -695,7 +695,8 @@ fn assert_in_order(lines: &[String], expected: &[&str]) {
 }
 
 /// A good release (the built binary, reporting 0.2.0) applied in a window: the live session is
-/// warned, the watcher sees every step to `done`, the new version answers with its version, every
+/// warned, changes through the API are refused while it runs (reads are not), the watcher sees
+/// every step to `done`, the new version answers with its version, every
 /// user, target, policy and recording is still there, the chain verifies, and a restart of the
 /// server runs the new version again.
 #[test]
@@ -734,6 +735,50 @@ fn a_signed_release_is_applied_in_its_window() {
                 .stderr()
                 .contains(&format!("cofre: maintenance window {id} starts at"))
         },
+    );
+    // While the window runs, reading goes on and changes are refused: on the old version, and on
+    // the new one until it is committed. The server is down for a moment in between.
+    let api = gw.server.api();
+    let token = gw.admin.token();
+    let (mut refused, mut tries) = (None, 0);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !["state done", "state rolled_back", "state failed"]
+        .iter()
+        .any(|s| watcher.stdout().contains(s))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the window ends within 240 s: {}",
+            watcher.describe()
+        );
+        if watcher.stdout().contains("state running") {
+            tries += 1;
+            let change = api.try_call(
+                "POST",
+                "/api/v1/groups",
+                Some(&token),
+                Body::Json(serde_json::json!({ "name": format!("during-{tries}") })),
+                &[],
+            );
+            let read = api.try_call("GET", "/api/v1/groups", Some(&token), Body::None, &[]);
+            if let (Ok(change), Ok(read)) = (change, read) {
+                if change.status == 503 && read.status == 200 && refused.is_none() {
+                    refused = Some(change.body);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = refused.unwrap_or_else(|| {
+        panic!("no change was refused in {tries} tries while the window ran, reads answering")
+    });
+    assert_eq!(refused["code"], "maintenance_window", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("maintenance window {id} is running until")),
+        "{refused}"
     );
     let status = watcher
         .wait(Duration::from_secs(240))
@@ -778,6 +823,21 @@ fn a_signed_release_is_applied_in_its_window() {
         "done",
         "{finished:?}"
     );
+    // A change made while the window ran would be in the trail before its end.
+    let done_at = finished.last().unwrap()["seq"].as_i64().unwrap();
+    let begun_at = audit_of(&gw.admin, "maintenance.begin").last().unwrap()["seq"]
+        .as_i64()
+        .unwrap();
+    let during: Vec<i64> = audit_of(&gw.admin, "group.create")
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .filter(|seq| (begun_at..done_at).contains(seq))
+        .collect();
+    assert!(
+        during.is_empty(),
+        "changes accepted during the window: {during:?}"
+    );
+    gw.admin.ok(&["group", "add", "after-the-window"]);
     assert!(!gw
         .inst
         .data_dir
