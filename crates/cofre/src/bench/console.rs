@@ -207,6 +207,8 @@ pub(super) async fn scratch_app(
         .await?
         .ok_or_else(|| anyhow!("no initial admin in the new data dir"))?;
     tx.set_password(admin.id, &hash, false).await?;
+    tx.append_audit(app.now_text(), seed_entry("the admin's password", 1))
+        .await?;
     tx.commit().await?;
     Ok(app)
 }
@@ -846,22 +848,7 @@ pub(crate) async fn run(
     let pid = server.pid();
     let ticks = clock_ticks();
     let api = Client::new(&target, None)?;
-    let api_login = |user: &'static str| {
-        let api = &api;
-        async move {
-            let r: LoginResponse = api
-                .post(
-                    "/api/v1/auth/login",
-                    &LoginRequest {
-                        username: user.into(),
-                        password: SecretString::new(PASSWORD.into()),
-                        totp_code: None,
-                    },
-                )
-                .await?;
-            Ok::<_, anyhow::Error>(api.with_token(Some(r.token.expose().to_owned())))
-        }
-    };
+    let api_login = |user: &'static str| super::password_login(&api, user, PASSWORD);
     let admin_api = api_login("admin").await?;
 
     let t = Instant::now();

@@ -289,8 +289,10 @@ async fn window(
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut n = 0u64;
     let (mut state, mut closed, mut serving_at) = (w.state.clone(), None, None);
-    // The version that serves after the switch-over (or the rollback) is the first to answer
-    // after the API went silent: before that, the old process was still answering.
+    // The version that serves after the switch-over is the first to answer with a version other
+    // than the one before; after a rollback, the same version answers again: the first answer
+    // after the API went silent (the old process was answering until then) or the window closed.
+    let before: Health = anon.get("/healthz").await?;
     let mut went_silent = false;
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
@@ -307,7 +309,11 @@ async fn window(
         let banner = gateway_banner(gateway_port).await;
         if at >= 0.0 {
             match &read {
-                Ok(Some(h)) if went_silent && h.version == serving && serving_at.is_none() => {
+                Ok(Some(h))
+                    if h.version == serving
+                        && serving_at.is_none()
+                        && (h.version != before.version || went_silent || closed.is_some()) =>
+                {
                     serving_at = Some(at);
                 }
                 Err(()) => went_silent = true,
