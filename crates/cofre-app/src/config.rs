@@ -64,6 +64,52 @@ pub struct ServerConfig {
     pub support: SupportConfig,
     /// The external listener for invited third parties (`[external]`): off unless `listen` is set.
     pub external: ExternalConfig,
+    /// Single sign-on (`[sso]`): how long an SSO login lasts.
+    pub sso: SsoConfig,
+}
+
+/// `[sso]`: the identity providers themselves are data (`cofre sso add`); these are the rules
+/// every SSO login follows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SsoConfig {
+    /// An SSO user must also give Cofre's own TOTP code (and one without TOTP must enrol it
+    /// first), unless the IdP's `amr`/`acr` says it did a second factor `trusted_amr` names.
+    pub require_totp: bool,
+    /// `amr` or `acr` values taken as the IdP's own second factor (e.g. `["mfa", "otp"]`);
+    /// empty (the default): the IdP's word is never taken for it.
+    pub trusted_amr: Vec<String>,
+    /// The longest a token from an SSO login lives, in hours (and never longer than
+    /// `token_ttl_minutes`): the IdP is asked again at least this often.
+    pub max_session_hours: u32,
+}
+
+impl Default for SsoConfig {
+    fn default() -> Self {
+        Self {
+            require_totp: false,
+            trusted_amr: Vec::new(),
+            max_session_hours: 8,
+        }
+    }
+}
+
+impl SsoConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=720).contains(&self.max_session_hours) {
+            return Err(ConfigError::Invalid {
+                field: "sso.max_session_hours",
+                reason: "must be 1 to 720 hours".into(),
+            });
+        }
+        if self.trusted_amr.iter().any(|v| v.trim().is_empty()) {
+            return Err(ConfigError::Invalid {
+                field: "sso.trusted_amr",
+                reason: "values must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// `[external]`: the listener that serves only the invitation pages and the invitees' web
@@ -388,6 +434,7 @@ impl Default for ServerConfig {
             maintenance: MaintenanceConfig::default(),
             support: SupportConfig::default(),
             external: ExternalConfig::default(),
+            sso: SsoConfig::default(),
         }
     }
 }
@@ -464,6 +511,7 @@ impl ServerConfig {
         self.maintenance.validate()?;
         self.support.validate()?;
         self.external.validate()?;
+        self.sso.validate()?;
         if self.server.drain_seconds > 3600 {
             return Err(ConfigError::Invalid {
                 field: "server.drain_seconds",

@@ -31,13 +31,18 @@ pub(crate) fn cleared_cookie() -> HeaderValue {
 }
 
 fn token_from(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, COOKIE)
+}
+
+/// The value of the cookie `name` the browser sent, if not empty.
+pub(crate) fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
         .filter(|v| !v.is_empty())
 }
@@ -95,6 +100,15 @@ impl FromRequestParts<Console> for Viewer {
         };
         if who.scope() == TokenScope::PasswordChange && !open_to_password_change(parts.uri.path()) {
             return Err(Redirect::to("/password").into_response());
+        }
+        // An SSO login that must enrol a TOTP first reaches only the enrolment.
+        if who.scope() == TokenScope::TotpEnrolment
+            && !matches!(
+                parts.uri.path(),
+                "/totp" | "/totp/enroll" | "/totp/confirm" | "/logout"
+            )
+        {
+            return Err(Redirect::to("/totp").into_response());
         }
         // A support user's page views under a grant are audited like its API calls, before the
         // page is made (fail closed), so `support activity` shows them too.

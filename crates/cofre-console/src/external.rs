@@ -154,15 +154,7 @@ async fn gate(
 }
 
 fn cookie_of(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())
-        .filter(|v| !v.is_empty())
+    crate::auth::cookie_named(headers, COOKIE)
 }
 
 async fn invitee(x: &External, headers: &HeaderMap) -> Result<Option<Invitee>, PageError> {

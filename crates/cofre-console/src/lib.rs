@@ -54,6 +54,9 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
             "/login",
             get(pages::auth::login_form).post(pages::auth::login),
         )
+        .route("/login/sso/callback", get(pages::sso::callback))
+        .route("/login/sso/totp", post(pages::sso::totp))
+        .route("/login/sso/{name}", get(pages::sso::start))
         .route("/logout", post(pages::auth::logout))
         .route(
             "/password",

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod role;
 pub mod rotation_template;
 pub mod siem;
+pub mod sso;
 pub mod support;
 pub mod when;
 

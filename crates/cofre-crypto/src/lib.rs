@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod files;
 pub mod generate;
 pub mod keyring;
+pub mod oidc;
 pub mod password;
 pub mod share_text;
 pub mod token;

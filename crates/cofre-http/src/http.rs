@@ -29,6 +29,7 @@ mod requests;
 mod rotation;
 mod siem;
 mod snapshots;
+mod sso;
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
@@ -102,6 +103,7 @@ fn ok() -> ApiResult<OkResponse> {
         invites::create, invites::list, invites::show, invites::revoke,
         invites::approve_session, invites::deny_session,
         diagnostics::config, diagnostics::logs,
+        sso::list, sso::add, sso::remove, sso::test, sso::names, sso::begin, sso::finish, sso::totp,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -212,6 +214,13 @@ pub fn router(state: AppState) -> Router {
         .route("/sys/seal-status", get(seal_status))
         .route("/sys/unseal", post(unseal))
         .route("/auth/login", post(login))
+        .route("/auth/sso", get(sso::names))
+        .route("/auth/sso/{name}/begin", post(sso::begin))
+        .route("/auth/sso/finish", post(sso::finish))
+        .route("/auth/sso/totp", post(sso::totp))
+        .route("/sso", get(sso::list).post(sso::add))
+        .route("/sso/{name}", axum::routing::delete(sso::remove))
+        .route("/sso/{name}/test", post(sso::test))
         .route("/auth/logout", post(logout))
         .route("/auth/whoami", get(whoami))
         .route("/auth/password", post(change_password))

@@ -25,6 +25,8 @@ pub mod instance;
 pub use instance::*;
 pub mod invite;
 pub use invite::*;
+pub mod sso;
+pub use sso::*;
 pub mod live;
 pub use live::*;
 pub mod network;
@@ -152,6 +154,7 @@ pub enum ErrorCode {
     ShareWrongKeyring,
     SharesDoNotOpen,
     SnapshotRunning,
+    SsoRefused,
     StaleVersion,
     TargetDisabled,
     TotpInvalid,
@@ -241,6 +244,7 @@ impl ErrorCode {
         ErrorCode::ShareWrongKeyring,
         ErrorCode::SharesDoNotOpen,
         ErrorCode::SnapshotRunning,
+        ErrorCode::SsoRefused,
         ErrorCode::StaleVersion,
         ErrorCode::TargetDisabled,
         ErrorCode::TotpInvalid,
@@ -329,6 +333,7 @@ impl ErrorCode {
             ErrorCode::ShareWrongKeyring => "share_wrong_keyring",
             ErrorCode::SharesDoNotOpen => "shares_do_not_open",
             ErrorCode::SnapshotRunning => "snapshot_running",
+            ErrorCode::SsoRefused => "sso_refused",
             ErrorCode::StaleVersion => "stale_version",
             ErrorCode::TargetDisabled => "target_disabled",
             ErrorCode::TotpInvalid => "totp_invalid",
@@ -446,6 +451,11 @@ pub struct LoginResponse {
     pub expires_at: String,
     /// The password was a one-time password: this token may only change it (`POST /auth/password`).
     pub password_change_required: bool,
+    /// An SSO login that is not done yet (`[sso] require_totp`): `totp`, this token may only give
+    /// the TOTP code (`POST /api/v1/auth/sso/totp`); `totp_enrolment`, it may only enrol TOTP
+    /// (`/auth/totp/enroll`, `/auth/totp/confirm`), then log in again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_step: Option<String>,
     pub user: UserInfo,
 }
 

@@ -24,6 +24,7 @@ pub mod requests;
 pub mod rollback;
 pub mod rotation;
 pub mod siem;
+pub mod sso;
 pub mod support;
 pub mod targets;
 pub mod users;

@@ -64,7 +64,12 @@ impl WriteTx {
     /// Deletes a user without history with its memberships, tokens and keys. A row that something
     /// else still references (a break-glass custodianship) is a `Conflict`.
     pub async fn delete_user(&mut self, user_id: i64, username: &str) -> Result<()> {
-        for table in ["access_group_members", "api_tokens", "user_ssh_keys"] {
+        for table in [
+            "access_group_members",
+            "api_tokens",
+            "user_ssh_keys",
+            "sso_identities",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
                 .bind(user_id)
                 .execute(&mut *self.tx)

@@ -68,7 +68,7 @@ async fn find_user(conn: &mut sqlx::AnyConnection, username: &str) -> Result<Opt
     row.as_ref().map(user_from_row).transpose()
 }
 
-async fn groups_of(conn: &mut sqlx::AnyConnection, user_id: i64) -> Result<Vec<String>> {
+pub(crate) async fn groups_of(conn: &mut sqlx::AnyConnection, user_id: i64) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
         "SELECT g.name FROM access_groups g JOIN access_group_members m ON m.group_id = g.id \
          WHERE m.user_id = $1 ORDER BY g.name",
@@ -255,6 +255,16 @@ pub struct Member {
 impl WriteTx {
     pub async fn user_by_name(&mut self, username: &str) -> Result<Option<UserRow>> {
         find_user(&mut self.tx, username).await
+    }
+
+    pub async fn user_by_id(&mut self, user_id: i64) -> Result<Option<UserRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
+        ))
+        .bind(user_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
     }
 
     pub async fn set_email(&mut self, user_id: i64, email: Option<&str>) -> Result<()> {

@@ -14,8 +14,17 @@ use zeroize::Zeroizing;
 #[derive(Args)]
 pub(crate) struct LoginArgs {
     /// Your Cofre user name.
-    #[arg(long)]
-    user: String,
+    #[arg(long, required_unless_present = "sso", conflicts_with = "sso")]
+    user: Option<String>,
+    /// Log in through this identity provider instead (`cofre sso list` on an admin's machine;
+    /// the console's login page shows them): the browser opens, the provider's redirect comes
+    /// back to a listener on 127.0.0.1.
+    /// Under `[sso] require_totp` the TOTP code is asked for after the provider.
+    #[arg(long, value_name = "PROVIDER", conflicts_with_all = ["password_stdin", "totp"])]
+    sso: Option<String>,
+    /// With --sso: do not open a browser, only print the URL (for a machine without one).
+    #[arg(long, requires = "sso")]
+    no_browser: bool,
     /// Read the password from the first line of stdin (and, if it was a one-time password, the new
     /// password from the second line) instead of prompting.
     #[arg(long)]
@@ -674,6 +683,7 @@ async fn dispatch(
         Command::Rotation(cmd) => crate::rotation_cmd::rotation(ctx, cmd).await,
         Command::PasswordPolicy(cmd) => crate::rotation_cmd::password_policy(ctx, cmd).await,
         Command::Siem(cmd) => crate::siem_cmd::run(ctx, cmd).await,
+        Command::Sso(cmd) => crate::sso_cmd::run(ctx, cmd).await,
         Command::Network(cmd) => crate::network_cmd::run(ctx, cmd).await,
         Command::Server(_) | Command::Init(_) => Err(anyhow!("internal: not a client command")),
     }
@@ -694,6 +704,54 @@ async fn login(
     target: &Target,
     config_path: &std::path::Path,
 ) -> Result<ExitCode> {
+    let save = |token: String| {
+        ClientConfig {
+            server: Some(target.server.clone()),
+            fingerprint: target.fingerprint.clone(),
+            ca_cert: target.ca_cert.clone(),
+            token: Some(token),
+        }
+        .save(config_path)
+    };
+    let user = match (&args.sso, &args.user) {
+        (Some(provider), _) => {
+            let mut resp = crate::sso_cmd::login(ctx, provider, !args.no_browser).await?;
+            match resp.next_step.as_deref() {
+                Some("totp") => {
+                    let code = prompt_secret("TOTP code")?;
+                    let pending = ctx.client.with_token(Some(resp.token.expose().to_owned()));
+                    resp = pending
+                        .post(
+                            "/api/v1/auth/sso/totp",
+                            &SsoTotpRequest {
+                                totp_code: code.to_string(),
+                            },
+                        )
+                        .await?;
+                }
+                Some("totp_enrolment") => {
+                    save(resp.token.expose().to_owned())?;
+                    outln!(
+                        "this instance asks for Cofre's TOTP after single sign-on: enrol it now with \
+                         `cofre totp enroll` and `cofre totp confirm CODE` (this login may do nothing \
+                         else, for 15 minutes), then log in again with --sso {provider}"
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                _ => {}
+            }
+            save(resp.token.expose().to_owned())?;
+            outln!(
+                "logged in as {} ({}) through {provider}, groups [{}]",
+                resp.user.username,
+                resp.user.role,
+                resp.user.groups.join(",")
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        (None, Some(u)) => u.clone(),
+        (None, None) => bail!("--user: required (or --sso PROVIDER)"),
+    };
     let mut lines = if args.password_stdin {
         stdin_lines(2)?
     } else {
@@ -703,10 +761,10 @@ async fn login(
     let password = match lines.next() {
         Some(p) => p,
         None if args.password_stdin => bail!("--password-stdin: stdin is empty"),
-        None => prompt_secret(&format!("password for {}", args.user))?,
+        None => prompt_secret(&format!("password for {user}"))?,
     };
     let request = LoginRequest {
-        username: args.user.clone(),
+        username: user.clone(),
         password: SecretString::new(password.to_string()),
         totp_code: args.totp.clone(),
     };
@@ -748,13 +806,7 @@ async fn login(
                 anyhow!("the server did not issue a session after the password change")
             })?;
     }
-    let config = ClientConfig {
-        server: Some(target.server.clone()),
-        fingerprint: target.fingerprint.clone(),
-        ca_cert: target.ca_cert.clone(),
-        token: Some(token),
-    };
-    config.save(config_path)?;
+    save(token)?;
     outln!("logged in as {} ({})", resp.user.username, resp.user.role);
     Ok(ExitCode::SUCCESS)
 }

@@ -40,6 +40,7 @@ mod server_cmd;
 mod sessions_cmd;
 mod siem_cmd;
 mod snapshot_cmd;
+mod sso_cmd;
 mod supervisor;
 mod support_cmd;
 
@@ -195,6 +196,9 @@ enum Command {
     /// list, remove, status.
     #[command(subcommand)]
     Siem(siem_cmd::SiemCmd),
+    /// Single sign-on with OpenID Connect: add, list, test, remove identity providers.
+    #[command(subcommand)]
+    Sso(sso_cmd::SsoCmd),
     /// Which networks the API and the SSH gateway accept (Orbit): show, set.
     #[command(subcommand)]
     Network(network_cmd::NetworkCmd),

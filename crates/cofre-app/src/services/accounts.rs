@@ -251,6 +251,8 @@ impl Accounts<'_> {
         let scope = match row.scope.as_str() {
             "session" => TokenScope::Session,
             "password_change" => TokenScope::PasswordChange,
+            "sso_totp" => TokenScope::SsoTotp,
+            "totp_enrolment" => TokenScope::TotpEnrolment,
             _ => return Err(unauthorized()),
         };
         // The emergency lockdown: every API call (and console page) of anyone but an admin.
@@ -290,7 +292,7 @@ impl Accounts<'_> {
 impl App {
     /// Refuses, before any password is checked, a login from a source that must wait or for an
     /// account locked from many sources; audited. Known and unknown names alike.
-    async fn refuse_if_held(
+    pub(crate) async fn refuse_if_held(
         &self,
         input: &LoginInput<'_>,
         rows: &[(String, SourceFailures)],
@@ -353,7 +355,7 @@ impl App {
     /// Counts one failure of an existing user from this source inside `tx` and commits it with
     /// `entry` (given the count, the wait and the lock). When the account lock starts (or goes
     /// on), the user's tokens end in this transaction.
-    async fn count_failure(
+    pub(crate) async fn count_failure(
         &self,
         mut tx: cofre_store::WriteTx,
         user: &UserRow,
@@ -580,6 +582,7 @@ impl Accounts<'_> {
             token: SecretString::new(token_text.to_string()),
             expires_at: rfc3339(expires),
             password_change_required: user.must_change_password,
+            next_step: None,
             user: user_info(&user, groups, now),
         })
     }
@@ -723,7 +726,7 @@ impl Accounts<'_> {
 }
 
 impl App {
-    fn open_totp_seed(&self, user: &UserRow) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    pub(crate) fn open_totp_seed(&self, user: &UserRow) -> Result<zeroize::Zeroizing<Vec<u8>>> {
         let (wrapped_key, ciphertext) = user
             .totp_sealed
             .clone()
@@ -790,7 +793,7 @@ impl Accounts<'_> {
         reauth: &TotpEnrollRequest,
         source: &str,
     ) -> Result<TotpEnrollResponse> {
-        who.require(Action::OwnAccount)?;
+        who.require_own_totp()?;
         let user = self
             .store
             .user_by_name(&who.username)
@@ -851,7 +854,7 @@ impl Accounts<'_> {
     }
 
     pub async fn confirm_totp(&self, who: &Principal, code: &str) -> Result<()> {
-        who.require(Action::OwnAccount)?;
+        who.require_own_totp()?;
         let user = self
             .store
             .user_by_name(&who.username)

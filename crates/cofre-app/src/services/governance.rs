@@ -83,6 +83,11 @@ pub enum Change {
     /// A third party invited to targets and accounts (its link is made when it applies).
     #[serde(rename = "invite.create")]
     InviteCreate { invite: InviteRequest },
+    /// An SSO identity provider (its client secret already sealed).
+    #[serde(rename = "sso.add")]
+    SsoAdd {
+        provider: super::sso::SsoProviderDraft,
+    },
 }
 
 impl Change {
@@ -99,6 +104,7 @@ impl Change {
             Change::UserEnable { .. } => "user.enable",
             Change::NetworkSet { .. } => "network.set",
             Change::InviteCreate { .. } => "invite.create",
+            Change::SsoAdd { .. } => "sso.add",
         }
     }
 }
@@ -328,6 +334,11 @@ impl App {
             Change::InviteCreate { invite } => {
                 Prepared::Invitation(Box::new(self.draft_invitation(invite).await?))
             }
+            Change::SsoAdd { provider } => {
+                check_identifier("name", &provider.name)?;
+                provider.widens(|_| false)?;
+                Prepared::Nothing
+            }
         })
     }
 
@@ -505,6 +516,10 @@ impl App {
             }
             // Someone without an account gets sessions on targets: always a widening.
             Change::InviteCreate { invite } => (true, invitation_diff(invite)),
+            Change::SsoAdd { provider } => (
+                provider.widens(|g| group_is_named(&policies, g))?,
+                provider.diff(),
+            ),
         })
     }
 
@@ -849,6 +864,31 @@ impl App {
                         public_key: key,
                         created_at: now_text.clone(),
                     }),
+                )
+            }
+            (Change::SsoAdd { provider }, _) => {
+                for m in &provider.mappings {
+                    if let Some((_, group)) = m.rsplit_once('=') {
+                        if !group.starts_with("role:") && tx.group_id(group).await?.is_none() {
+                            return Err(Error::invalid(
+                                "mappings",
+                                format!("mappings: {m:?}: group {group} does not exist"),
+                            ));
+                        }
+                    }
+                }
+                tx.insert_sso_provider(&provider.row(actor, &now_text)?)
+                    .await?;
+                (
+                    NewAuditEntry::new(actor, "sso.add", format!("sso:{}", provider.name))
+                        .detail("issuer", provider.issuer.as_str())
+                        .detail("client_id", provider.client_id.as_str())
+                        .detail("mappings", provider.mappings.join(","))
+                        .detail(
+                            "default_role",
+                            provider.default_role.as_deref().unwrap_or(""),
+                        ),
+                    Output::Nothing,
                 )
             }
             (Change::InviteCreate { .. }, Prepared::Invitation(draft)) => {

@@ -23,6 +23,7 @@ pub mod seal;
 pub mod sessions;
 pub mod siem;
 pub mod snapshots;
+pub mod sso;
 pub mod support;
 pub mod vault;
 
@@ -75,6 +76,8 @@ pub struct App {
     pub(crate) handover: handover::HandoverState,
     /// Support users acting under a grant on this node (see [`support`]).
     pub(crate) support: support::SupportState,
+    /// Identity providers' discovery and keys, cached on this node (see [`sso`]).
+    pub(crate) sso: sso::SsoState,
 }
 
 /// A group of `App`'s use cases, one per domain: `app.vault().reveal(..)`, `app.accounts()
@@ -208,6 +211,12 @@ pub enum TokenScope {
     Session,
     /// Issued for a one-time password: the holder may only set a new password.
     PasswordChange,
+    /// An SSO login that still owes Cofre's TOTP code (`[sso] require_totp`): the holder may
+    /// only give it (`Accounts::verify_sso_totp`).
+    SsoTotp,
+    /// An SSO login of a user who must have TOTP and has none: the holder may only enrol it,
+    /// then logs in again.
+    TotpEnrolment,
 }
 
 impl TokenScope {
@@ -215,6 +224,8 @@ impl TokenScope {
         match self {
             TokenScope::Session => "session",
             TokenScope::PasswordChange => "password_change",
+            TokenScope::SsoTotp => "sso_totp",
+            TokenScope::TotpEnrolment => "totp_enrolment",
         }
     }
 }
@@ -349,6 +360,15 @@ impl Principal {
     }
 
     /// Checks the role table (and that a password-change token is not used for anything else).
+    /// Enrolling one's own TOTP: what `OwnAccount` allows, and also the only thing a
+    /// `TotpEnrolment` token (an SSO login that must enrol first) may do.
+    pub fn require_own_totp(&self) -> Result<()> {
+        if self.scope == TokenScope::TotpEnrolment && self.invitation.is_none() {
+            return Ok(());
+        }
+        self.require(Action::OwnAccount)
+    }
+
     pub fn require(&self, action: Action) -> Result<()> {
         if self.invitation.is_some() {
             // An invitee is nobody's user: it opens the sessions its invitation covers (judged
@@ -360,6 +380,23 @@ impl Principal {
                     "an invitee may only open its invited sessions",
                 ))
             };
+        }
+        match self.scope {
+            TokenScope::SsoTotp => {
+                return Err(Error::new(
+                    ErrorKind::Forbidden,
+                    ErrorCode::TotpRequired,
+                    "this SSO login still needs your TOTP code (POST /api/v1/auth/sso/totp)",
+                ))
+            }
+            TokenScope::TotpEnrolment => {
+                return Err(Error::new(
+                    ErrorKind::Forbidden,
+                    ErrorCode::TotpNotEnrolled,
+                    "this instance asks SSO users for Cofre's TOTP too: enrol it (`cofre totp enroll`), then log in again",
+                ))
+            }
+            TokenScope::Session | TokenScope::PasswordChange => {}
         }
         if self.scope == TokenScope::PasswordChange && action != Action::ChangeOwnPassword {
             return Err(Error::new(
@@ -406,6 +443,7 @@ impl App {
             maintenance: Arc::default(),
             handover: handover::HandoverState::default(),
             support: support::SupportState::default(),
+            sso: sso::SsoState::default(),
         })
     }
 

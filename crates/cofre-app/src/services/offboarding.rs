@@ -51,6 +51,42 @@ impl App {
     }
 }
 
+impl App {
+    /// Re-decides each live session of `username` with the groups and role it has now; one that
+    /// is no longer allowed (or cannot be re-decided) ends with `why`. Called after a change
+    /// that took something away has committed, so it cannot fail the change.
+    pub(crate) async fn redecide_live_sessions(&self, username: &str, why: &str) {
+        for (id, s) in self.live.matching(|s| s.user == username) {
+            let allowed = async {
+                let Some(target) = self.store.target_by_name(&s.target).await? else {
+                    return Ok(false);
+                };
+                let principal = Principal {
+                    via_key: s.key.clone(),
+                    source: s.source,
+                    ..self.sessions().principal_for_name(username).await?
+                };
+                Ok::<_, Error>(
+                    self.approvals()
+                        .authorise_use(
+                            &principal,
+                            &s.target,
+                            &target.tags,
+                            &s.account,
+                            Access::Session,
+                        )
+                        .await?
+                        .is_ok(),
+                )
+            }
+            .await;
+            if !matches!(allowed, Ok(true)) {
+                self.live.kill_one(&id, why);
+            }
+        }
+    }
+}
+
 impl Accounts<'_> {
     /// Disables a user: every token ends in the same transaction, live gateway sessions end right
     /// after it commits, and no key or password of theirs authenticates until `enable_user`.
@@ -257,42 +293,14 @@ impl Accounts<'_> {
             .detail("user", username),
         )
         .await?;
-        // Re-decide each live session of the user with the groups it has now. The change has
-        // committed, so this cannot fail the call: a session that cannot be re-decided ends.
-        for (id, s) in self.live.matching(|s| s.user == username) {
-            let allowed = async {
-                let Some(target) = self.store.target_by_name(&s.target).await? else {
-                    return Ok(false);
-                };
-                let principal = Principal {
-                    via_key: s.key.clone(),
-                    source: s.source,
-                    ..self.sessions().principal_for_name(username).await?
-                };
-                Ok::<_, Error>(
-                    self.approvals()
-                        .authorise_use(
-                            &principal,
-                            &s.target,
-                            &target.tags,
-                            &s.account,
-                            Access::Session,
-                        )
-                        .await?
-                        .is_ok(),
-                )
-            }
-            .await;
-            if !matches!(allowed, Ok(true)) {
-                self.live.kill_one(
-                    &id,
-                    &format!(
-                        "terminated by {}: {username} left group {group}, which granted this session",
-                        who.username
-                    ),
-                );
-            }
-        }
+        self.redecide_live_sessions(
+            username,
+            &format!(
+                "terminated by {}: {username} left group {group}, which granted this session",
+                who.username
+            ),
+        )
+        .await;
         Ok(())
     }
 }

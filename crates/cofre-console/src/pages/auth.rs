@@ -19,6 +19,7 @@ fn login_page(
     status: StatusCode,
     message: Option<&str>,
     totp_for: Option<(&str, &str)>,
+    sso: &[String],
 ) -> Response {
     layout::bare(
         status,
@@ -42,12 +43,30 @@ fn login_page(
                 }
                 button type="submit" { "Log in" }
             }
+            @if totp_for.is_none() && !sso.is_empty() {
+                section aria-label="Single sign-on" {
+                    @for name in sso {
+                        p { a class="button" href={ "/login/sso/" (name) } { "Log in with " (name) } }
+                    }
+                }
+            }
         },
     )
 }
 
-pub(crate) async fn login_form() -> Response {
-    login_page(StatusCode::OK, None, None)
+/// The identity providers a login page offers (none if they cannot be read: the password form
+/// still works).
+async fn sso_names(c: &Console) -> Vec<String> {
+    c.app
+        .accounts()
+        .sso_provider_names()
+        .await
+        .map(|v| v.into_iter().map(|p| p.name).collect())
+        .unwrap_or_default()
+}
+
+pub(crate) async fn login_form(State(c): State<Console>) -> Response {
+    login_page(StatusCode::OK, None, None, &sso_names(&c).await)
 }
 
 #[derive(Deserialize)]
@@ -73,7 +92,7 @@ pub(crate) async fn login(
         return cross_site_refusal();
     }
     if let Err(e) = cofre_core::names::check_text("username", &f.username, 64) {
-        return login_page(StatusCode::BAD_REQUEST, Some(&e.to_string()), None);
+        return login_page(StatusCode::BAD_REQUEST, Some(&e.to_string()), None, &[]);
     }
     let code = f
         .totp_code
@@ -89,11 +108,17 @@ pub(crate) async fn login(
                     StatusCode::UNAUTHORIZED,
                     Some("ticket: this login step expired or was already used; log in again"),
                     None,
+                    &[],
                 )
             }
         },
         (None, None) => {
-            return login_page(StatusCode::BAD_REQUEST, Some("password: required"), None)
+            return login_page(
+                StatusCode::BAD_REQUEST,
+                Some("password: required"),
+                None,
+                &[],
+            )
         }
     };
     let r = c
@@ -126,7 +151,7 @@ pub(crate) async fn login(
         }
         Err(e) if e.code == ErrorCode::TotpRequired => {
             let ticket = c.pending.hold(&f.username, &password);
-            login_page(StatusCode::OK, None, Some((&f.username, &ticket)))
+            login_page(StatusCode::OK, None, Some((&f.username, &ticket)), &[])
         }
         Err(e) if e.code == ErrorCode::TotpInvalid => {
             // The service checked the password again with the code: a new ticket for a retry.
@@ -135,9 +160,15 @@ pub(crate) async fn login(
                 layout::status_of(e.kind),
                 Some(&e.message),
                 Some((&f.username, &ticket)),
+                &[],
             )
         }
-        Err(e) => login_page(layout::status_of(e.kind), Some(&e.message), None),
+        Err(e) => login_page(
+            layout::status_of(e.kind),
+            Some(&e.message),
+            None,
+            &sso_names(&c).await,
+        ),
     }
 }
 
@@ -248,6 +279,15 @@ fn totp_body(v: &Viewer, enabled: bool, message: Option<&str>) -> Markup {
 }
 
 pub(crate) async fn totp_page(State(c): State<Console>, v: Viewer) -> PageResult {
+    if v.who.scope() == cofre_app::services::TokenScope::TotpEnrolment {
+        // This token may only enrol (whoami is beyond it), and it exists because there is none.
+        return Ok(layout::page(
+            &v,
+            "/totp",
+            "Two-factor (TOTP)",
+            totp_body(&v, false, None),
+        ));
+    }
     let me = c.app.accounts().whoami(&v.who).await?;
     Ok(layout::page(
         &v,

@@ -8,6 +8,7 @@ pub(crate) mod emergency;
 pub(crate) mod orbit;
 pub(crate) mod requests;
 pub(crate) mod sessions;
+pub(crate) mod sso;
 pub(crate) mod support;
 pub(crate) mod vault;
 

@@ -340,6 +340,12 @@ fn authorization_matrix() {
             json!({"name": format!("sd-{tag}"), "syslog": "udp://127.0.0.1:9", "format": "cef"}),
         )
         .assert_ok();
+        api.post(
+            "/api/v1/sso",
+            Some(&admin),
+            json!({"name": format!("sp-{tag}"), "issuer": "https://127.0.0.1:9", "client_id": "c", "client_secret": "s", "default_role": "user"}),
+        )
+        .assert_ok();
     }
 
     let who_list: Vec<Who> = tokens.keys().copied().collect();
@@ -1211,6 +1217,62 @@ fn authorization_matrix() {
                 None,
                 Rule::Roles(ADMIN),
             ),
+            // Single sign-on: identity providers are the admin's; a login page lists their
+            // names to anyone, and anyone may start or finish a login (refused here as bad
+            // values, before any provider is asked).
+            row("GET", "/api/v1/sso", "/api/v1/sso", None, Rule::Roles(ADMIN)),
+            row(
+                "POST",
+                "/api/v1/sso",
+                "/api/v1/sso",
+                Some(
+                    json!({"name": format!("s-{tag}"), "issuer": "https://127.0.0.1:9", "client_id": "c", "client_secret": "s", "default_role": "user"}),
+                ),
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "POST",
+                "/api/v1/sso/{name}/test",
+                &format!("/api/v1/sso/sp-{tag}/test"),
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row(
+                "DELETE",
+                "/api/v1/sso/{name}",
+                &format!("/api/v1/sso/sp-{tag}"),
+                None,
+                Rule::Roles(ADMIN),
+            ),
+            row("GET", "/api/v1/auth/sso", "/api/v1/auth/sso", None, Rule::Public),
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/auth/sso/{name}/begin",
+                    &format!("/api/v1/auth/sso/sp-{tag}/begin"),
+                    Some(json!({"redirect_uri": "https://elsewhere.example/cb"})),
+                    Rule::Public,
+                )
+            },
+            // Only an SSO login's pending token gives a TOTP code here: no session may.
+            row(
+                "POST",
+                "/api/v1/auth/sso/totp",
+                "/api/v1/auth/sso/totp",
+                Some(json!({"totp_code": "123456"})),
+                Rule::Roles(&[]),
+            ),
+            Row {
+                succeeds: false,
+                ..row(
+                    "POST",
+                    "/api/v1/auth/sso/finish",
+                    "/api/v1/auth/sso/finish",
+                    Some(json!({"state": "s".repeat(200), "code": "c"})),
+                    Rule::Public,
+                )
+            },
             // Network policy (on-prem: the admin sets it, admin and auditor read it; the
             // operator's part in the vendor's modes is in orbit_follows_the_mode). An empty
             // list on an open listener changes nothing, so every caller's call is the same.

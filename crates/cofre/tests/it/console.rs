@@ -563,6 +563,19 @@ fn console_pages_per_role() {
     }
     let r = anon.post("/groups", &[("name", "anon"), ("csrf", "x")]);
     assert_eq!(r.status, 401, "{}", r.text);
+    // The single sign-on pages belong to the login: anyone reaches them, with or without a
+    // session, and each refuses what it cannot use (sso.rs drives them through a provider).
+    for b in [&anon, &browsers[&Who::Admin]] {
+        let r = b.get("/login/sso/nope");
+        assert_eq!(r.status, 404, "{}", r.text);
+        let r = b.get("/login/sso/callback?state=x&code=y");
+        assert_eq!(r.status, 401, "{}", r.text);
+        assert!(
+            r.text.contains("state: this login is unknown"),
+            "{}",
+            r.text
+        );
+    }
     // A bogus cookie is no session either (and is cleared).
     let mut bogus = Browser::new(&server);
     bogus.cookie = Some(format!("cofre_{}", random_hex(40)));

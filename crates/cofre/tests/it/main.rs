@@ -33,6 +33,7 @@ mod sealed;
 mod secret_logs;
 mod siem;
 mod snapshot;
+mod sso;
 mod support;
 mod tamper;
 mod time_zone;
