@@ -96,27 +96,7 @@ async fn dump_in_transaction(conn: &mut sqlx::AnyConnection, dest: &Path) -> Res
     .fetch_one(&mut *conn)
     .await?;
     let tables = load_order(conn).await?;
-    // The rows stream from the database here and are written, then fsynced, by a blocking
-    // thread: file work never runs on an async worker, and the bounded queue keeps memory to a
-    // few chunks whatever the database's size.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
-    let path = dest.to_owned();
-    let writer = tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        while let Some(chunk) = rx.blocking_recv() {
-            out.write_all(&chunk).map_err(io_err(&path))?;
-        }
-        let file = out
-            .into_inner()
-            .map_err(|e| StoreError::Io(format!("{}: {}", path.display(), e.error())))?;
-        file.sync_all().map_err(io_err(&path))?;
-        Ok::<_, StoreError>(file.metadata().map_err(io_err(&path))?.len())
-    });
+    let (tx, writer) = spawn_dump_writer(dest);
     let produced = dump_rows(conn, &tables, schema_version, &tx).await;
     drop(tx);
     let written = writer
@@ -133,7 +113,37 @@ async fn dump_in_transaction(conn: &mut sqlx::AnyConnection, dest: &Path) -> Res
 }
 
 /// Chunks of at most about this many bytes go to the dump's writer thread.
-const DUMP_CHUNK: usize = 256 * 1024;
+pub(crate) const DUMP_CHUNK: usize = 256 * 1024;
+
+/// A blocking thread that writes the chunks it is sent to `dest` (a new file, 0600), then
+/// fsyncs it and gives its size: file work never runs on an async worker, and the bounded
+/// queue keeps memory to a few chunks whatever the database's size. Dropping the sender ends it.
+pub(crate) fn spawn_dump_writer(
+    dest: &Path,
+) -> (
+    tokio::sync::mpsc::Sender<Vec<u8>>,
+    tokio::task::JoinHandle<Result<u64>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    let path = dest.to_owned();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path).map_err(io_err(&path))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        while let Some(chunk) = rx.blocking_recv() {
+            out.write_all(&chunk).map_err(io_err(&path))?;
+        }
+        let file = out
+            .into_inner()
+            .map_err(|e| StoreError::Io(format!("{}: {}", path.display(), e.error())))?;
+        file.sync_all().map_err(io_err(&path))?;
+        Ok::<_, StoreError>(file.metadata().map_err(io_err(&path))?.len())
+    });
+    (tx, writer)
+}
 
 /// The dump's lines (header, then one per row), in chunks to `tx`; rows per table. A closed
 /// queue means the writer failed: its error is the one reported.
@@ -196,10 +206,19 @@ async fn load_order(conn: &mut sqlx::AnyConnection) -> Result<Vec<String>> {
     .iter()
     .map(|r| Ok((r.try_get("child")?, r.try_get("parent")?)))
     .collect::<Result<_, sqlx::Error>>()?;
-    let mut pending: BTreeSet<String> = names
+    let pending: BTreeSet<String> = names
         .into_iter()
         .filter(|n| n != MIGRATIONS_TABLE)
         .collect();
+    in_load_order(pending, &edges)
+}
+
+/// `tables` ordered so that each comes after the tables it references (`edges`: child,
+/// parent); a table's reference to itself does not count.
+pub(crate) fn in_load_order(
+    mut pending: BTreeSet<String>,
+    edges: &[(String, String)],
+) -> Result<Vec<String>> {
     let mut order = Vec::new();
     while !pending.is_empty() {
         let ready: Vec<String> = pending

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod backups;
 pub mod breakglass;
+pub mod copy;
 pub mod credentials;
 pub mod export;
 pub mod gateway;
@@ -54,6 +55,9 @@ pub enum StoreError {
     /// A file the store reads or writes (a database copy), with its path.
     #[error("{0}")]
     Io(String),
+    /// What the store will not do, said in full (e.g. a copy into a database that is not empty).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl StoreError {

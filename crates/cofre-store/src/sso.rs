@@ -96,6 +96,17 @@ const LOGIN_COLUMNS: &str = "state_hash, provider, nonce, verifier_wrapped_key, 
     verifier_ciphertext, redirect_uri, browser_hash, expires_at";
 
 impl Store {
+    /// The provider and the last SSO login (unix seconds) of a user linked to an IdP identity.
+    pub async fn sso_last_login(&self, user_id: i64) -> Result<Option<(String, i64)>> {
+        let mut c = self.read().await?;
+        let row =
+            sqlx::query("SELECT provider, last_login_at FROM sso_identities WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&mut *c)
+                .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+
     /// The login of a `state`, left in place (see `WriteTx::take_sso_login`).
     pub async fn sso_login(&self, state_hash: &str) -> Result<Option<SsoLoginRow>> {
         let mut c = self.read().await?;
@@ -217,15 +228,6 @@ impl WriteTx {
         .bind(subject)
         .fetch_optional(&mut *self.tx)
         .await?)
-    }
-
-    /// Whether a user is linked to any IdP subject.
-    pub async fn sso_linked(&mut self, user_id: i64) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sso_identities WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(&mut *self.tx)
-            .await?;
-        Ok(n > 0)
     }
 
     pub async fn link_sso_identity(

@@ -685,7 +685,9 @@ async fn dispatch(
         Command::Siem(cmd) => crate::siem_cmd::run(ctx, cmd).await,
         Command::Sso(cmd) => crate::sso_cmd::run(ctx, cmd).await,
         Command::Network(cmd) => crate::network_cmd::run(ctx, cmd).await,
-        Command::Server(_) | Command::Init(_) => Err(anyhow!("internal: not a client command")),
+        Command::Server(_) | Command::Init(_) | Command::CopyDatabase(_) => {
+            Err(anyhow!("internal: not a client command"))
+        }
     }
 }
 

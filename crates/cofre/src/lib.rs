@@ -25,6 +25,7 @@ mod backup_cmd;
 mod breakglass_cmd;
 pub mod client;
 mod commands;
+mod copy_cmd;
 mod diagnostics_cmd;
 mod emergency_cmd;
 mod governance_cmd;
@@ -101,6 +102,9 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Initialise a data dir without starting, e.g. sealed with Shamir unseal shares.
     Init(server_cmd::InitArgs),
+    /// Copy the whole database into an empty PostgreSQL database (growing from embedded),
+    /// checked there: the same rows per table, the audit chain whole. Offline.
+    CopyDatabase(copy_cmd::CopyDatabaseArgs),
     /// Log in and remember the server and token.
     Login(commands::LoginArgs),
     /// Forget the token (and end it on the server).
@@ -231,6 +235,7 @@ pub fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Server(args) => server_cmd::server(args).await,
             Command::Init(args) => server_cmd::init(args).await,
+            Command::CopyDatabase(args) => copy_cmd::run(args, cli.global.output).await,
             // Offline: no server, client config or login.
             Command::Snapshot(cmd) if cmd.is_offline() => {
                 snapshot_cmd::offline(cmd, cli.global.output).await

@@ -1012,6 +1012,17 @@ impl Accounts<'_> {
     /// admin who asked.
     pub async fn reset_password(&self, who: &Principal, username: &str) -> Result<Applied<Reset>> {
         who.require(Action::ManageUsers)?;
+        if let Some(u) = self.store.user_by_name(username).await? {
+            if let Some((provider, _)) = self.store.sso_last_login(u.id).await? {
+                // A password would outlive the provider: leaving there would no longer end access.
+                return Err(Error::invalid(
+                    "username",
+                    format!(
+                        "username: {username} signs in through {provider} and has no Cofre password to reset"
+                    ),
+                ));
+            }
+        }
         let change = Change::ResetPassword {
             username: username.to_owned(),
         };

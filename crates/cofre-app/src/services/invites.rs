@@ -1102,6 +1102,17 @@ impl Sessions<'_> {
         });
         self.queue_admin_notices(&mut tx, &subject, &text, &body)
             .await?;
+        // The inviter decides too; an admin inviter was told above already.
+        if self.config.notify.smtp_host.is_some() {
+            if let Some(inviter) = tx.user_by_name(&row.inviter).await? {
+                if let (Some(email), false) = (inviter.email, inviter.role == Role::Admin.as_str())
+                {
+                    let mail = format!("Hello {},\n\n{text}", row.inviter);
+                    tx.enqueue_notification("email", &email, &subject, &mail, now)
+                        .await?;
+                }
+            }
+        }
         let entry = NewAuditEntry::new(
             who.username(),
             "invite.session_asked",
@@ -1225,7 +1236,14 @@ impl Approvals<'_> {
         approve: bool,
         comment: Option<&str>,
     ) -> Result<InvitationSessionInfo> {
-        who.require(Action::ManageInvitations)?;
+        // An admin decides any invitee's sessions; the inviter (a user whose policy lets them
+        // invite) decides those of its own invitation, and nobody else does.
+        if let Err(refused) = who.require(Action::ManageInvitations) {
+            let inviter = self.store.invitation(invitation).await?.map(|i| i.inviter);
+            if who.invitation.is_some() || inviter.as_deref() != Some(who.username()) {
+                return Err(refused);
+            }
+        }
         let comment = comment.unwrap_or("").trim();
         cofre_core::names::check_text("comment", comment, 500)?;
         if !approve && comment.chars().count() < 3 {

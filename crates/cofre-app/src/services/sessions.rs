@@ -136,6 +136,7 @@ impl App {
     ) -> Result<Principal> {
         let role = Role::parse(&user.role)
             .ok_or_else(|| Error::internal("reading a user", "unknown role in the database"))?;
+        self.require_fresh_sso(user).await?;
         Ok(Principal {
             user_id: user.id,
             username: user.username.clone(),

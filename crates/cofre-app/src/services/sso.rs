@@ -1189,6 +1189,26 @@ impl Accounts<'_> {
 }
 
 impl App {
+    /// An SSO user's gateway logins (an SSH key of theirs) and channels work only while their
+    /// last SSO login is at most `[sso] max_session_hours` old: what the provider says is asked
+    /// again that often, so leaving the company at the provider ends SSH access too.
+    pub(crate) async fn require_fresh_sso(&self, user: &cofre_store::users::UserRow) -> Result<()> {
+        let Some((provider, last)) = self.store.sso_last_login(user.id).await? else {
+            return Ok(());
+        };
+        if self.now().unix_timestamp() - last <= self.sso_session_seconds() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Unauthorized,
+            ErrorCode::SsoRefused,
+            format!(
+                "{} signs in through {provider}: log in through it again (`cofre login --sso {provider}`) before using the gateway",
+                user.username
+            ),
+        ))
+    }
+
     /// How long a token of an SSO login lives: `[sso] max_session_hours`, never longer than
     /// `token_ttl_minutes`.
     pub fn sso_session_seconds(&self) -> i64 {

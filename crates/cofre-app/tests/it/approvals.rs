@@ -101,16 +101,7 @@ impl World {
             config.database_url = Some(format!("{base}/{name}"));
             pg = Some((admin_url, name));
         }
-        let (first, _) = cofre_app::initialise(&config, cofre_app::SealChoice::KeyFile)
-            .await
-            .unwrap();
-        let now = Arc::new(AtomicI64::new(MONDAY_10));
-        let clock_now = now.clone();
-        let clock: cofre_app::Clock = Arc::new(move || {
-            time::OffsetDateTime::from_unix_timestamp(clock_now.load(Ordering::SeqCst)).unwrap()
-        });
-        let app = App::new(first.store.clone(), config, first.keyring.clone(), clock);
-        app.unseal_from_key_file().unwrap();
+        let (app, now) = crate::app_at(config, MONDAY_10).await;
         let admin = principal("admin", Role::Admin, &[]);
         let w = World {
             app,

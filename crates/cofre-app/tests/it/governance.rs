@@ -9,8 +9,7 @@ use cofre_core::approval::Verdict;
 use cofre_core::role::{Mode, Role};
 use cofre_proto::requests::CreateAccessRequest;
 use cofre_proto::{CreatePolicyRequest, CreateTargetRequest, SecretString};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 const START: i64 = 1_795_428_000;
 const DAY: i64 = 86_400;
@@ -28,16 +27,7 @@ async fn a_fresh_second_admin_counts_only_after_cooling_off() {
         ..ServerConfig::default()
     };
     assert_eq!(config.governance.cooling_off_days, 7);
-    let (first, _) = cofre_app::initialise(&config, cofre_app::SealChoice::KeyFile)
-        .await
-        .unwrap();
-    let now = Arc::new(AtomicI64::new(START));
-    let clock_now = now.clone();
-    let clock: cofre_app::Clock = Arc::new(move || {
-        time::OffsetDateTime::from_unix_timestamp(clock_now.load(Ordering::SeqCst)).unwrap()
-    });
-    let app = App::new(first.store.clone(), config, first.keyring.clone(), clock);
-    app.unseal_from_key_file().unwrap();
+    let (app, now) = crate::app_at(config, START).await;
     let admin = principal(&app, "admin", Role::Admin, &["vault"]).await;
 
     // Alone: applied (unilateral).

@@ -16,6 +16,7 @@ mod breakglass;
 mod connect;
 mod console;
 mod console_browser;
+mod copy_database;
 mod crash;
 mod dual_control;
 mod flow;

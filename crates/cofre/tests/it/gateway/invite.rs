@@ -1015,6 +1015,43 @@ fn a_user_invites_by_policy_and_its_approval_sends_the_link(backend: Backend) {
         e["object"] == format!("invite:{}", kept["id"].as_str().unwrap())
     });
     assert_eq!(created["details"]["policy"], "open-invites", "{created}");
+
+    // --approve-each-session on an invitation by policy: its inviter decides each session (as
+    // an admin may); anyone else who is not an admin is refused.
+    let supervised = invite(
+        &max,
+        "dee@vendor.example",
+        &until,
+        "CHG-93 supervised",
+        &["--approve-each-session"],
+    );
+    let id = supervised["id"].as_str().unwrap().to_owned();
+    let link = ext.link(&smtp, "dee@vendor.example");
+    let (enrolled, _) = ext.enrol(&link, "vendor-watched-evening-5521");
+    let cookie = cookie_of(&enrolled).expect("the invitee's cookie");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let before = gw.sshd.log().len();
+    let mut ws = rt.block_on(ext.terminal("db01", "root", &cookie));
+    let (notice, _) = rt.block_on(next_event(&mut ws, Duration::from_secs(30)));
+    assert_eq!(notice["type"], "notice", "{notice}");
+    let ask = notice["approval"].as_str().unwrap().to_owned();
+    assert_nothing_reached_sshd(&gw.sshd, before, "a session waiting for its inviter");
+    lea.fail(&["invite", "approve-session", &id, &ask])
+        .assert_stderr_contains("forbidden");
+    max.ok(&["invite", "approve-session", &id, &ask])
+        .assert_stdout_contains("approved");
+    let (started, _) = rt.block_on(next_event(&mut ws, Duration::from_secs(60)));
+    assert_eq!(started["type"], "started", "{started}");
+    let audit = gw.audit();
+    let decided = find_entry(&audit, "invite.session_decide", |e| {
+        e["object"] == format!("invite:{id}")
+    });
+    assert_eq!(decided["actor"], "max", "{decided}");
+    drop(ws);
 }
 
 /// `[external] second_factor = "email"`: the link's page shows no TOTP; after the password a
