@@ -66,6 +66,49 @@ pub struct ServerConfig {
     pub external: ExternalConfig,
     /// Single sign-on (`[sso]`): how long an SSO login lasts.
     pub sso: SsoConfig,
+    /// Several nodes on one database (`[cluster]`): this node's name and heartbeat.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: the node registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's name in `cofre node list` (`--node-name`, `COFRE_NODE_NAME`); default: the
+    /// host name.
+    pub node_name: Option<String>,
+    /// How often this node says it is alive, in seconds (1 to 60); one silent for three of
+    /// them is reported dead.
+    pub heartbeat_seconds: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_name: None,
+            heartbeat_seconds: 5,
+        }
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=60).contains(&self.heartbeat_seconds) {
+            return Err(ConfigError::Invalid {
+                field: "cluster.heartbeat_seconds",
+                reason: "must be 1 to 60 seconds".into(),
+            });
+        }
+        if let Some(n) = &self.node_name {
+            if let Err(e) = cofre_core::names::check_host("cluster.node_name", n) {
+                return Err(ConfigError::Invalid {
+                    field: "cluster.node_name",
+                    reason: e.reason,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[sso]`: the identity providers themselves are data (`cofre sso add`); these are the rules
@@ -435,6 +478,7 @@ impl Default for ServerConfig {
             support: SupportConfig::default(),
             external: ExternalConfig::default(),
             sso: SsoConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -446,6 +490,7 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub database_url: Option<String>,
     pub ssh_listen: Option<SocketAddr>,
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -495,6 +540,9 @@ impl ServerConfig {
         if let Some(v) = overrides.ssh_listen {
             config.ssh_listen = v;
         }
+        if let Some(v) = overrides.node_name {
+            config.cluster.node_name = Some(v);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -512,6 +560,7 @@ impl ServerConfig {
         self.support.validate()?;
         self.external.validate()?;
         self.sso.validate()?;
+        self.cluster.validate()?;
         if self.server.drain_seconds > 3600 {
             return Err(ConfigError::Invalid {
                 field: "server.drain_seconds",

@@ -88,7 +88,7 @@ fn ok() -> ApiResult<OkResponse> {
         offboarding::enable_target, offboarding::delete_target, offboarding::disable_credential,
         offboarding::enable_credential, offboarding::delete_credential,
         offboarding::remove_backup_target, offboarding::remove_backup_job,
-        governance::list, governance::show, governance::approve, governance::deny, governance::instance,
+        governance::list, governance::show, governance::approve, governance::deny, governance::instance, governance::nodes,
         orbit::set_type, orbit::disable, orbit::enable, orbit::promote,
         orbit::upload_release, orbit::list_releases,
         maintenance::propose, maintenance::list, maintenance::show, maintenance::approve,
@@ -267,6 +267,7 @@ pub fn router(state: AppState) -> Router {
         .route("/changes/{id}/approve", post(governance::approve))
         .route("/changes/{id}/deny", post(governance::deny))
         .route("/instance", get(governance::instance))
+        .route("/nodes", get(governance::nodes))
         .route("/instance/type", put(orbit::set_type))
         .route("/instance/disable", post(orbit::disable))
         .route("/instance/enable", post(orbit::enable))

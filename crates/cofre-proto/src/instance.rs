@@ -74,3 +74,23 @@ pub struct ReleaseInfo {
     pub uploaded_at: String,
     pub uploaded_by: String,
 }
+
+/// `GET /api/v1/nodes`: a server process that ran on this database.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeInfo {
+    /// `--node-name` (default: the host name).
+    pub name: String,
+    /// The data dir's node id (what leases name).
+    pub node_id: String,
+    /// Its heartbeat is at most three `[cluster] heartbeat_seconds` old.
+    pub alive: bool,
+    /// The node that answered this request.
+    pub this_node: bool,
+    pub api_address: String,
+    pub ssh_address: String,
+    pub version: String,
+    pub started_at: String,
+    pub last_heartbeat: String,
+    /// Live gateway and web-terminal sessions at its last heartbeat.
+    pub live_sessions: u64,
+}

@@ -19,6 +19,7 @@ pub mod invites;
 pub mod lockout;
 pub mod maintenance;
 pub mod network;
+pub mod nodes;
 pub mod offboarding;
 pub mod policies;
 pub mod requests;

@@ -665,6 +665,7 @@ async fn dispatch(
         Command::Policy(cmd) => policy(ctx, cmd).await,
         Command::Change(cmd) => crate::governance_cmd::change(ctx, cmd).await,
         Command::Instance(cmd) => crate::instance_cmd::instance(ctx, cmd).await,
+        Command::Node(cmd) => crate::instance_cmd::node(ctx, cmd).await,
         Command::Release(cmd) => crate::instance_cmd::release(ctx, cmd).await,
         Command::Maintenance(cmd) => crate::maintenance_cmd::run(ctx, cmd).await,
         Command::Support(cmd) => crate::support_cmd::run(ctx, cmd).await,

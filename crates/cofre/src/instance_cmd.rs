@@ -189,3 +189,34 @@ pub(crate) async fn release(ctx: &Ctx, cmd: ReleaseCmd) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Subcommand)]
+pub(crate) enum NodeCmd {
+    /// Every node that ran on this database: alive or dead (no heartbeat for three
+    /// `[cluster] heartbeat_seconds`), its addresses, version, live sessions and last heartbeat.
+    List,
+}
+
+pub(crate) async fn node(ctx: &Ctx, cmd: NodeCmd) -> Result<ExitCode> {
+    match cmd {
+        NodeCmd::List => {
+            let nodes: Vec<NodeInfo> = ctx.client.get("/api/v1/nodes").await?;
+            ctx.print_list(&nodes, "nodes", |l| {
+                for n in l {
+                    outln!(
+                        "{}{}\t{}\tapi {}\tssh {}\tversion {}\tsessions {}\tlast heartbeat {}",
+                        n.name,
+                        if n.this_node { " (this node)" } else { "" },
+                        if n.alive { "alive" } else { "DEAD" },
+                        n.api_address,
+                        n.ssh_address,
+                        n.version,
+                        n.live_sessions,
+                        n.last_heartbeat
+                    );
+                }
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -137,6 +137,9 @@ enum Command {
     /// The instance (Orbit): facts and warnings, its type, disabling and enabling the application.
     #[command(subcommand)]
     Instance(instance_cmd::InstanceCmd),
+    /// The nodes on this database (several servers on one PostgreSQL): list.
+    #[command(subcommand)]
+    Node(instance_cmd::NodeCmd),
     /// Release files for updates (Orbit): upload (verified by the server), list.
     #[command(subcommand)]
     Release(instance_cmd::ReleaseCmd),

@@ -30,6 +30,9 @@ pub(crate) struct ServerArgs {
     /// Address of the SSH gateway (default 127.0.0.1:2222; port 0 picks a free one).
     #[arg(long, env = "COFRE_SSH_LISTEN")]
     pub ssh_listen: Option<SocketAddr>,
+    /// This node's name in `cofre node list` (default: the host name; `[cluster] node_name`).
+    #[arg(long, env = "COFRE_NODE_NAME")]
+    pub node_name: Option<String>,
     /// Serve in this process, without the supervisor that a maintenance window's switch-over to
     /// a new version needs (windows then end `failed` at that step).
     #[arg(long, env = "COFRE_NO_SUPERVISOR")]
@@ -58,6 +61,7 @@ fn load_config(
     opts: &ServerOptions,
     listen: Option<SocketAddr>,
     ssh_listen: Option<SocketAddr>,
+    node_name: Option<String>,
 ) -> Result<ServerConfig> {
     Ok(ServerConfig::load(
         opts.config.as_deref(),
@@ -66,6 +70,7 @@ fn load_config(
             listen,
             database_url: opts.database_url.clone(),
             ssh_listen,
+            node_name,
         },
     )?)
 }
@@ -133,7 +138,12 @@ fn handover_address(var: &str) -> Result<Option<SocketAddr>> {
 /// that child or `--no-supervisor` was given.
 pub(crate) async fn server(args: ServerArgs) -> Result<ExitCode> {
     if !args.no_supervisor && !cofre_app::switch::supervised() {
-        let config = load_config(&args.opts, args.listen, args.ssh_listen)?;
+        let config = load_config(
+            &args.opts,
+            args.listen,
+            args.ssh_listen,
+            args.node_name.clone(),
+        )?;
         return crate::supervisor::run(config.data_dir).await;
     }
     serve(args).await
@@ -183,7 +193,12 @@ fn listen_to_supervisor(
 
 async fn serve(args: ServerArgs) -> Result<ExitCode> {
     init_logging();
-    let mut config = load_config(&args.opts, args.listen, args.ssh_listen)?;
+    let mut config = load_config(
+        &args.opts,
+        args.listen,
+        args.ssh_listen,
+        args.node_name.clone(),
+    )?;
     if let Some(a) = handover_address(crate::supervisor::LISTEN_ENV)? {
         config.listen = a;
     }
@@ -205,11 +220,15 @@ async fn serve(args: ServerArgs) -> Result<ExitCode> {
         .await
         .context("external listener")?;
     // stdout is for the operator (and scripts waiting for `ready`); logs go to stderr.
-    app.set_bound(cofre_app::services::handover::Bound {
+    let bound = cofre_app::services::handover::Bound {
         listen: https.addr,
         ssh_listen: gateway.addr,
         external_listen: external.as_ref().map(|x| x.addr),
-    });
+    };
+    app.start_node(bound.clone())
+        .await
+        .context("registering this node")?;
+    app.set_bound(bound);
     outln!("cofre listening on https://{}", https.addr);
     outln!("tls fingerprint (sha256): {}", https.fingerprint);
     outln!("ssh gateway listening on {}", gateway.addr);
@@ -276,7 +295,7 @@ async fn serve(args: ServerArgs) -> Result<ExitCode> {
 
 pub(crate) async fn init(args: InitArgs) -> Result<ExitCode> {
     init_logging();
-    let config = load_config(&args.opts, None, None)?;
+    let config = load_config(&args.opts, None, None, None)?;
     let seal = match (args.unseal_shares, args.unseal_threshold) {
         (Some(shares), Some(threshold)) => cofre_app::SealChoice::Shamir { shares, threshold },
         _ => cofre_app::SealChoice::KeyFile,

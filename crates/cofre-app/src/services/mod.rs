@@ -14,6 +14,7 @@ pub mod invites;
 pub mod live;
 pub mod maintenance;
 pub mod network;
+pub mod nodes;
 pub mod notify;
 pub mod offboarding;
 pub mod releases;

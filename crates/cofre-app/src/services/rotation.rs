@@ -300,7 +300,7 @@ impl App {
             .ok_or_else(|| Error::internal("rotating", "the rotation service is not started"))
     }
 
-    fn node_id(&self) -> String {
+    pub(crate) fn node_id(&self) -> String {
         self.rotation
             .node
             .get_or_init(|| uuid::Uuid::new_v4().to_string())

@@ -12,7 +12,7 @@ use axum::Json;
 use cofre_core::approval::Verdict;
 use cofre_proto::{
     ChangeDecision, ChangeInfo, ChangeListQuery, DecideChangeRequest, ErrorBody, HeldResponse,
-    InstanceInfo, Page,
+    InstanceInfo, NodeInfo, Page,
 };
 
 /// 200 with the result when the change applied; 202 with the change request when it waits for a
@@ -106,4 +106,15 @@ pub(super) async fn instance(
     Auth(who): Auth,
 ) -> ApiResult<InstanceInfo> {
     Ok(Json(state.app.orbit().get_instance(&who).await?))
+}
+
+/// The nodes on this database: alive or dead (no heartbeat for three intervals), addresses,
+/// version, live sessions. Whoever reads the instance's facts.
+#[utoipa::path(get, path = "/api/v1/nodes", security(("bearer" = [])),
+    responses((status = 200, body = Vec<NodeInfo>), (status = 403, body = ErrorBody)))]
+pub(super) async fn nodes(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+) -> ApiResult<Vec<NodeInfo>> {
+    Ok(Json(state.app.orbit().list_nodes(&who).await?))
 }

@@ -196,6 +196,7 @@ pub(super) async fn scratch_app(
             listen: None,
             database_url: None,
             ssh_listen: None,
+            node_name: None,
         },
     )?;
     let (app, _) = cofre_app::initialise(&config, cofre_app::SealChoice::KeyFile).await?;

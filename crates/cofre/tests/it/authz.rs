@@ -1051,6 +1051,13 @@ fn authorization_matrix() {
             ),
             row(
                 "GET",
+                "/api/v1/nodes",
+                "/api/v1/nodes",
+                None,
+                Rule::Roles(INSTANCE_READERS),
+            ),
+            row(
+                "GET",
                 "/api/v1/changes",
                 "/api/v1/changes",
                 None,

@@ -25,6 +25,7 @@ mod harness;
 mod lists;
 mod maintenance;
 mod network;
+mod nodes;
 mod offboarding;
 mod orbit;
 mod policy_edit;
