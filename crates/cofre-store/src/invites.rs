@@ -307,6 +307,31 @@ impl WriteTx {
     }
 
     /// Revokes an active invitation (false if it was not active any more).
+    /// Revokes every invitation `inviter` made that could still be used at `at`; returns their
+    /// (id, email, reason).
+    pub async fn revoke_invitations_of_inviter(
+        &mut self,
+        inviter: &str,
+        by: &str,
+        at: i64,
+    ) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, email, reason FROM invitations              WHERE inviter = $1 AND state = 'active' AND ends_at > $2 ORDER BY id",
+        )
+        .bind(inviter)
+        .bind(at)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let found = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<Vec<(String, String, String)>>>()?;
+        for (id, _, _) in &found {
+            self.revoke_invitation(id, by, at).await?;
+        }
+        Ok(found)
+    }
+
     pub async fn revoke_invitation(&mut self, id: &str, by: &str, at: i64) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE invitations SET state = 'revoked', revoked_at = $1, revoked_by = $2 \

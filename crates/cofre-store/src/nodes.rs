@@ -1,6 +1,6 @@
 //! The node registry: each server process's row, refreshed by its heartbeat.
 
-use crate::{Result, Store, WriteTx};
+use crate::{Result, Store};
 use sqlx::Row;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,30 +68,5 @@ impl Store {
                 })
             })
             .collect()
-    }
-}
-
-impl WriteTx {
-    /// A node's first heartbeat, in the audited transaction of its start.
-    pub async fn register_node(&mut self, node: &NodeRow) -> Result<()> {
-        sqlx::query("DELETE FROM cluster_nodes WHERE node_id = $1")
-            .bind(&node.node_id)
-            .execute(&mut *self.tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO cluster_nodes (node_id, name, api_address, ssh_address, version, \
-             started_at, last_heartbeat, live_sessions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&node.node_id)
-        .bind(&node.name)
-        .bind(&node.api_address)
-        .bind(&node.ssh_address)
-        .bind(&node.version)
-        .bind(node.started_at)
-        .bind(node.last_heartbeat)
-        .bind(node.live_sessions)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
     }
 }

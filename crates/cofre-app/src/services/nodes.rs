@@ -1,12 +1,11 @@
 //! The node registry (issue 17): every server process on this database registers at start
-//! (audited `node.start`) and then refreshes its row every `[cluster] heartbeat_seconds`; a node
+//! and then refreshes its row every `[cluster] heartbeat_seconds`; a node
 //! whose last heartbeat is more than three intervals old is reported dead. The node's identity
 //! is the data dir's `node-id`, the one rotation leases already name.
 
 use super::handover::Bound;
 use super::{rfc3339, App, Orbit, Principal};
 use crate::error::Result;
-use cofre_core::audit::NewAuditEntry;
 use cofre_core::role::Action;
 use cofre_proto::NodeInfo;
 use cofre_store::nodes::NodeRow;
@@ -40,22 +39,15 @@ impl App {
         }
     }
 
-    /// Registers this node with the addresses it listens on (audited `node.start`), then keeps
-    /// its row alive. The heartbeat holds the app weakly and ends with it.
+    /// Registers this node with the addresses it listens on, then keeps its row alive. Not
+    /// audited: a start appended to the trail would be the first entry after whatever someone
+    /// cut from it, and hide where the cut was (`tamper::tail_cut_*`). The heartbeat holds the
+    /// app weakly and ends with it.
     pub async fn start_node(self: &Arc<Self>, bound: Bound) -> Result<()> {
         let started_at = self.now().unix_timestamp();
-        let row = self.node_row(&bound, started_at);
-        let mut tx = self.store.write().await?;
-        tx.register_node(&row).await?;
-        self.commit(
-            tx,
-            NewAuditEntry::new("system", "node.start", format!("node:{}", row.name))
-                .detail("node_id", row.node_id.as_str())
-                .detail("api_address", row.api_address.as_str())
-                .detail("ssh_address", row.ssh_address.as_str())
-                .detail("version", row.version.as_str()),
-        )
-        .await?;
+        self.store
+            .node_heartbeat(&self.node_row(&bound, started_at))
+            .await?;
         let weak = Arc::downgrade(self);
         let every = Duration::from_secs(self.config.cluster.heartbeat_seconds);
         tokio::spawn(async move {

@@ -124,11 +124,32 @@ impl Accounts<'_> {
         tx.set_user_disabled(user.id, Some(&self.now_text()), Some(reason))
             .await?;
         tx.delete_tokens_of(user.id).await?;
+        // What the user invited (by policy) goes with them: a third party's access never
+        // outlives the person who vouched for it.
+        let now = self.now().unix_timestamp();
+        let invitations = tx
+            .revoke_invitations_of_inviter(username, &who.username, now)
+            .await?;
+        for (_, email, why) in &invitations {
+            tx.enqueue_notification(
+                "email",
+                email,
+                "[Cofre] your invitation was revoked",
+                &format!(
+                    "Hello,\n\nThe invitation from {username} ({why}) was revoked: {username}'s \
+                     account was disabled. Its link, login and sessions no longer work.\n"
+                ),
+                now,
+            )
+            .await?;
+        }
+        let revoked: Vec<&str> = invitations.iter().map(|(id, _, _)| id.as_str()).collect();
         self.commit(
             tx,
             NewAuditEntry::new(&who.username, "user.disable", format!("user:{username}"))
                 .detail("reason", reason)
-                .detail("sessions", live),
+                .detail("sessions", live)
+                .detail("invitations_revoked", revoked.join(",")),
         )
         .await?;
         self.live.kill_where(
@@ -138,6 +159,15 @@ impl Accounts<'_> {
                 who.username
             ),
         );
+        for id in &revoked {
+            self.live.kill_by_request(
+                id,
+                &format!("the invitation {id} was revoked: its inviter {username} was disabled"),
+            );
+        }
+        if !revoked.is_empty() {
+            self.notifier_wake();
+        }
         self.get_user(who, username).await
     }
 

@@ -2,7 +2,7 @@
 -- `[cluster] heartbeat_seconds`; one missing for three heartbeats is reported dead. `node_id`
 -- is the data dir's `node-id` (what rotation leases name), `name` the operator's
 -- (`--node-name`, default the host name). Heartbeats are operational state, not actions: the
--- one table written outside an audited transaction (a node's start is audited).
+-- one table written outside an audited transaction.
 CREATE TABLE cluster_nodes (
     node_id TEXT PRIMARY KEY,
     name TEXT NOT NULL,

@@ -90,11 +90,5 @@ fn nodes_on_one_database_see_each_other_and_a_dead_one_is_reported() {
     nodes_until(&admin, "n2 alive again", |l| {
         node(l, "n2").is_some_and(|n| n["alive"] == true)
     });
-    let starts: Vec<Value> =
-        parse_export(&admin.ok(&["audit", "export", "--format", "jsonl"]).stdout)
-            .into_iter()
-            .filter(|e| e["action"] == "node.start")
-            .collect();
-    assert_eq!(starts.len(), 3, "n1, n2 and n2 again: {starts:?}");
     drop(server1);
 }

@@ -1051,7 +1051,30 @@ fn a_user_invites_by_policy_and_its_approval_sends_the_link(backend: Backend) {
         e["object"] == format!("invite:{id}")
     });
     assert_eq!(decided["actor"], "max", "{decided}");
-    drop(ws);
+
+    // The inviter leaves: what they invited goes with them, live session included.
+    gw.admin
+        .ok(&["user", "disable", "max", "--reason", "left the company"]);
+    let (ended, _) = rt.block_on(next_event(&mut ws, Duration::from_secs(30)));
+    assert_eq!(ended["type"], "ended", "{ended}");
+    assert!(
+        ended["reason"]
+            .as_str()
+            .unwrap()
+            .contains("its inviter max was disabled"),
+        "{ended}"
+    );
+    let shown = gw
+        .admin
+        .ok(&["--output", "json", "invite", "show", &id])
+        .json();
+    assert_eq!(shown["status"], "revoked", "{shown}");
+    let relogin = ext.get("/", &cookie);
+    assert_ne!(
+        relogin.status, 200,
+        "the invitee's cookie still works: {}",
+        relogin.text
+    );
 }
 
 /// `[external] second_factor = "email"`: the link's page shows no TOTP; after the password a
