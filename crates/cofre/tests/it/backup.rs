@@ -1742,12 +1742,19 @@ fn saas_credential_backups_are_the_customers() {
     alice.ok(&["breakglass", "share"]);
     bob.ok(&["breakglass", "share"]);
     // The writer runs after the ceremony completes, on its own task.
+    // Without the writer's temporary files (`.NAME.tmp-…`, renamed when whole), which a backup
+    // never sends: a read of the directory can catch one mid-write.
+    let written = || {
+        let mut t = tree(&inst.data_dir.join("breakglass"));
+        t.retain(|name, _| !name.rsplit('/').next().unwrap_or(name).starts_with('.'));
+        t
+    };
     let mut local = Default::default();
     wait_until(
         "a break-glass file is written",
         Duration::from_secs(30),
         || {
-            local = tree(&inst.data_dir.join("breakglass"));
+            local = written();
             !local.is_empty()
         },
     );
@@ -1787,9 +1794,23 @@ fn saas_credential_backups_are_the_customers() {
     let run = run_json(&admin, "keys");
     assert_eq!(run["status"], "ok", "{run}");
     assert!(run["files_sent"].as_u64().unwrap() > 0, "{run}");
+    // The writer may add a file after the one waited for (its own schedule): every file there
+    // before the run is sent, and everything sent is byte for byte what the instance has.
+    let sent = tree(&remote.join("credentials"));
+    let now_local = written();
     assert!(
-        tree(&remote.join("credentials")) == local,
-        "the customer's server has the break-glass files, byte for byte"
+        local
+            .iter()
+            .all(|(name, bytes)| sent.get(name) == Some(bytes)),
+        "the customer's server has the break-glass files, byte for byte: {:?} vs {:?}",
+        local.keys().collect::<Vec<_>>(),
+        sent.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        sent.iter()
+            .all(|(name, bytes)| now_local.get(name) == Some(bytes)),
+        "nothing sent that the instance does not have: {:?}",
+        sent.keys().collect::<Vec<_>>()
     );
     let run_id = run["id"].as_i64().unwrap();
 
