@@ -8,10 +8,9 @@
 //! The two backends' migrations are numbered alike, so the source's schema version is the
 //! target's.
 
-use crate::export::{restore_postgres_dump, DumpHeader};
+use crate::export::{quote_ident, quote_literal, restore_postgres_dump, write_dump};
 use crate::{DbKind, Result, Store, StoreError};
 use cofre_core::audit::ChainVerifier;
-use futures::StreamExt;
 use sqlx::{Executor, Row};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -103,14 +102,6 @@ async fn verify_chain(url: &str) -> Result<u64> {
         .map_err(|b| StoreError::Corrupt(format!("the copy's audit chain: {b}")))
 }
 
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 /// Writes the SQLite database as a PostgreSQL dump, inside one read transaction; rows per table.
 async fn dump_sqlite(store: &Store, dest: &Path) -> Result<BTreeMap<String, u64>> {
     let mut conn = store.read().await?;
@@ -130,69 +121,34 @@ async fn dump_sqlite_in_transaction(
     )
     .fetch_one(&mut *conn)
     .await?;
-    let tables = sqlite_load_order(conn).await?;
-    let (tx, writer) = crate::export::spawn_dump_writer(dest);
-    let produced = async {
-        let closed = || StoreError::Io("the dump's writer stopped".into());
-        let header = DumpHeader {
-            format: 1,
-            schema_version,
-            tables: tables.clone(),
-        };
-        let mut chunk =
-            serde_json::to_vec(&header).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        chunk.push(b'\n');
-        let mut rows = BTreeMap::new();
-        for table in &tables {
-            let cols: Vec<String> =
-                sqlx::query_scalar("SELECT name FROM pragma_table_info($1) ORDER BY cid")
-                    .bind(table)
-                    .fetch_all(&mut *conn)
-                    .await?;
-            // json_object takes no BLOB: a BLOB goes as PostgreSQL's hex text form of bytea.
-            let pairs: Vec<String> = cols
-                .iter()
-                .map(|c| {
-                    let q = quote_ident(c);
-                    format!(
-                        "{}, CASE WHEN typeof({q}) = 'blob' THEN '\\x' || lower(hex({q})) ELSE {q} END",
-                        quote_literal(c)
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "SELECT json_object('t', {}, 'r', json_object({})) FROM {}",
-                quote_literal(table),
-                pairs.join(", "),
-                quote_ident(table)
-            );
-            let mut stream = sqlx::query_scalar::<_, String>(&sql).fetch(&mut *conn);
-            let mut n = 0u64;
-            while let Some(line) = stream.next().await {
-                chunk.extend_from_slice(line?.as_bytes());
-                chunk.push(b'\n');
-                n += 1;
-                if chunk.len() >= crate::export::DUMP_CHUNK {
-                    tx.send(std::mem::take(&mut chunk))
-                        .await
-                        .map_err(|_| closed())?;
-                }
-            }
-            rows.insert(table.clone(), n);
-        }
-        if !chunk.is_empty() {
-            tx.send(chunk).await.map_err(|_| closed())?;
-        }
-        Ok::<_, StoreError>(rows)
+    let mut tables = Vec::new();
+    for table in sqlite_load_order(conn).await? {
+        let cols: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info($1) ORDER BY cid")
+                .bind(&table)
+                .fetch_all(&mut *conn)
+                .await?;
+        // json_object takes no BLOB: a BLOB goes as PostgreSQL's hex text form of bytea.
+        let pairs: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                let q = quote_ident(c);
+                format!(
+                    "{}, CASE WHEN typeof({q}) = 'blob' THEN '\\x' || lower(hex({q})) ELSE {q} END",
+                    quote_literal(c)
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT json_object('t', {}, 'r', json_object({})) FROM {}",
+            quote_literal(&table),
+            pairs.join(", "),
+            quote_ident(&table)
+        );
+        tables.push((table, sql));
     }
-    .await;
-    drop(tx);
-    let written = writer
-        .await
-        .map_err(|e| StoreError::Io(format!("{}: {e}", dest.display())))?;
-    // A writer that failed closed the queue: its error is the cause, so it goes first.
-    written?;
-    produced
+    let (_, rows) = write_dump(conn, dest, schema_version, &tables).await?;
+    Ok(rows)
 }
 
 /// The SQLite schema's tables, each after the tables its foreign keys reference.

@@ -95,16 +95,19 @@ async fn dump_in_transaction(conn: &mut sqlx::AnyConnection, dest: &Path) -> Res
     ))
     .fetch_one(&mut *conn)
     .await?;
-    let tables = load_order(conn).await?;
-    let (tx, writer) = spawn_dump_writer(dest);
-    let produced = dump_rows(conn, &tables, schema_version, &tx).await;
-    drop(tx);
-    let written = writer
-        .await
-        .map_err(|e| StoreError::Io(format!("{}: {e}", dest.display())))?;
-    // A writer that failed closed the queue: its error is the cause, so it goes first.
-    let bytes = written?;
-    let rows = produced?;
+    let tables: Vec<(String, String)> = load_order(conn)
+        .await?
+        .into_iter()
+        .map(|table| {
+            let sql = format!(
+                "SELECT json_build_object('t', {lit}, 'r', row_to_json(x))::text FROM {ident} x",
+                lit = quote_literal(&table),
+                ident = quote_ident(&table)
+            );
+            (table, sql)
+        })
+        .collect();
+    let (bytes, rows) = write_dump(conn, dest, schema_version, &tables).await?;
     Ok(CopyReport {
         kind: DbKind::Postgres,
         bytes,
@@ -112,13 +115,33 @@ async fn dump_in_transaction(conn: &mut sqlx::AnyConnection, dest: &Path) -> Res
     })
 }
 
+/// Writes a dump to `dest`: the header, then for each `(table, query)` the lines the query
+/// gives (one `{"t": TABLE, "r": ROW}` text per row), in that order. Returns the file's size
+/// and the rows per table.
+pub(crate) async fn write_dump(
+    conn: &mut sqlx::AnyConnection,
+    dest: &Path,
+    schema_version: i64,
+    tables: &[(String, String)],
+) -> Result<(u64, BTreeMap<String, u64>)> {
+    let (tx, writer) = spawn_dump_writer(dest);
+    let produced = dump_rows(conn, tables, schema_version, &tx).await;
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| StoreError::Io(format!("{}: {e}", dest.display())))?;
+    // A writer that failed closed the queue: its error is the cause, so it goes first.
+    let bytes = written?;
+    Ok((bytes, produced?))
+}
+
 /// Chunks of at most about this many bytes go to the dump's writer thread.
-pub(crate) const DUMP_CHUNK: usize = 256 * 1024;
+const DUMP_CHUNK: usize = 256 * 1024;
 
 /// A blocking thread that writes the chunks it is sent to `dest` (a new file, 0600), then
 /// fsyncs it and gives its size: file work never runs on an async worker, and the bounded
 /// queue keeps memory to a few chunks whatever the database's size. Dropping the sender ends it.
-pub(crate) fn spawn_dump_writer(
+fn spawn_dump_writer(
     dest: &Path,
 ) -> (
     tokio::sync::mpsc::Sender<Vec<u8>>,
@@ -149,7 +172,7 @@ pub(crate) fn spawn_dump_writer(
 /// queue means the writer failed: its error is the one reported.
 async fn dump_rows(
     conn: &mut sqlx::AnyConnection,
-    tables: &[String],
+    tables: &[(String, String)],
     schema_version: i64,
     tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
 ) -> Result<BTreeMap<String, u64>> {
@@ -157,18 +180,13 @@ async fn dump_rows(
     let header = DumpHeader {
         format: 1,
         schema_version,
-        tables: tables.to_vec(),
+        tables: tables.iter().map(|(t, _)| t.clone()).collect(),
     };
     let mut chunk = serde_json::to_vec(&header).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     chunk.push(b'\n');
     let mut rows = BTreeMap::new();
-    for table in tables {
-        let sql = format!(
-            "SELECT json_build_object('t', {lit}, 'r', row_to_json(x))::text FROM {ident} x",
-            lit = quote_literal(table),
-            ident = quote_ident(table)
-        );
-        let mut stream = sqlx::query_scalar::<_, String>(&sql).fetch(&mut *conn);
+    for (table, sql) in tables {
+        let mut stream = sqlx::query_scalar::<_, String>(sql).fetch(&mut *conn);
         let mut n = 0u64;
         while let Some(line) = stream.next().await {
             let line = line?;
@@ -372,11 +390,11 @@ async fn load_rows(
     Ok(counts)
 }
 
-fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-fn quote_literal(s: &str) -> String {
+pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 

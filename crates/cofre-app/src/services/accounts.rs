@@ -176,6 +176,16 @@ pub(crate) fn check_email(email: &str) -> Result<()> {
     Ok(())
 }
 
+/// A wrong or reused TOTP code, naming the field.
+pub(crate) fn totp_invalid() -> Error {
+    Error::new(
+        ErrorKind::Unauthorized,
+        ErrorCode::TotpInvalid,
+        "invalid TOTP code",
+    )
+    .with_field("totp_code")
+}
+
 pub(crate) fn account_disabled() -> Error {
     Error::new(
         ErrorKind::Forbidden,
@@ -457,15 +467,10 @@ impl Accounts<'_> {
                     )
                     .with_field("totp_code"))
                 }
-                Some(code) => {
-                    let seed = self.open_totp_seed(&user)?;
-                    let t = u64::try_from(now).unwrap_or(0);
-                    let last = user.totp_last_step.and_then(|s| u64::try_from(s).ok());
-                    match totp::verify(&seed, code.trim(), t, last) {
-                        Some(step) => totp_step = i64::try_from(step).ok(),
-                        None => failure = Some("wrong or reused TOTP code"),
-                    }
-                }
+                Some(code) => match self.totp_step_of(&user, code, now)? {
+                    Some(step) => totp_step = i64::try_from(step).ok(),
+                    None => failure = Some("wrong or reused TOTP code"),
+                },
             }
         }
         if failure.is_none() && user.disabled_at.is_some() {
@@ -514,12 +519,7 @@ impl Accounts<'_> {
             )
             .await?;
             return Err(if why.contains("TOTP") {
-                Error::new(
-                    ErrorKind::Unauthorized,
-                    ErrorCode::TotpInvalid,
-                    "invalid TOTP code",
-                )
-                .with_field("totp_code")
+                totp_invalid()
             } else {
                 invalid()
             });
@@ -726,6 +726,19 @@ impl Accounts<'_> {
 }
 
 impl App {
+    /// The TOTP step `code` is for, if it is the user's code now and newer than the last step
+    /// used (as the user row says; a caller re-reads that under the write lock).
+    pub(crate) fn totp_step_of(&self, user: &UserRow, code: &str, now: i64) -> Result<Option<u64>> {
+        let seed = self.open_totp_seed(user)?;
+        let last = user.totp_last_step.and_then(|s| u64::try_from(s).ok());
+        Ok(totp::verify(
+            &seed,
+            code.trim(),
+            u64::try_from(now).unwrap_or(0),
+            last,
+        ))
+    }
+
     pub(crate) fn open_totp_seed(&self, user: &UserRow) -> Result<zeroize::Zeroizing<Vec<u8>>> {
         let (wrapped_key, ciphertext) = user
             .totp_sealed

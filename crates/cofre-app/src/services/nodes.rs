@@ -26,15 +26,15 @@ impl App {
         })
     }
 
-    fn node_row(&self, bound: &Bound, started_at: i64) -> NodeRow {
+    fn node_row(&self, bound: &Bound, now: i64) -> NodeRow {
         NodeRow {
             node_id: self.node_id(),
             name: self.node_name(),
             api_address: bound.listen.to_string(),
             ssh_address: bound.ssh_listen.to_string(),
             version: crate::switch::version().to_owned(),
-            started_at,
-            last_heartbeat: self.now().unix_timestamp(),
+            started_at: now,
+            last_heartbeat: now,
             live_sessions: i64::try_from(self.live.count()).unwrap_or(i64::MAX),
         }
     }
@@ -44,10 +44,8 @@ impl App {
     /// cut from it, and hide where the cut was (`tamper::tail_cut_*`). The heartbeat holds the
     /// app weakly and ends with it.
     pub async fn start_node(self: &Arc<Self>, bound: Bound) -> Result<()> {
-        let started_at = self.now().unix_timestamp();
-        self.store
-            .node_heartbeat(&self.node_row(&bound, started_at))
-            .await?;
+        let mut row = self.node_row(&bound, self.now().unix_timestamp());
+        self.store.node_heartbeat(&row).await?;
         let weak = Arc::downgrade(self);
         let every = Duration::from_secs(self.config.cluster.heartbeat_seconds);
         tokio::spawn(async move {
@@ -56,7 +54,9 @@ impl App {
             loop {
                 tick.tick().await;
                 let Some(app) = weak.upgrade() else { return };
-                let row = app.node_row(&bound, started_at);
+                // Only these change: name, addresses and version are the start's.
+                row.last_heartbeat = app.now().unix_timestamp();
+                row.live_sessions = i64::try_from(app.live.count()).unwrap_or(i64::MAX);
                 if let Err(e) = app.store.node_heartbeat(&row).await {
                     tracing::warn!(error = %e, "cannot write this node's heartbeat");
                 }

@@ -1117,10 +1117,7 @@ impl Accounts<'_> {
             .await?
             .ok_or_else(|| Error::not_found(format!("user {}", who.username)))?;
         let now = self.now().unix_timestamp();
-        let seed = self.open_totp_seed(&user)?;
-        let last = user.totp_last_step.and_then(|s| u64::try_from(s).ok());
-        let step =
-            cofre_crypto::totp::verify(&seed, code.trim(), u64::try_from(now).unwrap_or(0), last);
+        let step = self.totp_step_of(&user, code, now)?;
         let mut tx = self.store.write().await?;
         let rows = tx.login_failures(&who.username).await?;
         // Under the write lock: another login with the same code may have committed meanwhile.
@@ -1143,12 +1140,7 @@ impl Accounts<'_> {
                 .detail("why", "wrong or reused TOTP code (SSO login)"),
             )
             .await?;
-            return Err(Error::new(
-                ErrorKind::Unauthorized,
-                ErrorCode::TotpInvalid,
-                "invalid TOTP code",
-            )
-            .with_field("totp_code"));
+            return Err(super::accounts::totp_invalid());
         };
         tx.clear_login_failures(
             &who.username,
